@@ -1,0 +1,18 @@
+// Where lrlab can run: the CPU always, a CUDA GPU when one is present and usable.
+#pragma once
+
+#include <string>
+
+namespace lrlab {
+
+enum class Device { CPU, CUDA };
+
+// Number of usable CUDA devices; 0 with the reason in *why (no driver, no device, ...).
+int cuda_device_count(std::string* why = nullptr);
+inline bool cuda_available(std::string* why = nullptr) { return cuda_device_count(why) > 0; }
+
+// "auto" picks CUDA when available. Throws lrlab::Error for "cuda" without a GPU or an unknown name.
+Device parse_device(const std::string& name);
+const char* device_name(Device d);
+
+}  // namespace lrlab

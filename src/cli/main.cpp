@@ -1,0 +1,57 @@
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <map>
+
+#include "command.hpp"
+#include "lrlab/error.hpp"
+
+namespace lrlab::cli {
+std::vector<Command>& registry() {
+  static std::vector<Command> commands;
+  return commands;
+}
+}  // namespace lrlab::cli
+
+int main(int argc, char** argv) {
+  using namespace lrlab::cli;
+  CLI::App app{"lrlab: learning-rate schedules, fused optimizers, training and sweeps on NVIDIA GPUs and CPUs"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "lrlab 0.1.0");
+  auto& cmds = registry();
+  std::sort(cmds.begin(), cmds.end(), [](const Command& a, const Command& b) { return a.name < b.name; });
+  std::map<CLI::App*, std::function<int()>> runners;
+  for (Command& c : cmds) {
+    CLI::App* sub = app.add_subcommand(c.name, c.description);
+    runners[sub] = c.setup(*sub);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return kExitBadInput;
+  }
+  try {
+    for (auto& [sub, run] : runners)
+      if (sub->parsed()) return run();
+  } catch (const lrlab::CudaError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return kExitFailure;
+  } catch (const lrlab::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return kExitBadInput;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return kExitFailure;
+  }
+  return kExitFailure;
+}

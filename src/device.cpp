@@ -1,0 +1,35 @@
+#include "lrlab/device.hpp"
+
+#include <cuda_runtime.h>
+
+#include "lrlab/error.hpp"
+
+namespace lrlab {
+
+int cuda_device_count(std::string* why) {
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    // Clear the sticky error so later, unrelated runtime calls do not report it.
+    cudaGetLastError();
+    if (why) *why = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
+    return 0;
+  }
+  if (n == 0 && why) *why = "no CUDA device found";
+  return n;
+}
+
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  std::string why;
+  if (name == "cuda" || name == "gpu") {
+    LRLAB_REQUIRE(cuda_available(&why), "--device ", name, " requested but ", why);
+    return Device::CUDA;
+  }
+  LRLAB_REQUIRE(name == "auto", "unknown device '", name, "' (expected auto, cpu or cuda)");
+  return cuda_available() ? Device::CUDA : Device::CPU;
+}
+
+const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }
+
+}  // namespace lrlab
