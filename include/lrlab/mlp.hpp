@@ -1,0 +1,140 @@
+// A multilayer perceptron trained as K packed replicas: K copies of one architecture, each with its
+// own weights, that see the same input minibatch (an LR sweep trains them together; K = 1 is plain
+// training). A replica's parameters are one flat fp32 block described by MlpLayout; replicas lie
+// back to back, so replica k's tensor at `offset` is params[k * layout.size() + offset].
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lrlab/nn_math.hpp"
+
+namespace lrlab {
+
+// Names: relu, gelu, tanh, sigmoid, identity. Throws lrlab::Error on anything else.
+Activation parse_activation(const std::string& name);
+const char* activation_name(Activation a);
+// Names: cross_entropy (or ce), mse. Throws lrlab::Error on anything else.
+LossKind parse_loss(const std::string& name);
+const char* loss_name(LossKind l);
+
+struct MlpConfig {
+  int64_t inputs = 0;
+  std::vector<int64_t> hidden;
+  int64_t outputs = 0;
+  Activation activation = Activation::Relu;  // of the hidden layers; the output layer is linear
+  LossKind loss = LossKind::SoftmaxCrossEntropy;
+};
+
+struct ParamRange {
+  int64_t begin, end;  // [begin, end) within one replica
+};
+
+// W is [out x in] row-major (like torch.nn.Linear.weight), b is [out].
+struct LayerView {
+  int64_t in, out, w_offset, b_offset;
+};
+
+// Where each tensor of one replica lies: W0, b0, W1, b1, ..., each starting 16-byte aligned.
+class MlpLayout {
+ public:
+  // Throws lrlab::Error for sizes < 1, fewer than 2 classes with cross-entropy, or a layer too
+  // large for the 32-bit dimensions of BLAS.
+  explicit MlpLayout(const MlpConfig& config);
+
+  int64_t size() const { return size_; }  // floats per replica, a multiple of 4
+  const std::vector<LayerView>& layers() const { return layers_; }
+  const MlpConfig& config() const { return config_; }
+  std::vector<ParamRange> weight_ranges() const;
+  std::vector<ParamRange> bias_ranges() const;
+  // The alignment gaps: weights, biases and padding together cover [0, size()) exactly once.
+  std::vector<ParamRange> padding_ranges() const;
+
+ private:
+  MlpConfig config_;
+  std::vector<LayerView> layers_;
+  int64_t size_ = 0;
+};
+
+// Auto: He for relu and gelu, Xavier (Glorot) otherwise; both normal distributions.
+enum class Init { Auto, He, Xavier };
+
+// Fills one replica's parameters (host memory, layout.size() floats) from `seed`: weights drawn
+// per layer, biases and padding zero. The same seed gives the same parameters on every machine.
+void init_params(const MlpLayout& layout, float* params, uint64_t seed, Init init = Init::Auto);
+
+// The CPU backend: OpenBLAS GEMMs per replica, OpenMP for the elementwise passes.
+// All workspace is allocated by the constructor; the methods allocate nothing.
+class MlpCpu {
+ public:
+  MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch);
+
+  // x: [batch x inputs], shared by all replicas. labels [batch] for classification or
+  // y [batch x outputs] for regression (the other may be null). Overwrites grads
+  // [replicas x layout.size()] (padding zero) and loss[replicas] with each replica's mean loss.
+  void forward_backward(const float* params, const float* x, const int32_t* labels, const float* y,
+                        int64_t batch, float* grads, float* loss);
+  // Mean loss and accuracy of each replica over n samples, in chunks of max_batch. accuracy is
+  // NaN for regression.
+  void evaluate(const float* params, const float* x, const int32_t* labels, const float* y,
+                int64_t n, double* loss, double* accuracy);
+  // out: [replicas x batch x outputs], the output layer before any softmax.
+  void forward(const float* params, const float* x, int64_t batch, float* out);
+
+  const MlpLayout& layout() const { return layout_; }
+  int64_t replicas() const { return replicas_; }
+  int64_t max_batch() const { return max_batch_; }
+
+ private:
+  void run_forward(const float* params, const float* x, int64_t batch);
+
+  MlpLayout layout_;
+  int64_t replicas_, max_batch_;
+  std::vector<std::vector<float>> pre_;   // per layer: pre-activations [replicas x batch x out]
+  std::vector<std::vector<float>> post_;  // per hidden layer: activations, same shape
+  std::vector<float> delta_[2];           // gradients w.r.t. pre-activations, ping-pong
+  std::vector<float> ones_;               // [max_batch] of 1: bias gradients as a GEMV
+  std::vector<float> row_loss_;           // [replicas x max_batch]
+};
+
+// The CUDA backend: the same contract with device pointers, run on `stream`.
+// forward_backward is capturable in a CUDA graph: it allocates nothing, never synchronises and
+// never copies to or from the host (run it once before capturing, so lazily loaded kernels are
+// loaded outside the capture). A moved-from MlpCuda may only be destroyed or assigned to.
+class MlpCuda {
+ public:
+  // allow_tf32 lets cuBLAS use TF32 tensor cores (faster, ~1e-3 relative error in GEMMs).
+  MlpCuda(const MlpLayout& layout, int64_t replicas, int64_t max_batch, cudaStream_t stream,
+          bool allow_tf32 = false);
+  ~MlpCuda();
+  MlpCuda(const MlpCuda&) = delete;
+  MlpCuda& operator=(const MlpCuda&) = delete;
+  MlpCuda(MlpCuda&&) noexcept;
+  MlpCuda& operator=(MlpCuda&&) noexcept;
+
+  // Device pointers; loss is device memory [replicas]. Labels are checked on the device: an
+  // out-of-range label gives that replica a NaN loss and is reported by check_labels().
+  void forward_backward(const float* params, const float* x, const int32_t* labels, const float* y,
+                        int64_t batch, float* grads, float* loss);
+  // Device inputs, host outputs [replicas]; synchronises the stream and calls check_labels().
+  void evaluate(const float* params, const float* x, const int32_t* labels, const float* y,
+                int64_t n, double* loss, double* accuracy);
+  void forward(const float* params, const float* x, int64_t batch, float* out);
+  // Throws lrlab::Error if a label seen since the last call was outside [0, outputs), then clears
+  // the record. Synchronises the stream, so call it outside graph capture (e.g. once per epoch).
+  void check_labels();
+
+  const MlpLayout& layout() const;
+  int64_t replicas() const;
+  int64_t max_batch() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lrlab

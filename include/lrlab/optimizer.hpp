@@ -1,0 +1,108 @@
+// Fused optimizers: one call updates every parameter of K replicas (K = 1 for plain training), each
+// replica with its own step counter, schedule table, base rate and scale, in one pass over memory
+// (one kernel launch on the GPU). Parameters are a flat fp32 buffer, replicas back to back.
+//
+//   lrlab::Optimizer opt("adamw(wd=0.01)", lrlab::Device::CUDA, n_params, {.lr = 1e-3});
+//   opt.set_schedule(lrlab::Schedule::parse("warmup(steps=100)+cosine(steps=900)").table(1000, 1e-3));
+//   opt.step(d_params, d_grads);   // capturable in a CUDA graph
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lrlab/device.hpp"
+#include "lrlab/update_rules.hpp"
+
+namespace lrlab {
+
+// Parses "adam(beta1=0.9,beta2=0.999,eps=1e-8,wd=0,amsgrad=false)" and the other names of
+// OPTIMIZERS.md (sgd, adam, adamw, rmsprop, adagrad). Keys every optimizer accepts: wd (alias
+// weight_decay), maximize, clip (max global gradient norm), check_finite.
+OptimizerHyper parse_optimizer(const std::string& spec);
+const char* optimizer_name(OptimKind kind);
+// Bytes one fp32 step must move per parameter (OPTIMIZERS.md's bandwidth floor).
+int bytes_per_param(const OptimizerHyper& h);
+
+// A range of each replica's parameters with its own rate multiplier and weight decay (for example
+// no decay on biases, or a lower rate for early layers).
+struct ParamGroup {
+  int64_t begin = 0, end = 0;
+  float lr_mult = 1.0f;
+  float weight_decay = -1.0f;  // < 0: the optimizer's default
+};
+constexpr int kMaxParamGroups = 16;
+
+struct OptimizerSetup {
+  float lr = 1e-3f;                // base rate of every replica
+  int64_t replicas = 1;
+  int64_t replica_stride = 0;      // floats between replicas; 0 = n_params
+  std::vector<ParamGroup> groups;  // empty: one group over all parameters
+  cudaStream_t stream = nullptr;   // CUDA path: every launch and copy goes on this stream
+};
+
+class Optimizer {
+ public:
+  Optimizer(const std::string& spec, Device device, int64_t n_params, OptimizerSetup setup = {});
+  Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_params, OptimizerSetup setup = {});
+  ~Optimizer();
+  Optimizer(Optimizer&&) noexcept;
+  Optimizer& operator=(Optimizer&&) noexcept;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  // One step over all replicas. params/grads hold replicas x replica_stride floats, in host memory
+  // for Device::CPU and device memory for Device::CUDA. bf16_copy (optional, same shape) receives
+  // the updated weights rounded to bf16 in the same pass. On the CUDA path this enqueues work on
+  // the stream and never synchronises, so it can be captured in a CUDA graph.
+  void step(float* params, const float* grads, uint16_t* bf16_copy = nullptr);
+  // Checked form for host buffers.
+  void step(std::vector<float>& params, const std::vector<float>& grads);
+
+  // Manual lowering: the base rate, for one replica or all (replica = -1). Takes effect at the next
+  // step, also inside a replayed CUDA graph.
+  void set_lr(float base_lr, int64_t replica = -1);
+  // Dynamic multiplier (reduce-on-plateau, divergence guard).
+  void set_scale(float scale, int64_t replica = -1);
+  // Schedule multipliers table[0..T-1]; the last value holds past T. Empty: constant 1.
+  void set_schedule(const std::vector<float>& table, int64_t replica = -1);
+  // Gradients arrive multiplied by this loss scale; they are divided by it in the kernel. A scale
+  // other than 1 turns the finite check on.
+  void set_grad_scale(float scale);
+  // Resets the step counter (the schedule position) of a replica.
+  void set_step(int64_t step, int64_t replica = -1);
+  // Zeroes the moments and counters of one replica (a fresh optimizer for a new configuration).
+  void reset_replica(int64_t replica);
+
+  // Host reads (synchronise the stream on the CUDA path; not for the hot loop).
+  ReplicaState replica_state(int64_t replica = 0) const;
+  int64_t step_count(int64_t replica = 0) const { return replica_state(replica).step; }
+  // The rate the next step will use for group 0 (before the group multiplier).
+  float next_lr(int64_t replica = 0) const;
+  std::vector<float> state_buffer(int index) const;  // all replicas, host copy
+
+  // The whole optimizer state: hyperparameters, counters, scales, tables and moments.
+  std::string save() const;
+  // Restores a state saved by an optimizer of the same kind and shape; throws lrlab::Error otherwise.
+  void load(const std::string& bytes);
+
+  const OptimizerHyper& hyper() const;
+  Device device() const;
+  int64_t n_params() const;
+  int64_t replicas() const;
+  int64_t replica_stride() const;
+  int num_state_buffers() const;
+  const std::vector<ParamGroup>& groups() const;
+  // Device array of the replica states (CUDA path), for kernels that read the step or rate.
+  ReplicaState* device_states();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lrlab

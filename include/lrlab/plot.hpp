@@ -1,0 +1,28 @@
+// Self-contained SVG line plots (no scripts, no external resources) for schedule curves, training
+// reports and sweep reports.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace lrlab {
+
+struct Series {
+  std::string name;  // shown in the legend; series without a name are left out of it
+  std::vector<double> x, y;
+};
+
+struct PlotOptions {
+  std::string title, xlabel, ylabel;
+  bool log_x = false, log_y = false;
+  int width = 720, height = 420;
+};
+
+// Axes with labelled ticks (powers of ten on log axes), a legend and one colour per series.
+// Non-finite points (and non-positive ones on a log axis) are skipped and break the line; empty
+// input still gives a valid SVG. Dense series are thinned to a few points per pixel column,
+// keeping each column's extremes. Throws lrlab::Error when a series' x and y differ in length or
+// the size is outside [160, 16000] x [120, 16000].
+std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& options);
+
+}  // namespace lrlab

@@ -1,0 +1,155 @@
+// The fused optimizer on the GPU: a CUB segmented reduction for gradient statistics (when
+// clipping or the finite check needs them), a one-thread-per-replica prepare kernel, and one update
+// launch over every parameter of every replica. The per-element math is update_rules.hpp's.
+#include <cub/device/device_segmented_reduce.cuh>
+#include <cuda/std/functional>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
+
+#include "../src/optimizer_kernels.hpp"
+#include "lrlab/cuda_check.hpp"
+
+namespace lrlab::detail {
+namespace {
+
+struct SquareToDouble {
+  __host__ __device__ double operator()(float x) const { return static_cast<double>(x) * x; }
+};
+struct Scaled {
+  int64_t stride, add;
+  __host__ __device__ int64_t operator()(int64_t r) const { return r * stride + add; }
+};
+
+auto square_iter(const float* g) { return thrust::make_transform_iterator(g, SquareToDouble{}); }
+auto offsets(int64_t stride, int64_t add) {
+  return thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), Scaled{stride, add});
+}
+
+__device__ __forceinline__ int group_of(const GroupTable& gt, int64_t i) {
+  for (int k = 0; k < gt.count; ++k)
+    if (i >= gt.begin[k] && i < gt.end[k]) return k;
+  return -1;
+}
+
+__global__ void prepare_kernel(ReplicaState* states, const double* grad_sq, OptimizerHyper h,
+                               bool stats, int64_t replicas) {
+  int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (r < replicas) prepare_step(states[r], h, stats, stats ? grad_sq[r] : 0.0);
+}
+
+template <OptimKind K, int NS>
+__device__ __forceinline__ void scalar_update(const FusedArgs& a, const ReplicaState& s, int64_t off,
+                                              int64_t i, int gi) {
+  float lr = s.lr * a.groups.lr_mult[gi];
+  float wd = a.groups.wd[gi];
+  float p = a.p[off + i];
+  float st[3] = {0.0f, 0.0f, 0.0f};
+#pragma unroll
+  for (int k = 0; k < NS; ++k) st[k] = a.s[k][off + i];
+  update_element<K>(a.h, s, lr, wd, p, a.g[off + i], st[0], st[1], st[2]);
+  a.p[off + i] = p;
+#pragma unroll
+  for (int k = 0; k < NS; ++k) a.s[k][off + i] = st[k];
+  if (a.bf16) a.bf16[off + i] = float_to_bf16(p);
+}
+
+// One block row (blockIdx.y) per replica; threads stride over quads of parameters. A quad inside one
+// group takes the 16-byte path; quads that straddle a group boundary or the end go element-wise.
+template <OptimKind K, int NS>
+__global__ void __launch_bounds__(256) update_kernel(FusedArgs a, const ReplicaState* states) {
+  const int64_t r = blockIdx.y;
+  const ReplicaState s = states[r];
+  if (s.skipped) return;
+  const int64_t off = r * a.ld;
+  const int64_t nq = (a.n + 3) / 4;
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < nq;
+       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = q * 4;
+    const int gi = group_of(a.groups, i);
+    if (a.vec && gi >= 0 && i + 3 < a.n && i + 3 < a.groups.end[gi]) {
+      const float lr = s.lr * a.groups.lr_mult[gi];
+      const float wd = a.groups.wd[gi];
+      float4 p = *reinterpret_cast<const float4*>(a.p + off + i);
+      const float4 g = *reinterpret_cast<const float4*>(a.g + off + i);
+      float4 st[3];
+#pragma unroll
+      for (int k = 0; k < NS; ++k) st[k] = *reinterpret_cast<const float4*>(a.s[k] + off + i);
+      float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f;
+      float* sx[3] = {NS > 0 ? &st[0].x : &d0, NS > 1 ? &st[1].x : &d1, NS > 2 ? &st[2].x : &d2};
+      float* sy[3] = {NS > 0 ? &st[0].y : &d0, NS > 1 ? &st[1].y : &d1, NS > 2 ? &st[2].y : &d2};
+      float* sz[3] = {NS > 0 ? &st[0].z : &d0, NS > 1 ? &st[1].z : &d1, NS > 2 ? &st[2].z : &d2};
+      float* sw[3] = {NS > 0 ? &st[0].w : &d0, NS > 1 ? &st[1].w : &d1, NS > 2 ? &st[2].w : &d2};
+      update_element<K>(a.h, s, lr, wd, p.x, g.x, *sx[0], *sx[1], *sx[2]);
+      update_element<K>(a.h, s, lr, wd, p.y, g.y, *sy[0], *sy[1], *sy[2]);
+      update_element<K>(a.h, s, lr, wd, p.z, g.z, *sz[0], *sz[1], *sz[2]);
+      update_element<K>(a.h, s, lr, wd, p.w, g.w, *sw[0], *sw[1], *sw[2]);
+      *reinterpret_cast<float4*>(a.p + off + i) = p;
+#pragma unroll
+      for (int k = 0; k < NS; ++k) *reinterpret_cast<float4*>(a.s[k] + off + i) = st[k];
+      if (a.bf16) {
+        ushort4 b = make_ushort4(float_to_bf16(p.x), float_to_bf16(p.y), float_to_bf16(p.z),
+                                 float_to_bf16(p.w));
+        *reinterpret_cast<ushort4*>(a.bf16 + off + i) = b;
+      }
+    } else {
+      for (int64_t j = i; j < i + 4 && j < a.n; ++j) {
+        int gj = group_of(a.groups, j);
+        if (gj >= 0) scalar_update<K, NS>(a, s, off, j, gj);
+      }
+    }
+  }
+}
+
+template <OptimKind K>
+void launch_kind(const FusedArgs& a, const ReplicaState* states, dim3 grid, cudaStream_t stream) {
+  switch (a.nstate) {
+    case 0: update_kernel<K, 0><<<grid, 256, 0, stream>>>(a, states); break;
+    case 1: update_kernel<K, 1><<<grid, 256, 0, stream>>>(a, states); break;
+    case 2: update_kernel<K, 2><<<grid, 256, 0, stream>>>(a, states); break;
+    default: update_kernel<K, 3><<<grid, 256, 0, stream>>>(a, states); break;
+  }
+  LRLAB_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+size_t cuda_grad_sq_scratch(const FusedArgs& a) {
+  size_t bytes = 0;
+  LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
+      nullptr, bytes, square_iter(a.g), static_cast<double*>(nullptr), static_cast<int>(a.replicas),
+      offsets(a.ld, 0), offsets(a.ld, a.n), cuda::std::plus<double>{}, 0.0));
+  return bytes;
+}
+
+void cuda_grad_sq(const FusedArgs& a, double* grad_sq, void* scratch, size_t scratch_bytes,
+                  cudaStream_t stream) {
+  LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
+      scratch, scratch_bytes, square_iter(a.g), grad_sq, static_cast<int>(a.replicas),
+      offsets(a.ld, 0), offsets(a.ld, a.n), cuda::std::plus<double>{}, 0.0, stream));
+}
+
+void cuda_prepare(ReplicaState* states, const double* grad_sq, const OptimizerHyper& h, bool stats,
+                  int64_t replicas, cudaStream_t stream) {
+  int threads = 128;
+  int blocks = static_cast<int>((replicas + threads - 1) / threads);
+  prepare_kernel<<<blocks, threads, 0, stream>>>(states, grad_sq, h, stats, replicas);
+  LRLAB_CUDA_CHECK_LAUNCH();
+}
+
+void cuda_update(const FusedArgs& a, const ReplicaState* states, int num_sms, cudaStream_t stream) {
+  const int64_t quads = (a.n + 3) / 4;
+  // Enough blocks to fill the GPU several times over, split across the replicas.
+  int64_t want = (quads + 255) / 256;
+  int64_t cap = std::max<int64_t>(1, (static_cast<int64_t>(num_sms) * 8 + a.replicas - 1) / a.replicas);
+  dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, std::min(want, cap))),
+            static_cast<unsigned>(a.replicas));
+  switch (a.h.kind) {
+    case OptimKind::SGD: launch_kind<OptimKind::SGD>(a, states, grid, stream); break;
+    case OptimKind::Adam: launch_kind<OptimKind::Adam>(a, states, grid, stream); break;
+    case OptimKind::AdamW: launch_kind<OptimKind::AdamW>(a, states, grid, stream); break;
+    case OptimKind::RMSprop: launch_kind<OptimKind::RMSprop>(a, states, grid, stream); break;
+    case OptimKind::Adagrad: launch_kind<OptimKind::Adagrad>(a, states, grid, stream); break;
+  }
+}
+
+}  // namespace lrlab::detail

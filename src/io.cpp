@@ -1,0 +1,104 @@
+#include "lrlab/io.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "lrlab/error.hpp"
+
+namespace lrlab {
+namespace {
+
+[[noreturn]] void fail_write(const std::string& path, int err) {
+  LRLAB_FAIL("cannot write '", path, "': ", std::strerror(err));
+}
+
+std::string directory_of(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+bool write_all(int fd, const std::string& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Opens a fresh temporary next to `path`. O_EXCL with a per-process counter avoids clashing with
+// concurrent writers; mode 0666 lets the umask decide the final permissions, as for a plain open.
+int open_temporary(const std::string& path, std::string& tmp) {
+  static std::atomic<unsigned> counter{0};
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0 || errno != EEXIST) return fd;
+  }
+  errno = EEXIST;
+  return -1;
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  if (path.empty()) fail_write(path, ENOENT);
+  std::string tmp;
+  int fd = open_temporary(path, tmp);
+  if (fd < 0) fail_write(path, errno);
+  if (!write_all(fd, bytes) || ::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail_write(path, err);
+  }
+  if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    fail_write(path, err);
+  }
+  // The rename is only durable once the directory entry itself reaches the disk.
+  int dir = ::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) fail_write(path, errno);
+  int rc = ::fsync(dir);
+  int err = errno;
+  ::close(dir);
+  if (rc != 0 && err != EINVAL) fail_write(path, err);  // EINVAL: the filesystem cannot sync directories
+}
+
+std::string read_file(const std::string& path, size_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) LRLAB_FAIL("cannot read '", path, "': ", std::strerror(errno));
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      LRLAB_FAIL("cannot read '", path, "': ", std::strerror(err));
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<size_t>(n) > max_bytes) {
+      ::close(fd);
+      LRLAB_FAIL("cannot read '", path, "': larger than ", max_bytes, " bytes");
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace lrlab

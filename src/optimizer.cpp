@@ -1,0 +1,527 @@
+#include "lrlab/optimizer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "lrlab/cuda_check.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/serialize.hpp"
+#include "lrlab/spec.hpp"
+#include "optimizer_kernels.hpp"
+
+namespace lrlab {
+
+namespace {
+
+float fraction(spec::ArgReader& r, const std::string& key, float fallback, bool closed) {
+  double v = r.number(key, fallback);
+  if (closed ? v > 1.0 : v >= 1.0) r.fail_value(key, closed ? "must be in [0, 1]" : "must be in [0, 1)");
+  return static_cast<float>(v);
+}
+
+}  // namespace
+
+OptimizerHyper parse_optimizer(const std::string& text) {
+  auto segs = spec::parse(text);
+  LRLAB_REQUIRE(segs.size() == 1, "optimizer spec '", text, "' has ", segs.size(),
+                " parts; '+' composes schedules, not optimizers");
+  const spec::Segment& seg = segs[0];
+  spec::ArgReader r(seg, "optimizer");
+  OptimizerHyper h;
+  const std::string& n = seg.name;
+  if (n == "sgd") h.kind = OptimKind::SGD;
+  else if (n == "adam") h.kind = OptimKind::Adam;
+  else if (n == "adamw") h.kind = OptimKind::AdamW;
+  else if (n == "rmsprop") h.kind = OptimKind::RMSprop;
+  else if (n == "adagrad") h.kind = OptimKind::Adagrad;
+  else
+    LRLAB_FAIL("unknown optimizer '", n, "' at position ", seg.pos,
+               " (expected sgd, adam, adamw, rmsprop or adagrad)");
+
+  const char* wd_key = r.has("weight_decay") ? "weight_decay" : "wd";
+  LRLAB_REQUIRE(!(r.has("weight_decay") && r.has("wd")), "optimizer '", n,
+                "': give wd or weight_decay, not both");
+  h.weight_decay = static_cast<float>(r.number(wd_key, h.kind == OptimKind::AdamW ? 1e-2 : 0.0));
+  h.maximize = r.boolean("maximize", false);
+  h.max_grad_norm = static_cast<float>(r.number("clip", 0.0));
+  h.check_finite = r.boolean("check_finite", false);
+  switch (h.kind) {
+    case OptimKind::SGD:
+      h.momentum = static_cast<float>(r.number("momentum", 0.0));
+      h.dampening = fraction(r, "dampening", 0.0f, true);
+      h.nesterov = r.boolean("nesterov", false);
+      if (h.nesterov && (h.momentum <= 0.0f || h.dampening != 0.0f))
+        r.fail_value("nesterov", "Nesterov momentum needs momentum > 0 and dampening = 0");
+      break;
+    case OptimKind::Adam:
+    case OptimKind::AdamW:
+      h.beta1 = fraction(r, "beta1", 0.9f, false);
+      h.beta2 = fraction(r, "beta2", 0.999f, false);
+      h.eps = static_cast<float>(r.number("eps", 1e-8));
+      h.amsgrad = r.boolean("amsgrad", false);
+      break;
+    case OptimKind::RMSprop:
+      h.alpha = fraction(r, "alpha", 0.99f, true);
+      h.eps = static_cast<float>(r.number("eps", 1e-8));
+      h.momentum = static_cast<float>(r.number("momentum", 0.0));
+      h.centered = r.boolean("centered", false);
+      break;
+    case OptimKind::Adagrad:
+      h.lr_decay = static_cast<float>(r.number("lr_decay", 0.0));
+      h.eps = static_cast<float>(r.number("eps", 1e-10));
+      h.initial_accumulator = static_cast<float>(
+          r.number(r.has("initial_accumulator_value") ? "initial_accumulator_value" : "initial_accumulator", 0.0));
+      break;
+  }
+  r.finish();
+  return h;
+}
+
+const char* optimizer_name(OptimKind kind) {
+  switch (kind) {
+    case OptimKind::SGD: return "sgd";
+    case OptimKind::Adam: return "adam";
+    case OptimKind::AdamW: return "adamw";
+    case OptimKind::RMSprop: return "rmsprop";
+    case OptimKind::Adagrad: return "adagrad";
+  }
+  return "?";
+}
+
+int bytes_per_param(const OptimizerHyper& h) { return 12 + 8 * state_buffers(h); }
+
+struct Optimizer::Impl {
+  OptimizerHyper h;
+  Device dev = Device::CPU;
+  int64_t n = 0, K = 1, ld = 0;
+  std::vector<ParamGroup> groups;
+  detail::GroupTable gt;
+  cudaStream_t stream = nullptr;
+  int nstate = 0;
+  bool scaled_grads = false;
+
+  // Host copies: authoritative on the CPU path; on the CUDA path the device holds the truth and
+  // these tables are kept only so that save() can write them.
+  std::vector<ReplicaState> states;
+  std::vector<std::vector<float>> tables;
+  std::vector<float> host_buf[3];
+  std::vector<double> host_grad_sq;
+
+  ReplicaState* d_states = nullptr;
+  float* d_buf[3] = {nullptr, nullptr, nullptr};
+  std::vector<float*> d_tables;
+  double* d_grad_sq = nullptr;
+  void* d_scratch = nullptr;
+  size_t scratch_bytes = 0;
+  int num_sms = 1;
+
+  bool cuda() const { return dev == Device::CUDA; }
+  bool stats() const { return h.max_grad_norm > 0.0f || h.check_finite || scaled_grads; }
+
+  ~Impl() {
+    if (!cuda()) return;
+    // Destructors must not throw: free what we can, ignore errors from a dying context.
+    if (stream) cudaStreamSynchronize(stream);
+    cudaFree(d_states);
+    for (float* b : d_buf) cudaFree(b);
+    for (float* t : d_tables) cudaFree(t);
+    cudaFree(d_grad_sq);
+    cudaFree(d_scratch);
+  }
+
+  void check_replica(int64_t r) const {
+    LRLAB_REQUIRE(r >= -1 && r < K, "replica ", r, " out of range (optimizer has ", K, ")");
+  }
+
+  template <typename F>
+  void each_replica(int64_t r, F&& f) {
+    check_replica(r);
+    if (r >= 0) f(r);
+    else
+      for (int64_t i = 0; i < K; ++i) f(i);
+  }
+
+  // Writes one field of a replica's state where the update reads it.
+  template <typename T>
+  void write_field(int64_t r, T ReplicaState::*field, T value) {
+    states[r].*field = value;
+    if (cuda()) {
+      char* base = reinterpret_cast<char*>(d_states + r);
+      size_t off = reinterpret_cast<size_t>(&(static_cast<ReplicaState*>(nullptr)->*field));
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + off, &(states[r].*field), sizeof(T),
+                                       cudaMemcpyHostToDevice, stream));
+      // The source lives in `states`, which may change before an async copy from pageable memory
+      // completes only if we return first; synchronise to keep the copy's value.
+      LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    }
+  }
+
+  void pull_states() {
+    if (!cuda()) return;
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(states.data(), d_states, sizeof(ReplicaState) * K,
+                                     cudaMemcpyDeviceToHost, stream));
+    LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    // Device table pointers are meaningless on the host; keep host pointers for the CPU view.
+    for (int64_t r = 0; r < K; ++r) states[r].table = tables[r].empty() ? nullptr : tables[r].data();
+  }
+
+  void push_states() {
+    if (!cuda()) return;
+    std::vector<ReplicaState> dev_view = states;
+    for (int64_t r = 0; r < K; ++r) dev_view[r].table = d_tables[r];
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(d_states, dev_view.data(), sizeof(ReplicaState) * K,
+                                     cudaMemcpyHostToDevice, stream));
+    LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  void fill_state_buffers_initial() {
+    // Adagrad's accumulator starts at initial_accumulator; every other moment at zero.
+    float init0 = h.kind == OptimKind::Adagrad ? h.initial_accumulator : 0.0f;
+    for (int k = 0; k < nstate; ++k) {
+      float v = k == 0 ? init0 : 0.0f;
+      if (cuda()) {
+        std::vector<float> tmp(static_cast<size_t>(K * ld), v);
+        LRLAB_CUDA_CHECK(cudaMemcpyAsync(d_buf[k], tmp.data(), tmp.size() * sizeof(float),
+                                         cudaMemcpyHostToDevice, stream));
+        LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+      } else {
+        host_buf[k].assign(static_cast<size_t>(K * ld), v);
+      }
+    }
+  }
+
+  detail::FusedArgs args(float* p, const float* g, uint16_t* bf16) {
+    detail::FusedArgs a;
+    a.h = h;
+    a.groups = gt;
+    a.p = p;
+    a.g = g;
+    for (int k = 0; k < nstate; ++k) a.s[k] = cuda() ? d_buf[k] : host_buf[k].data();
+    a.bf16 = bf16;
+    a.n = n;
+    a.ld = ld;
+    a.replicas = K;
+    a.nstate = nstate;
+    a.stats = stats();
+    auto aligned = [](const void* q, size_t b) { return reinterpret_cast<uintptr_t>(q) % b == 0; };
+    a.vec = ld % 4 == 0 && aligned(p, 16) && aligned(g, 16) && aligned(bf16, 8);
+    for (int k = 0; k < nstate; ++k) a.vec = a.vec && aligned(a.s[k], 16);
+    return a;
+  }
+};
+
+namespace {
+
+void validate_groups(std::vector<ParamGroup>& groups, int64_t n, float default_wd) {
+  if (groups.empty()) groups.push_back({0, n, 1.0f, -1.0f});
+  LRLAB_REQUIRE(static_cast<int>(groups.size()) <= kMaxParamGroups, "too many parameter groups (",
+                groups.size(), "; at most ", kMaxParamGroups, ")");
+  std::sort(groups.begin(), groups.end(),
+            [](const ParamGroup& a, const ParamGroup& b) { return a.begin < b.begin; });
+  int64_t prev_end = 0;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    ParamGroup& g = groups[i];
+    LRLAB_REQUIRE(g.begin >= 0 && g.begin < g.end && g.end <= n, "parameter group ", i, " [", g.begin,
+                  ", ", g.end, ") is empty or outside the ", n, " parameters");
+    LRLAB_REQUIRE(g.begin >= prev_end, "parameter groups overlap at parameter ", g.begin);
+    LRLAB_REQUIRE(std::isfinite(g.lr_mult) && g.lr_mult >= 0.0f, "parameter group ", i,
+                  ": rate multiplier must be finite and non-negative");
+    LRLAB_REQUIRE(std::isfinite(g.weight_decay), "parameter group ", i, ": weight decay must be finite");
+    if (g.weight_decay < 0.0f) g.weight_decay = default_wd;
+    prev_end = g.end;
+  }
+}
+
+void require_rate(float v, const char* what) {
+  LRLAB_REQUIRE(std::isfinite(v) && v >= 0.0f, what, " must be finite and non-negative (got ", v, ")");
+}
+
+}  // namespace
+
+Optimizer::Optimizer(const std::string& spec, Device device, int64_t n_params, OptimizerSetup setup)
+    : Optimizer(parse_optimizer(spec), device, n_params, std::move(setup)) {}
+
+Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_params, OptimizerSetup setup)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  LRLAB_REQUIRE(n_params > 0, "an optimizer needs at least one parameter (got ", n_params, ")");
+  LRLAB_REQUIRE(setup.replicas >= 1, "replicas must be at least 1 (got ", setup.replicas, ")");
+  LRLAB_REQUIRE(setup.replica_stride == 0 || setup.replica_stride >= n_params, "replica stride ",
+                setup.replica_stride, " is smaller than the ", n_params, " parameters of a replica");
+  LRLAB_REQUIRE(setup.replicas <= 65535, "at most 65535 replicas (got ", setup.replicas, ")");
+  require_rate(setup.lr, "learning rate");
+  for (float v : {hyper.beta1, hyper.beta2, hyper.eps, hyper.weight_decay, hyper.momentum,
+                  hyper.dampening, hyper.alpha, hyper.lr_decay, hyper.initial_accumulator,
+                  hyper.max_grad_norm})
+    LRLAB_REQUIRE(std::isfinite(v) && v >= 0.0f, "optimizer hyperparameters must be finite and non-negative");
+  m.h = hyper;
+  m.dev = device;
+  m.n = n_params;
+  m.K = setup.replicas;
+  m.ld = setup.replica_stride ? setup.replica_stride : n_params;
+  m.stream = setup.stream;
+  m.nstate = state_buffers(hyper);
+  m.groups = std::move(setup.groups);
+  validate_groups(m.groups, n_params, hyper.weight_decay);
+  m.gt.count = static_cast<int>(m.groups.size());
+  for (int i = 0; i < m.gt.count; ++i) {
+    m.gt.begin[i] = m.groups[i].begin;
+    m.gt.end[i] = m.groups[i].end;
+    m.gt.lr_mult[i] = m.groups[i].lr_mult;
+    m.gt.wd[i] = m.groups[i].weight_decay;
+  }
+  LRLAB_REQUIRE(static_cast<double>(m.K) * m.ld < 9e15, "parameter buffer too large");
+
+  m.states.assign(m.K, ReplicaState{});
+  for (ReplicaState& s : m.states) s.base_lr = setup.lr;
+  m.tables.assign(m.K, {});
+  m.host_grad_sq.assign(m.K, 0.0);
+  if (m.cuda()) {
+    std::string why;
+    LRLAB_REQUIRE(cuda_available(&why), "CUDA optimizer requested but ", why);
+    int dev_id = 0;
+    LRLAB_CUDA_CHECK(cudaGetDevice(&dev_id));
+    LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, dev_id));
+    m.d_tables.assign(m.K, nullptr);
+    LRLAB_CUDA_CHECK(cudaMalloc(&m.d_states, sizeof(ReplicaState) * m.K));
+    for (int k = 0; k < m.nstate; ++k)
+      LRLAB_CUDA_CHECK(cudaMalloc(&m.d_buf[k], sizeof(float) * m.K * m.ld));
+    LRLAB_CUDA_CHECK(cudaMalloc(&m.d_grad_sq, sizeof(double) * m.K));
+    detail::FusedArgs probe = m.args(nullptr, nullptr, nullptr);
+    m.scratch_bytes = detail::cuda_grad_sq_scratch(probe);
+    LRLAB_CUDA_CHECK(cudaMalloc(&m.d_scratch, std::max<size_t>(m.scratch_bytes, 16)));
+    m.push_states();
+  }
+  m.fill_state_buffers_initial();
+}
+
+Optimizer::~Optimizer() = default;
+Optimizer::Optimizer(Optimizer&&) noexcept = default;
+Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
+
+void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
+  Impl& m = *impl_;
+  LRLAB_REQUIRE(params && grads, "optimizer step needs parameter and gradient buffers");
+  detail::FusedArgs a = m.args(params, grads, bf16_copy);
+  if (m.cuda()) {
+    if (a.stats) detail::cuda_grad_sq(a, m.d_grad_sq, m.d_scratch, m.scratch_bytes, m.stream);
+    detail::cuda_prepare(m.d_states, m.d_grad_sq, m.h, a.stats, m.K, m.stream);
+    detail::cuda_update(a, m.d_states, m.num_sms, m.stream);
+  } else {
+    if (a.stats) detail::cpu_grad_sq(a, m.host_grad_sq.data());
+    for (int64_t r = 0; r < m.K; ++r) prepare_step(m.states[r], m.h, a.stats, m.host_grad_sq[r]);
+    detail::cpu_update(a, m.states.data());
+  }
+}
+
+void Optimizer::step(std::vector<float>& params, const std::vector<float>& grads) {
+  const Impl& m = *impl_;
+  LRLAB_REQUIRE(m.dev == Device::CPU, "the std::vector form of step() is for the CPU optimizer");
+  const size_t want = static_cast<size_t>((m.K - 1) * m.ld + m.n);
+  LRLAB_REQUIRE(params.size() >= want && grads.size() >= want, "optimizer over ", want,
+                " parameters got ", params.size(), " parameters and ", grads.size(), " gradients");
+  step(params.data(), grads.data());
+}
+
+void Optimizer::set_lr(float base_lr, int64_t replica) {
+  require_rate(base_lr, "learning rate");
+  impl_->each_replica(replica, [&](int64_t r) { impl_->write_field(r, &ReplicaState::base_lr, base_lr); });
+}
+
+void Optimizer::set_scale(float scale, int64_t replica) {
+  require_rate(scale, "rate scale");
+  impl_->each_replica(replica, [&](int64_t r) { impl_->write_field(r, &ReplicaState::scale, scale); });
+}
+
+void Optimizer::set_step(int64_t step, int64_t replica) {
+  LRLAB_REQUIRE(step >= 0, "step must not be negative (got ", step, ")");
+  impl_->each_replica(replica, [&](int64_t r) { impl_->write_field(r, &ReplicaState::step, step); });
+}
+
+void Optimizer::set_grad_scale(float scale) {
+  LRLAB_REQUIRE(std::isfinite(scale) && scale > 0.0f, "gradient scale must be finite and positive (got ", scale, ")");
+  impl_->scaled_grads = impl_->scaled_grads || scale != 1.0f;
+  impl_->each_replica(-1, [&](int64_t r) { impl_->write_field(r, &ReplicaState::inv_grad_scale, 1.0f / scale); });
+}
+
+void Optimizer::set_schedule(const std::vector<float>& table, int64_t replica) {
+  Impl& m = *impl_;
+  for (size_t i = 0; i < table.size(); ++i)
+    LRLAB_REQUIRE(std::isfinite(table[i]) && table[i] >= 0.0f, "schedule table entry ", i,
+                  " is negative or not finite");
+  m.each_replica(replica, [&](int64_t r) {
+    m.tables[r] = table;
+    m.states[r].table = m.tables[r].empty() ? nullptr : m.tables[r].data();
+    m.states[r].table_len = static_cast<int64_t>(table.size());
+    if (!m.cuda()) return;
+    // Kernels in flight may still read the old table.
+    LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    LRLAB_CUDA_CHECK(cudaFree(m.d_tables[r]));
+    m.d_tables[r] = nullptr;
+    if (!table.empty()) {
+      cudaError_t err = cudaMalloc(&m.d_tables[r], table.size() * sizeof(float));
+      if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        LRLAB_FAIL("a schedule table of ", table.size(), " steps does not fit in device memory");
+      }
+      LRLAB_CUDA_CHECK(err);
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_tables[r], table.data(), table.size() * sizeof(float),
+                                       cudaMemcpyHostToDevice, m.stream));
+    }
+    const float* dt = m.d_tables[r];
+    char* base = reinterpret_cast<char*>(m.d_states + r);
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &dt, sizeof dt,
+                                     cudaMemcpyHostToDevice, m.stream));
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table_len), &m.states[r].table_len,
+                                     sizeof(int64_t), cudaMemcpyHostToDevice, m.stream));
+    LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  });
+}
+
+void Optimizer::reset_replica(int64_t replica) {
+  Impl& m = *impl_;
+  LRLAB_REQUIRE(replica >= 0 && replica < m.K, "replica ", replica, " out of range (optimizer has ", m.K, ")");
+  m.pull_states();
+  ReplicaState& s = m.states[replica];
+  s.step = 0;
+  s.skipped = 0;
+  s.skipped_total = 0;
+  m.push_states();
+  float init0 = m.h.kind == OptimKind::Adagrad ? m.h.initial_accumulator : 0.0f;
+  for (int k = 0; k < m.nstate; ++k) {
+    float v = k == 0 ? init0 : 0.0f;
+    if (m.cuda()) {
+      std::vector<float> tmp(static_cast<size_t>(m.ld), v);
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_buf[k] + replica * m.ld, tmp.data(), tmp.size() * sizeof(float),
+                                       cudaMemcpyHostToDevice, m.stream));
+      LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    } else {
+      std::fill(m.host_buf[k].begin() + replica * m.ld, m.host_buf[k].begin() + (replica + 1) * m.ld, v);
+    }
+  }
+}
+
+ReplicaState Optimizer::replica_state(int64_t replica) const {
+  Impl& m = *impl_;
+  LRLAB_REQUIRE(replica >= 0 && replica < m.K, "replica ", replica, " out of range (optimizer has ", m.K, ")");
+  m.pull_states();
+  return m.states[replica];
+}
+
+float Optimizer::next_lr(int64_t replica) const {
+  ReplicaState s = replica_state(replica);
+  float mult = 1.0f;
+  const std::vector<float>& t = impl_->tables[replica];
+  if (!t.empty()) mult = t[std::min<int64_t>(s.step, static_cast<int64_t>(t.size()) - 1)];
+  return s.base_lr * mult * s.scale;
+}
+
+std::vector<float> Optimizer::state_buffer(int index) const {
+  const Impl& m = *impl_;
+  LRLAB_REQUIRE(index >= 0 && index < m.nstate, "state buffer ", index, " does not exist (",
+                optimizer_name(m.h.kind), " keeps ", m.nstate, ")");
+  if (!m.cuda()) return m.host_buf[index];
+  std::vector<float> out(static_cast<size_t>(m.K * m.ld));
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(out.data(), m.d_buf[index], out.size() * sizeof(float),
+                                   cudaMemcpyDeviceToHost, m.stream));
+  LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  return out;
+}
+
+namespace {
+constexpr uint64_t kOptimizerMagic = 0x3174706F626C726CULL;  // "lrlbopt1"
+}
+
+std::string Optimizer::save() const {
+  Impl& m = *impl_;
+  m.pull_states();
+  ByteWriter w;
+  w.put(kOptimizerMagic);
+  w.put(m.h);
+  w.put(m.n);
+  w.put(m.K);
+  w.put(m.ld);
+  w.put<int32_t>(m.nstate);
+  w.put<int32_t>(m.scaled_grads);
+  for (int64_t r = 0; r < m.K; ++r) {
+    const ReplicaState& s = m.states[r];
+    w.put(s.step);
+    w.put(s.base_lr);
+    w.put(s.scale);
+    w.put(s.inv_grad_scale);
+    w.put(s.skipped_total);
+    w.put_vector(m.tables[r]);
+  }
+  for (int k = 0; k < m.nstate; ++k) w.put_vector(state_buffer(k));
+  return w.take();
+}
+
+void Optimizer::load(const std::string& bytes) {
+  Impl& m = *impl_;
+  ByteReader rd(bytes, "optimizer state");
+  LRLAB_REQUIRE(rd.get<uint64_t>() == kOptimizerMagic, "optimizer state: not an lrlab optimizer state");
+  OptimizerHyper h = rd.get<OptimizerHyper>();
+  int64_t n = rd.get<int64_t>(), K = rd.get<int64_t>(), ld = rd.get<int64_t>();
+  int32_t nstate = rd.get<int32_t>();
+  int32_t scaled = rd.get<int32_t>();
+  LRLAB_REQUIRE(h.kind == m.h.kind && nstate == m.nstate, "optimizer state is for ",
+                optimizer_name(h.kind), " with ", nstate, " state buffers, not ",
+                optimizer_name(m.h.kind), " with ", m.nstate);
+  LRLAB_REQUIRE(n == m.n && K == m.K && ld == m.ld, "optimizer state is for ", K, " x ", n,
+                " parameters, not ", m.K, " x ", m.n);
+  std::vector<ReplicaState> states = m.states;
+  std::vector<std::vector<float>> tables(K);
+  for (int64_t r = 0; r < K; ++r) {
+    ReplicaState& s = states[r];
+    s.step = rd.get<int64_t>();
+    s.base_lr = rd.get<float>();
+    s.scale = rd.get<float>();
+    s.inv_grad_scale = rd.get<float>();
+    s.skipped_total = rd.get<int64_t>();
+    LRLAB_REQUIRE(s.step >= 0 && std::isfinite(s.base_lr) && std::isfinite(s.scale) &&
+                      std::isfinite(s.inv_grad_scale),
+                  "optimizer state: replica ", r, " holds invalid counters");
+    tables[r] = rd.get_vector<float>();
+  }
+  std::vector<std::vector<float>> bufs(nstate);
+  for (int k = 0; k < nstate; ++k) {
+    bufs[k] = rd.get_vector<float>();
+    LRLAB_REQUIRE(static_cast<int64_t>(bufs[k].size()) == K * ld, "optimizer state: buffer ", k, " has ",
+                  bufs[k].size(), " values, expected ", K * ld);
+  }
+  rd.expect_end();
+  // Everything read and checked: now commit. Hyperparameters keep the values of this optimizer's
+  // spec (a resumed run may change them), the counters and moments come from the file.
+  m.scaled_grads = m.scaled_grads || scaled;
+  for (int64_t r = 0; r < K; ++r) {
+    set_schedule(tables[r], r);
+    ReplicaState& s = m.states[r];
+    s.step = states[r].step;
+    s.base_lr = states[r].base_lr;
+    s.scale = states[r].scale;
+    s.inv_grad_scale = states[r].inv_grad_scale;
+    s.skipped_total = states[r].skipped_total;
+  }
+  m.push_states();
+  for (int k = 0; k < nstate; ++k) {
+    if (m.cuda()) {
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_buf[k], bufs[k].data(), bufs[k].size() * sizeof(float),
+                                       cudaMemcpyHostToDevice, m.stream));
+      LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    } else {
+      m.host_buf[k] = std::move(bufs[k]);
+    }
+  }
+}
+
+const OptimizerHyper& Optimizer::hyper() const { return impl_->h; }
+Device Optimizer::device() const { return impl_->dev; }
+int64_t Optimizer::n_params() const { return impl_->n; }
+int64_t Optimizer::replicas() const { return impl_->K; }
+int64_t Optimizer::replica_stride() const { return impl_->ld; }
+int Optimizer::num_state_buffers() const { return impl_->nstate; }
+const std::vector<ParamGroup>& Optimizer::groups() const { return impl_->groups; }
+ReplicaState* Optimizer::device_states() { return impl_->d_states; }
+
+}  // namespace lrlab
