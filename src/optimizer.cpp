@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 
 #include "lrlab/cuda_check.hpp"
@@ -148,11 +149,12 @@ struct Optimizer::Impl {
     states[r].*field = value;
     if (cuda()) {
       char* base = reinterpret_cast<char*>(d_states + r);
-      size_t off = reinterpret_cast<size_t>(&(static_cast<ReplicaState*>(nullptr)->*field));
+      size_t off = static_cast<size_t>(reinterpret_cast<char*>(&(states[r].*field)) -
+                                       reinterpret_cast<char*>(&states[r]));
       LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + off, &(states[r].*field), sizeof(T),
                                        cudaMemcpyHostToDevice, stream));
-      // The source lives in `states`, which may change before an async copy from pageable memory
-      // completes only if we return first; synchronise to keep the copy's value.
+      // Settings change between steps, not inside them: waiting here keeps the host copy and
+      // the device copy in step and costs nothing on the hot path.
       LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
     }
   }

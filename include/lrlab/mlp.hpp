@@ -67,6 +67,14 @@ enum class Init { Auto, He, Xavier };
 // per layer, biases and padding zero. The same seed gives the same parameters on every machine.
 void init_params(const MlpLayout& layout, float* params, uint64_t seed, Init init = Init::Auto);
 
+namespace detail {
+// Host-side argument checks shared by the backends (the CPU one also checks label values).
+void check_backend_shape(int64_t replicas, int64_t max_batch);
+void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, int64_t max_batch,
+                     const float* params, const float* x, const int32_t* labels, const float* y,
+                     bool needs_targets = true);
+}  // namespace detail
+
 // The CPU backend: OpenBLAS GEMMs per replica, OpenMP for the elementwise passes.
 // All workspace is allocated by the constructor; the methods allocate nothing.
 class MlpCpu {

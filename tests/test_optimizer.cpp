@@ -1,0 +1,340 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "lrlab/error.hpp"
+#include "lrlab/optimizer.hpp"
+#include "lrlab/rng.hpp"
+#include "optim_reference.hpp"
+
+using namespace lrlab;
+using lrlab::testing::maxnorm_rel_error;
+using lrlab::testing::RefOptimizer;
+
+namespace {
+
+std::vector<float> normal_vector(size_t n, Rng& rng, double scale = 1.0) {
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(rng.normal() * scale);
+  return v;
+}
+
+// Gradients of a noisy quadratic around a random target: moments, decay and momentum all matter
+// over a long run.
+std::vector<float> quadratic_grad(const std::vector<float>& p, const std::vector<float>& target, Rng& rng) {
+  std::vector<float> g(p.size());
+  for (size_t i = 0; i < p.size(); ++i) g[i] = (p[i] - target[i]) + static_cast<float>(0.5 * rng.normal());
+  return g;
+}
+
+struct Variant {
+  const char* spec;
+  float lr;
+  double tol;  // max-norm relative error against float64 after 1000 steps
+};
+
+void PrintTo(const Variant& v, std::ostream* os) { *os << v.spec; }
+
+class OptimizerReference : public ::testing::TestWithParam<Variant> {};
+
+// Two groups (the second at half the rate and without decay, like biases), a decaying schedule
+// table, 1000 steps, n not a multiple of 4.
+TEST_P(OptimizerReference, ThousandStepsTrackFloat64) {
+  const Variant v = GetParam();
+  const size_t n = 1031;
+  const int64_t split = 700;
+  Rng rng(42);
+  std::vector<float> p = normal_vector(n, rng);
+  std::vector<float> target = normal_vector(n, rng);
+  OptimizerSetup setup;
+  setup.lr = v.lr;
+  setup.groups = {{0, split, 1.0f, -1.0f}, {split, static_cast<int64_t>(n), 0.5f, 0.0f}};
+  Optimizer opt(v.spec, Device::CPU, n, setup);
+  RefOptimizer ref(opt.hyper(), p);
+  std::vector<double> wd(n), lr(n);
+  for (size_t i = 0; i < n; ++i) wd[i] = static_cast<int64_t>(i) < split ? opt.hyper().weight_decay : 0.0;
+  std::vector<float> table(1000);
+  for (size_t t = 0; t < table.size(); ++t) table[t] = std::pow(0.999f, static_cast<float>(t));
+  opt.set_schedule(table);
+  for (int step = 0; step < 1000; ++step) {
+    std::vector<float> g = quadratic_grad(p, target, rng);
+    EXPECT_FLOAT_EQ(opt.next_lr(), v.lr * table[step]);
+    opt.step(p, g);
+    for (size_t i = 0; i < n; ++i)
+      lr[i] = static_cast<double>(v.lr * table[step]) * (static_cast<int64_t>(i) < split ? 1.0 : 0.5);
+    ref.step(g, lr, wd);
+  }
+  EXPECT_EQ(opt.step_count(), 1000);
+  double err = maxnorm_rel_error(p.data(), ref.p);
+  EXPECT_LT(err, v.tol);
+  // The run must have moved the parameters: a rule that does nothing would also "track".
+  double moved = 0;
+  Rng rng0(42);
+  std::vector<float> p0 = normal_vector(n, rng0);
+  for (size_t i = 0; i < n; ++i) moved = std::max(moved, std::abs(static_cast<double>(p[i]) - p0[i]));
+  EXPECT_GT(moved, 0.05);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllRules, OptimizerReference,
+    ::testing::Values(Variant{"sgd()", 0.05f, 2e-5}, Variant{"sgd(momentum=0.9)", 0.01f, 2e-5},
+                      Variant{"sgd(momentum=0.9,nesterov=true,wd=0.01)", 0.01f, 2e-5},
+                      Variant{"sgd(momentum=0.5,dampening=0.3,maximize=false)", 0.02f, 2e-5},
+                      Variant{"adam()", 1e-2f, 2e-5}, Variant{"adam(amsgrad=true)", 1e-2f, 2e-5},
+                      Variant{"adam(wd=0.05,beta1=0.8,beta2=0.99,eps=1e-6)", 1e-2f, 2e-5},
+                      Variant{"adamw()", 1e-2f, 2e-5}, Variant{"adamw(wd=0.1,amsgrad=true)", 1e-2f, 2e-5},
+                      Variant{"rmsprop()", 1e-3f, 2e-5}, Variant{"rmsprop(momentum=0.9)", 1e-3f, 2e-5},
+                      Variant{"rmsprop(centered=true)", 1e-3f, 3e-5},
+                      Variant{"rmsprop(momentum=0.9,centered=true,wd=0.01)", 1e-3f, 3e-5},
+                      Variant{"adagrad()", 0.1f, 2e-5},
+                      Variant{"adagrad(lr_decay=0.01,initial_accumulator=0.1,wd=0.01)", 0.1f, 2e-5}));
+
+TEST(OptimizerReplicas, EachReplicaHasItsOwnRateTableAndStep) {
+  const int64_t n = 257, K = 3, ld = 260;
+  Rng rng(7);
+  std::vector<float> p(K * ld, 0.0f), g(K * ld, 0.0f);
+  for (int64_t r = 0; r < K; ++r)
+    for (int64_t i = 0; i < n; ++i) p[r * ld + i] = static_cast<float>(rng.normal());
+  const std::vector<float> p_start = p;
+  OptimizerSetup setup;
+  setup.replicas = K;
+  setup.replica_stride = ld;
+  Optimizer opt("adam()", Device::CPU, n, setup);
+  const float rates[K] = {1e-3f, 1e-2f, 3e-2f};
+  for (int64_t r = 0; r < K; ++r) opt.set_lr(rates[r], r);
+  opt.set_schedule({1.0f, 0.5f, 0.25f}, 1);
+  opt.set_step(5, 2);
+  std::vector<RefOptimizer> refs;
+  for (int64_t r = 0; r < K; ++r)
+    refs.emplace_back(opt.hyper(), std::vector<float>(p.begin() + r * ld, p.begin() + r * ld + n));
+  refs[2].t = 5;
+  for (int step = 0; step < 20; ++step) {
+    for (int64_t r = 0; r < K; ++r)
+      for (int64_t i = 0; i < n; ++i) g[r * ld + i] = static_cast<float>(rng.normal());
+    opt.step(p, g);
+    for (int64_t r = 0; r < K; ++r) {
+      double mult = r == 1 ? (step == 0 ? 1.0 : step == 1 ? 0.5 : 0.25) : 1.0;
+      std::vector<float> gr(g.begin() + r * ld, g.begin() + r * ld + n);
+      refs[r].step(gr, std::vector<double>(n, rates[r] * mult), std::vector<double>(n, 0.0));
+    }
+  }
+  EXPECT_EQ(opt.step_count(0), 20);
+  EXPECT_EQ(opt.step_count(2), 25);
+  for (int64_t r = 0; r < K; ++r) EXPECT_LT(maxnorm_rel_error(p.data() + r * ld, refs[r].p), 1e-5) << r;
+  // Padding between replicas is never touched.
+  for (int64_t r = 0; r < K; ++r)
+    for (int64_t i = n; i < ld; ++i) EXPECT_EQ(p[r * ld + i], p_start[r * ld + i]);
+}
+
+TEST(OptimizerSkip, NonFiniteGradientsSkipTheWholeStep) {
+  const size_t n = 64;
+  Rng rng(3);
+  std::vector<float> p = normal_vector(n, rng), g = normal_vector(n, rng);
+  Optimizer opt("adam(check_finite=true)", Device::CPU, n);
+  opt.step(p, g);
+  const std::vector<float> before = p;
+  const std::vector<float> m_before = opt.state_buffer(0);
+  g[17] = std::numeric_limits<float>::infinity();
+  opt.step(p, g);
+  EXPECT_EQ(p, before);
+  EXPECT_EQ(opt.state_buffer(0), m_before);
+  EXPECT_EQ(opt.step_count(), 1);
+  EXPECT_EQ(opt.replica_state().skipped, 1);
+  g[17] = std::numeric_limits<float>::quiet_NaN();
+  opt.step(p, g);
+  EXPECT_EQ(p, before);
+  EXPECT_EQ(opt.replica_state().skipped_total, 2);
+  g[17] = 0.5f;
+  opt.step(p, g);
+  EXPECT_NE(p, before);
+  EXPECT_EQ(opt.step_count(), 2);
+}
+
+TEST(OptimizerSkip, GradScaleUnscalesInTheUpdate) {
+  const size_t n = 100;
+  Rng rng(5);
+  std::vector<float> p1 = normal_vector(n, rng), g = normal_vector(n, rng);
+  std::vector<float> p2 = p1, g_scaled = g;
+  for (float& x : g_scaled) x *= 1024.0f;  // a power of two: scaling is exact
+  Optimizer plain("adam()", Device::CPU, n);
+  Optimizer scaled("adam()", Device::CPU, n);
+  scaled.set_grad_scale(1024.0f);
+  for (int i = 0; i < 5; ++i) {
+    plain.step(p1, g);
+    scaled.step(p2, g_scaled);
+  }
+  EXPECT_EQ(p1, p2);
+  // A scale turns the finite check on.
+  g_scaled[3] = std::numeric_limits<float>::infinity();
+  scaled.step(p2, g_scaled);
+  EXPECT_EQ(scaled.step_count(), 5);
+}
+
+TEST(OptimizerClip, GlobalNormClippingMatchesClippedGradients) {
+  const size_t n = 300;
+  Rng rng(9);
+  std::vector<float> p = normal_vector(n, rng);
+  Optimizer opt("sgd(clip=1.0)", Device::CPU, n, {0.1f});
+  RefOptimizer ref(opt.hyper(), p);
+  for (int step = 0; step < 10; ++step) {
+    std::vector<float> g = normal_vector(n, rng, step % 2 ? 0.001 : 3.0);
+    double norm = 0;
+    for (float x : g) norm += static_cast<double>(x) * x;
+    norm = std::sqrt(norm);
+    double coef = std::min(1.0, 1.0 / (norm + 1e-6));
+    opt.step(p, g);
+    ref.step(g, std::vector<double>(n, 0.1), std::vector<double>(n, 0.0), coef);
+  }
+  EXPECT_LT(maxnorm_rel_error(p.data(), ref.p), 1e-6);
+}
+
+TEST(OptimizerBf16, CopyWrittenInTheSamePass) {
+  const size_t n = 203;
+  Rng rng(11);
+  std::vector<float> p = normal_vector(n, rng), g = normal_vector(n, rng);
+  std::vector<uint16_t> bf(n, 0xFFFF);
+  Optimizer opt("adamw()", Device::CPU, n);
+  opt.step(p.data(), g.data(), bf.data());
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_EQ(bf[i], float_to_bf16(p[i]));
+    EXPECT_LE(std::abs(bf16_to_float(bf[i]) - p[i]), std::abs(p[i]) * (1.0f / 256));
+  }
+}
+
+TEST(OptimizerBf16, RoundsToNearestEven) {
+  EXPECT_EQ(float_to_bf16(1.0f), 0x3F80);
+  // 1 + 2^-8 lies exactly between two bf16 values: ties go to the even one (1.0).
+  EXPECT_EQ(float_to_bf16(1.00390625f), 0x3F80);
+  // 1 + 3*2^-8 ties between 1+2^-7 (odd) and 1+2^-6 (even).
+  EXPECT_EQ(float_to_bf16(1.01171875f), 0x3F82);
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST(OptimizerState, SaveLoadContinuesBitIdentically) {
+  const size_t n = 77;
+  for (const char* spec : {"adam(amsgrad=true)", "rmsprop(momentum=0.9,centered=true)", "sgd(momentum=0.9)", "adagrad()"}) {
+    Rng rng(13);
+    std::vector<float> p = normal_vector(n, rng);
+    std::vector<std::vector<float>> grads;
+    for (int i = 0; i < 20; ++i) grads.push_back(normal_vector(n, rng));
+    std::vector<float> straight = p, resumed = p;
+    Optimizer a(spec, Device::CPU, n);
+    a.set_schedule({1.0f, 0.9f, 0.8f, 0.7f});
+    a.set_scale(0.5f);
+    for (auto& g : grads) a.step(straight, g);
+
+    Optimizer b(spec, Device::CPU, n);
+    b.set_schedule({1.0f, 0.9f, 0.8f, 0.7f});
+    b.set_scale(0.5f);
+    for (int i = 0; i < 10; ++i) b.step(resumed, grads[i]);
+    std::string saved = b.save();
+    Optimizer c(spec, Device::CPU, n);
+    c.load(saved);
+    EXPECT_EQ(c.step_count(), 10);
+    for (int i = 10; i < 20; ++i) c.step(resumed, grads[i]);
+    EXPECT_EQ(straight, resumed) << spec;
+  }
+}
+
+TEST(OptimizerState, LoadRefusesForeignOrTruncatedState) {
+  Optimizer a("adam()", Device::CPU, 10);
+  std::string s = a.save();
+  Optimizer other_kind("sgd(momentum=0.9)", Device::CPU, 10);
+  EXPECT_THROW(other_kind.load(s), Error);
+  Optimizer other_size("adam()", Device::CPU, 11);
+  EXPECT_THROW(other_size.load(s), Error);
+  Optimizer same("adam()", Device::CPU, 10);
+  for (size_t cut : {size_t(0), size_t(5), s.size() / 2, s.size() - 1})
+    EXPECT_THROW(same.load(s.substr(0, cut)), Error) << cut;
+  EXPECT_THROW(same.load(s + "x"), Error);
+}
+
+TEST(OptimizerManual, SetLrTakesEffectAtTheNextStep) {
+  std::vector<float> p(4, 1.0f), g(4, 1.0f);
+  Optimizer opt("sgd()", Device::CPU, 4, {0.1f});
+  opt.step(p, g);
+  EXPECT_FLOAT_EQ(p[0], 0.9f);
+  opt.set_lr(0.01f);
+  opt.step(p, g);
+  EXPECT_FLOAT_EQ(p[0], 0.89f);
+  opt.set_scale(0.5f);
+  opt.step(p, g);
+  EXPECT_FLOAT_EQ(p[0], 0.885f);
+}
+
+TEST(OptimizerSpec, ParsesEveryNameWithDefaults) {
+  OptimizerHyper a = parse_optimizer("adam()");
+  EXPECT_EQ(a.kind, OptimKind::Adam);
+  EXPECT_FLOAT_EQ(a.beta1, 0.9f);
+  EXPECT_FLOAT_EQ(a.beta2, 0.999f);
+  EXPECT_FLOAT_EQ(a.eps, 1e-8f);
+  EXPECT_FLOAT_EQ(a.weight_decay, 0.0f);
+  EXPECT_FLOAT_EQ(parse_optimizer("adamw").weight_decay, 0.01f);
+  OptimizerHyper r = parse_optimizer(" rmsprop( momentum = 0.9 , centered=true ) ");
+  EXPECT_EQ(r.kind, OptimKind::RMSprop);
+  EXPECT_FLOAT_EQ(r.alpha, 0.99f);
+  EXPECT_FLOAT_EQ(r.momentum, 0.9f);
+  EXPECT_EQ(r.centered, 1);
+  EXPECT_EQ(state_buffers(r), 3);
+  OptimizerHyper ag = parse_optimizer("adagrad(lr_decay=0.1,initial_accumulator_value=0.1)");
+  EXPECT_FLOAT_EQ(ag.eps, 1e-10f);
+  EXPECT_FLOAT_EQ(ag.initial_accumulator, 0.1f);
+  OptimizerHyper s = parse_optimizer("sgd(momentum=0.9,nesterov=true,weight_decay=5e-4,clip=1)");
+  EXPECT_EQ(s.nesterov, 1);
+  EXPECT_FLOAT_EQ(s.weight_decay, 5e-4f);
+  EXPECT_FLOAT_EQ(s.max_grad_norm, 1.0f);
+  EXPECT_EQ(bytes_per_param(parse_optimizer("adam()")), 28);
+  EXPECT_EQ(bytes_per_param(parse_optimizer("adam(amsgrad=true)")), 36);
+  EXPECT_EQ(bytes_per_param(parse_optimizer("sgd()")), 12);
+  EXPECT_EQ(bytes_per_param(parse_optimizer("rmsprop(momentum=0.9)")), 28);
+}
+
+void expect_error(const std::string& spec, const std::string& fragment) {
+  try {
+    parse_optimizer(spec);
+    ADD_FAILURE() << "no error for " << spec;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << spec << " -> " << e.what();
+  }
+}
+
+TEST(OptimizerSpec, RejectsBadSpecsNamingTheProblem) {
+  expect_error("adamm()", "unknown optimizer 'adamm'");
+  expect_error("adam(beta=0.9)", "unknown key 'beta'");
+  expect_error("adam(beta1=1)", "beta1");
+  expect_error("adam(eps=-1)", "negative");
+  expect_error("adam(eps=inf)", "finite");
+  expect_error("adam(eps=1e400)", "finite");
+  expect_error("adam(eps=abc)", "not a number");
+  expect_error("sgd(nesterov=true)", "Nesterov");
+  expect_error("adam(amsgrad=maybe)", "true or false");
+  expect_error("adam()+sgd()", "composes schedules");
+  expect_error("adam(", "position");
+  expect_error("", "empty");
+}
+
+TEST(OptimizerSetupChecks, RejectsBadShapesAndRates) {
+  EXPECT_THROW(Optimizer("adam()", Device::CPU, 0), Error);
+  OptimizerSetup bad_lr;
+  bad_lr.lr = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(Optimizer("adam()", Device::CPU, 10, bad_lr), Error);
+  OptimizerSetup overlap;
+  overlap.groups = {{0, 6, 1.0f, -1.0f}, {5, 10, 1.0f, -1.0f}};
+  EXPECT_THROW(Optimizer("adam()", Device::CPU, 10, overlap), Error);
+  OptimizerSetup outside;
+  outside.groups = {{0, 11, 1.0f, -1.0f}};
+  EXPECT_THROW(Optimizer("adam()", Device::CPU, 10, outside), Error);
+  OptimizerSetup stride;
+  stride.replica_stride = 5;
+  EXPECT_THROW(Optimizer("adam()", Device::CPU, 10, stride), Error);
+  Optimizer opt("adam()", Device::CPU, 10);
+  std::vector<float> p(10), g(9);
+  EXPECT_THROW(opt.step(p, g), Error);
+  EXPECT_THROW(opt.set_lr(-1.0f), Error);
+  EXPECT_THROW(opt.set_schedule({1.0f, std::numeric_limits<float>::infinity()}), Error);
+  EXPECT_THROW(opt.set_lr(1.0f, 3), Error);
+  EXPECT_THROW(opt.set_grad_scale(0.0f), Error);
+}
+
+}  // namespace
