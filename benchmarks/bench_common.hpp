@@ -1,0 +1,66 @@
+// Shared timing helpers for lrlab's benchmarks: warm up, repeat, report the median, and measure a
+// plain copy of the same bytes in the same run as the yardstick.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace lrlab::bench {
+
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Median seconds of `fn` over `reps` timed runs after `warmup` untimed ones; stops early once
+// `budget_s` is spent (at least 3 samples).
+inline double median_seconds(const std::function<void()>& fn, int warmup, int reps, double budget_s = 5.0) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> t;
+  double start = now_s();
+  for (int i = 0; i < reps; ++i) {
+    double t0 = now_s();
+    fn();
+    t.push_back(now_s() - t0);
+    if (t.size() >= 3 && now_s() - start > budget_s) break;
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// A parallel memcpy with the same threads the optimizer uses: the host's copy bandwidth.
+inline void parallel_copy(float* dst, const float* src, size_t n) {
+#pragma omp parallel
+  {
+    int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    size_t chunk = (n + nt - 1) / nt;
+    size_t b = std::min(n, chunk * id), e = std::min(n, b + chunk);
+    if (e > b) std::memcpy(dst + b, src + b, (e - b) * sizeof(float));
+  }
+}
+
+inline std::string today() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&t));
+  return buf;
+}
+
+inline std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown";
+}
+
+}  // namespace lrlab::bench
