@@ -27,7 +27,9 @@ struct DataOptions {
   double test_fraction = 0.2;        // only for sources without their own test set (csv, synthetic)
   uint64_t seed = 0;
   int64_t synthetic_samples = 6000;  // for spirals, blobs, sine
-  int64_t limit_train = 0;           // 0 = all; else keep the first N training samples (quick runs)
+  // 0 = all; else keep the first N training samples (quick runs). IDX training sets keep the
+  // file's order; CSV and synthetic ones are in a seeded shuffled order.
+  int64_t limit_train = 0;
   int64_t num_classes = 0;           // 0 = infer (largest label + 1); else every label must be below it
 };
 
@@ -39,8 +41,8 @@ struct DataSplits {
   std::vector<float> feature_mean, feature_std;
 };
 
-// Largest decompressed input lrlab reads, and the largest class count it accepts.
-constexpr size_t kMaxDataBytes = size_t{2} << 30;
+// Resource limits: input beyond them is refused before it is allocated.
+constexpr size_t kMaxDataBytes = size_t{2} << 30;          // a file, or its decompressed contents
 constexpr int64_t kMaxClasses = 65536;
 constexpr size_t kMaxCsvLineBytes = size_t{16} << 20;
 constexpr int64_t kMaxSyntheticSamples = 100000000;
@@ -54,7 +56,8 @@ constexpr int64_t kMaxSyntheticValues = int64_t{1} << 28;  // samples x features
 //   "spirals", "spirals(classes=3,noise=0.2)"         2-D interleaved spirals
 //   "blobs", "blobs(classes=4,dim=2,spread=1)"        Gaussian clusters
 //   "sine", "sine(noise=0.1)"                         regression: y = sin(x) + noise
-// Throws lrlab::Error naming the file and byte offset or line for bad input.
+// Features are standardised with the training set's statistics (see DataSplits); regression
+// targets keep their units. Throws lrlab::Error naming the file and byte offset or line for bad input.
 DataSplits load_data(const std::string& source, const DataOptions& opt);
 
 // Whether the Fashion-MNIST files are present; `why` receives the reason when they are not.
