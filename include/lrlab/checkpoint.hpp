@@ -1,0 +1,42 @@
+// Training checkpoints: one versioned binary file with a CRC-32 over its payload, written to a
+// temporary file, flushed and renamed, so a crash during a save leaves the previous one intact.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lrlab/plateau.hpp"
+
+namespace lrlab {
+
+struct GuardState {
+  double scale = 1.0;      // the guard's factor on the rate
+  int64_t events = 0;
+  double smoothed = 0.0;   // bias-corrected moving average of the loss (raw accumulator)
+  double best = 0.0;
+  int64_t count = 0;       // losses seen by the average
+};
+
+struct Checkpoint {
+  std::string model;         // JSON: the architecture and data the weights belong to
+  int64_t epochs_done = 0;   // completed epochs: the next epoch's data order follows from it
+  int64_t step = 0;
+  uint64_t data_seed = 0;
+  std::vector<float> params;
+  std::string optimizer;     // Optimizer::save()
+  GuardState guard;
+  bool has_plateau = false;
+  PlateauState plateau;
+};
+
+constexpr uint32_t kCheckpointVersion = 1;
+
+std::string encode_checkpoint(const Checkpoint& c);
+// `name` appears in errors. Throws lrlab::Error for a foreign, corrupt, truncated or newer file.
+Checkpoint decode_checkpoint(const std::string& bytes, const std::string& name);
+
+void save_checkpoint(const std::string& path, const Checkpoint& c);
+Checkpoint load_checkpoint(const std::string& path);
+
+}  // namespace lrlab

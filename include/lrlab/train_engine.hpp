@@ -1,0 +1,92 @@
+// The training engine: K replicas of one MLP (K = 1 for `lrlab train`, K > 1 for a packed sweep)
+// trained on shared minibatches, each replica with its own initial weights, base rate and schedule
+// table, all updated by one fused optimizer step. On the GPU the data set lives on the device,
+// minibatches are gathered there, and each step (gather, forward, loss, backward, optimizer) is
+// replayed from a CUDA graph; the host reads losses once per run() call, not per step.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lrlab/data.hpp"
+#include "lrlab/device.hpp"
+#include "lrlab/mlp.hpp"
+#include "lrlab/optimizer.hpp"
+
+namespace lrlab {
+
+struct ReplicaSpec {
+  float lr = 1e-3f;
+  std::string schedule = "constant";
+  uint64_t init_seed = 0;
+};
+
+struct EngineConfig {
+  MlpConfig model;
+  std::string optimizer = "adam()";
+  std::vector<ReplicaSpec> replicas = {ReplicaSpec{}};
+  int64_t batch = 128;
+  int64_t epochs = 10;       // with steps per epoch, the horizon of the schedule tables
+  uint64_t data_seed = 0;    // the data order: shared by every replica
+  Device device = Device::CPU;
+  bool tf32 = false;
+  bool graphs = true;        // replay steps from CUDA graphs (GPU)
+  bool bias_decay = true;    // weight decay on biases too (PyTorch's default); false: weights only
+};
+
+enum class Split { Train, Val, Test };
+
+class TrainEngine {
+ public:
+  // `data` must outlive the engine. Throws lrlab::Error for mismatched shapes or bad specs.
+  TrainEngine(EngineConfig config, const DataSplits& data);
+  ~TrainEngine();
+  TrainEngine(const TrainEngine&) = delete;
+  TrainEngine& operator=(const TrainEngine&) = delete;
+
+  int64_t replicas() const;
+  int64_t steps_per_epoch() const;
+  int64_t total_steps() const;
+  const MlpLayout& layout() const;
+  const EngineConfig& config() const;
+  Optimizer& optimizer();
+
+  // Selects the data order of `epoch` and rewinds to its first minibatch.
+  void begin_epoch(int64_t epoch);
+  int64_t epoch() const;
+  int64_t steps_left_in_epoch() const;
+  // Trains on the next `steps` minibatches of the epoch (at most steps_left_in_epoch()) and returns
+  // their losses, [steps x replicas] row-major.
+  std::vector<float> run(int64_t steps);
+
+  struct Eval {
+    std::vector<double> loss, accuracy;  // per replica; accuracy NaN for regression
+  };
+  Eval evaluate(Split split);
+
+  // Host copies of all replicas' parameters [replicas x layout.size()].
+  std::vector<float> params() const;
+  void set_params(const std::vector<float>& params);
+
+  // Weights and optimizer state, in memory: the divergence guard's last good state.
+  struct Snapshot {
+    std::vector<float> params;
+    std::string optimizer;
+  };
+  Snapshot snapshot() const;
+  void restore(const Snapshot& s);
+
+  // The schedule table each replica was given (multipliers over total_steps()).
+  const std::vector<float>& table(int64_t replica) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lrlab

@@ -1,0 +1,123 @@
+// lrlab train: minibatch training of an MLP with the ways of lowering the rate.
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "command.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/train.hpp"
+#include "options.hpp"
+
+namespace lrlab::cli {
+namespace {
+
+struct TrainArgs {
+  TrainOptions o;
+  std::string hidden = "256,128";
+  std::string lr = "1e-3";
+  std::string guard = "on";
+  bool quiet = false;
+};
+
+int run_train(TrainArgs& a, CLI::App& sub) {
+  TrainOptions& o = a.o;
+  o.hidden = parse_int_list(a.hidden, "--hidden");
+  o.lr_given = sub.count("--lr") > 0 || o.resume.empty();
+  o.lr = parse_rate(a.lr, "--lr");
+  o.guard = a.guard == "on";
+  const bool tty = isatty(STDERR_FILENO) && !a.quiet;
+
+  TrainObserver obs;
+  obs.on_start = [&](const TrainReport& r) {
+    std::printf("lrlab train: %s, %lld parameters, device %s%s\n", r.data_description.c_str(),
+                static_cast<long long>(r.parameters), r.device.c_str(),
+                r.start_epoch ? (", resumed after epoch " + std::to_string(r.start_epoch)).c_str() : "");
+    std::printf("%5s  %10s  %10s  %8s  %10s  %10s  %7s\n", "epoch", "train loss", "val loss", "val acc", "lr",
+                "samples/s", "time");
+    std::fflush(stdout);
+  };
+  if (tty)
+    obs.on_progress = [&](int64_t epoch, int64_t step, int64_t spe, double loss, double eta) {
+      int width = 24, filled = static_cast<int>(width * step / std::max<int64_t>(spe, 1));
+      std::fprintf(stderr, "\r  epoch %lld [%s%s] %3lld%%  loss %.4f  ETA %.0fs   ", static_cast<long long>(epoch),
+                   std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(),
+                   static_cast<long long>(100 * step / std::max<int64_t>(spe, 1)), loss, eta);
+      std::fflush(stderr);
+    };
+  auto clear_progress = [&] {
+    if (tty) std::fprintf(stderr, "\r%80s\r", "");
+  };
+  obs.on_epoch = [&](const EpochRecord& e) {
+    clear_progress();
+    std::printf("%5lld  %10.4f  %10.4f  %7.2f%%  %10.3g  %10.0f  %6.1fs\n", static_cast<long long>(e.epoch),
+                e.train_loss, e.val_loss, 100 * e.val_accuracy, e.lr, e.samples_per_s, e.seconds);
+    std::fflush(stdout);
+  };
+  obs.on_event = [&](const TrainEvent& e) {
+    clear_progress();
+    std::printf("  [%s] epoch %lld step %lld: %s\n", e.kind.c_str(), static_cast<long long>(e.epoch),
+                static_cast<long long>(e.step), e.message.c_str());
+    std::fflush(stdout);
+  };
+  TrainReport r = train(o, obs);
+  clear_progress();
+  if (std::isnan(r.test_accuracy))
+    std::printf("test: loss %.4f (%.1f s)\n", r.test_loss, r.seconds);
+  else
+    std::printf("test: loss %.4f, accuracy %.2f%% (%.1f s)\n", r.test_loss, 100 * r.test_accuracy, r.seconds);
+  if (r.stopped_by_guard) {
+    std::fprintf(stderr, "error: training diverged %zu times and was stopped; the last good checkpoint is kept\n",
+                 r.events.size() - 1);
+    return kExitDiverged;
+  }
+  return kExitOk;
+}
+
+Register reg("train", "train an MLP by minibatches, on the GPU when present", [](CLI::App& sub) {
+  auto a = std::make_shared<TrainArgs>();
+  TrainOptions& o = a->o;
+  sub.set_config("--config", "", "read options from a TOML or INI file (keys as the long option names)");
+  sub.add_option("--data", o.data, "fashion-mnist, idx:DIR, csv:FILE[:regression], spirals, blobs or sine")
+      ->capture_default_str();
+  sub.add_option("--hidden", a->hidden, "hidden layer widths, comma-separated")->capture_default_str();
+  sub.add_option("--activation", o.activation, "relu, gelu, tanh, sigmoid or identity")->capture_default_str();
+  sub.add_option("--optimizer", o.optimizer, "optimizer spec, e.g. \"adam(beta2=0.99)\" (see OPTIMIZERS.md)")
+      ->capture_default_str();
+  sub.add_option("--lr", a->lr, "base learning rate (with --resume: a new rate for fine-tuning)")
+      ->capture_default_str();
+  sub.add_option("--schedule", o.schedule, "schedule spec, e.g. \"step(every=2ep,gamma=0.5)\"")
+      ->capture_default_str();
+  sub.add_option("--plateau", o.plateau, "reduce-on-plateau on the validation loss, e.g. \"plateau(factor=0.5,patience=2)\"");
+  sub.add_option("--epochs", o.epochs, "epochs in all (a resumed run continues up to this)")->capture_default_str();
+  sub.add_option("--batch", o.batch, "minibatch size")->capture_default_str();
+  sub.add_option("--seed", o.seed, "seed of the data split, data order and initial weights")->capture_default_str();
+  sub.add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
+  sub.add_flag("--tf32", o.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
+  sub.add_flag("!--no-bias-decay", o.bias_decay, "no weight decay on biases");
+  sub.add_option("--val-fraction", o.val_fraction, "share of the training set held out for validation")
+      ->capture_default_str();
+  sub.add_option("--limit-train", o.limit_train, "use only this many training samples (0: all)");
+  sub.add_option("--samples", o.synthetic_samples, "samples of a synthetic data set")->capture_default_str();
+  sub.add_option("--guard", a->guard, "divergence guard: on or off")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  sub.add_option("--guard-factor", o.guard_factor, "rate multiplier after each divergence")->capture_default_str();
+  sub.add_option("--guard-threshold", o.guard_threshold, "diverged when the smoothed loss exceeds this multiple of its best")
+      ->capture_default_str();
+  sub.add_option("--guard-max-events", o.guard_max_events, "stop (exit status 3) after this many divergences")
+      ->capture_default_str();
+  sub.add_option("--check-every", o.check_every, "steps between divergence checks and good-state snapshots")
+      ->capture_default_str();
+  sub.add_option("--save", o.save, "checkpoint file, written atomically at the end of every epoch");
+  sub.add_option("--resume", o.resume, "continue from this checkpoint");
+  sub.add_option("--log", o.log_csv, "per-step CSV log: step,epoch,lr,loss");
+  sub.add_option("--json", o.json_out, "write config, per-epoch metrics, test results and events as JSON");
+  sub.add_option("--plot", o.plot_svg, "write an SVG of the loss and learning-rate curves");
+  sub.add_flag("--quiet", a->quiet, "no live progress line");
+  return [a, &sub] { return run_train(*a, sub); };
+});
+
+}  // namespace
+}  // namespace lrlab::cli

@@ -1,0 +1,339 @@
+#include "lrlab/train.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <optional>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "lrlab/checkpoint.hpp"
+#include "lrlab/data.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/io.hpp"
+#include "lrlab/plateau.hpp"
+#include "lrlab/plot.hpp"
+#include "lrlab/train_engine.hpp"
+
+namespace lrlab {
+
+namespace {
+
+using json = nlohmann::json;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Bias-corrected moving average of the loss (the LR finder's smoothing), and its best value.
+constexpr double kSmoothing = 0.98;
+
+void guard_observe(GuardState& g, double loss) {
+  g.count += 1;
+  g.smoothed = kSmoothing * g.smoothed + (1 - kSmoothing) * loss;
+  double s = g.smoothed / (1 - std::pow(kSmoothing, static_cast<double>(g.count)));
+  if (g.count == 1 || s < g.best) g.best = s;
+}
+
+double guard_value(const GuardState& g) {
+  return g.count ? g.smoothed / (1 - std::pow(kSmoothing, static_cast<double>(g.count))) : 0.0;
+}
+
+std::string model_identity(const MlpConfig& m, const std::string& data) {
+  json j = {{"inputs", m.inputs}, {"hidden", m.hidden}, {"outputs", m.outputs},
+            {"activation", activation_name(m.activation)}, {"loss", loss_name(m.loss)}, {"data", data}};
+  return j.dump();
+}
+
+std::string csv_log(const TrainReport& r, int64_t steps_per_epoch) {
+  std::string out = "step,epoch,lr,loss\n";
+  char line[128];
+  for (size_t i = 0; i < r.step_index.size(); ++i) {
+    std::snprintf(line, sizeof line, "%lld,%lld,%.9g,%.9g\n", static_cast<long long>(r.step_index[i]),
+                  static_cast<long long>(r.step_index[i] / steps_per_epoch + 1), r.step_lr[i], r.step_loss[i]);
+    out += line;
+  }
+  return out;
+}
+
+// Two stacked panels in one self-contained SVG: the loss per step (and per epoch on validation),
+// and the learning rate per step.
+std::string training_plot(const TrainReport& r, int64_t steps_per_epoch) {
+  Series step_loss{"train loss (per step)", {}, {}};
+  Series lr{"learning rate", {}, {}};
+  for (size_t i = 0; i < r.step_index.size(); ++i) {
+    double epoch = static_cast<double>(r.step_index[i]) / steps_per_epoch;
+    step_loss.x.push_back(epoch);
+    step_loss.y.push_back(r.step_loss[i]);
+    lr.x.push_back(epoch);
+    lr.y.push_back(r.step_lr[i]);
+  }
+  Series val{"validation loss (per epoch)", {}, {}};
+  for (const EpochRecord& e : r.epochs) {
+    val.x.push_back(static_cast<double>(e.epoch));
+    val.y.push_back(e.val_loss);
+  }
+  PlotOptions top;
+  top.title = "Loss";
+  top.xlabel = "epoch";
+  top.ylabel = "loss";
+  top.log_y = true;
+  PlotOptions bottom;
+  bottom.title = "Learning rate";
+  bottom.xlabel = "epoch";
+  bottom.ylabel = "lr";
+  std::string a = svg_line_plot({step_loss, val}, top);
+  std::string b = svg_line_plot({lr}, bottom);
+  std::ostringstream os;
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << top.width << "\" height=\""
+     << top.height + bottom.height << "\">\n<g>" << a << "</g>\n<g transform=\"translate(0," << top.height
+     << ")\">" << b << "</g>\n</svg>\n";
+  return os.str();
+}
+
+}  // namespace
+
+std::string train_report_json(const TrainOptions& o, const TrainReport& r) {
+  json cfg = {{"data", o.data}, {"hidden", o.hidden}, {"activation", o.activation}, {"optimizer", o.optimizer},
+              {"lr", o.lr}, {"schedule", o.schedule}, {"plateau", o.plateau}, {"epochs", o.epochs},
+              {"batch", o.batch}, {"seed", o.seed}, {"device", o.device}, {"tf32", o.tf32},
+              {"guard", o.guard}, {"resume", o.resume}};
+  json epochs = json::array();
+  for (const EpochRecord& e : r.epochs)
+    epochs.push_back({{"epoch", e.epoch}, {"train_loss", e.train_loss}, {"val_loss", e.val_loss},
+                      {"val_accuracy", e.val_accuracy}, {"lr", e.lr}, {"samples_per_s", e.samples_per_s},
+                      {"seconds", e.seconds}});
+  json events = json::array();
+  for (const TrainEvent& e : r.events)
+    events.push_back({{"kind", e.kind}, {"epoch", e.epoch}, {"step", e.step}, {"scale", e.scale},
+                      {"message", e.message}});
+  // NaN is not JSON: a diverged metric is written as null.
+  auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  for (auto& e : epochs)
+    for (auto& [k, v] : e.items())
+      if (v.is_number_float()) v = num(v.get<double>());
+  json doc = {{"config", cfg},
+              {"device", r.device},
+              {"data", r.data_description},
+              {"parameters", r.parameters},
+              {"epochs", epochs},
+              {"test", {{"loss", num(r.test_loss)}, {"accuracy", num(r.test_accuracy)}}},
+              {"seconds", r.seconds},
+              {"steps", r.steps},
+              {"events", events},
+              {"stopped_by_guard", r.stopped_by_guard}};
+  return doc.dump(2) + "\n";
+}
+
+TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
+  const auto t_start = std::chrono::steady_clock::now();
+  LRLAB_REQUIRE(o.epochs >= 1, "--epochs must be at least 1 (got ", o.epochs, ")");
+  LRLAB_REQUIRE(o.batch >= 1, "--batch must be at least 1 (got ", o.batch, ")");
+  LRLAB_REQUIRE(std::isfinite(o.lr) && o.lr > 0, "--lr must be positive and finite (got ", o.lr, ")");
+  LRLAB_REQUIRE(o.check_every >= 1, "the check interval must be at least 1 step");
+  LRLAB_REQUIRE(o.guard_factor > 0 && o.guard_factor < 1, "the guard's factor must be in (0, 1)");
+  LRLAB_REQUIRE(o.guard_threshold > 1, "the guard's threshold must be above 1");
+  for (int64_t h : o.hidden) LRLAB_REQUIRE(h >= 1, "hidden layer widths must be at least 1 (got ", h, ")");
+
+  const Device device = parse_device(o.device);
+  std::optional<Checkpoint> ckpt;
+  if (!o.resume.empty()) ckpt = load_checkpoint(o.resume);
+  const uint64_t data_seed = ckpt ? ckpt->data_seed : o.seed;
+
+  DataOptions dopt;
+  dopt.val_fraction = o.val_fraction;
+  dopt.seed = data_seed;
+  dopt.limit_train = o.limit_train;
+  dopt.synthetic_samples = o.synthetic_samples;
+  DataSplits data = load_data(o.data, dopt);
+
+  MlpConfig model;
+  model.inputs = data.train.dim;
+  model.hidden = o.hidden;
+  model.activation = parse_activation(o.activation);
+  model.loss = data.train.is_regression() ? LossKind::MeanSquaredError : LossKind::SoftmaxCrossEntropy;
+  model.outputs = data.train.is_regression() ? data.train.targets_dim : data.train.num_classes;
+  const std::string identity = model_identity(model, o.data);
+
+  EngineConfig ec;
+  ec.model = model;
+  ec.optimizer = o.optimizer;
+  ec.replicas = {ReplicaSpec{static_cast<float>(o.lr), o.schedule, data_seed}};
+  ec.batch = o.batch;
+  ec.epochs = o.epochs;
+  ec.data_seed = data_seed;
+  ec.device = device;
+  ec.tf32 = o.tf32;
+  ec.bias_decay = o.bias_decay;
+  TrainEngine eng(ec, data);
+  Optimizer& opt = eng.optimizer();
+  const int64_t spe = eng.steps_per_epoch();
+  const std::vector<float>& table = eng.table(0);
+
+  std::optional<ReduceOnPlateau> plateau;
+  if (!o.plateau.empty()) plateau.emplace(parse_plateau(o.plateau));
+  GuardState guard;
+  TrainReport rep;
+  rep.device = device_name(device);
+  rep.data_description = data.description;
+  rep.parameters = eng.layout().size();
+  int64_t start_epoch = 0;
+
+  if (ckpt) {
+    LRLAB_REQUIRE(ckpt->model == identity, "checkpoint '", o.resume, "' holds a different model (",
+                  ckpt->model, ") than the one asked for (", identity, ")");
+    LRLAB_REQUIRE(ckpt->epochs_done < o.epochs, "checkpoint '", o.resume, "' has already done ",
+                  ckpt->epochs_done, " epochs; ask for more with --epochs");
+    eng.set_params(ckpt->params);
+    opt.load(ckpt->optimizer);
+    // The schedule follows this run's options (a fine-tuning run may change it); its position
+    // continues from the checkpoint's step.
+    opt.set_schedule(table);
+    if (o.lr_given) opt.set_lr(static_cast<float>(o.lr));
+    guard = ckpt->guard;
+    if (plateau && ckpt->has_plateau) plateau->restore(ckpt->plateau);
+    start_epoch = ckpt->epochs_done;
+    rep.steps = ckpt->step;
+  }
+  rep.start_epoch = start_epoch;
+  auto plateau_scale = [&] { return plateau ? plateau->scale() : 1.0; };
+  auto apply_scale = [&] { opt.set_scale(static_cast<float>(guard.scale * plateau_scale())); };
+  apply_scale();
+  const double base_lr = opt.replica_state(0).base_lr;
+  auto lr_at = [&](int64_t step) {
+    double m = table[static_cast<size_t>(std::min<int64_t>(step, static_cast<int64_t>(table.size()) - 1))];
+    return base_lr * m * guard.scale * plateau_scale();
+  };
+  if (obs.on_start) obs.on_start(rep);
+
+  auto report_event = [&](TrainEvent e) {
+    rep.events.push_back(e);
+    if (obs.on_event) obs.on_event(e);
+  };
+
+  for (int64_t epoch = start_epoch; epoch < o.epochs && !rep.stopped_by_guard; ++epoch) {
+    const auto t_epoch = std::chrono::steady_clock::now();
+    eng.begin_epoch(epoch);
+    TrainEngine::Snapshot good;
+    GuardState guard_at_good = guard;
+    if (o.guard) good = eng.snapshot();
+    double loss_sum = 0;
+    int64_t loss_count = 0;
+    double train_seconds = 0;
+    while (eng.steps_left_in_epoch() > 0) {
+      const int64_t n = std::min(o.check_every, eng.steps_left_in_epoch());
+      const int64_t first_step = opt.step_count();
+      const auto t_run = std::chrono::steady_clock::now();
+      std::vector<float> losses = eng.run(n);
+      train_seconds += seconds_since(t_run);
+      bool diverged = false;
+      GuardState g = guard;
+      double chunk_sum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        double l = losses[i];
+        rep.step_index.push_back(first_step + i);
+        rep.step_lr.push_back(static_cast<float>(lr_at(first_step + i)));
+        rep.step_loss.push_back(losses[i]);
+        chunk_sum += l;
+        if (!std::isfinite(l)) {
+          diverged = true;
+          continue;
+        }
+        guard_observe(g, l);
+        if (g.count > 1 && guard_value(g) > o.guard_threshold * g.best) diverged = true;
+      }
+      if (diverged && o.guard) {
+        eng.restore(good);
+        const double value = guard_value(g);
+        guard = guard_at_good;
+        guard.events += 1;
+        guard.scale *= o.guard_factor;
+        guard_at_good = guard;
+        apply_scale();
+        TrainEvent e;
+        e.kind = "guard";
+        e.epoch = epoch + 1;
+        e.step = first_step + n;
+        e.scale = guard.scale;
+        std::ostringstream msg;
+        msg << "loss diverged (" << (std::isfinite(value) && std::isfinite(chunk_sum) ? "smoothed loss "
+                                                                                      : "non-finite loss ")
+            << (std::isfinite(chunk_sum) ? value : chunk_sum) << ") in steps " << first_step + 1 << "-"
+            << first_step + n << ": restored the state of step " << first_step << ", rate x"
+            << o.guard_factor << " -> lr " << lr_at(first_step);
+        e.message = msg.str();
+        report_event(e);
+        if (guard.events >= o.guard_max_events) {
+          rep.stopped_by_guard = true;
+          report_event({"stop", epoch + 1, first_step, guard.scale,
+                        "stopped after " + std::to_string(guard.events) +
+                            " divergence events; try a lower --lr"});
+          break;
+        }
+        continue;
+      }
+      guard = g;
+      loss_sum += chunk_sum;
+      loss_count += n;
+      if (o.guard) {
+        good = eng.snapshot();
+        guard_at_good = guard;
+      }
+      if (obs.on_progress) {
+        int64_t done = spe - eng.steps_left_in_epoch();
+        double rate = train_seconds / std::max<int64_t>(1, loss_count);
+        double eta = rate * (eng.steps_left_in_epoch() + (o.epochs - epoch - 1) * spe);
+        obs.on_progress(epoch + 1, done, spe, chunk_sum / n, eta);
+      }
+    }
+    if (rep.stopped_by_guard) break;
+    rep.steps = opt.step_count();
+    EpochRecord rec;
+    rec.epoch = epoch + 1;
+    rec.train_loss = loss_count ? loss_sum / loss_count : std::nan("");
+    TrainEngine::Eval val = eng.evaluate(Split::Val);
+    rec.val_loss = val.loss[0];
+    rec.val_accuracy = val.accuracy[0];
+    rec.lr = lr_at(std::max<int64_t>(0, rep.steps - 1));
+    rec.samples_per_s = static_cast<double>(data.train.n) / std::max(train_seconds, 1e-9);
+    if (plateau) {
+      double metric = std::isfinite(rec.val_loss) ? rec.val_loss : rec.train_loss;
+      if (plateau->step(metric)) {
+        apply_scale();
+        std::ostringstream msg;
+        msg << "validation loss has not improved for " << plateau->options().patience + 1
+            << " epochs: rate x" << plateau->options().factor << " -> lr " << lr_at(rep.steps);
+        report_event({"plateau", epoch + 1, rep.steps, guard.scale * plateau_scale(), msg.str()});
+      }
+    }
+    rec.seconds = seconds_since(t_epoch);
+    rep.epochs.push_back(rec);
+    if (!o.save.empty()) {
+      Checkpoint c;
+      c.model = identity;
+      c.epochs_done = epoch + 1;
+      c.step = rep.steps;
+      c.data_seed = data_seed;
+      c.params = eng.params();
+      c.optimizer = opt.save();
+      c.guard = guard;
+      c.has_plateau = plateau.has_value();
+      if (plateau) c.plateau = plateau->state();
+      save_checkpoint(o.save, c);
+    }
+    if (!o.log_csv.empty()) write_file_atomic(o.log_csv, csv_log(rep, spe));
+    if (obs.on_epoch) obs.on_epoch(rec);
+  }
+  TrainEngine::Eval test = eng.evaluate(Split::Test);
+  rep.test_loss = test.loss[0];
+  rep.test_accuracy = test.accuracy[0];
+  rep.seconds = seconds_since(t_start);
+  if (!o.log_csv.empty()) write_file_atomic(o.log_csv, csv_log(rep, spe));
+  if (!o.plot_svg.empty()) write_file_atomic(o.plot_svg, training_plot(rep, spe));
+  if (!o.json_out.empty()) write_file_atomic(o.json_out, train_report_json(o, rep));
+  return rep;
+}
+
+}  // namespace lrlab

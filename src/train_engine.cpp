@@ -1,0 +1,303 @@
+#include "lrlab/train_engine.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "lrlab/device_buffer.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/schedule.hpp"
+#include "train_kernels.hpp"
+
+namespace lrlab {
+
+namespace {
+
+struct DeviceSplit {
+  DeviceBuffer<float> x, y;
+  DeviceBuffer<int32_t> labels;
+  int64_t n = 0;
+};
+
+DeviceSplit upload_split(const Dataset& d, cudaStream_t s) {
+  DeviceSplit out;
+  out.n = d.n;
+  out.x = DeviceBuffer<float>::from(d.x, s);
+  out.y = DeviceBuffer<float>::from(d.y, s);
+  out.labels = DeviceBuffer<int32_t>::from(d.labels, s);
+  return out;
+}
+
+std::vector<ParamGroup> make_groups(const MlpLayout& layout, bool bias_decay) {
+  if (bias_decay) return {};
+  std::vector<ParamGroup> groups;
+  for (const ParamRange& r : layout.weight_ranges()) groups.push_back({r.begin, r.end, 1.0f, -1.0f});
+  for (const ParamRange& r : layout.bias_ranges()) groups.push_back({r.begin, r.end, 1.0f, 0.0f});
+  LRLAB_REQUIRE(static_cast<int>(groups.size()) <= kMaxParamGroups, "a network of ", groups.size() / 2,
+                " layers has too many parameter groups to exempt biases from decay (at most ",
+                kMaxParamGroups / 2, " layers)");
+  return groups;
+}
+
+}  // namespace
+
+struct TrainEngine::Impl {
+  EngineConfig cfg;
+  const DataSplits& data;
+  MlpLayout layout;
+  int64_t K, P, spe, total;
+  int64_t epoch = -1, cursor = 0;
+  std::vector<std::vector<float>> tables;
+  cudaStream_t stream = nullptr;  // created by make_optimizer(), so declared before opt
+  Optimizer opt;
+
+  // CPU path
+  std::unique_ptr<MlpCpu> cpu;
+  std::vector<float> params, grads, xb, yb, loss;
+  std::vector<int32_t> lb, perm;
+
+  // CUDA path
+  std::unique_ptr<MlpCuda> gpu;
+  DeviceBuffer<float> d_params, d_grads, d_xb, d_yb, d_loss, d_ring;
+  DeviceBuffer<int32_t> d_lb, d_perm;
+  DeviceBuffer<int64_t> d_cursor;
+  DeviceSplit d_train, d_val, d_test;
+  cudaGraphExec_t graph_full = nullptr, graph_last = nullptr;
+  int eager_full = 0, eager_last = 0;
+
+  Impl(EngineConfig c, const DataSplits& d)
+      : cfg(std::move(c)),
+        data(d),
+        layout(cfg.model),
+        K(static_cast<int64_t>(cfg.replicas.size())),
+        P(layout.size()),
+        spe(0),
+        total(0),
+        opt(make_optimizer()) {}
+
+  bool cuda() const { return cfg.device == Device::CUDA; }
+  int64_t last_batch() const {
+    int64_t rem = data.train.n % cfg.batch;
+    return rem ? rem : cfg.batch;
+  }
+
+  Optimizer make_optimizer() {
+    LRLAB_REQUIRE(K >= 1, "training needs at least one configuration");
+    LRLAB_REQUIRE(cfg.batch >= 1, "batch size must be at least 1 (got ", cfg.batch, ")");
+    LRLAB_REQUIRE(cfg.epochs >= 1, "epochs must be at least 1 (got ", cfg.epochs, ")");
+    const Dataset& tr = data.train;
+    LRLAB_REQUIRE(tr.n >= 1, "the training set is empty");
+    LRLAB_REQUIRE(tr.dim == cfg.model.inputs, "the model takes ", cfg.model.inputs,
+                  " inputs but the data has ", tr.dim, " features");
+    if (tr.is_regression())
+      LRLAB_REQUIRE(cfg.model.loss == LossKind::MeanSquaredError && tr.targets_dim == cfg.model.outputs,
+                    "regression data with ", tr.targets_dim, " targets needs an mse model with as many outputs");
+    else
+      LRLAB_REQUIRE(cfg.model.loss == LossKind::SoftmaxCrossEntropy && tr.num_classes == cfg.model.outputs,
+                    "classification data with ", tr.num_classes, " classes needs a cross-entropy model with as many outputs");
+    spe = (tr.n + cfg.batch - 1) / cfg.batch;
+    total = spe * cfg.epochs;
+    LRLAB_REQUIRE(total <= kMaxTableSteps, "training for ", total, " steps exceeds the schedule table limit of ",
+                  kMaxTableSteps, " steps");
+    for (const ReplicaSpec& r : cfg.replicas) {
+      LRLAB_REQUIRE(std::isfinite(r.lr) && r.lr > 0, "learning rate must be positive and finite (got ", r.lr, ")");
+      tables.push_back(Schedule::parse(r.schedule, static_cast<double>(spe)).table(total, r.lr));
+    }
+    if (cfg.device == Device::CUDA)
+      LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    OptimizerSetup setup;
+    setup.lr = cfg.replicas[0].lr;
+    setup.replicas = K;
+    setup.replica_stride = layout.size();
+    setup.groups = make_groups(layout, cfg.bias_decay);
+    setup.stream = stream;
+    return Optimizer(cfg.optimizer, cfg.device, layout.size(), setup);
+  }
+
+  void setup_buffers() {
+    for (int64_t r = 0; r < K; ++r) {
+      opt.set_lr(cfg.replicas[r].lr, r);
+      opt.set_schedule(tables[r], r);
+    }
+    std::vector<float> init(static_cast<size_t>(K * P));
+    for (int64_t r = 0; r < K; ++r) init_params(layout, init.data() + r * P, cfg.replicas[r].init_seed);
+    const int64_t B = cfg.batch;
+    const int64_t ydim = data.train.targets_dim;
+    if (!cuda()) {
+      cpu = std::make_unique<MlpCpu>(layout, K, B);
+      params = std::move(init);
+      grads.assign(params.size(), 0.0f);
+      xb.resize(B * data.train.dim);
+      yb.resize(B * ydim);
+      lb.resize(B);
+      loss.resize(K);
+      return;
+    }
+    gpu = std::make_unique<MlpCuda>(layout, K, B, stream, cfg.tf32);
+    d_params = DeviceBuffer<float>::from(init, stream);
+    d_grads = DeviceBuffer<float>(init.size());
+    d_xb = DeviceBuffer<float>(B * data.train.dim);
+    d_yb = DeviceBuffer<float>(B * ydim);
+    d_lb = DeviceBuffer<int32_t>(B);
+    d_loss = DeviceBuffer<float>(K);
+    d_ring = DeviceBuffer<float>(spe * K);
+    d_perm = DeviceBuffer<int32_t>(data.train.n);
+    d_cursor = DeviceBuffer<int64_t>(1);
+    d_train = upload_split(data.train, stream);
+    d_val = upload_split(data.val, stream);
+    d_test = upload_split(data.test, stream);
+  }
+
+  void enqueue_step(int64_t bsz) {
+    const Dataset& tr = data.train;
+    detail::cuda_gather_batch(d_train.x.get(), tr.is_regression() ? nullptr : d_train.labels.get(),
+                              tr.is_regression() ? d_train.y.get() : nullptr, tr.dim, tr.targets_dim,
+                              d_perm.get(), d_cursor.get(), cfg.batch, bsz, d_xb.get(), d_lb.get(),
+                              d_yb.get(), stream);
+    gpu->forward_backward(d_params.get(), d_xb.get(), tr.is_regression() ? nullptr : d_lb.get(),
+                          tr.is_regression() ? d_yb.get() : nullptr, bsz, d_grads.get(), d_loss.get());
+    opt.step(d_params.get(), d_grads.get());
+    detail::cuda_record_and_advance(d_loss.get(), K, d_ring.get(), d_cursor.get(), stream);
+  }
+
+  // The first step of each shape runs eagerly (loading kernels outside any capture); later ones
+  // replay a graph captured at the second.
+  void gpu_step(int64_t bsz) {
+    const bool full = bsz == cfg.batch;
+    cudaGraphExec_t& exec = full ? graph_full : graph_last;
+    int& eager = full ? eager_full : eager_last;
+    if (!cfg.graphs || eager == 0) {
+      ++eager;
+      enqueue_step(bsz);
+      return;
+    }
+    if (!exec) {
+      cudaGraph_t graph;
+      LRLAB_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      enqueue_step(bsz);
+      LRLAB_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+      LRLAB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      LRLAB_CUDA_CHECK(cudaGraphDestroy(graph));
+    }
+    LRLAB_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  }
+
+  void cpu_step(int64_t bsz, float* losses_out) {
+    const Dataset& tr = data.train;
+    const int64_t dim = tr.dim, ydim = tr.targets_dim;
+    const int32_t* rows = perm.data() + cursor * cfg.batch;
+    for (int64_t b = 0; b < bsz; ++b) {
+      const int64_t src = rows[b];
+      std::copy(tr.x.begin() + src * dim, tr.x.begin() + (src + 1) * dim, xb.begin() + b * dim);
+      if (tr.is_regression())
+        std::copy(tr.y.begin() + src * ydim, tr.y.begin() + (src + 1) * ydim, yb.begin() + b * ydim);
+      else
+        lb[b] = tr.labels[src];
+    }
+    cpu->forward_backward(params.data(), xb.data(), tr.is_regression() ? nullptr : lb.data(),
+                          tr.is_regression() ? yb.data() : nullptr, bsz, grads.data(), losses_out);
+    opt.step(params.data(), grads.data());
+  }
+
+  ~Impl() {
+    if (graph_full) cudaGraphExecDestroy(graph_full);
+    if (graph_last) cudaGraphExecDestroy(graph_last);
+    if (stream) cudaStreamSynchronize(stream);
+    // The stream itself outlives the members that use it: ~TrainEngine destroys it.
+  }
+};
+
+TrainEngine::TrainEngine(EngineConfig config, const DataSplits& data)
+    : impl_(std::make_unique<Impl>(std::move(config), data)) {
+  impl_->setup_buffers();
+}
+
+TrainEngine::~TrainEngine() {
+  cudaStream_t s = impl_ ? impl_->stream : nullptr;
+  impl_.reset();
+  if (s) cudaStreamDestroy(s);
+}
+
+int64_t TrainEngine::replicas() const { return impl_->K; }
+int64_t TrainEngine::steps_per_epoch() const { return impl_->spe; }
+int64_t TrainEngine::total_steps() const { return impl_->total; }
+const MlpLayout& TrainEngine::layout() const { return impl_->layout; }
+const EngineConfig& TrainEngine::config() const { return impl_->cfg; }
+Optimizer& TrainEngine::optimizer() { return impl_->opt; }
+int64_t TrainEngine::epoch() const { return impl_->epoch; }
+int64_t TrainEngine::steps_left_in_epoch() const { return impl_->epoch < 0 ? 0 : impl_->spe - impl_->cursor; }
+const std::vector<float>& TrainEngine::table(int64_t replica) const { return impl_->tables.at(replica); }
+
+void TrainEngine::begin_epoch(int64_t epoch) {
+  Impl& m = *impl_;
+  LRLAB_REQUIRE(epoch >= 0, "epoch must not be negative");
+  m.epoch = epoch;
+  m.cursor = 0;
+  m.perm = epoch_permutation(m.data.train.n, m.cfg.data_seed, epoch);
+  if (m.cuda()) {
+    m.d_perm.upload(m.perm.data(), m.perm.size(), m.stream);
+    LRLAB_CUDA_CHECK(cudaMemsetAsync(m.d_cursor.get(), 0, sizeof(int64_t), m.stream));
+  }
+}
+
+std::vector<float> TrainEngine::run(int64_t steps) {
+  Impl& m = *impl_;
+  LRLAB_REQUIRE(m.epoch >= 0, "call begin_epoch() before run()");
+  LRLAB_REQUIRE(steps >= 0 && steps <= m.spe - m.cursor, "cannot run ", steps, " steps: ",
+                m.spe - m.cursor, " are left in this epoch");
+  std::vector<float> losses(static_cast<size_t>(steps * m.K));
+  const int64_t first = m.cursor;
+  for (int64_t i = 0; i < steps; ++i) {
+    const int64_t bsz = m.cursor == m.spe - 1 ? m.last_batch() : m.cfg.batch;
+    if (m.cuda()) m.gpu_step(bsz);
+    else m.cpu_step(bsz, losses.data() + i * m.K);
+    ++m.cursor;
+  }
+  if (m.cuda()) m.d_ring.download(losses.data(), losses.size(), m.stream, first * m.K);
+  return losses;
+}
+
+TrainEngine::Eval TrainEngine::evaluate(Split split) {
+  Impl& m = *impl_;
+  const Dataset& d = split == Split::Train ? m.data.train : split == Split::Val ? m.data.val : m.data.test;
+  Eval e;
+  e.loss.assign(m.K, std::nan(""));
+  e.accuracy.assign(m.K, std::nan(""));
+  if (d.n == 0) return e;
+  const bool reg = d.is_regression();
+  if (!m.cuda()) {
+    m.cpu->evaluate(m.params.data(), d.x.data(), reg ? nullptr : d.labels.data(), reg ? d.y.data() : nullptr,
+                    d.n, e.loss.data(), e.accuracy.data());
+    return e;
+  }
+  DeviceSplit& ds = split == Split::Train ? m.d_train : split == Split::Val ? m.d_val : m.d_test;
+  m.gpu->evaluate(m.d_params.get(), ds.x.get(), reg ? nullptr : ds.labels.get(), reg ? ds.y.get() : nullptr,
+                  d.n, e.loss.data(), e.accuracy.data());
+  return e;
+}
+
+std::vector<float> TrainEngine::params() const {
+  const Impl& m = *impl_;
+  if (!m.cuda()) return m.params;
+  return m.d_params.to_host(m.stream);
+}
+
+void TrainEngine::set_params(const std::vector<float>& p) {
+  Impl& m = *impl_;
+  LRLAB_REQUIRE(static_cast<int64_t>(p.size()) == m.K * m.P, "expected ", m.K * m.P, " parameters, got ", p.size());
+  for (float v : p) LRLAB_REQUIRE(std::isfinite(v), "parameters must be finite");
+  if (m.cuda()) m.d_params.upload(p.data(), p.size(), m.stream);
+  else m.params = p;
+}
+
+TrainEngine::Snapshot TrainEngine::snapshot() const {
+  return {params(), impl_->opt.save()};
+}
+
+void TrainEngine::restore(const Snapshot& s) {
+  Impl& m = *impl_;
+  m.opt.load(s.optimizer);
+  if (m.cuda()) m.d_params.upload(s.params.data(), s.params.size(), m.stream);
+  else m.params = s.params;
+}
+
+}  // namespace lrlab
