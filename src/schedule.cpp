@@ -21,7 +21,7 @@ struct Built {
   bool uses_base_lr = false;
 };
 
-// `steps` is the segment's length as read by compile(), 0 when the spec gives none.
+// `steps` is the segment's length as read by Schedule::parse, 0 when the spec gives none.
 using Builder = Built (*)(spec::ArgReader& r, int64_t steps);
 
 int64_t need_steps(spec::ArgReader& r, int64_t steps) {
@@ -174,10 +174,12 @@ Built onecycle(spec::ArgReader& r, int64_t steps) {
   double total = static_cast<double>(n);
   double initial = 1 / div, lowest = initial / final_div;
   std::vector<Phase> phases;
+  phases.push_back({pct * total - 1, initial, 1});
   if (three_phase) {
-    phases = {{pct * total - 1, initial, 1}, {2 * pct * total - 2, 1, initial}, {total - 1, initial, lowest}};
+    phases.push_back({2 * pct * total - 2, 1, initial});
+    phases.push_back({total - 1, initial, lowest});
   } else {
-    phases = {{pct * total - 1, initial, 1}, {total - 1, 1, lowest}};
+    phases.push_back({total - 1, 1, lowest});
   }
   // PyTorch divides by each phase's length; a phase of zero or negative length would give NaN or
   // run backwards.
@@ -254,10 +256,12 @@ void require_base_lr(double base_lr) {
 
 }  // namespace
 
+Schedule::Schedule() : Schedule(parse("constant")) {}
+
 Schedule Schedule::parse(const std::string& text, double steps_per_epoch) {
   LRLAB_REQUIRE(std::isfinite(steps_per_epoch) && steps_per_epoch >= 0,
                 "steps per epoch must be a positive number, got ", steps_per_epoch);
-  Schedule s;
+  Schedule s{Empty{}};
   s.spec_ = text;
   std::vector<spec::Segment> parsed = spec::parse(text);
   int64_t start = 0;

@@ -23,6 +23,9 @@ constexpr int64_t kMaxTableSteps = int64_t(1) << 27;
 
 class Schedule {
  public:
+  // The constant schedule, m(t) = 1.
+  Schedule();
+
   // Parses and validates; steps_per_epoch > 0 enables 'ep' values. Throws lrlab::Error naming the
   // offending token and its 1-based position.
   static Schedule parse(const std::string& spec, double steps_per_epoch = 0);
@@ -47,6 +50,9 @@ class Schedule {
     int64_t hold_from = -1;  // local step whose value holds from then on; -1: none
     std::function<double(int64_t t, double base_lr)> m;  // local multiplier
   };
+
+  struct Empty {};
+  explicit Schedule(Empty) {}
 
   const Segment& segment_at(int64_t t) const;
   double checked(const Segment& seg, int64_t local, double base_lr, int64_t t) const;

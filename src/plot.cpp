@@ -1,0 +1,274 @@
+#include "lrlab/plot.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "lrlab/error.hpp"
+
+namespace lrlab {
+namespace {
+
+constexpr int kMaxTicks = 60;  // bounds every tick loop, whatever the data
+
+std::string fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default:
+        // Control characters are not allowed in XML 1.0 text.
+        out += (static_cast<unsigned char>(c) < 0x20 && c != '\t') ? '?' : c;
+    }
+  }
+  return out;
+}
+
+std::string colour(size_t i) {
+  static const char* const palette[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+                                        "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
+  if (i < 10) return palette[i];
+  // Golden-angle hues keep further colours apart from their neighbours.
+  return "hsl(" + fmt("%.0f", std::fmod(static_cast<double>(i) * 137.508, 360.0)) + ",65%,45%)";
+}
+
+struct Tick {
+  double value;
+  std::string label;
+};
+
+// One axis: the data range widened to round tick values, and the map onto [0, 1].
+struct Axis {
+  bool log = false;
+  double lo = 0, hi = 1;  // log axes hold log10 of the bounds
+  std::vector<Tick> ticks;
+
+  // Beyond 1e300 the axis arithmetic itself would overflow.
+  bool usable(double v) const { return std::fabs(v) <= 1e300 && (!log || v > 0); }
+  double frac(double v) const { return ((log ? std::log10(v) : v) - lo) / (hi - lo); }
+};
+
+// Plain decimals for everyday magnitudes ("0.05", "120"), %g beyond them; as many digits as the
+// tick spacing needs.
+std::string linear_label(double v, double step, double magnitude) {
+  if (std::fabs(v) < step * 1e-6) return "0";
+  int step_exponent = static_cast<int>(std::floor(std::log10(step) + 1e-9));
+  char buf[64];
+  if (magnitude < 1e6 && step_exponent >= -6) {
+    std::snprintf(buf, sizeof buf, "%.*f", std::max(0, -step_exponent), v);
+    std::string s = buf;
+    if (s.find('.') != std::string::npos) {
+      s.erase(s.find_last_not_of('0') + 1);
+      if (s.back() == '.') s.pop_back();
+    }
+    return s;
+  }
+  int digits = std::clamp(static_cast<int>(std::floor(std::log10(magnitude))) - step_exponent + 1, 1, 15);
+  std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+  return buf;
+}
+
+std::string power_label(int k) {
+  if (k >= -4 && k <= 5) return fmt("%g", std::pow(10.0, k));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "1e%d", k);
+  return buf;
+}
+
+Axis make_axis(bool log, bool have, double lo, double hi) {
+  Axis a;
+  a.log = log;
+  if (log) {
+    double l = have ? std::floor(std::log10(lo)) : 0, h = have ? std::ceil(std::log10(hi)) : 1;
+    if (h <= l) h = l + 1;
+    int decades = static_cast<int>(h - l);
+    int stride = std::max(1, (decades + 9) / 10);
+    a.lo = l;
+    a.hi = l + std::ceil((h - l) / stride) * stride;
+    for (double k = a.lo; k <= a.hi + 0.5 && a.ticks.size() < kMaxTicks; k += stride)
+      a.ticks.push_back({k, power_label(static_cast<int>(k))});
+    return a;
+  }
+  if (!have) lo = 0, hi = 1;
+  // A flat (or all but flat) range gets room around it; ticks could not step through it.
+  if (hi - lo <= 1e-9 * std::max(std::fabs(lo), std::fabs(hi))) {
+    double pad = lo != 0 ? std::fabs(lo) * 0.5 : 1;
+    lo -= pad, hi += pad;
+  }
+  // About five ticks, spaced 1, 2 or 5 times a power of ten.
+  double rough = (hi - lo) / 5;
+  double decade = std::pow(10.0, std::floor(std::log10(rough)));
+  double r = rough / decade;
+  double step = (r < 1.5 ? 1 : r < 3.5 ? 2 : r < 7.5 ? 5 : 10) * decade;
+  if (step > 0 && std::isfinite(step)) {
+    double first = std::floor(lo / step), last = std::ceil(hi / step);
+    if (last - first <= kMaxTicks) {
+      a.lo = first * step;
+      a.hi = last * step;
+      double magnitude = std::max(std::fabs(a.lo), std::fabs(a.hi));
+      for (int i = 0; i <= static_cast<int>(last - first); ++i) {
+        double v = (first + i) * step;
+        a.ticks.push_back({v, linear_label(v, step, magnitude)});
+      }
+      return a;
+    }
+  }
+  // Not reached for finite data, but never loop on a bad step: label the ends only.
+  a.lo = lo;
+  a.hi = hi;
+  a.ticks = {{lo, fmt("%g", lo)}, {hi, fmt("%g", hi)}};
+  return a;
+}
+
+struct Point {
+  double x, y;
+};
+
+// Splits a series into runs of drawable points (in pixels) and thins each run to at most the
+// first, lowest, highest and last point of every pixel column.
+std::vector<std::vector<Point>> runs_of(const Series& s, const Axis& ax, const Axis& ay, double left,
+                                        double top, double w, double h) {
+  std::vector<std::vector<Point>> runs;
+  std::vector<Point> run, column;
+  auto flush_column = [&] {
+    if (column.empty()) return;
+    size_t lo = 0, hi = 0;
+    for (size_t i = 1; i < column.size(); ++i) {
+      if (column[i].y < column[lo].y) lo = i;
+      if (column[i].y > column[hi].y) hi = i;
+    }
+    size_t keep[] = {0, std::min(lo, hi), std::max(lo, hi), column.size() - 1};
+    for (size_t k = 0; k < 4; ++k)
+      if (k == 0 || keep[k] != keep[k - 1]) run.push_back(column[keep[k]]);
+    column.clear();
+  };
+  auto flush_run = [&] {
+    flush_column();
+    if (!run.empty()) runs.push_back(std::move(run));
+    run.clear();
+  };
+  for (size_t i = 0; i < s.x.size(); ++i) {
+    if (!ax.usable(s.x[i]) || !ay.usable(s.y[i])) {
+      flush_run();
+      continue;
+    }
+    Point p{left + ax.frac(s.x[i]) * w, top + (1 - ay.frac(s.y[i])) * h};
+    if (!column.empty() && std::floor(column.back().x) != std::floor(p.x)) flush_column();
+    column.push_back(p);
+  }
+  flush_run();
+  return runs;
+}
+
+}  // namespace
+
+std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& o) {
+  LRLAB_REQUIRE(o.width >= 160 && o.width <= 16000 && o.height >= 120 && o.height <= 16000,
+                "plot size ", o.width, "x", o.height, " is outside [160, 16000] x [120, 16000]");
+  for (const Series& s : series)
+    LRLAB_REQUIRE(s.x.size() == s.y.size(), "plot series '", s.name, "' has ", s.x.size(), " x values but ",
+                  s.y.size(), " y values");
+
+  Axis probe_x, probe_y;
+  probe_x.log = o.log_x;
+  probe_y.log = o.log_y;
+  bool have = false;
+  double x0 = 0, x1 = 0, y0 = 0, y1 = 0;
+  for (const Series& s : series)
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      if (!probe_x.usable(s.x[i]) || !probe_y.usable(s.y[i])) continue;
+      if (!have) x0 = x1 = s.x[i], y0 = y1 = s.y[i];
+      x0 = std::min(x0, s.x[i]), x1 = std::max(x1, s.x[i]);
+      y0 = std::min(y0, s.y[i]), y1 = std::max(y1, s.y[i]);
+      have = true;
+    }
+  Axis ax = make_axis(o.log_x, have, x0, x1);
+  Axis ay = make_axis(o.log_y, have, y0, y1);
+
+  const double left = 72, right = 24, top = o.title.empty() ? 16 : 36, bottom = 48;
+  const double w = o.width - left - right, h = o.height - top - bottom;
+  std::string svg;
+  auto add = [&svg](const std::string& s) { svg += s; };
+  auto num = [](double v) { return fmt("%.2f", v); };
+
+  add("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(o.width) + "\" height=\"" +
+      std::to_string(o.height) + "\" viewBox=\"0 0 " + std::to_string(o.width) + " " +
+      std::to_string(o.height) + "\" font-family=\"sans-serif\" font-size=\"12\">\n");
+  add("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+  if (!o.title.empty())
+    add("<text x=\"" + num(left + w / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">" +
+        xml_escape(o.title) + "</text>\n");
+
+  for (const Tick& t : ax.ticks) {
+    double px = left + (t.value - ax.lo) / (ax.hi - ax.lo) * w;
+    add("<line x1=\"" + num(px) + "\" y1=\"" + num(top) + "\" x2=\"" + num(px) + "\" y2=\"" + num(top + h) +
+        "\" stroke=\"#e0e0e0\"/>\n");
+    add("<text x=\"" + num(px) + "\" y=\"" + num(top + h + 16) + "\" text-anchor=\"middle\">" +
+        xml_escape(t.label) + "</text>\n");
+  }
+  for (const Tick& t : ay.ticks) {
+    double py = top + (1 - (t.value - ay.lo) / (ay.hi - ay.lo)) * h;
+    add("<line x1=\"" + num(left) + "\" y1=\"" + num(py) + "\" x2=\"" + num(left + w) + "\" y2=\"" + num(py) +
+        "\" stroke=\"#e0e0e0\"/>\n");
+    add("<text x=\"" + num(left - 6) + "\" y=\"" + num(py + 4) + "\" text-anchor=\"end\">" +
+        xml_escape(t.label) + "</text>\n");
+  }
+  add("<rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" + num(w) + "\" height=\"" + num(h) +
+      "\" fill=\"none\" stroke=\"black\"/>\n");
+  if (!o.xlabel.empty())
+    add("<text x=\"" + num(left + w / 2) + "\" y=\"" + num(o.height - 10.0) + "\" text-anchor=\"middle\">" +
+        xml_escape(o.xlabel) + "</text>\n");
+  if (!o.ylabel.empty())
+    add("<text transform=\"translate(16," + num(top + h / 2) + ") rotate(-90)\" text-anchor=\"middle\">" +
+        xml_escape(o.ylabel) + "</text>\n");
+
+  for (size_t i = 0; i < series.size(); ++i) {
+    for (const std::vector<Point>& run : runs_of(series[i], ax, ay, left, top, w, h)) {
+      if (run.size() == 1) {
+        add("<circle cx=\"" + num(run[0].x) + "\" cy=\"" + num(run[0].y) + "\" r=\"2\" fill=\"" + colour(i) +
+            "\"/>\n");
+        continue;
+      }
+      add("<polyline fill=\"none\" stroke=\"" + colour(i) + "\" stroke-width=\"1.5\" points=\"");
+      for (const Point& p : run) add(num(p.x) + "," + num(p.y) + " ");
+      svg.back() = '"';
+      add("/>\n");
+    }
+  }
+  if (!have)
+    add("<text x=\"" + num(left + w / 2) + "\" y=\"" + num(top + h / 2) +
+        "\" text-anchor=\"middle\" fill=\"#808080\">no data</text>\n");
+
+  // Legend in the top-right corner of the plot area.
+  size_t named = 0, longest = 0;
+  for (const Series& s : series)
+    if (!s.name.empty()) ++named, longest = std::max(longest, s.name.size());
+  if (named > 0) {
+    double lw = 34 + 7.0 * static_cast<double>(std::min<size_t>(longest, 60)), lx = left + w - lw - 8;
+    add("<g class=\"legend\">\n<rect x=\"" + num(lx) + "\" y=\"" + num(top + 8) + "\" width=\"" + num(lw) +
+        "\" height=\"" + num(8 + 16.0 * named) + "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#c0c0c0\"/>\n");
+    double ly = top + 20;
+    for (size_t i = 0; i < series.size(); ++i) {
+      if (series[i].name.empty()) continue;
+      add("<line x1=\"" + num(lx + 6) + "\" y1=\"" + num(ly - 4) + "\" x2=\"" + num(lx + 24) + "\" y2=\"" +
+          num(ly - 4) + "\" stroke=\"" + colour(i) + "\" stroke-width=\"2\"/>\n");
+      add("<text x=\"" + num(lx + 28) + "\" y=\"" + num(ly) + "\">" + xml_escape(series[i].name) + "</text>\n");
+      ly += 16;
+    }
+    add("</g>\n");
+  }
+  add("</svg>\n");
+  return svg;
+}
+
+}  // namespace lrlab

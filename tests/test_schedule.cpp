@@ -1,0 +1,406 @@
+// Schedules against closed forms written out here (and values worked by hand from the PyTorch and
+// Keras documentation), composition, epochs, holding, validation, and the `lrlab schedule` command.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lrlab/error.hpp"
+#include "lrlab/schedule.hpp"
+
+namespace lrlab {
+namespace {
+
+const double kPi = std::acos(-1.0);
+
+double m(const std::string& spec, int64_t t, double spe = 0, double base = 1) {
+  return Schedule::parse(spec, spe).multiplier(t, base);
+}
+
+template <typename Fn>
+std::string error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string parse_error(const std::string& spec, double spe = 0) {
+  return error_of([&] { Schedule::parse(spec, spe); });
+}
+
+#define EXPECT_ERROR_HAS(msg, part) EXPECT_NE((msg).find(part), std::string::npos) << "message: " << (msg)
+
+TEST(ScheduleFormulas, Constant) {
+  EXPECT_EQ(m("constant", 0), 1);
+  EXPECT_EQ(m("constant", 12345), 1);
+  EXPECT_EQ(m("constant(value=0.25)", 7), 0.25);
+}
+
+TEST(ScheduleFormulas, StepLikePyTorchStepLR) {
+  for (int64_t t : {0, 1, 9, 10, 19, 20, 35})
+    EXPECT_DOUBLE_EQ(m("step(every=10, gamma=0.5)", t), std::pow(0.5, t / 10)) << t;
+  EXPECT_DOUBLE_EQ(m("step(every=3)", 7), 0.01);  // default gamma 0.1
+}
+
+TEST(ScheduleFormulas, MultistepCountsMilestonesReached) {
+  const std::string s = "multistep(at=3;5;9, gamma=0.5)";
+  const double expected[] = {1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.25, 0.25, 0.125, 0.125};
+  for (int64_t t = 0; t < 11; ++t) EXPECT_DOUBLE_EQ(m(s, t), expected[t]) << t;
+}
+
+TEST(ScheduleFormulas, ExpContinuousAndStaircase) {
+  for (int64_t t : {0, 1, 7, 100}) EXPECT_DOUBLE_EQ(m("exp(gamma=0.9)", t), std::pow(0.9, t)) << t;
+  // Keras ExponentialDecay(decay_steps=1000, decay_rate=0.96).
+  for (int64_t t : {0, 500, 999, 1000, 2500}) {
+    EXPECT_DOUBLE_EQ(m("exp(gamma=0.96, every=1000)", t), std::pow(0.96, t / 1000.0)) << t;
+    EXPECT_DOUBLE_EQ(m("exp(gamma=0.96, every=1000, staircase=true)", t), std::pow(0.96, t / 1000)) << t;
+  }
+}
+
+TEST(ScheduleFormulas, PolyLikeKerasAndPyTorch) {
+  // PyTorch PolynomialLR(total_iters=10, power=2): (1 - min(t,10)/10)^2.
+  for (int64_t t : {0, 3, 9, 10, 15})
+    EXPECT_DOUBLE_EQ(m("poly(steps=10, power=2)", t), std::pow(1 - std::min<double>(t, 10) / 10, 2)) << t;
+  // Keras PolynomialDecay with end 0.1 of the base: held at the end past steps.
+  for (int64_t t : {0, 4, 10, 11, 40})
+    EXPECT_DOUBLE_EQ(m("poly(steps=10, end=0.1)", t), 0.9 * (1 - std::min<double>(t, 10) / 10) + 0.1) << t;
+  // With cycle, the horizon grows to the next multiple of steps: t=15 decays over 20 steps.
+  EXPECT_DOUBLE_EQ(m("poly(steps=10, end=0.1, cycle=true)", 0), 1.0);
+  EXPECT_DOUBLE_EQ(m("poly(steps=10, end=0.1, cycle=true)", 10), 0.1);
+  EXPECT_DOUBLE_EQ(m("poly(steps=10, end=0.1, cycle=true)", 15), 0.9 * (1 - 15.0 / 20) + 0.1);
+  EXPECT_DOUBLE_EQ(m("poly(steps=10, end=0.1, cycle=true)", 21), 0.9 * (1 - 21.0 / 30) + 0.1);
+}
+
+TEST(ScheduleFormulas, InverseTimeLikeKeras) {
+  for (int64_t t : {0, 1, 5, 10, 25}) {
+    EXPECT_DOUBLE_EQ(m("invtime(rate=0.5, every=10)", t), 1 / (1 + 0.5 * t / 10.0)) << t;
+    EXPECT_DOUBLE_EQ(m("invtime(rate=0.5, every=10, staircase=true)", t), 1 / (1 + 0.5 * (t / 10))) << t;
+  }
+}
+
+TEST(ScheduleFormulas, CosineHeldAtMinPastSteps) {
+  for (int64_t t : {0, 1, 50, 99, 100, 150}) {
+    double tt = std::min<double>(t, 100);
+    EXPECT_NEAR(m("cosine(steps=100, min=0.1)", t), 0.1 + 0.9 * (1 + std::cos(kPi * tt / 100)) / 2, 1e-15) << t;
+  }
+  EXPECT_NEAR(m("cosine(steps=100)", 50), 0.5, 1e-15);
+}
+
+TEST(ScheduleFormulas, RestartsMatchPyTorchWarmRestartsWithTMult2) {
+  // CosineAnnealingWarmRestarts(T_0=10, T_mult=2, eta_min=0): restarts at 0, 10, 30, 70.
+  const std::string s = "restarts(period=10, mult=2)";
+  EXPECT_DOUBLE_EQ(m(s, 0), 1);
+  EXPECT_NEAR(m(s, 5), 0.5, 1e-15);
+  EXPECT_NEAR(m(s, 9), (1 + std::cos(kPi * 9 / 10)) / 2, 1e-15);
+  EXPECT_DOUBLE_EQ(m(s, 10), 1);
+  EXPECT_NEAR(m(s, 20), 0.5, 1e-15);
+  EXPECT_NEAR(m(s, 29), (1 + std::cos(kPi * 19 / 20)) / 2, 1e-15);
+  EXPECT_DOUBLE_EQ(m(s, 30), 1);
+  EXPECT_NEAR(m(s, 50), 0.5, 1e-15);
+  EXPECT_DOUBLE_EQ(m(s, 70), 1);
+  EXPECT_DOUBLE_EQ(m(s, 150), 1);  // 70 + 80
+  // T_mult=1 with eta_min: every period alike.
+  for (int64_t t : {0, 3, 7, 8, 13, 800}) {
+    double cur = static_cast<double>(t % 8);
+    EXPECT_NEAR(m("restarts(period=8, min=0.2)", t), 0.2 + 0.8 * (1 + std::cos(kPi * cur / 8)) / 2, 1e-15) << t;
+  }
+}
+
+TEST(ScheduleFormulas, LinearAndWarmup) {
+  // PyTorch LinearLR(start_factor=0.25, end_factor=1, total_iters=4).
+  const double linear[] = {0.25, 0.4375, 0.625, 0.8125, 1, 1};
+  for (int64_t t = 0; t < 6; ++t) EXPECT_DOUBLE_EQ(m("linear(from=0.25, to=1, steps=4)", t), linear[t]) << t;
+  EXPECT_DOUBLE_EQ(m("linear(to=0, steps=10)", 3), 0.7);
+  EXPECT_DOUBLE_EQ(m("warmup(steps=4)", 0), 0);
+  EXPECT_DOUBLE_EQ(m("warmup(steps=4)", 1), 0.25);
+  EXPECT_DOUBLE_EQ(m("warmup(steps=4, from=0.2)", 2), 0.6);
+  EXPECT_DOUBLE_EQ(m("warmup(steps=4)", 4), 1);
+  EXPECT_DOUBLE_EQ(m("warmup(steps=4)", 40), 1);
+}
+
+TEST(ScheduleFormulas, OneCycleAtPyTorchPhaseBoundaries) {
+  // OneCycleLR(max_lr=1, total_steps=100): initial 1/25, final 1/25/1e4; phase ends 29 and 99.
+  const std::string s = "onecycle(steps=100)";
+  EXPECT_NEAR(m(s, 0), 0.04, 1e-15);
+  EXPECT_NEAR(m(s, 29), 1, 1e-15);
+  EXPECT_NEAR(m(s, 64), (1 + 4e-6) / 2, 1e-12);  // halfway through the cosine down
+  EXPECT_NEAR(m(s, 99), 4e-6, 1e-15);
+  EXPECT_NEAR(m(s, 500), 4e-6, 1e-15);  // held past the end
+  EXPECT_NEAR(m(s, 10), 1 + (0.04 - 1) / 2 * (std::cos(kPi * 10 / 29) + 1), 1e-14);
+  // anneal_strategy='linear'.
+  EXPECT_NEAR(m("onecycle(steps=100, anneal=linear)", 1), 0.04 + 0.96 / 29, 1e-14);
+  EXPECT_NEAR(m("onecycle(steps=100, anneal=linear)", 50), 1 + (4e-6 - 1) * 21 / 70, 1e-14);
+  // three_phase: 0 -> 29 up, 29 -> 58 back to the initial value, then down to the final value at 99.
+  const std::string t3 = "onecycle(steps=100, three_phase=true, div=10, final_div=100)";
+  EXPECT_NEAR(m(t3, 0), 0.1, 1e-15);
+  EXPECT_NEAR(m(t3, 29), 1, 1e-15);
+  EXPECT_NEAR(m(t3, 58), 0.1, 1e-15);
+  EXPECT_NEAR(m(t3, 99), 0.001, 1e-15);
+  EXPECT_NEAR(m(t3, 44), 0.1 + 0.9 * (1 + std::cos(kPi * 15 / 29)) / 2, 1e-14);
+}
+
+TEST(ScheduleFormulas, InverseSquareRootPeaksAtWarmup) {
+  for (int64_t t : {0, 3, 99, 100, 399}) {
+    double s = t + 1.0;
+    EXPECT_DOUBLE_EQ(m("invsqrt(warmup=100)", t), std::min(s / 100, std::sqrt(100 / s))) << t;
+  }
+  EXPECT_DOUBLE_EQ(m("invsqrt(warmup=100)", 99), 1);
+}
+
+TEST(ScheduleFormulas, RangeIsAnAbsoluteRamp) {
+  Schedule r = Schedule::parse("range(start=1e-6, end=1, steps=7)");
+  EXPECT_TRUE(r.needs_base_lr());
+  EXPECT_FALSE(Schedule::parse("cosine(steps=3)").needs_base_lr());
+  for (int64_t t = 0; t < 7; ++t) EXPECT_NEAR(r.multiplier(t, 0.01) * 0.01, std::pow(10.0, -6 + t), 1e-15 * std::pow(10.0, t));
+  EXPECT_NEAR(r.multiplier(50, 0.01), 100, 1e-12);  // held at end/base
+  Schedule lin = Schedule::parse("range(start=0.1, end=0.5, steps=5, mode=linear)");
+  EXPECT_NEAR(lin.multiplier(2, 2), 0.3 / 2, 1e-15);
+  EXPECT_ERROR_HAS(error_of([&] { r.multiplier(0, 0); }), "positive base learning rate");
+  EXPECT_ERROR_HAS(error_of([&] { r.table(3, -1); }), "positive base learning rate");
+}
+
+TEST(ScheduleCompose, SegmentsStartAtLocalZero) {
+  const std::string s = "constant(value=2, steps=3) + linear(to=0, steps=4) + constant(value=0.5)";
+  const double expected[] = {2, 2, 2, 1, 0.75, 0.5, 0.25, 0.5, 0.5};
+  for (int64_t t = 0; t < 9; ++t) EXPECT_DOUBLE_EQ(m(s, t), expected[t]) << t;
+  // Warmup then cosine: the cosine's local step 0 is global step 5.
+  const std::string wc = "warmup(steps=5) + cosine(steps=10, min=0.1)";
+  EXPECT_DOUBLE_EQ(m(wc, 4), 0.8);
+  EXPECT_DOUBLE_EQ(m(wc, 5), 1);
+  EXPECT_NEAR(m(wc, 10), 0.1 + 0.9 * 0.5, 1e-15);
+  EXPECT_NEAR(m(wc, 100), 0.1, 1e-15);
+  // A segment with a length may precede another even when the length is not its formula's.
+  EXPECT_DOUBLE_EQ(m("step(every=10, steps=30) + cosine(steps=5)", 29), 0.01);
+  EXPECT_DOUBLE_EQ(m("step(every=10, steps=30) + cosine(steps=5)", 30), 1);
+}
+
+TEST(ScheduleCompose, LastSegmentHoldsItsLastValue) {
+  // Past its length a plain segment keeps its value at step length-1 ...
+  EXPECT_DOUBLE_EQ(m("step(every=2, steps=5)", 4), 0.01);
+  EXPECT_DOUBLE_EQ(m("step(every=2, steps=5)", 6), 0.01);
+  EXPECT_DOUBLE_EQ(m("step(every=2, steps=5)", 1000), 0.01);
+  // ... without a length it follows its formula.
+  EXPECT_NEAR(m("step(every=2)", 6), 0.001, 1e-18);
+  // The table holds the same values as multiplier() and its last entry is what the device holds.
+  Schedule s = Schedule::parse("warmup(steps=3) + exp(gamma=0.5, steps=4)");
+  std::vector<float> table = s.table(12, 1);
+  ASSERT_EQ(table.size(), 12u);
+  for (int64_t t = 0; t < 12; ++t) EXPECT_EQ(table[t], static_cast<float>(s.multiplier(t, 1))) << t;
+  EXPECT_FLOAT_EQ(table[6], 0.125f);
+  EXPECT_FLOAT_EQ(table[11], 0.125f);
+}
+
+TEST(ScheduleEpochs, EpValuesUseStepsPerEpoch) {
+  // The Keras step-decay example: 0.5^floor(epoch/10) with 50 steps per epoch.
+  for (int64_t t : {0, 499, 500, 999, 1000})
+    EXPECT_DOUBLE_EQ(m("step(every=10ep, gamma=0.5)", t, 50), std::pow(0.5, t / 500)) << t;
+  EXPECT_DOUBLE_EQ(m("warmup(steps=0.5ep) + constant(value=0.3)", 9, 20), 0.9);
+  EXPECT_DOUBLE_EQ(m("warmup(steps=0.5ep) + constant(value=0.3)", 10, 20), 0.3);
+  EXPECT_ERROR_HAS(parse_error("step(every=10ep)"), "steps per epoch");
+  EXPECT_ERROR_HAS(parse_error("step(every=1)", -1), "steps per epoch");
+}
+
+TEST(ScheduleErrors, NamesTheTokenAndPosition) {
+  EXPECT_ERROR_HAS(parse_error("cosin(steps=3)"), "unknown schedule 'cosin' at position 1");
+  EXPECT_ERROR_HAS(parse_error("warmup(steps=3) + cosin"), "unknown schedule 'cosin' at position 19");
+  EXPECT_ERROR_HAS(parse_error("step(gama=0.5, every=2)"), "unknown key 'gama' at position 6 for schedule 'step'");
+  EXPECT_ERROR_HAS(parse_error("step(gamma=0.5)"), "schedule 'step' at position 1 needs the key 'every'");
+  EXPECT_ERROR_HAS(parse_error("step(every=10) + cosine(steps=5)"),
+                   "schedule 'step' at position 1 needs a 'steps' length");
+  EXPECT_ERROR_HAS(parse_error("step(every=3"), "at position 13");
+}
+
+TEST(ScheduleErrors, RejectsInvalidValues) {
+  struct Case {
+    const char* spec;
+    const char* part;
+  };
+  const Case cases[] = {
+      {"step(every=0)", "every=0 at position 12: must be at least 1"},
+      {"step(every=2, gamma=-0.5)", "gamma=-0.5 at position 21: must not be negative"},
+      {"step(every=2.5)", "whole number"},
+      {"constant(value=1e999)", "not a finite number"},
+      {"constant(value=nan)", "not a"},
+      {"multistep(at=5;3)", "strictly ascending"},
+      {"multistep(at=5;5)", "strictly ascending"},
+      {"multistep(gamma=0.5)", "needs the key 'at'"},
+      {"exp(every=2)", "needs the key 'gamma'"},
+      {"exp(gamma=0.9, every=0)", "every=0"},
+      {"exp(gamma=0.9, staircase=yes)", "expected true or false"},
+      {"poly(power=2)", "needs the key 'steps'"},
+      {"poly(steps=0)", "steps=0 at position 12: must be at least 1"},
+      {"invtime(rate=1, every=0)", "every=0"},
+      {"cosine(min=0.1)", "needs the key 'steps'"},
+      {"restarts(period=0)", "period=0"},
+      {"restarts(period=5, mult=0.5)", "mult=0.5 at position 25: must be at least 1"},
+      {"linear(steps=5)", "needs the key 'to'"},
+      {"warmup(steps=0)", "must be at least 1"},
+      {"onecycle(steps=100, pct=0)", "pct=0"},
+      {"onecycle(steps=100, pct=1)", "pct=1"},
+      {"onecycle(steps=3)", "more than one step"},
+      {"onecycle(steps=100, pct=0.6, three_phase=true)", "more than one step"},
+      {"onecycle(steps=100, div=0)", "div=0"},
+      {"onecycle(steps=100, anneal=cosine)", "expected one of cos, linear"},
+      {"invsqrt(warmup=0)", "warmup=0"},
+      {"range(start=0, end=1, steps=10)", "start=0"},
+      {"range(start=1e-5, end=0, steps=10)", "end=0"},
+      {"range(start=1e-5, end=1, steps=1)", "at least 2 steps"},
+      {"range(start=1e-5, end=1, steps=10, mode=log)", "expected one of exp, linear"},
+      {"constant(steps=0)", "must be at least 1"},
+      {"constant(steps=0.001ep)", "must be at least 1"},
+  };
+  for (const Case& c : cases) {
+    std::string msg = parse_error(c.spec, 100);
+    EXPECT_NE(msg.find(c.part), std::string::npos) << c.spec << " gave: '" << msg << "'";
+  }
+}
+
+TEST(ScheduleErrors, NonFiniteValuesAndTableLimits) {
+  Schedule grow = Schedule::parse("exp(gamma=2)");
+  EXPECT_DOUBLE_EQ(grow.multiplier(200, 1), std::ldexp(1.0, 200));
+  EXPECT_ERROR_HAS(error_of([&] { grow.multiplier(5000, 1); }), "non-finite multiplier");
+  EXPECT_ERROR_HAS(error_of([&] { grow.table(200, 1); }), "too large for a float table at step 128");
+  Schedule c = Schedule::parse("constant");
+  EXPECT_ERROR_HAS(error_of([&] { c.table(0, 1); }), "between 1 and");
+  EXPECT_ERROR_HAS(error_of([&] { c.table(kMaxTableSteps + 1, 1); }), "between 1 and");
+  EXPECT_ERROR_HAS(error_of([&] { c.multiplier(-1, 1); }), "must not be negative");
+  EXPECT_EQ(c.table(1, 1).size(), 1u);
+  EXPECT_EQ(c.spec(), "constant");
+  Schedule fallback;  // default-constructed: constant 1
+  EXPECT_EQ(fallback.multiplier(1000, 1), 1);
+}
+
+// ---- the `lrlab schedule` command ----
+
+struct CliResult {
+  int status = -1;
+  std::string out, err;
+};
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/lrlab_schedule_test_XXXXXX";
+  const char* dir = mkdtemp(tmpl);
+  if (!dir) throw std::runtime_error("mkdtemp failed");
+  return dir;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// `args` is appended to the command line as is; quote specs with single quotes.
+CliResult run_cli(const std::string& args) {
+  static const std::string dir = temp_dir();
+  std::string err_path = dir + "/stderr.txt";
+  std::string cmd = std::string("'") + LRLAB_CLI_PATH + "' schedule " + args + " 2>'" + err_path + "'";
+  CliResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = pclose(p);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = slurp(err_path);
+  return r;
+}
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+TEST(ScheduleCli, CsvHeaderRowsAndRoundTripDigits) {
+  const std::string spec = "warmup(steps=3) + cosine(steps=2ep, min=0.01)";
+  CliResult r = run_cli("'" + spec + "' --lr 0.3 --steps 40 --steps-per-epoch 10");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::vector<std::string> rows = lines(r.out);
+  ASSERT_EQ(rows.size(), 41u);
+  EXPECT_EQ(rows[0], "step,lr");
+  // The rows show base * the float table entry the device reads.
+  std::vector<float> table = Schedule::parse(spec, 10).table(40, 0.3);
+  for (int64_t t = 0; t < 40; ++t) {
+    const std::string& row = rows[t + 1];
+    size_t comma = row.find(',');
+    ASSERT_NE(comma, std::string::npos) << row;
+    EXPECT_EQ(std::stoll(row.substr(0, comma)), t);
+    float printed = std::strtof(row.c_str() + comma + 1, nullptr);
+    EXPECT_EQ(printed, static_cast<float>(0.3 * table[t])) << row;
+  }
+}
+
+TEST(ScheduleCli, DefaultsAreHundredStepsAtBaseOne) {
+  CliResult r = run_cli("'step(every=50, gamma=0.5)'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::vector<std::string> rows = lines(r.out);
+  ASSERT_EQ(rows.size(), 101u);
+  EXPECT_EQ(rows[1], "0,1");
+  EXPECT_EQ(rows[100], "99,0.5");
+  // The default 1 step per epoch makes 'ep' usable.
+  CliResult ep = run_cli("'step(every=2ep)' --steps 3");
+  ASSERT_EQ(ep.status, 0) << ep.err;
+  EXPECT_EQ(lines(ep.out).back(), "2,0.100000001");
+}
+
+TEST(ScheduleCli, TableAndSvgFormats) {
+  CliResult table = run_cli("'exp(gamma=0.5)' --format table --steps 4 --lr 2");
+  ASSERT_EQ(table.status, 0) << table.err;
+  std::vector<std::string> rows = lines(table.out);
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_NE(rows[0].find("step"), std::string::npos);
+  EXPECT_NE(rows[0].find("lr"), std::string::npos);
+  EXPECT_NE(rows[4].find("0.25"), std::string::npos);  // 2 * 0.5^3
+  for (const std::string& row : rows) EXPECT_EQ(row.size(), rows[0].size()) << "aligned columns";
+
+  CliResult svg = run_cli("'onecycle(steps=50)' --format svg --steps 60");
+  ASSERT_EQ(svg.status, 0) << svg.err;
+  EXPECT_EQ(svg.out.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.out.find("<polyline"), std::string::npos);
+  EXPECT_NE(svg.out.find("</svg>"), std::string::npos);
+}
+
+TEST(ScheduleCli, OutWritesTheSameBytesToAFile) {
+  std::string dir = temp_dir();
+  std::string path = dir + "/lr.csv";
+  CliResult to_file = run_cli("'cosine(steps=10)' --steps 12 --out '" + path + "'");
+  ASSERT_EQ(to_file.status, 0) << to_file.err;
+  EXPECT_TRUE(to_file.out.empty());
+  EXPECT_EQ(slurp(path), run_cli("'cosine(steps=10)' --steps 12").out);
+  std::remove(path.c_str());
+  rmdir(dir.c_str());
+}
+
+TEST(ScheduleCli, BadInputExitsTwoWithOneErrorLine) {
+  const char* bad[] = {"'cosin(steps=3)'", "'step(every=10) + cosine(steps=5)'", "'step(every=3'",
+                       "'constant' --steps 0", "'constant' --lr -1", "'constant' --format png",
+                       "'constant' --steps-per-epoch 0", "'range(start=1,end=2,steps=5)' --lr 0",
+                       "'exp(gamma=2)' --steps 200", "'constant' --lr 1e300", "'constant' --out /nonexistent-dir/x.csv"};
+  for (const char* args : bad) {
+    CliResult r = run_cli(args);
+    EXPECT_EQ(r.status, 2) << args;
+    std::vector<std::string> err = lines(r.err);
+    ASSERT_EQ(err.size(), 1u) << args << ": " << r.err;
+    EXPECT_EQ(err[0].rfind("error:", 0), 0u) << args << ": " << err[0];
+  }
+  CliResult r = run_cli("'cosin(steps=3)'");
+  EXPECT_NE(r.err.find("unknown schedule 'cosin' at position 1"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace lrlab

@@ -1,0 +1,138 @@
+// The spec grammar shared by schedules and optimizers: segments, keys, values, positions in errors.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "lrlab/error.hpp"
+#include "lrlab/spec.hpp"
+
+namespace lrlab {
+namespace {
+
+// The message of the lrlab::Error `fn` throws, or "" when it throws nothing.
+template <typename Fn>
+std::string error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string parse_error(const std::string& text) {
+  return error_of([&] { spec::parse(text); });
+}
+
+TEST(SpecParse, NameOnly) {
+  auto segs = spec::parse("constant");
+  ASSERT_EQ(segs.size(), 1u);
+  EXPECT_EQ(segs[0].name, "constant");
+  EXPECT_EQ(segs[0].pos, 1u);
+  EXPECT_TRUE(segs[0].args.empty());
+  EXPECT_TRUE(spec::parse("constant()")[0].args.empty());
+}
+
+TEST(SpecParse, KeysValuesAndPositions) {
+  auto segs = spec::parse("step(every=10,gamma=0.5)");
+  ASSERT_EQ(segs.size(), 1u);
+  ASSERT_EQ(segs[0].args.size(), 2u);
+  EXPECT_EQ(segs[0].args[0].key, "every");
+  EXPECT_EQ(segs[0].args[0].value, "10");
+  EXPECT_EQ(segs[0].args[0].key_pos, 6u);
+  EXPECT_EQ(segs[0].args[0].value_pos, 12u);
+  EXPECT_EQ(segs[0].args[1].key, "gamma");
+  EXPECT_EQ(segs[0].args[1].value, "0.5");
+  EXPECT_EQ(segs[0].args[1].key_pos, 15u);
+}
+
+TEST(SpecParse, WhitespaceAroundTokens) {
+  auto segs = spec::parse("  warmup ( steps = 5 ) +\tcosine( steps=20ep , min = 1e-3 )  ");
+  ASSERT_EQ(segs.size(), 2u);
+  EXPECT_EQ(segs[0].name, "warmup");
+  EXPECT_EQ(segs[0].pos, 3u);
+  EXPECT_EQ(segs[0].args[0].value, "5");
+  EXPECT_EQ(segs[1].name, "cosine");
+  EXPECT_EQ(segs[1].pos, 26u);
+  ASSERT_EQ(segs[1].args.size(), 2u);
+  EXPECT_EQ(segs[1].args[0].value, "20ep");
+  EXPECT_EQ(segs[1].args[1].key, "min");
+  EXPECT_EQ(segs[1].args[1].value, "1e-3");
+}
+
+TEST(SpecParse, SignedAndExponentValuesStayInOneSegment) {
+  auto segs = spec::parse("x(a=-1,b=1e+2)+y");
+  ASSERT_EQ(segs.size(), 2u);
+  EXPECT_EQ(segs[0].args[0].value, "-1");
+  EXPECT_EQ(segs[0].args[1].value, "1e+2");
+  EXPECT_EQ(segs[1].name, "y");
+}
+
+TEST(SpecParse, SyntaxErrorsNameTheirPosition) {
+  EXPECT_NE(parse_error("").find("empty spec"), std::string::npos);
+  EXPECT_NE(parse_error("   ").find("empty spec"), std::string::npos);
+  EXPECT_NE(parse_error("step(every=3").find("expected ')' but the spec ended at position 13"), std::string::npos);
+  EXPECT_NE(parse_error("step(every)").find("expected '=', found ')' at position 11"), std::string::npos);
+  EXPECT_NE(parse_error("step(=3)").find("expected a name, found '=' at position 6"), std::string::npos);
+  EXPECT_NE(parse_error("step(every=)").find("expected a value, found ')' at position 12"), std::string::npos);
+  EXPECT_NE(parse_error("step + ").find("expected a name but the spec ended at position 8"), std::string::npos);
+  EXPECT_NE(parse_error("3step").find("expected a name, found '3' at position 1"), std::string::npos);
+  EXPECT_NE(parse_error("step(every=3) cosine").find("expected '+', found 'c' at position 15"),
+            std::string::npos);
+  EXPECT_NE(parse_error("step(every=3,)").find("expected a name, found ')' at position 14"), std::string::npos);
+  EXPECT_NE(parse_error("step(every=3, every=4)").find("key 'every' given twice at position 15"),
+            std::string::npos);
+  EXPECT_NE(parse_error("step(every").find("in 'step(every'"), std::string::npos) << "quotes the spec";
+}
+
+TEST(SpecArgs, NumbersStepsListsWordsBooleans) {
+  auto seg = spec::parse("s(a=0.25, n=12, l=3;5;9, w=linear, b=true, neg=-2)")[0];
+  spec::ArgReader r(seg, "schedule");
+  EXPECT_DOUBLE_EQ(r.number("a", 1), 0.25);
+  EXPECT_EQ(r.steps("n", 0), 12);
+  EXPECT_EQ(r.required_steps_list("l"), (std::vector<int64_t>{3, 5, 9}));
+  EXPECT_EQ(r.word("w", "cos", {"cos", "linear"}), "linear");
+  EXPECT_TRUE(r.boolean("b", false));
+  EXPECT_DOUBLE_EQ(r.number("neg", 0, true), -2);
+  EXPECT_DOUBLE_EQ(r.number("absent", 7), 7);
+  EXPECT_EQ(r.steps("absent", 4), 4);
+  EXPECT_NO_THROW(r.finish());
+}
+
+TEST(SpecArgs, EpochsNeedStepsPerEpochAndRound) {
+  auto seg = spec::parse("s(a=2ep, b=0.5ep, c=1;1.5ep)")[0];
+  spec::ArgReader r(seg, "schedule", 100);
+  EXPECT_EQ(r.steps("a", 0), 200);
+  EXPECT_EQ(r.steps("b", 0), 50);
+  EXPECT_EQ(r.required_steps_list("c"), (std::vector<int64_t>{1, 150}));
+  spec::ArgReader r3(seg, "schedule", 3);
+  EXPECT_EQ(r3.steps("b", 0), 2);  // 1.5 steps rounds to 2
+
+  spec::ArgReader none(seg, "schedule");
+  std::string msg = error_of([&] { none.steps("a", 0); });
+  EXPECT_NE(msg.find("a=2ep at position 5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("steps per epoch"), std::string::npos) << msg;
+}
+
+TEST(SpecArgs, BadValuesNameKeyAndPosition) {
+  auto seg = spec::parse("s(n=1.5, x=abc, neg=-1, inf=1e999, l=1;;2, w=up, b=maybe)")[0];
+  spec::ArgReader r(seg, "schedule");
+  EXPECT_NE(error_of([&] { r.steps("n", 0); }).find("n=1.5 at position 5"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.number("x", 0); }).find("not a number"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.number("neg", 0); }).find("must not be negative"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.number("inf", 0); }).find("not a finite number"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.required_steps_list("l"); }).find("empty item"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.word("w", "a", {"a", "b"}); }).find("expected one of a, b"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.boolean("b", false); }).find("expected true or false"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.required_number("missing"); }).find("needs the key 'missing'"), std::string::npos);
+}
+
+TEST(SpecArgs, FinishRejectsUnreadKeys) {
+  auto seg = spec::parse("step(every=3, gama=0.5)")[0];
+  spec::ArgReader r(seg, "schedule");
+  r.steps("every", 0);
+  EXPECT_EQ(error_of([&] { r.finish(); }), "unknown key 'gama' at position 15 for schedule 'step'");
+}
+
+}  // namespace
+}  // namespace lrlab
