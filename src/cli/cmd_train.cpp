@@ -78,7 +78,6 @@ int run_train(TrainArgs& a, CLI::App& sub) {
 Register reg("train", "train an MLP by minibatches, on the GPU when present", [](CLI::App& sub) {
   auto a = std::make_shared<TrainArgs>();
   TrainOptions& o = a->o;
-  sub.set_config("--config", "", "read options from a TOML or INI file (keys as the long option names)");
   sub.add_option("--data", o.data, "fashion-mnist, idx:DIR, csv:FILE[:regression], spirals, blobs or sine")
       ->capture_default_str();
   sub.add_option("--hidden", a->hidden, "hidden layer widths, comma-separated")->capture_default_str();

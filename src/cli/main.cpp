@@ -4,6 +4,7 @@
 #include <map>
 
 #include "command.hpp"
+#include "config_file.hpp"
 #include "lrlab/error.hpp"
 
 namespace lrlab::cli {
@@ -24,9 +25,10 @@ int main(int argc, char** argv) {
   for (Command& c : cmds) {
     CLI::App* sub = app.add_subcommand(c.name, c.description);
     runners[sub] = c.setup(*sub);
+    add_config_option(*sub);
   }
   try {
-    app.parse(argc, argv);
+    app.parse(with_config_file(app, argc, argv));
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
@@ -34,6 +36,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return kExitBadInput;
+  } catch (const lrlab::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return kExitBadInput;
   }

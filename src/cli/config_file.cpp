@@ -1,0 +1,71 @@
+#include "config_file.hpp"
+
+#include <algorithm>
+#include <fstream>
+
+#include "lrlab/error.hpp"
+
+namespace lrlab::cli {
+
+void add_config_option(CLI::App& sub) {
+  // Read before parsing by with_config_file(); declared here so that --help lists it.
+  sub.add_option("--config", "read options from a TOML or INI file (keys: long option names; "
+                             "command-line options win)");
+}
+
+namespace {
+bool given(const std::vector<std::string>& args, const std::string& flag) {
+  for (const std::string& a : args)
+    if (a == flag || a.rfind(flag + "=", 0) == 0) return true;
+  return false;
+}
+}  // namespace
+
+std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  CLI::App* sub = nullptr;
+  for (const std::string& a : args) {
+    if (a.empty() || a[0] == '-') continue;
+    for (CLI::App* c : app.get_subcommands([](CLI::App*) { return true; }))
+      if (c->get_name() == a) sub = c;
+    break;
+  }
+  std::string path;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) path = args[i + 1];
+    else if (args[i].rfind("--config=", 0) == 0) path = args[i].substr(9);
+  }
+  if (sub && !path.empty()) {
+    std::ifstream probe(path);
+    LRLAB_REQUIRE(probe.good(), "cannot read config file '", path, "'");
+    std::vector<CLI::ConfigItem> items;
+    try {
+      items = CLI::ConfigTOML().from_file(path);
+    } catch (const CLI::Error& e) {
+      LRLAB_FAIL("config file '", path, "': ", e.what());
+    }
+    std::vector<std::string> extra;
+    for (const CLI::ConfigItem& item : items) {
+      if (item.name == "++" || item.name == "--") continue;  // section markers
+      if (!item.parents.empty() && item.parents.front() != sub->get_name()) continue;
+      const std::string flag = "--" + item.name;
+      CLI::Option* opt = sub->get_option_no_throw(flag);
+      LRLAB_REQUIRE(opt && flag != "--config", "config file '", path, "': '", item.name,
+                    "' is not an option of 'lrlab ", sub->get_name(), "'");
+      if (given(args, flag)) continue;
+      if (opt->get_expected_min() == 0) {
+        std::string v = item.inputs.empty() ? "true" : item.inputs.front();
+        std::transform(v.begin(), v.end(), v.begin(), ::tolower);
+        if (v == "true" || v == "1" || v == "on" || v == "yes") extra.push_back(flag);
+        continue;
+      }
+      extra.push_back(flag);
+      for (const std::string& in : item.inputs) extra.push_back(in);
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+  }
+  std::reverse(args.begin(), args.end());
+  return args;
+}
+
+}  // namespace lrlab::cli

@@ -1,0 +1,277 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_util.hpp"
+#include "lrlab/checkpoint.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/train.hpp"
+#include "lrlab/train_engine.hpp"
+
+using namespace lrlab;
+using lrlab::testing::run_cli;
+using lrlab::testing::slurp;
+using lrlab::testing::temp_path;
+
+namespace {
+
+TrainOptions small_run() {
+  TrainOptions o;
+  o.data = "spirals";
+  o.synthetic_samples = 1500;
+  o.hidden = {24, 24};
+  o.lr = 1e-2;
+  o.epochs = 4;
+  o.batch = 50;
+  o.device = "cpu";
+  o.seed = 3;
+  return o;
+}
+
+TEST(Train, LearnsSpirals) {
+  TrainOptions o = small_run();
+  o.epochs = 8;
+  TrainReport r = train(o);
+  ASSERT_EQ(r.epochs.size(), 8u);
+  EXPECT_LT(r.epochs.back().train_loss, r.epochs.front().train_loss);
+  EXPECT_GT(r.test_accuracy, 0.9);
+  EXPECT_EQ(r.steps, 8 * ((1500 - 300 - 120 + 49) / 50));
+  EXPECT_TRUE(r.events.empty());
+}
+
+TEST(Train, ResumeIsBitIdenticalToAStraightRun) {
+  const std::string ck = temp_path("resume.ckpt");
+  TrainOptions straight = small_run();
+  straight.schedule = "step(every=1ep,gamma=0.7)";
+  straight.plateau = "plateau(factor=0.5,patience=0)";
+  straight.save = temp_path("straight.ckpt");
+  TrainReport a = train(straight);
+
+  TrainOptions first = straight;
+  first.epochs = 2;
+  first.save = ck;
+  train(first);
+  TrainOptions second = straight;
+  second.resume = ck;
+  second.save = ck;
+  second.lr_given = false;
+  TrainReport b = train(second);
+  EXPECT_EQ(b.start_epoch, 2);
+  Checkpoint ca = load_checkpoint(straight.save), cb = load_checkpoint(ck);
+  EXPECT_EQ(ca.step, cb.step);
+  ASSERT_EQ(ca.params.size(), cb.params.size());
+  EXPECT_EQ(0, std::memcmp(ca.params.data(), cb.params.data(), ca.params.size() * sizeof(float)));
+  EXPECT_EQ(ca.optimizer, cb.optimizer);
+  EXPECT_EQ(a.test_loss, b.test_loss);
+  std::remove(ck.c_str());
+  std::remove(straight.save.c_str());
+}
+
+TEST(Train, ResumeWithANewRateFineTunes) {
+  const std::string ck = temp_path("ft.ckpt");
+  TrainOptions o = small_run();
+  o.epochs = 2;
+  o.save = ck;
+  train(o);
+  TrainOptions ft = small_run();
+  ft.epochs = 3;
+  ft.resume = ck;
+  ft.lr = 1e-4;
+  ft.lr_given = true;
+  ft.log_csv = temp_path("ft.csv");
+  TrainReport r = train(ft);
+  ASSERT_EQ(r.epochs.size(), 1u);
+  EXPECT_NEAR(r.epochs[0].lr, 1e-4, 1e-10);
+  std::string log = slurp(ft.log_csv);
+  EXPECT_EQ(log.rfind("step,epoch,lr,loss\n", 0), 0u);
+  // The last row is a step of epoch 3, at the new rate.
+  std::string last = log.substr(log.rfind('\n', log.size() - 2) + 1);
+  long long step = 0, epoch = 0;
+  double lr = 0, loss = 0;
+  ASSERT_EQ(std::sscanf(last.c_str(), "%lld,%lld,%lf,%lf", &step, &epoch, &lr, &loss), 4) << last;
+  EXPECT_EQ(epoch, 3);
+  EXPECT_NEAR(lr, 1e-4, 1e-9);
+  std::remove(ck.c_str());
+  std::remove(ft.log_csv.c_str());
+}
+
+TEST(Train, ResumeRefusesADifferentModel) {
+  const std::string ck = temp_path("model.ckpt");
+  TrainOptions o = small_run();
+  o.epochs = 1;
+  o.save = ck;
+  train(o);
+  TrainOptions other = small_run();
+  other.hidden = {16};
+  other.resume = ck;
+  EXPECT_THROW(train(other), Error);
+  std::remove(ck.c_str());
+}
+
+TEST(Train, GuardRecoversFromAHugeRate) {
+  TrainOptions o = small_run();
+  o.lr = 50.0;  // Adam at 50 diverges at once
+  o.epochs = 6;
+  o.check_every = 5;
+  TrainReport r = train(o);
+  ASSERT_FALSE(r.stopped_by_guard);
+  int guard_events = 0;
+  for (const TrainEvent& e : r.events) guard_events += e.kind == "guard";
+  EXPECT_GE(guard_events, 3);
+  EXPECT_TRUE(std::isfinite(r.test_loss));
+  EXPECT_GT(r.test_accuracy, 0.6) << "the guard should end with a useful model";
+  EXPECT_LT(r.epochs.back().lr, 50.0 / 4);
+}
+
+TEST(Train, GuardOffLetsTheRunDiverge) {
+  TrainOptions o = small_run();
+  o.lr = 50.0;
+  o.epochs = 2;
+  o.guard = false;
+  TrainReport r = train(o);
+  EXPECT_TRUE(r.events.empty());
+  EXPECT_FALSE(r.test_accuracy > 0.6);
+}
+
+TEST(Train, GuardStopsAfterTooManyEvents) {
+  TrainOptions o = small_run();
+  o.lr = 1e6;
+  o.guard_max_events = 2;
+  o.check_every = 5;
+  TrainReport r = train(o);
+  EXPECT_TRUE(r.stopped_by_guard);
+  ASSERT_FALSE(r.events.empty());
+  EXPECT_EQ(r.events.back().kind, "stop");
+}
+
+TEST(Train, PlateauLowersTheScale) {
+  TrainOptions o = small_run();
+  o.epochs = 6;
+  o.lr = 3e-2;
+  // Patience 0 with a huge threshold: every evaluation counts as "no improvement".
+  o.plateau = "plateau(factor=0.5,patience=0,threshold=0.99)";
+  TrainReport r = train(o);
+  int cuts = 0;
+  for (const TrainEvent& e : r.events) cuts += e.kind == "plateau";
+  EXPECT_GE(cuts, 4);
+  EXPECT_LT(r.epochs.back().lr, r.epochs.front().lr / 4);
+}
+
+TEST(Train, RegressionOnSine) {
+  TrainOptions o = small_run();
+  o.data = "sine";
+  o.hidden = {32};
+  o.activation = "tanh";
+  o.epochs = 10;
+  TrainReport r = train(o);
+  EXPECT_TRUE(std::isnan(r.test_accuracy));
+  EXPECT_LT(r.test_loss, 0.1);
+}
+
+TEST(Train, JsonReportHasTheDocumentedFields) {
+  TrainOptions o = small_run();
+  o.epochs = 2;
+  o.json_out = temp_path("r.json");
+  o.plot_svg = temp_path("r.svg");
+  train(o);
+  auto j = nlohmann::json::parse(slurp(o.json_out));
+  EXPECT_EQ(j["epochs"].size(), 2u);
+  EXPECT_TRUE(j["test"]["accuracy"].is_number());
+  EXPECT_TRUE(j["test"]["loss"].is_number());
+  EXPECT_EQ(j["device"], "cpu");
+  EXPECT_TRUE(j["events"].is_array());
+  EXPECT_TRUE(j["seconds"].is_number());
+  EXPECT_EQ(j["config"]["optimizer"], "adam()");
+  for (const char* k : {"train_loss", "val_loss", "val_accuracy", "lr", "samples_per_s"})
+    EXPECT_TRUE(j["epochs"][0].contains(k)) << k;
+  std::string svg = slurp(o.plot_svg);
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("Learning rate"), std::string::npos);
+  std::remove(o.json_out.c_str());
+  std::remove(o.plot_svg.c_str());
+}
+
+TEST(Checkpoint, RefusesCorruptOrTruncatedFiles) {
+  Checkpoint c;
+  c.model = "{}";
+  c.params = {1.0f, 2.0f, 3.0f};
+  c.optimizer = "xyz";
+  c.epochs_done = 2;
+  std::string bytes = encode_checkpoint(c);
+  Checkpoint back = decode_checkpoint(bytes, "x");
+  EXPECT_EQ(back.params, c.params);
+  EXPECT_EQ(back.epochs_done, 2);
+  for (size_t cut : {size_t(0), size_t(7), size_t(20), bytes.size() - 1})
+    EXPECT_THROW(decode_checkpoint(bytes.substr(0, cut), "x"), Error) << cut;
+  std::string flipped = bytes;
+  flipped[flipped.size() - 5] ^= 0x40;
+  try {
+    decode_checkpoint(flipped, "ck.bin");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checksum"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ck.bin"), std::string::npos);
+  }
+  std::string magic = bytes;
+  magic[0] = 'X';
+  EXPECT_THROW(decode_checkpoint(magic, "x"), Error);
+}
+
+TEST(TrainCli, BadInputGivesErrorAndStatus2) {
+  struct Case {
+    std::string args, fragment;
+  };
+  const std::string bad_csv = temp_path("bad.csv");
+  {
+    std::ofstream f(bad_csv);
+    f << "label,a,b\n1,0.5,0.25\n0,0.1\n";
+  }
+  const std::string bad_ck = temp_path("bad.ckpt");
+  {
+    std::ofstream f(bad_ck);
+    f << "not a checkpoint at all, but long enough";
+  }
+  for (const Case& c : std::vector<Case>{
+           {"train --data nosuch --device cpu", "nosuch"},
+           {"train --data spirals --optimizer 'adamm()' --device cpu", "unknown optimizer"},
+           {"train --data spirals --schedule 'step(every=2,gama=2)' --device cpu", "unknown key 'gama'"},
+           {"train --data spirals --lr -1 --device cpu", "--lr"},
+           {"train --data spirals --hidden 12,x --device cpu", "--hidden"},
+           {"train --data csv:" + bad_csv + " --device cpu", bad_csv},
+           {"train --data spirals --resume " + bad_ck + " --device cpu", "checkpoint"},
+           {"train --data spirals --activation swish --device cpu", "swish"},
+           {"train --data spirals --epochs 0 --device cpu", "epochs"},
+       }) {
+    auto r = run_cli(c.args);
+    EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.fragment), std::string::npos) << c.args << "\n" << r.err;
+  }
+  std::remove(bad_csv.c_str());
+  std::remove(bad_ck.c_str());
+}
+
+TEST(TrainCli, DivergenceStopIsExitStatus3) {
+  auto r = run_cli("train --data spirals --samples 600 --hidden 8 --epochs 2 --lr 1e6 --guard-max-events 2 "
+                   "--check-every 3 --device cpu --quiet");
+  EXPECT_EQ(r.status, 3) << r.out << r.err;
+  EXPECT_NE(r.out.find("[guard]"), std::string::npos) << r.out;
+}
+
+TEST(TrainCli, ConfigFileSetsOptions) {
+  const std::string cfg = temp_path("train.toml");
+  {
+    std::ofstream f(cfg);
+    f << "data = \"blobs\"\nhidden = \"16\"\nepochs = 2\nlr = \"0.01\"\ndevice = \"cpu\"\nsamples = 800\n";
+  }
+  auto r = run_cli("train --config " + cfg + " --quiet");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("blobs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("test: loss"), std::string::npos) << r.out;
+  std::remove(cfg.c_str());
+}
+
+}  // namespace
