@@ -75,6 +75,11 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
                      bool needs_targets = true);
 }  // namespace detail
 
+// The CPU kernel family OpenBLAS picked when it loaded (e.g. "SkylakeX", "Haswell"). "Prescott"
+// on a recent x86 CPU means its detection failed (seen on some virtual machines): GEMMs then run
+// several times slower until OPENBLAS_CORETYPE is set in the environment.
+std::string openblas_core_name();
+
 // The CPU backend: OpenBLAS GEMMs per replica, OpenMP for the elementwise passes.
 // All workspace is allocated by the constructor; the methods allocate nothing.
 class MlpCpu {
@@ -107,6 +112,7 @@ class MlpCpu {
   std::vector<float> delta_[2];           // gradients w.r.t. pre-activations, ping-pong
   std::vector<float> ones_;               // [max_batch] of 1: bias gradients as a GEMV
   std::vector<float> row_loss_;           // [replicas x max_batch]
+  std::vector<ParamRange> padding_;
 };
 
 // The CUDA backend: the same contract with device pointers, run on `stream`.

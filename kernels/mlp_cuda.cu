@@ -1,0 +1,381 @@
+// The CUDA backend of the MLP. K replicas run as strided-batched cuBLAS GEMMs (the shared input
+// minibatch has stride 0); the elementwise and per-row work are small kernels built on the shared
+// formulas of nn_math.hpp. Nothing here allocates, synchronises or touches host memory after the
+// constructor, except evaluate() and check_labels(), which say so.
+//
+// cuBLAS is column-major: a row-major [r x c] matrix is, to cuBLAS, a column-major [c x r] matrix
+// with leading dimension c. Each GEMM below is written out in those terms.
+#include <cub/block/block_reduce.cuh>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "lrlab/cuda_check.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/mlp.hpp"
+
+namespace lrlab {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kReduceThreads = 256;
+constexpr int kBiasCols = 32;  // columns per bias-gradient block: one coalesced warp-wide read
+constexpr int kBiasRows = 8;   // row lanes per bias-gradient block
+// The cuBLAS workspace NVIDIA recommends for Hopper; given to the handle so that nothing is
+// allocated while a graph is being captured.
+constexpr size_t kCublasWorkspace = size_t{32} << 20;
+
+int64_t align4(int64_t n) { return (n + 3) / 4 * 4; }
+
+unsigned blocks_for(int64_t n, int threads) {
+  // Grid-stride loops cover the rest; this many blocks fill any current GPU.
+  return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 65536));
+}
+
+// z += b (of the row's replica); a = f(z) unless a is null (the linear output layer).
+template <Activation A>
+__global__ void bias_activation_kernel(float* __restrict__ z, float* __restrict__ a,
+                                       const float* __restrict__ params, int64_t n, int64_t width,
+                                       int64_t replica_elems, int64_t stride, int64_t b_offset) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t k = i / replica_elems;
+    const float v = z[i] + params[k * stride + b_offset + i % width];
+    z[i] = v;
+    if (a) a[i] = ActivationFn<A>::forward(v);
+  }
+}
+
+template <Activation A>
+__global__ void activation_backward_kernel(float* __restrict__ delta, const float* __restrict__ z,
+                                           int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    delta[i] *= ActivationFn<A>::derivative(z[i]);
+}
+
+// One thread per (replica, sample) row. grad and correct may be null (evaluation). A label out of
+// range gives a NaN row loss and is recorded in bad_label = {flag, label} for check_labels().
+__global__ void softmax_cross_entropy_kernel(const float* __restrict__ logits,
+                                             const int32_t* __restrict__ labels, int64_t rows,
+                                             int64_t batch, int64_t classes, float scale,
+                                             float* __restrict__ grad, float* __restrict__ row_loss,
+                                             float* __restrict__ correct, int* bad_label) {
+  const int64_t r = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (r >= rows) return;
+  const int32_t label = labels[r % batch];
+  const float* z = logits + r * classes;
+  float* g = grad ? grad + r * classes : nullptr;
+  if (!label_in_range(label, classes)) {
+    if (atomicCAS(bad_label, 0, 1) == 0) bad_label[1] = label;
+    row_loss[r] = NAN;
+    if (g)
+      for (int64_t i = 0; i < classes; ++i) g[i] = 0.0f;
+    if (correct) correct[r] = 0.0f;
+    return;
+  }
+  row_loss[r] = softmax_cross_entropy(z, classes, label, scale, g);
+  if (correct) correct[r] = argmax(z, classes) == label ? 1.0f : 0.0f;
+}
+
+__global__ void mean_squared_error_kernel(const float* __restrict__ out, const float* __restrict__ y,
+                                          int64_t rows, int64_t batch, int64_t width, float scale,
+                                          float* __restrict__ grad, float* __restrict__ row_loss) {
+  const int64_t r = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (r >= rows) return;
+  row_loss[r] = mean_squared_error(out + r * width, y + (r % batch) * width, width, scale,
+                                   grad ? grad + r * width : nullptr);
+}
+
+// db[c] = sum over rows of delta[row, c], one block per (32 columns, replica). The block holding
+// column 0 also zeroes this layer's alignment padding, so grads are written in full with no
+// separate launch.
+__global__ void bias_grad_kernel(const float* __restrict__ delta, int64_t batch, int64_t width,
+                                 float* __restrict__ grads, int64_t stride, int64_t w_end,
+                                 int64_t b_offset, int64_t pad_end) {
+  __shared__ float part[kBiasRows][kBiasCols + 1];
+  const int64_t k = blockIdx.y;
+  const int64_t c = blockIdx.x * int64_t{kBiasCols} + threadIdx.x;
+  float s = 0.0f;
+  if (c < width) {
+    const float* d = delta + k * batch * width + c;
+    for (int64_t r = threadIdx.y; r < batch; r += kBiasRows) s += d[r * width];
+  }
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  float* g = grads + k * stride;
+  if (threadIdx.y == 0 && c < width) {
+    float t = 0.0f;
+    for (int i = 0; i < kBiasRows; ++i) t += part[i][threadIdx.x];
+    g[b_offset + c] = t;
+  }
+  if (blockIdx.x == 0 && threadIdx.y == 1) {
+    const int64_t w_pad = w_end + threadIdx.x;
+    if (w_pad < b_offset) g[w_pad] = 0.0f;
+    const int64_t b_pad = b_offset + width + threadIdx.x;
+    if (b_pad < pad_end) g[b_pad] = 0.0f;
+  }
+}
+
+// loss[k] = mean of row_loss[k, :], one block per replica.
+__global__ void mean_loss_kernel(const float* __restrict__ row_loss, int64_t batch,
+                                 float* __restrict__ loss) {
+  using Reduce = cub::BlockReduce<float, kReduceThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const float* rl = row_loss + blockIdx.x * batch;
+  float s = 0.0f;
+  for (int64_t i = threadIdx.x; i < batch; i += kReduceThreads) s += rl[i];
+  const float total = Reduce(tmp).Sum(s);
+  if (threadIdx.x == 0) loss[blockIdx.x] = total / static_cast<float>(batch);
+}
+
+// sums[k] += {sum of row_loss[k, :], sum of correct[k, :]} (correct may be null), in double so
+// that a long evaluation does not lose small contributions.
+__global__ void accumulate_eval_kernel(const float* __restrict__ row_loss,
+                                       const float* __restrict__ correct, int64_t batch,
+                                       double* __restrict__ sums) {
+  using Reduce = cub::BlockReduce<double, kReduceThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const int64_t base = blockIdx.x * batch;
+  double l = 0.0, c = 0.0;
+  for (int64_t i = threadIdx.x; i < batch; i += kReduceThreads) {
+    l += row_loss[base + i];
+    if (correct) c += correct[base + i];
+  }
+  const double lsum = Reduce(tmp).Sum(l);
+  __syncthreads();  // the temp storage is reused
+  const double csum = Reduce(tmp).Sum(c);
+  if (threadIdx.x == 0) {
+    sums[2 * blockIdx.x] += lsum;
+    sums[2 * blockIdx.x + 1] += csum;
+  }
+}
+
+}  // namespace
+
+struct MlpCuda::Impl {
+  MlpLayout layout;
+  int64_t replicas, max_batch;
+  cudaStream_t stream;
+  cublasHandle_t handle = nullptr;
+  std::vector<void*> allocations;
+  std::vector<float*> pre, post;  // as in MlpCpu: [replicas x batch x out] per layer
+  float* delta[2] = {nullptr, nullptr};
+  float* row_loss = nullptr;
+  float* correct = nullptr;
+  double* eval_sums = nullptr;  // [replicas x 2]
+  int* bad_label = nullptr;     // {flag, first bad label}
+
+  Impl(const MlpLayout& l, int64_t k, int64_t b, cudaStream_t s)
+      : layout(l), replicas(k), max_batch(b), stream(s) {}
+
+  ~Impl() {
+    // Destructors must not throw; a failure here leaves nothing to recover.
+    if (handle) cublasDestroy(handle);
+    for (void* p : allocations) cudaFree(p);
+  }
+
+  template <typename T>
+  T* alloc(int64_t count) {
+    void* p = nullptr;
+    LRLAB_CUDA_CHECK(cudaMalloc(&p, static_cast<size_t>(count) * sizeof(T)));
+    allocations.push_back(p);
+    return static_cast<T*>(p);
+  }
+
+  void run_forward(const float* params, const float* x, int64_t batch);
+  void loss_rows(const int32_t* labels, const float* y, int64_t batch, float* grad,
+                 float* correct_out);
+};
+
+void MlpCuda::Impl::run_forward(const float* params, const float* x, int64_t batch) {
+  const auto& layers = layout.layers();
+  const int64_t stride = layout.size();
+  const float one = 1.0f, zero = 0.0f;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerView& v = layers[l];
+    const bool first = l == 0, last = l + 1 == layers.size();
+    // Z[batch x out] = A[batch x in] W^T  <=>  (column-major) Z'[out x batch] = W'^T[out x in] A'[in x batch],
+    // with W' = W viewed as [in x out] (ld in) and A' = A viewed as [in x batch] (ld in).
+    LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
+        handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(v.out), static_cast<int>(batch),
+        static_cast<int>(v.in), &one, params + v.w_offset, static_cast<int>(v.in), stride,
+        first ? x : post[l - 1], static_cast<int>(v.in), first ? 0 : batch * v.in, &zero, pre[l],
+        static_cast<int>(v.out), batch * v.out, static_cast<int>(replicas)));
+    const int64_t n = replicas * batch * v.out;
+    const Activation act = last ? Activation::Identity : layout.config().activation;
+    float* a = last ? nullptr : post[l];
+    dispatch_activation(act, [&](auto tag) {
+      bias_activation_kernel<decltype(tag)::value><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+          pre[l], a, params, n, v.out, batch * v.out, stride, v.b_offset);
+    });
+    LRLAB_CUDA_CHECK_LAUNCH();
+  }
+}
+
+void MlpCuda::Impl::loss_rows(const int32_t* labels, const float* y, int64_t batch, float* grad,
+                              float* correct_out) {
+  const int64_t rows = replicas * batch;
+  const int64_t width = layout.config().outputs;
+  const float scale = 1.0f / static_cast<float>(batch);
+  const unsigned blocks = static_cast<unsigned>((rows + kThreads - 1) / kThreads);
+  if (layout.config().loss == LossKind::SoftmaxCrossEntropy) {
+    softmax_cross_entropy_kernel<<<blocks, kThreads, 0, stream>>>(
+        pre.back(), labels, rows, batch, width, scale, grad, row_loss, correct_out, bad_label);
+  } else {
+    mean_squared_error_kernel<<<blocks, kThreads, 0, stream>>>(pre.back(), y, rows, batch, width,
+                                                               scale, grad, row_loss);
+  }
+  LRLAB_CUDA_CHECK_LAUNCH();
+}
+
+MlpCuda::MlpCuda(const MlpLayout& layout, int64_t replicas, int64_t max_batch,
+                 cudaStream_t stream, bool allow_tf32) {
+  detail::check_backend_shape(replicas, max_batch);
+  // cuBLAS strides are 64-bit but its dimensions are int.
+  LRLAB_REQUIRE(max_batch <= std::numeric_limits<int>::max(), "MLP max batch ", max_batch,
+                " is too large");
+  impl_ = std::make_unique<Impl>(layout, replicas, max_batch, stream);
+  Impl& m = *impl_;
+  int64_t widest = 0;
+  for (size_t l = 0; l < layout.layers().size(); ++l) {
+    const int64_t out = layout.layers()[l].out;
+    widest = std::max(widest, out);
+    m.pre.push_back(m.alloc<float>(replicas * max_batch * out));
+    if (l + 1 < layout.layers().size()) m.post.push_back(m.alloc<float>(replicas * max_batch * out));
+  }
+  m.delta[0] = m.alloc<float>(replicas * max_batch * widest);
+  m.delta[1] = m.alloc<float>(replicas * max_batch * widest);
+  m.row_loss = m.alloc<float>(replicas * max_batch);
+  m.correct = m.alloc<float>(replicas * max_batch);
+  m.eval_sums = m.alloc<double>(replicas * 2);
+  m.bad_label = m.alloc<int>(2);
+  LRLAB_CUDA_CHECK(cudaMemsetAsync(m.bad_label, 0, 2 * sizeof(int), stream));
+  void* workspace = m.alloc<char>(kCublasWorkspace);
+
+  LRLAB_CUBLAS_CHECK(cublasCreate(&m.handle));
+  LRLAB_CUBLAS_CHECK(cublasSetStream(m.handle, stream));
+  LRLAB_CUBLAS_CHECK(cublasSetWorkspace(m.handle, workspace, kCublasWorkspace));
+  LRLAB_CUBLAS_CHECK(cublasSetPointerMode(m.handle, CUBLAS_POINTER_MODE_HOST));
+  LRLAB_CUBLAS_CHECK(
+      cublasSetMathMode(m.handle, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+}
+
+MlpCuda::~MlpCuda() = default;
+MlpCuda::MlpCuda(MlpCuda&&) noexcept = default;
+MlpCuda& MlpCuda::operator=(MlpCuda&&) noexcept = default;
+
+const MlpLayout& MlpCuda::layout() const { return impl_->layout; }
+int64_t MlpCuda::replicas() const { return impl_->replicas; }
+int64_t MlpCuda::max_batch() const { return impl_->max_batch; }
+
+void MlpCuda::forward_backward(const float* params, const float* x, const int32_t* labels,
+                               const float* y, int64_t batch, float* grads, float* loss) {
+  Impl& m = *impl_;
+  detail::check_minibatch(m.layout.config(), "MlpCuda::forward_backward", batch, m.max_batch,
+                          params, x, labels, y);
+  LRLAB_REQUIRE(grads != nullptr && loss != nullptr,
+                "MlpCuda::forward_backward: grads and loss must not be null");
+  m.run_forward(params, x, batch);
+
+  float* cur = m.delta[0];
+  float* next = m.delta[1];
+  m.loss_rows(labels, y, batch, cur, nullptr);
+  mean_loss_kernel<<<static_cast<unsigned>(m.replicas), kReduceThreads, 0, m.stream>>>(m.row_loss,
+                                                                                     batch, loss);
+  LRLAB_CUDA_CHECK_LAUNCH();
+
+  const auto& layers = m.layout.layers();
+  const int64_t stride = m.layout.size();
+  const int b = static_cast<int>(batch);
+  const float one = 1.0f, zero = 0.0f;
+  for (size_t l = layers.size(); l-- > 0;) {
+    const LayerView& v = layers[l];
+    const int in = static_cast<int>(v.in), out = static_cast<int>(v.out);
+    const float* a_prev = l == 0 ? x : m.post[l - 1];
+    // dW[out x in] = D^T A  <=>  (column-major) dW'[in x out] = A'[in x batch] D'^T[batch x out],
+    // with D' = D viewed as [out x batch] (ld out). The shared input has stride 0.
+    LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
+        m.handle, CUBLAS_OP_N, CUBLAS_OP_T, in, out, b, &one, a_prev, in, l == 0 ? 0 : batch * v.in,
+        cur, out, batch * v.out, &zero, grads + v.w_offset, in, stride,
+        static_cast<int>(m.replicas)));
+    const dim3 bias_grid(static_cast<unsigned>((v.out + kBiasCols - 1) / kBiasCols),
+                         static_cast<unsigned>(m.replicas));
+    bias_grad_kernel<<<bias_grid, dim3(kBiasCols, kBiasRows), 0, m.stream>>>(
+        cur, batch, v.out, grads, stride, v.w_offset + v.in * v.out, v.b_offset,
+        align4(v.b_offset + v.out));
+    LRLAB_CUDA_CHECK_LAUNCH();
+    if (l == 0) break;
+    // dA_prev[batch x in] = D W  <=>  (column-major) dA'[in x batch] = W'[in x out] D'[out x batch].
+    LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
+        m.handle, CUBLAS_OP_N, CUBLAS_OP_N, in, b, out, &one, params + v.w_offset, in, stride, cur,
+        out, batch * v.out, &zero, next, in, batch * v.in, static_cast<int>(m.replicas)));
+    const int64_t n = m.replicas * batch * v.in;
+    dispatch_activation(m.layout.config().activation, [&](auto tag) {
+      activation_backward_kernel<decltype(tag)::value>
+          <<<blocks_for(n, kThreads), kThreads, 0, m.stream>>>(next, m.pre[l - 1], n);
+    });
+    LRLAB_CUDA_CHECK_LAUNCH();
+    std::swap(cur, next);
+  }
+}
+
+void MlpCuda::evaluate(const float* params, const float* x, const int32_t* labels, const float* y,
+                       int64_t n, double* loss, double* accuracy) {
+  Impl& m = *impl_;
+  const MlpConfig& cfg = m.layout.config();
+  LRLAB_REQUIRE(n >= 1, "MlpCuda::evaluate: no samples to evaluate");
+  LRLAB_REQUIRE(loss != nullptr && accuracy != nullptr,
+                "MlpCuda::evaluate: loss and accuracy must not be null");
+  const bool classify = cfg.loss == LossKind::SoftmaxCrossEntropy;
+  LRLAB_CUDA_CHECK(
+      cudaMemsetAsync(m.eval_sums, 0, 2 * m.replicas * sizeof(double), m.stream));
+  for (int64_t start = 0; start < n; start += m.max_batch) {
+    const int64_t batch = std::min(m.max_batch, n - start);
+    const int32_t* lab = labels ? labels + start : nullptr;
+    const float* tgt = y ? y + start * cfg.outputs : nullptr;
+    const float* xs = x + start * cfg.inputs;
+    detail::check_minibatch(cfg, "MlpCuda::evaluate", batch, m.max_batch, params, xs, lab, tgt);
+    m.run_forward(params, xs, batch);
+    m.loss_rows(lab, tgt, batch, nullptr, classify ? m.correct : nullptr);
+    accumulate_eval_kernel<<<static_cast<unsigned>(m.replicas), kReduceThreads, 0, m.stream>>>(
+        m.row_loss, classify ? m.correct : nullptr, batch, m.eval_sums);
+    LRLAB_CUDA_CHECK_LAUNCH();
+  }
+  std::vector<double> sums(2 * m.replicas);
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(sums.data(), m.eval_sums, sums.size() * sizeof(double),
+                                   cudaMemcpyDeviceToHost, m.stream));
+  check_labels();  // synchronises
+  for (int64_t k = 0; k < m.replicas; ++k) {
+    loss[k] = sums[2 * k] / static_cast<double>(n);
+    accuracy[k] = classify ? sums[2 * k + 1] / static_cast<double>(n)
+                           : std::numeric_limits<double>::quiet_NaN();
+  }
+}
+
+void MlpCuda::forward(const float* params, const float* x, int64_t batch, float* out) {
+  Impl& m = *impl_;
+  detail::check_minibatch(m.layout.config(), "MlpCuda::forward", batch, m.max_batch, params, x,
+                          nullptr, nullptr, false);
+  LRLAB_REQUIRE(out != nullptr, "MlpCuda::forward: out must not be null");
+  m.run_forward(params, x, batch);
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(out, m.pre.back(),
+                                   m.replicas * batch * m.layout.config().outputs * sizeof(float),
+                                   cudaMemcpyDeviceToDevice, m.stream));
+}
+
+void MlpCuda::check_labels() {
+  Impl& m = *impl_;
+  int bad[2] = {0, 0};
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(bad, m.bad_label, sizeof(bad), cudaMemcpyDeviceToHost, m.stream));
+  LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  if (bad[0] == 0) return;
+  LRLAB_CUDA_CHECK(cudaMemsetAsync(m.bad_label, 0, sizeof(bad), m.stream));
+  LRLAB_FAIL("label ", bad[1], " is outside [0, ", m.layout.config().outputs,
+             ") (found on the GPU; the losses it touched are NaN)");
+}
+
+}  // namespace lrlab

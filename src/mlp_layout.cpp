@@ -1,0 +1,144 @@
+// MLP configuration names, the parameter layout of one replica, and weight initialisation.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "lrlab/error.hpp"
+#include "lrlab/mlp.hpp"
+#include "lrlab/rng.hpp"
+
+namespace lrlab {
+
+namespace {
+
+// 4 floats = 16 bytes: every tensor can be read with aligned vector loads.
+int64_t align4(int64_t n) { return (n + 3) / 4 * 4; }
+
+}  // namespace
+
+Activation parse_activation(const std::string& name) {
+  if (name == "relu") return Activation::Relu;
+  if (name == "gelu") return Activation::Gelu;
+  if (name == "tanh") return Activation::Tanh;
+  if (name == "sigmoid") return Activation::Sigmoid;
+  if (name == "identity") return Activation::Identity;
+  LRLAB_FAIL("unknown activation '", name, "' (expected relu, gelu, tanh, sigmoid or identity)");
+}
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::Relu: return "relu";
+    case Activation::Gelu: return "gelu";
+    case Activation::Tanh: return "tanh";
+    case Activation::Sigmoid: return "sigmoid";
+    case Activation::Identity: return "identity";
+  }
+  return "?";
+}
+
+LossKind parse_loss(const std::string& name) {
+  if (name == "cross_entropy" || name == "ce") return LossKind::SoftmaxCrossEntropy;
+  if (name == "mse") return LossKind::MeanSquaredError;
+  LRLAB_FAIL("unknown loss '", name, "' (expected cross_entropy or mse)");
+}
+
+const char* loss_name(LossKind l) {
+  return l == LossKind::SoftmaxCrossEntropy ? "cross_entropy" : "mse";
+}
+
+MlpLayout::MlpLayout(const MlpConfig& config) : config_(config) {
+  LRLAB_REQUIRE(config.inputs >= 1, "MLP inputs must be at least 1, got ", config.inputs);
+  LRLAB_REQUIRE(config.outputs >= 1, "MLP outputs must be at least 1, got ", config.outputs);
+  LRLAB_REQUIRE(config.loss != LossKind::SoftmaxCrossEntropy || config.outputs >= 2,
+                "cross-entropy needs at least 2 classes, got ", config.outputs, " output");
+  std::vector<int64_t> widths{config.inputs};
+  for (size_t i = 0; i < config.hidden.size(); ++i) {
+    LRLAB_REQUIRE(config.hidden[i] >= 1, "MLP hidden layer ", i + 1, " must have at least 1 unit, got ",
+                  config.hidden[i]);
+    widths.push_back(config.hidden[i]);
+  }
+  widths.push_back(config.outputs);
+
+  const int64_t int_max = std::numeric_limits<int>::max();
+  int64_t offset = 0;
+  for (size_t l = 0; l + 1 < widths.size(); ++l) {
+    const int64_t in = widths[l], out = widths[l + 1];
+    // BLAS takes int dimensions and leading dimensions.
+    LRLAB_REQUIRE(in <= int_max / out, "MLP layer ", l + 1, " (", in, " x ", out,
+                  ") is too large: its weight matrix must have fewer than 2^31 entries");
+    LayerView v{in, out, 0, 0};
+    v.w_offset = offset;
+    v.b_offset = align4(v.w_offset + in * out);
+    offset = align4(v.b_offset + out);
+    layers_.push_back(v);
+  }
+  size_ = offset;
+}
+
+std::vector<ParamRange> MlpLayout::weight_ranges() const {
+  std::vector<ParamRange> r;
+  for (const LayerView& v : layers_) r.push_back({v.w_offset, v.w_offset + v.in * v.out});
+  return r;
+}
+
+std::vector<ParamRange> MlpLayout::bias_ranges() const {
+  std::vector<ParamRange> r;
+  for (const LayerView& v : layers_) r.push_back({v.b_offset, v.b_offset + v.out});
+  return r;
+}
+
+std::vector<ParamRange> MlpLayout::padding_ranges() const {
+  std::vector<ParamRange> r;
+  for (const LayerView& v : layers_) {
+    const int64_t w_end = v.w_offset + v.in * v.out, b_end = v.b_offset + v.out;
+    if (w_end < v.b_offset) r.push_back({w_end, v.b_offset});
+    if (b_end < align4(b_end)) r.push_back({b_end, align4(b_end)});
+  }
+  return r;
+}
+
+namespace detail {
+
+void check_backend_shape(int64_t replicas, int64_t max_batch) {
+  LRLAB_REQUIRE(replicas >= 1 && replicas <= 65535, "MLP replicas must be in [1, 65535], got ",
+                replicas);
+  LRLAB_REQUIRE(max_batch >= 1, "MLP max batch must be at least 1, got ", max_batch);
+}
+
+void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, int64_t max_batch,
+                     const float* params, const float* x, const int32_t* labels, const float* y,
+                     bool needs_targets) {
+  LRLAB_REQUIRE(batch >= 1 && batch <= max_batch, what, ": batch size ", batch,
+                " outside [1, ", max_batch, "]");
+  LRLAB_REQUIRE(params != nullptr && x != nullptr, what, ": params and inputs must not be null");
+  if (!needs_targets) return;
+  if (config.loss == LossKind::SoftmaxCrossEntropy)
+    LRLAB_REQUIRE(labels != nullptr, what, ": cross-entropy needs labels");
+  else
+    LRLAB_REQUIRE(y != nullptr, what, ": mean squared error needs targets");
+}
+
+}  // namespace detail
+
+void init_params(const MlpLayout& layout, float* params, uint64_t seed, Init init) {
+  LRLAB_REQUIRE(params != nullptr, "init_params: params is null");
+  const Activation act = layout.config().activation;
+  if (init == Init::Auto)
+    init = (act == Activation::Relu || act == Activation::Gelu) ? Init::He : Init::Xavier;
+  std::fill(params, params + layout.size(), 0.0f);
+  const auto& layers = layout.layers();
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerView& v = layers[l];
+    // He keeps the variance of ReLU activations constant through depth (Var W = 2 / fan_in);
+    // Glorot balances forward and backward variance (Var W = 2 / (fan_in + fan_out)).
+    const double var = init == Init::He ? 2.0 / static_cast<double>(v.in)
+                                        : 2.0 / static_cast<double>(v.in + v.out);
+    const double stddev = std::sqrt(var);
+    // One stream per layer: changing one layer's shape leaves the others' weights as they were.
+    Rng rng(seed, l);
+    float* w = params + v.w_offset;
+    for (int64_t i = 0; i < v.in * v.out; ++i) w[i] = static_cast<float>(stddev * rng.normal());
+  }
+}
+
+}  // namespace lrlab
