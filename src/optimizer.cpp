@@ -517,6 +517,75 @@ void Optimizer::load(const std::string& bytes) {
   }
 }
 
+namespace {
+constexpr uint64_t kReplicaMagic = 0x3170726C626C726CULL;  // "lrlbrpl1"
+}
+
+std::string Optimizer::save_replica(int64_t replica) const {
+  const Impl& m = *impl_;
+  ReplicaState s = replica_state(replica);
+  ByteWriter w;
+  w.put(kReplicaMagic);
+  w.put(m.h.kind);
+  w.put<int32_t>(m.nstate);
+  w.put(m.n);
+  w.put(s.step);
+  w.put(s.base_lr);
+  w.put(s.scale);
+  w.put(s.inv_grad_scale);
+  w.put(s.skipped_total);
+  w.put_vector(m.tables[replica]);
+  for (int k = 0; k < m.nstate; ++k) {
+    std::vector<float> all = state_buffer(k);
+    w.put_vector(std::vector<float>(all.begin() + replica * m.ld, all.begin() + replica * m.ld + m.n));
+  }
+  return w.take();
+}
+
+void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
+  Impl& m = *impl_;
+  LRLAB_REQUIRE(replica >= 0 && replica < m.K, "replica ", replica, " out of range (optimizer has ", m.K, ")");
+  ByteReader rd(bytes, "optimizer replica state");
+  LRLAB_REQUIRE(rd.get<uint64_t>() == kReplicaMagic, "optimizer replica state: not an lrlab replica state");
+  OptimKind kind = rd.get<OptimKind>();
+  int32_t nstate = rd.get<int32_t>();
+  int64_t n = rd.get<int64_t>();
+  LRLAB_REQUIRE(kind == m.h.kind && nstate == m.nstate && n == m.n, "optimizer replica state is for ",
+                optimizer_name(kind), " over ", n, " parameters, not ", optimizer_name(m.h.kind), " over ", m.n);
+  ReplicaState s;
+  s.step = rd.get<int64_t>();
+  s.base_lr = rd.get<float>();
+  s.scale = rd.get<float>();
+  s.inv_grad_scale = rd.get<float>();
+  s.skipped_total = rd.get<int64_t>();
+  std::vector<float> table = rd.get_vector<float>();
+  std::vector<std::vector<float>> bufs(nstate);
+  for (int k = 0; k < nstate; ++k) {
+    bufs[k] = rd.get_vector<float>();
+    LRLAB_REQUIRE(static_cast<int64_t>(bufs[k].size()) == n, "optimizer replica state: buffer ", k, " has ",
+                  bufs[k].size(), " values, expected ", n);
+  }
+  rd.expect_end();
+  set_schedule(table, replica);
+  m.pull_states();
+  ReplicaState& dst = m.states[replica];
+  dst.step = s.step;
+  dst.base_lr = s.base_lr;
+  dst.scale = s.scale;
+  dst.inv_grad_scale = s.inv_grad_scale;
+  dst.skipped_total = s.skipped_total;
+  m.push_states();
+  for (int k = 0; k < nstate; ++k) {
+    if (m.cuda()) {
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_buf[k] + replica * m.ld, bufs[k].data(), n * sizeof(float),
+                                       cudaMemcpyHostToDevice, m.stream));
+      LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    } else {
+      std::copy(bufs[k].begin(), bufs[k].end(), m.host_buf[k].begin() + replica * m.ld);
+    }
+  }
+}
+
 const OptimizerHyper& Optimizer::hyper() const { return impl_->h; }
 Device Optimizer::device() const { return impl_->dev; }
 int64_t Optimizer::n_params() const { return impl_->n; }

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lrlab/blas_env.hpp"
 #include "lrlab/checkpoint.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/error.hpp"
@@ -95,6 +96,26 @@ std::string training_plot(const TrainReport& r, int64_t steps_per_epoch) {
 
 }  // namespace
 
+DataOptions data_options(const TrainOptions& o, uint64_t seed) {
+  DataOptions d;
+  d.val_fraction = o.val_fraction;
+  d.seed = seed;
+  d.limit_train = o.limit_train;
+  d.synthetic_samples = o.synthetic_samples;
+  return d;
+}
+
+MlpConfig model_for(const TrainOptions& o, const Dataset& train) {
+  for (int64_t h : o.hidden) LRLAB_REQUIRE(h >= 1, "hidden layer widths must be at least 1 (got ", h, ")");
+  MlpConfig model;
+  model.inputs = train.dim;
+  model.hidden = o.hidden;
+  model.activation = parse_activation(o.activation);
+  model.loss = train.is_regression() ? LossKind::MeanSquaredError : LossKind::SoftmaxCrossEntropy;
+  model.outputs = train.is_regression() ? train.targets_dim : train.num_classes;
+  return model;
+}
+
 std::string train_report_json(const TrainOptions& o, const TrainReport& r) {
   json cfg = {{"data", o.data}, {"hidden", o.hidden}, {"activation", o.activation}, {"optimizer", o.optimizer},
               {"lr", o.lr}, {"schedule", o.schedule}, {"plateau", o.plateau}, {"epochs", o.epochs},
@@ -135,26 +156,15 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   LRLAB_REQUIRE(o.check_every >= 1, "the check interval must be at least 1 step");
   LRLAB_REQUIRE(o.guard_factor > 0 && o.guard_factor < 1, "the guard's factor must be in (0, 1)");
   LRLAB_REQUIRE(o.guard_threshold > 1, "the guard's threshold must be above 1");
-  for (int64_t h : o.hidden) LRLAB_REQUIRE(h >= 1, "hidden layer widths must be at least 1 (got ", h, ")");
 
   const Device device = parse_device(o.device);
+  set_blas_threads(1);
   std::optional<Checkpoint> ckpt;
   if (!o.resume.empty()) ckpt = load_checkpoint(o.resume);
   const uint64_t data_seed = ckpt ? ckpt->data_seed : o.seed;
 
-  DataOptions dopt;
-  dopt.val_fraction = o.val_fraction;
-  dopt.seed = data_seed;
-  dopt.limit_train = o.limit_train;
-  dopt.synthetic_samples = o.synthetic_samples;
-  DataSplits data = load_data(o.data, dopt);
-
-  MlpConfig model;
-  model.inputs = data.train.dim;
-  model.hidden = o.hidden;
-  model.activation = parse_activation(o.activation);
-  model.loss = data.train.is_regression() ? LossKind::MeanSquaredError : LossKind::SoftmaxCrossEntropy;
-  model.outputs = data.train.is_regression() ? data.train.targets_dim : data.train.num_classes;
+  DataSplits data = load_data(o.data, data_options(o, data_seed));
+  const MlpConfig model = model_for(o, data.train);
   const std::string identity = model_identity(model, o.data);
 
   EngineConfig ec;

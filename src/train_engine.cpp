@@ -234,6 +234,8 @@ void TrainEngine::begin_epoch(int64_t epoch) {
   m.cursor = 0;
   m.perm = epoch_permutation(m.data.train.n, m.cfg.data_seed, epoch);
   if (m.cuda()) {
+    // A bad label seen by the previous epoch's kernels surfaces here, outside any graph.
+    m.gpu->check_labels();
     m.d_perm.upload(m.perm.data(), m.perm.size(), m.stream);
     LRLAB_CUDA_CHECK(cudaMemsetAsync(m.d_cursor.get(), 0, sizeof(int64_t), m.stream));
   }

@@ -237,6 +237,33 @@ TEST(OptimizerState, SaveLoadContinuesBitIdentically) {
   }
 }
 
+TEST(OptimizerState, ReplicaMovesBetweenOptimizers) {
+  const int64_t n = 50;
+  Rng rng(17);
+  OptimizerSetup three;
+  three.replicas = 3;
+  Optimizer a("adam()", Device::CPU, n, three);
+  a.set_lr(0.02f, 2);
+  a.set_schedule({1.0f, 0.5f}, 2);
+  std::vector<float> p = normal_vector(3 * n, rng);
+  for (int i = 0; i < 4; ++i) {
+    std::vector<float> g = normal_vector(3 * n, rng);
+    a.step(p, g);
+  }
+  Optimizer b("adam()", Device::CPU, n);
+  b.load_replica(0, a.save_replica(2));
+  std::vector<float> p3(p.begin() + 2 * n, p.end());
+  std::vector<float> q(p.begin() + 2 * n, p.end());
+  std::vector<float> g = normal_vector(3 * n, rng);
+  std::vector<float> g3(g.begin() + 2 * n, g.end());
+  a.step(p, g);
+  b.step(q, g3);
+  EXPECT_EQ(std::vector<float>(p.begin() + 2 * n, p.end()), q);
+  EXPECT_EQ(b.step_count(), 5);
+  Optimizer c("sgd(momentum=0.9)", Device::CPU, n);
+  EXPECT_THROW(c.load_replica(0, a.save_replica(0)), Error);
+}
+
 TEST(OptimizerState, LoadRefusesForeignOrTruncatedState) {
   Optimizer a("adam()", Device::CPU, 10);
   std::string s = a.save();

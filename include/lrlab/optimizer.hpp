@@ -88,6 +88,10 @@ class Optimizer {
   std::string save() const;
   // Restores a state saved by an optimizer of the same kind and shape; throws lrlab::Error otherwise.
   void load(const std::string& bytes);
+  // One replica's state, to move a replica between optimizers of the same kind and replica size
+  // (a sweep compacting its survivors).
+  std::string save_replica(int64_t replica) const;
+  void load_replica(int64_t replica, const std::string& bytes);
 
   const OptimizerHyper& hyper() const;
   Device device() const;

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "lrlab/data.hpp"
 #include "lrlab/device.hpp"
+#include "lrlab/mlp.hpp"
 
 namespace lrlab {
 
@@ -76,6 +78,10 @@ struct TrainObserver {
   std::function<void(const EpochRecord&)> on_epoch;
   std::function<void(const TrainEvent&)> on_event;
 };
+
+// The data options and the model a TrainOptions describes, shared by train, sweep and find-lr.
+DataOptions data_options(const TrainOptions& options, uint64_t seed);
+MlpConfig model_for(const TrainOptions& options, const Dataset& train);
 
 // Throws lrlab::Error for bad options, data or checkpoints.
 TrainReport train(const TrainOptions& options, const TrainObserver& observer = {});

@@ -5,6 +5,7 @@
 
 #include "command.hpp"
 #include "config_file.hpp"
+#include "lrlab/blas_env.hpp"
 #include "lrlab/error.hpp"
 
 namespace lrlab::cli {
@@ -16,6 +17,7 @@ std::vector<Command>& registry() {
 
 int main(int argc, char** argv) {
   using namespace lrlab::cli;
+  lrlab::tune_blas_or_reexec(argv);
   CLI::App app{"lrlab: learning-rate schedules, fused optimizers, training and sweeps on NVIDIA GPUs and CPUs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lrlab 0.1.0");

@@ -1,0 +1,92 @@
+// Learning-rate sweeps: a grid of base rates x schedules x optimizers x data orders, trained at
+// once. Every configuration sees the same data split, and all configurations of one seed see the
+// same data order and start from the same weights, so the comparison measures the schedule and the
+// rate, not data noise.
+//
+// Modes: "packed" trains the configurations that share an optimizer and seed as K replicas of one
+// engine (one wide first-layer GEMM, strided-batched GEMMs, one fused optimizer launch with a table
+// and rate per replica); "streams" trains each configuration on its own engine, concurrently (CUDA
+// streams on the GPU, worker threads on the CPU); "sequential" trains them one after another.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lrlab/train.hpp"
+
+namespace lrlab {
+
+// "1e-4:1e-1:8" (8 rates, log-spaced, both ends included) or "1e-3,3e-3,0.01".
+std::vector<double> parse_rates(const std::string& text);
+
+struct SweepConfig {
+  int64_t id = 0;          // position in the full grid: the same in every shard and rank
+  double lr = 0;
+  std::string schedule, optimizer;
+  int64_t seed_index = 0;  // which data order (0 .. seeds-1)
+};
+
+struct SweepOptions {
+  TrainOptions base;       // data, model, batch, epochs, seed, device (rates and specs come from the grid)
+  std::vector<double> lrs;
+  std::vector<std::string> schedules = {"constant"};
+  std::vector<std::string> optimizers = {"adam()"};
+  int64_t seeds = 1;
+  std::string mode = "packed";  // packed, streams, sequential
+  double halving = 0;           // successive halving factor eta (> 1), 0: off
+  int64_t workers = 0;          // concurrent lanes (CPU threads / GPU streams); 0: automatic
+  double diverge_factor = 4;    // diverged: epoch train loss above this multiple of its best, or not finite
+  int64_t shard_index = 0, shard_count = 1;  // this process trains configs with id % count == index
+};
+
+struct SweepRun {
+  SweepConfig config;
+  std::vector<double> train_loss, val_loss, val_accuracy, lr;  // per epoch run
+  bool diverged = false;
+  bool halted = false;       // dropped by successive halving
+  int64_t diverged_epoch = 0;
+  // Summary (NaN when no epoch finished).
+  double final_val_loss = 0, best_val_loss = 0, final_val_accuracy = 0, best_val_accuracy = 0;
+  int64_t best_epoch = 0;
+  std::vector<float> lr_curve;  // the rate per step, sampled (at most 200 points)
+  int64_t lr_curve_stride = 1;
+};
+
+struct SweepResult {
+  std::vector<SweepRun> runs;   // ordered by config id
+  std::string data_description, device, mode;
+  int64_t epochs = 0, steps_per_epoch = 0, grid_size = 0;
+  int64_t shard_index = 0, shard_count = 1;
+  double seconds = 0;
+  bool interrupted = false;
+  std::string options_json;     // the sweep's options, for the report
+};
+
+struct SweepObserver {
+  std::function<void(int64_t epoch, int64_t epochs, int64_t alive, int64_t total)> on_epoch;
+};
+
+std::vector<SweepConfig> sweep_grid(const SweepOptions& options);
+
+// Throws lrlab::Error for bad options. `stop` (may be null) is polled between epochs: when it
+// becomes true the sweep ends early and returns what it has, with `interrupted` set.
+SweepResult run_sweep(const SweepOptions& options, const SweepObserver& observer = {},
+                      const volatile int* stop = nullptr);
+
+// Ranking: finished runs by best validation loss, then runs halted by halving, then diverged ones.
+std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs);
+
+// results.json (round-trips through read_sweep_results), curves.csv and report.html.
+std::string sweep_results_json(const SweepResult& r);
+SweepResult read_sweep_results(const std::string& json_text, const std::string& name);
+std::string sweep_curves_csv(const SweepResult& r);
+std::string sweep_report_html(const SweepResult& r);
+std::string sweep_table(const SweepResult& r);  // the ranked table printed on the terminal
+// Writes results.json, curves.csv and report.html into dir (created if missing), atomically.
+void write_sweep_outputs(const SweepResult& r, const std::string& dir);
+// Joins disjoint shards of one sweep; throws lrlab::Error for overlapping or foreign shards.
+SweepResult merge_sweeps(const std::vector<SweepResult>& shards);
+
+}  // namespace lrlab

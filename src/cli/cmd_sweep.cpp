@@ -1,0 +1,170 @@
+// lrlab sweep: train a grid of rates x schedules x optimizers x data orders at once, and rank them.
+// lrlab merge: join the results of shards (Slurm job arrays) into one report.
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
+#include <cuda_runtime.h>
+
+#include "command.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/io.hpp"
+#include "lrlab/sweep.hpp"
+#include "mpi_session.hpp"
+#include "options.hpp"
+
+namespace lrlab::cli {
+namespace {
+
+volatile int g_stop = 0;
+extern "C" void on_interrupt(int) {
+  g_stop = 1;
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
+// "2/8" -> (2, 8).
+void parse_shard(const std::string& text, int64_t* index, int64_t* count) {
+  size_t slash = text.find('/');
+  char *e1 = nullptr, *e2 = nullptr;
+  long long i = slash == std::string::npos ? -1 : std::strtoll(text.c_str(), &e1, 10);
+  long long n = slash == std::string::npos ? -1 : std::strtoll(text.c_str() + slash + 1, &e2, 10);
+  LRLAB_REQUIRE(slash != std::string::npos && e1 == text.c_str() + slash && *e2 == '\0' && n >= 1,
+                "--shard: malformed '", text, "' (expected INDEX/COUNT, e.g. 0/4)");
+  LRLAB_REQUIRE(i >= 0 && i < n, "--shard: index ", i, " is out of range for ", n, " shards (0 to ", n - 1, ")");
+  *index = i;
+  *count = n;
+}
+
+struct SweepArgs {
+  SweepOptions o;
+  std::string hidden = "256,128";
+  std::vector<std::string> lrs = {"1e-4:1e-1:4"};
+  std::string shard, out;
+  bool quiet = false;
+};
+
+int run_sweep_command(SweepArgs& a) {
+  MpiSession mpi;
+  try {
+    SweepOptions& o = a.o;
+    o.base.hidden = parse_int_list(a.hidden, "--hidden");
+    o.lrs.clear();
+    for (const std::string& t : a.lrs)
+      for (double v : parse_rates(t)) o.lrs.push_back(v);
+    if (!a.shard.empty()) {
+      parse_shard(a.shard, &o.shard_index, &o.shard_count);
+    } else if (const char* id = std::getenv("SLURM_ARRAY_TASK_ID")) {
+      const char* count = std::getenv("SLURM_ARRAY_TASK_COUNT");
+      LRLAB_REQUIRE(count, "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not");
+      parse_shard(std::string(id) + "/" + count, &o.shard_index, &o.shard_count);
+    }
+    if (mpi.active()) {
+      LRLAB_REQUIRE(o.shard_count == 1, "give either --shard or mpirun ranks, not both");
+      o.shard_index = mpi.rank();
+      o.shard_count = mpi.size();
+      int gpus = 0;
+      if (o.base.device != "cpu" && cudaGetDeviceCount(&gpus) == cudaSuccess && gpus > 0)
+        cudaSetDevice(mpi.local_rank() % gpus);
+      else
+        cudaGetLastError();
+    }
+    const bool tty = isatty(STDERR_FILENO) && !a.quiet && mpi.rank() == 0;
+    SweepObserver obs;
+    obs.on_epoch = [&](int64_t e, int64_t E, int64_t alive, int64_t total) {
+      if (a.quiet || mpi.rank() != 0) return;
+      std::fprintf(stderr, tty ? "\r  epoch %lld/%lld, %lld of %lld configurations training   "
+                               : "  epoch %lld/%lld, %lld of %lld configurations training\n",
+                   static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
+                   static_cast<long long>(total));
+    };
+    std::signal(SIGINT, on_interrupt);
+    SweepResult mine = run_sweep(o, obs, &g_stop);
+    if (tty) std::fprintf(stderr, "\n");
+    std::vector<std::string> parts = mpi.gather(sweep_results_json(mine));
+    if (mpi.rank() != 0) return kExitOk;
+    SweepResult all = mine;
+    if (mpi.active()) {
+      std::vector<SweepResult> shards;
+      for (size_t i = 0; i < parts.size(); ++i) shards.push_back(read_sweep_results(parts[i], "rank " + std::to_string(i)));
+      all = merge_sweeps(shards);
+      all.mode = mine.mode;
+    }
+    std::printf("lrlab sweep: %s; %zu configurations (%s, %s), %lld epochs, %.1f s%s\n", all.data_description.c_str(),
+                all.runs.size(), all.mode.c_str(), all.device.c_str(), static_cast<long long>(all.epochs), all.seconds,
+                all.interrupted ? " -- interrupted, partial results" : "");
+    std::fputs(sweep_table(all).c_str(), stdout);
+    if (!a.out.empty()) {
+      write_sweep_outputs(all, a.out);
+      std::printf("report: %s/report.html\n", a.out.c_str());
+    }
+    return all.interrupted ? 130 : kExitOk;
+  } catch (const Error& e) {
+    if (!mpi.active()) throw;
+    std::fprintf(stderr, "error: rank %d: %s\n", mpi.rank(), e.what());
+    mpi.abort(kExitBadInput);
+  }
+}
+
+Register sweep_reg("sweep", "train a grid of learning rates, schedules and optimizers at once and rank them", [](CLI::App& sub) {
+  auto a = std::make_shared<SweepArgs>();
+  SweepOptions& o = a->o;
+  o.base.epochs = 10;
+  sub.add_option("--data", o.base.data, "fashion-mnist, idx:DIR, csv:FILE[:regression], spirals, blobs or sine")
+      ->capture_default_str();
+  sub.add_option("--hidden", a->hidden, "hidden layer widths, comma-separated")->capture_default_str();
+  sub.add_option("--activation", o.base.activation, "relu, gelu, tanh, sigmoid or identity")->capture_default_str();
+  sub.add_option("--lr", a->lrs, "base rates: a list (1e-3 3e-3, or 1e-3,3e-3) or a log range START:END:COUNT")
+      ->expected(1, -1)
+      ->capture_default_str();
+  sub.add_option("--schedule", o.schedules, "one or more schedule specs")->expected(1, -1)->capture_default_str();
+  sub.add_option("--optimizer", o.optimizers, "one or more optimizer specs")->expected(1, -1)->capture_default_str();
+  sub.add_option("--seeds", o.seeds, "data orders to repeat every configuration with (reports the spread)")
+      ->capture_default_str();
+  sub.add_option("--epochs", o.base.epochs, "epochs")->capture_default_str();
+  sub.add_option("--batch", o.base.batch, "minibatch size")->capture_default_str();
+  sub.add_option("--seed", o.base.seed, "seed of the data split, first data order and initial weights")
+      ->capture_default_str();
+  sub.add_option("--device", o.base.device, "auto, cpu or cuda")->capture_default_str();
+  sub.add_option("--mode", o.mode, "packed, streams or sequential")
+      ->check(CLI::IsMember({"packed", "streams", "sequential"}))
+      ->capture_default_str();
+  sub.add_option("--halving", o.halving, "successive halving: keep the best 1/ETA at each rung (ETA > 1)");
+  sub.add_option("--workers", o.workers, "concurrent engines (CPU threads or GPU streams); 0: automatic")
+      ->capture_default_str();
+  sub.add_option("--samples", o.base.synthetic_samples, "samples of a synthetic data set")->capture_default_str();
+  sub.add_option("--limit-train", o.base.limit_train, "use only this many training samples (0: all)");
+  sub.add_option("--val-fraction", o.base.val_fraction, "share of the training set held out for validation")
+      ->capture_default_str();
+  sub.add_flag("--tf32", o.base.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
+  sub.add_option("--out", a->out, "write results.json, curves.csv and report.html here");
+  sub.add_option("--shard", a->shard, "train only shard INDEX/COUNT of the grid (default from SLURM_ARRAY_TASK_ID/COUNT)");
+  sub.add_flag("--quiet", a->quiet, "no progress lines");
+  return [a] { return run_sweep_command(*a); };
+});
+
+Register merge_reg("merge", "join the results of sweep shards into one report", [](CLI::App& sub) {
+  auto inputs = std::make_shared<std::vector<std::string>>();
+  auto out = std::make_shared<std::string>();
+  sub.add_option("inputs", *inputs, "shard output directories (or their results.json files)")->required()->expected(1, -1);
+  sub.add_option("--out", *out, "write the merged results.json, curves.csv and report.html here")->required();
+  return [inputs, out] {
+    std::vector<SweepResult> shards;
+    for (const std::string& in : *inputs) {
+      std::string path = in;
+      if (path.size() < 5 || path.compare(path.size() - 5, 5, ".json") != 0) path += "/results.json";
+      shards.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
+    }
+    SweepResult all = merge_sweeps(shards);
+    std::printf("lrlab merge: %zu shards, %zu of %lld configurations\n", shards.size(), all.runs.size(),
+                static_cast<long long>(all.grid_size));
+    std::fputs(sweep_table(all).c_str(), stdout);
+    write_sweep_outputs(all, *out);
+    std::printf("report: %s/report.html\n", out->c_str());
+    return kExitOk;
+  };
+});
+
+}  // namespace
+}  // namespace lrlab::cli

@@ -1,0 +1,75 @@
+#include "mpi_session.hpp"
+
+#include <cstdlib>
+
+#include "lrlab/error.hpp"
+
+#ifdef LRLAB_HAVE_MPI
+#include <mpi.h>
+#endif
+
+namespace lrlab::cli {
+
+namespace {
+bool launched_by_mpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+}  // namespace
+
+MpiSession::MpiSession() {
+  if (!launched_by_mpi()) return;
+#ifdef LRLAB_HAVE_MPI
+  MPI_Init(nullptr, nullptr);
+  initialised_ = true;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
+  MPI_Comm_rank(local, &local_rank_);
+  MPI_Comm_free(&local);
+#else
+  LRLAB_FAIL("started by an MPI launcher, but this lrlab was built without MPI");
+#endif
+}
+
+MpiSession::~MpiSession() {
+#ifdef LRLAB_HAVE_MPI
+  if (initialised_) MPI_Finalize();
+#endif
+}
+
+std::vector<std::string> MpiSession::gather(const std::string& text) const {
+  if (!active()) return {text};
+#ifdef LRLAB_HAVE_MPI
+  int len = static_cast<int>(text.size());
+  std::vector<int> lens(rank_ == 0 ? size_ : 0), offsets(rank_ == 0 ? size_ : 0);
+  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+  std::string all;
+  if (rank_ == 0) {
+    int total = 0;
+    for (int i = 0; i < size_; ++i) {
+      offsets[i] = total;
+      total += lens[i];
+    }
+    all.resize(total);
+  }
+  MPI_Gatherv(text.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, 0, MPI_COMM_WORLD);
+  std::vector<std::string> out;
+  if (rank_ == 0)
+    for (int i = 0; i < size_; ++i) out.push_back(all.substr(offsets[i], lens[i]));
+  return out;
+#else
+  return {text};
+#endif
+}
+
+void MpiSession::abort(int status) const {
+#ifdef LRLAB_HAVE_MPI
+  if (initialised_) MPI_Abort(MPI_COMM_WORLD, status);
+#endif
+  std::exit(status);
+}
+
+}  // namespace lrlab::cli

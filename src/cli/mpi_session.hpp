@@ -1,0 +1,31 @@
+// MPI for `mpirun -np N lrlab sweep`: initialised only when the process was started by an MPI
+// launcher, so a plain `lrlab` run never touches MPI.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace lrlab::cli {
+
+class MpiSession {
+ public:
+  MpiSession();
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+
+  bool active() const { return size_ > 1; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  int local_rank() const { return local_rank_; }
+  // Every rank's text, on rank 0 (empty elsewhere).
+  std::vector<std::string> gather(const std::string& text) const;
+  // Ends every rank (after an error on one of them, so the others do not wait forever).
+  [[noreturn]] void abort(int status) const;
+
+ private:
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  bool initialised_ = false;
+};
+
+}  // namespace lrlab::cli

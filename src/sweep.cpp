@@ -1,0 +1,334 @@
+#include "lrlab/sweep.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "lrlab/blas_env.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/optimizer.hpp"
+#include "lrlab/schedule.hpp"
+#include "lrlab/train_engine.hpp"
+
+namespace lrlab {
+
+namespace {
+
+double parse_positive(const std::string& tok, const std::string& text) {
+  char* end = nullptr;
+  double v = std::strtod(tok.c_str(), &end);
+  LRLAB_REQUIRE(!tok.empty() && end && *end == '\0' && std::isfinite(v) && v > 0, "--lr: '", tok,
+                "' is not a positive rate (in '", text, "')");
+  return v;
+}
+
+// Runs fn(i) for i in [0, n) on up to `workers` threads; rethrows the first exception.
+void parallel_for(int64_t n, int64_t workers, const std::function<void(int64_t)>& fn) {
+  workers = std::max<int64_t>(1, std::min(workers, n));
+  if (workers == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  std::vector<std::thread> threads;
+  for (int64_t w = 0; w < workers; ++w)
+    threads.emplace_back([&] {
+      for (int64_t i = next++; i < n; i = next++) {
+        try {
+          fn(i);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(error_mutex);
+          if (!error) error = std::current_exception();
+        }
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// One engine and the runs it trains: K replicas in packed mode, one otherwise.
+struct Lane {
+  std::unique_ptr<TrainEngine> engine;
+  EngineConfig config;
+  std::vector<size_t> runs;    // index into SweepResult::runs, per replica
+  std::vector<double> best_train;
+};
+
+std::vector<float> sample_curve(const std::vector<float>& table, double lr, int64_t* stride) {
+  *stride = std::max<int64_t>(1, (static_cast<int64_t>(table.size()) + 199) / 200);
+  std::vector<float> out;
+  for (size_t t = 0; t < table.size(); t += *stride) out.push_back(static_cast<float>(lr * table[t]));
+  return out;
+}
+
+std::vector<int64_t> rung_epochs(int64_t epochs, double eta) {
+  std::vector<int64_t> rungs;
+  if (eta <= 1) return rungs;
+  for (double e = epochs / eta; e >= 0.5; e /= eta) {
+    int64_t r = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(e - 1e-9)));
+    if (r < epochs && (rungs.empty() || rungs.back() != r)) rungs.push_back(r);
+    if (r == 1) break;
+  }
+  return rungs;
+}
+
+}  // namespace
+
+std::vector<double> parse_rates(const std::string& text) {
+  std::vector<double> out;
+  if (text.find(':') != std::string::npos) {
+    size_t a = text.find(':'), b = text.find(':', a + 1);
+    LRLAB_REQUIRE(b != std::string::npos && text.find(':', b + 1) == std::string::npos, "--lr: malformed range '",
+                  text, "' (expected START:END:COUNT, e.g. 1e-4:1e-1:8)");
+    double lo = parse_positive(text.substr(0, a), text), hi = parse_positive(text.substr(a + 1, b - a - 1), text);
+    std::string count = text.substr(b + 1);
+    char* end = nullptr;
+    long long n = std::strtoll(count.c_str(), &end, 10);
+    LRLAB_REQUIRE(!count.empty() && *end == '\0' && n >= 1 && n <= 10000, "--lr: malformed range '", text,
+                  "': the count '", count, "' must be a whole number from 1 to 10000");
+    LRLAB_REQUIRE(lo < hi || (n == 1 && lo == hi), "--lr: malformed range '", text, "': START must be below END");
+    for (long long i = 0; i < n; ++i)
+      out.push_back(n == 1 ? lo : lo * std::pow(hi / lo, static_cast<double>(i) / (n - 1)));
+    return out;
+  }
+  size_t start = 0;
+  for (;;) {
+    size_t comma = text.find(',', start);
+    out.push_back(parse_positive(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start), text));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::vector<SweepConfig> sweep_grid(const SweepOptions& o) {
+  LRLAB_REQUIRE(!o.lrs.empty() && !o.schedules.empty() && !o.optimizers.empty(),
+                "empty grid: give at least one rate, schedule and optimizer");
+  LRLAB_REQUIRE(o.seeds >= 1 && o.seeds <= 1000, "--seeds must be from 1 to 1000 (got ", o.seeds, ")");
+  for (double lr : o.lrs) LRLAB_REQUIRE(std::isfinite(lr) && lr > 0, "learning rates must be positive (got ", lr, ")");
+  // Parse every spec up front, so a typo fails before any training.
+  for (const std::string& s : o.schedules) Schedule::parse(s, 1000);
+  for (const std::string& s : o.optimizers) parse_optimizer(s);
+  std::vector<SweepConfig> grid;
+  for (int64_t seed = 0; seed < o.seeds; ++seed)
+    for (const std::string& opt : o.optimizers)
+      for (const std::string& sched : o.schedules)
+        for (double lr : o.lrs) grid.push_back({static_cast<int64_t>(grid.size()), lr, sched, opt, seed});
+  return grid;
+}
+
+std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs) {
+  std::vector<size_t> idx(runs.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  auto tier = [](const SweepRun& r) { return r.diverged ? 2 : r.halted ? 1 : 0; };
+  auto key = [](const SweepRun& r) { return std::isfinite(r.best_val_loss) ? r.best_val_loss : INFINITY; };
+  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+    const SweepRun &x = runs[a], &y = runs[b];
+    if (tier(x) != tier(y)) return tier(x) < tier(y);
+    if (tier(x) == 1 && x.val_loss.size() != y.val_loss.size()) return x.val_loss.size() > y.val_loss.size();
+    if (key(x) != key(y)) return key(x) < key(y);
+    return x.config.id < y.config.id;
+  });
+  return idx;
+}
+
+SweepResult run_sweep(const SweepOptions& o, const SweepObserver& obs, const volatile int* stop) {
+  const auto t0 = std::chrono::steady_clock::now();
+  LRLAB_REQUIRE(o.mode == "packed" || o.mode == "streams" || o.mode == "sequential", "--mode must be packed, streams or sequential (got '",
+                o.mode, "')");
+  LRLAB_REQUIRE(o.halving == 0 || o.halving > 1, "--halving must be above 1 (got ", o.halving, ")");
+  LRLAB_REQUIRE(o.shard_count >= 1 && o.shard_index >= 0 && o.shard_index < o.shard_count, "shard ", o.shard_index,
+                "/", o.shard_count, " is out of range (index must be from 0 to count-1)");
+  LRLAB_REQUIRE(o.halving == 0 || o.shard_count == 1,
+                "--halving ranks all configurations together and cannot run split into shards or ranks");
+  LRLAB_REQUIRE(o.diverge_factor > 1, "the divergence factor must be above 1");
+  LRLAB_REQUIRE(o.base.epochs >= 1, "--epochs must be at least 1 (got ", o.base.epochs, ")");
+  const std::vector<SweepConfig> grid = sweep_grid(o);
+  LRLAB_REQUIRE(o.shard_count <= static_cast<int64_t>(grid.size()), "more shards or ranks (", o.shard_count,
+                ") than configurations (", grid.size(), ")");
+  const Device device = parse_device(o.base.device);
+  DataSplits data = load_data(o.base.data, data_options(o.base, o.base.seed));
+  const MlpConfig model = model_for(o.base, data.train);
+
+  SweepResult res;
+  res.data_description = data.description;
+  res.device = device_name(device);
+  res.mode = o.mode;
+  res.epochs = o.base.epochs;
+  res.grid_size = static_cast<int64_t>(grid.size());
+  res.shard_index = o.shard_index;
+  res.shard_count = o.shard_count;
+  for (const SweepConfig& c : grid)
+    if (c.id % o.shard_count == o.shard_index) {
+      SweepRun r;
+      r.config = c;
+      res.runs.push_back(r);
+    }
+
+  // Lanes: packed groups share (optimizer, seed); the other modes give each run its own lane.
+  std::vector<Lane> lanes;
+  std::map<std::pair<std::string, int64_t>, size_t> group_of;
+  for (size_t i = 0; i < res.runs.size(); ++i) {
+    const SweepConfig& c = res.runs[i].config;
+    size_t li;
+    auto key = std::make_pair(c.optimizer, c.seed_index);
+    if (o.mode == "packed" && group_of.count(key)) {
+      li = group_of[key];
+    } else {
+      li = lanes.size();
+      lanes.emplace_back();
+      group_of[key] = li;
+      EngineConfig& ec = lanes[li].config;
+      ec.model = model;
+      ec.optimizer = c.optimizer;
+      ec.replicas.clear();
+      ec.batch = o.base.batch;
+      ec.epochs = o.base.epochs;
+      ec.data_seed = o.base.seed + static_cast<uint64_t>(c.seed_index);
+      ec.device = device;
+      ec.tf32 = o.base.tf32;
+      ec.bias_decay = o.base.bias_decay;
+    }
+    lanes[li].config.replicas.push_back(
+        {static_cast<float>(c.lr), c.schedule, o.base.seed + static_cast<uint64_t>(c.seed_index)});
+    lanes[li].runs.push_back(i);
+  }
+  const int64_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
+  int64_t workers = o.workers > 0 ? o.workers : (o.mode == "sequential" ? 1 : device == Device::CUDA ? 16 : hw);
+  if (o.mode == "sequential") workers = 1;
+  workers = std::min<int64_t>(workers, static_cast<int64_t>(lanes.size()));
+  // Worker threads each get a share of the cores for their OpenMP loops and GEMMs.
+  const int omp_threads = static_cast<int>(std::max<int64_t>(1, hw / workers));
+  set_blas_threads(device == Device::CPU ? omp_threads : 1);
+
+  parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
+    omp_set_num_threads(omp_threads);
+    Lane& lane = lanes[li];
+    lane.engine = std::make_unique<TrainEngine>(lane.config, data);
+    lane.best_train.assign(lane.runs.size(), INFINITY);
+    for (size_t r = 0; r < lane.runs.size(); ++r) {
+      SweepRun& run = res.runs[lane.runs[r]];
+      run.lr_curve = sample_curve(lane.engine->table(static_cast<int64_t>(r)), run.config.lr, &run.lr_curve_stride);
+    }
+  });
+  res.steps_per_epoch = lanes.empty() ? 0 : lanes[0].engine->steps_per_epoch();
+  const std::vector<int64_t> rungs = rung_epochs(o.base.epochs, o.halving);
+
+  auto alive = [&](const SweepRun& r) { return !r.diverged && !r.halted; };
+  for (int64_t epoch = 0; epoch < o.base.epochs; ++epoch) {
+    if (stop && *stop) {
+      res.interrupted = true;
+      break;
+    }
+    parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
+      omp_set_num_threads(omp_threads);
+      Lane& lane = lanes[li];
+      TrainEngine& eng = *lane.engine;
+      const int64_t K = eng.replicas();
+      eng.begin_epoch(epoch);
+      const int64_t spe = eng.steps_per_epoch();
+      std::vector<float> losses = eng.run(spe);
+      TrainEngine::Eval val = eng.evaluate(Split::Val);
+      for (int64_t r = 0; r < K; ++r) {
+        SweepRun& run = res.runs[lane.runs[r]];
+        if (!alive(run)) continue;
+        double sum = 0;
+        for (int64_t s = 0; s < spe; ++s) sum += losses[s * K + r];
+        const double mean = sum / spe;
+        run.train_loss.push_back(mean);
+        run.val_loss.push_back(val.loss[r]);
+        run.val_accuracy.push_back(val.accuracy[r]);
+        const std::vector<float>& table = eng.table(r);
+        run.lr.push_back(run.config.lr * table[std::min<size_t>((epoch + 1) * spe - 1, table.size() - 1)]);
+        if (!std::isfinite(mean) || mean > o.diverge_factor * lane.best_train[r] || !std::isfinite(val.loss[r])) {
+          run.diverged = true;
+          run.diverged_epoch = epoch + 1;
+          eng.optimizer().set_scale(0.0f, r);  // stop updating it; it no longer affects the others
+        }
+        lane.best_train[r] = std::min(lane.best_train[r], mean);
+      }
+    });
+    // Successive halving: rank the runs still alive by this epoch's validation loss.
+    if (std::find(rungs.begin(), rungs.end(), epoch + 1) != rungs.end()) {
+      std::vector<size_t> live;
+      for (size_t i = 0; i < res.runs.size(); ++i)
+        if (alive(res.runs[i])) live.push_back(i);
+      std::stable_sort(live.begin(), live.end(), [&](size_t a, size_t b) {
+        return res.runs[a].val_loss.back() < res.runs[b].val_loss.back();
+      });
+      const size_t keep = static_cast<size_t>(std::ceil(live.size() / o.halving));
+      for (size_t j = keep; j < live.size(); ++j) res.runs[live[j]].halted = true;
+    }
+    // Runs that stopped leave their lane: packed lanes are rebuilt with the survivors only.
+    std::vector<Lane> next;
+    for (Lane& lane : lanes) {
+      std::vector<int64_t> keep;
+      for (size_t r = 0; r < lane.runs.size(); ++r)
+        if (alive(res.runs[lane.runs[r]])) keep.push_back(static_cast<int64_t>(r));
+      if (keep.empty()) continue;
+      if (keep.size() == lane.runs.size()) {
+        next.push_back(std::move(lane));
+        continue;
+      }
+      Lane compact;
+      compact.config = lane.config;
+      compact.config.replicas.clear();
+      const int64_t P = lane.engine->layout().size();
+      std::vector<float> old_params = lane.engine->params(), params;
+      for (int64_t r : keep) {
+        compact.config.replicas.push_back(lane.config.replicas[r]);
+        compact.runs.push_back(lane.runs[r]);
+        compact.best_train.push_back(lane.best_train[r]);
+        params.insert(params.end(), old_params.begin() + r * P, old_params.begin() + (r + 1) * P);
+      }
+      compact.engine = std::make_unique<TrainEngine>(compact.config, data);
+      compact.engine->set_params(params);
+      for (size_t j = 0; j < keep.size(); ++j)
+        compact.engine->optimizer().load_replica(static_cast<int64_t>(j), lane.engine->optimizer().save_replica(keep[j]));
+      lane.engine.reset();
+      next.push_back(std::move(compact));
+    }
+    lanes = std::move(next);
+    int64_t n_alive = 0;
+    for (const SweepRun& r : res.runs) n_alive += alive(r);
+    if (obs.on_epoch) obs.on_epoch(epoch + 1, o.base.epochs, n_alive, static_cast<int64_t>(res.runs.size()));
+    if (n_alive == 0) break;
+  }
+  for (SweepRun& r : res.runs) {
+    r.final_val_loss = r.val_loss.empty() ? NAN : r.val_loss.back();
+    r.final_val_accuracy = r.val_accuracy.empty() ? NAN : r.val_accuracy.back();
+    r.best_val_loss = NAN;
+    r.best_val_accuracy = NAN;
+    r.best_epoch = 0;
+    for (size_t e = 0; e < r.val_loss.size(); ++e) {
+      if (std::isfinite(r.val_loss[e]) && !(r.val_loss[e] >= r.best_val_loss)) {
+        r.best_val_loss = r.val_loss[e];
+        r.best_epoch = static_cast<int64_t>(e) + 1;
+      }
+      if (std::isfinite(r.val_accuracy[e]) && !(r.val_accuracy[e] <= r.best_val_accuracy))
+        r.best_val_accuracy = r.val_accuracy[e];
+    }
+  }
+  nlohmann::json opts = {{"data", o.base.data}, {"hidden", o.base.hidden}, {"activation", o.base.activation},
+                         {"batch", o.base.batch}, {"epochs", o.base.epochs}, {"seed", o.base.seed},
+                         {"lrs", o.lrs}, {"schedules", o.schedules}, {"optimizers", o.optimizers},
+                         {"seeds", o.seeds}, {"halving", o.halving}, {"val_fraction", o.base.val_fraction},
+                         {"limit_train", o.base.limit_train}, {"samples", o.base.synthetic_samples}};
+  res.options_json = opts.dump();
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+}  // namespace lrlab

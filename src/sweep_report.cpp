@@ -1,0 +1,418 @@
+// Sweep outputs: results.json (also what `lrlab merge` reads), curves.csv, report.html and the
+// ranked terminal table.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "lrlab/error.hpp"
+#include "lrlab/io.hpp"
+#include "lrlab/plot.hpp"
+#include "lrlab/sweep.hpp"
+
+namespace lrlab {
+
+namespace {
+
+using json = nlohmann::json;
+constexpr const char* kFormat = "lrlab-sweep-results";
+constexpr int kVersion = 1;
+
+json num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+json nums(const std::vector<double>& v) {
+  json a = json::array();
+  for (double x : v) a.push_back(num(x));
+  return a;
+}
+
+std::string status(const SweepRun& r) {
+  if (r.diverged) return "diverged@" + std::to_string(r.diverged_epoch);
+  if (r.halted) return "halted@" + std::to_string(r.val_loss.size());
+  return "ok";
+}
+
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '&': o += "&amp;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+// The reader's accessors: every field checked, so a foreign or damaged file is an error, not UB.
+struct Reader {
+  const std::string& name;
+  [[noreturn]] void fail(const std::string& what) const { LRLAB_FAIL("sweep results '", name, "': ", what); }
+  const json& field(const json& obj, const char* key) const {
+    if (!obj.is_object() || !obj.contains(key)) fail(std::string("missing field '") + key + "'");
+    return obj.at(key);
+  }
+  double number(const json& obj, const char* key) const {
+    const json& v = field(obj, key);
+    if (v.is_null()) return NAN;
+    if (!v.is_number()) fail(std::string("field '") + key + "' is not a number");
+    return v.get<double>();
+  }
+  int64_t integer(const json& obj, const char* key) const {
+    const json& v = field(obj, key);
+    if (!v.is_number_integer()) fail(std::string("field '") + key + "' is not a whole number");
+    return v.get<int64_t>();
+  }
+  std::string text(const json& obj, const char* key) const {
+    const json& v = field(obj, key);
+    if (!v.is_string()) fail(std::string("field '") + key + "' is not a string");
+    return v.get<std::string>();
+  }
+  bool boolean(const json& obj, const char* key) const {
+    const json& v = field(obj, key);
+    if (!v.is_boolean()) fail(std::string("field '") + key + "' is not true or false");
+    return v.get<bool>();
+  }
+  template <typename T>
+  std::vector<T> array(const json& obj, const char* key) const {
+    const json& v = field(obj, key);
+    if (!v.is_array()) fail(std::string("field '") + key + "' is not an array");
+    std::vector<T> out;
+    for (const json& x : v) {
+      if (x.is_null()) out.push_back(static_cast<T>(NAN));
+      else if (x.is_number()) out.push_back(x.get<T>());
+      else fail(std::string("field '") + key + "' holds a non-number");
+    }
+    return out;
+  }
+};
+
+void make_dir(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
+    LRLAB_FAIL("cannot create directory '", dir, "': ", std::strerror(errno));
+}
+
+}  // namespace
+
+std::string sweep_results_json(const SweepResult& r) {
+  json runs = json::array();
+  for (const SweepRun& x : r.runs)
+    runs.push_back({{"id", x.config.id}, {"lr", x.config.lr}, {"schedule", x.config.schedule},
+                    {"optimizer", x.config.optimizer}, {"seed_index", x.config.seed_index},
+                    {"diverged", x.diverged}, {"halted", x.halted}, {"diverged_epoch", x.diverged_epoch},
+                    {"train_loss", nums(x.train_loss)}, {"val_loss", nums(x.val_loss)},
+                    {"val_accuracy", nums(x.val_accuracy)}, {"lr_per_epoch", nums(x.lr)},
+                    {"final_val_loss", num(x.final_val_loss)}, {"best_val_loss", num(x.best_val_loss)},
+                    {"final_val_accuracy", num(x.final_val_accuracy)},
+                    {"best_val_accuracy", num(x.best_val_accuracy)}, {"best_epoch", x.best_epoch},
+                    {"lr_curve", x.lr_curve}, {"lr_curve_stride", x.lr_curve_stride}});
+  json doc = {{"format", kFormat},
+              {"version", kVersion},
+              {"options", json::parse(r.options_json.empty() ? "{}" : r.options_json)},
+              {"data", r.data_description},
+              {"device", r.device},
+              {"mode", r.mode},
+              {"epochs", r.epochs},
+              {"steps_per_epoch", r.steps_per_epoch},
+              {"grid_size", r.grid_size},
+              {"shard", {{"index", r.shard_index}, {"count", r.shard_count}}},
+              {"seconds", r.seconds},
+              {"interrupted", r.interrupted},
+              {"runs", runs}};
+  return doc.dump(1) + "\n";
+}
+
+SweepResult read_sweep_results(const std::string& text, const std::string& name) {
+  Reader rd{name};
+  json doc = json::parse(text, nullptr, false);
+  if (doc.is_discarded()) rd.fail("not valid JSON");
+  if (!doc.is_object() || !doc.contains("format") || doc["format"] != kFormat) rd.fail("not an lrlab sweep results file");
+  if (rd.integer(doc, "version") != kVersion) rd.fail("unsupported version");
+  SweepResult r;
+  const json& opts = rd.field(doc, "options");
+  if (!opts.is_object()) rd.fail("field 'options' is not an object");
+  r.options_json = opts.dump();
+  r.data_description = rd.text(doc, "data");
+  r.device = rd.text(doc, "device");
+  r.mode = rd.text(doc, "mode");
+  r.epochs = rd.integer(doc, "epochs");
+  r.steps_per_epoch = rd.integer(doc, "steps_per_epoch");
+  r.grid_size = rd.integer(doc, "grid_size");
+  const json& shard = rd.field(doc, "shard");
+  r.shard_index = rd.integer(shard, "index");
+  r.shard_count = rd.integer(shard, "count");
+  r.seconds = rd.number(doc, "seconds");
+  r.interrupted = rd.boolean(doc, "interrupted");
+  if (r.epochs < 1 || r.grid_size < 1 || r.shard_count < 1 || r.shard_index < 0 || r.shard_index >= r.shard_count)
+    rd.fail("inconsistent sizes");
+  const json& runs = rd.field(doc, "runs");
+  if (!runs.is_array()) rd.fail("field 'runs' is not an array");
+  std::set<int64_t> ids;
+  for (const json& j : runs) {
+    SweepRun x;
+    x.config.id = rd.integer(j, "id");
+    if (x.config.id < 0 || x.config.id >= r.grid_size || !ids.insert(x.config.id).second)
+      rd.fail("run id " + std::to_string(x.config.id) + " is out of range or repeated");
+    x.config.lr = rd.number(j, "lr");
+    x.config.schedule = rd.text(j, "schedule");
+    x.config.optimizer = rd.text(j, "optimizer");
+    x.config.seed_index = rd.integer(j, "seed_index");
+    x.diverged = rd.boolean(j, "diverged");
+    x.halted = rd.boolean(j, "halted");
+    x.diverged_epoch = rd.integer(j, "diverged_epoch");
+    x.train_loss = rd.array<double>(j, "train_loss");
+    x.val_loss = rd.array<double>(j, "val_loss");
+    x.val_accuracy = rd.array<double>(j, "val_accuracy");
+    x.lr = rd.array<double>(j, "lr_per_epoch");
+    if (x.val_loss.size() > static_cast<size_t>(r.epochs) || x.train_loss.size() != x.val_loss.size() ||
+        x.val_accuracy.size() != x.val_loss.size() || x.lr.size() != x.val_loss.size())
+      rd.fail("run " + std::to_string(x.config.id) + " has curves of inconsistent lengths");
+    x.final_val_loss = rd.number(j, "final_val_loss");
+    x.best_val_loss = rd.number(j, "best_val_loss");
+    x.final_val_accuracy = rd.number(j, "final_val_accuracy");
+    x.best_val_accuracy = rd.number(j, "best_val_accuracy");
+    x.best_epoch = rd.integer(j, "best_epoch");
+    x.lr_curve = rd.array<float>(j, "lr_curve");
+    x.lr_curve_stride = rd.integer(j, "lr_curve_stride");
+    if (x.lr_curve_stride < 1) rd.fail("lr_curve_stride must be positive");
+    r.runs.push_back(std::move(x));
+  }
+  return r;
+}
+
+SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
+  LRLAB_REQUIRE(!shards.empty(), "nothing to merge");
+  SweepResult out = shards[0];
+  out.runs.clear();
+  out.shard_index = 0;
+  out.shard_count = 1;
+  out.seconds = 0;
+  out.interrupted = false;
+  std::set<int64_t> ids;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const SweepResult& s = shards[i];
+    LRLAB_REQUIRE(s.options_json == shards[0].options_json && s.grid_size == shards[0].grid_size &&
+                      s.epochs == shards[0].epochs,
+                  "results ", i + 1, " belong to a different sweep (options, grid or epochs differ)");
+    for (const SweepRun& r : s.runs) {
+      LRLAB_REQUIRE(ids.insert(r.config.id).second, "configuration ", r.config.id, " appears in more than one input");
+      out.runs.push_back(r);
+    }
+    out.seconds = std::max(out.seconds, s.seconds);
+    out.interrupted = out.interrupted || s.interrupted;
+  }
+  std::sort(out.runs.begin(), out.runs.end(),
+            [](const SweepRun& a, const SweepRun& b) { return a.config.id < b.config.id; });
+  return out;
+}
+
+std::string sweep_curves_csv(const SweepResult& r) {
+  std::string out = "id,optimizer,schedule,base_lr,seed_index,epoch,train_loss,val_loss,val_accuracy,lr\n";
+  char line[512];
+  for (const SweepRun& x : r.runs)
+    for (size_t e = 0; e < x.val_loss.size(); ++e) {
+      std::snprintf(line, sizeof line, "%lld,\"%s\",\"%s\",%.9g,%lld,%zu,%.9g,%.9g,%.9g,%.9g\n",
+                    static_cast<long long>(x.config.id), x.config.optimizer.c_str(), x.config.schedule.c_str(),
+                    x.config.lr, static_cast<long long>(x.config.seed_index), e + 1, x.train_loss[e], x.val_loss[e],
+                    x.val_accuracy[e], x.lr[e]);
+      out += line;
+    }
+  return out;
+}
+
+namespace {
+
+struct Aggregate {
+  SweepConfig config;  // seed_index of the first seed
+  std::vector<double> final_loss, final_acc;
+  int diverged = 0;
+};
+
+// Seeds of one (optimizer, schedule, rate) grouped, for the spread over data orders.
+std::vector<Aggregate> aggregate(const SweepResult& r) {
+  std::map<std::tuple<std::string, std::string, double>, Aggregate> m;
+  std::vector<std::tuple<std::string, std::string, double>> order;
+  for (const SweepRun& x : r.runs) {
+    auto key = std::make_tuple(x.config.optimizer, x.config.schedule, x.config.lr);
+    if (!m.count(key)) {
+      order.push_back(key);
+      m[key].config = x.config;
+    }
+    Aggregate& a = m[key];
+    if (x.diverged) a.diverged += 1;
+    else {
+      a.final_loss.push_back(x.final_val_loss);
+      a.final_acc.push_back(x.final_val_accuracy);
+    }
+  }
+  std::vector<Aggregate> out;
+  for (auto& k : order) out.push_back(m[k]);
+  return out;
+}
+
+void mean_std(const std::vector<double>& v, double* mean, double* sd) {
+  *mean = NAN;
+  *sd = NAN;
+  if (v.empty()) return;
+  double s = 0;
+  for (double x : v) s += x;
+  *mean = s / v.size();
+  double q = 0;
+  for (double x : v) q += (x - *mean) * (x - *mean);
+  *sd = v.size() > 1 ? std::sqrt(q / (v.size() - 1)) : 0;
+}
+
+}  // namespace
+
+std::string sweep_table(const SweepResult& r) {
+  std::ostringstream os;
+  char line[512];
+  std::snprintf(line, sizeof line, "%4s  %4s  %-22s %-28s %9s  %9s %9s  %8s %8s  %4s  %s\n", "rank", "id", "optimizer",
+                "schedule", "lr", "final val", "best val", "final acc", "best acc", "best", "status");
+  os << line;
+  std::vector<size_t> order = rank_runs(r.runs);
+  for (size_t k = 0; k < order.size(); ++k) {
+    const SweepRun& x = r.runs[order[k]];
+    std::snprintf(line, sizeof line, "%4zu  %4lld  %-22s %-28s %9.3g  %9.4f %9.4f  %7.2f%% %7.2f%%  %4lld  %s\n", k + 1,
+                  static_cast<long long>(x.config.id), x.config.optimizer.c_str(), x.config.schedule.c_str(),
+                  x.config.lr, x.final_val_loss, x.best_val_loss, 100 * x.final_val_accuracy,
+                  100 * x.best_val_accuracy, static_cast<long long>(x.best_epoch), status(x).c_str());
+    os << line;
+  }
+  // Several data orders: the spread of each configuration over them.
+  std::vector<Aggregate> agg = aggregate(r);
+  bool seeds = false;
+  for (const Aggregate& a : agg) seeds = seeds || a.final_loss.size() + a.diverged > 1;
+  if (seeds) {
+    os << "\nover data orders (mean +- std of the final validation metrics):\n";
+    for (const Aggregate& a : agg) {
+      double ml, sl, ma, sa;
+      mean_std(a.final_loss, &ml, &sl);
+      mean_std(a.final_acc, &ma, &sa);
+      std::snprintf(line, sizeof line, "  %-22s %-28s %9.3g  loss %.4f +- %.4f  acc %.2f%% +- %.2f%%  (%zu runs, %d diverged)\n",
+                    a.config.optimizer.c_str(), a.config.schedule.c_str(), a.config.lr, ml, sl, 100 * ma, 100 * sa,
+                    a.final_loss.size(), a.diverged);
+      os << line;
+    }
+  }
+  return os.str();
+}
+
+std::string sweep_report_html(const SweepResult& r) {
+  std::ostringstream h;
+  h << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>lrlab sweep</title>\n"
+    << "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}"
+       "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td.l{text-align:left}h2{margin-top:1.5em}</style>"
+       "</head><body>\n";
+  h << "<h1>lrlab sweep</h1>\n<p>" << html_escape(r.data_description) << "; device " << html_escape(r.device)
+    << ", mode " << html_escape(r.mode) << ", " << r.epochs << " epochs of " << r.steps_per_epoch << " steps, "
+    << r.runs.size() << " configurations" << (r.interrupted ? " (interrupted: partial results)" : "") << ".</p>\n";
+  h << "<h2>Ranking</h2>\n<table><tr><th>rank</th><th>id</th><th>optimizer</th><th>schedule</th><th>lr</th>"
+       "<th>final val loss</th><th>best val loss</th><th>final acc</th><th>best acc</th><th>best epoch</th><th>status</th></tr>\n";
+  std::vector<size_t> order = rank_runs(r.runs);
+  char buf[256];
+  for (size_t k = 0; k < order.size(); ++k) {
+    const SweepRun& x = r.runs[order[k]];
+    std::snprintf(buf, sizeof buf, "<td>%.3g</td><td>%.4f</td><td>%.4f</td><td>%.2f%%</td><td>%.2f%%</td><td>%lld</td>",
+                  x.config.lr, x.final_val_loss, x.best_val_loss, 100 * x.final_val_accuracy, 100 * x.best_val_accuracy,
+                  static_cast<long long>(x.best_epoch));
+    h << "<tr><td>" << k + 1 << "</td><td>" << x.config.id << "</td><td class=l>" << html_escape(x.config.optimizer)
+      << "</td><td class=l>" << html_escape(x.config.schedule) << "</td>" << buf << "<td class=l>" << status(x)
+      << "</td></tr>\n";
+  }
+  h << "</table>\n";
+
+  std::vector<std::string> optimizers, schedules;
+  for (const SweepRun& x : r.runs) {
+    if (std::find(optimizers.begin(), optimizers.end(), x.config.optimizer) == optimizers.end())
+      optimizers.push_back(x.config.optimizer);
+    if (std::find(schedules.begin(), schedules.end(), x.config.schedule) == schedules.end())
+      schedules.push_back(x.config.schedule);
+  }
+  // Final loss against base rate: one panel per optimizer, one line per schedule.
+  h << "<h2>Final validation loss against base rate</h2>\n";
+  std::vector<Aggregate> agg = aggregate(r);
+  for (const std::string& opt : optimizers) {
+    std::vector<Series> series;
+    for (const std::string& sched : schedules) {
+      Series s{sched, {}, {}};
+      for (const Aggregate& a : agg)
+        if (a.config.optimizer == opt && a.config.schedule == sched) {
+          double m, sd;
+          mean_std(a.final_loss, &m, &sd);
+          s.x.push_back(a.config.lr);
+          s.y.push_back(m);
+        }
+      series.push_back(s);
+    }
+    PlotOptions po;
+    po.title = opt;
+    po.xlabel = "base learning rate";
+    po.ylabel = "final validation loss";
+    po.log_x = true;
+    po.log_y = true;
+    h << svg_line_plot(series, po) << "\n";
+  }
+  // Validation loss curves, one panel per optimizer and schedule (first data order).
+  h << "<h2>Validation loss per epoch</h2>\n";
+  for (const std::string& opt : optimizers)
+    for (const std::string& sched : schedules) {
+      std::vector<Series> series;
+      for (const SweepRun& x : r.runs) {
+        if (x.config.optimizer != opt || x.config.schedule != sched || x.config.seed_index != 0) continue;
+        std::snprintf(buf, sizeof buf, "lr=%.3g", x.config.lr);
+        Series s{buf, {}, x.val_loss};
+        for (size_t e = 0; e < x.val_loss.size(); ++e) s.x.push_back(static_cast<double>(e + 1));
+        series.push_back(s);
+      }
+      PlotOptions po;
+      po.title = opt + " / " + sched;
+      po.xlabel = "epoch";
+      po.ylabel = "validation loss";
+      po.log_y = true;
+      po.width = 540;
+      po.height = 320;
+      h << svg_line_plot(series, po) << "\n";
+    }
+  // The learning-rate curves each schedule produced (per step, at the first base rate).
+  h << "<h2>Learning-rate curves</h2>\n";
+  std::vector<Series> lr_series;
+  for (const std::string& sched : schedules)
+    for (const SweepRun& x : r.runs)
+      if (x.config.schedule == sched && x.config.seed_index == 0) {
+        std::snprintf(buf, sizeof buf, "%s (lr=%.3g)", sched.c_str(), x.config.lr);
+        Series s{buf, {}, {}};
+        for (size_t i = 0; i < x.lr_curve.size(); ++i) {
+          s.x.push_back(static_cast<double>(i * x.lr_curve_stride) / std::max<int64_t>(1, r.steps_per_epoch));
+          s.y.push_back(x.lr_curve[i]);
+        }
+        lr_series.push_back(s);
+        break;
+      }
+  PlotOptions po;
+  po.title = "learning rate per step";
+  po.xlabel = "epoch";
+  po.ylabel = "learning rate";
+  po.log_y = true;
+  h << svg_line_plot(lr_series, po) << "\n";
+  h << "</body></html>\n";
+  return h.str();
+}
+
+void write_sweep_outputs(const SweepResult& r, const std::string& dir) {
+  make_dir(dir);
+  write_file_atomic(dir + "/results.json", sweep_results_json(r));
+  write_file_atomic(dir + "/curves.csv", sweep_curves_csv(r));
+  write_file_atomic(dir + "/report.html", sweep_report_html(r));
+}
+
+}  // namespace lrlab
