@@ -1,0 +1,280 @@
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_util.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/io.hpp"
+#include "lrlab/sweep.hpp"
+
+using namespace lrlab;
+using lrlab::testing::run_cli;
+using lrlab::testing::slurp;
+using lrlab::testing::temp_path;
+
+namespace {
+
+SweepOptions small_sweep() {
+  SweepOptions o;
+  o.base.data = "spirals";
+  o.base.synthetic_samples = 900;
+  o.base.hidden = {16, 16};
+  o.base.epochs = 3;
+  o.base.batch = 50;
+  o.base.device = "cpu";
+  o.lrs = {1e-3, 1e-2, 1e-1};
+  o.schedules = {"constant", "step(every=1ep,gamma=0.5)"};
+  o.optimizers = {"adam()", "rmsprop()"};
+  return o;
+}
+
+TEST(SweepRates, ParsesListsAndLogRanges) {
+  std::vector<double> r = parse_rates("1e-4:1e-1:4");
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_NEAR(r[0], 1e-4, 1e-12);
+  EXPECT_NEAR(r[1], 1e-3, 1e-10);
+  EXPECT_NEAR(r[3], 1e-1, 1e-9);
+  EXPECT_EQ(parse_rates("0.01,0.1"), (std::vector<double>{0.01, 0.1}));
+  EXPECT_EQ(parse_rates("0.5:0.5:1"), (std::vector<double>{0.5}));
+  for (const char* bad : {"1e-4:1e-1", "1e-4:1e-1:0", "1e-1:1e-4:3", "a:b:3", "1e-4:1e-1:3:4", "-1", "0.1,,0.2", "",
+                          "1e-3:1e-1:2.5"})
+    EXPECT_THROW(parse_rates(bad), Error) << bad;
+}
+
+TEST(SweepGrid, EnumeratesEveryCombinationWithStableIds) {
+  SweepOptions o = small_sweep();
+  o.seeds = 2;
+  std::vector<SweepConfig> g = sweep_grid(o);
+  ASSERT_EQ(g.size(), 3u * 2 * 2 * 2);
+  for (size_t i = 0; i < g.size(); ++i) EXPECT_EQ(g[i].id, static_cast<int64_t>(i));
+  EXPECT_EQ(g[0].seed_index, 0);
+  EXPECT_EQ(g.back().seed_index, 1);
+  EXPECT_EQ(g[1].lr, 1e-2);
+  SweepOptions empty = o;
+  empty.lrs.clear();
+  EXPECT_THROW(sweep_grid(empty), Error);
+  SweepOptions bad_spec = o;
+  bad_spec.schedules.push_back("cosin(steps=3)");
+  EXPECT_THROW(sweep_grid(bad_spec), Error);
+}
+
+void expect_same_runs(const SweepResult& a, const SweepResult& b, double tol) {
+  ASSERT_EQ(a.runs.size(), b.runs.size());
+  for (size_t i = 0; i < a.runs.size(); ++i) {
+    ASSERT_EQ(a.runs[i].config.id, b.runs[i].config.id);
+    ASSERT_EQ(a.runs[i].val_loss.size(), b.runs[i].val_loss.size()) << i;
+    for (size_t e = 0; e < a.runs[i].val_loss.size(); ++e)
+      EXPECT_NEAR(a.runs[i].val_loss[e], b.runs[i].val_loss[e], tol * std::max(1.0, std::abs(a.runs[i].val_loss[e])))
+          << "run " << i << " epoch " << e;
+    EXPECT_EQ(a.runs[i].diverged, b.runs[i].diverged);
+  }
+}
+
+TEST(Sweep, PackedStreamsAndSequentialAgree) {
+  SweepOptions o = small_sweep();
+  o.mode = "sequential";
+  SweepResult seq = run_sweep(o);
+  o.mode = "streams";
+  SweepResult streams = run_sweep(o);
+  o.mode = "packed";
+  SweepResult packed = run_sweep(o);
+  expect_same_runs(seq, streams, 1e-6);
+  expect_same_runs(seq, packed, 1e-5);
+  // The sweep learned something: the best configuration beats chance clearly.
+  EXPECT_GT(packed.runs[rank_runs(packed.runs)[0]].best_val_accuracy, 0.8);
+}
+
+TEST(Sweep, ADivergingConfigIsMarkedAndDoesNotStopTheOthers) {
+  SweepOptions o = small_sweep();
+  o.lrs = {1e-2, 1e3};
+  o.schedules = {"constant"};
+  o.optimizers = {"sgd()"};
+  o.base.epochs = 3;
+  SweepResult r = run_sweep(o);
+  ASSERT_EQ(r.runs.size(), 2u);
+  EXPECT_FALSE(r.runs[0].diverged);
+  EXPECT_EQ(r.runs[0].val_loss.size(), 3u);
+  EXPECT_TRUE(r.runs[1].diverged);
+  EXPECT_GE(r.runs[1].diverged_epoch, 1);
+  EXPECT_EQ(rank_runs(r.runs).back(), 1u);
+}
+
+TEST(Sweep, SuccessiveHalvingKeepsTheBest) {
+  SweepOptions o = small_sweep();
+  o.base.epochs = 4;
+  o.halving = 2;  // rungs after epochs 1 and 2: 12 -> 6 -> 3
+  SweepResult r = run_sweep(o);
+  int full = 0, halted = 0;
+  for (const SweepRun& x : r.runs) {
+    if (x.diverged) continue;
+    if (x.halted) ++halted;
+    else if (x.val_loss.size() == 4) ++full;
+  }
+  EXPECT_EQ(full + halted + [&] { int d = 0; for (auto& x : r.runs) d += x.diverged; return d; }(), 12);
+  EXPECT_LE(full, 3);
+  EXPECT_GE(full, 1);
+  // A survivor's rung-2 loss is no worse than any run halted at rung 2.
+  for (const SweepRun& s : r.runs)
+    if (!s.halted && !s.diverged)
+      for (const SweepRun& h : r.runs)
+        if (h.halted && h.val_loss.size() == 2) EXPECT_LE(s.val_loss[1], h.val_loss[1]);
+}
+
+TEST(Sweep, SeedsRepeatWithDifferentDataOrders) {
+  SweepOptions o = small_sweep();
+  o.lrs = {1e-2};
+  o.schedules = {"constant"};
+  o.optimizers = {"adam()"};
+  o.seeds = 3;
+  SweepResult r = run_sweep(o);
+  ASSERT_EQ(r.runs.size(), 3u);
+  EXPECT_NE(r.runs[0].val_loss.back(), r.runs[1].val_loss.back());
+  std::string table = sweep_table(r);
+  EXPECT_NE(table.find("+-"), std::string::npos) << table;
+}
+
+TEST(SweepResults, JsonRoundTripsAndShardsMergeToTheWhole) {
+  SweepOptions o = small_sweep();
+  SweepResult whole = run_sweep(o);
+  std::vector<SweepResult> shards;
+  for (int64_t i = 0; i < 3; ++i) {
+    SweepOptions s = o;
+    s.shard_index = i;
+    s.shard_count = 3;
+    shards.push_back(read_sweep_results(sweep_results_json(run_sweep(s)), "shard"));
+  }
+  SweepResult merged = merge_sweeps(shards);
+  expect_same_runs(whole, merged, 1e-5);
+  SweepResult back = read_sweep_results(sweep_results_json(whole), "x");
+  expect_same_runs(whole, back, 0);
+  EXPECT_EQ(back.runs[4].lr_curve, whole.runs[4].lr_curve);
+  // Overlapping shards and foreign sweeps are refused.
+  EXPECT_THROW(merge_sweeps({shards[0], shards[0]}), Error);
+  SweepOptions other = o;
+  other.base.epochs = 2;
+  other.shard_count = 3;
+  EXPECT_THROW(merge_sweeps({shards[0], run_sweep(other)}), Error);
+}
+
+TEST(SweepResults, ReaderRefusesForeignOrDamagedFiles) {
+  SweepOptions o = small_sweep();
+  o.lrs = {1e-2};
+  std::string good = sweep_results_json(run_sweep(o));
+  EXPECT_NO_THROW(read_sweep_results(good, "x"));
+  for (const std::string& bad : {std::string("not json"), std::string("{}"), std::string("[1,2]"),
+                                 good.substr(0, good.size() / 2)})
+    EXPECT_THROW(read_sweep_results(bad, "x"), Error);
+  auto j = nlohmann::json::parse(good);
+  j["runs"][0]["id"] = 999;
+  EXPECT_THROW(read_sweep_results(j.dump(), "x"), Error);
+  j = nlohmann::json::parse(good);
+  j["runs"][0]["val_loss"] = "x";
+  EXPECT_THROW(read_sweep_results(j.dump(), "x"), Error);
+  j = nlohmann::json::parse(good);
+  j["runs"][0]["train_loss"].push_back(1.0);
+  EXPECT_THROW(read_sweep_results(j.dump(), "x"), Error);
+}
+
+TEST(SweepReport, HtmlIsSelfContained) {
+  SweepOptions o = small_sweep();
+  std::string html = sweep_report_html(run_sweep(o));
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org"));  // only the SVG namespace
+  EXPECT_NE(html.find("Final validation loss against base rate"), std::string::npos);
+  EXPECT_NE(html.find("Learning-rate curves"), std::string::npos);
+}
+
+const char* kSmallCli =
+    "--data spirals --samples 900 --hidden 16,16 --epochs 2 --batch 50 --device cpu --quiet "
+    "--lr 1e-3:1e-1:3 --schedule constant 'exp(gamma=0.5,every=1ep)' --optimizer 'adam()' 'sgd(momentum=0.9)'";
+
+TEST(SweepCli, WritesOutputsAndRanks) {
+  std::string out = temp_path("sweep_out");
+  auto r = run_cli(std::string("sweep ") + kSmallCli + " --out " + out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("rank"), std::string::npos);
+  EXPECT_NE(r.out.find("report.html"), std::string::npos);
+  auto j = nlohmann::json::parse(slurp(out + "/results.json"));
+  EXPECT_EQ(j["runs"].size(), 12u);
+  EXPECT_EQ(slurp(out + "/curves.csv").rfind("id,optimizer,schedule", 0), 0u);
+  // Shards and merge give the same results as the single run.
+  std::string s0 = temp_path("shard0"), s1 = temp_path("shard1"), merged = temp_path("merged");
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --shard 0/2 --out " + s0).status, 0);
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --shard 1/2 --out " + s1).status, 0);
+  auto m = run_cli("merge " + s0 + " " + s1 + " --out " + merged);
+  ASSERT_EQ(m.status, 0) << m.err;
+  SweepResult whole = read_sweep_results(slurp(out + "/results.json"), "whole");
+  SweepResult joined = read_sweep_results(slurp(merged + "/results.json"), "merged");
+  expect_same_runs(whole, joined, 1e-5);
+}
+
+TEST(SweepCli, BadInputGivesErrorAndStatus2) {
+  std::string foreign = temp_path("foreign.json");
+  write_file_atomic(foreign, "{\"format\": \"something else\"}");
+  struct Case {
+    std::string args, fragment;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"sweep --data spirals --device cpu --lr 1e-4:1e-1", "malformed range"},
+           {"sweep --data spirals --device cpu --lr 0.1 --shard 3/2", "out of range"},
+           {"sweep --data spirals --device cpu --lr 0.1 --shard 0/5", "more shards"},
+           {"sweep --data spirals --device cpu --lr 0.1 --shard x", "--shard"},
+           {"sweep --data spirals --device cpu --lr 0.1 --optimizer 'adamx()'", "unknown optimizer"},
+           {"sweep --data spirals --device cpu --lr 0.1 --halving 1", "halving"},
+           {"merge " + foreign + " --out " + temp_path("m"), "not an lrlab sweep results file"},
+           {"merge /nonexistent/dir --out " + temp_path("m"), "nonexistent"},
+       }) {
+    auto r = run_cli(c.args);
+    EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.fragment), std::string::npos) << c.args << "\n" << r.err;
+  }
+}
+
+TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  std::string one = temp_path("mpi_one"), two = temp_path("mpi_two");
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + one).status, 0);
+  std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np 2 " + std::string(LRLAB_CLI_PATH) + " sweep " +
+                    kSmallCli + " --out " + two + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  expect_same_runs(read_sweep_results(slurp(one + "/results.json"), "one"),
+                   read_sweep_results(slurp(two + "/results.json"), "two"), 1e-5);
+  std::string three = temp_path("mpi_many");
+  cmd = "mpirun --allow-run-as-root --oversubscribe -np 3 " + std::string(LRLAB_CLI_PATH) +
+        " sweep --data spirals --device cpu --quiet --lr 0.1 --out " + three + " >/dev/null 2>" + three + ".err";
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  EXPECT_NE(slurp(three + ".err").find("more shards or ranks"), std::string::npos);
+}
+
+TEST(SweepCli, InterruptWritesFinishedResults) {
+  std::string out = temp_path("interrupted");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string o = out;
+    execl(LRLAB_CLI_PATH, LRLAB_CLI_PATH, "sweep", "--data", "spirals", "--samples", "20000", "--hidden", "64,64",
+          "--epochs", "1000", "--device", "cpu", "--quiet", "--lr", "0.01", "--out", o.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  // Wait until the first epoch is done (the progress is not printed with --quiet, so poll time).
+  sleep(3);
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  auto j = nlohmann::json::parse(slurp(out + "/results.json"));
+  EXPECT_TRUE(j["interrupted"].get<bool>());
+  EXPECT_GE(j["runs"][0]["val_loss"].size(), 1u);
+  EXPECT_LT(j["runs"][0]["val_loss"].size(), 1000u);
+}
+
+}  // namespace
