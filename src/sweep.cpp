@@ -145,6 +145,13 @@ std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs) {
 }
 
 SweepResult run_sweep(const SweepOptions& o, const SweepObserver& obs, const volatile int* stop) {
+  sweep_grid(o);  // bad options fail before the data is read
+  DataSplits data = load_data(o.base.data, data_options(o.base, o.base.seed));
+  return run_sweep_on(o, data, obs, stop);
+}
+
+SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const SweepObserver& obs,
+                         const volatile int* stop) {
   const auto t0 = std::chrono::steady_clock::now();
   LRLAB_REQUIRE(o.mode == "packed" || o.mode == "streams" || o.mode == "sequential", "--mode must be packed, streams or sequential (got '",
                 o.mode, "')");
@@ -159,7 +166,6 @@ SweepResult run_sweep(const SweepOptions& o, const SweepObserver& obs, const vol
   LRLAB_REQUIRE(o.shard_count <= static_cast<int64_t>(grid.size()), "more shards or ranks (", o.shard_count,
                 ") than configurations (", grid.size(), ")");
   const Device device = parse_device(o.base.device);
-  DataSplits data = load_data(o.base.data, data_options(o.base, o.base.seed));
   const MlpConfig model = model_for(o.base, data.train);
 
   SweepResult res;

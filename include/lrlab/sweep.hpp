@@ -74,6 +74,9 @@ std::vector<SweepConfig> sweep_grid(const SweepOptions& options);
 // becomes true the sweep ends early and returns what it has, with `interrupted` set.
 SweepResult run_sweep(const SweepOptions& options, const SweepObserver& observer = {},
                       const volatile int* stop = nullptr);
+// The same on data already loaded (with data_options(options.base, options.base.seed)).
+SweepResult run_sweep_on(const SweepOptions& options, const DataSplits& data, const SweepObserver& observer = {},
+                         const volatile int* stop = nullptr);
 
 // Ranking: finished runs by best validation loss, then runs halted by halving, then diverged ones.
 std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs);
