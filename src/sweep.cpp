@@ -73,6 +73,33 @@ std::vector<float> sample_curve(const std::vector<float>& table, double lr, int6
   return out;
 }
 
+void summarize(SweepResult& res) {
+  for (SweepRun& r : res.runs) {
+    r.final_val_loss = r.val_loss.empty() ? NAN : r.val_loss.back();
+    r.final_val_accuracy = r.val_accuracy.empty() ? NAN : r.val_accuracy.back();
+    r.best_val_loss = NAN;
+    r.best_val_accuracy = NAN;
+    r.best_epoch = 0;
+    for (size_t e = 0; e < r.val_loss.size(); ++e) {
+      if (std::isfinite(r.val_loss[e]) && !(r.val_loss[e] >= r.best_val_loss)) {
+        r.best_val_loss = r.val_loss[e];
+        r.best_epoch = static_cast<int64_t>(e) + 1;
+      }
+      if (std::isfinite(r.val_accuracy[e]) && !(r.val_accuracy[e] <= r.best_val_accuracy))
+        r.best_val_accuracy = r.val_accuracy[e];
+    }
+  }
+}
+
+std::string options_json(const SweepOptions& o) {
+  nlohmann::json opts = {{"data", o.base.data}, {"hidden", o.base.hidden}, {"activation", o.base.activation},
+                         {"batch", o.base.batch}, {"epochs", o.base.epochs}, {"seed", o.base.seed},
+                         {"lrs", o.lrs}, {"schedules", o.schedules}, {"optimizers", o.optimizers},
+                         {"seeds", o.seeds}, {"halving", o.halving}, {"val_fraction", o.base.val_fraction},
+                         {"limit_train", o.base.limit_train}, {"samples", o.base.synthetic_samples}};
+  return opts.dump();
+}
+
 std::vector<int64_t> rung_epochs(int64_t epochs, double eta) {
   std::vector<int64_t> rungs;
   if (eta <= 1) return rungs;
@@ -169,6 +196,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   const MlpConfig model = model_for(o.base, data.train);
 
   SweepResult res;
+  res.options_json = options_json(o);
   res.data_description = data.description;
   res.device = device_name(device);
   res.mode = o.mode;
@@ -310,29 +338,16 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
     int64_t n_alive = 0;
     for (const SweepRun& r : res.runs) n_alive += alive(r);
     if (obs.on_epoch) obs.on_epoch(epoch + 1, o.base.epochs, n_alive, static_cast<int64_t>(res.runs.size()));
+    if (obs.on_partial && epoch + 1 < o.base.epochs && n_alive > 0) {
+      SweepResult partial = res;
+      partial.interrupted = true;
+      partial.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      summarize(partial);
+      obs.on_partial(partial);
+    }
     if (n_alive == 0) break;
   }
-  for (SweepRun& r : res.runs) {
-    r.final_val_loss = r.val_loss.empty() ? NAN : r.val_loss.back();
-    r.final_val_accuracy = r.val_accuracy.empty() ? NAN : r.val_accuracy.back();
-    r.best_val_loss = NAN;
-    r.best_val_accuracy = NAN;
-    r.best_epoch = 0;
-    for (size_t e = 0; e < r.val_loss.size(); ++e) {
-      if (std::isfinite(r.val_loss[e]) && !(r.val_loss[e] >= r.best_val_loss)) {
-        r.best_val_loss = r.val_loss[e];
-        r.best_epoch = static_cast<int64_t>(e) + 1;
-      }
-      if (std::isfinite(r.val_accuracy[e]) && !(r.val_accuracy[e] <= r.best_val_accuracy))
-        r.best_val_accuracy = r.val_accuracy[e];
-    }
-  }
-  nlohmann::json opts = {{"data", o.base.data}, {"hidden", o.base.hidden}, {"activation", o.base.activation},
-                         {"batch", o.base.batch}, {"epochs", o.base.epochs}, {"seed", o.base.seed},
-                         {"lrs", o.lrs}, {"schedules", o.schedules}, {"optimizers", o.optimizers},
-                         {"seeds", o.seeds}, {"halving", o.halving}, {"val_fraction", o.base.val_fraction},
-                         {"limit_train", o.base.limit_train}, {"samples", o.base.synthetic_samples}};
-  res.options_json = opts.dump();
+  summarize(res);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }

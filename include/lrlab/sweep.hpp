@@ -66,6 +66,8 @@ struct SweepResult {
 
 struct SweepObserver {
   std::function<void(int64_t epoch, int64_t epochs, int64_t alive, int64_t total)> on_epoch;
+  // After every epoch, the results so far (marked interrupted): what a crash would leave behind.
+  std::function<void(const SweepResult& partial)> on_partial;
 };
 
 std::vector<SweepConfig> sweep_grid(const SweepOptions& options);

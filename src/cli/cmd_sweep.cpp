@@ -79,6 +79,8 @@ int run_sweep_command(SweepArgs& a) {
                    static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
                    static_cast<long long>(total));
     };
+    if (!a.out.empty() && !mpi.active())
+      obs.on_partial = [&](const SweepResult& partial) { write_sweep_outputs(partial, a.out); };
     std::signal(SIGINT, on_interrupt);
     SweepResult mine = run_sweep(o, obs, &g_stop);
     if (tty) std::fprintf(stderr, "\n");
