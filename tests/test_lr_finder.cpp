@@ -1,0 +1,304 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_util.hpp"
+#include "lrlab/data.hpp"
+#include "lrlab/error.hpp"
+#include "lrlab/lr_finder.hpp"
+#include "lrlab/rng.hpp"
+#include "lrlab/schedule.hpp"
+#include "lrlab/train_engine.hpp"
+
+using namespace lrlab;
+using lrlab::testing::run_cli;
+using lrlab::testing::slurp;
+using lrlab::testing::temp_path;
+
+namespace {
+
+TrainOptions small_base() {
+  TrainOptions o;
+  o.data = "spirals";
+  o.synthetic_samples = 1500;
+  o.hidden = {16, 16};
+  o.batch = 50;
+  o.device = "cpu";
+  o.seed = 5;
+  return o;
+}
+
+DataSplits spirals() {
+  DataOptions d;
+  d.seed = 5;
+  d.synthetic_samples = 1500;
+  return load_data("spirals", d);
+}
+
+EngineConfig spirals_engine(const DataSplits& data, const std::string& optimizer) {
+  EngineConfig ec;
+  ec.model.inputs = data.train.dim;
+  ec.model.hidden = {16, 16};
+  ec.model.outputs = data.train.num_classes;
+  ec.optimizer = optimizer;
+  ec.replicas = {ReplicaSpec{1e-2f, "constant", 5}};
+  ec.batch = 50;
+  ec.epochs = 3;
+  ec.data_seed = 5;
+  return ec;
+}
+
+// fastai's `valley`, transcribed loop for loop, with the out-of-range index clamped as ours is.
+int64_t fastai_valley(const std::vector<double>& losses) {
+  const int64_t n = static_cast<int64_t>(losses.size());
+  int64_t max_start = 0, max_end = 0;
+  std::vector<int64_t> lds(n, 1);
+  for (int64_t i = 1; i < n; ++i)
+    for (int64_t j = 0; j < i; ++j) {
+      if (losses[i] < losses[j] && lds[i] < lds[j] + 1) lds[i] = lds[j] + 1;
+      if (lds[max_end] < lds[i]) {
+        max_end = i;
+        max_start = max_end - lds[max_end];
+      }
+    }
+  const double sections = static_cast<double>(max_end - max_start) / 3;
+  const int64_t idx = max_start + static_cast<int64_t>(sections) + static_cast<int64_t>(sections / 2);
+  return std::clamp<int64_t>(idx, 0, n - 1);
+}
+
+std::vector<double> log_ramp(size_t n) {
+  std::vector<double> lr(n);
+  for (size_t i = 0; i < n; ++i) lr[i] = std::pow(10.0, -4.0 + 0.1 * static_cast<double>(i));
+  return lr;
+}
+
+TEST(LrFinder, RateFollowsTheExponentialAndLinearRamps) {
+  const DataSplits data = spirals();
+  for (bool linear : {false, true}) {
+    TrainEngine eng(spirals_engine(data, "sgd()"), data);
+    FinderOptions f;
+    f.start = 1e-5;
+    f.end = 1e-2;  // too low to diverge: the whole ramp is run
+    f.steps = 50;  // over three epochs of 22 minibatches
+    f.linear = linear;
+    FinderCurve c = run_range_test(eng, f);
+    ASSERT_EQ(c.steps_run, 50);
+    EXPECT_FALSE(c.stopped_early);
+    ASSERT_EQ(c.lr.size(), 50u);
+    for (size_t i = 0; i < c.lr.size(); ++i) {
+      double frac = static_cast<double>(i) / 49;
+      double want = linear ? f.start + (f.end - f.start) * frac : f.start * std::pow(f.end / f.start, frac);
+      EXPECT_NEAR(c.lr[i], want, 1e-6 * want) << "step " << i << (linear ? " linear" : " exp");
+    }
+    EXPECT_EQ(c.lr.size(), c.loss.size());
+    EXPECT_EQ(c.lr.size(), c.smoothed.size());
+    // The first smoothed value is the first loss (the bias correction undoes the zero start).
+    EXPECT_NEAR(c.smoothed[0], c.loss[0], 1e-12);
+  }
+}
+
+TEST(LrFinder, StopsEarlyWhenTheRateBlowsUpAndSuggestsBelowIt) {
+  const DataSplits data = spirals();
+  TrainEngine eng(spirals_engine(data, "sgd(momentum=0.9)"), data);
+  FinderOptions f;
+  f.start = 1e-4;
+  f.end = 1e4;
+  f.steps = 120;
+  FinderCurve c = run_range_test(eng, f);
+  EXPECT_TRUE(c.stopped_early);
+  ASSERT_GT(c.steps_run, 20);
+  EXPECT_LT(c.steps_run, 120);
+  // Every point but the last stayed within 4x the lowest smoothed loss so far (the last one broke
+  // that rule, or the loss after it was not finite).
+  double lowest = c.smoothed[0];
+  for (size_t i = 0; i + 1 < c.smoothed.size(); ++i) {
+    lowest = std::min(lowest, c.smoothed[i]);
+    EXPECT_LE(c.smoothed[i], 4 * lowest) << i;
+  }
+
+  const double blow_up = c.lr.back();
+  for (double s : {c.steepest, c.valley}) {
+    EXPECT_GE(s, c.lr.front());
+    EXPECT_LT(s, blow_up);
+  }
+  EXPECT_GE(c.min_div10 * 10, c.lr.front());
+  EXPECT_LT(c.min_div10, blow_up / 10);
+  EXPECT_EQ(c.recommended, "valley");
+  EXPECT_EQ(c.suggestion, c.valley);
+}
+
+TEST(LrFinder, SuggestionRulesPickTheExpectedPoints) {
+  // Flat, a steep fall around index 5, then a rise: the steepest central slope is at 5,
+  // (2 - 4.9) / 0.2 = -14.5 against -11 at 6.
+  const std::vector<double> fall = {5, 5, 5, 5, 4.9, 4, 2, 1.8, 1.7, 1.6, 1.7, 3, 6};
+  EXPECT_EQ(steepest_index(log_ramp(fall.size()), fall), 5);
+  EXPECT_EQ(minimum_index(fall), 9);
+
+  // The longest descending run is 4, 3.5, ..., 1.0, 0.5 (indices 1..7 and 9, length 8, ending at
+  // 9); fastai starts it one before its first point (9 - 8 = 1) and goes 8/3 + 8/6 -> 2 + 1 in.
+  const std::vector<double> valley = {3, 4, 3.5, 3.0, 2.5, 2.0, 1.5, 1.0, 2.0, 0.5};
+  EXPECT_EQ(valley_index(valley), 4);
+  EXPECT_EQ(fastai_valley(valley), 4);
+
+  // Our O(n log n) valley agrees with fastai's double loop on noisy curves, ties included.
+  Rng rng(11);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<double> y(1 + trial % 60);
+    for (size_t i = 0; i < y.size(); ++i)
+      y[i] = std::round(8 * rng.uniform()) - 0.05 * static_cast<double>(i % 7);
+    ASSERT_EQ(valley_index(y), fastai_valley(y)) << "trial " << trial;
+  }
+}
+
+TEST(LrFinder, SuggestionsSkipTheTrimmedEnds) {
+  // 100 points: a steep fall in the first ten (trimmed, as fastai does), a gentle one in the
+  // middle, a deep minimum in the last five (trimmed too).
+  std::vector<double> lr = log_ramp(100), y(100, 3.0);
+  y[0] = 10, y[1] = 9, y[2] = 4;
+  for (size_t i = 40; i < 100; ++i) y[i] = 3.0 - 0.02 * static_cast<double>(std::min<size_t>(i, 60) - 40);
+  for (size_t i = 61; i < 95; ++i) y[i] = 2.6 + 0.03 * static_cast<double>(i - 60);
+  y[97] = 0.1;
+  Suggestions s = suggest(lr, y, 100);
+  EXPECT_TRUE(s.has_valley);
+  EXPECT_EQ(s.minimum, 60);
+  EXPECT_DOUBLE_EQ(s.min_div10_lr, lr[60] / 10);
+  EXPECT_GE(s.steepest, 40);
+  EXPECT_LE(s.steepest, 60);
+  EXPECT_GE(s.valley, 10);
+  EXPECT_LE(s.valley, 60);
+  EXPECT_DOUBLE_EQ(s.valley_lr, lr[s.valley]);
+
+  // A curve that only rises has no valley: min/10 is recommended.
+  std::vector<double> rising(100);
+  for (size_t i = 0; i < 100; ++i) rising[i] = 1 + 0.01 * static_cast<double>(i);
+  Suggestions r = suggest(lr, rising, 100);
+  EXPECT_FALSE(r.has_valley);
+  EXPECT_EQ(r.minimum, 10);
+  EXPECT_DOUBLE_EQ(r.min_div10_lr, lr[10] / 10);
+
+  // Too short to trim: the whole curve is read.
+  Suggestions shortc = suggest({1e-3, 1e-2, 1e-1}, {2.0, 1.0, 5.0}, 100);
+  EXPECT_EQ(shortc.minimum, 1);
+}
+
+TEST(LrFinder, RestoresTheModelSoTrainingStartsFromTheSameWeights) {
+  const DataSplits data = spirals();
+  TrainEngine used(spirals_engine(data, "adam()"), data);
+  TrainEngine fresh(spirals_engine(data, "adam()"), data);
+  const std::vector<float> p0 = used.params();
+  const std::string opt0 = used.optimizer().save();
+  FinderOptions f;
+  f.steps = 60;
+  FinderCurve c = run_range_test(used, f);
+  EXPECT_GT(c.steps_run, 0);
+  EXPECT_EQ(used.params(), p0);
+  EXPECT_EQ(used.optimizer().save(), opt0);
+  EXPECT_EQ(used.optimizer().step_count(), 0);
+
+  used.begin_epoch(0);
+  fresh.begin_epoch(0);
+  std::vector<float> la = used.run(10), lb = fresh.run(10);
+  EXPECT_EQ(la, lb);
+  std::vector<float> pa = used.params(), pb = fresh.params();
+  ASSERT_EQ(pa.size(), pb.size());
+  EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+}
+
+TEST(LrFinder, OneCurvePerOptimizer) {
+  FinderOptions f;
+  f.steps = 80;
+  std::vector<FinderCurve> curves = find_lr(small_base(), {"adam()", "sgd(momentum=0.9)", "rmsprop()"}, f);
+  ASSERT_EQ(curves.size(), 3u);
+  EXPECT_EQ(curves[0].optimizer, "adam()");
+  EXPECT_EQ(curves[1].optimizer, "sgd(momentum=0.9)");
+  EXPECT_EQ(curves[2].optimizer, "rmsprop()");
+  for (const FinderCurve& c : curves) {
+    EXPECT_GT(c.steps_run, 10) << c.optimizer;
+    EXPECT_GT(c.suggestion, 0) << c.optimizer;
+  }
+  EXPECT_NE(curves[0].loss, curves[1].loss);
+  // Every curve starts from the same weights and data order: at a rate of 1e-7 the first losses agree.
+  EXPECT_NEAR(curves[0].loss[0], curves[1].loss[0], 1e-5);
+
+  // The same test alone gives the same curve: the runs do not disturb each other.
+  std::vector<FinderCurve> alone = find_lr(small_base(), {"sgd(momentum=0.9)"}, f);
+  EXPECT_EQ(alone[0].loss, curves[1].loss);
+}
+
+TEST(LrFinder, BadOptionsThrow) {
+  const TrainOptions base = small_base();
+  auto with = [](auto change) {
+    FinderOptions f;
+    change(f);
+    return f;
+  };
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.start = 0; })), Error);
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.start = std::nan(""); })), Error);
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.end = 1e-8; })), Error);
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.end = INFINITY; })), Error);
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.end = 1e39; })), Error);
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.start = 1e-40; })), Error);
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.steps = 1; })), Error);
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.steps = kMaxTableSteps + 1; })), Error);
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.beta = 1; })), Error);
+  EXPECT_THROW(find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.stop_factor = 1; })), Error);
+  EXPECT_THROW(find_lr(base, {}, FinderOptions{}), Error);
+  EXPECT_THROW(find_lr(base, {"adam()", "nosuch()"}, FinderOptions{}), Error);
+  EXPECT_THROW(find_lr(base, {"adam(beta1=2)"}, FinderOptions{}), Error);
+  TrainOptions bad_batch = base;
+  bad_batch.batch = 0;
+  EXPECT_THROW(find_lr(bad_batch, {"adam()"}, FinderOptions{}), Error);
+  try {
+    find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.end = 1e-8; }));
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("end rate"), std::string::npos) << e.what();
+  }
+  const DataSplits data = spirals();
+  EngineConfig two = spirals_engine(data, "adam()");
+  two.replicas.push_back(two.replicas[0]);
+  TrainEngine eng(two, data);
+  EXPECT_THROW(run_range_test(eng, FinderOptions{}), Error);
+}
+
+TEST(LrFinder, CliPrintsSuggestionsAndWritesJsonAndSvg) {
+  const std::string json_path = temp_path("finder.json"), svg_path = temp_path("finder.svg");
+  auto r = run_cli("find-lr --data spirals --samples 1500 --hidden 16,16 --batch 50 --device cpu --steps 80 "
+                   "--optimizer 'adam()' 'sgd(momentum=0.9)' --json " + json_path + " --plot " + svg_path);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  for (const char* word : {"adam()", "sgd(momentum=0.9)", "valley", "steepest", "minimum/10", "<- recommended"})
+    EXPECT_NE(r.out.find(word), std::string::npos) << word << "\n" << r.out;
+
+  nlohmann::json doc = nlohmann::json::parse(slurp(json_path));
+  ASSERT_EQ(doc["curves"].size(), 2u);
+  for (const auto& c : doc["curves"]) {
+    const std::string rec = c["recommended"];
+    EXPECT_EQ(c["suggestion"].get<double>(), c["suggestions"][rec].get<double>());
+    EXPECT_EQ(c["lr"].size(), c["steps_run"].get<size_t>());
+    EXPECT_EQ(c["smoothed"].size(), c["lr"].size());
+    EXPECT_LT(c["suggestions"]["valley"].get<double>(), c["lr"].back().get<double>());
+  }
+  const std::string svg = slurp(svg_path);
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("sgd(momentum=0.9) steepest"), std::string::npos);
+  // The recommended mark is labelled with the rate the JSON gives, and a star.
+  char label[96];
+  std::snprintf(label, sizeof label, "adam() valley %.3g *", doc["curves"][0]["suggestions"]["valley"].get<double>());
+  if (doc["curves"][0]["recommended"] == "valley") EXPECT_NE(svg.find(label), std::string::npos) << label;
+  EXPECT_NE(svg.find("<polyline"), std::string::npos);
+  std::remove(json_path.c_str());
+  std::remove(svg_path.c_str());
+
+  for (const char* bad : {"--optimizer 'nosuch()'", "--start 1 --end 0.5", "--steps 1", "--mode cubic",
+                          "--start abc"}) {
+    auto e = run_cli(std::string("find-lr --data spirals --samples 600 --hidden 8 --device cpu ") + bad);
+    EXPECT_EQ(e.status, 2) << bad << "\n" << e.out << e.err;
+    EXPECT_EQ(e.err.rfind("error:", 0), 0u) << bad << "\n" << e.err;
+  }
+}
+
+}  // namespace

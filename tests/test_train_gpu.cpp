@@ -1,0 +1,100 @@
+// The training engine on the GPU against the CPU engine: same data, same seeds, same steps.
+// Skipped, with the reason, where no GPU exists.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "gpu.hpp"
+#include "lrlab/data.hpp"
+#include "lrlab/train.hpp"
+#include "lrlab/train_engine.hpp"
+
+using namespace lrlab;
+
+namespace {
+
+EngineConfig engine_config(Device d, int64_t K, bool graphs) {
+  EngineConfig c;
+  c.model.inputs = 2;
+  c.model.hidden = {32, 16};
+  c.model.outputs = 3;
+  c.optimizer = "adam()";
+  c.replicas.clear();
+  for (int64_t k = 0; k < K; ++k)
+    c.replicas.push_back({static_cast<float>(1e-3 * (k + 1)), k % 2 ? "step(every=1ep,gamma=0.5)" : "constant",
+                          static_cast<uint64_t>(k)});
+  c.batch = 64;
+  c.epochs = 3;
+  c.device = d;
+  c.graphs = graphs;
+  return c;
+}
+
+DataSplits spirals() {
+  DataOptions o;
+  o.synthetic_samples = 1000;  // 720 training samples: a partial last batch of 16
+  return load_data("spirals", o);
+}
+
+double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
+    num = std::max(num, std::abs(static_cast<double>(a[i]) - b[i]));
+    den = std::max(den, std::abs(static_cast<double>(b[i])));
+  }
+  return num / den;
+}
+
+TEST(TrainEngineGpu, MatchesTheCpuEngine) {
+  LRLAB_REQUIRE_GPU();
+  DataSplits data = spirals();
+  for (int64_t K : {int64_t(1), int64_t(4)}) {
+    TrainEngine cpu(engine_config(Device::CPU, K, false), data);
+    TrainEngine gpu(engine_config(Device::CUDA, K, true), data);
+    ASSERT_EQ(cpu.params(), gpu.params());  // same initialisation
+    for (int64_t epoch = 0; epoch < 2; ++epoch) {
+      cpu.begin_epoch(epoch);
+      gpu.begin_epoch(epoch);
+      std::vector<float> lc = cpu.run(cpu.steps_per_epoch());
+      std::vector<float> lg = gpu.run(gpu.steps_per_epoch());
+      EXPECT_LT(max_rel(lg, lc), 1e-3) << "K=" << K << " epoch " << epoch;
+    }
+    EXPECT_LT(max_rel(gpu.params(), cpu.params()), 1e-3) << "K=" << K;
+    TrainEngine::Eval ec = cpu.evaluate(Split::Val), eg = gpu.evaluate(Split::Val);
+    for (int64_t r = 0; r < K; ++r) EXPECT_NEAR(eg.loss[r], ec.loss[r], 1e-3 * std::abs(ec.loss[r]));
+    EXPECT_EQ(gpu.optimizer().step_count(0), 2 * gpu.steps_per_epoch());
+  }
+}
+
+TEST(TrainEngineGpu, GraphReplayEqualsEagerSteps) {
+  LRLAB_REQUIRE_GPU();
+  DataSplits data = spirals();
+  TrainEngine eager(engine_config(Device::CUDA, 3, false), data);
+  TrainEngine graphed(engine_config(Device::CUDA, 3, true), data);
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    eager.begin_epoch(epoch);
+    graphed.begin_epoch(epoch);
+    EXPECT_EQ(eager.run(eager.steps_per_epoch()), graphed.run(graphed.steps_per_epoch()));
+  }
+  EXPECT_EQ(eager.params(), graphed.params());
+}
+
+TEST(TrainEngineGpu, GuardRestoresOnTheGpu) {
+  LRLAB_REQUIRE_GPU();
+  TrainOptions o;
+  o.data = "spirals";
+  o.synthetic_samples = 1500;
+  o.hidden = {24, 24};
+  o.lr = 50.0;
+  o.epochs = 6;
+  o.batch = 50;
+  o.check_every = 5;
+  o.device = "cuda";
+  TrainReport r = train(o);
+  EXPECT_FALSE(r.stopped_by_guard);
+  EXPECT_FALSE(r.events.empty());
+  EXPECT_GT(r.test_accuracy, 0.6);
+}
+
+}  // namespace
