@@ -9,6 +9,7 @@
 #include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
 #include "lrlab/lr_finder.hpp"
+#include "lrlab/optimizer.hpp"
 #include "options.hpp"
 
 namespace lrlab::cli {
@@ -28,7 +29,7 @@ void print_curve(const FinderCurve& c, int64_t planned) {
   std::printf("\n%s: %lld of %lld steps", c.optimizer.c_str(), static_cast<long long>(c.steps_run),
               static_cast<long long>(planned));
   if (c.stopped_early)
-    std::printf(", stopped early: the loss diverged at lr %.3g\n", c.lr.back());
+    std::printf(", stopped early at lr %.3g: the loss diverged\n", c.lr.back());
   else
     std::printf(", did not diverge (a higher --end would show where it does)\n");
   const struct {
@@ -52,9 +53,12 @@ int run_find_lr(FindLrArgs& a) {
   f.linear = a.mode == "linear";
   LRLAB_REQUIRE(f.end > f.start, "--end (", a.end, ") must be above --start (", a.start, ")");
   LRLAB_REQUIRE(f.steps >= 2, "--steps must be at least 2 (got ", f.steps, ")");
+  validate_finder_options(f);
+  for (const std::string& spec : a.optimizers) parse_optimizer(spec);
+  const char* device = device_name(parse_device(o.device));
 
   std::printf("lrlab find-lr: %s, %lld steps from lr %.3g to %.3g (%s), device %s\n", o.data.c_str(),
-              static_cast<long long>(f.steps), f.start, f.end, a.mode.c_str(), o.device.c_str());
+              static_cast<long long>(f.steps), f.start, f.end, a.mode.c_str(), device);
   std::fflush(stdout);
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<FinderCurve> curves = find_lr(o, a.optimizers, f);
@@ -66,7 +70,8 @@ int run_find_lr(FindLrArgs& a) {
   return kExitOk;
 }
 
-Register reg("find-lr", "learning-rate range test: suggests a rate for each optimizer", [](CLI::App& sub) {
+Register reg("find-lr", "learning-rate range test: suggests a rate per optimizer (valley recommended)",
+             [](CLI::App& sub) {
   auto a = std::make_shared<FindLrArgs>();
   TrainOptions& o = a->o;
   sub.add_option("--data", o.data, "fashion-mnist, idx:DIR, csv:FILE[:regression], spirals, blobs or sine")
