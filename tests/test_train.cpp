@@ -261,6 +261,17 @@ TEST(TrainCli, DivergenceStopIsExitStatus3) {
   EXPECT_NE(r.out.find("[guard]"), std::string::npos) << r.out;
 }
 
+TEST(TrainCli, LrFindTrainsWithTheSuggestion) {
+  auto r = run_cli("train --data spirals --samples 1500 --hidden 24,24 --epochs 3 --batch 50 --lr find --device cpu --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const size_t at = r.out.find("suggests lr ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const double lr = std::atof(r.out.c_str() + at + 12);
+  EXPECT_GT(lr, 1e-7);
+  EXPECT_LT(lr, 10.0);
+  EXPECT_NE(r.out.find("test: loss"), std::string::npos);
+}
+
 TEST(TrainCli, ConfigFileSetsOptions) {
   const std::string cfg = temp_path("train.toml");
   {

@@ -7,6 +7,7 @@
 
 #include "command.hpp"
 #include "lrlab/error.hpp"
+#include "lrlab/lr_finder.hpp"
 #include "lrlab/train.hpp"
 #include "options.hpp"
 
@@ -25,7 +26,17 @@ int run_train(TrainArgs& a, CLI::App& sub) {
   TrainOptions& o = a.o;
   o.hidden = parse_int_list(a.hidden, "--hidden");
   o.lr_given = sub.count("--lr") > 0 || o.resume.empty();
-  o.lr = parse_rate(a.lr, "--lr");
+  if (a.lr == "find") {
+    // The range test on this run's model, data and optimizer; training then starts from the same
+    // initial weights with the recommended rate.
+    LRLAB_REQUIRE(o.resume.empty(), "--lr find starts a new run; it cannot be combined with --resume");
+    FinderCurve c = find_lr(o, {o.optimizer}, FinderOptions{}).at(0);
+    std::printf("lrlab find-lr: %s suggests lr %.3g (%s; steepest %.3g, valley %.3g, minimum/10 %.3g)\n",
+                o.optimizer.c_str(), c.suggestion, c.recommended.c_str(), c.steepest, c.valley, c.min_div10);
+    o.lr = c.suggestion;
+  } else {
+    o.lr = parse_rate(a.lr, "--lr");
+  }
   o.guard = a.guard == "on";
   const bool tty = isatty(STDERR_FILENO) && !a.quiet;
 
@@ -84,7 +95,7 @@ Register reg("train", "train an MLP by minibatches, on the GPU when present", []
   sub.add_option("--activation", o.activation, "relu, gelu, tanh, sigmoid or identity")->capture_default_str();
   sub.add_option("--optimizer", o.optimizer, "optimizer spec, e.g. \"adam(beta2=0.99)\" (see OPTIMIZERS.md)")
       ->capture_default_str();
-  sub.add_option("--lr", a->lr, "base learning rate (with --resume: a new rate for fine-tuning)")
+  sub.add_option("--lr", a->lr, "base learning rate, or 'find' to run the range test first (with --resume: a new rate for fine-tuning)")
       ->capture_default_str();
   sub.add_option("--schedule", o.schedule, "schedule spec, e.g. \"step(every=2ep,gamma=0.5)\"")
       ->capture_default_str();
