@@ -1,6 +1,7 @@
 // Embedding lrlab in a trainer: fit y = 3x - 1 by SGD on a flat parameter buffer, with AdamW, a
 // warmup + cosine schedule, a manual lowering half way and a save/restore of the optimizer state.
-// Runs on the GPU when one is present, else on the CPU. Exits non-zero if the fit fails.
+// Host buffers, so the CPU optimizer; with device buffers the same code takes lrlab::Device::CUDA.
+// Exits non-zero if the fit fails.
 #include <lrlab/device.hpp>
 #include <lrlab/optimizer.hpp>
 #include <lrlab/schedule.hpp>
