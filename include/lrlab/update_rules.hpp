@@ -100,6 +100,9 @@ LRLAB_HD int state_buffers(const OptimizerHyper& h) {
   return 0;
 }
 
+// max without fmaxf's NaN rules, which keep GCC from vectorising the CPU loop.
+LRLAB_HD float max_of(float a, float b) { return a > b ? a : b; }
+
 // The rules. `lr` is this step's rate for the parameter's group (ReplicaState::lr x group
 // multiplier), `wd` the group's weight decay; `g` the raw gradient.
 template <OptimKind K>
@@ -127,7 +130,7 @@ LRLAB_HD void update_element(const OptimizerHyper& h, const ReplicaState& s, flo
     v = h.beta2 * v + (1.0f - h.beta2) * g * g;
     float vv = v;
     if (h.amsgrad) {
-      s2 = fmaxf(s2, v);
+      s2 = max_of(s2, v);
       vv = s2;
     }
     float step_size = lr / s.bc1;
@@ -139,10 +142,15 @@ LRLAB_HD void update_element(const OptimizerHyper& h, const ReplicaState& s, flo
     v = h.alpha * v + (1.0f - h.alpha) * g * g;
     float avg;
     if (h.centered) {
-      float& ga = (h.momentum > 0.0f) ? s2 : s1;
+      // The average gradient lives in s2 with momentum (s1 holds the buffer), else in s1. Selected by
+      // value, not by reference, so the CPU loop stays vectorisable.
+      const bool with_momentum = h.momentum > 0.0f;
+      float ga = with_momentum ? s2 : s1;
       ga = h.alpha * ga + (1.0f - h.alpha) * g;
+      if (with_momentum) s2 = ga;
+      else s1 = ga;
       // v >= ga^2 in exact arithmetic; rounding can leave a tiny negative, which would be a NaN.
-      avg = sqrtf(fmaxf(v - ga * ga, 0.0f)) + h.eps;
+      avg = sqrtf(max_of(v - ga * ga, 0.0f)) + h.eps;
     } else {
       avg = sqrtf(v) + h.eps;
     }
