@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# lrlab's checks on a machine with an NVIDIA GPU, in one time-boxed run: build against the Debian
+# packages benchmarks/gpu_bundle.sh downloaded (or the system's when there is no bundle), the whole
+# test suite, the GPU tests under compute-sanitizer, bench_optim on the GPU and on the CPU, and
+# PyTorch's optimizers on the same sizes with the lrlab/torch ratios.
+#
+# Usage: benchmarks/gpu_check.sh OUTDIR
+# Writes OUTDIR/gpu_check.log (every part's full output), OUTDIR/summary.json and the benchmark JSON
+# files, and prints a summary table last. Exits 1 when any part failed, timed out or was left out for
+# lack of time. On a machine without a GPU the GPU parts report "skipped: no GPU".
+#
+# Environment:
+#   LRLAB_GPU_CHECK_QUICK=1     small sizes and few repetitions (for a try-out on a slow machine)
+#   LRLAB_GPU_CHECK_BUDGET=S    seconds for the whole run (default 330); parts past it are left out
+#   LRLAB_GPU_CHECK_TIME_SCALE=N  multiplies each part's time limit (slow machines; default 1)
+#   LRLAB_GPU_CHECK_BUILD=DIR   build folder (default build-gpucheck)
+#   LRLAB_GPU_BUNDLE=DIR        folder of .deb files (default .gpu-bundle/debs)
+#   LRLAB_CUDA_ARCH=NN          CUDA architecture (default: the GPU's compute capability; 90 without one)
+#   LRLAB_PYTHON=PATH           python with torch (default: the first of python3, /usr/bin/python3 that has it)
+#
+# Adding a check is one line in the list at the bottom:
+#   part NAME TIMEOUT_S [--gpu] [--after=PART,...] COMMAND ARGS...
+# --gpu skips it without a GPU, --after skips it unless those parts passed. COMMAND is a program or a
+# function of this file; a function states its key figure with `figure TEXT` (otherwise the last line
+# of its output is shown) and skips itself with `skip REASON`.
+set -uo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 OUTDIR" >&2
+  exit 2
+fi
+mkdir -p "$1" || exit 2
+OUT=$(cd "$1" && pwd)
+cd "$(dirname "$0")/.." || exit 2
+export OUT
+export ROOT=$PWD
+export BUILD=${LRLAB_GPU_CHECK_BUILD:-build-gpucheck}
+export BUNDLE=${LRLAB_GPU_BUNDLE:-.gpu-bundle/debs}
+export PREFIX=${TMPDIR:-/tmp}/lrlab-gpu-prefix
+export QUICK=${LRLAB_GPU_CHECK_QUICK:-0}
+export GPU_FILTER='*Gpu*:*Cuda*'
+JOBS=$(nproc)
+export JOBS
+DEADLINE=$((SECONDS + ${LRLAB_GPU_CHECK_BUDGET:-330}))
+LOG=$OUT/gpu_check.log
+STATE=$(mktemp -d) || exit 2
+export STATE
+trap 'rm -rf "$STATE"' EXIT
+export LRLAB_PART_FIGURE=$STATE/figure
+: >"$LOG"
+
+if [[ $QUICK == 1 ]]; then
+  export GPU_SIZES=1M,mixed CPU_SIZES=1M REPS=5
+else
+  export GPU_SIZES=1M,16M,256M,mixed CPU_SIZES=1M,16M REPS=20
+fi
+
+# ---- the machine ------------------------------------------------------------------------------------
+GPU_NAME="" CAP=""
+if command -v nvidia-smi >/dev/null 2>&1; then
+  IFS=, read -r GPU_NAME CAP < <(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>/dev/null | head -n1)
+  CAP=${CAP// /}
+fi
+export GPU_NAME
+export CUDA_ARCH=${LRLAB_CUDA_ARCH:-$([[ -n $CAP ]] && echo "${CAP/./}" || echo 90)}
+
+export ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+TORCH_PY="" TORCH_CUDA=0
+for py in ${LRLAB_PYTHON:-python3 /usr/bin/python3}; do
+  if cuda=$("$py" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null); then
+    TORCH_PY=$(command -v "$py") TORCH_CUDA=$cuda
+    break
+  fi
+done
+export TORCH_PY TORCH_CUDA
+export PY=${TORCH_PY:-$(command -v python3 || true)}
+
+SANITIZER=$(command -v compute-sanitizer || true)
+[[ -z $SANITIZER && -x /usr/local/cuda/bin/compute-sanitizer ]] && SANITIZER=/usr/local/cuda/bin/compute-sanitizer
+export SANITIZER
+
+{
+  echo "gpu_check $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname), $JOBS cores"
+  echo "GPU: ${GPU_NAME:-none} ${CAP:+(compute capability $CAP)}, CUDA architecture $CUDA_ARCH"
+  echo "nvcc: $( (nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null) | tail -n1)"
+  echo "cmake: $(cmake --version 2>/dev/null | head -n1); c++: $(c++ --version 2>/dev/null | head -n1)"
+  echo "python with torch: ${TORCH_PY:-none} (CUDA: $TORCH_CUDA); compute-sanitizer: ${SANITIZER:-none}"
+} | tee -a "$LOG"
+
+# ---- helpers available to every part ------------------------------------------------------------------
+figure() { printf '%s' "$*" >"$LRLAB_PART_FIGURE"; }
+skip() { figure "$*"; exit 77; }
+
+# JSON-quote a string (backslash, quote, control characters).
+json_str() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\t'/ }
+  s=${s//$'\n'/ }
+  printf '"%s"' "$s"
+}
+
+unpack_bundle() {
+  shopt -s nullglob
+  local debs=("$BUNDLE"/*.deb) d t l lib f
+  ((${#debs[@]})) || skip "no bundle at $BUNDLE: using the system's packages"
+  rm -rf "$PREFIX" && mkdir -p "$PREFIX/runtime" || exit 1
+  for d in "${debs[@]}"; do
+    if command -v dpkg >/dev/null 2>&1; then
+      dpkg -x "$d" "$PREFIX" || exit 1
+    else
+      f=$(realpath "$d") && t=$(mktemp -d) && (cd "$t" && ar x "$f" && tar -xf data.tar.* -C "$PREFIX") || exit 1
+      rm -rf "$t"
+    fi
+  done
+  # Absolute symbolic links (zlib's libz.so -> /lib/...) must stay inside the prefix.
+  while IFS= read -r l; do
+    t=$(readlink "$l")
+    [[ $t == /* ]] && ln -sfn "$PREFIX$t" "$l"
+  done < <(find "$PREFIX" -type l)
+  # CMake files that name /usr/... outright (OpenBLAS's config) must name the prefix instead.
+  grep -rlE '(^|[^A-Za-z0-9_./-])/usr/(include|lib|share)' --include='*.cmake' "$PREFIX" |
+    xargs -r sed -i -E "s#(^|[^A-Za-z0-9_./-])/usr/(include|lib|share)#\\1$PREFIX/usr/\\2#g"
+  # Fortran runtime libraries OpenBLAS needs, only where the system lacks them: the system's own
+  # (possibly newer) copies must keep winning for everything else.
+  for lib in libgfortran.so.5 libquadmath.so.0; do
+    if ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q "^\s*$lib "; then
+      f=$(find "$PREFIX" -name "$lib" | head -n1)
+      [[ -n $f ]] && ln -sf "$f" "$PREFIX/runtime/$lib"
+    fi
+  done
+  figure "${#debs[@]} packages into $PREFIX; runtime libs added: $(ls "$PREFIX/runtime" | paste -sd' ' | grep . || echo none)"
+}
+
+run_configure() {
+  local gen=() deps=() p=$PREFIX/usr a=$PREFIX/usr/lib/x86_64-linux-gnu
+  command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
+  if [[ $USE_PREFIX == 1 ]]; then
+    deps=(-DCMAKE_PREFIX_PATH="$p" -DZLIB_INCLUDE_DIR="$p/include" -DZLIB_LIBRARY="$a/libz.so")
+    [[ -d $a/openblas-pthread/cmake/openblas ]] && deps+=(-DOpenBLAS_DIR="$a/openblas-pthread/cmake/openblas")
+    [[ -d $a/cmake/GTest ]] && deps+=(-DGTest_DIR="$a/cmake/GTest")
+    [[ -d $p/share/cmake/CLI11 ]] && deps+=(-DCLI11_DIR="$p/share/cmake/CLI11")
+    [[ -d $p/share/cmake/nlohmann_json ]] && deps+=(-Dnlohmann_json_DIR="$p/share/cmake/nlohmann_json")
+  else
+    # A build folder configured with the bundle before must look for the system's packages again.
+    deps=(-UCMAKE_PREFIX_PATH -UOpenBLAS_DIR -UGTest_DIR -UCLI11_DIR -Unlohmann_json_DIR '-UZLIB_*')
+  fi
+  # CMAKE_POLICY_VERSION_MINIMUM lets CMake 4 read package files written for older CMake.
+  cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
+    -DCMAKE_POLICY_VERSION_MINIMUM=3.5 "${deps[@]}" || exit 1
+  figure "sm_$CUDA_ARCH, packages from $([[ $USE_PREFIX == 1 ]] && echo the bundle || echo the system)"
+}
+
+run_build() {
+  cmake --build "$BUILD" -j "$JOBS" || exit 1
+  figure "$JOBS jobs"
+}
+
+# The whole suite; two OpenMP/OpenBLAS threads per test so parallel tests do not oversubscribe cores.
+run_ctest() {
+  local j=$((JOBS / 2)) log=$STATE/ctest.out rc
+  ((j < 1)) && j=1
+  (cd "$BUILD" && OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 ctest --output-on-failure -j "$j" --timeout 300) 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  figure "$(grep -oE '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1), $(grep -c '(Skipped)' "$log") skipped"
+  exit "$rc"
+}
+
+# The GPU tests alone: with a GPU present none may skip itself.
+run_gpu_tests() {
+  local log=$STATE/gpu.out rc passed skipped
+  "$BUILD/tests/lrlab_tests" --gtest_filter="$GPU_FILTER" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  passed=$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')
+  skipped=$(grep -oE '^\[  SKIPPED \] [0-9]+' "$log" | grep -oE '[0-9]+$')
+  figure "${passed:-0} passed, ${skipped:-0} skipped"
+  ((rc == 0 && ${skipped:-0} == 0)) || exit 1
+}
+
+run_sanitizer() {
+  local tool=$1 log=$STATE/sanitizer.out rc
+  [[ -n $SANITIZER ]] || skip "no compute-sanitizer"
+  "$SANITIZER" --tool "$tool" --error-exitcode 3 "$BUILD/tests/lrlab_tests" --gtest_filter="$GPU_FILTER" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  grep -q 'Device not supported' "$log" && skip "compute-sanitizer does not support the device here"
+  figure "$(grep -oE '(ERROR|RACECHECK) SUMMARY: .*' "$log" | tail -n1)"
+  exit "$rc"
+}
+
+# Key figure of a benchmark JSON: Adam at the largest single-tensor size.
+adam_figure() {
+  [[ -n $PY ]] || return 0
+  figure "$("$PY" - "$1" <<'EOF'
+import json, sys
+rows = [r for r in json.load(open(sys.argv[1]))["results"] if r["optimizer"] == "adam()" and r["tensors"] == 1]
+if rows:
+    r = max(rows, key=lambda r: r["params"])
+    print(f"adam {r['case']}{' ' + r['impl'] if 'impl' in r else ''}: {r['step_ms']:.3f} ms, "
+          f"{r['gbps']:.1f} GB/s, {r['fraction_of_copy']:.2f} of copy")
+EOF
+)"
+}
+
+run_bench() {
+  local device=$1 sizes=$2 json=$3
+  shift 3
+  "$BUILD/benchmarks/bench_optim" --device "$device" --sizes "$sizes" --reps "$REPS" --json "$json" "$@" || exit 1
+  adam_figure "$json"
+}
+
+run_torch() {
+  local device=$1 sizes=$2 json=$3
+  shift 3
+  [[ -n $TORCH_PY ]] || skip "no python with torch"
+  [[ $device == cpu || $TORCH_CUDA == 1 ]] || skip "torch has no CUDA here"
+  # The bundle's OpenBLAS and Fortran runtime are for lrlab's binaries, not for torch.
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH PYTHONUNBUFFERED=1 "$TORCH_PY" benchmarks/torch_optim_bench.py \
+    --device "$device" --sizes "$sizes" --reps "$REPS" --json "$json" "$@" || exit 1
+  adam_figure "$json"
+}
+
+# lrlab train against eager PyTorch on Fashion-MNIST, the data on the GPU for both.
+run_compare_train() {
+  [[ -n $TORCH_PY ]] || skip "no python with torch"
+  [[ $1 == cpu || $TORCH_CUDA == 1 ]] || skip "torch has no CUDA here"
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH "$TORCH_PY" benchmarks/compare_train.py --lrlab "$BUILD/lrlab" \
+    --device "$1" --epochs 3 --json "$2" | tee "$STATE/compare_train.out" || exit 1
+  figure "$(tail -n1 "$STATE/compare_train.out")"
+}
+
+run_bench_sweep() {
+  "$BUILD/benchmarks/bench_sweep" --device "$1" --json "$2" 2>&1 | tee "$STATE/bench_sweep.out" || exit 1
+  figure "$(grep -E 'packed +K=64|packed +K=8' "$STATE/bench_sweep.out" | tail -n1 | tr -s ' ')"
+}
+
+run_compare() {
+  [[ -f $1 && -f $2 ]] || skip "missing $(basename "$1") or $(basename "$2")"
+  [[ -n $PY ]] || skip "no python"
+  "$PY" benchmarks/compare_optim.py "$1" "$2"
+}
+
+# ---- running parts and reporting -------------------------------------------------------------------
+declare -A status_of
+names=() statuses=() figures=() times=()
+
+part() {
+  local name=$1 limit=$2 needs_gpu=0 after="" status="" fig="" t0=$SECONDS left rc p out
+  shift 2
+  while (($#)); do
+    case $1 in
+      --gpu) needs_gpu=1 ;;
+      --after=*) after=${1#--after=} ;;
+      *) break ;;
+    esac
+    shift
+  done
+  if [[ $needs_gpu == 1 && -z $GPU_NAME ]]; then status=skipped fig="no GPU"; fi
+  IFS=, read -ra deps <<<"$after"
+  for p in "${deps[@]}"; do
+    [[ -n $status || ${status_of[$p]:-} == pass ]] || { status=skipped fig="$p did not pass"; break; }
+  done
+  left=$((DEADLINE - SECONDS - 5))
+  if [[ -z $status ]] && ((left < 10)); then status=CUT fig="no time left in the budget"; fi
+  if [[ -z $status ]]; then
+    limit=$((limit * ${LRLAB_GPU_CHECK_TIME_SCALE:-1}))
+    ((limit > left)) && limit=$left
+    out=$STATE/part.out
+    : >"$LRLAB_PART_FIGURE"
+    echo "--- $name (up to ${limit}s)"
+    printf '\n===== %s: %s (limit %ss, %s)\n' "$name" "$*" "$limit" "$(date -u +%T)" >>"$LOG"
+    # Its own process group under timeout, so everything it started goes when the time is up.
+    timeout -k 5 "$limit" bash -c '"$@"' "$name" "$@" >"$out" 2>&1 </dev/null
+    rc=$?
+    cat "$out" >>"$LOG"
+    fig=$(<"$LRLAB_PART_FIGURE")
+    [[ -z $fig ]] && fig=$(grep -v '^[[:space:]]*$' "$out" | tail -n1)
+    case $rc in
+      0) status=pass ;;
+      77) status=skipped ;;
+      124 | 137) status=TIMEOUT fig="after ${limit}s; $fig" ;;
+      *) status=FAIL fig="exit $rc; $fig" ;;
+    esac
+    if [[ $status == FAIL || $status == TIMEOUT ]]; then tail -n 25 "$out" | sed "s/^/  $name| /"; fi
+  fi
+  status_of[$name]=$status
+  names+=("$name") statuses+=("$status") figures+=("${fig:0:110}") times+=($((SECONDS - t0)))
+  printf '===== %s: %s (%ss) %s\n' "$name" "$status" "$((SECONDS - t0))" "$fig" >>"$LOG"
+}
+
+export -f figure skip unpack_bundle run_configure run_build run_ctest run_gpu_tests run_sanitizer \
+  adam_figure run_bench run_torch run_compare run_compare_train run_bench_sweep
+
+# ---- the checks ------------------------------------------------------------------------------------------
+part bundle 60 unpack_bundle
+export USE_PREFIX=0
+if [[ ${status_of[bundle]} == pass ]]; then
+  export USE_PREFIX=1
+  export LD_LIBRARY_PATH=$PREFIX/usr/lib/x86_64-linux-gnu/openblas-pthread:$PREFIX/runtime${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  [[ -d $PREFIX/usr/share/datasets/fashion-mnist ]] && export LRLAB_FASHION_MNIST_DIR=$PREFIX/usr/share/datasets/fashion-mnist
+fi
+
+part configure 90 run_configure
+part build 240 --after=configure run_build
+part ctest 150 --after=build run_ctest
+part gpu_tests 60 --gpu --after=build run_gpu_tests
+part memcheck 90 --gpu --after=build run_sanitizer memcheck
+part racecheck 60 --gpu --after=build run_sanitizer racecheck
+part bench_cuda 60 --gpu --after=build run_bench cuda "$GPU_SIZES" "$OUT/bench_optim.json"
+part torch_cuda 90 --gpu run_torch cuda "$GPU_SIZES" "$OUT/torch_optim.json" --optimizers all
+part compare_cuda 20 --gpu --after=bench_cuda,torch_cuda run_compare "$OUT/bench_optim.json" "$OUT/torch_optim.json"
+part train_cuda 90 --gpu --after=build run_compare_train cuda "$OUT/compare_train_cuda.json"
+part sweep_cuda 90 --gpu --after=build run_bench_sweep cuda "$OUT/bench_sweep_cuda.json"
+part bench_cpu 45 --after=build run_bench cpu "$CPU_SIZES" "$OUT/bench_optim_cpu.json" --optimizers 'adam()'
+part torch_cpu 45 run_torch cpu "$CPU_SIZES" "$OUT/torch_optim_cpu.json"
+part compare_cpu 20 --after=bench_cpu,torch_cpu run_compare "$OUT/bench_optim_cpu.json" "$OUT/torch_optim_cpu.json"
+
+# ---- summary (last) --------------------------------------------------------------------------------------
+bad=0
+{
+  printf '{\n  "date": %s,\n  "gpu": %s,\n  "cuda_arch": %s,\n  "quick": %s,\n  "parts": [\n' \
+    "$(json_str "$(date -u '+%Y-%m-%d %H:%M:%S UTC')")" "$(json_str "$GPU_NAME")" "$(json_str "$CUDA_ARCH")" \
+    "$([[ $QUICK == 1 ]] && echo true || echo false)"
+  for i in "${!names[@]}"; do
+    printf '    {"part": %s, "status": %s, "seconds": %s, "figure": %s}%s\n' "$(json_str "${names[$i]}")" \
+      "$(json_str "${statuses[$i]}")" "${times[$i]}" "$(json_str "${figures[$i]}")" \
+      "$([[ $i -lt $((${#names[@]} - 1)) ]] && echo ,)"
+  done
+  printf '  ]\n}\n'
+} >"$OUT/summary.json"
+
+echo
+printf '%-13s %-8s %5s  %s\n' part status sec "key figure"
+for i in "${!names[@]}"; do
+  printf '%-13s %-8s %5s  %s\n' "${names[$i]}" "${statuses[$i]}" "${times[$i]}" "${figures[$i]}"
+  [[ ${statuses[$i]} == FAIL || ${statuses[$i]} == TIMEOUT || ${statuses[$i]} == CUT ]] && bad=1
+done
+echo "full log: $LOG; summary: $OUT/summary.json"
+exit "$bad"
