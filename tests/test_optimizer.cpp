@@ -31,7 +31,9 @@ std::vector<float> quadratic_grad(const std::vector<float>& p, const std::vector
 struct Variant {
   const char* spec;
   float lr;
-  double tol;  // max-norm relative error against float64 after 1000 steps
+  double tol;  // max-norm relative error against float64 after 1000 steps; PyTorch's own fp32 on
+               // this problem: 1.0e-6 to 2.1e-6, centered RMSprop 1.1e-5
+               // (benchmarks/torch_reference_error.py)
 };
 
 void PrintTo(const Variant& v, std::ostream* os) { *os << v.spec; }
@@ -68,6 +70,8 @@ TEST_P(OptimizerReference, ThousandStepsTrackFloat64) {
   EXPECT_EQ(opt.step_count(), 1000);
   double err = maxnorm_rel_error(p.data(), ref.p);
   EXPECT_LT(err, v.tol);
+  RecordProperty("maxnorm_rel_error", std::to_string(err));
+  std::printf("[ error    ] %-50s %.2e\n", v.spec, err);
   // The run must have moved the parameters: a rule that does nothing would also "track".
   double moved = 0;
   Rng rng0(42);
@@ -78,17 +82,17 @@ TEST_P(OptimizerReference, ThousandStepsTrackFloat64) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllRules, OptimizerReference,
-    ::testing::Values(Variant{"sgd()", 0.05f, 2e-5}, Variant{"sgd(momentum=0.9)", 0.01f, 2e-5},
-                      Variant{"sgd(momentum=0.9,nesterov=true,wd=0.01)", 0.01f, 2e-5},
-                      Variant{"sgd(momentum=0.5,dampening=0.3,maximize=false)", 0.02f, 2e-5},
-                      Variant{"adam()", 1e-2f, 2e-5}, Variant{"adam(amsgrad=true)", 1e-2f, 2e-5},
-                      Variant{"adam(wd=0.05,beta1=0.8,beta2=0.99,eps=1e-6)", 1e-2f, 2e-5},
-                      Variant{"adamw()", 1e-2f, 2e-5}, Variant{"adamw(wd=0.1,amsgrad=true)", 1e-2f, 2e-5},
-                      Variant{"rmsprop()", 1e-3f, 2e-5}, Variant{"rmsprop(momentum=0.9)", 1e-3f, 2e-5},
-                      Variant{"rmsprop(centered=true)", 1e-3f, 3e-5},
-                      Variant{"rmsprop(momentum=0.9,centered=true,wd=0.01)", 1e-3f, 3e-5},
-                      Variant{"adagrad()", 0.1f, 2e-5},
-                      Variant{"adagrad(lr_decay=0.01,initial_accumulator=0.1,wd=0.01)", 0.1f, 2e-5}));
+    ::testing::Values(Variant{"sgd()", 0.05f, 5e-6}, Variant{"sgd(momentum=0.9)", 0.01f, 5e-6},
+                      Variant{"sgd(momentum=0.9,nesterov=true,wd=0.01)", 0.01f, 5e-6},
+                      Variant{"sgd(momentum=0.5,dampening=0.3,maximize=false)", 0.02f, 5e-6},
+                      Variant{"adam()", 1e-2f, 5e-6}, Variant{"adam(amsgrad=true)", 1e-2f, 5e-6},
+                      Variant{"adam(wd=0.05,beta1=0.8,beta2=0.99,eps=1e-6)", 1e-2f, 5e-6},
+                      Variant{"adamw()", 1e-2f, 5e-6}, Variant{"adamw(wd=0.1,amsgrad=true)", 1e-2f, 5e-6},
+                      Variant{"rmsprop()", 1e-3f, 5e-6}, Variant{"rmsprop(momentum=0.9)", 1e-3f, 5e-6},
+                      Variant{"rmsprop(centered=true)", 1e-3f, 1e-5},
+                      Variant{"rmsprop(momentum=0.9,centered=true,wd=0.01)", 1e-3f, 1e-5},
+                      Variant{"adagrad()", 0.1f, 5e-6},
+                      Variant{"adagrad(lr_decay=0.01,initial_accumulator=0.1,wd=0.01)", 0.1f, 5e-6}));
 
 TEST(OptimizerReplicas, EachReplicaHasItsOwnRateTableAndStep) {
   const int64_t n = 257, K = 3, ld = 260;
