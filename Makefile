@@ -30,3 +30,14 @@ demo: build
 
 clean:
 	rm -rf $(BUILD)
+
+# Hardening: host code and CPU-path tests under ASan + UBSan (into build-asan), and the libFuzzer
+# targets of tests/fuzz (built with clang into build-fuzz), each run FUZZ_SECONDS.
+FUZZ_SECONDS ?= 30
+.PHONY: test-sanitize fuzz
+
+test-sanitize: deps
+	JOBS=$(JOBS) scripts/test_sanitize.sh build-asan
+
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh

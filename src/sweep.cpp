@@ -156,21 +156,6 @@ std::vector<SweepConfig> sweep_grid(const SweepOptions& o) {
   return grid;
 }
 
-std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs) {
-  std::vector<size_t> idx(runs.size());
-  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-  auto tier = [](const SweepRun& r) { return r.diverged ? 2 : r.halted ? 1 : 0; };
-  auto key = [](const SweepRun& r) { return std::isfinite(r.best_val_loss) ? r.best_val_loss : INFINITY; };
-  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
-    const SweepRun &x = runs[a], &y = runs[b];
-    if (tier(x) != tier(y)) return tier(x) < tier(y);
-    if (tier(x) == 1 && x.val_loss.size() != y.val_loss.size()) return x.val_loss.size() > y.val_loss.size();
-    if (key(x) != key(y)) return key(x) < key(y);
-    return x.config.id < y.config.id;
-  });
-  return idx;
-}
-
 SweepResult run_sweep(const SweepOptions& o, const SweepObserver& obs, const volatile int* stop) {
   sweep_grid(o);  // bad options fail before the data is read
   DataSplits data = load_data(o.base.data, data_options(o.base, o.base.seed));

@@ -20,7 +20,9 @@ class ByteWriter {
     static_assert(std::is_trivially_copyable_v<T>);
     out_.append(reinterpret_cast<const char*>(&v), sizeof v);
   }
-  void put_bytes(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
+  void put_bytes(const void* p, size_t n) {
+    if (n) out_.append(static_cast<const char*>(p), n);
+  }
   void put_string(const std::string& s) {
     put<uint64_t>(s.size());
     out_ += s;
@@ -54,7 +56,7 @@ class ByteReader {
   }
   void get_bytes(void* p, size_t n) {
     need(n);
-    std::memcpy(p, b_.data() + pos_, n);
+    if (n) std::memcpy(p, b_.data() + pos_, n);  // p may be null when n is 0 (an empty vector)
     pos_ += n;
   }
   std::string get_string(size_t max_len = 1 << 20) {
