@@ -3,7 +3,7 @@
 # otherwise it prints the exact command to run and fails.
 set -euo pipefail
 pkgs=(cmake ninja-build g++ make libgtest-dev libcli11-dev libopenblas-dev nlohmann-json3-dev
-      zlib1g-dev libopenmpi-dev openmpi-bin "$@")
+      zlib1g-dev libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
