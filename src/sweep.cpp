@@ -271,7 +271,10 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
         run.val_accuracy.push_back(val.accuracy[r]);
         const std::vector<float>& table = eng.table(r);
         run.lr.push_back(run.config.lr * table[std::min<size_t>((epoch + 1) * spe - 1, table.size() - 1)]);
-        if (!std::isfinite(mean) || mean > o.diverge_factor * lane.best_train[r] || !std::isfinite(val.loss[r])) {
+        // Diverged: a non-finite loss, or one that grew past diverge_factor x its best and back above
+        // where the first epoch left it (a loss near zero may wobble by large factors harmlessly).
+        const bool blew_up = mean > o.diverge_factor * lane.best_train[r] && mean > run.train_loss.front();
+        if (!std::isfinite(mean) || blew_up || !std::isfinite(val.loss[r])) {
           run.diverged = true;
           run.diverged_epoch = epoch + 1;
           eng.optimizer().set_scale(0.0f, r);  // stop updating it; it no longer affects the others

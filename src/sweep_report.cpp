@@ -39,19 +39,6 @@ std::string status(const SweepRun& r) {
   return "ok";
 }
 
-std::string html_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '&': o += "&amp;"; break;
-      case '"': o += "&quot;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
 
 // The reader's accessors: every field checked, so a foreign or damaged file is an error, not UB.
 struct Reader {
@@ -328,8 +315,8 @@ std::string sweep_report_html(const SweepResult& r) {
     << "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}"
        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td.l{text-align:left}h2{margin-top:1.5em}</style>"
        "</head><body>\n";
-  h << "<h1>lrlab sweep</h1>\n<p>" << html_escape(r.data_description) << "; device " << html_escape(r.device)
-    << ", mode " << html_escape(r.mode) << ", " << r.epochs << " epochs of " << r.steps_per_epoch << " steps, "
+  h << "<h1>lrlab sweep</h1>\n<p>" << xml_escape(r.data_description) << "; device " << xml_escape(r.device)
+    << ", mode " << xml_escape(r.mode) << ", " << r.epochs << " epochs of " << r.steps_per_epoch << " steps, "
     << r.runs.size() << " configurations" << (r.interrupted ? " (interrupted: partial results)" : "") << ".</p>\n";
   h << "<h2>Ranking</h2>\n<table><tr><th>rank</th><th>id</th><th>optimizer</th><th>schedule</th><th>lr</th>"
        "<th>final val loss</th><th>best val loss</th><th>final acc</th><th>best acc</th><th>best epoch</th><th>status</th></tr>\n";
@@ -340,8 +327,8 @@ std::string sweep_report_html(const SweepResult& r) {
     std::snprintf(buf, sizeof buf, "<td>%.3g</td><td>%.4f</td><td>%.4f</td><td>%.2f%%</td><td>%.2f%%</td><td>%lld</td>",
                   x.config.lr, x.final_val_loss, x.best_val_loss, 100 * x.final_val_accuracy, 100 * x.best_val_accuracy,
                   static_cast<long long>(x.best_epoch));
-    h << "<tr><td>" << k + 1 << "</td><td>" << x.config.id << "</td><td class=l>" << html_escape(x.config.optimizer)
-      << "</td><td class=l>" << html_escape(x.config.schedule) << "</td>" << buf << "<td class=l>" << status(x)
+    h << "<tr><td>" << k + 1 << "</td><td>" << x.config.id << "</td><td class=l>" << xml_escape(x.config.optimizer)
+      << "</td><td class=l>" << xml_escape(x.config.schedule) << "</td>" << buf << "<td class=l>" << status(x)
       << "</td></tr>\n";
   }
   h << "</table>\n";

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lrlab/error.hpp"
+#include "test_util.hpp"
 #include "lrlab/io.hpp"
 
 namespace lrlab {

@@ -12,6 +12,7 @@
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/mlp.hpp"
+#include "test_util.hpp"
 #include "lrlab/rng.hpp"
 
 namespace lrlab {
@@ -64,16 +65,7 @@ void randomise_biases(const MlpLayout& layout, std::vector<float>& p, uint64_t s
 
 // ---- naive double-precision reference -------------------------------------------------------
 
-double ref_activation(Activation a, double z) {
-  switch (a) {
-    case Activation::Relu: return z > 0 ? z : 0;
-    case Activation::Gelu: return 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)));
-    case Activation::Tanh: return std::tanh(z);
-    case Activation::Sigmoid: return 1 / (1 + std::exp(-z));
-    case Activation::Identity: return z;
-  }
-  return NAN;
-}
+using lrlab::testing::ref_activation;
 
 // Outputs [batch x outputs] of one replica.
 std::vector<double> ref_forward(const MlpLayout& layout, const std::vector<double>& p,

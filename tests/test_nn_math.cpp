@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "lrlab/nn_math.hpp"
+#include "test_util.hpp"
 
 namespace lrlab {
 namespace {
@@ -13,16 +14,7 @@ namespace {
 const Activation kAll[] = {Activation::Relu, Activation::Gelu, Activation::Tanh,
                            Activation::Sigmoid, Activation::Identity};
 
-double ref_forward(Activation a, double z) {
-  switch (a) {
-    case Activation::Relu: return z > 0 ? z : 0;
-    case Activation::Gelu: return 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)));
-    case Activation::Tanh: return std::tanh(z);
-    case Activation::Sigmoid: return 1 / (1 + std::exp(-z));
-    case Activation::Identity: return z;
-  }
-  return NAN;
-}
+double ref_forward(Activation a, double z) { return lrlab::testing::ref_activation(a, z); }
 
 double ref_derivative(Activation a, double z) {
   const double pi = 3.14159265358979323846;

@@ -7,20 +7,13 @@
 #include <vector>
 
 #include "lrlab/error.hpp"
+#include "test_util.hpp"
 #include "lrlab/plateau.hpp"
 
 namespace lrlab {
 namespace {
 
-template <typename Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using lrlab::testing::error_of;
 
 // The evaluations (1-based) at which the rule cut the scale.
 std::vector<int> cuts(ReduceOnPlateau& rule, const std::vector<double>& metrics) {

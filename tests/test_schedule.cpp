@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "lrlab/error.hpp"
+#include "test_util.hpp"
 #include "lrlab/schedule.hpp"
 
 namespace lrlab {
@@ -25,15 +26,7 @@ double m(const std::string& spec, int64_t t, double spe = 0, double base = 1) {
   return Schedule::parse(spec, spe).multiplier(t, base);
 }
 
-template <typename Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using lrlab::testing::error_of;
 
 std::string parse_error(const std::string& spec, double spe = 0) {
   return error_of([&] { Schedule::parse(spec, spe); });

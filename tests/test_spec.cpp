@@ -4,21 +4,13 @@
 #include <string>
 
 #include "lrlab/error.hpp"
+#include "test_util.hpp"
 #include "lrlab/spec.hpp"
 
 namespace lrlab {
 namespace {
 
-// The message of the lrlab::Error `fn` throws, or "" when it throws nothing.
-template <typename Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using lrlab::testing::error_of;
 
 std::string parse_error(const std::string& text) {
   return error_of([&] { spec::parse(text); });

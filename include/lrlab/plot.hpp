@@ -23,6 +23,9 @@ struct PlotOptions {
 // input still gives a valid SVG. Dense series are thinned to a few points per pixel column,
 // keeping each column's extremes. Throws lrlab::Error when a series' x and y differ in length or
 // the size is outside [160, 16000] x [120, 16000].
+// Text made safe for XML and HTML (the five entities; control characters dropped).
+std::string xml_escape(const std::string& text);
+
 std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& options);
 
 }  // namespace lrlab

@@ -37,7 +37,8 @@ struct SweepOptions {
   std::string mode = "packed";  // packed, streams, sequential
   double halving = 0;           // successive halving factor eta (> 1), 0: off
   int64_t workers = 0;          // concurrent lanes (CPU threads / GPU streams); 0: automatic
-  double diverge_factor = 4;    // diverged: epoch train loss above this multiple of its best, or not finite
+  double diverge_factor = 4;    // diverged: epoch train loss not finite, or above this multiple of its
+                                // best and above the first epoch's
   int64_t shard_index = 0, shard_count = 1;  // this process trains configs with id % count == index
 };
 
