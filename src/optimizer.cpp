@@ -111,6 +111,12 @@ struct Optimizer::Impl {
 
   ReplicaState* d_states = nullptr;
   float* d_buf[3] = {nullptr, nullptr, nullptr};
+  // stash(): the spare copy (host vectors on the CPU path, device arrays on the CUDA path).
+  std::vector<ReplicaState> stash_states;
+  std::vector<float> stash_host[3];
+  ReplicaState* d_stash_states = nullptr;
+  float* d_stash_buf[3] = {nullptr, nullptr, nullptr};
+  bool stashed = false;
   std::vector<float*> d_tables;
   double* d_grad_sq = nullptr;
   void* d_scratch = nullptr;
@@ -126,6 +132,8 @@ struct Optimizer::Impl {
     if (stream) cudaStreamSynchronize(stream);
     cudaFree(d_states);
     for (float* b : d_buf) cudaFree(b);
+    cudaFree(d_stash_states);
+    for (float* b : d_stash_buf) cudaFree(b);
     for (float* t : d_tables) cudaFree(t);
     cudaFree(d_grad_sq);
     cudaFree(d_scratch);
@@ -515,6 +523,59 @@ void Optimizer::load(const std::string& bytes) {
       m.host_buf[k] = std::move(bufs[k]);
     }
   }
+}
+
+void Optimizer::stash() {
+  Impl& m = *impl_;
+  const size_t bytes = sizeof(float) * m.K * m.ld;
+  if (!m.cuda()) {
+    m.stash_states = m.states;
+    for (int k = 0; k < m.nstate; ++k) m.stash_host[k] = m.host_buf[k];
+  } else {
+    if (!m.d_stash_states) {
+      LRLAB_CUDA_CHECK(cudaMalloc(&m.d_stash_states, sizeof(ReplicaState) * m.K));
+      for (int k = 0; k < m.nstate; ++k) LRLAB_CUDA_CHECK(cudaMalloc(&m.d_stash_buf[k], bytes));
+    }
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash_states, m.d_states, sizeof(ReplicaState) * m.K,
+                                     cudaMemcpyDeviceToDevice, m.stream));
+    for (int k = 0; k < m.nstate; ++k)
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash_buf[k], m.d_buf[k], bytes, cudaMemcpyDeviceToDevice, m.stream));
+  }
+  m.stashed = true;
+}
+
+void Optimizer::unstash() {
+  Impl& m = *impl_;
+  LRLAB_REQUIRE(m.stashed, "unstash() without a stash()");
+  const size_t bytes = sizeof(float) * m.K * m.ld;
+  if (!m.cuda()) {
+    // Tables and their pointers may have been replaced since; keep the current ones.
+    for (int64_t r = 0; r < m.K; ++r) {
+      const float* table = m.states[r].table;
+      const int64_t len = m.states[r].table_len;
+      m.states[r] = m.stash_states[r];
+      m.states[r].table = table;
+      m.states[r].table_len = len;
+    }
+    for (int k = 0; k < m.nstate; ++k) m.host_buf[k] = m.stash_host[k];
+    return;
+  }
+  for (int k = 0; k < m.nstate; ++k)
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_buf[k], m.d_stash_buf[k], bytes, cudaMemcpyDeviceToDevice, m.stream));
+  // Counters and scales come back; the table fields keep their current values (a table swapped after
+  // the stash stays).
+  std::vector<ReplicaState> now(m.K), then(m.K);
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(now.data(), m.d_states, sizeof(ReplicaState) * m.K, cudaMemcpyDeviceToHost, m.stream));
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(then.data(), m.d_stash_states, sizeof(ReplicaState) * m.K,
+                                   cudaMemcpyDeviceToHost, m.stream));
+  LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  for (int64_t r = 0; r < m.K; ++r) {
+    then[r].table = now[r].table;
+    then[r].table_len = now[r].table_len;
+  }
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_states, then.data(), sizeof(ReplicaState) * m.K, cudaMemcpyHostToDevice, m.stream));
+  LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  m.pull_states();
 }
 
 namespace {

@@ -226,9 +226,8 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   for (int64_t epoch = start_epoch; epoch < o.epochs && !rep.stopped_by_guard; ++epoch) {
     const auto t_epoch = std::chrono::steady_clock::now();
     eng.begin_epoch(epoch);
-    TrainEngine::Snapshot good;
     GuardState guard_at_good = guard;
-    if (o.guard) good = eng.snapshot();
+    if (o.guard) eng.stash();
     double loss_sum = 0;
     int64_t loss_count = 0;
     double train_seconds = 0;
@@ -255,7 +254,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
         if (g.count > 1 && guard_value(g) > o.guard_threshold * g.best) diverged = true;
       }
       if (diverged && o.guard) {
-        eng.restore(good);
+        eng.unstash();
         const double value = guard_value(g);
         guard = guard_at_good;
         guard.events += 1;
@@ -288,7 +287,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
       loss_sum += chunk_sum;
       loss_count += n;
       if (o.guard) {
-        good = eng.snapshot();
+        eng.stash();
         guard_at_good = guard;
       }
       if (obs.on_progress) {

@@ -57,7 +57,8 @@ struct TrainEngine::Impl {
 
   // CUDA path
   std::unique_ptr<MlpCuda> gpu;
-  DeviceBuffer<float> d_params, d_grads, d_xb, d_yb, d_loss, d_ring;
+  DeviceBuffer<float> d_params, d_grads, d_xb, d_yb, d_loss, d_ring, d_stash;
+  std::vector<float> stash_params;
   DeviceBuffer<int32_t> d_lb, d_perm;
   DeviceBuffer<int64_t> d_cursor;
   DeviceSplit d_train, d_val, d_test;
@@ -300,6 +301,29 @@ void TrainEngine::restore(const Snapshot& s) {
   m.opt.load(s.optimizer);
   if (m.cuda()) m.d_params.upload(s.params.data(), s.params.size(), m.stream);
   else m.params = s.params;
+}
+
+void TrainEngine::stash() {
+  Impl& m = *impl_;
+  m.opt.stash();
+  if (!m.cuda()) {
+    m.stash_params = m.params;
+    return;
+  }
+  if (!m.d_stash.size()) m.d_stash = DeviceBuffer<float>(m.d_params.size());
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash.get(), m.d_params.get(), m.d_params.size() * sizeof(float),
+                                   cudaMemcpyDeviceToDevice, m.stream));
+}
+
+void TrainEngine::unstash() {
+  Impl& m = *impl_;
+  m.opt.unstash();
+  if (!m.cuda()) {
+    m.params = m.stash_params;
+    return;
+  }
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_params.get(), m.d_stash.get(), m.d_params.size() * sizeof(float),
+                                   cudaMemcpyDeviceToDevice, m.stream));
 }
 
 }  // namespace lrlab

@@ -268,6 +268,25 @@ TEST(OptimizerState, ReplicaMovesBetweenOptimizers) {
   EXPECT_THROW(c.load_replica(0, a.save_replica(0)), Error);
 }
 
+TEST(OptimizerState, UnstashRollsBackToTheStash) {
+  const size_t n = 40;
+  Rng rng(23);
+  std::vector<float> p = normal_vector(n, rng);
+  Optimizer opt("adam(amsgrad=true)", Device::CPU, n);
+  EXPECT_THROW(opt.unstash(), Error);
+  std::vector<float> g = normal_vector(n, rng);
+  opt.step(p, g);
+  opt.stash();
+  const std::vector<float> m = opt.state_buffer(0), v = opt.state_buffer(2);
+  for (int i = 0; i < 3; ++i) opt.step(p, g);
+  opt.set_scale(0.25f);
+  opt.unstash();
+  EXPECT_EQ(opt.step_count(), 1);
+  EXPECT_EQ(opt.replica_state().scale, 1.0f);
+  EXPECT_EQ(opt.state_buffer(0), m);
+  EXPECT_EQ(opt.state_buffer(2), v);
+}
+
 TEST(OptimizerState, LoadRefusesForeignOrTruncatedState) {
   Optimizer a("adam()", Device::CPU, 10);
   std::string s = a.save();

@@ -161,6 +161,24 @@ TEST(OptimizerGpu, NonFiniteGradientSkipsOnDevice) {
   EXPECT_EQ(opt.replica_state().skipped, 1);
 }
 
+TEST(OptimizerGpu, UnstashRollsBackOnTheDevice) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 3001;
+  Rng rng(4);
+  std::vector<float> p = random_vector(n, rng), g = random_vector(n, rng);
+  Optimizer opt("rmsprop(momentum=0.9,centered=true)", Device::CUDA, n);
+  DeviceArray<float> dp(n), dg(n);
+  dp.upload(p);
+  dg.upload(g);
+  opt.step(dp.ptr, dg.ptr);
+  opt.stash();
+  const std::vector<float> buf = opt.state_buffer(1);
+  for (int i = 0; i < 3; ++i) opt.step(dp.ptr, dg.ptr);
+  opt.unstash();
+  EXPECT_EQ(opt.step_count(), 1);
+  EXPECT_EQ(opt.state_buffer(1), buf);
+}
+
 TEST(OptimizerGpu, SaveOnGpuLoadOnCpu) {
   LRLAB_REQUIRE_GPU();
   const int64_t n = 1000;

@@ -88,6 +88,11 @@ class Optimizer {
   std::string save() const;
   // Restores a state saved by an optimizer of the same kind and shape; throws lrlab::Error otherwise.
   void load(const std::string& bytes);
+  // One spare copy of the whole state (counters, scales, moments), kept where the state lives: stash()
+  // overwrites it, unstash() rolls back to it. On the CUDA path both are device-to-device copies
+  // enqueued on the stream, without a host sync, so a guard can keep a good state every few steps.
+  void stash();
+  void unstash();
   // One replica's state, to move a replica between optimizers of the same kind and replica size
   // (a sweep compacting its survivors).
   std::string save_replica(int64_t replica) const;

@@ -80,6 +80,11 @@ class TrainEngine {
   Snapshot snapshot() const;
   void restore(const Snapshot& s);
 
+  // The same kept in place (device memory on the GPU, no host sync): one spare copy of weights and
+  // optimizer state that unstash() rolls back to. For a guard that keeps a good state every few steps.
+  void stash();
+  void unstash();
+
   // The schedule table each replica was given (multipliers over total_steps()).
   const std::vector<float>& table(int64_t replica) const;
 
