@@ -53,14 +53,14 @@ std::vector<std::string> temporaries(const std::string& path, pid_t pid) {
 }
 
 // Starts `args`, waits until the process is in the middle of writing `path` (its temporary file
-// exists), waits a random fraction of a millisecond more and kills it. Returns true when the kill
+// exists), waits a random few hundred microseconds more and kills it. Returns true when the kill
 // landed inside the save (the temporary was left behind); removes the leftovers.
 bool kill_during_save(const std::vector<std::string>& args, const std::string& path, Rng& rng) {
   pid_t pid = spawn(args);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (temporaries(path, pid).empty() && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::microseconds(200));
-  std::this_thread::sleep_for(std::chrono::microseconds(rng.below(3000)));
+  std::this_thread::sleep_for(std::chrono::microseconds(rng.below(400)));
   kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -87,7 +87,7 @@ TEST(CrashSafety, KilledTrainingAlwaysLeavesALoadableCheckpoint) {
     ASSERT_EQ(waitpid(spawn(args), nullptr, 0) > 0, true);
     ASSERT_EQ(load_checkpoint(ck).epochs_done, 1);
   }
-  while (during_save < 50 && trials < 200) {
+  while (during_save < 50 && trials < 300) {
     ++trials;
     std::vector<std::string> args = kTrainArgs;
     args.insert(args.end(), {"--epochs", "100000", "--save", ck, "--resume", ck});
@@ -97,6 +97,8 @@ TEST(CrashSafety, KilledTrainingAlwaysLeavesALoadableCheckpoint) {
     last_epochs = c.epochs_done;
   }
   EXPECT_GE(during_save, 50) << "only " << during_save << " of " << trials << " kills landed inside a save";
+  RecordProperty("kills_inside_a_save", during_save);
+  RecordProperty("kills", trials);
   // The newest checkpoint resumes and trains one more epoch.
   std::string cmd;
   for (const std::string& a : kTrainArgs) cmd += "'" + a + "' ";
@@ -111,18 +113,20 @@ TEST(CrashSafety, KilledSweepAlwaysLeavesReadableResults) {
   const std::string results = out + "/results.json";
   Rng rng(7);
   int during_save = 0, trials = 0;
-  while (during_save < 50 && trials < 200) {
+  while (during_save < 50 && trials < 300) {
     ++trials;
     during_save += kill_during_save({"sweep", "--data", "spirals", "--samples", "400", "--hidden", "256,256", "--batch",
-                                     "400", "--device", "cpu", "--quiet", "--epochs", "100000", "--lr", "1e-3:1e-2:4",
+                                     "400", "--device", "cpu", "--quiet", "--epochs", "100000", "--lr", "1e-3:1e-2:16",
                                      "--out", out},
                                     results, rng);
     if (access(results.c_str(), F_OK) != 0) continue;  // killed inside the very first write
     SweepResult r = read_sweep_results(read_file(results, 1 << 28), "results.json");
     EXPECT_TRUE(r.interrupted);
-    EXPECT_EQ(r.runs.size(), 4u);
+    EXPECT_EQ(r.runs.size(), 16u);
   }
   EXPECT_GE(during_save, 50) << "only " << during_save << " of " << trials << " kills landed inside a write";
+  RecordProperty("kills_inside_a_write", during_save);
+  RecordProperty("kills", trials);
 }
 
 }  // namespace
