@@ -19,6 +19,7 @@
 #include "lrlab/optimizer.hpp"
 #include "lrlab/plot.hpp"
 #include "lrlab/schedule.hpp"
+#include "lrlab/smoothed_loss.hpp"
 
 namespace lrlab {
 
@@ -161,7 +162,7 @@ FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o) {
     opt.set_lr(1.0f);
     opt.set_scale(1.0f);
     opt.set_schedule(table);
-    double average = 0, best = std::numeric_limits<double>::infinity();
+    SmoothedLoss smoothed{o.beta};
     int64_t done = 0, epoch = 0;
     engine.begin_epoch(epoch);
     while (done < o.steps && !c.stopped_early) {
@@ -174,14 +175,11 @@ FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o) {
           c.stopped_early = true;
           break;
         }
-        const double count = static_cast<double>(c.lr.size() + 1);
-        average = o.beta * average + (1 - o.beta) * loss;
-        const double smooth = average / (1 - std::pow(o.beta, count));
+        const double smooth = smoothed.add(loss);
         c.lr.push_back(table[done + i]);
         c.loss.push_back(loss);
         c.smoothed.push_back(smooth);
-        best = std::min(best, smooth);
-        if (smooth > o.stop_factor * best) {
+        if (smooth > o.stop_factor * smoothed.best) {
           c.stopped_early = done + i + 1 < o.steps;
           break;
         }

@@ -28,20 +28,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Bias-corrected moving average of the loss (the LR finder's smoothing), and its best value.
-constexpr double kSmoothing = 0.98;
-
-void guard_observe(GuardState& g, double loss) {
-  g.count += 1;
-  g.smoothed = kSmoothing * g.smoothed + (1 - kSmoothing) * loss;
-  double s = g.smoothed / (1 - std::pow(kSmoothing, static_cast<double>(g.count)));
-  if (g.count == 1 || s < g.best) g.best = s;
-}
-
-double guard_value(const GuardState& g) {
-  return g.count ? g.smoothed / (1 - std::pow(kSmoothing, static_cast<double>(g.count))) : 0.0;
-}
-
 std::string model_identity(const MlpConfig& m, const std::string& data) {
   json j = {{"inputs", m.inputs}, {"hidden", m.hidden}, {"outputs", m.outputs},
             {"activation", activation_name(m.activation)}, {"loss", loss_name(m.loss)}, {"data", data}};
@@ -250,12 +236,11 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
           diverged = true;
           continue;
         }
-        guard_observe(g, l);
-        if (g.count > 1 && guard_value(g) > o.guard_threshold * g.best) diverged = true;
+        if (g.loss.add(l) > o.guard_threshold * g.loss.best && g.loss.count > 1) diverged = true;
       }
       if (diverged && o.guard) {
         eng.unstash();
-        const double value = guard_value(g);
+        const double value = g.loss.value();
         guard = guard_at_good;
         guard.events += 1;
         guard.scale *= o.guard_factor;

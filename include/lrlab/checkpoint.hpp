@@ -7,15 +7,14 @@
 #include <vector>
 
 #include "lrlab/plateau.hpp"
+#include "lrlab/smoothed_loss.hpp"
 
 namespace lrlab {
 
 struct GuardState {
   double scale = 1.0;      // the guard's factor on the rate
   int64_t events = 0;
-  double smoothed = 0.0;   // bias-corrected moving average of the loss (raw accumulator)
-  double best = 0.0;
-  int64_t count = 0;       // losses seen by the average
+  SmoothedLoss loss;       // the training loss it watches
 };
 
 struct Checkpoint {
