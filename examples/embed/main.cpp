@@ -3,6 +3,7 @@
 // Host buffers, so the CPU optimizer; with device buffers the same code takes lrlab::Device::CUDA.
 // Exits non-zero if the fit fails.
 #include <lrlab/device.hpp>
+#include <lrlab/error.hpp>
 #include <lrlab/optimizer.hpp>
 #include <lrlab/schedule.hpp>
 
