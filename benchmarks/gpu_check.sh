@@ -62,6 +62,8 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   CAP=${CAP// /}
 fi
 export GPU_NAME
+# On a GPU machine a GPU test that skips itself is a failure (tests/gpu.hpp).
+[[ -n $GPU_NAME ]] && export LRLAB_EXPECT_GPU=1
 export CUDA_ARCH=${LRLAB_CUDA_ARCH:-$([[ -n $CAP ]] && echo "${CAP/./}" || echo 90)}
 
 export ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}

@@ -1,6 +1,7 @@
 // The fused optimizer on the GPU: a CUB segmented reduction for gradient statistics (when
 // clipping or the finite check needs them), a one-thread-per-replica prepare kernel, and one update
 // launch over every parameter of every replica. The per-element math is update_rules.hpp's.
+#include <cub/device/device_reduce.cuh>
 #include <cub/device/device_segmented_reduce.cuh>
 #include <cuda/std/functional>
 #include <thrust/iterator/counting_iterator.h>
@@ -113,19 +114,29 @@ void launch_kind(const FusedArgs& a, const ReplicaState* states, dim3 grid, cuda
 
 }  // namespace
 
+// One replica: a reduction over the whole grid. Several: CUB's segmented reduction, one block per
+// replica (each replica's sum is still independent of the others).
 size_t cuda_grad_sq_scratch(const FusedArgs& a) {
   size_t bytes = 0;
-  LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
-      nullptr, bytes, square_iter(a.g), static_cast<double*>(nullptr), static_cast<int>(a.replicas),
-      offsets(a.ld, 0), offsets(a.ld, a.n), cuda::std::plus<double>{}, 0.0));
+  if (a.replicas == 1)
+    LRLAB_CUDA_CHECK(cub::DeviceReduce::Reduce(nullptr, bytes, square_iter(a.g), static_cast<double*>(nullptr),
+                                               a.n, cuda::std::plus<double>{}, 0.0));
+  else
+    LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
+        nullptr, bytes, square_iter(a.g), static_cast<double*>(nullptr), static_cast<int>(a.replicas),
+        offsets(a.ld, 0), offsets(a.ld, a.n), cuda::std::plus<double>{}, 0.0));
   return bytes;
 }
 
 void cuda_grad_sq(const FusedArgs& a, double* grad_sq, void* scratch, size_t scratch_bytes,
                   cudaStream_t stream) {
-  LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
-      scratch, scratch_bytes, square_iter(a.g), grad_sq, static_cast<int>(a.replicas),
-      offsets(a.ld, 0), offsets(a.ld, a.n), cuda::std::plus<double>{}, 0.0, stream));
+  if (a.replicas == 1)
+    LRLAB_CUDA_CHECK(cub::DeviceReduce::Reduce(scratch, scratch_bytes, square_iter(a.g), grad_sq, a.n,
+                                               cuda::std::plus<double>{}, 0.0, stream));
+  else
+    LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
+        scratch, scratch_bytes, square_iter(a.g), grad_sq, static_cast<int>(a.replicas), offsets(a.ld, 0),
+        offsets(a.ld, a.n), cuda::std::plus<double>{}, 0.0, stream));
 }
 
 void cuda_prepare(ReplicaState* states, const double* grad_sq, const OptimizerHyper& h, bool stats,

@@ -117,6 +117,7 @@ struct Optimizer::Impl {
   ReplicaState* d_stash_states = nullptr;
   float* d_stash_buf[3] = {nullptr, nullptr, nullptr};
   bool stashed = false;
+  bool captured = false;  // step() has been recorded into a CUDA graph
   std::vector<float*> d_tables;
   double* d_grad_sq = nullptr;
   void* d_scratch = nullptr;
@@ -215,7 +216,7 @@ struct Optimizer::Impl {
     a.nstate = nstate;
     a.stats = stats();
     auto aligned = [](const void* q, size_t b) { return reinterpret_cast<uintptr_t>(q) % b == 0; };
-    a.vec = ld % 4 == 0 && aligned(p, 16) && aligned(g, 16) && aligned(bf16, 8);
+    a.vec = (K == 1 || ld % 4 == 0) && aligned(p, 16) && aligned(g, 16) && aligned(bf16, 8);
     for (int k = 0; k < nstate; ++k) a.vec = a.vec && aligned(a.s[k], 16);
     return a;
   }
@@ -315,6 +316,9 @@ void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
   LRLAB_REQUIRE(params && grads, "optimizer step needs parameter and gradient buffers");
   detail::FusedArgs a = m.args(params, grads, bf16_copy);
   if (m.cuda()) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    LRLAB_CUDA_CHECK(cudaStreamIsCapturing(m.stream, &capture));
+    m.captured = m.captured || capture != cudaStreamCaptureStatusNone;
     if (a.stats) detail::cuda_grad_sq(a, m.d_grad_sq, m.d_scratch, m.scratch_bytes, m.stream);
     detail::cuda_prepare(m.d_states, m.d_grad_sq, m.h, a.stats, m.K, m.stream);
     detail::cuda_update(a, m.d_states, m.num_sms, m.stream);
@@ -351,6 +355,10 @@ void Optimizer::set_step(int64_t step, int64_t replica) {
 
 void Optimizer::set_grad_scale(float scale) {
   LRLAB_REQUIRE(std::isfinite(scale) && scale > 0.0f, "gradient scale must be finite and positive (got ", scale, ")");
+  // The first scale other than 1 adds the finite check to the step; a graph captured before would
+  // not contain it. Later changes of the scale are read from device memory and need no recapture.
+  LRLAB_REQUIRE(!(impl_->captured && !impl_->stats() && scale != 1.0f),
+                "set a gradient scale (or check_finite=true) before capturing step() in a CUDA graph");
   impl_->scaled_grads = impl_->scaled_grads || scale != 1.0f;
   impl_->each_replica(-1, [&](int64_t r) { impl_->write_field(r, &ReplicaState::inv_grad_scale, 1.0f / scale); });
 }

@@ -47,7 +47,14 @@ struct TrainEngine::Impl {
   int64_t K, P, spe, total;
   int64_t epoch = -1, cursor = 0;
   std::vector<std::vector<float>> tables;
-  cudaStream_t stream = nullptr;  // created by make_optimizer(), so declared before opt
+  // Created by make_optimizer(); declared before everything that uses it, so destroyed after them.
+  struct OwnedStream {
+    cudaStream_t s = nullptr;
+    ~OwnedStream() {
+      if (s) cudaStreamDestroy(s);
+    }
+  } owned_stream;
+  cudaStream_t stream = nullptr;
   Optimizer opt;
 
   // CPU path
@@ -103,8 +110,10 @@ struct TrainEngine::Impl {
       LRLAB_REQUIRE(std::isfinite(r.lr) && r.lr > 0, "learning rate must be positive and finite (got ", r.lr, ")");
       tables.push_back(Schedule::parse(r.schedule, static_cast<double>(spe)).table(total, r.lr));
     }
-    if (cfg.device == Device::CUDA)
-      LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    if (cfg.device == Device::CUDA) {
+      LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&owned_stream.s, cudaStreamNonBlocking));
+      stream = owned_stream.s;
+    }
     OptimizerSetup setup;
     setup.lr = cfg.replicas[0].lr;
     setup.replicas = K;
@@ -172,12 +181,19 @@ struct TrainEngine::Impl {
       return;
     }
     if (!exec) {
-      cudaGraph_t graph;
+      cudaGraph_t graph = nullptr;
       LRLAB_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-      enqueue_step(bsz);
+      try {
+        enqueue_step(bsz);
+      } catch (...) {
+        // Leave the stream usable: end the capture and drop what was recorded.
+        if (cudaStreamEndCapture(stream, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+        throw;
+      }
       LRLAB_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-      LRLAB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-      LRLAB_CUDA_CHECK(cudaGraphDestroy(graph));
+      cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      LRLAB_CUDA_CHECK(err);
     }
     LRLAB_CUDA_CHECK(cudaGraphLaunch(exec, stream));
   }
@@ -203,7 +219,6 @@ struct TrainEngine::Impl {
     if (graph_full) cudaGraphExecDestroy(graph_full);
     if (graph_last) cudaGraphExecDestroy(graph_last);
     if (stream) cudaStreamSynchronize(stream);
-    // The stream itself outlives the members that use it: ~TrainEngine destroys it.
   }
 };
 
@@ -212,11 +227,7 @@ TrainEngine::TrainEngine(EngineConfig config, const DataSplits& data)
   impl_->setup_buffers();
 }
 
-TrainEngine::~TrainEngine() {
-  cudaStream_t s = impl_ ? impl_->stream : nullptr;
-  impl_.reset();
-  if (s) cudaStreamDestroy(s);
-}
+TrainEngine::~TrainEngine() = default;
 
 int64_t TrainEngine::replicas() const { return impl_->K; }
 int64_t TrainEngine::steps_per_epoch() const { return impl_->spe; }

@@ -1,14 +1,22 @@
 // GPU tests run where a CUDA device exists and report themselves skipped, with the reason, elsewhere.
+// LRLAB_EXPECT_GPU=1 (set by benchmarks/gpu_check.sh) turns a skip into a failure, so a machine whose
+// driver cannot run this CUDA version does not pass its GPU tests vacuously.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "lrlab/device.hpp"
 
-#define LRLAB_REQUIRE_GPU()                                  \
-  do {                                                       \
-    std::string lrlab_why_;                                  \
-    if (!::lrlab::cuda_available(&lrlab_why_)) GTEST_SKIP() << lrlab_why_; \
+#define LRLAB_REQUIRE_GPU()                                                         \
+  do {                                                                              \
+    std::string lrlab_why_;                                                         \
+    if (!::lrlab::cuda_available(&lrlab_why_)) {                                    \
+      const char* lrlab_expect_ = std::getenv("LRLAB_EXPECT_GPU");                  \
+      if (lrlab_expect_ && std::string(lrlab_expect_) == "1")                       \
+        FAIL() << "LRLAB_EXPECT_GPU=1 but " << lrlab_why_;                          \
+      GTEST_SKIP() << lrlab_why_;                                                   \
+    }                                                                               \
   } while (0)

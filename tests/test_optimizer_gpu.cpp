@@ -23,6 +23,8 @@ struct DeviceArray {
   ~DeviceArray() { cudaFree(ptr); }
   void upload(const std::vector<T>& v) {
     LRLAB_CUDA_CHECK(cudaMemcpy(ptr, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    // A copy from pageable memory may return before it lands; later work runs on other streams.
+    LRLAB_CUDA_CHECK(cudaDeviceSynchronize());
   }
   std::vector<T> download() const {
     std::vector<T> v(n);

@@ -70,7 +70,7 @@ class Optimizer {
   // Schedule multipliers table[0..T-1]; the last value holds past T. Empty: constant 1.
   void set_schedule(const std::vector<float>& table, int64_t replica = -1);
   // Gradients arrive multiplied by this loss scale; they are divided by it in the kernel. A scale
-  // other than 1 turns the finite check on.
+  // other than 1 turns the finite check on, so set it before capturing step() in a CUDA graph.
   void set_grad_scale(float scale);
   // Resets the step counter (the schedule position) of a replica.
   void set_step(int64_t step, int64_t replica = -1);
@@ -89,8 +89,9 @@ class Optimizer {
   // Restores a state saved by an optimizer of the same kind and shape; throws lrlab::Error otherwise.
   void load(const std::string& bytes);
   // One spare copy of the whole state (counters, scales, moments), kept where the state lives: stash()
-  // overwrites it, unstash() rolls back to it. On the CUDA path both are device-to-device copies
-  // enqueued on the stream, without a host sync, so a guard can keep a good state every few steps.
+  // overwrites it, unstash() rolls back to it. On the CUDA path the moments move device to device:
+  // stash() is enqueued on the stream without a host sync (a guard can keep a good state every few
+  // steps); unstash(), the rare rollback, synchronises once to restore the counters.
   void stash();
   void unstash();
   // One replica's state, to move a replica between optimizers of the same kind and replica size
