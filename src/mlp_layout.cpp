@@ -123,16 +123,20 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
 void init_params(const MlpLayout& layout, float* params, uint64_t seed, Init init) {
   LRLAB_REQUIRE(params != nullptr, "init_params: params is null");
   const Activation act = layout.config().activation;
-  if (init == Init::Auto)
-    init = (act == Activation::Relu || act == Activation::Gelu) ? Init::He : Init::Xavier;
+  const bool rectifier = act == Activation::Relu || act == Activation::Gelu;
   std::fill(params, params + layout.size(), 0.0f);
   const auto& layers = layout.layers();
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerView& v = layers[l];
+    // Auto: He for the layers a rectifier follows; the output layer is linear, and He's factor 2
+    // there only inflates the initial logits (an initial loss far above log(classes)), so it and
+    // the layers of other activations get Glorot.
+    Init layer_init = init;
+    if (init == Init::Auto) layer_init = rectifier && l + 1 < layers.size() ? Init::He : Init::Xavier;
     // He keeps the variance of ReLU activations constant through depth (Var W = 2 / fan_in);
     // Glorot balances forward and backward variance (Var W = 2 / (fan_in + fan_out)).
-    const double var = init == Init::He ? 2.0 / static_cast<double>(v.in)
-                                        : 2.0 / static_cast<double>(v.in + v.out);
+    const double var = layer_init == Init::He ? 2.0 / static_cast<double>(v.in)
+                                              : 2.0 / static_cast<double>(v.in + v.out);
     const double stddev = std::sqrt(var);
     // One stream per layer: changing one layer's shape leaves the others' weights as they were.
     Rng rng(seed, l);

@@ -197,9 +197,11 @@ TEST(MlpInit, HeAndXavierVariances) {
     const MlpLayout layout(make_config(784, {256, 128}, 10, act, LossKind::SoftmaxCrossEntropy));
     std::vector<float> p(layout.size(), NAN);
     init_params(layout, p.data(), 42);
-    const bool he = act == Activation::Relu || act == Activation::Gelu;
+    const bool rectifier = act == Activation::Relu || act == Activation::Gelu;
     for (const LayerView& v : layout.layers()) {
       const auto [mean, var] = weight_stats(p.data() + v.w_offset, v.in * v.out);
+      // The linear output layer gets Glorot even in a rectifier network.
+      const bool he = rectifier && v.out != 10;
       const double want = he ? 2.0 / v.in : 2.0 / (v.in + v.out);
       // Relative standard error of a variance from n normal samples is sqrt(2/n) (<= 0.13 here);
       // 5 standard errors for the smallest (128 x 10) layer.
@@ -217,6 +219,17 @@ TEST(MlpInit, HeAndXavierVariances) {
   std::vector<float> p(layout.size());
   init_params(layout, p.data(), 7, Init::He);
   EXPECT_NEAR(weight_stats(p.data(), 512 * 512).second / (2.0 / 512), 1.0, 0.02);
+}
+
+TEST(MlpInit, RectifierNetworksGetGlorotOnTheirLinearOutputLayer) {
+  // Square layers, where He (2/in) and Glorot (2/(in+out)) differ by a factor of two.
+  const MlpLayout layout(make_config(512, {512}, 512, Activation::Relu, LossKind::MeanSquaredError));
+  std::vector<float> p(layout.size());
+  init_params(layout, p.data(), 5);
+  const LayerView& hidden = layout.layers()[0];
+  const LayerView& out = layout.layers()[1];
+  EXPECT_NEAR(weight_stats(p.data() + hidden.w_offset, 512 * 512).second * 512 / 2.0, 1.0, 0.05);
+  EXPECT_NEAR(weight_stats(p.data() + out.w_offset, 512 * 512).second * 1024 / 2.0, 1.0, 0.05);
 }
 
 TEST(MlpInit, DeterministicBySeed) {

@@ -60,7 +60,8 @@ class MlpLayout {
   int64_t size_ = 0;
 };
 
-// Auto: He for relu and gelu, Xavier (Glorot) otherwise; both normal distributions.
+// Auto: He for the hidden layers of relu and gelu networks, Xavier (Glorot) for the linear output
+// layer and for other activations; both normal distributions.
 enum class Init { Auto, He, Xavier };
 
 // Fills one replica's parameters (host memory, layout.size() floats) from `seed`: weights drawn
