@@ -165,8 +165,8 @@ SweepResult run_sweep(const SweepOptions& o, const SweepObserver& obs, const vol
 SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const SweepObserver& obs,
                          const volatile int* stop) {
   const auto t0 = std::chrono::steady_clock::now();
-  LRLAB_REQUIRE(o.mode == "packed" || o.mode == "streams" || o.mode == "sequential", "--mode must be packed, streams or sequential (got '",
-                o.mode, "')");
+  LRLAB_REQUIRE(o.mode == "auto" || o.mode == "packed" || o.mode == "streams" || o.mode == "sequential",
+                "--mode must be auto, packed, streams or sequential (got '", o.mode, "')");
   LRLAB_REQUIRE(o.halving == 0 || o.halving > 1, "--halving must be above 1 (got ", o.halving, ")");
   LRLAB_REQUIRE(o.shard_count >= 1 && o.shard_index >= 0 && o.shard_index < o.shard_count, "shard ", o.shard_index,
                 "/", o.shard_count, " is out of range (index must be from 0 to count-1)");
@@ -178,13 +178,14 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   LRLAB_REQUIRE(o.shard_count <= static_cast<int64_t>(grid.size()), "more shards or ranks (", o.shard_count,
                 ") than configurations (", grid.size(), ")");
   const Device device = parse_device(o.base.device);
+  const std::string mode = o.mode != "auto" ? o.mode : device == Device::CUDA ? "packed" : "streams";
   const MlpConfig model = model_for(o.base, data.train);
 
   SweepResult res;
   res.options_json = options_json(o);
   res.data_description = data.description;
   res.device = device_name(device);
-  res.mode = o.mode;
+  res.mode = mode;
   res.epochs = o.base.epochs;
   res.grid_size = static_cast<int64_t>(grid.size());
   res.shard_index = o.shard_index;
@@ -203,7 +204,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
     const SweepConfig& c = res.runs[i].config;
     size_t li;
     auto key = std::make_pair(c.optimizer, c.seed_index);
-    if (o.mode == "packed" && group_of.count(key)) {
+    if (mode == "packed" && group_of.count(key)) {
       li = group_of[key];
     } else {
       li = lanes.size();
@@ -225,8 +226,8 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
     lanes[li].runs.push_back(i);
   }
   const int64_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
-  int64_t workers = o.workers > 0 ? o.workers : (o.mode == "sequential" ? 1 : device == Device::CUDA ? 16 : hw);
-  if (o.mode == "sequential") workers = 1;
+  int64_t workers = o.workers > 0 ? o.workers : (mode == "sequential" ? 1 : device == Device::CUDA ? 16 : hw);
+  if (mode == "sequential") workers = 1;
   workers = std::min<int64_t>(workers, static_cast<int64_t>(lanes.size()));
   // Worker threads each get a share of the cores for their OpenMP loops and GEMMs.
   const int omp_threads = static_cast<int>(std::max<int64_t>(1, hw / workers));

@@ -34,7 +34,10 @@ struct SweepOptions {
   std::vector<std::string> schedules = {"constant"};
   std::vector<std::string> optimizers = {"adam()"};
   int64_t seeds = 1;
-  std::string mode = "packed";  // packed, streams, sequential
+  // packed, streams, sequential, or auto: packed on the GPU (one launch serves K replicas), streams on
+  // the CPU (its GEMMs run replica by replica, so packing saves nothing there while worker threads
+  // use every core: 8 configurations of the Fashion-MNIST MLP in 4x the time of one, against 8x).
+  std::string mode = "auto";
   double halving = 0;           // successive halving factor eta (> 1), 0: off
   int64_t workers = 0;          // concurrent lanes (CPU threads / GPU streams); 0: automatic
   double diverge_factor = 4;    // diverged: epoch train loss not finite, or above this multiple of its

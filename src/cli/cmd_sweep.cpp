@@ -129,8 +129,8 @@ Register sweep_reg("sweep", "train a grid of learning rates, schedules and optim
   sub.add_option("--seed", o.base.seed, "seed of the data split, first data order and initial weights")
       ->capture_default_str();
   sub.add_option("--device", o.base.device, "auto, cpu or cuda")->capture_default_str();
-  sub.add_option("--mode", o.mode, "packed, streams or sequential")
-      ->check(CLI::IsMember({"packed", "streams", "sequential"}))
+  sub.add_option("--mode", o.mode, "auto (packed on the GPU, streams on the CPU), packed, streams or sequential")
+      ->check(CLI::IsMember({"auto", "packed", "streams", "sequential"}))
       ->capture_default_str();
   sub.add_option("--halving", o.halving, "successive halving: keep the best 1/ETA at each rung (ETA > 1)");
   sub.add_option("--workers", o.workers, "concurrent engines (CPU threads or GPU streams); 0: automatic")
