@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include <iostream>
 #include <nlohmann/json.hpp>
+
+#include "lrlab/io.hpp"
 
 namespace lrlab::bench {
 
@@ -61,6 +64,15 @@ inline std::string cpu_model() {
   while (std::getline(f, line))
     if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
   return "unknown";
+}
+
+// A benchmark's JSON document: to `path` (atomically) when given, else to standard output. Adds the
+// date and the CPU, so every result says when and where it was measured.
+inline void write_report(nlohmann::json doc, const std::string& path) {
+  doc["date"] = today();
+  doc["cpu"] = cpu_model();
+  if (!path.empty()) write_file_atomic(path, doc.dump(2) + "\n");
+  else std::cout << doc.dump(2) << "\n";
 }
 
 }  // namespace lrlab::bench

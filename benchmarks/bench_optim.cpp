@@ -190,10 +190,7 @@ int main(int argc, char** argv) {
       if (gpu)
         for (auto& r : run_gpu(specs, c, reps)) rows.push_back(r);
     }
-    json doc = {{"benchmark", "bench_optim"}, {"date", bench::today()}, {"cpu", bench::cpu_model()},
-                {"threads", omp_get_max_threads()}, {"results", rows}};
-    if (!out.empty()) write_file_atomic(out, doc.dump(2) + "\n");
-    else std::cout << doc.dump(2) << "\n";
+    bench::write_report({{"benchmark", "bench_optim"}, {"threads", omp_get_max_threads()}, {"results", rows}}, out);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -92,10 +92,9 @@ int main(int argc, char** argv) {
         }
       }
     }
-    json doc = {{"benchmark", "bench_sweep"}, {"date", bench::today()}, {"cpu", bench::cpu_model()},
-                {"data", data}, {"hidden", hidden}, {"batch", batch}, {"steps", steps}, {"results", rows}};
-    if (!out.empty()) write_file_atomic(out, doc.dump(2) + "\n");
-    else std::cout << doc.dump(2) << "\n";
+    bench::write_report({{"benchmark", "bench_sweep"}, {"data", data}, {"hidden", hidden}, {"batch", batch},
+                         {"steps", steps}, {"results", rows}},
+                        out);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
