@@ -186,19 +186,23 @@ struct Optimizer::Impl {
     LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
+  // Host values into state buffer k at [offset, offset + n) of the flat (all-replica) buffer.
+  void write_buffer(int k, int64_t offset, const float* src, size_t n) {
+    if (cuda()) {
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(d_buf[k] + offset, src, n * sizeof(float), cudaMemcpyHostToDevice, stream));
+      LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    } else {
+      std::copy(src, src + n, host_buf[k].begin() + offset);
+    }
+  }
+
   void fill_state_buffers_initial() {
     // Adagrad's accumulator starts at initial_accumulator; every other moment at zero.
     float init0 = h.kind == OptimKind::Adagrad ? h.initial_accumulator : 0.0f;
     for (int k = 0; k < nstate; ++k) {
-      float v = k == 0 ? init0 : 0.0f;
-      if (cuda()) {
-        std::vector<float> tmp(static_cast<size_t>(K * ld), v);
-        LRLAB_CUDA_CHECK(cudaMemcpyAsync(d_buf[k], tmp.data(), tmp.size() * sizeof(float),
-                                         cudaMemcpyHostToDevice, stream));
-        LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
-      } else {
-        host_buf[k].assign(static_cast<size_t>(K * ld), v);
-      }
+      const std::vector<float> init(static_cast<size_t>(K * ld), k == 0 ? init0 : 0.0f);
+      if (!cuda()) host_buf[k].resize(init.size());
+      write_buffer(k, 0, init.data(), init.size());
     }
   }
 
@@ -223,6 +227,36 @@ struct Optimizer::Impl {
 };
 
 namespace {
+
+// The part of a replica's state that saved states carry; the rest is recomputed every step.
+void put_counters(ByteWriter& w, const ReplicaState& s) {
+  w.put(s.step);
+  w.put(s.base_lr);
+  w.put(s.scale);
+  w.put(s.inv_grad_scale);
+  w.put(s.skipped_total);
+}
+
+ReplicaState get_counters(ByteReader& rd) {
+  ReplicaState s;
+  s.step = rd.get<int64_t>();
+  s.base_lr = rd.get<float>();
+  s.scale = rd.get<float>();
+  s.inv_grad_scale = rd.get<float>();
+  s.skipped_total = rd.get<int64_t>();
+  LRLAB_REQUIRE(s.step >= 0 && s.skipped_total >= 0 && std::isfinite(s.base_lr) && s.base_lr >= 0 &&
+                    std::isfinite(s.scale) && s.scale >= 0 && std::isfinite(s.inv_grad_scale) && s.inv_grad_scale > 0,
+                rd.what(), ": invalid counters or scales at offset ", rd.offset());
+  return s;
+}
+
+void copy_counters(ReplicaState& dst, const ReplicaState& src) {
+  dst.step = src.step;
+  dst.base_lr = src.base_lr;
+  dst.scale = src.scale;
+  dst.inv_grad_scale = src.inv_grad_scale;
+  dst.skipped_total = src.skipped_total;
+}
 
 void validate_groups(std::vector<ParamGroup>& groups, int64_t n, float default_wd) {
   if (groups.empty()) groups.push_back({0, n, 1.0f, -1.0f});
@@ -408,15 +442,8 @@ void Optimizer::reset_replica(int64_t replica) {
   m.push_states();
   float init0 = m.h.kind == OptimKind::Adagrad ? m.h.initial_accumulator : 0.0f;
   for (int k = 0; k < m.nstate; ++k) {
-    float v = k == 0 ? init0 : 0.0f;
-    if (m.cuda()) {
-      std::vector<float> tmp(static_cast<size_t>(m.ld), v);
-      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_buf[k] + replica * m.ld, tmp.data(), tmp.size() * sizeof(float),
-                                       cudaMemcpyHostToDevice, m.stream));
-      LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-    } else {
-      std::fill(m.host_buf[k].begin() + replica * m.ld, m.host_buf[k].begin() + (replica + 1) * m.ld, v);
-    }
+    const std::vector<float> init(static_cast<size_t>(m.ld), k == 0 ? init0 : 0.0f);
+    m.write_buffer(k, replica * m.ld, init.data(), init.size());
   }
 }
 
@@ -463,12 +490,7 @@ std::string Optimizer::save() const {
   w.put<int32_t>(m.nstate);
   w.put<int32_t>(m.scaled_grads);
   for (int64_t r = 0; r < m.K; ++r) {
-    const ReplicaState& s = m.states[r];
-    w.put(s.step);
-    w.put(s.base_lr);
-    w.put(s.scale);
-    w.put(s.inv_grad_scale);
-    w.put(s.skipped_total);
+    put_counters(w, m.states[r]);
     w.put_vector(m.tables[r]);
   }
   for (int k = 0; k < m.nstate; ++k) w.put_vector(state_buffer(k));
@@ -488,18 +510,10 @@ void Optimizer::load(const std::string& bytes) {
                 optimizer_name(m.h.kind), " with ", m.nstate);
   LRLAB_REQUIRE(n == m.n && K == m.K && ld == m.ld, "optimizer state is for ", K, " x ", n,
                 " parameters, not ", m.K, " x ", m.n);
-  std::vector<ReplicaState> states = m.states;
+  std::vector<ReplicaState> states(K);
   std::vector<std::vector<float>> tables(K);
   for (int64_t r = 0; r < K; ++r) {
-    ReplicaState& s = states[r];
-    s.step = rd.get<int64_t>();
-    s.base_lr = rd.get<float>();
-    s.scale = rd.get<float>();
-    s.inv_grad_scale = rd.get<float>();
-    s.skipped_total = rd.get<int64_t>();
-    LRLAB_REQUIRE(s.step >= 0 && std::isfinite(s.base_lr) && std::isfinite(s.scale) &&
-                      std::isfinite(s.inv_grad_scale),
-                  "optimizer state: replica ", r, " holds invalid counters");
+    states[r] = get_counters(rd);
     tables[r] = rd.get_vector<float>();
   }
   std::vector<std::vector<float>> bufs(nstate);
@@ -514,23 +528,10 @@ void Optimizer::load(const std::string& bytes) {
   m.scaled_grads = m.scaled_grads || scaled;
   for (int64_t r = 0; r < K; ++r) {
     set_schedule(tables[r], r);
-    ReplicaState& s = m.states[r];
-    s.step = states[r].step;
-    s.base_lr = states[r].base_lr;
-    s.scale = states[r].scale;
-    s.inv_grad_scale = states[r].inv_grad_scale;
-    s.skipped_total = states[r].skipped_total;
+    copy_counters(m.states[r], states[r]);
   }
   m.push_states();
-  for (int k = 0; k < nstate; ++k) {
-    if (m.cuda()) {
-      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_buf[k], bufs[k].data(), bufs[k].size() * sizeof(float),
-                                       cudaMemcpyHostToDevice, m.stream));
-      LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-    } else {
-      m.host_buf[k] = std::move(bufs[k]);
-    }
-  }
+  for (int k = 0; k < nstate; ++k) m.write_buffer(k, 0, bufs[k].data(), bufs[k].size());
 }
 
 void Optimizer::stash() {
@@ -598,11 +599,7 @@ std::string Optimizer::save_replica(int64_t replica) const {
   w.put(m.h.kind);
   w.put<int32_t>(m.nstate);
   w.put(m.n);
-  w.put(s.step);
-  w.put(s.base_lr);
-  w.put(s.scale);
-  w.put(s.inv_grad_scale);
-  w.put(s.skipped_total);
+  put_counters(w, s);
   w.put_vector(m.tables[replica]);
   for (int k = 0; k < m.nstate; ++k) {
     std::vector<float> all = state_buffer(k);
@@ -621,12 +618,7 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
   int64_t n = rd.get<int64_t>();
   LRLAB_REQUIRE(kind == m.h.kind && nstate == m.nstate && n == m.n, "optimizer replica state is for ",
                 optimizer_name(kind), " over ", n, " parameters, not ", optimizer_name(m.h.kind), " over ", m.n);
-  ReplicaState s;
-  s.step = rd.get<int64_t>();
-  s.base_lr = rd.get<float>();
-  s.scale = rd.get<float>();
-  s.inv_grad_scale = rd.get<float>();
-  s.skipped_total = rd.get<int64_t>();
+  const ReplicaState s = get_counters(rd);
   std::vector<float> table = rd.get_vector<float>();
   std::vector<std::vector<float>> bufs(nstate);
   for (int k = 0; k < nstate; ++k) {
@@ -637,22 +629,9 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
   rd.expect_end();
   set_schedule(table, replica);
   m.pull_states();
-  ReplicaState& dst = m.states[replica];
-  dst.step = s.step;
-  dst.base_lr = s.base_lr;
-  dst.scale = s.scale;
-  dst.inv_grad_scale = s.inv_grad_scale;
-  dst.skipped_total = s.skipped_total;
+  copy_counters(m.states[replica], s);
   m.push_states();
-  for (int k = 0; k < nstate; ++k) {
-    if (m.cuda()) {
-      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_buf[k] + replica * m.ld, bufs[k].data(), n * sizeof(float),
-                                       cudaMemcpyHostToDevice, m.stream));
-      LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-    } else {
-      std::copy(bufs[k].begin(), bufs[k].end(), m.host_buf[k].begin() + replica * m.ld);
-    }
-  }
+  for (int k = 0; k < nstate; ++k) m.write_buffer(k, replica * m.ld, bufs[k].data(), bufs[k].size());
 }
 
 const OptimizerHyper& Optimizer::hyper() const { return impl_->h; }
