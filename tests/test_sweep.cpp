@@ -84,6 +84,8 @@ TEST(Sweep, PackedStreamsAndSequentialAgree) {
   SweepResult streams = run_sweep(o);
   o.mode = "packed";
   SweepResult packed = run_sweep(o);
+  o.mode = "auto";
+  EXPECT_EQ(run_sweep(o).mode, "streams") << "auto trains on engines of their own on the CPU";
   expect_same_runs(seq, streams, 1e-6);
   expect_same_runs(seq, packed, 1e-5);
   // The sweep learned something: the best configuration beats chance clearly.
