@@ -68,7 +68,6 @@ void check_labels(const int32_t* labels, int64_t n, int64_t classes) {
 
 }  // namespace
 
-std::string openblas_core_name() { return openblas_get_corename(); }
 
 MlpCpu::MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch)
     : layout_(layout), replicas_(replicas), max_batch_(max_batch) {

@@ -641,6 +641,5 @@ int64_t Optimizer::replicas() const { return impl_->K; }
 int64_t Optimizer::replica_stride() const { return impl_->ld; }
 int Optimizer::num_state_buffers() const { return impl_->nstate; }
 const std::vector<ParamGroup>& Optimizer::groups() const { return impl_->groups; }
-ReplicaState* Optimizer::device_states() { return impl_->d_states; }
 
 }  // namespace lrlab

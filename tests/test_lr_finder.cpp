@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
+#include "test_util.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/lr_finder.hpp"
@@ -23,12 +24,7 @@ using lrlab::testing::temp_path;
 namespace {
 
 TrainOptions small_base() {
-  TrainOptions o;
-  o.data = "spirals";
-  o.synthetic_samples = 1500;
-  o.hidden = {16, 16};
-  o.batch = 50;
-  o.device = "cpu";
+  TrainOptions o = lrlab::testing::small_spirals(1500, {16, 16});
   o.seed = 5;
   return o;
 }

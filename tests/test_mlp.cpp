@@ -11,6 +11,7 @@
 #include "gpu.hpp"
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/error.hpp"
+#include "lrlab/blas_env.hpp"
 #include "lrlab/mlp.hpp"
 #include "test_util.hpp"
 #include "lrlab/rng.hpp"
@@ -462,7 +463,7 @@ TEST(MlpCpu, GradientDescentLearnsSeparableBlobs) {
   EXPECT_GE(acc, 0.95);
 }
 
-TEST(MlpCpu, NamesOpenblasCore) { EXPECT_FALSE(openblas_core_name().empty()); }
+TEST(MlpCpu, NamesTheBlasKernels) { EXPECT_FALSE(blas_core_name().empty()); }
 
 // ---- CUDA backend --------------------------------------------------------------------------
 

@@ -55,9 +55,11 @@ class OptimizerGpuParity : public ::testing::TestWithParam<const char*> {};
 TEST_P(OptimizerGpuParity, MatchesCpuPath) {
   LRLAB_REQUIRE_GPU();
   const char* spec = GetParam();
-  // Sizes that cover the vector path, tails, several replicas and group boundaries off quads.
+  // Sizes that cover the vector path, tails, group boundaries off quads, one replica (unpadded, and
+  // the whole-grid norm reduction) and several (padded, the segmented reduction).
+  for (int64_t K : {int64_t(1), int64_t(3)})
   for (int64_t n : {int64_t(1), int64_t(1023), int64_t(100003)}) {
-    const int64_t K = 3, ld = (n + 3) / 4 * 4;
+    const int64_t ld = K == 1 ? n : (n + 3) / 4 * 4;
     Rng rng(static_cast<uint64_t>(n) * 31 + 1);
     std::vector<float> p = random_vector(K * ld, rng);
     OptimizerSetup setup;
@@ -71,8 +73,8 @@ TEST_P(OptimizerGpuParity, MatchesCpuPath) {
       cpu.set_lr(1e-2f * (r + 1), r);
       gpu.set_lr(1e-2f * (r + 1), r);
     }
-    cpu.set_schedule(table, 1);
-    gpu.set_schedule(table, 1);
+    cpu.set_schedule(table, K - 1);
+    gpu.set_schedule(table, K - 1);
     DeviceArray<float> dp(K * ld), dg(K * ld);
     DeviceArray<uint16_t> dbf(K * ld);
     dp.upload(p);

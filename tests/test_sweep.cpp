@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
+#include "test_util.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
 #include "lrlab/sweep.hpp"
@@ -22,12 +23,8 @@ namespace {
 
 SweepOptions small_sweep() {
   SweepOptions o;
-  o.base.data = "spirals";
-  o.base.synthetic_samples = 900;
-  o.base.hidden = {16, 16};
+  o.base = lrlab::testing::small_spirals(900, {16, 16});
   o.base.epochs = 3;
-  o.base.batch = 50;
-  o.base.device = "cpu";
   o.lrs = {1e-3, 1e-2, 1e-1};
   o.schedules = {"constant", "step(every=1ep,gamma=0.5)"};
   o.optimizers = {"adam()", "rmsprop()"};

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
+#include "test_util.hpp"
 #include "lrlab/checkpoint.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/train.hpp"
@@ -19,14 +20,9 @@ using lrlab::testing::temp_path;
 namespace {
 
 TrainOptions small_run() {
-  TrainOptions o;
-  o.data = "spirals";
-  o.synthetic_samples = 1500;
-  o.hidden = {24, 24};
+  TrainOptions o = lrlab::testing::small_spirals(1500, {24, 24});
   o.lr = 1e-2;
   o.epochs = 4;
-  o.batch = 50;
-  o.device = "cpu";
   o.seed = 3;
   return o;
 }

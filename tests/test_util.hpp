@@ -2,10 +2,13 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "lrlab/error.hpp"
 #include "lrlab/nn_math.hpp"
+#include "lrlab/train.hpp"
 
 namespace lrlab::testing {
 
@@ -30,6 +33,17 @@ inline double ref_activation(Activation a, double z) {
     case Activation::Identity: return z;
   }
   return NAN;
+}
+
+// A training run small enough for a unit test: the built-in spirals, on the CPU, batch 50.
+inline TrainOptions small_spirals(int64_t samples, std::vector<int64_t> hidden) {
+  TrainOptions o;
+  o.data = "spirals";
+  o.synthetic_samples = samples;
+  o.hidden = std::move(hidden);
+  o.batch = 50;
+  o.device = "cpu";
+  return o;
 }
 
 }  // namespace lrlab::testing

@@ -76,11 +76,6 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
                      bool needs_targets = true);
 }  // namespace detail
 
-// The CPU kernel family OpenBLAS picked when it loaded (e.g. "SkylakeX", "Haswell"). "Prescott"
-// on a recent x86 CPU means its detection failed (seen on some virtual machines): GEMMs then run
-// several times slower until OPENBLAS_CORETYPE is set in the environment.
-std::string openblas_core_name();
-
 // The CPU backend: OpenBLAS GEMMs per replica, OpenMP for the elementwise passes.
 // All workspace is allocated by the constructor; the methods allocate nothing.
 class MlpCpu {

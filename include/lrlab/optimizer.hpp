@@ -106,8 +106,6 @@ class Optimizer {
   int64_t replica_stride() const;
   int num_state_buffers() const;
   const std::vector<ParamGroup>& groups() const;
-  // Device array of the replica states (CUDA path), for kernels that read the step or rate.
-  ReplicaState* device_states();
 
   struct Impl;
 
