@@ -13,7 +13,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lrlab/blas_env.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/optimizer.hpp"
@@ -234,15 +233,13 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
     engines.push_back(std::make_unique<TrainEngine>(ec, data));
   }
   // One host thread per engine, each with its own stream on the GPU. On the CPU at most one per
-  // core, each with a share of the cores for its OpenMP loops and single-threaded GEMMs (batch
-  // GEMMs are too small to split well): on a busy 2-core machine, Adam and SGD tests of 300
-  // steps each on Fashion-MNIST took 13-14 s one after another with 2 OpenMP and 2 OpenBLAS
-  // threads, and 6 s in two workers with one of each.
+  // core, each with a share of the cores for the CPU backend's OpenMP team: on a busy 2-core
+  // machine, Adam and SGD tests of 300 steps each on Fashion-MNIST took 13-14 s one after another
+  // with 2 OpenMP and 2 OpenBLAS threads, and 6 s in two workers with one of each.
   const size_t n = engines.size();
   const size_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
   const size_t workers = device == Device::CPU ? std::min(n, hw) : n;
   const int omp_threads = static_cast<int>(std::max<size_t>(1, hw / workers));
-  if (device == Device::CPU) set_blas_threads(1);
   std::vector<FinderCurve> curves(n);
   std::vector<std::exception_ptr> errors(n);
   std::atomic<size_t> next{0};

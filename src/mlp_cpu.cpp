@@ -1,5 +1,14 @@
-// The CPU backend of the MLP: row-major OpenBLAS GEMMs per replica, OpenMP elementwise passes
-// built on the shared formulas of nn_math.hpp.
+// The CPU backend of the MLP: OpenBLAS GEMMs and elementwise passes built on the shared formulas
+// of nn_math.hpp, threaded by lrlab itself rather than by OpenBLAS.
+//
+// Why lrlab threads it: the GEMMs of a minibatch are small (batch 128), and OpenBLAS splitting each
+// of them across cores costs a hand-off per call, while its pool threads fight the OpenMP team of
+// the elementwise passes for the same cores. Measured on the 2-core development machine for the
+// 784-256-128-10 MLP at batch 128 (GEMMs only): 8 replicas one after another with 2 OpenBLAS threads
+// ran at 128-174 GFLOP/s, the same replicas spread over 2 OpenMP threads with single-threaded GEMMs
+// at 189-215 GFLOP/s. So every GEMM runs on the calling thread and the work is split here: whole
+// replicas per thread when there are at least as many replicas as threads, otherwise each replica's
+// minibatch rows (forward and the propagated gradients) and output units (weight gradients).
 #include <cblas.h>
 #include <omp.h>
 
@@ -8,6 +17,7 @@
 #include <limits>
 #include <utility>
 
+#include "lrlab/blas_env.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/mlp.hpp"
 
@@ -15,43 +25,23 @@ namespace lrlab {
 
 namespace {
 
-// Elementwise passes run on the OpenMP team only when they are large. Waking the team between
-// GEMMs leaves its threads spinning while OpenBLAS's own threads want the same cores: on the
-// 2-core development machine a K=4 sweep of the 784-256-128-10 MLP took 4x the CPU time with
-// small passes parallelised. A ReLU pass below this size takes about a millisecond on one core.
-constexpr int64_t kParallelMin = 1 << 20;
-
 int to_int(int64_t v) { return static_cast<int>(v); }
 
-// Calls f(begin, end) on contiguous parts of [0, n), one per OpenMP thread when the pass is
-// large enough (n items of `width` elements each). The loops live in plain functions with
-// __restrict parameters: GCC does not vectorise them reliably inside an outlined OpenMP body.
-template <typename F>
-void parallel_ranges(int64_t n, int64_t width, F&& f) {
-  if (n * width < kParallelMin) {
-    f(int64_t{0}, n);
-    return;
-  }
-#pragma omp parallel
-  {
-    const int64_t parts = omp_get_num_threads(), t = omp_get_thread_num();
-    f(n * t / parts, n * (t + 1) / parts);
-  }
-}
-
-// z = z + b; a = f(z) over one row.
+// z = z + b; a = f(z) over `rows` rows of `width`.
 template <Activation A>
-void bias_activation_row(float* __restrict z, float* __restrict a, const float* __restrict b,
-                         int64_t width) {
-  for (int64_t j = 0; j < width; ++j) {
-    const float v = z[j] + b[j];
-    z[j] = v;
-    a[j] = ActivationFn<A>::forward(v);
-  }
+void bias_activation(float* __restrict z, float* __restrict a, const float* __restrict b,
+                     int64_t rows, int64_t width) {
+  for (int64_t r = 0; r < rows; ++r, z += width, a += width)
+    for (int64_t j = 0; j < width; ++j) {
+      const float v = z[j] + b[j];
+      z[j] = v;
+      a[j] = ActivationFn<A>::forward(v);
+    }
 }
 
-void add_bias_row(float* __restrict z, const float* __restrict b, int64_t width) {
-  for (int64_t j = 0; j < width; ++j) z[j] += b[j];
+void add_bias(float* __restrict z, const float* __restrict b, int64_t rows, int64_t width) {
+  for (int64_t r = 0; r < rows; ++r, z += width)
+    for (int64_t j = 0; j < width; ++j) z[j] += b[j];
 }
 
 // delta *= f'(z): the gradient w.r.t. activations becomes one w.r.t. pre-activations.
@@ -66,55 +56,71 @@ void check_labels(const int32_t* labels, int64_t n, int64_t classes) {
                   " is outside [0, ", classes, ")");
 }
 
-}  // namespace
+// [begin, end) of part s of n items split into `parts` nearly equal parts.
+std::pair<int64_t, int64_t> part(int64_t n, int64_t s, int64_t parts) {
+  return {n * s / parts, n * (s + 1) / parts};
+}
 
+}  // namespace
 
 MlpCpu::MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch)
     : layout_(layout), replicas_(replicas), max_batch_(max_batch) {
   detail::check_backend_shape(replicas, max_batch);
-  int64_t widest = 0;
   for (size_t l = 0; l < layout_.layers().size(); ++l) {
     const int64_t out = layout_.layers()[l].out;
-    widest = std::max(widest, out);
     pre_.emplace_back(replicas * max_batch * out);
+    delta_.emplace_back(replicas * max_batch * out);
     if (l + 1 < layout_.layers().size()) post_.emplace_back(replicas * max_batch * out);
   }
-  delta_[0].resize(replicas * max_batch * widest);
-  delta_[1].resize(replicas * max_batch * widest);
   ones_.assign(max_batch, 1.0f);
   row_loss_.resize(replicas * max_batch);
   padding_ = layout_.padding_ranges();
+  // The threading contract of this backend (see the top of this file).
+  if (blas_threads() != 1) set_blas_threads(1);
 }
 
-// Activations are stored [replica][row][unit] for the current batch, so replica k's block starts
-// at k * batch * width and GEMMs see plain row-major matrices.
-void MlpCpu::run_forward(const float* params, const float* x, int64_t batch) {
+MlpCpu::Split MlpCpu::split() const {
+  const int64_t threads = std::max(1, omp_get_max_threads());
+  const int64_t slices = std::max<int64_t>(1, threads / replicas_);
+  return {slices, std::min(threads, replicas_ * slices)};
+}
+
+template <typename F>
+void MlpCpu::for_each_item(const Split& sp, F&& f) {
+  const int64_t items = replicas_ * sp.slices;
+  if (sp.threads == 1) {
+    for (int64_t i = 0; i < items; ++i) f(i / sp.slices, i % sp.slices);
+    return;
+  }
+#pragma omp parallel num_threads(static_cast<int>(sp.threads))
+  {
+    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+    for (int64_t i = t; i < items; i += n) f(i / sp.slices, i % sp.slices);
+  }
+}
+
+// Rows [r0, r1) of replica k through every layer. Activations are stored [replica][row][unit] for
+// the current batch, so replica k's block of a layer starts at k * batch * width.
+void MlpCpu::forward_rows(const float* params, const float* x, int64_t batch, int64_t k,
+                          int64_t r0, int64_t r1) {
+  const int64_t rows = r1 - r0;
+  if (rows == 0) return;
   const auto& layers = layout_.layers();
-  const int64_t stride = layout_.size();
+  const float* replica = params + k * layout_.size();
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerView& v = layers[l];
-    float* z = pre_[l].data();
-    for (int64_t k = 0; k < replicas_; ++k) {
-      const float* in = l == 0 ? x : post_[l - 1].data() + k * batch * v.in;
-      // Z[batch x out] = A[batch x in] * W^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, to_int(batch), to_int(v.out),
-                  to_int(v.in), 1.0f, in, to_int(v.in), params + k * stride + v.w_offset,
-                  to_int(v.in), 0.0f, z + k * batch * v.out, to_int(v.out));
-    }
-    const int64_t rows = replicas_ * batch;
-    auto bias_of = [&](int64_t r) { return params + (r / batch) * stride + v.b_offset; };
+    const float* in = l == 0 ? x + r0 * v.in : post_[l - 1].data() + (k * batch + r0) * v.in;
+    float* z = pre_[l].data() + (k * batch + r0) * v.out;
+    // Z[rows x out] = A[rows x in] * W^T
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, to_int(rows), to_int(v.out),
+                to_int(v.in), 1.0f, in, to_int(v.in), replica + v.w_offset, to_int(v.in), 0.0f, z,
+                to_int(v.out));
     if (l + 1 == layers.size()) {
-      parallel_ranges(rows, v.out, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) add_bias_row(z + r * v.out, bias_of(r), v.out);
-      });
+      add_bias(z, replica + v.b_offset, rows, v.out);
     } else {
-      float* a = post_[l].data();
+      float* a = post_[l].data() + (k * batch + r0) * v.out;
       dispatch_activation(layout_.config().activation, [&](auto act) {
-        parallel_ranges(rows, v.out, [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r)
-            bias_activation_row<decltype(act)::value>(z + r * v.out, a + r * v.out, bias_of(r),
-                                                      v.out);
-        });
+        bias_activation<decltype(act)::value>(z, a, replica + v.b_offset, rows, v.out);
       });
     }
   }
@@ -129,66 +135,87 @@ void MlpCpu::forward_backward(const float* params, const float* x, const int32_t
   const bool classify = cfg.loss == LossKind::SoftmaxCrossEntropy;
   if (classify) check_labels(labels, batch, cfg.outputs);
 
-  run_forward(params, x, batch);
-
   const auto& layers = layout_.layers();
   const int64_t stride = layout_.size();
   const int64_t classes = cfg.outputs;
-  const int64_t rows = replicas_ * batch;
   const float scale = 1.0f / static_cast<float>(batch);
-  const float* logits = pre_.back().data();
-  float* cur = delta_[0].data();
-  float* next = delta_[1].data();
-  float* row_loss = row_loss_.data();
-  parallel_ranges(rows, classes, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t i = r % batch;
-      row_loss[r] = classify ? softmax_cross_entropy(logits + r * classes, classes, labels[i],
-                                                     scale, cur + r * classes)
-                             : mean_squared_error(logits + r * classes, y + i * classes, classes,
-                                                  scale, cur + r * classes);
+  const Split sp = split();
+
+  // Rows of the minibatch: forward, loss, and the gradients w.r.t. pre-activations, which for a
+  // row depend on that row alone.
+  auto rows_part = [&](int64_t k, int64_t s) {
+    const auto [r0, r1] = part(batch, s, sp.slices);
+    const int64_t rows = r1 - r0;
+    if (rows == 0) return;
+    forward_rows(params, x, batch, k, r0, r1);
+    const float* logits = pre_.back().data();
+    float* d = delta_.back().data();
+    for (int64_t r = k * batch + r0; r < k * batch + r1; ++r) {
+      const int64_t i = r - k * batch;
+      row_loss_[r] = classify ? softmax_cross_entropy(logits + r * classes, classes, labels[i],
+                                                      scale, d + r * classes)
+                              : mean_squared_error(logits + r * classes, y + i * classes, classes,
+                                                   scale, d + r * classes);
     }
-  });
+    const float* replica = params + k * stride;
+    for (size_t l = layers.size() - 1; l > 0; --l) {
+      const LayerView& v = layers[l];
+      float* prev = delta_[l - 1].data() + (k * batch + r0) * v.in;
+      // dA_prev[rows x in] = D[rows x out] * W[out x in]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, to_int(rows), to_int(v.in),
+                  to_int(v.out), 1.0f, delta_[l].data() + (k * batch + r0) * v.out, to_int(v.out),
+                  replica + v.w_offset, to_int(v.in), 0.0f, prev, to_int(v.in));
+      const float* z = pre_[l - 1].data() + (k * batch + r0) * v.in;
+      dispatch_activation(cfg.activation, [&](auto act) {
+        activation_backward<decltype(act)::value>(prev, z, rows * v.in);
+      });
+    }
+  };
+  // Output units of every layer: the weight and bias gradients sum over all rows.
+  auto units_part = [&](int64_t k, int64_t s) {
+    float* g = grads + k * stride;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const LayerView& v = layers[l];
+      const auto [o0, o1] = part(v.out, s, sp.slices);
+      if (o0 == o1) continue;
+      const float* in = l == 0 ? x : post_[l - 1].data() + k * batch * v.in;
+      const float* d = delta_[l].data() + k * batch * v.out + o0;
+      // dW[o0:o1 x in] = D[:, o0:o1]^T * A[batch x in]
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, to_int(o1 - o0), to_int(v.in),
+                  to_int(batch), 1.0f, d, to_int(v.out), in, to_int(v.in), 0.0f,
+                  g + v.w_offset + o0 * v.in, to_int(v.in));
+      // db[o0:o1] = D[:, o0:o1]^T * 1
+      cblas_sgemv(CblasRowMajor, CblasTrans, to_int(batch), to_int(o1 - o0), 1.0f, d,
+                  to_int(v.out), ones_.data(), 1, 0.0f, g + v.b_offset + o0, 1);
+    }
+    if (s == 0)
+      for (const ParamRange& p : padding_) std::fill(g + p.begin, g + p.end, 0.0f);
+  };
+
+  if (sp.slices == 1) {
+    // Whole replicas per thread: no thread needs another's rows.
+    for_each_item(sp, [&](int64_t k, int64_t s) {
+      rows_part(k, s);
+      units_part(k, s);
+    });
+  } else {
+    for_each_item(sp, rows_part);
+    for_each_item(sp, units_part);
+  }
+
   for (int64_t k = 0; k < replicas_; ++k) {
     double sum = 0.0;
-    for (int64_t i = 0; i < batch; ++i) sum += row_loss[k * batch + i];
+    for (int64_t i = 0; i < batch; ++i) sum += row_loss_[k * batch + i];
     loss[k] = static_cast<float>(sum / static_cast<double>(batch));
   }
+}
 
-  for (size_t l = layers.size(); l-- > 0;) {
-    const LayerView& v = layers[l];
-    for (int64_t k = 0; k < replicas_; ++k) {
-      const float* in = l == 0 ? x : post_[l - 1].data() + k * batch * v.in;
-      const float* d = cur + k * batch * v.out;
-      float* g = grads + k * stride;
-      // dW[out x in] = D^T[out x batch] * A[batch x in]
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, to_int(v.out), to_int(v.in),
-                  to_int(batch), 1.0f, d, to_int(v.out), in, to_int(v.in), 0.0f, g + v.w_offset,
-                  to_int(v.in));
-      // db[out] = D^T * 1
-      cblas_sgemv(CblasRowMajor, CblasTrans, to_int(batch), to_int(v.out), 1.0f, d, to_int(v.out),
-                  ones_.data(), 1, 0.0f, g + v.b_offset, 1);
-      if (l > 0) {
-        // dA_prev[batch x in] = D[batch x out] * W[out x in]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, to_int(batch), to_int(v.in),
-                    to_int(v.out), 1.0f, d, to_int(v.out), params + k * stride + v.w_offset,
-                    to_int(v.in), 0.0f, next + k * batch * v.in, to_int(v.in));
-      }
-    }
-    if (l > 0) {
-      const float* z = pre_[l - 1].data();
-      dispatch_activation(cfg.activation, [&](auto act) {
-        parallel_ranges(rows * v.in, 1, [&](int64_t i0, int64_t i1) {
-          activation_backward<decltype(act)::value>(next + i0, z + i0, i1 - i0);
-        });
-      });
-      std::swap(cur, next);
-    }
-  }
-
-  for (int64_t k = 0; k < replicas_; ++k)
-    for (const ParamRange& p : padding_)
-      std::fill(grads + k * stride + p.begin, grads + k * stride + p.end, 0.0f);
+void MlpCpu::run_forward(const float* params, const float* x, int64_t batch) {
+  const Split sp = split();
+  for_each_item(sp, [&](int64_t k, int64_t s) {
+    const auto [r0, r1] = part(batch, s, sp.slices);
+    forward_rows(params, x, batch, k, r0, r1);
+  });
 }
 
 void MlpCpu::evaluate(const float* params, const float* x, const int32_t* labels, const float* y,

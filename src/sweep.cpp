@@ -14,7 +14,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lrlab/blas_env.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/optimizer.hpp"
 #include "lrlab/schedule.hpp"
@@ -229,9 +228,8 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   int64_t workers = o.workers > 0 ? o.workers : (mode == "sequential" ? 1 : device == Device::CUDA ? 16 : hw);
   if (mode == "sequential") workers = 1;
   workers = std::min<int64_t>(workers, static_cast<int64_t>(lanes.size()));
-  // Worker threads each get a share of the cores for their OpenMP loops and GEMMs.
+  // Worker threads each get a share of the cores for the CPU backend's OpenMP team.
   const int omp_threads = static_cast<int>(std::max<int64_t>(1, hw / workers));
-  set_blas_threads(device == Device::CPU ? omp_threads : 1);
 
   parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
     omp_set_num_threads(omp_threads);

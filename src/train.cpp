@@ -9,7 +9,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lrlab/blas_env.hpp"
 #include "lrlab/checkpoint.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/error.hpp"
@@ -144,7 +143,6 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   LRLAB_REQUIRE(o.guard_threshold > 1, "the guard's threshold must be above 1");
 
   const Device device = parse_device(o.device);
-  set_blas_threads(1);
   std::optional<Checkpoint> ckpt;
   if (!o.resume.empty()) ckpt = load_checkpoint(o.resume);
   const uint64_t data_seed = ckpt ? ckpt->data_seed : o.seed;

@@ -2,6 +2,7 @@
 // reference and finite differences, and the CUDA backend against the CPU one.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -310,7 +311,19 @@ TEST(MlpCpu, GradientsMatchFiniteDifferences) {
   }
 }
 
+// Sets the calling thread's OpenMP team size for a scope: the CPU backend splits its work over it.
+class OmpThreads {
+ public:
+  explicit OmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~OmpThreads() { omp_set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
 TEST(MlpCpu, ReplicasMatchSeparateRuns) {
+  // With one thread a packed replica and a lone model take the same GEMMs, so they agree exactly.
+  OmpThreads one(1);
   for (LossKind loss : kLosses) {
     const MlpLayout layout(make_config(11, {9, 6}, 4, Activation::Gelu, loss));
     const int64_t K = 3, batch = 5;
@@ -337,6 +350,45 @@ TEST(MlpCpu, ReplicasMatchSeparateRuns) {
       for (int64_t i = 0; i < layout.size(); ++i)
         EXPECT_FLOAT_EQ(grads[k * layout.size() + i], g[i]) << "replica " << k << " param " << i;
       for (int64_t i = 0; i < batch * 4; ++i) EXPECT_FLOAT_EQ(out[k * batch * 4 + i], o[i]);
+    }
+  }
+}
+
+// The backend splits replicas, or minibatch rows and output units, over the OpenMP team. Every
+// split must give the one-thread result up to GEMM rounding: more threads than rows, than replicas,
+// than units of the last layer, and uneven shares included.
+TEST(MlpCpu, ThreadSplitsAgreeWithOneThread) {
+  const MlpLayout layout(make_config(19, {23, 7}, 3, Activation::Tanh, LossKind::SoftmaxCrossEntropy));
+  for (int64_t K : {1, 2, 3}) {
+    for (int64_t batch : {1, 2, 9}) {
+      std::vector<float> p = replica_params(layout, K, 300 + K);
+      randomise_biases(layout, p, 301);
+      const std::vector<float> x = random_floats(batch * 19, 302);
+      const std::vector<int32_t> labels = random_labels(batch, 3, 303);
+      auto run = [&](int threads, std::vector<float>& grads, std::vector<float>& losses,
+                     std::vector<float>& out) {
+        OmpThreads team(threads);
+        MlpCpu mlp(layout, K, 9);
+        grads.assign(K * layout.size(), NAN);
+        losses.assign(K, NAN);
+        out.assign(K * batch * 3, NAN);
+        mlp.forward_backward(p.data(), x.data(), labels.data(), nullptr, batch, grads.data(),
+                             losses.data());
+        mlp.forward(p.data(), x.data(), batch, out.data());
+      };
+      std::vector<float> g1, l1, o1;
+      run(1, g1, l1, o1);
+      for (int threads : {2, 3, 4, 7}) {
+        std::vector<float> g, l, o;
+        run(threads, g, l, o);
+        const std::string where = "K=" + std::to_string(K) + " batch=" + std::to_string(batch) +
+                                  " threads=" + std::to_string(threads);
+        for (int64_t k = 0; k < K; ++k) EXPECT_NEAR(l[k], l1[k], 1e-6 * std::fabs(l1[k])) << where;
+        for (size_t i = 0; i < g1.size(); ++i)
+          EXPECT_NEAR(g[i], g1[i], 1e-6 + 1e-5 * std::fabs(g1[i])) << where << " param " << i;
+        for (size_t i = 0; i < o1.size(); ++i)
+          EXPECT_NEAR(o[i], o1[i], 1e-6 + 1e-5 * std::fabs(o1[i])) << where << " output " << i;
+      }
     }
   }
 }

@@ -76,8 +76,12 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
                      bool needs_targets = true);
 }  // namespace detail
 
-// The CPU backend: OpenBLAS GEMMs per replica, OpenMP for the elementwise passes.
-// All workspace is allocated by the constructor; the methods allocate nothing.
+// The CPU backend: OpenBLAS GEMMs, threaded by lrlab over the OpenMP team of the calling thread
+// (omp_get_max_threads()): whole replicas per thread when there are at least as many replicas as
+// threads, otherwise parts of each replica's minibatch. Every GEMM runs on the thread that calls it,
+// so the constructor sets OpenBLAS to one thread (unless OPENBLAS_NUM_THREADS says otherwise).
+// Results do not depend on the number of threads beyond GEMM rounding. All workspace is allocated
+// by the constructor; the methods allocate nothing.
 class MlpCpu {
  public:
   MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch);
@@ -99,13 +103,23 @@ class MlpCpu {
   int64_t max_batch() const { return max_batch_; }
 
  private:
+  // How one call is split: each replica into `slices` parts, run on `threads` threads.
+  struct Split {
+    int64_t slices, threads;
+  };
+  Split split() const;
+  // Calls f(replica, slice) for every part, spread over split's threads.
+  template <typename F>
+  void for_each_item(const Split& sp, F&& f);
+  void forward_rows(const float* params, const float* x, int64_t batch, int64_t k, int64_t r0,
+                    int64_t r1);
   void run_forward(const float* params, const float* x, int64_t batch);
 
   MlpLayout layout_;
   int64_t replicas_, max_batch_;
-  std::vector<std::vector<float>> pre_;   // per layer: pre-activations [replicas x batch x out]
-  std::vector<std::vector<float>> post_;  // per hidden layer: activations, same shape
-  std::vector<float> delta_[2];           // gradients w.r.t. pre-activations, ping-pong
+  std::vector<std::vector<float>> pre_;    // per layer: pre-activations [replicas x batch x out]
+  std::vector<std::vector<float>> post_;   // per hidden layer: activations, same shape
+  std::vector<std::vector<float>> delta_;  // per layer: gradients w.r.t. pre-activations
   std::vector<float> ones_;               // [max_batch] of 1: bias gradients as a GEMV
   std::vector<float> row_loss_;           // [replicas x max_batch]
   std::vector<ParamRange> padding_;
