@@ -228,9 +228,11 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
 
   // Every engine is built before any trains, so a bad combination fails fast.
   std::vector<std::unique_ptr<TrainEngine>> engines;
+  std::shared_ptr<const DeviceData> device_data;
+  if (ec.device == Device::CUDA && optimizers.size() > 1) device_data = upload_to_device(data);
   for (const std::string& spec : optimizers) {
     ec.optimizer = spec;
-    engines.push_back(std::make_unique<TrainEngine>(ec, data));
+    engines.push_back(std::make_unique<TrainEngine>(ec, data, device_data));
   }
   // One host thread per engine, each with its own stream on the GPU. On the CPU at most one per
   // core, each with a share of the cores for the CPU backend's OpenMP team: on a busy 2-core

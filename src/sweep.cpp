@@ -62,7 +62,6 @@ struct Lane {
   std::unique_ptr<TrainEngine> engine;
   EngineConfig config;
   std::vector<size_t> runs;    // index into SweepResult::runs, per replica
-  std::vector<double> best_train;
 };
 
 std::vector<float> sample_curve(const std::vector<float>& table, double lr, int64_t* stride) {
@@ -137,6 +136,15 @@ std::vector<double> parse_rates(const std::string& text) {
     start = comma + 1;
   }
   return out;
+}
+
+bool sweep_diverged(const std::vector<double>& train_loss, double val_loss, double factor) {
+  LRLAB_REQUIRE(!train_loss.empty(), "sweep_diverged: no epoch to judge");
+  const double last = train_loss.back();
+  if (!std::isfinite(last) || !std::isfinite(val_loss)) return true;
+  if (train_loss.size() == 1) return false;
+  const double best = *std::min_element(train_loss.begin(), train_loss.end() - 1);
+  return last > factor * best && last > train_loss.front();
 }
 
 std::vector<SweepConfig> sweep_grid(const SweepOptions& o) {
@@ -231,11 +239,14 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   // Worker threads each get a share of the cores for the CPU backend's OpenMP team.
   const int omp_threads = static_cast<int>(std::max<int64_t>(1, hw / workers));
 
+  // GPU lanes read one copy of the data set (64 streams would otherwise hold 64 copies).
+  std::shared_ptr<const DeviceData> device_data;
+  if (device == Device::CUDA && lanes.size() > 1) device_data = upload_to_device(data);
+
   parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
     omp_set_num_threads(omp_threads);
     Lane& lane = lanes[li];
-    lane.engine = std::make_unique<TrainEngine>(lane.config, data);
-    lane.best_train.assign(lane.runs.size(), INFINITY);
+    lane.engine = std::make_unique<TrainEngine>(lane.config, data, device_data);
     for (size_t r = 0; r < lane.runs.size(); ++r) {
       SweepRun& run = res.runs[lane.runs[r]];
       run.lr_curve = sample_curve(lane.engine->table(static_cast<int64_t>(r)), run.config.lr, &run.lr_curve_stride);
@@ -270,15 +281,11 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
         run.val_accuracy.push_back(val.accuracy[r]);
         const std::vector<float>& table = eng.table(r);
         run.lr.push_back(run.config.lr * table[std::min<size_t>((epoch + 1) * spe - 1, table.size() - 1)]);
-        // Diverged: a non-finite loss, or one that grew past diverge_factor x its best and back above
-        // where the first epoch left it (a loss near zero may wobble by large factors harmlessly).
-        const bool blew_up = mean > o.diverge_factor * lane.best_train[r] && mean > run.train_loss.front();
-        if (!std::isfinite(mean) || blew_up || !std::isfinite(val.loss[r])) {
+        if (sweep_diverged(run.train_loss, val.loss[r], o.diverge_factor)) {
           run.diverged = true;
           run.diverged_epoch = epoch + 1;
           eng.optimizer().set_scale(0.0f, r);  // stop updating it; it no longer affects the others
         }
-        lane.best_train[r] = std::min(lane.best_train[r], mean);
       }
     });
     // Successive halving: rank the runs still alive by this epoch's validation loss.
@@ -311,10 +318,9 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       for (int64_t r : keep) {
         compact.config.replicas.push_back(lane.config.replicas[r]);
         compact.runs.push_back(lane.runs[r]);
-        compact.best_train.push_back(lane.best_train[r]);
         params.insert(params.end(), old_params.begin() + r * P, old_params.begin() + (r + 1) * P);
       }
-      compact.engine = std::make_unique<TrainEngine>(compact.config, data);
+      compact.engine = std::make_unique<TrainEngine>(compact.config, data, device_data);
       compact.engine->set_params(params);
       for (size_t j = 0; j < keep.size(); ++j)
         compact.engine->optimizer().load_replica(static_cast<int64_t>(j), lane.engine->optimizer().save_replica(keep[j]));

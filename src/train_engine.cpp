@@ -15,12 +15,10 @@ namespace {
 struct DeviceSplit {
   DeviceBuffer<float> x, y;
   DeviceBuffer<int32_t> labels;
-  int64_t n = 0;
 };
 
 DeviceSplit upload_split(const Dataset& d, cudaStream_t s) {
   DeviceSplit out;
-  out.n = d.n;
   out.x = DeviceBuffer<float>::from(d.x, s);
   out.y = DeviceBuffer<float>::from(d.y, s);
   out.labels = DeviceBuffer<int32_t>::from(d.labels, s);
@@ -39,6 +37,29 @@ std::vector<ParamGroup> make_groups(const MlpLayout& layout, bool bias_decay) {
 }
 
 }  // namespace
+
+class DeviceData {
+ public:
+  const DataSplits* source;
+  int device;
+  DeviceSplit train, val, test;
+
+  const DeviceSplit& split(Split which) const {
+    return which == Split::Train ? train : which == Split::Val ? val : test;
+  }
+};
+
+std::shared_ptr<const DeviceData> upload_to_device(const DataSplits& data) {
+  auto out = std::make_shared<DeviceData>();
+  out->source = &data;
+  LRLAB_CUDA_CHECK(cudaGetDevice(&out->device));
+  // The legacy default stream: the copies from pageable memory are complete once it is idle.
+  out->train = upload_split(data.train, nullptr);
+  out->val = upload_split(data.val, nullptr);
+  out->test = upload_split(data.test, nullptr);
+  LRLAB_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  return out;
+}
 
 struct TrainEngine::Impl {
   EngineConfig cfg;
@@ -68,13 +89,14 @@ struct TrainEngine::Impl {
   std::vector<float> stash_params;
   DeviceBuffer<int32_t> d_lb, d_perm;
   DeviceBuffer<int64_t> d_cursor;
-  DeviceSplit d_train, d_val, d_test;
+  std::shared_ptr<const DeviceData> d_data;  // the data set on the device, maybe shared
   cudaGraphExec_t graph_full = nullptr, graph_last = nullptr;
   int eager_full = 0, eager_last = 0;
 
-  Impl(EngineConfig c, const DataSplits& d)
+  Impl(EngineConfig c, const DataSplits& d, std::shared_ptr<const DeviceData> shared)
       : cfg(std::move(c)),
         data(d),
+        d_data(std::move(shared)),
         layout(cfg.model),
         K(static_cast<int64_t>(cfg.replicas.size())),
         P(layout.size()),
@@ -152,13 +174,19 @@ struct TrainEngine::Impl {
     d_ring = DeviceBuffer<float>(spe * K);
     d_perm = DeviceBuffer<int32_t>(data.train.n);
     d_cursor = DeviceBuffer<int64_t>(1);
-    d_train = upload_split(data.train, stream);
-    d_val = upload_split(data.val, stream);
-    d_test = upload_split(data.test, stream);
+    if (d_data) {
+      int current = 0;
+      LRLAB_CUDA_CHECK(cudaGetDevice(&current));
+      LRLAB_REQUIRE(d_data->source == &data && d_data->device == current,
+                    "TrainEngine: the shared device data was uploaded from other data or to another GPU");
+    } else {
+      d_data = upload_to_device(data);
+    }
   }
 
   void enqueue_step(int64_t bsz) {
     const Dataset& tr = data.train;
+    const DeviceSplit& d_train = d_data->train;
     detail::cuda_gather_batch(d_train.x.get(), tr.is_regression() ? nullptr : d_train.labels.get(),
                               tr.is_regression() ? d_train.y.get() : nullptr, tr.dim, tr.targets_dim,
                               d_perm.get(), d_cursor.get(), cfg.batch, bsz, d_xb.get(), d_lb.get(),
@@ -222,8 +250,9 @@ struct TrainEngine::Impl {
   }
 };
 
-TrainEngine::TrainEngine(EngineConfig config, const DataSplits& data)
-    : impl_(std::make_unique<Impl>(std::move(config), data)) {
+TrainEngine::TrainEngine(EngineConfig config, const DataSplits& data,
+                         std::shared_ptr<const DeviceData> shared)
+    : impl_(std::make_unique<Impl>(std::move(config), data, std::move(shared))) {
   impl_->setup_buffers();
 }
 
@@ -283,7 +312,7 @@ TrainEngine::Eval TrainEngine::evaluate(Split split) {
                     d.n, e.loss.data(), e.accuracy.data());
     return e;
   }
-  DeviceSplit& ds = split == Split::Train ? m.d_train : split == Split::Val ? m.d_val : m.d_test;
+  const DeviceSplit& ds = m.d_data->split(split);
   m.gpu->evaluate(m.d_params.get(), ds.x.get(), reg ? nullptr : ds.labels.get(), reg ? ds.y.get() : nullptr,
                   d.n, e.loss.data(), e.accuracy.data());
   return e;

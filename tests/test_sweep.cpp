@@ -31,6 +31,25 @@ SweepOptions small_sweep() {
   return o;
 }
 
+TEST(Sweep, DivergenceRule) {
+  // Non-finite losses diverge at once, even in the first epoch.
+  EXPECT_TRUE(sweep_diverged({NAN}, 1.0, 4));
+  EXPECT_TRUE(sweep_diverged({2.0, INFINITY}, 1.0, 4));
+  EXPECT_TRUE(sweep_diverged({2.0, 1.0}, NAN, 4));
+  // A first epoch has nothing to compare with.
+  EXPECT_FALSE(sweep_diverged({1e6}, 1.0, 4));
+  // Growth past 4x the best earlier epoch and above the first epoch's loss.
+  EXPECT_TRUE(sweep_diverged({2.3, 0.5, 2.31}, 1.0, 4));
+  EXPECT_FALSE(sweep_diverged({2.3, 0.5, 1.9}, 1.0, 4));   // below 4x the best
+  // A loss near zero that wobbles by a large factor but stays below the first epoch's is training.
+  EXPECT_FALSE(sweep_diverged({2.3, 1e-4, 0.01}, 1.0, 4));
+  EXPECT_FALSE(sweep_diverged({2.3, 0.5, 2.2}, 1.0, 4));
+  // The factor is the caller's.
+  EXPECT_TRUE(sweep_diverged({1.0, 0.5, 1.2}, 1.0, 2));
+  EXPECT_FALSE(sweep_diverged({1.0, 0.5, 1.2}, 1.0, 3));
+  EXPECT_THROW(sweep_diverged({}, 1.0, 4), Error);
+}
+
 TEST(SweepRates, ParsesListsAndLogRanges) {
   std::vector<double> r = parse_rates("1e-4:1e-1:4");
   ASSERT_EQ(r.size(), 4u);

@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <thread>
 
 #include "gpu.hpp"
 #include "lrlab/data.hpp"
+#include "lrlab/error.hpp"
 #include "lrlab/train.hpp"
 #include "lrlab/train_engine.hpp"
 
@@ -78,6 +81,35 @@ TEST(TrainEngineGpu, GraphReplayEqualsEagerSteps) {
     EXPECT_EQ(eager.run(eager.steps_per_epoch()), graphed.run(graphed.steps_per_epoch()));
   }
   EXPECT_EQ(eager.params(), graphed.params());
+}
+
+// Engines on their own streams reading one upload of the data train exactly as engines with their
+// own copies, even while they run at once; shared data from other DataSplits is refused.
+TEST(TrainEngineGpu, SharedDeviceDataEqualsOwnCopies) {
+  LRLAB_REQUIRE_GPU();
+  DataSplits data = spirals();
+  std::shared_ptr<const DeviceData> shared = upload_to_device(data);
+  TrainEngine own(engine_config(Device::CUDA, 2, true), data);
+  TrainEngine a(engine_config(Device::CUDA, 2, true), data, shared);
+  TrainEngine b(engine_config(Device::CUDA, 2, true), data, shared);
+  shared.reset();  // the engines keep it alive
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    own.begin_epoch(epoch);
+    a.begin_epoch(epoch);
+    b.begin_epoch(epoch);
+    const std::vector<float> want = own.run(own.steps_per_epoch());
+    std::vector<float> la, lb;
+    std::thread other([&] { lb = b.run(b.steps_per_epoch()); });
+    la = a.run(a.steps_per_epoch());
+    other.join();
+    EXPECT_EQ(la, want) << "epoch " << epoch;
+    EXPECT_EQ(lb, want) << "epoch " << epoch;
+  }
+  EXPECT_EQ(a.params(), own.params());
+  EXPECT_EQ(a.evaluate(Split::Test).loss, own.evaluate(Split::Test).loss);
+
+  DataSplits other_data = spirals();
+  EXPECT_THROW(TrainEngine(engine_config(Device::CUDA, 1, true), other_data, upload_to_device(data)), Error);
 }
 
 TEST(TrainEngineGpu, GuardRestoresOnTheGpu) {

@@ -40,10 +40,20 @@ struct EngineConfig {
 
 enum class Split { Train, Val, Test };
 
+// The data splits of one DataSplits uploaded to the current GPU once, for engines that share them
+// (a sweep's streams, the range tests of several optimizers): without it every GPU engine keeps
+// its own copy. The upload has finished when upload_to_device returns, so engines on any stream
+// of that device may read it; it stays alive while an engine holds it.
+class DeviceData;
+std::shared_ptr<const DeviceData> upload_to_device(const DataSplits& data);
+
 class TrainEngine {
  public:
-  // `data` must outlive the engine. Throws lrlab::Error for mismatched shapes or bad specs.
-  TrainEngine(EngineConfig config, const DataSplits& data);
+  // `data` must outlive the engine. Throws lrlab::Error for mismatched shapes or bad specs. A GPU
+  // engine reads `shared` (made from this `data`, on the current device) when given one, and
+  // uploads its own copy otherwise; CPU engines ignore it.
+  TrainEngine(EngineConfig config, const DataSplits& data,
+              std::shared_ptr<const DeviceData> shared = nullptr);
   ~TrainEngine();
   TrainEngine(const TrainEngine&) = delete;
   TrainEngine& operator=(const TrainEngine&) = delete;
