@@ -2,12 +2,18 @@
 // loop GCC vectorises (the library builds host code with -fno-math-errno so sqrtf becomes vsqrtps).
 #include <omp.h>
 
+#include <algorithm>
+
 #include "optimizer_kernels.hpp"
 
 namespace lrlab::detail {
 namespace {
 
-// Each thread works on its own copies of `h` and `s`: the compiler then knows that no store in the
+// Updates below this many elements run on the calling thread: starting the OpenMP team costs more
+// than it saves (a packed sweep of small models updates a few thousand floats per replica).
+constexpr int64_t kParallelMin = 1 << 15;
+
+// The loop works on its own copies of `h` and `s`: the compiler then knows that no store in the
 // loop can change them, keeps their fields in registers and vectorises the loop (check for vsqrtps on
 // zmm/ymm in the object file). The bf16 copy is a template flag so the common loop has no branch on it.
 template <OptimKind K, int NS, bool BF16>
@@ -15,39 +21,69 @@ void update_range(const OptimizerHyper& h_in, const ReplicaState& s_in, float* _
                   const float* __restrict g, float* __restrict s0, float* __restrict s1,
                   float* __restrict s2, uint16_t* __restrict bf, int64_t begin, int64_t end, float lr,
                   float wd) {
+  const OptimizerHyper h = h_in;
+  const ReplicaState s = s_in;
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    float pi = p[i];
+    float t0 = NS > 0 ? s0[i] : 0.0f;
+    float t1 = NS > 1 ? s1[i] : 0.0f;
+    float t2 = NS > 2 ? s2[i] : 0.0f;
+    update_element<K>(h, s, lr, wd, pi, g[i], t0, t1, t2);
+    p[i] = pi;
+    if (NS > 0) s0[i] = t0;
+    if (NS > 1) s1[i] = t1;
+    if (NS > 2) s2[i] = t2;
+    if (BF16) bf[i] = float_to_bf16(pi);
+  }
+}
+
+// The elements to update are every group of every replica that is not skipping this step, laid
+// end to end; one parallel region gives each thread an equal share of them, whatever the number
+// and sizes of the groups and replicas.
+template <OptimKind K, int NS, bool BF16>
+void update_all(const FusedArgs& a, const ReplicaState* states) {
+  int64_t per_replica = 0;
+  for (int k = 0; k < a.groups.count; ++k) per_replica += a.groups.end[k] - a.groups.begin[k];
+  int64_t live = 0;
+  for (int64_t r = 0; r < a.replicas; ++r) live += !states[r].skipped;
+  const int64_t total = live * per_replica;
+  // Elements [from, to) of the concatenation, piece by piece.
+  auto run = [&](int64_t from, int64_t to) {
+    int64_t pos = 0;
+    for (int64_t r = 0; r < a.replicas && pos < to; ++r) {
+      const ReplicaState& s = states[r];
+      if (s.skipped) continue;
+      const int64_t off = r * a.ld;
+      for (int k = 0; k < a.groups.count && pos < to; ++k) {
+        const int64_t len = a.groups.end[k] - a.groups.begin[k];
+        const int64_t b = std::max(from, pos), e = std::min(to, pos + len);
+        if (b < e) {
+          const int64_t first = a.groups.begin[k] + (b - pos);
+          update_range<K, NS, BF16>(a.h, s, a.p + off, a.g + off, a.s[0] ? a.s[0] + off : nullptr,
+                                    a.s[1] ? a.s[1] + off : nullptr, a.s[2] ? a.s[2] + off : nullptr,
+                                    a.bf16 ? a.bf16 + off : nullptr, first, first + (e - b),
+                                    s.lr * a.groups.lr_mult[k], a.groups.wd[k]);
+        }
+        pos += len;
+      }
+    }
+  };
+  if (total < kParallelMin) {
+    run(0, total);
+    return;
+  }
 #pragma omp parallel
   {
-    const OptimizerHyper h = h_in;
-    const ReplicaState s = s_in;
-#pragma omp for simd schedule(static)
-    for (int64_t i = begin; i < end; ++i) {
-      float pi = p[i];
-      float t0 = NS > 0 ? s0[i] : 0.0f;
-      float t1 = NS > 1 ? s1[i] : 0.0f;
-      float t2 = NS > 2 ? s2[i] : 0.0f;
-      update_element<K>(h, s, lr, wd, pi, g[i], t0, t1, t2);
-      p[i] = pi;
-      if (NS > 0) s0[i] = t0;
-      if (NS > 1) s1[i] = t1;
-      if (NS > 2) s2[i] = t2;
-      if (BF16) bf[i] = float_to_bf16(pi);
-    }
+    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+    run(total * t / n, total * (t + 1) / n);
   }
 }
 
 template <OptimKind K, int NS>
 void update_all(const FusedArgs& a, const ReplicaState* states) {
-  for (int64_t r = 0; r < a.replicas; ++r) {
-    const ReplicaState& s = states[r];
-    if (s.skipped) continue;
-    const int64_t off = r * a.ld;
-    for (int k = 0; k < a.groups.count; ++k) {
-      auto run = a.bf16 ? update_range<K, NS, true> : update_range<K, NS, false>;
-      run(a.h, s, a.p + off, a.g + off, a.s[0] ? a.s[0] + off : nullptr, a.s[1] ? a.s[1] + off : nullptr,
-          a.s[2] ? a.s[2] + off : nullptr, a.bf16 ? a.bf16 + off : nullptr, a.groups.begin[k], a.groups.end[k],
-          s.lr * a.groups.lr_mult[k], a.groups.wd[k]);
-    }
-  }
+  if (a.bf16) update_all<K, NS, true>(a, states);
+  else update_all<K, NS, false>(a, states);
 }
 
 template <OptimKind K>

@@ -2,7 +2,6 @@
 // reference and finite differences, and the CUDA backend against the CPU one.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -67,6 +66,7 @@ void randomise_biases(const MlpLayout& layout, std::vector<float>& p, uint64_t s
 
 // ---- naive double-precision reference -------------------------------------------------------
 
+using lrlab::testing::OmpThreads;
 using lrlab::testing::ref_activation;
 
 // Outputs [batch x outputs] of one replica.
@@ -310,16 +310,6 @@ TEST(MlpCpu, GradientsMatchFiniteDifferences) {
     }
   }
 }
-
-// Sets the calling thread's OpenMP team size for a scope: the CPU backend splits its work over it.
-class OmpThreads {
- public:
-  explicit OmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~OmpThreads() { omp_set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
 
 TEST(MlpCpu, ReplicasMatchSeparateRuns) {
   // With one thread a packed replica and a lone model take the same GEMMs, so they agree exactly.

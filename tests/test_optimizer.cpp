@@ -7,6 +7,7 @@
 #include "lrlab/optimizer.hpp"
 #include "lrlab/rng.hpp"
 #include "optim_reference.hpp"
+#include "test_util.hpp"
 
 using namespace lrlab;
 using lrlab::testing::maxnorm_rel_error;
@@ -129,6 +130,56 @@ TEST(OptimizerReplicas, EachReplicaHasItsOwnRateTableAndStep) {
   // Padding between replicas is never touched.
   for (int64_t r = 0; r < K; ++r)
     for (int64_t i = n; i < ld; ++i) EXPECT_EQ(p[r * ld + i], p_start[r * ld + i]);
+}
+
+// The CPU update shares the elements of all groups of all live replicas evenly among threads, so
+// shares start and end inside groups and replicas. Elementwise rules make every split exact.
+TEST(OptimizerReplicas, ThreadSharesGiveTheOneThreadResult) {
+  const int64_t n = 30011, ld = 30016, K = 3;  // 3 x 30011 floats: above the parallel threshold
+  OptimizerSetup setup;
+  setup.replicas = K;
+  setup.replica_stride = ld;
+  setup.groups = {{0, 20000, 1.0f, -1.0f}, {20004, n, 0.5f, 0.0f}};  // a gap of 4 between them
+  auto run = [&](int threads, std::vector<float>& p, std::vector<uint16_t>& bf, std::string& state) {
+    lrlab::testing::OmpThreads team(threads);
+    Rng rng(11);
+    p.assign(K * ld, 0.0f);
+    for (float& v : p) v = static_cast<float>(rng.normal());
+    bf.assign(K * ld, 0);
+    Optimizer opt("adamw(weight_decay=0.1,check_finite=true)", Device::CPU, n, setup);
+    for (int64_t r = 0; r < K; ++r) opt.set_lr(1e-3f * (r + 1), r);
+    std::vector<float> g(K * ld);
+    for (int step = 0; step < 3; ++step) {
+      for (float& v : g) v = static_cast<float>(rng.normal());
+      if (step == 1) g[1 * ld + 5] = std::numeric_limits<float>::infinity();  // replica 1 skips
+      opt.step(p.data(), g.data(), bf.data());
+    }
+    EXPECT_EQ(opt.step_count(1), 2);
+    state = opt.save();
+  };
+  std::vector<float> p1;
+  std::vector<uint16_t> bf1;
+  std::string s1;
+  run(1, p1, bf1, s1);
+  for (int threads : {2, 3, 5}) {
+    std::vector<float> p;
+    std::vector<uint16_t> bf;
+    std::string s;
+    run(threads, p, bf, s);
+    EXPECT_EQ(p, p1) << threads << " threads";
+    EXPECT_EQ(bf, bf1) << threads << " threads";
+    EXPECT_TRUE(s == s1) << "optimizer state differs with " << threads << " threads";
+  }
+  // Untouched: the gap between the groups and the padding between replicas.
+  Rng rng(11);
+  std::vector<float> start(K * ld);
+  for (float& v : start) v = static_cast<float>(rng.normal());
+  for (int64_t r = 0; r < K; ++r) {
+    for (int64_t i = 20000; i < 20004; ++i) EXPECT_EQ(p1[r * ld + i], start[r * ld + i]);
+    for (int64_t i = n; i < ld; ++i) EXPECT_EQ(p1[r * ld + i], start[r * ld + i]);
+    EXPECT_NE(p1[r * ld + 19999], start[r * ld + 19999]);
+    EXPECT_NE(p1[r * ld + 20004], start[r * ld + 20004]);
+  }
 }
 
 TEST(OptimizerSkip, NonFiniteGradientsSkipTheWholeStep) {

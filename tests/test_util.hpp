@@ -1,6 +1,8 @@
 // Small helpers shared by the tests.
 #pragma once
 
+#include <omp.h>
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -45,5 +47,17 @@ inline TrainOptions small_spirals(int64_t samples, std::vector<int64_t> hidden) 
   o.device = "cpu";
   return o;
 }
+
+// Sets the calling thread's OpenMP team size for a scope: the CPU paths split their work over it.
+class OmpThreads {
+ public:
+  explicit OmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~OmpThreads() { omp_set_num_threads(saved_); }
+  OmpThreads(const OmpThreads&) = delete;
+  OmpThreads& operator=(const OmpThreads&) = delete;
+
+ private:
+  int saved_;
+};
 
 }  // namespace lrlab::testing
