@@ -231,7 +231,8 @@ run_compare_train() {
 }
 
 run_bench_sweep() {
-  "$BUILD/benchmarks/bench_sweep" --device "$1" --json "$2" 2>&1 | tee "$STATE/bench_sweep.out" || exit 1
+  # One timed run per case (after a warm-up): the part has 90 s.
+  "$BUILD/benchmarks/bench_sweep" --device "$1" --repeat 1 --json "$2" 2>&1 | tee "$STATE/bench_sweep.out" || exit 1
   figure "$(grep -E 'packed +K=64|packed +K=8' "$STATE/bench_sweep.out" | tail -n1 | tr -s ' ')"
 }
 

@@ -15,8 +15,8 @@ std::string blas_core_override();
 // re-executes the program (argv as given to main) so OpenBLAS loads with the right kernels. Returns
 // normally otherwise, or when LRLAB_NO_BLAS_TUNE is set, or if re-executing fails.
 void tune_blas_or_reexec(char** argv);
-// Threads OpenBLAS uses for one GEMM. Small GEMMs (batch 128) run fastest on one thread; lrlab's
-// parallelism then comes from its own workers.
+// Threads OpenBLAS uses for one GEMM (process-wide; OPENBLAS_NUM_THREADS, when set, wins). lrlab's
+// CPU backend wants one: it splits the work over its own OpenMP team (MlpCpu sets this).
 void set_blas_threads(int threads);
 int blas_threads();
 
