@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include "lrlab/cuda_check.hpp"
 #include "lrlab/error.hpp"
 
 namespace lrlab {
@@ -31,5 +32,13 @@ Device parse_device(const std::string& name) {
 }
 
 const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }
+
+int current_gpu() {
+  int gpu = 0;
+  LRLAB_CUDA_CHECK(cudaGetDevice(&gpu));
+  return gpu;
+}
+
+void use_gpu(int gpu) { LRLAB_CUDA_CHECK(cudaSetDevice(gpu)); }
 
 }  // namespace lrlab

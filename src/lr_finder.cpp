@@ -229,15 +229,16 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
   // Every engine is built before any trains, so a bad combination fails fast.
   std::vector<std::unique_ptr<TrainEngine>> engines;
   std::shared_ptr<const DeviceData> device_data;
-  if (ec.device == Device::CUDA && optimizers.size() > 1) device_data = upload_to_device(data);
+  const int gpu = device == Device::CUDA ? current_gpu() : 0;
+  if (device == Device::CUDA) device_data = upload_to_device(data);
   for (const std::string& spec : optimizers) {
     ec.optimizer = spec;
     engines.push_back(std::make_unique<TrainEngine>(ec, data, device_data));
   }
   // One host thread per engine, each with its own stream on the GPU. On the CPU at most one per
-  // core, each with a share of the cores for the CPU backend's OpenMP team: on a busy 2-core
-  // machine, Adam and SGD tests of 300 steps each on Fashion-MNIST took 13-14 s one after another
-  // with 2 OpenMP and 2 OpenBLAS threads, and 6 s in two workers with one of each.
+  // core, each with a share of the cores for the CPU backend's OpenMP team (measured when GEMMs
+  // were still threaded by OpenBLAS: on a busy 2-core machine, Adam and SGD tests of 300 steps each
+  // on Fashion-MNIST took 13-14 s one after another and 6 s in two workers).
   const size_t n = engines.size();
   const size_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
   const size_t workers = device == Device::CPU ? std::min(n, hw) : n;
@@ -248,9 +249,10 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
   std::vector<std::thread> pool;
   for (size_t w = 0; w < workers; ++w)
     pool.emplace_back([&] {
-      if (device == Device::CPU) omp_set_num_threads(omp_threads);
       for (size_t i = next++; i < n; i = next++) {
         try {
+          if (device == Device::CUDA) use_gpu(gpu);
+          else omp_set_num_threads(omp_threads);
           curves[i] = run_range_test(*engines[i], options);
         } catch (...) {
           errors[i] = std::current_exception();

@@ -239,12 +239,18 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   // Worker threads each get a share of the cores for the CPU backend's OpenMP team.
   const int omp_threads = static_cast<int>(std::max<int64_t>(1, hw / workers));
 
-  // GPU lanes read one copy of the data set (64 streams would otherwise hold 64 copies).
+  // GPU lanes read one copy of the data set (64 streams would otherwise hold 64 copies), and so do
+  // the lanes that halving rebuilds.
   std::shared_ptr<const DeviceData> device_data;
-  if (device == Device::CUDA && lanes.size() > 1) device_data = upload_to_device(data);
+  const int gpu = device == Device::CUDA ? current_gpu() : 0;
+  if (device == Device::CUDA) device_data = upload_to_device(data);
+  auto start_worker = [&] {
+    if (device == Device::CUDA) use_gpu(gpu);
+    else omp_set_num_threads(omp_threads);
+  };
 
   parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
-    omp_set_num_threads(omp_threads);
+    start_worker();
     Lane& lane = lanes[li];
     lane.engine = std::make_unique<TrainEngine>(lane.config, data, device_data);
     for (size_t r = 0; r < lane.runs.size(); ++r) {
@@ -262,7 +268,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       break;
     }
     parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
-      omp_set_num_threads(omp_threads);
+      start_worker();
       Lane& lane = lanes[li];
       TrainEngine& eng = *lane.engine;
       const int64_t K = eng.replicas();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lrlab/device.hpp"
 #include "lrlab/device_buffer.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/schedule.hpp"
@@ -52,7 +53,7 @@ class DeviceData {
 std::shared_ptr<const DeviceData> upload_to_device(const DataSplits& data) {
   auto out = std::make_shared<DeviceData>();
   out->source = &data;
-  LRLAB_CUDA_CHECK(cudaGetDevice(&out->device));
+  out->device = current_gpu();
   // The legacy default stream: the copies from pageable memory are complete once it is idle.
   out->train = upload_split(data.train, nullptr);
   out->val = upload_split(data.val, nullptr);
@@ -96,13 +97,13 @@ struct TrainEngine::Impl {
   Impl(EngineConfig c, const DataSplits& d, std::shared_ptr<const DeviceData> shared)
       : cfg(std::move(c)),
         data(d),
-        d_data(std::move(shared)),
         layout(cfg.model),
         K(static_cast<int64_t>(cfg.replicas.size())),
         P(layout.size()),
         spe(0),
         total(0),
-        opt(make_optimizer()) {}
+        opt(make_optimizer()),
+        d_data(std::move(shared)) {}
 
   bool cuda() const { return cfg.device == Device::CUDA; }
   int64_t last_batch() const {
@@ -175,9 +176,7 @@ struct TrainEngine::Impl {
     d_perm = DeviceBuffer<int32_t>(data.train.n);
     d_cursor = DeviceBuffer<int64_t>(1);
     if (d_data) {
-      int current = 0;
-      LRLAB_CUDA_CHECK(cudaGetDevice(&current));
-      LRLAB_REQUIRE(d_data->source == &data && d_data->device == current,
+      LRLAB_REQUIRE(d_data->source == &data && d_data->device == current_gpu(),
                     "TrainEngine: the shared device data was uploaded from other data or to another GPU");
     } else {
       d_data = upload_to_device(data);
@@ -317,6 +316,8 @@ TrainEngine::Eval TrainEngine::evaluate(Split split) {
                   d.n, e.loss.data(), e.accuracy.data());
   return e;
 }
+
+std::shared_ptr<const DeviceData> TrainEngine::device_data() const { return impl_->d_data; }
 
 std::vector<float> TrainEngine::params() const {
   const Impl& m = *impl_;

@@ -92,6 +92,10 @@ TEST(TrainEngineGpu, SharedDeviceDataEqualsOwnCopies) {
   TrainEngine own(engine_config(Device::CUDA, 2, true), data);
   TrainEngine a(engine_config(Device::CUDA, 2, true), data, shared);
   TrainEngine b(engine_config(Device::CUDA, 2, true), data, shared);
+  EXPECT_EQ(a.device_data(), shared);
+  EXPECT_EQ(b.device_data(), shared);
+  EXPECT_NE(own.device_data(), shared);
+  EXPECT_NE(own.device_data(), nullptr);
   shared.reset();  // the engines keep it alive
   for (int64_t epoch = 0; epoch < 2; ++epoch) {
     own.begin_epoch(epoch);

@@ -15,4 +15,10 @@ inline bool cuda_available(std::string* why = nullptr) { return cuda_device_coun
 Device parse_device(const std::string& name);
 const char* device_name(Device d);
 
+// CUDA's current device is per host thread, and new threads start on device 0. Code that builds GPU
+// engines on one thread and runs them on workers records the builder's GPU (an MPI rank picks its
+// local one on its main thread) and has each worker adopt it. Both throw lrlab::CudaError on failure.
+int current_gpu();
+void use_gpu(int gpu);
+
 }  // namespace lrlab

@@ -78,6 +78,9 @@ class TrainEngine {
   };
   Eval evaluate(Split split);
 
+  // The data set on the GPU this engine reads (shared or its own); null on the CPU.
+  std::shared_ptr<const DeviceData> device_data() const;
+
   // Host copies of all replicas' parameters [replicas x layout.size()].
   std::vector<float> params() const;
   void set_params(const std::vector<float>& params);
