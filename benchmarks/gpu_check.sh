@@ -158,11 +158,12 @@ run_build() {
   figure "$JOBS jobs"
 }
 
-# The whole suite; two OpenMP/OpenBLAS threads per test so parallel tests do not oversubscribe cores.
+# The whole suite; two OpenMP threads per test (GEMMs on the calling thread) so parallel tests do
+# not oversubscribe cores.
 run_ctest() {
   local j=$((JOBS / 2)) log=$STATE/ctest.out rc
   ((j < 1)) && j=1
-  (cd "$BUILD" && OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 ctest --output-on-failure -j "$j" --timeout 300) 2>&1 | tee "$log"
+  (cd "$BUILD" && OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j "$j" --timeout 300) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   figure "$(grep -oE '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1), $(grep -c '(Skipped)' "$log") skipped"
   exit "$rc"

@@ -76,7 +76,7 @@ MlpCpu::MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch)
   row_loss_.resize(replicas * max_batch);
   padding_ = layout_.padding_ranges();
   // The threading contract of this backend (see the top of this file).
-  if (blas_threads() != 1) set_blas_threads(1);
+  use_single_threaded_blas();
 }
 
 MlpCpu::Split MlpCpu::split() const {

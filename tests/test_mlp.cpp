@@ -2,6 +2,7 @@
 // reference and finite differences, and the CUDA backend against the CPU one.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -359,6 +360,7 @@ TEST(MlpCpu, ThreadSplitsAgreeWithOneThread) {
                      std::vector<float>& out) {
         OmpThreads team(threads);
         MlpCpu mlp(layout, K, 9);
+        ASSERT_EQ(omp_get_max_threads(), threads) << "building the backend changed the team size";
         grads.assign(K * layout.size(), NAN);
         losses.assign(K, NAN);
         out.assign(K * batch * 3, NAN);

@@ -15,9 +15,12 @@ std::string blas_core_override();
 // re-executes the program (argv as given to main) so OpenBLAS loads with the right kernels. Returns
 // normally otherwise, or when LRLAB_NO_BLAS_TUNE is set, or if re-executing fails.
 void tune_blas_or_reexec(char** argv);
-// Threads OpenBLAS uses for one GEMM (process-wide; OPENBLAS_NUM_THREADS, when set, wins). lrlab's
-// CPU backend wants one: it splits the work over its own OpenMP team (MlpCpu sets this).
+// Threads OpenBLAS uses for one GEMM (OPENBLAS_NUM_THREADS, when set, wins).
 void set_blas_threads(int threads);
 int blas_threads();
+// What lrlab's CPU backend needs, since it splits the work over its own OpenMP team: every GEMM
+// on the thread that calls it. Sets OpenBLAS's pthread build (process-wide) to one thread; leaves
+// its OpenMP build alone, which behaves so inside parallel regions already. MlpCpu calls this.
+void use_single_threaded_blas();
 
 }  // namespace lrlab

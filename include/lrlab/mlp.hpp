@@ -79,7 +79,7 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
 // The CPU backend: OpenBLAS GEMMs, threaded by lrlab over the OpenMP team of the calling thread
 // (omp_get_max_threads()): whole replicas per thread when there are at least as many replicas as
 // threads, otherwise parts of each replica's minibatch. Every GEMM runs on the thread that calls it,
-// so the constructor sets OpenBLAS to one thread (unless OPENBLAS_NUM_THREADS says otherwise).
+// so the constructor calls use_single_threaded_blas() (blas_env.hpp).
 // Results do not depend on the number of threads beyond GEMM rounding. All workspace is allocated
 // by the constructor; the methods allocate nothing.
 class MlpCpu {
