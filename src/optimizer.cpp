@@ -108,6 +108,7 @@ struct Optimizer::Impl {
   std::vector<std::vector<float>> tables;
   std::vector<float> host_buf[3];
   std::vector<double> host_grad_sq;
+  std::vector<double> host_grad_blocks;  // the CPU path's partial sums of squares
 
   ReplicaState* d_states = nullptr;
   float* d_buf[3] = {nullptr, nullptr, nullptr};
@@ -357,7 +358,7 @@ void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
     detail::cuda_prepare(m.d_states, m.d_grad_sq, m.h, a.stats, m.K, m.stream);
     detail::cuda_update(a, m.d_states, m.num_sms, m.stream);
   } else {
-    if (a.stats) detail::cpu_grad_sq(a, m.host_grad_sq.data());
+    if (a.stats) detail::cpu_grad_sq(a, m.host_grad_blocks, m.host_grad_sq.data());
     for (int64_t r = 0; r < m.K; ++r) prepare_step(m.states[r], m.h, a.stats, m.host_grad_sq[r]);
     detail::cpu_update(a, m.states.data());
   }

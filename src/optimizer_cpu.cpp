@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "optimizer_kernels.hpp"
 
@@ -98,12 +99,27 @@ void update_kind(const FusedArgs& a, const ReplicaState* states) {
 
 }  // namespace
 
-void cpu_grad_sq(const FusedArgs& a, double* grad_sq) {
-  for (int64_t r = 0; r < a.replicas; ++r) {
-    const float* g = a.g + r * a.ld;
+void cpu_grad_sq(const FusedArgs& a, std::vector<double>& blocks, double* grad_sq) {
+  // Fixed blocks summed in a fixed order: the sum, and so the clipping, does not depend on the
+  // number of threads.
+  constexpr int64_t kBlock = 1 << 13;
+  const int64_t per_replica = (a.n + kBlock - 1) / kBlock, total = a.replicas * per_replica;
+  blocks.resize(static_cast<size_t>(total));
+  double* out = blocks.data();
+  auto block_sum = [&](int64_t b) {
+    const int64_t r = b / per_replica, begin = (b % per_replica) * kBlock;
+    const float* __restrict g = a.g + r * a.ld;
+    const int64_t end = std::min(a.n, begin + kBlock);
     double sum = 0.0;
-#pragma omp parallel for simd reduction(+ : sum) schedule(static)
-    for (int64_t i = 0; i < a.n; ++i) sum += static_cast<double>(g[i]) * g[i];
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = begin; i < end; ++i) sum += static_cast<double>(g[i]) * g[i];
+    out[b] = sum;
+  };
+#pragma omp parallel for schedule(static) if (a.replicas * a.n >= kParallelMin)
+  for (int64_t b = 0; b < total; ++b) block_sum(b);
+  for (int64_t r = 0; r < a.replicas; ++r) {
+    double sum = 0.0;
+    for (int64_t b = 0; b < per_replica; ++b) sum += out[r * per_replica + b];
     grad_sq[r] = sum;
   }
 }

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "lrlab/optimizer.hpp"
 #include "lrlab/update_rules.hpp"
@@ -35,7 +36,7 @@ struct FusedArgs {
 };
 
 // CPU back end: `states` in host memory.
-void cpu_grad_sq(const FusedArgs& a, double* grad_sq);
+void cpu_grad_sq(const FusedArgs& a, std::vector<double>& blocks, double* grad_sq);
 void cpu_update(const FusedArgs& a, const ReplicaState* states);
 
 // CUDA back end: `states` and `grad_sq` in device memory. Scratch for the reduction is sized by

@@ -7,6 +7,7 @@
 #include "lrlab/optimizer.hpp"
 #include "lrlab/rng.hpp"
 #include "optim_reference.hpp"
+#include "optimizer_kernels.hpp"
 #include "test_util.hpp"
 
 using namespace lrlab;
@@ -133,7 +134,7 @@ TEST(OptimizerReplicas, EachReplicaHasItsOwnRateTableAndStep) {
 }
 
 // The CPU update shares the elements of all groups of all live replicas evenly among threads, so
-// shares start and end inside groups and replicas. Elementwise rules make every split exact.
+// shares start and end inside groups and replicas; every split must give the same bits.
 TEST(OptimizerReplicas, ThreadSharesGiveTheOneThreadResult) {
   const int64_t n = 30011, ld = 30016, K = 3;  // 3 x 30011 floats: above the parallel threshold
   OptimizerSetup setup;
@@ -146,7 +147,8 @@ TEST(OptimizerReplicas, ThreadSharesGiveTheOneThreadResult) {
     p.assign(K * ld, 0.0f);
     for (float& v : p) v = static_cast<float>(rng.normal());
     bf.assign(K * ld, 0);
-    Optimizer opt("adamw(weight_decay=0.1,check_finite=true)", Device::CPU, n, setup);
+    // Clipping too: the norm is a sum over all elements, which threads must not reorder.
+    Optimizer opt("adamw(weight_decay=0.1,check_finite=true,clip=1)", Device::CPU, n, setup);
     for (int64_t r = 0; r < K; ++r) opt.set_lr(1e-3f * (r + 1), r);
     std::vector<float> g(K * ld);
     for (int step = 0; step < 3; ++step) {
@@ -179,6 +181,32 @@ TEST(OptimizerReplicas, ThreadSharesGiveTheOneThreadResult) {
     for (int64_t i = n; i < ld; ++i) EXPECT_EQ(p1[r * ld + i], start[r * ld + i]);
     EXPECT_NE(p1[r * ld + 19999], start[r * ld + 19999]);
     EXPECT_NE(p1[r * ld + 20004], start[r * ld + 20004]);
+  }
+}
+
+// The clipping norm's sum of squares in double: a float result hides most orderings, so check the
+// sum itself, on values where the order of additions shows (1e16 swallows a lone 1 but not 8192).
+TEST(OptimizerClip, SumOfSquaresIsTheSameForAnyThreadCount) {
+  const int64_t n = 70001, ld = 70004, K = 2;
+  std::vector<float> g(K * ld, 1.0f);
+  g[0] = 1e8f;
+  g[ld + 40000] = 1e8f;
+  detail::FusedArgs a;
+  a.g = g.data();
+  a.n = n;
+  a.ld = ld;
+  a.replicas = K;
+  auto sums = [&](int threads) {
+    lrlab::testing::OmpThreads team(threads);
+    std::vector<double> blocks, out(K);
+    detail::cpu_grad_sq(a, blocks, out.data());
+    return out;
+  };
+  const std::vector<double> one = sums(1);
+  EXPECT_GT(one[0], 1e16 + n / 2.0);  // the ones were not all lost
+  for (int threads : {2, 3, 7}) {
+    const std::vector<double> many = sums(threads);
+    for (int64_t r = 0; r < K; ++r) EXPECT_EQ(many[r], one[r]) << threads << " threads, replica " << r;
   }
 }
 
