@@ -1,4 +1,4 @@
-// Fused optimizer throughput: step time and achieved GB/s (OPTIMIZERS.md's bytes per parameter) for
+// Fused optimizer throughput: step time and achieved GB/s (docs/OPTIMIZERS.md's bytes per parameter) for
 // each optimizer and size, on the CPU and the GPU, each next to a plain copy of the same bytes
 // measured in the same run. Writes JSON.
 #include <cuda_runtime.h>

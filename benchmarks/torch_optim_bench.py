@@ -11,7 +11,7 @@ Implementations: on CUDA `fused=True` where the optimizer has it (else foreach),
 and single-tensor (foreach=False); --impls chooses others. On CUDA: CUDA events around each step, the
 L2 cache flushed before each (as bench_optim), so the figures include torch's host-side work whenever
 the GPU waits for it. On the CPU: the median wall time. Next to each, a copy of bytes/2 (it reads and
-writes the same total) measured in the same run. Bytes per parameter follow OPTIMIZERS.md.
+writes the same total) measured in the same run. Bytes per parameter follow docs/OPTIMIZERS.md.
 """
 import argparse
 import datetime
@@ -48,7 +48,7 @@ def parse_spec(spec):
 
 
 def bytes_per_param(name, kw):
-    """OPTIMIZERS.md's table: fp32 bytes each step must read and write per parameter."""
+    """docs/OPTIMIZERS.md's table: fp32 bytes each step must read and write per parameter."""
     if name == "sgd":
         return 20 if kw.get("momentum", 0) else 12
     if name in ("adam", "adamw"):

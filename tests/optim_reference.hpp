@@ -1,4 +1,4 @@
-// A float64 reference of OPTIMIZERS.md, written from the spec independently of update_rules.hpp,
+// A float64 reference of docs/OPTIMIZERS.md, written from the spec independently of update_rules.hpp,
 // so that a mistake in the shared rules cannot hide behind the same mistake in the reference.
 #pragma once
 

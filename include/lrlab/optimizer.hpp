@@ -20,11 +20,11 @@
 namespace lrlab {
 
 // Parses "adam(beta1=0.9,beta2=0.999,eps=1e-8,wd=0,amsgrad=false)" and the other names of
-// OPTIMIZERS.md (sgd, adam, adamw, rmsprop, adagrad). Keys every optimizer accepts: wd (alias
+// docs/OPTIMIZERS.md (sgd, adam, adamw, rmsprop, adagrad). Keys every optimizer accepts: wd (alias
 // weight_decay), maximize, clip (max global gradient norm), check_finite.
 OptimizerHyper parse_optimizer(const std::string& spec);
 const char* optimizer_name(OptimKind kind);
-// Bytes one fp32 step must move per parameter (OPTIMIZERS.md's bandwidth floor).
+// Bytes one fp32 step must move per parameter (docs/OPTIMIZERS.md's bandwidth floor).
 int bytes_per_param(const OptimizerHyper& h);
 
 // A range of each replica's parameters with its own rate multiplier and weight decay (for example

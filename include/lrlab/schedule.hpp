@@ -1,6 +1,6 @@
 // Learning-rate schedules: a spec such as "warmup(steps=500) + cosine(steps=20ep, min=0.01)"
 // compiled into a multiplier m(t) >= 0 on the base learning rate, and into the float table the
-// fused update kernels read (see SCHEDULES.md for every name, key and formula).
+// fused update kernels read (see docs/SCHEDULES.md for every name, key and formula).
 //
 // Segments joined by '+' run one after another, each starting at its own local step 0. Past the
 // end of the last segment:

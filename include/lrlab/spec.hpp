@@ -1,4 +1,4 @@
-// The spec grammar shared by schedules and optimizers (see SCHEDULES.md):
+// The spec grammar shared by schedules and optimizers (see docs/SCHEDULES.md):
 //   SPEC    := SEGMENT ( '+' SEGMENT )*
 //   SEGMENT := NAME | NAME '(' [ KEY '=' VALUE ( ',' KEY '=' VALUE )* ] ')'
 // Parsing yields raw segments; ArgReader turns their values into typed, validated settings and

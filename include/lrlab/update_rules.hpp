@@ -5,7 +5,7 @@
 //  1. prepare_step(), once per replica: reads the replica's step counter, schedule table and scales,
 //     decides whether the step is skipped (non-finite gradients), advances the counter and computes
 //     the per-step scalars (effective rate, bias corrections, gradient coefficient).
-//  2. update_element<Kind>(), once per parameter: the rule of OPTIMIZERS.md (PyTorch's definitions).
+//  2. update_element<Kind>(), once per parameter: the rule of docs/OPTIMIZERS.md (PyTorch's definitions).
 // Both run on the device in the CUDA path, so a CUDA graph replays a whole step with no host work.
 #pragma once
 

@@ -93,7 +93,7 @@ Register reg("train", "train an MLP by minibatches, on the GPU when present", []
       ->capture_default_str();
   sub.add_option("--hidden", a->hidden, "hidden layer widths, comma-separated")->capture_default_str();
   sub.add_option("--activation", o.activation, "relu, gelu, tanh, sigmoid or identity")->capture_default_str();
-  sub.add_option("--optimizer", o.optimizer, "optimizer spec, e.g. \"adam(beta2=0.99)\" (see OPTIMIZERS.md)")
+  sub.add_option("--optimizer", o.optimizer, "optimizer spec, e.g. \"adam(beta2=0.99)\" (see docs/OPTIMIZERS.md)")
       ->capture_default_str();
   sub.add_option("--lr", a->lr, "base learning rate, or 'find' to run the range test first (with --resume: a new rate for fine-tuning)")
       ->capture_default_str();
