@@ -7,7 +7,7 @@
 
 namespace lrlab::detail {
 
-void cpu_grad_sq(const FusedArgs&, double*) { std::abort(); }
+void cpu_grad_sq(const FusedArgs&, std::vector<double>&, double*) { std::abort(); }
 void cpu_update(const FusedArgs&, const ReplicaState*) { std::abort(); }
 size_t cuda_grad_sq_scratch(const FusedArgs&) { std::abort(); }
 void cuda_grad_sq(const FusedArgs&, double*, void*, size_t, cudaStream_t) { std::abort(); }
