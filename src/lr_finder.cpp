@@ -1,18 +1,15 @@
 #include "lrlab/lr_finder.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
-#include <exception>
 #include <limits>
 #include <memory>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "engine_workers.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/optimizer.hpp"
@@ -229,7 +226,6 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
   // Every engine is built before any trains, so a bad combination fails fast.
   std::vector<std::unique_ptr<TrainEngine>> engines;
   std::shared_ptr<const DeviceData> device_data;
-  const int gpu = device == Device::CUDA ? current_gpu() : 0;
   if (device == Device::CUDA) device_data = upload_to_device(data);
   for (const std::string& spec : optimizers) {
     ec.optimizer = spec;
@@ -239,29 +235,15 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
   // core, each with a share of the cores for the CPU backend's OpenMP team (measured when GEMMs
   // were still threaded by OpenBLAS: on a busy 2-core machine, Adam and SGD tests of 300 steps each
   // on Fashion-MNIST took 13-14 s one after another and 6 s in two workers).
-  const size_t n = engines.size();
-  const size_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
-  const size_t workers = device == Device::CPU ? std::min(n, hw) : n;
-  const int omp_threads = static_cast<int>(std::max<size_t>(1, hw / workers));
+  const int64_t n = static_cast<int64_t>(engines.size());
+  const int64_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
+  const int64_t workers = device == Device::CPU ? std::min(n, hw) : n;
+  const detail::WorkerSetup worker(device, workers);
   std::vector<FinderCurve> curves(n);
-  std::vector<std::exception_ptr> errors(n);
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (size_t w = 0; w < workers; ++w)
-    pool.emplace_back([&] {
-      for (size_t i = next++; i < n; i = next++) {
-        try {
-          if (device == Device::CUDA) use_gpu(gpu);
-          else omp_set_num_threads(omp_threads);
-          curves[i] = run_range_test(*engines[i], options);
-        } catch (...) {
-          errors[i] = std::current_exception();
-        }
-      }
-    });
-  for (std::thread& t : pool) t.join();
-  for (const std::exception_ptr& e : errors)
-    if (e) std::rethrow_exception(e);
+  detail::parallel_for(n, workers, [&](int64_t i) {
+    worker.apply();
+    curves[i] = run_range_test(*engines[i], options);
+  });
   return curves;
 }
 

@@ -79,14 +79,14 @@ MlpCpu::MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch)
   use_single_threaded_blas();
 }
 
-MlpCpu::Split MlpCpu::split() const {
+MlpCpu::Work MlpCpu::plan() const {
   const int64_t threads = std::max(1, omp_get_max_threads());
   const int64_t slices = std::max<int64_t>(1, threads / replicas_);
   return {slices, std::min(threads, replicas_ * slices)};
 }
 
 template <typename F>
-void MlpCpu::for_each_item(const Split& sp, F&& f) {
+void MlpCpu::for_each_item(const Work& sp, F&& f) {
   const int64_t items = replicas_ * sp.slices;
   if (sp.threads == 1) {
     for (int64_t i = 0; i < items; ++i) f(i / sp.slices, i % sp.slices);
@@ -139,7 +139,7 @@ void MlpCpu::forward_backward(const float* params, const float* x, const int32_t
   const int64_t stride = layout_.size();
   const int64_t classes = cfg.outputs;
   const float scale = 1.0f / static_cast<float>(batch);
-  const Split sp = split();
+  const Work sp = plan();
 
   // Rows of the minibatch: forward, loss, and the gradients w.r.t. pre-activations, which for a
   // row depend on that row alone.
@@ -211,7 +211,7 @@ void MlpCpu::forward_backward(const float* params, const float* x, const int32_t
 }
 
 void MlpCpu::run_forward(const float* params, const float* x, int64_t batch) {
-  const Split sp = split();
+  const Work sp = plan();
   for_each_item(sp, [&](int64_t k, int64_t s) {
     const auto [r0, r1] = part(batch, s, sp.slices);
     forward_rows(params, x, batch, k, r0, r1);

@@ -1,19 +1,15 @@
 #include "lrlab/sweep.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <exception>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "engine_workers.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/optimizer.hpp"
 #include "lrlab/schedule.hpp"
@@ -29,32 +25,6 @@ double parse_positive(const std::string& tok, const std::string& text) {
   LRLAB_REQUIRE(!tok.empty() && end && *end == '\0' && std::isfinite(v) && v > 0, "--lr: '", tok,
                 "' is not a positive rate (in '", text, "')");
   return v;
-}
-
-// Runs fn(i) for i in [0, n) on up to `workers` threads; rethrows the first exception.
-void parallel_for(int64_t n, int64_t workers, const std::function<void(int64_t)>& fn) {
-  workers = std::max<int64_t>(1, std::min(workers, n));
-  if (workers == 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  std::vector<std::thread> threads;
-  for (int64_t w = 0; w < workers; ++w)
-    threads.emplace_back([&] {
-      for (int64_t i = next++; i < n; i = next++) {
-        try {
-          fn(i);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(error_mutex);
-          if (!error) error = std::current_exception();
-        }
-      }
-    });
-  for (std::thread& t : threads) t.join();
-  if (error) std::rethrow_exception(error);
 }
 
 // One engine and the runs it trains: K replicas in packed mode, one otherwise.
@@ -236,21 +206,14 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   int64_t workers = o.workers > 0 ? o.workers : (mode == "sequential" ? 1 : device == Device::CUDA ? 16 : hw);
   if (mode == "sequential") workers = 1;
   workers = std::min<int64_t>(workers, static_cast<int64_t>(lanes.size()));
-  // Worker threads each get a share of the cores for the CPU backend's OpenMP team.
-  const int omp_threads = static_cast<int>(std::max<int64_t>(1, hw / workers));
-
+  const detail::WorkerSetup worker(device, workers);
   // GPU lanes read one copy of the data set (64 streams would otherwise hold 64 copies), and so do
   // the lanes that halving rebuilds.
   std::shared_ptr<const DeviceData> device_data;
-  const int gpu = device == Device::CUDA ? current_gpu() : 0;
   if (device == Device::CUDA) device_data = upload_to_device(data);
-  auto start_worker = [&] {
-    if (device == Device::CUDA) use_gpu(gpu);
-    else omp_set_num_threads(omp_threads);
-  };
 
-  parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
-    start_worker();
+  detail::parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
+    worker.apply();
     Lane& lane = lanes[li];
     lane.engine = std::make_unique<TrainEngine>(lane.config, data, device_data);
     for (size_t r = 0; r < lane.runs.size(); ++r) {
@@ -267,8 +230,8 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       res.interrupted = true;
       break;
     }
-    parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
-      start_worker();
+    detail::parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
+      worker.apply();
       Lane& lane = lanes[li];
       TrainEngine& eng = *lane.engine;
       const int64_t K = eng.replicas();

@@ -3,12 +3,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
+#include "engine_workers.hpp"
 #include "test_util.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
@@ -29,6 +31,28 @@ SweepOptions small_sweep() {
   o.schedules = {"constant", "step(every=1ep,gamma=0.5)"};
   o.optimizers = {"adam()", "rmsprop()"};
   return o;
+}
+
+// The worker pool of sweeps and range tests: every index runs once, and of several failures the
+// lowest index's is reported, whatever the timing.
+TEST(EngineWorkers, ParallelForRunsAllAndReportsTheLowestFailure) {
+  for (int64_t workers : {1, 3, 8}) {
+    std::vector<std::atomic<int>> seen(200);
+    EXPECT_THROW(
+        {
+          try {
+            detail::parallel_for(200, workers, [&](int64_t i) {
+              ++seen[i];
+              if (i == 150 || i == 37 || i == 90) throw Error("failed at " + std::to_string(i));
+            });
+          } catch (const Error& e) {
+            EXPECT_STREQ(e.what(), "failed at 37") << workers << " workers";
+            throw;
+          }
+        },
+        Error);
+    for (int64_t i = 0; i < 200; ++i) EXPECT_EQ(seen[i].load(), 1) << "index " << i;
+  }
 }
 
 TEST(Sweep, DivergenceRule) {

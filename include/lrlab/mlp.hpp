@@ -104,13 +104,13 @@ class MlpCpu {
 
  private:
   // How one call is split: each replica into `slices` parts, run on `threads` threads.
-  struct Split {
+  struct Work {
     int64_t slices, threads;
   };
-  Split split() const;
-  // Calls f(replica, slice) for every part, spread over split's threads.
+  Work plan() const;
+  // Calls f(replica, slice) for every part, spread over the plan's threads.
   template <typename F>
-  void for_each_item(const Split& sp, F&& f);
+  void for_each_item(const Work& sp, F&& f);
   void forward_rows(const float* params, const float* x, int64_t batch, int64_t k, int64_t r0,
                     int64_t r1);
   void run_forward(const float* params, const float* x, int64_t batch);
