@@ -1,6 +1,8 @@
 // The fused optimizer on the GPU: a CUB segmented reduction for gradient statistics (when
 // clipping or the finite check needs them), a one-thread-per-replica prepare kernel, and one update
 // launch over every parameter of every replica. The per-element math is update_rules.hpp's.
+#include <algorithm>
+
 #include <cub/device/device_reduce.cuh>
 #include <cub/device/device_segmented_reduce.cuh>
 #include <cuda/std/functional>
@@ -101,6 +103,12 @@ __global__ void __launch_bounds__(256) update_kernel(FusedArgs a, const ReplicaS
   }
 }
 
+__global__ void fill_kernel(float* p, int64_t n, float value) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    p[i] = value;
+}
+
 template <OptimKind K>
 void launch_kind(const FusedArgs& a, const ReplicaState* states, dim3 grid, cudaStream_t stream) {
   switch (a.nstate) {
@@ -144,6 +152,13 @@ void cuda_prepare(ReplicaState* states, const double* grad_sq, const OptimizerHy
   int threads = 128;
   int blocks = static_cast<int>((replicas + threads - 1) / threads);
   prepare_kernel<<<blocks, threads, 0, stream>>>(states, grad_sq, h, stats, replicas);
+  LRLAB_CUDA_CHECK_LAUNCH();
+}
+
+void cuda_fill(float* p, int64_t n, float value, cudaStream_t stream) {
+  if (n <= 0) return;
+  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 65535);
+  fill_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, n, value);
   LRLAB_CUDA_CHECK_LAUNCH();
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <utility>
 
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/error.hpp"
@@ -153,20 +154,80 @@ struct Optimizer::Impl {
       for (int64_t i = 0; i < K; ++i) f(i);
   }
 
-  // Writes one field of a replica's state where the update reads it.
+  // Writes one field of one replica's state (r = -1: of all) where the update reads it. Only that
+  // field moves: the device's counters run ahead of the host copies.
   template <typename T>
-  void write_field(int64_t r, T ReplicaState::*field, T value) {
-    states[r].*field = value;
-    if (cuda()) {
+  void set_field(int64_t replica, T ReplicaState::*field, T value) {
+    each_replica(replica, [&](int64_t r) {
+      states[r].*field = value;
+      if (!cuda()) return;
       char* base = reinterpret_cast<char*>(d_states + r);
       size_t off = static_cast<size_t>(reinterpret_cast<char*>(&(states[r].*field)) -
                                        reinterpret_cast<char*>(&states[r]));
       LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + off, &(states[r].*field), sizeof(T),
                                        cudaMemcpyHostToDevice, stream));
-      // Settings change between steps, not inside them: waiting here keeps the host copy and
-      // the device copy in step and costs nothing on the hot path.
-      LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    });
+    // Settings change between steps, not inside them: one wait keeps the host copy and the device
+    // copy in step and costs nothing on the hot path.
+    if (cuda()) LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  // Points replica r at a copy of `table` (checked by the caller). If anything fails, the replica
+  // keeps its old table on the host and on the device.
+  void install_table(int64_t r, const std::vector<float>& table) {
+    std::vector<float> host = table;
+    const int64_t len = static_cast<int64_t>(table.size());
+    if (cuda()) {
+      float* fresh = nullptr;
+      if (!table.empty()) {
+        cudaError_t err = cudaMalloc(&fresh, table.size() * sizeof(float));
+        if (err == cudaErrorMemoryAllocation) {
+          cudaGetLastError();
+          LRLAB_FAIL("a schedule table of ", table.size(), " steps does not fit in device memory");
+        }
+        LRLAB_CUDA_CHECK(err);
+      }
+      try {
+        if (fresh)
+          LRLAB_CUDA_CHECK(cudaMemcpyAsync(fresh, table.data(), table.size() * sizeof(float),
+                                           cudaMemcpyHostToDevice, stream));
+        char* base = reinterpret_cast<char*>(d_states + r);
+        LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &fresh, sizeof fresh,
+                                         cudaMemcpyHostToDevice, stream));
+        LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table_len), &len, sizeof len,
+                                         cudaMemcpyHostToDevice, stream));
+        // Kernels in flight may still read the old table: free it only after they are done.
+        LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+      } catch (...) {
+        cudaFree(fresh);
+        throw;
+      }
+      cudaFree(std::exchange(d_tables[r], fresh));
     }
+    tables[r] = std::move(host);
+    states[r].table = tables[r].empty() ? nullptr : tables[r].data();
+    states[r].table_len = len;
+  }
+
+  // The spare copy for stash(), allocated at the first stash (a trainer that never stashes does not
+  // pay for it), all or nothing.
+  void allocate_stash() {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    LRLAB_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    LRLAB_REQUIRE(capture == cudaStreamCaptureStatusNone,
+                  "the first stash() allocates device memory: call it once before capturing it in a CUDA graph");
+    ReplicaState* st = nullptr;
+    float* buf[3] = {nullptr, nullptr, nullptr};
+    try {
+      LRLAB_CUDA_CHECK(cudaMalloc(&st, sizeof(ReplicaState) * K));
+      for (int k = 0; k < nstate; ++k) LRLAB_CUDA_CHECK(cudaMalloc(&buf[k], sizeof(float) * K * ld));
+    } catch (...) {
+      cudaFree(st);
+      for (float* b : buf) cudaFree(b);
+      throw;
+    }
+    d_stash_states = st;
+    std::copy(buf, buf + 3, d_stash_buf);
   }
 
   void pull_states() {
@@ -197,14 +258,18 @@ struct Optimizer::Impl {
     }
   }
 
-  void fill_state_buffers_initial() {
-    // Adagrad's accumulator starts at initial_accumulator; every other moment at zero.
-    float init0 = h.kind == OptimKind::Adagrad ? h.initial_accumulator : 0.0f;
+  // Moments of replicas [r0, r1) to their initial values: Adagrad's accumulator starts at
+  // initial_accumulator, every other moment at zero.
+  void fill_initial(int64_t r0, int64_t r1) {
+    const float init0 = h.kind == OptimKind::Adagrad ? h.initial_accumulator : 0.0f;
     for (int k = 0; k < nstate; ++k) {
-      const std::vector<float> init(static_cast<size_t>(K * ld), k == 0 ? init0 : 0.0f);
-      if (!cuda()) host_buf[k].resize(init.size());
-      write_buffer(k, 0, init.data(), init.size());
+      const float v = k == 0 ? init0 : 0.0f;
+      if (cuda())
+        detail::cuda_fill(d_buf[k] + r0 * ld, (r1 - r0) * ld, v, stream);
+      else
+        std::fill(host_buf[k].begin() + r0 * ld, host_buf[k].begin() + r1 * ld, v);
     }
+    if (cuda()) LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
   detail::FusedArgs args(float* p, const float* g, uint16_t* bf16) {
@@ -283,6 +348,12 @@ void require_rate(float v, const char* what) {
   LRLAB_REQUIRE(std::isfinite(v) && v >= 0.0f, what, " must be finite and non-negative (got ", v, ")");
 }
 
+void require_table(const std::vector<float>& table) {
+  for (size_t i = 0; i < table.size(); ++i)
+    LRLAB_REQUIRE(std::isfinite(table[i]) && table[i] >= 0.0f, "schedule table entry ", i,
+                  " is negative or not finite");
+}
+
 }  // namespace
 
 Optimizer::Optimizer(const std::string& spec, Device device, int64_t n_params, OptimizerSetup setup)
@@ -338,8 +409,10 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     m.scratch_bytes = detail::cuda_grad_sq_scratch(probe);
     LRLAB_CUDA_CHECK(cudaMalloc(&m.d_scratch, std::max<size_t>(m.scratch_bytes, 16)));
     m.push_states();
+  } else {
+    for (int k = 0; k < m.nstate; ++k) m.host_buf[k].resize(static_cast<size_t>(m.K * m.ld));
   }
-  m.fill_state_buffers_initial();
+  m.fill_initial(0, m.K);
 }
 
 Optimizer::~Optimizer() = default;
@@ -375,17 +448,17 @@ void Optimizer::step(std::vector<float>& params, const std::vector<float>& grads
 
 void Optimizer::set_lr(float base_lr, int64_t replica) {
   require_rate(base_lr, "learning rate");
-  impl_->each_replica(replica, [&](int64_t r) { impl_->write_field(r, &ReplicaState::base_lr, base_lr); });
+  impl_->set_field(replica, &ReplicaState::base_lr, base_lr);
 }
 
 void Optimizer::set_scale(float scale, int64_t replica) {
   require_rate(scale, "rate scale");
-  impl_->each_replica(replica, [&](int64_t r) { impl_->write_field(r, &ReplicaState::scale, scale); });
+  impl_->set_field(replica, &ReplicaState::scale, scale);
 }
 
 void Optimizer::set_step(int64_t step, int64_t replica) {
   LRLAB_REQUIRE(step >= 0, "step must not be negative (got ", step, ")");
-  impl_->each_replica(replica, [&](int64_t r) { impl_->write_field(r, &ReplicaState::step, step); });
+  impl_->set_field(replica, &ReplicaState::step, step);
 }
 
 void Optimizer::set_grad_scale(float scale) {
@@ -395,41 +468,12 @@ void Optimizer::set_grad_scale(float scale) {
   LRLAB_REQUIRE(!(impl_->captured && !impl_->stats() && scale != 1.0f),
                 "set a gradient scale (or check_finite=true) before capturing step() in a CUDA graph");
   impl_->scaled_grads = impl_->scaled_grads || scale != 1.0f;
-  impl_->each_replica(-1, [&](int64_t r) { impl_->write_field(r, &ReplicaState::inv_grad_scale, 1.0f / scale); });
+  impl_->set_field(int64_t{-1}, &ReplicaState::inv_grad_scale, 1.0f / scale);
 }
 
 void Optimizer::set_schedule(const std::vector<float>& table, int64_t replica) {
-  Impl& m = *impl_;
-  for (size_t i = 0; i < table.size(); ++i)
-    LRLAB_REQUIRE(std::isfinite(table[i]) && table[i] >= 0.0f, "schedule table entry ", i,
-                  " is negative or not finite");
-  m.each_replica(replica, [&](int64_t r) {
-    m.tables[r] = table;
-    m.states[r].table = m.tables[r].empty() ? nullptr : m.tables[r].data();
-    m.states[r].table_len = static_cast<int64_t>(table.size());
-    if (!m.cuda()) return;
-    // Kernels in flight may still read the old table.
-    LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-    LRLAB_CUDA_CHECK(cudaFree(m.d_tables[r]));
-    m.d_tables[r] = nullptr;
-    if (!table.empty()) {
-      cudaError_t err = cudaMalloc(&m.d_tables[r], table.size() * sizeof(float));
-      if (err == cudaErrorMemoryAllocation) {
-        cudaGetLastError();
-        LRLAB_FAIL("a schedule table of ", table.size(), " steps does not fit in device memory");
-      }
-      LRLAB_CUDA_CHECK(err);
-      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_tables[r], table.data(), table.size() * sizeof(float),
-                                       cudaMemcpyHostToDevice, m.stream));
-    }
-    const float* dt = m.d_tables[r];
-    char* base = reinterpret_cast<char*>(m.d_states + r);
-    LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &dt, sizeof dt,
-                                     cudaMemcpyHostToDevice, m.stream));
-    LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table_len), &m.states[r].table_len,
-                                     sizeof(int64_t), cudaMemcpyHostToDevice, m.stream));
-    LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  });
+  require_table(table);
+  impl_->each_replica(replica, [&](int64_t r) { impl_->install_table(r, table); });
 }
 
 void Optimizer::reset_replica(int64_t replica) {
@@ -441,11 +485,7 @@ void Optimizer::reset_replica(int64_t replica) {
   s.skipped = 0;
   s.skipped_total = 0;
   m.push_states();
-  float init0 = m.h.kind == OptimKind::Adagrad ? m.h.initial_accumulator : 0.0f;
-  for (int k = 0; k < m.nstate; ++k) {
-    const std::vector<float> init(static_cast<size_t>(m.ld), k == 0 ? init0 : 0.0f);
-    m.write_buffer(k, replica * m.ld, init.data(), init.size());
-  }
+  m.fill_initial(replica, replica + 1);
 }
 
 ReplicaState Optimizer::replica_state(int64_t replica) const {
@@ -524,11 +564,14 @@ void Optimizer::load(const std::string& bytes) {
                   bufs[k].size(), " values, expected ", K * ld);
   }
   rd.expect_end();
+  for (const std::vector<float>& t : tables) require_table(t);
+  LRLAB_REQUIRE(!(m.captured && !m.stats() && scaled),
+                "this optimizer state has a gradient scale: load it before capturing step() in a CUDA graph");
   // Everything read and checked: now commit. Hyperparameters keep the values of this optimizer's
   // spec (a resumed run may change them), the counters and moments come from the file.
   m.scaled_grads = m.scaled_grads || scaled;
   for (int64_t r = 0; r < K; ++r) {
-    set_schedule(tables[r], r);
+    m.install_table(r, tables[r]);
     copy_counters(m.states[r], states[r]);
   }
   m.push_states();
@@ -542,10 +585,7 @@ void Optimizer::stash() {
     m.stash_states = m.states;
     for (int k = 0; k < m.nstate; ++k) m.stash_host[k] = m.host_buf[k];
   } else {
-    if (!m.d_stash_states) {
-      LRLAB_CUDA_CHECK(cudaMalloc(&m.d_stash_states, sizeof(ReplicaState) * m.K));
-      for (int k = 0; k < m.nstate; ++k) LRLAB_CUDA_CHECK(cudaMalloc(&m.d_stash_buf[k], bytes));
-    }
+    if (!m.d_stash_states) m.allocate_stash();
     LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash_states, m.d_states, sizeof(ReplicaState) * m.K,
                                      cudaMemcpyDeviceToDevice, m.stream));
     for (int k = 0; k < m.nstate; ++k)
@@ -628,9 +668,14 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
                   bufs[k].size(), " values, expected ", n);
   }
   rd.expect_end();
-  set_schedule(table, replica);
+  require_table(table);
+  m.install_table(replica, table);
   m.pull_states();
+  // The gradient scale belongs to this optimizer (set_grad_scale sets it for every replica), not to
+  // the replica that moves in.
+  const float inv_grad_scale = m.states[replica].inv_grad_scale;
   copy_counters(m.states[replica], s);
+  m.states[replica].inv_grad_scale = inv_grad_scale;
   m.push_states();
   for (int k = 0; k < nstate; ++k) m.write_buffer(k, replica * m.ld, bufs[k].data(), bufs[k].size());
 }

@@ -47,5 +47,7 @@ void cuda_grad_sq(const FusedArgs& a, double* grad_sq, void* scratch, size_t scr
 void cuda_prepare(ReplicaState* states, const double* grad_sq, const OptimizerHyper& h, bool stats,
                   int64_t replicas, cudaStream_t stream);
 void cuda_update(const FusedArgs& a, const ReplicaState* states, int num_sms, cudaStream_t stream);
+// p[0..n) = value, enqueued on the stream (state buffers' initial values, with no host staging).
+void cuda_fill(float* p, int64_t n, float value, cudaStream_t stream);
 
 }  // namespace lrlab::detail

@@ -21,14 +21,17 @@ struct DeviceArray {
   size_t n = 0;
   explicit DeviceArray(size_t count) : n(count) { LRLAB_CUDA_CHECK(cudaMalloc(&ptr, n * sizeof(T))); }
   ~DeviceArray() { cudaFree(ptr); }
-  void upload(const std::vector<T>& v) {
-    LRLAB_CUDA_CHECK(cudaMemcpy(ptr, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  void upload(const std::vector<T>& v, size_t offset = 0) {
+    LRLAB_CUDA_CHECK(cudaMemcpy(ptr + offset, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
     // A copy from pageable memory may return before it lands; later work runs on other streams.
     LRLAB_CUDA_CHECK(cudaDeviceSynchronize());
   }
-  std::vector<T> download() const {
-    std::vector<T> v(n);
-    LRLAB_CUDA_CHECK(cudaMemcpy(v.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
+  std::vector<T> download(size_t offset = 0) const {
+    LRLAB_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<T> v(n - offset);
+    LRLAB_CUDA_CHECK(cudaMemcpy(v.data(), ptr + offset, v.size() * sizeof(T), cudaMemcpyDeviceToHost));
     return v;
   }
   void poison() { LRLAB_CUDA_CHECK(cudaMemset(ptr, 0xFF, n * sizeof(T))); }  // NaN for floats
@@ -44,58 +47,110 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     if (std::isnan(a[i]) != std::isnan(b[i])) return INFINITY;
+    if (std::isnan(a[i])) continue;
     num = std::max(num, std::abs(static_cast<double>(a[i]) - b[i]));
     den = std::max(den, std::abs(static_cast<double>(b[i])));
   }
   return den > 0 ? num / den : num;
 }
 
+// The same optimizer on both paths over the same parameters. The device buffers start `offset`
+// floats into their allocations (an offset that is not a multiple of 4 turns the vector path off).
+struct Twin {
+  int64_t n, K, ld, offset;
+  Optimizer cpu, gpu;
+  std::vector<float> p;
+  DeviceArray<float> dp, dg;
+  DeviceArray<uint16_t> dbf;
+
+  Twin(const std::string& spec, int64_t n_, OptimizerSetup setup, Rng& rng, int64_t offset_ = 0)
+      : n(n_),
+        K(setup.replicas),
+        ld(setup.replica_stride ? setup.replica_stride : n_),
+        offset(offset_),
+        cpu(spec, Device::CPU, n_, setup),
+        gpu(spec, Device::CUDA, n_, setup),
+        p(random_vector(K * ld, rng)),
+        dp(K * ld + offset_),
+        dg(K * ld + offset_),
+        dbf(K * ld + offset_) {
+    dp.poison();
+    dbf.poison();
+    dp.upload(p, offset);
+  }
+  // Both paths take the gradients g; the GPU also writes its bf16 copy.
+  void step(const std::vector<float>& g) {
+    dg.upload(g, offset);
+    cpu.step(p.data(), g.data());
+    gpu.step(dp.ptr + offset, dg.ptr + offset, dbf.ptr + offset);
+  }
+  void expect_equal(const std::string& what) {
+    EXPECT_LT(max_rel_diff(dp.download(offset), p), 2e-6) << what;
+    for (int k = 0; k < cpu.num_state_buffers(); ++k)
+      EXPECT_LT(max_rel_diff(gpu.state_buffer(k), cpu.state_buffer(k)), 2e-6) << what << " state " << k;
+    for (int64_t r = 0; r < K; ++r) {
+      const ReplicaState c = cpu.replica_state(r), g = gpu.replica_state(r);
+      EXPECT_EQ(g.step, c.step) << what << " replica " << r;
+      EXPECT_EQ(g.skipped, c.skipped) << what << " replica " << r;
+      EXPECT_EQ(g.skipped_total, c.skipped_total) << what << " replica " << r;
+      EXPECT_EQ(g.base_lr, c.base_lr) << what << " replica " << r;
+      EXPECT_EQ(g.scale, c.scale) << what << " replica " << r;
+      EXPECT_EQ(g.inv_grad_scale, c.inv_grad_scale) << what << " replica " << r;
+    }
+  }
+};
+
+struct Shape {
+  int64_t K, n, ld, offset;
+  bool gaps;  // parameters outside every group, which must stay untouched
+};
+
 class OptimizerGpuParity : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(OptimizerGpuParity, MatchesCpuPath) {
   LRLAB_REQUIRE_GPU();
   const char* spec = GetParam();
-  // Sizes that cover the vector path, tails, group boundaries off quads, one replica (unpadded, and
-  // the whole-grid norm reduction) and several (padded, the segmented reduction).
-  for (int64_t K : {int64_t(1), int64_t(3)})
-  for (int64_t n : {int64_t(1), int64_t(1023), int64_t(100003)}) {
-    const int64_t ld = K == 1 ? n : (n + 3) / 4 * 4;
-    Rng rng(static_cast<uint64_t>(n) * 31 + 1);
-    std::vector<float> p = random_vector(K * ld, rng);
+  // The vector path and its tails, group boundaries off quads, one replica (the whole-grid norm
+  // reduction) and several (the segmented one), padding between replicas with a stride that is not
+  // a multiple of 4, a misaligned buffer, and gaps between groups.
+  const Shape shapes[] = {{1, 1, 1, 0, false},      {1, 1023, 1023, 0, false}, {1, 100003, 100003, 0, false},
+                          {3, 1, 4, 0, false},      {3, 1023, 1024, 0, false}, {3, 100003, 100004, 0, false},
+                          {3, 1023, 1029, 0, true}, {1, 4099, 4099, 1, true},  {2, 4099, 4100, 2, false}};
+  for (const Shape& sh : shapes) {
+    const std::string what = std::string(spec) + " K=" + std::to_string(sh.K) + " n=" + std::to_string(sh.n) +
+                             " ld=" + std::to_string(sh.ld) + " offset=" + std::to_string(sh.offset);
+    Rng rng(static_cast<uint64_t>(sh.n) * 31 + sh.ld + sh.offset);
     OptimizerSetup setup;
-    setup.replicas = K;
-    setup.replica_stride = ld;
-    if (n > 10) setup.groups = {{0, n / 3 + 1, 1.0f, -1.0f}, {n / 3 + 1, n, 0.3f, 0.0f}};
-    Optimizer cpu(spec, Device::CPU, n, setup);
-    Optimizer gpu(spec, Device::CUDA, n, setup);
-    std::vector<float> table = {1.0f, 0.7f, 0.5f, 0.2f};
-    for (int64_t r = 0; r < K; ++r) {
-      cpu.set_lr(1e-2f * (r + 1), r);
-      gpu.set_lr(1e-2f * (r + 1), r);
+    setup.replicas = sh.K;
+    setup.replica_stride = sh.ld;
+    if (sh.gaps) setup.groups = {{1, sh.n / 3 + 1, 1.0f, -1.0f}, {sh.n / 3 + 5, sh.n - 2, 0.3f, 0.0f}};
+    else if (sh.n > 10) setup.groups = {{0, sh.n / 3 + 1, 1.0f, -1.0f}, {sh.n / 3 + 1, sh.n, 0.3f, 0.0f}};
+    Twin t(spec, sh.n, setup, rng, sh.offset);
+    for (int64_t r = 0; r < sh.K; ++r) {
+      t.cpu.set_lr(1e-2f * (r + 1), r);
+      t.gpu.set_lr(1e-2f * (r + 1), r);
     }
-    cpu.set_schedule(table, K - 1);
-    gpu.set_schedule(table, K - 1);
-    DeviceArray<float> dp(K * ld), dg(K * ld);
-    DeviceArray<uint16_t> dbf(K * ld);
-    dp.upload(p);
-    dbf.poison();
-    std::vector<uint16_t> bf(K * ld, 0);
-    for (int step = 0; step < 6; ++step) {
-      std::vector<float> g = random_vector(K * ld, rng);
-      dg.upload(g);
-      cpu.step(p.data(), g.data(), bf.data());
-      gpu.step(dp.ptr, dg.ptr, dbf.ptr);
+    const std::vector<float> table = {1.0f, 0.7f, 0.5f, 0.2f};
+    t.cpu.set_schedule(table, sh.K - 1);
+    t.gpu.set_schedule(table, sh.K - 1);
+    for (int step = 0; step < 6; ++step) t.step(random_vector(sh.K * sh.ld, rng));
+    t.expect_equal(what);
+    for (int64_t r = 0; r < sh.K; ++r) EXPECT_EQ(t.gpu.step_count(r), 6) << what;
+    // The bf16 copy is the final weights rounded, written where the weights are and nowhere else:
+    // the padding between replicas, the gaps and the space before the buffer keep their poison.
+    const std::vector<float> gp = t.dp.download();
+    const std::vector<uint16_t> gbf = t.dbf.download();
+    for (size_t j = 0; j < gbf.size(); ++j) {
+      const int64_t at = static_cast<int64_t>(j) - sh.offset, i = at % sh.ld;
+      bool updated = at >= 0 && i < sh.n;
+      if (updated && sh.gaps) updated = (i >= 1 && i < sh.n / 3 + 1) || (i >= sh.n / 3 + 5 && i < sh.n - 2);
+      if (updated) {
+        ASSERT_EQ(gbf[j], float_to_bf16(gp[j])) << what << " at " << j;
+      } else {
+        ASSERT_EQ(gbf[j], 0xFFFF) << what << " bf16 written outside the parameters at " << j;
+        ASSERT_TRUE(std::isnan(gp[j]) || at >= 0) << what << " weight written before the buffer at " << j;
+      }
     }
-    LRLAB_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<float> gp = dp.download();
-    EXPECT_LT(max_rel_diff(gp, p), 2e-6) << spec << " n=" << n;
-    for (int k = 0; k < cpu.num_state_buffers(); ++k)
-      EXPECT_LT(max_rel_diff(gpu.state_buffer(k), cpu.state_buffer(k)), 2e-6) << spec << " state " << k;
-    std::vector<uint16_t> gbf = dbf.download();
-    for (int64_t r = 0; r < K; ++r)
-      for (int64_t i = 0; i < n; ++i)
-        ASSERT_LE(std::abs(int(gbf[r * ld + i]) - int(bf[r * ld + i])), 1) << i;
-    for (int64_t r = 0; r < K; ++r) EXPECT_EQ(gpu.step_count(r), 6);
   }
 }
 
@@ -104,65 +159,138 @@ INSTANTIATE_TEST_SUITE_P(AllRules, OptimizerGpuParity,
                                            "adam()", "adam(amsgrad=true,wd=0.1)", "adamw()",
                                            "rmsprop(momentum=0.9,centered=true)", "rmsprop()",
                                            "adagrad(lr_decay=0.01,initial_accumulator=0.1)",
-                                           "adam(clip=0.5)", "sgd(maximize=true,clip=2)"));
+                                           "adam(clip=0.5)", "sgd(maximize=true,clip=2)",
+                                           "adamw(check_finite=true)"));
 
+// A captured step reads everything that changes between steps from device memory: the gradients
+// (and the clipping norm computed from them), the counter, the schedule, a manual rate and the
+// decision to skip a step whose gradients are not finite.
 TEST(OptimizerGpu, GraphReplayEqualsEagerSteps) {
   LRLAB_REQUIRE_GPU();
-  const int64_t n = 50001;
+  const int64_t n = 50001, kSteps = 8;
   Rng rng(21);
-  std::vector<float> p = random_vector(n, rng), g = random_vector(n, rng);
+  std::vector<float> p = random_vector(n, rng);
   cudaStream_t stream;
   LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   OptimizerSetup setup;
   setup.stream = stream;
-  Optimizer eager("adam(clip=1.0)", Device::CUDA, n, setup);
-  Optimizer graphed("adam(clip=1.0)", Device::CUDA, n, setup);
+  const char* spec = "adam(clip=1.0,check_finite=true)";
+  Optimizer eager(spec, Device::CUDA, n, setup);
+  Optimizer graphed(spec, Device::CUDA, n, setup);
   std::vector<float> table = {1.0f, 0.5f, 0.25f, 0.125f, 0.0625f};
   eager.set_schedule(table);
   graphed.set_schedule(table);
-  DeviceArray<float> p1(n), p2(n), dg(n);
+  DeviceArray<float> p1(n), p2(n), dg(n), pool(kSteps * n);
   p1.upload(p);
   p2.upload(p);
-  dg.upload(g);
+  for (int64_t i = 0; i < kSteps; ++i) {
+    std::vector<float> g = random_vector(n, rng);
+    for (float& v : g) v *= static_cast<float>(i + 1);  // norms above and below the clip
+    if (i == 3) g[n / 2] = std::numeric_limits<float>::infinity();
+    pool.upload(g, i * n);
+  }
+  auto feed = [&](int64_t i) {
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(dg.ptr, pool.ptr + i * n, n * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+  };
   cudaGraph_t graph;
   LRLAB_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
   graphed.step(p2.ptr, dg.ptr);
   LRLAB_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec;
   LRLAB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  for (int i = 0; i < 7; ++i) {
+  for (int64_t i = 0; i < kSteps; ++i) {
+    if (i == kSteps - 1) {  // a manual change between replays reaches the captured step
+      eager.set_lr(1e-4f);
+      graphed.set_lr(1e-4f);
+    }
+    feed(i);
     eager.step(p1.ptr, dg.ptr);
     LRLAB_CUDA_CHECK(cudaGraphLaunch(exec, stream));
   }
-  // A manual change between replays reaches the captured step.
-  eager.set_lr(1e-4f);
-  graphed.set_lr(1e-4f);
-  eager.step(p1.ptr, dg.ptr);
-  LRLAB_CUDA_CHECK(cudaGraphLaunch(exec, stream));
   LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
   EXPECT_EQ(p1.download(), p2.download());
-  EXPECT_EQ(graphed.step_count(), 8);
+  EXPECT_EQ(graphed.step_count(), kSteps - 1);  // the step with an inf was skipped
+  EXPECT_EQ(graphed.replica_state().skipped_total, 1);
   EXPECT_EQ(eager.state_buffer(1), graphed.state_buffer(1));
   LRLAB_CUDA_CHECK(cudaGraphExecDestroy(exec));
   LRLAB_CUDA_CHECK(cudaGraphDestroy(graph));
   LRLAB_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
-TEST(OptimizerGpu, NonFiniteGradientSkipsOnDevice) {
+// With a loss scale, a replica whose gradients are not finite skips its whole step (weights,
+// moments, counter) while the others update; NaN in the padding between replicas is not a gradient.
+TEST(OptimizerGpu, NonFiniteGradientSkipsOnlyItsReplica) {
   LRLAB_REQUIRE_GPU();
-  const int64_t n = 4099;
+  const int64_t n = 4099, ld = 4104, K = 3;
   Rng rng(5);
-  std::vector<float> p = random_vector(n, rng), g = random_vector(n, rng);
-  Optimizer opt("adam()", Device::CUDA, n);
-  opt.set_grad_scale(65536.0f);
-  DeviceArray<float> dp(n), dg(n);
-  dp.upload(p);
-  g[4098] = std::numeric_limits<float>::quiet_NaN();
-  dg.upload(g);
-  opt.step(dp.ptr, dg.ptr);
-  EXPECT_EQ(dp.download(), p);
-  EXPECT_EQ(opt.step_count(), 0);
-  EXPECT_EQ(opt.replica_state().skipped, 1);
+  OptimizerSetup setup;
+  setup.replicas = K;
+  setup.replica_stride = ld;
+  Twin t("adam()", n, setup, rng);
+  t.cpu.set_grad_scale(65536.0f);
+  t.gpu.set_grad_scale(65536.0f);
+  for (int step = 0; step < 4; ++step) {
+    std::vector<float> g = random_vector(K * ld, rng);
+    for (float& v : g) v *= 65536.0f;
+    for (int64_t r = 0; r < K; ++r)
+      for (int64_t i = n; i < ld; ++i) g[r * ld + i] = std::numeric_limits<float>::quiet_NaN();
+    if (step == 1) g[ld + n - 1] = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<float> before = t.dp.download();
+    t.step(g);
+    if (step == 1) {
+      const std::vector<float> after = t.dp.download();
+      EXPECT_TRUE(std::equal(after.begin() + ld, after.begin() + 2 * ld, before.begin() + ld));
+      EXPECT_EQ(t.gpu.replica_state(1).skipped, 1);
+      EXPECT_EQ(t.gpu.replica_state(0).skipped, 0);
+    }
+  }
+  t.expect_equal("non-finite");
+  EXPECT_EQ(t.gpu.step_count(0), 4);
+  EXPECT_EQ(t.gpu.step_count(1), 3);
+  EXPECT_EQ(t.gpu.replica_state(1).skipped_total, 1);
+}
+
+// The host-side controls act on the GPU as on the CPU: scale, step, grad scale, schedule swap,
+// resetting a replica, moving a replica's state between optimizers, and a whole saved state.
+TEST(OptimizerGpu, ControlsMatchCpuPath) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 2053, ld = 2056, K = 3;
+  Rng rng(17);
+  OptimizerSetup setup;
+  setup.replicas = K;
+  setup.replica_stride = ld;
+  for (const char* spec : {"adam(amsgrad=true)", "rmsprop(momentum=0.9,centered=true)",
+                           "adagrad(initial_accumulator=0.2)"}) {
+    Twin t(spec, n, setup, rng);
+    auto steps = [&](int count) {
+      for (int i = 0; i < count; ++i) t.step(random_vector(K * ld, rng));
+    };
+    steps(2);
+    for (Optimizer* o : {&t.cpu, &t.gpu}) {
+      o->set_scale(0.5f, 1);
+      o->set_step(7, 2);
+      o->set_schedule({1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f, 0.4f, 0.3f, 0.2f}, -1);
+      o->set_grad_scale(4.0f);
+    }
+    steps(2);
+    t.expect_equal(std::string(spec) + " after setters");
+    for (Optimizer* o : {&t.cpu, &t.gpu}) o->reset_replica(0);
+    steps(1);
+    t.expect_equal(std::string(spec) + " after reset_replica");
+    // Replica 2 of a CPU optimizer moves into replica 1 of the GPU one, and back the other way.
+    const std::string moved = t.cpu.save_replica(2);
+    t.gpu.load_replica(1, moved);
+    t.cpu.load_replica(1, moved);
+    EXPECT_EQ(t.gpu.save_replica(1), t.cpu.save_replica(1)) << spec;
+    steps(1);
+    t.expect_equal(std::string(spec) + " after load_replica");
+    // A whole state saved on one path loads on the other.
+    const std::string whole = t.gpu.save();
+    t.cpu.load(whole);
+    EXPECT_EQ(t.cpu.save(), whole) << spec;
+    steps(1);
+    t.expect_equal(std::string(spec) + " after load");
+  }
 }
 
 TEST(OptimizerGpu, UnstashRollsBackOnTheDevice) {

@@ -12,6 +12,9 @@
 namespace lrlab::detail {
 
 [[noreturn]] inline void throw_cuda(cudaError_t err, const char* expr, const char* file, int line) {
+  // The runtime also keeps the error as its "last error"; clear it, or the next launch check would
+  // report an error the caller already caught. (A sticky error stays, as it must.)
+  (void)cudaGetLastError();
   throw CudaError(concat("CUDA error ", cudaGetErrorName(err), " (", cudaGetErrorString(err),
                          ") in ", expr, " at ", file, ":", line));
 }

@@ -13,5 +13,6 @@ size_t cuda_grad_sq_scratch(const FusedArgs&) { std::abort(); }
 void cuda_grad_sq(const FusedArgs&, double*, void*, size_t, cudaStream_t) { std::abort(); }
 void cuda_prepare(ReplicaState*, const double*, const OptimizerHyper&, bool, int64_t, cudaStream_t) { std::abort(); }
 void cuda_update(const FusedArgs&, const ReplicaState*, int, cudaStream_t) { std::abort(); }
+void cuda_fill(float*, int64_t, float, cudaStream_t) { std::abort(); }
 
 }  // namespace lrlab::detail
