@@ -93,6 +93,7 @@ struct TrainEngine::Impl {
   std::shared_ptr<const DeviceData> d_data;  // the data set on the device, maybe shared
   cudaGraphExec_t graph_full = nullptr, graph_last = nullptr;
   int eager_full = 0, eager_last = 0;
+  int64_t graph_launches = 0;
 
   Impl(EngineConfig c, const DataSplits& d, std::shared_ptr<const DeviceData> shared)
       : cfg(std::move(c)),
@@ -163,6 +164,7 @@ struct TrainEngine::Impl {
       yb.resize(B * ydim);
       lb.resize(B);
       loss.resize(K);
+      d_data.reset();  // a CPU engine reads the host data
       return;
     }
     gpu = std::make_unique<MlpCuda>(layout, K, B, stream, cfg.tf32);
@@ -213,8 +215,10 @@ struct TrainEngine::Impl {
       try {
         enqueue_step(bsz);
       } catch (...) {
-        // Leave the stream usable: end the capture and drop what was recorded.
+        // Leave the stream usable: end the capture and drop what was recorded. Ending a broken
+        // capture fails too; clear that error so that no later check reports it.
         if (cudaStreamEndCapture(stream, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+        (void)cudaGetLastError();
         throw;
       }
       LRLAB_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
@@ -223,6 +227,7 @@ struct TrainEngine::Impl {
       LRLAB_CUDA_CHECK(err);
     }
     LRLAB_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    ++graph_launches;
   }
 
   void cpu_step(int64_t bsz, float* losses_out) {
@@ -243,9 +248,9 @@ struct TrainEngine::Impl {
   }
 
   ~Impl() {
+    if (stream) cudaStreamSynchronize(stream);
     if (graph_full) cudaGraphExecDestroy(graph_full);
     if (graph_last) cudaGraphExecDestroy(graph_last);
-    if (stream) cudaStreamSynchronize(stream);
   }
 };
 
@@ -260,6 +265,7 @@ TrainEngine::~TrainEngine() = default;
 int64_t TrainEngine::replicas() const { return impl_->K; }
 int64_t TrainEngine::steps_per_epoch() const { return impl_->spe; }
 int64_t TrainEngine::total_steps() const { return impl_->total; }
+int64_t TrainEngine::graph_launches() const { return impl_->graph_launches; }
 const MlpLayout& TrainEngine::layout() const { return impl_->layout; }
 const EngineConfig& TrainEngine::config() const { return impl_->cfg; }
 Optimizer& TrainEngine::optimizer() { return impl_->opt; }
@@ -270,12 +276,13 @@ const std::vector<float>& TrainEngine::table(int64_t replica) const { return imp
 void TrainEngine::begin_epoch(int64_t epoch) {
   Impl& m = *impl_;
   LRLAB_REQUIRE(epoch >= 0, "epoch must not be negative");
+  // A bad label seen by the previous epoch's kernels surfaces here, outside any graph, and before
+  // anything changes: the host's cursor must never run ahead of the device's.
+  if (m.cuda()) m.gpu->check_labels();
+  m.perm = epoch_permutation(m.data.train.n, m.cfg.data_seed, epoch);
   m.epoch = epoch;
   m.cursor = 0;
-  m.perm = epoch_permutation(m.data.train.n, m.cfg.data_seed, epoch);
   if (m.cuda()) {
-    // A bad label seen by the previous epoch's kernels surfaces here, outside any graph.
-    m.gpu->check_labels();
     m.d_perm.upload(m.perm.data(), m.perm.size(), m.stream);
     LRLAB_CUDA_CHECK(cudaMemsetAsync(m.d_cursor.get(), 0, sizeof(int64_t), m.stream));
   }
@@ -339,6 +346,8 @@ TrainEngine::Snapshot TrainEngine::snapshot() const {
 
 void TrainEngine::restore(const Snapshot& s) {
   Impl& m = *impl_;
+  LRLAB_REQUIRE(static_cast<int64_t>(s.params.size()) == m.K * m.P, "snapshot holds ", s.params.size(),
+                " parameters, this engine ", m.K * m.P);
   m.opt.load(s.optimizer);
   if (m.cuda()) m.d_params.upload(s.params.data(), s.params.size(), m.stream);
   else m.params = s.params;

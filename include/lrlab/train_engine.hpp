@@ -61,6 +61,8 @@ class TrainEngine {
   int64_t replicas() const;
   int64_t steps_per_epoch() const;
   int64_t total_steps() const;
+  // Steps replayed from a CUDA graph so far (0 on the CPU, or with graphs off).
+  int64_t graph_launches() const;
   const MlpLayout& layout() const;
   const EngineConfig& config() const;
   Optimizer& optimizer();
