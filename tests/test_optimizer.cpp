@@ -347,6 +347,41 @@ TEST(OptimizerState, ReplicaMovesBetweenOptimizers) {
   EXPECT_THROW(c.load_replica(0, a.save_replica(0)), Error);
 }
 
+// The gradient scale is the receiving optimizer's (set_grad_scale sets every replica): a replica
+// moved in from an optimizer that used another loss scale is unscaled as its new neighbours are.
+TEST(OptimizerState, MovedReplicaKeepsTheReceiversGradScale) {
+  const int64_t n = 20;
+  Optimizer from("adam()", Device::CPU, n);
+  from.set_grad_scale(1024.0f);
+  OptimizerSetup two;
+  two.replicas = 2;
+  Optimizer to("adam()", Device::CPU, n, two);
+  to.set_grad_scale(8.0f);
+  to.load_replica(1, from.save_replica(0));
+  EXPECT_EQ(to.replica_state(1).inv_grad_scale, 1.0f / 8.0f);
+  EXPECT_EQ(to.replica_state(0).inv_grad_scale, 1.0f / 8.0f);
+}
+
+// A saved state is checked whole before any of it is taken: a bad table entry for the last replica
+// leaves every replica as it was.
+TEST(OptimizerState, LoadOfABadTableChangesNothing) {
+  const int64_t n = 12;
+  OptimizerSetup two;
+  two.replicas = 2;
+  Optimizer a("adam()", Device::CPU, n, two);
+  a.set_step(3, 0);
+  a.set_schedule({0.125f, 0.375f}, 1);
+  std::string s = a.save();
+  const float marker = 0.375f, nan = std::numeric_limits<float>::quiet_NaN();
+  const size_t at = s.find(std::string(reinterpret_cast<const char*>(&marker), sizeof marker));
+  ASSERT_NE(at, std::string::npos);
+  s.replace(at, sizeof nan, reinterpret_cast<const char*>(&nan), sizeof nan);
+  Optimizer b("adam()", Device::CPU, n, two);
+  const std::string before = b.save();
+  EXPECT_THROW(b.load(s), Error);
+  EXPECT_EQ(b.save(), before);
+}
+
 TEST(OptimizerState, UnstashRollsBackToTheStash) {
   const size_t n = 40;
   Rng rng(23);
