@@ -205,6 +205,30 @@ TEST(LrFinder, RestoresTheModelSoTrainingStartsFromTheSameWeights) {
   EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
 }
 
+// The finder's rollback: a snapshot puts weights and optimizer back, and one taken from an engine
+// of another shape is refused instead of overrunning the parameters.
+TEST(LrFinder, SnapshotRestoresAndRefusesAnotherShape) {
+  const DataSplits data = spirals();
+  TrainEngine eng(spirals_engine(data, "adam()"), data);
+  const TrainEngine::Snapshot s = eng.snapshot();
+  eng.begin_epoch(0);
+  eng.run(5);
+  ASSERT_NE(eng.params(), s.params);
+  eng.restore(s);
+  EXPECT_EQ(eng.params(), s.params);
+  EXPECT_EQ(eng.optimizer().step_count(), 0);
+
+  EngineConfig two = spirals_engine(data, "adam()");
+  two.replicas.push_back(two.replicas[0]);
+  TrainEngine pair(two, data);
+  const std::vector<float> before = pair.params();
+  EXPECT_THROW(pair.restore(s), Error);
+  TrainEngine::Snapshot short_params = pair.snapshot();
+  short_params.params.resize(s.params.size());
+  EXPECT_THROW(pair.restore(short_params), Error);
+  EXPECT_EQ(pair.params(), before);
+}
+
 TEST(LrFinder, OneCurvePerOptimizer) {
   FinderOptions f;
   f.steps = 80;
