@@ -5,9 +5,12 @@
 (`he`: He normal hidden layers and Glorot normal output, zero biases, as lrlab; `torch`: PyTorch's
 default), input scaling (`std`: standardised with the training set's mean and deviation, as lrlab;
 `01`: divided by 255) and training set (54k with 10% held out, as lrlab's default; or all 60k),
-prints the test accuracy per seed. Needs torch and numpy (Debian: /usr/bin/python3); not a test.
+prints the test accuracy per seed. `--schedule step` halves the rate every 2 epochs, as the issue's
+`lrlab train --schedule "step(every=2ep,gamma=0.5)"`; `--variants lrlab` runs only lrlab's own setup.
+Needs torch and numpy (Debian: /usr/bin/python3); not a test.
 
-usage: torch_accuracy.py [--data-dir DIR] [--seeds 0,1] [--epochs 10]
+usage: torch_accuracy.py [--data-dir DIR] [--seeds 0,1] [--epochs 10] [--schedule constant|step]
+                         [--variants all|lrlab]
 """
 import argparse
 import gzip
@@ -25,7 +28,7 @@ def load_idx(path):
     return np.frombuffer(b, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
 
 
-def run(data, init, scaling, full, seed, epochs):
+def run(data, init, scaling, full, seed, epochs, schedule):
     xtr, ytr, xte, yte = data
     perm = np.random.default_rng(seed).permutation(len(xtr))
     rows = perm if full else perm[len(xtr) // 10:]
@@ -48,6 +51,7 @@ def run(data, init, scaling, full, seed, epochs):
             torch.nn.init.zeros_(layer.bias)
     net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
     opt = torch.optim.Adam(net.parameters(), 1e-3)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5) if schedule == "step" else None
     for _ in range(epochs):
         order = torch.randperm(len(x))
         for i in range(0, len(x), 128):
@@ -55,6 +59,8 @@ def run(data, init, scaling, full, seed, epochs):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(x[b]), y[b]).backward()
             opt.step()
+        if sched:
+            sched.step()
     with torch.no_grad():
         return (net(xt).argmax(1) == yt).float().mean().item()
 
@@ -64,6 +70,8 @@ def main():
     ap.add_argument("--data-dir", default=os.environ.get("LRLAB_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--schedule", choices=["constant", "step"], default="constant")
+    ap.add_argument("--variants", choices=["all", "lrlab"], default="all")
     a = ap.parse_args()
     torch.set_num_threads(1)
     d = a.data_dir
@@ -73,8 +81,11 @@ def main():
             load_idx(f"{d}/t10k-labels-idx1-ubyte.gz").astype(np.int64))
     seeds = [int(s) for s in a.seeds.split(",")]
     print("init   scaling  train  test accuracy per seed")
-    for init, scaling, full in itertools.product(["he", "torch"], ["std", "01"], [False, True]):
-        accs = [run(data, init, scaling, full, s, a.epochs) for s in seeds]
+    variants = itertools.product(["he", "torch"], ["std", "01"], [False, True])
+    if a.variants == "lrlab":
+        variants = [("he", "std", False)]
+    for init, scaling, full in variants:
+        accs = [run(data, init, scaling, full, s, a.epochs, a.schedule) for s in seeds]
         print(f"{init:6} {scaling:8} {'60k' if full else '54k':6}", " ".join(f"{100 * v:.2f}%" for v in accs), flush=True)
 
 
