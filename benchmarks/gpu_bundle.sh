@@ -30,6 +30,12 @@ if [[ $(dpkg --print-architecture) != amd64 ]]; then
   exit 1
 fi
 
+# Stale or missing package lists would make the dependency check below pass without checking.
+if ! apt-cache show "${pkgs[@]}" >/dev/null 2>&1; then
+  echo "gpu_bundle: refreshing the package lists" >&2
+  apt-get update -qq
+fi
+
 # Every Depends/Pre-Depends of a bundled package must be bundled or assumed; an alternative group
 # (A | B) needs one of its members.
 is_known() {

@@ -5,8 +5,9 @@
 # PyTorch's optimizers on the same sizes with the lrlab/torch ratios.
 #
 # Usage: benchmarks/gpu_check.sh OUTDIR
-# Writes OUTDIR/gpu_check.log (every part's full output), OUTDIR/summary.json and the benchmark JSON
-# files, and prints a summary table last. Exits 1 when any part failed, timed out or was left out for
+# Writes three files, each kept up to date as the parts finish (so a run killed from outside still
+# leaves what it did): OUTDIR/gpu_check.log (every part's output, as it runs), OUTDIR/summary.json
+# and OUTDIR/results.tar (the benchmark JSON files); and prints a summary table last. Exits 1 when any part failed, timed out or was left out for
 # lack of time. On a machine without a GPU the GPU parts report "skipped: no GPU".
 #
 # Environment:
@@ -36,7 +37,7 @@ export OUT
 export ROOT=$PWD
 export BUILD=${LRLAB_GPU_CHECK_BUILD:-build-gpucheck}
 export BUNDLE=${LRLAB_GPU_BUNDLE:-.gpu-bundle/debs}
-export PREFIX=${TMPDIR:-/tmp}/lrlab-gpu-prefix
+export PREFIX=${TMPDIR:-/tmp}/lrlab-gpu-prefix-$(id -u)-$(basename "$ROOT")
 export QUICK=${LRLAB_GPU_CHECK_QUICK:-0}
 export GPU_FILTER='*Gpu*:*Cuda*'
 JOBS=$(nproc)
@@ -47,6 +48,8 @@ STATE=$(mktemp -d) || exit 2
 export STATE
 trap 'rm -rf "$STATE"' EXIT
 export LRLAB_PART_FIGURE=$STATE/figure
+export RES=$STATE/results
+mkdir -p "$RES" || exit 2
 : >"$LOG"
 
 if [[ $QUICK == 1 ]]; then
@@ -57,25 +60,33 @@ fi
 
 # ---- the machine ------------------------------------------------------------------------------------
 GPU_NAME="" CAP=""
-if command -v nvidia-smi >/dev/null 2>&1; then
-  IFS=, read -r GPU_NAME CAP < <(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>/dev/null | head -n1)
+for smi in nvidia-smi /usr/local/nvidia/bin/nvidia-smi; do
+  command -v "$smi" >/dev/null 2>&1 || continue
+  IFS=, read -r GPU_NAME CAP < <(timeout 20 "$smi" --query-gpu=name,compute_cap --format=csv,noheader 2>/dev/null | head -n1)
   CAP=${CAP// /}
-fi
-export GPU_NAME
-# On a GPU machine a GPU test that skips itself is a failure (tests/gpu.hpp).
-[[ -n $GPU_NAME ]] && export LRLAB_EXPECT_GPU=1
-export CUDA_ARCH=${LRLAB_CUDA_ARCH:-$([[ -n $CAP ]] && echo "${CAP/./}" || echo 90)}
-
+  [[ -n $GPU_NAME ]] && break
+done
 export ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
-TORCH_PY="" TORCH_CUDA=0
+TORCH_PY="" TORCH_CUDA=0 torch_gpu=""
 for py in ${LRLAB_PYTHON:-python3 /usr/bin/python3}; do
-  if cuda=$("$py" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null); then
-    TORCH_PY=$(command -v "$py") TORCH_CUDA=$cuda
+  if probe=$(timeout 90 "$py" -c 'import torch
+ok = torch.cuda.is_available()
+print(int(ok))
+if ok:
+    print("%s,%d.%d" % ((torch.cuda.get_device_name(),) + torch.cuda.get_device_capability()))' 2>/dev/null); then
+    TORCH_PY=$(command -v "$py") TORCH_CUDA=$(head -n1 <<<"$probe") torch_gpu=$(sed -n 2p <<<"$probe")
     break
   fi
 done
 export TORCH_PY TORCH_CUDA
+# Without nvidia-smi, torch can still say which GPU there is: GPU parts must not skip on a GPU machine.
+[[ -z $GPU_NAME && -n $torch_gpu ]] && IFS=, read -r GPU_NAME CAP <<<"$torch_gpu"
+export GPU_NAME
 export PY=${TORCH_PY:-$(command -v python3 || true)}
+
+# On a GPU machine a GPU test that skips itself is a failure (tests/gpu.hpp).
+[[ -n $GPU_NAME ]] && export LRLAB_EXPECT_GPU=1
+export CUDA_ARCH=${LRLAB_CUDA_ARCH:-$([[ -n $CAP ]] && echo "${CAP/./}" || echo 90)}
 
 SANITIZER=$(command -v compute-sanitizer || true)
 [[ -z $SANITIZER && -x /usr/local/cuda/bin/compute-sanitizer ]] && SANITIZER=/usr/local/cuda/bin/compute-sanitizer
@@ -125,7 +136,7 @@ unpack_bundle() {
     xargs -r sed -i -E "s#(^|[^A-Za-z0-9_./-])/usr/(include|lib|share)#\\1$PREFIX/usr/\\2#g"
   # Fortran runtime libraries OpenBLAS needs, only where the system lacks them: the system's own
   # (possibly newer) copies must keep winning for everything else.
-  for lib in libgfortran.so.5 libquadmath.so.0; do
+  for lib in libgfortran.so.5 libquadmath.so.0 libz.so.1; do
     if ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q "^\s*$lib "; then
       f=$(find "$PREFIX" -name "$lib" | head -n1)
       [[ -n $f ]] && ln -sf "$f" "$PREFIX/runtime/$lib"
@@ -143,6 +154,9 @@ run_configure() {
     [[ -d $a/cmake/GTest ]] && deps+=(-DGTest_DIR="$a/cmake/GTest")
     [[ -d $p/share/cmake/CLI11 ]] && deps+=(-DCLI11_DIR="$p/share/cmake/CLI11")
     [[ -d $p/share/cmake/nlohmann_json ]] && deps+=(-Dnlohmann_json_DIR="$p/share/cmake/nlohmann_json")
+    # An old-style RPATH also serves the libraries' own needs (OpenBLAS's libgfortran), so the
+    # binaries run with no LD_LIBRARY_PATH, as they do when a Python script starts them.
+    deps+=(-DCMAKE_BUILD_RPATH="$PREFIX/runtime" -DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags)
   else
     # A build folder configured with the bundle before must look for the system's packages again.
     deps=(-UCMAKE_PREFIX_PATH -UOpenBLAS_DIR -UGTest_DIR -UCLI11_DIR -Unlohmann_json_DIR '-UZLIB_*')
@@ -158,32 +172,23 @@ run_build() {
   figure "$JOBS jobs"
 }
 
-# The whole suite; two OpenMP threads per test (GEMMs on the calling thread) so parallel tests do
-# not oversubscribe cores.
+# The whole suite, the GPU tests included (with a GPU present, LRLAB_EXPECT_GPU=1 makes a GPU test
+# that skips itself fail); two OpenMP threads per test (GEMMs on the calling thread) so parallel
+# tests do not oversubscribe cores. The slowest test takes under 30 s on 2 cores.
 run_ctest() {
-  local j=$((JOBS / 2)) log=$STATE/ctest.out rc
+  local j=$((JOBS / 2)) log=$STATE/ctest.out rc gpu
   ((j < 1)) && j=1
-  (cd "$BUILD" && OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j "$j" --timeout 300) 2>&1 | tee "$log"
+  (cd "$BUILD" && OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j "$j" --timeout 60) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
-  figure "$(grep -oE '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1), $(grep -c '(Skipped)' "$log") skipped"
+  gpu=$(grep -cE 'Test +#[0-9]+: [^ ]*(Gpu|Cuda)[^ ]* \.+ +Passed' "$log")
+  figure "$(grep -oE '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1), $(grep -c '(Skipped)' "$log") skipped, $gpu GPU tests passed"
   exit "$rc"
 }
 
-# The GPU tests alone: with a GPU present none may skip itself.
-run_gpu_tests() {
-  local log=$STATE/gpu.out rc passed skipped
-  "$BUILD/tests/lrlab_tests" --gtest_filter="$GPU_FILTER" 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
-  passed=$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')
-  skipped=$(grep -oE '^\[  SKIPPED \] [0-9]+' "$log" | grep -oE '[0-9]+$')
-  figure "${passed:-0} passed, ${skipped:-0} skipped"
-  ((rc == 0 && ${skipped:-0} == 0)) || exit 1
-}
-
 run_sanitizer() {
-  local tool=$1 log=$STATE/sanitizer.out rc
+  local tool=$1 filter=$2 log=$STATE/sanitizer.out rc
   [[ -n $SANITIZER ]] || skip "no compute-sanitizer"
-  "$SANITIZER" --tool "$tool" --error-exitcode 3 "$BUILD/tests/lrlab_tests" --gtest_filter="$GPU_FILTER" 2>&1 | tee "$log"
+  "$SANITIZER" --tool "$tool" --print-limit 20 --error-exitcode 3 "$BUILD/tests/lrlab_tests" --gtest_filter="$filter" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   grep -q 'Device not supported' "$log" && skip "compute-sanitizer does not support the device here"
   figure "$(grep -oE '(ERROR|RACECHECK) SUMMARY: .*' "$log" | tail -n1)"
@@ -272,10 +277,11 @@ part() {
     : >"$LRLAB_PART_FIGURE"
     echo "--- $name (up to ${limit}s)"
     printf '\n===== %s: %s (limit %ss, %s)\n' "$name" "$*" "$limit" "$(date -u +%T)" >>"$LOG"
-    # Its own process group under timeout, so everything it started goes when the time is up.
-    timeout -k 5 "$limit" bash -c '"$@"' "$name" "$@" >"$out" 2>&1 </dev/null
-    rc=$?
-    cat "$out" >>"$LOG"
+    # Its own process group under timeout, so everything it started goes when the time is up. The
+    # output reaches the log as it comes, at most 2 MB of it per part (a flood of sanitizer reports
+    # must not push the log past what comes back from the machine).
+    timeout -k 5 "$limit" bash -c '"$@"' "$name" "$@" 2>&1 </dev/null | tee "$out" | { head -c 2000000; cat >/dev/null; } >>"$LOG"
+    rc=${PIPESTATUS[0]}
     fig=$(<"$LRLAB_PART_FIGURE")
     [[ -z $fig ]] && fig=$(grep -v '^[[:space:]]*$' "$out" | tail -n1)
     case $rc in
@@ -289,9 +295,26 @@ part() {
   status_of[$name]=$status
   names+=("$name") statuses+=("$status") figures+=("${fig:0:110}") times+=($((SECONDS - t0)))
   printf '===== %s: %s (%ss) %s\n' "$name" "$status" "$((SECONDS - t0))" "$fig" >>"$LOG"
+  write_results
 }
 
-export -f figure skip unpack_bundle run_configure run_build run_ctest run_gpu_tests run_sanitizer \
+# summary.json and results.tar as they stand: rewritten after every part.
+write_results() {
+  {
+    printf '{\n  "date": %s,\n  "gpu": %s,\n  "cuda_arch": %s,\n  "quick": %s,\n  "parts": [\n' \
+      "$(json_str "$(date -u '+%Y-%m-%d %H:%M:%S UTC')")" "$(json_str "$GPU_NAME")" "$(json_str "$CUDA_ARCH")" \
+      "$([[ $QUICK == 1 ]] && echo true || echo false)"
+    for i in "${!names[@]}"; do
+      printf '    {"part": %s, "status": %s, "seconds": %s, "figure": %s}%s\n' "$(json_str "${names[$i]}")" \
+        "$(json_str "${statuses[$i]}")" "${times[$i]}" "$(json_str "${figures[$i]}")" \
+        "$([[ $i -lt $((${#names[@]} - 1)) ]] && echo ,)"
+    done
+    printf '  ]\n}\n'
+  } >"$OUT/summary.json.tmp" && mv -f "$OUT/summary.json.tmp" "$OUT/summary.json"
+  tar -cf "$OUT/results.tar.tmp" -C "$RES" . && mv -f "$OUT/results.tar.tmp" "$OUT/results.tar"
+}
+
+export -f figure skip unpack_bundle run_configure run_build run_ctest run_sanitizer \
   adam_figure run_bench run_torch run_compare run_compare_train run_bench_sweep
 
 # ---- the checks ------------------------------------------------------------------------------------------
@@ -306,31 +329,21 @@ fi
 part configure 90 run_configure
 part build 240 --after=configure run_build
 part ctest 150 --after=build run_ctest
-part gpu_tests 60 --gpu --after=build run_gpu_tests
-part memcheck 90 --gpu --after=build run_sanitizer memcheck
-part racecheck 60 --gpu --after=build run_sanitizer racecheck
-part bench_cuda 60 --gpu --after=build run_bench cuda "$GPU_SIZES" "$OUT/bench_optim.json"
-part torch_cuda 90 --gpu run_torch cuda "$GPU_SIZES" "$OUT/torch_optim.json" --optimizers all
-part compare_cuda 20 --gpu --after=bench_cuda,torch_cuda run_compare "$OUT/bench_optim.json" "$OUT/torch_optim.json"
-part train_cuda 90 --gpu --after=build run_compare_train cuda "$OUT/compare_train_cuda.json"
-part sweep_cuda 90 --gpu --after=build run_bench_sweep cuda "$OUT/bench_sweep_cuda.json"
-part bench_cpu 45 --after=build run_bench cpu "$CPU_SIZES" "$OUT/bench_optim_cpu.json" --optimizers 'adam()'
-part torch_cpu 45 run_torch cpu "$CPU_SIZES" "$OUT/torch_optim_cpu.json"
-part compare_cpu 20 --after=bench_cpu,torch_cpu run_compare "$OUT/bench_optim_cpu.json" "$OUT/torch_optim_cpu.json"
+part bench_cuda 60 --gpu --after=build run_bench cuda "$GPU_SIZES" "$RES/bench_optim.json"
+part torch_cuda 90 --gpu run_torch cuda "$GPU_SIZES" "$RES/torch_optim.json" --optimizers all
+part compare_cuda 20 --gpu --after=bench_cuda,torch_cuda run_compare "$RES/bench_optim.json" "$RES/torch_optim.json"
+part train_cuda 90 --gpu --after=build run_compare_train cuda "$RES/compare_train_cuda.json"
+part sweep_cuda 90 --gpu --after=build run_bench_sweep cuda "$RES/bench_sweep_cuda.json"
+# The sanitizers after the benchmarks: slower than anything else, they are the first to go when
+# time runs short. Races need shared memory or warp-level code: only the MLP's kernels have any.
+part memcheck 90 --gpu --after=build run_sanitizer memcheck "$GPU_FILTER"
+part racecheck 60 --gpu --after=build run_sanitizer racecheck 'MlpCuda*:OptimizerGpu*'
+part bench_cpu 45 --after=build run_bench cpu "$CPU_SIZES" "$RES/bench_optim_cpu.json" --optimizers 'adam()'
+part torch_cpu 45 run_torch cpu "$CPU_SIZES" "$RES/torch_optim_cpu.json"
+part compare_cpu 20 --after=bench_cpu,torch_cpu run_compare "$RES/bench_optim_cpu.json" "$RES/torch_optim_cpu.json"
 
 # ---- summary (last) --------------------------------------------------------------------------------------
 bad=0
-{
-  printf '{\n  "date": %s,\n  "gpu": %s,\n  "cuda_arch": %s,\n  "quick": %s,\n  "parts": [\n' \
-    "$(json_str "$(date -u '+%Y-%m-%d %H:%M:%S UTC')")" "$(json_str "$GPU_NAME")" "$(json_str "$CUDA_ARCH")" \
-    "$([[ $QUICK == 1 ]] && echo true || echo false)"
-  for i in "${!names[@]}"; do
-    printf '    {"part": %s, "status": %s, "seconds": %s, "figure": %s}%s\n' "$(json_str "${names[$i]}")" \
-      "$(json_str "${statuses[$i]}")" "${times[$i]}" "$(json_str "${figures[$i]}")" \
-      "$([[ $i -lt $((${#names[@]} - 1)) ]] && echo ,)"
-  done
-  printf '  ]\n}\n'
-} >"$OUT/summary.json"
 
 echo
 printf '%-13s %-8s %5s  %s\n' part status sec "key figure"
@@ -338,5 +351,5 @@ for i in "${!names[@]}"; do
   printf '%-13s %-8s %5s  %s\n' "${names[$i]}" "${statuses[$i]}" "${times[$i]}" "${figures[$i]}"
   [[ ${statuses[$i]} == FAIL || ${statuses[$i]} == TIMEOUT || ${statuses[$i]} == CUT ]] && bad=1
 done
-echo "full log: $LOG; summary: $OUT/summary.json"
+echo "full log: $LOG; summary: $OUT/summary.json; benchmark JSON: $OUT/results.tar"
 exit "$bad"

@@ -281,6 +281,7 @@ TEST(SweepCli, BadInputGivesErrorAndStatus2) {
 }
 
 TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
+  if (!LRLAB_CLI_HAS_MPI) GTEST_SKIP() << "lrlab was built without MPI (Open MPI not found at configure time)";
   if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
   std::string one = temp_path("mpi_one"), two = temp_path("mpi_two");
   ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + one).status, 0);
