@@ -33,7 +33,7 @@ fi
 # Stale or missing package lists would make the dependency check below pass without checking.
 if ! apt-cache show "${pkgs[@]}" >/dev/null 2>&1; then
   echo "gpu_bundle: refreshing the package lists" >&2
-  apt-get update -qq
+  apt-get update -qq || echo "gpu_bundle: could not refresh the package lists (needs root)" >&2
 fi
 
 # Every Depends/Pre-Depends of a bundled package must be bundled or assumed; an alternative group
