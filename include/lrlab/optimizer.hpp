@@ -57,7 +57,9 @@ class Optimizer {
   // One step over all replicas. params/grads hold replicas x replica_stride floats, in host memory
   // for Device::CPU and device memory for Device::CUDA. bf16_copy (optional, same shape) receives
   // the updated weights rounded to bf16 in the same pass. On the CUDA path this enqueues work on
-  // the stream and never synchronises, so it can be captured in a CUDA graph.
+  // the stream and never synchronises, so it can be captured in a CUDA graph. Launch such a graph
+  // on that same stream: the host-side calls below (setters, reads, save) order themselves after
+  // the work of that stream only.
   void step(float* params, const float* grads, uint16_t* bf16_copy = nullptr);
   // Checked form for host buffers.
   void step(std::vector<float>& params, const std::vector<float>& grads);
