@@ -121,6 +121,7 @@ struct Optimizer::Impl {
   bool stashed = false;
   bool captured = false;  // step() has been recorded into a CUDA graph
   std::vector<float*> d_tables;
+  std::vector<int64_t> d_table_cap;  // floats allocated at d_tables[r]
   double* d_grad_sq = nullptr;
   void* d_scratch = nullptr;
   size_t scratch_bytes = 0;
@@ -173,13 +174,16 @@ struct Optimizer::Impl {
   }
 
   // Points replica r at a copy of `table` (checked by the caller). If anything fails, the replica
-  // keeps its old table on the host and on the device.
+  // keeps its old table on the host and on the device. A table that fits where the old one was
+  // reuses its device memory: swapping tables (a range test's ramp and back) then allocates and
+  // frees nothing, and cudaFree, which synchronises the device, must not run while another
+  // thread's engine is capturing a graph.
   void install_table(int64_t r, const std::vector<float>& table) {
     std::vector<float> host = table;
     const int64_t len = static_cast<int64_t>(table.size());
     if (cuda()) {
       float* fresh = nullptr;
-      if (!table.empty()) {
+      if (len > d_table_cap[r]) {
         cudaError_t err = cudaMalloc(&fresh, table.size() * sizeof(float));
         if (err == cudaErrorMemoryAllocation) {
           cudaGetLastError();
@@ -187,22 +191,27 @@ struct Optimizer::Impl {
         }
         LRLAB_CUDA_CHECK(err);
       }
+      // Steps in flight may still read the old table: the copy into reused memory waits for them
+      // in stream order, and old memory is freed only after the wait below.
+      const float* dst = len == 0 ? nullptr : fresh ? fresh : d_tables[r];
       try {
-        if (fresh)
-          LRLAB_CUDA_CHECK(cudaMemcpyAsync(fresh, table.data(), table.size() * sizeof(float),
+        if (dst)
+          LRLAB_CUDA_CHECK(cudaMemcpyAsync(const_cast<float*>(dst), table.data(), table.size() * sizeof(float),
                                            cudaMemcpyHostToDevice, stream));
         char* base = reinterpret_cast<char*>(d_states + r);
-        LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &fresh, sizeof fresh,
+        LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &dst, sizeof dst,
                                          cudaMemcpyHostToDevice, stream));
         LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table_len), &len, sizeof len,
                                          cudaMemcpyHostToDevice, stream));
-        // Kernels in flight may still read the old table: free it only after they are done.
         LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
       } catch (...) {
         cudaFree(fresh);
         throw;
       }
-      cudaFree(std::exchange(d_tables[r], fresh));
+      if (fresh) {
+        cudaFree(std::exchange(d_tables[r], fresh));
+        d_table_cap[r] = len;
+      }
     }
     tables[r] = std::move(host);
     states[r].table = tables[r].empty() ? nullptr : tables[r].data();
@@ -401,6 +410,7 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     LRLAB_CUDA_CHECK(cudaGetDevice(&dev_id));
     LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, dev_id));
     m.d_tables.assign(m.K, nullptr);
+    m.d_table_cap.assign(m.K, 0);
     LRLAB_CUDA_CHECK(cudaMalloc(&m.d_states, sizeof(ReplicaState) * m.K));
     for (int k = 0; k < m.nstate; ++k)
       LRLAB_CUDA_CHECK(cudaMalloc(&m.d_buf[k], sizeof(float) * m.K * m.ld));

@@ -157,6 +157,10 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   const Device device = parse_device(o.base.device);
   const std::string mode = o.mode != "auto" ? o.mode : device == Device::CUDA ? "packed" : "streams";
   const MlpConfig model = model_for(o.base, data.train);
+  // Runs are ranked, halved and judged by their validation loss: without validation samples every
+  // run would look diverged after its first epoch.
+  LRLAB_REQUIRE(data.val.n > 0, "a sweep compares configurations on the validation split, and it is empty ",
+                "(raise --val-fraction)");
 
   SweepResult res;
   res.options_json = options_json(o);

@@ -274,6 +274,17 @@ TEST(OptimizerGpu, ControlsMatchCpuPath) {
     }
     steps(2);
     t.expect_equal(std::string(spec) + " after setters");
+    // A shorter table reuses the device memory of the last one, a longer one replaces it.
+    std::vector<float> longer(20);
+    for (size_t i = 0; i < longer.size(); ++i) longer[i] = 1.0f / (1.0f + i);
+    for (Optimizer* o : {&t.cpu, &t.gpu}) {
+      o->set_schedule({0.5f, 0.25f}, 0);
+      o->set_schedule(longer, 2);
+    }
+    steps(2);
+    t.expect_equal(std::string(spec) + " after swapping tables");
+    EXPECT_EQ(t.gpu.next_lr(0), t.cpu.next_lr(0)) << spec;
+    EXPECT_EQ(t.gpu.next_lr(2), t.cpu.next_lr(2)) << spec;
     for (Optimizer* o : {&t.cpu, &t.gpu}) o->reset_replica(0);
     steps(1);
     t.expect_equal(std::string(spec) + " after reset_replica");
