@@ -43,7 +43,15 @@ inline void parallel_for(int64_t n, int64_t workers, const std::function<void(in
     work();
   } else {
     std::vector<std::thread> threads;
-    for (int64_t w = 0; w < workers; ++w) threads.emplace_back(work);
+    try {
+      for (int64_t w = 0; w < workers; ++w) threads.emplace_back(work);
+    } catch (...) {
+      // No thread to be had (a process limit): the running ones finish their item and stop, and
+      // the caller hears why, instead of std::terminate for a joinable thread.
+      next = n;
+      for (std::thread& t : threads) t.join();
+      throw;
+    }
     for (std::thread& t : threads) t.join();
   }
   if (error) std::rethrow_exception(error);

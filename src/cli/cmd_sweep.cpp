@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "command.hpp"
+#include "lrlab/device.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
 #include "lrlab/sweep.hpp"
@@ -65,10 +66,14 @@ int run_sweep_command(SweepArgs& a) {
       o.shard_index = mpi.rank();
       o.shard_count = mpi.size();
       int gpus = 0;
-      if (o.base.device != "cpu" && cudaGetDeviceCount(&gpus) == cudaSuccess && gpus > 0)
-        cudaSetDevice(mpi.local_rank() % gpus);
-      else
+      if (o.base.device != "cpu" && cudaGetDeviceCount(&gpus) == cudaSuccess && gpus > 0) {
+        use_gpu(mpi.local_rank() % gpus);
+        if (mpi.local_size() > gpus && mpi.local_rank() == 0)
+          std::fprintf(stderr, "warning: %d ranks on this node share %d GPU%s; one rank per GPU trains fastest\n",
+                       mpi.local_size(), gpus, gpus == 1 ? "" : "s");
+      } else {
         cudaGetLastError();
+      }
     }
     const bool tty = isatty(STDERR_FILENO) && !a.quiet && mpi.rank() == 0;
     SweepObserver obs;

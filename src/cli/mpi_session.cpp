@@ -21,13 +21,16 @@ bool launched_by_mpi() {
 MpiSession::MpiSession() {
   if (!launched_by_mpi()) return;
 #ifdef LRLAB_HAVE_MPI
-  MPI_Init(nullptr, nullptr);
+  // Worker threads train, only this thread calls MPI.
+  int provided = MPI_THREAD_SINGLE;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
   initialised_ = true;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, &local_rank_);
+  MPI_Comm_size(local, &local_size_);
   MPI_Comm_free(&local);
 #else
   LRLAB_FAIL("started by an MPI launcher, but this lrlab was built without MPI");

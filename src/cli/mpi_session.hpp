@@ -18,13 +18,14 @@ class MpiSession {
   int rank() const { return rank_; }
   int size() const { return size_; }
   int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }  // ranks on this node
   // Every rank's text, on rank 0 (empty elsewhere).
   std::vector<std::string> gather(const std::string& text) const;
   // Ends every rank (after an error on one of them, so the others do not wait forever).
   [[noreturn]] void abort(int status) const;
 
  private:
-  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   bool initialised_ = false;
 };
 
