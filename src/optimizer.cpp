@@ -257,6 +257,16 @@ struct Optimizer::Impl {
     LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
+  // State buffer k at [offset, offset + n) of the flat (all-replica) buffer, as host values.
+  std::vector<float> read_buffer(int k, int64_t offset, int64_t count) const {
+    if (!cuda()) return {host_buf[k].begin() + offset, host_buf[k].begin() + offset + count};
+    std::vector<float> out(static_cast<size_t>(count));
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(out.data(), d_buf[k] + offset, out.size() * sizeof(float),
+                                     cudaMemcpyDeviceToHost, stream));
+    LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return out;
+  }
+
   // Host values into state buffer k at [offset, offset + n) of the flat (all-replica) buffer.
   void write_buffer(int k, int64_t offset, const float* src, size_t n) {
     if (cuda()) {
@@ -517,12 +527,7 @@ std::vector<float> Optimizer::state_buffer(int index) const {
   const Impl& m = *impl_;
   LRLAB_REQUIRE(index >= 0 && index < m.nstate, "state buffer ", index, " does not exist (",
                 optimizer_name(m.h.kind), " keeps ", m.nstate, ")");
-  if (!m.cuda()) return m.host_buf[index];
-  std::vector<float> out(static_cast<size_t>(m.K * m.ld));
-  LRLAB_CUDA_CHECK(cudaMemcpyAsync(out.data(), m.d_buf[index], out.size() * sizeof(float),
-                                   cudaMemcpyDeviceToHost, m.stream));
-  LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  return out;
+  return m.read_buffer(index, 0, m.K * m.ld);
 }
 
 namespace {
@@ -652,10 +657,7 @@ std::string Optimizer::save_replica(int64_t replica) const {
   w.put(m.n);
   put_counters(w, s);
   w.put_vector(m.tables[replica]);
-  for (int k = 0; k < m.nstate; ++k) {
-    std::vector<float> all = state_buffer(k);
-    w.put_vector(std::vector<float>(all.begin() + replica * m.ld, all.begin() + replica * m.ld + m.n));
-  }
+  for (int k = 0; k < m.nstate; ++k) w.put_vector(m.read_buffer(k, replica * m.ld, m.n));
   return w.take();
 }
 
