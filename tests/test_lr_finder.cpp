@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
+#include "gpu.hpp"
 #include "test_util.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/error.hpp"
@@ -250,6 +251,35 @@ TEST(LrFinder, OneCurvePerOptimizer) {
   // rounding as before.)
   std::vector<FinderCurve> again = find_lr(small_base(), {"rmsprop()", "sgd(momentum=0.9)", "adagrad()"}, f);
   EXPECT_EQ(again[1].loss, curves[1].loss);
+}
+
+// Range tests of four optimizers at once on the GPU, each on its own stream (one stops early and
+// restores while others still capture graphs), repeated for different interleavings: every curve
+// follows the CPU's, and the same test gives the same curve each time.
+TEST(LrFinderGpu, ConcurrentTestsMatchTheCpu) {
+  LRLAB_REQUIRE_GPU();
+  FinderOptions f;
+  f.steps = 120;  // more than an epoch of spirals: the partial last batch's graph is captured too
+  TrainOptions base = small_base();
+  const std::vector<std::string> opts = {"adam()", "sgd(momentum=0.9)", "rmsprop()", "adagrad()"};
+  const std::vector<FinderCurve> cpu = find_lr(base, opts, f);
+  base.device = "cuda";
+  std::vector<FinderCurve> first;
+  for (int rep = 0; rep < 5; ++rep) {
+    const std::vector<FinderCurve> gpu = find_lr(base, opts, f);
+    ASSERT_EQ(gpu.size(), opts.size());
+    for (size_t i = 0; i < opts.size(); ++i) {
+      EXPECT_EQ(gpu[i].stopped_early, cpu[i].stopped_early) << opts[i];
+      const size_t common = std::min(gpu[i].loss.size(), cpu[i].loss.size());
+      ASSERT_GT(common, 10u) << opts[i];
+      for (size_t k = 0; k < std::min<size_t>(common, 40); ++k)
+        EXPECT_NEAR(gpu[i].loss[k], cpu[i].loss[k], 1e-3 * std::max(1.0, std::abs(cpu[i].loss[k])))
+            << opts[i] << " step " << k;
+      EXPECT_NEAR(std::log10(gpu[i].suggestion), std::log10(cpu[i].suggestion), 0.3) << opts[i];
+    }
+    if (rep == 0) first = gpu;
+    for (size_t i = 0; i < opts.size(); ++i) EXPECT_EQ(gpu[i].loss, first[i].loss) << opts[i] << " rep " << rep;
+  }
 }
 
 TEST(LrFinder, BadOptionsThrow) {

@@ -7,10 +7,12 @@
 #include <cmath>
 #include <fstream>
 
+#include <cuda_runtime.h>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
 #include "engine_workers.hpp"
+#include "gpu.hpp"
 #include "test_util.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
@@ -130,6 +132,34 @@ TEST(Sweep, PackedStreamsAndSequentialAgree) {
   expect_same_runs(seq, packed, 1e-5);
   // The sweep learned something: the best configuration beats chance clearly.
   EXPECT_GT(packed.runs[rank_runs(packed.runs)[0]].best_val_accuracy, 0.8);
+}
+
+// On the GPU, packed replicas (compacted by halving, one of them diverging) and engines on parallel
+// streams train as the CPU does; and a sweep leaves no device memory behind.
+TEST(SweepGpu, PackedAndStreamsMatchTheCpu) {
+  LRLAB_REQUIRE_GPU();
+  SweepOptions o = small_sweep();
+  o.lrs = {1e-3, 3e-3, 1e-2, 1e3};  // moderate rates (rounding differences stay small) and one that diverges
+  o.base.epochs = 4;
+  o.halving = 2;
+  const SweepResult cpu = run_sweep(o);
+  size_t free0 = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free0, &total), cudaSuccess);
+  o.base.device = "cuda";
+  o.mode = "packed";
+  const SweepResult packed = run_sweep(o);
+  o.mode = "streams";
+  o.workers = 4;
+  const SweepResult streams = run_sweep(o);
+  expect_same_runs(cpu, packed, 1e-3);
+  expect_same_runs(packed, streams, 1e-5);
+  for (size_t i = 0; i < cpu.runs.size(); ++i) {
+    EXPECT_EQ(packed.runs[i].halted, cpu.runs[i].halted) << "run " << i;
+    EXPECT_EQ(streams.runs[i].halted, cpu.runs[i].halted) << "run " << i;
+  }
+  size_t free1 = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free1, &total), cudaSuccess);
+  EXPECT_LT(free0 > free1 ? free0 - free1 : 0, size_t{64} << 20) << "device memory still held after the sweeps";
 }
 
 TEST(Sweep, ADivergingConfigIsMarkedAndDoesNotStopTheOthers) {
