@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <thread>
 
@@ -151,6 +152,53 @@ TEST(TrainEngineGpu, SharedDeviceDataEqualsOwnCopies) {
 
   DataSplits other_data = spirals();
   EXPECT_THROW(TrainEngine(engine_config(Device::CUDA, 1, true), other_data, upload_to_device(data)), Error);
+}
+
+// The training loop on the GPU follows the CPU's: per-epoch losses, plateau events at the same
+// epochs with the same scales, and a checkpoint written on the GPU resumes on the CPU.
+TEST(TrainGpu, LoopAndCheckpointMatchTheCpu) {
+  LRLAB_REQUIRE_GPU();
+  TrainOptions o;
+  o.data = "spirals";
+  o.synthetic_samples = 1500;
+  o.hidden = {24, 24};
+  o.lr = 1e-2;
+  o.batch = 50;
+  o.epochs = 6;
+  o.seed = 3;
+  o.schedule = "step(every=2ep,gamma=0.7)";
+  o.plateau = "plateau(factor=0.5,patience=0)";
+  o.device = "cpu";
+  const TrainReport cpu = train(o);
+
+  const std::string ck = ::testing::TempDir() + "lrlab_gpu_to_cpu.ckpt";
+  TrainOptions first = o;
+  first.device = "cuda";
+  first.epochs = 3;
+  first.save = ck;
+  const TrainReport gpu = train(first);
+  ASSERT_EQ(gpu.epochs.size(), 3u);
+  for (size_t e = 0; e < gpu.epochs.size(); ++e) {
+    EXPECT_NEAR(gpu.epochs[e].train_loss, cpu.epochs[e].train_loss, 1e-3 * cpu.epochs[e].train_loss) << e;
+    EXPECT_NEAR(gpu.epochs[e].val_loss, cpu.epochs[e].val_loss, 1e-3 * cpu.epochs[e].val_loss) << e;
+    EXPECT_EQ(gpu.epochs[e].lr, cpu.epochs[e].lr) << e;
+  }
+  auto plateaus = [](const TrainReport& r, int64_t up_to_epoch) {
+    std::vector<std::pair<int64_t, double>> out;
+    for (const TrainEvent& ev : r.events)
+      if (ev.kind == "plateau" && ev.epoch <= up_to_epoch) out.emplace_back(ev.epoch, ev.scale);
+    return out;
+  };
+  EXPECT_EQ(plateaus(gpu, 3), plateaus(cpu, 3));
+
+  TrainOptions second = o;
+  second.resume = ck;
+  second.lr_given = false;
+  const TrainReport resumed = train(second);
+  EXPECT_EQ(resumed.start_epoch, 3);
+  EXPECT_NEAR(resumed.test_loss, cpu.test_loss, 2e-3 * cpu.test_loss);
+  EXPECT_NEAR(resumed.test_accuracy, cpu.test_accuracy, 0.01);
+  std::remove(ck.c_str());
 }
 
 TEST(TrainEngineGpu, GuardRestoresOnTheGpu) {
