@@ -77,6 +77,11 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   if (rc != 0 && err != EINVAL) fail_write(path, err);  // EINVAL: the filesystem cannot sync directories
 }
 
+std::string path_join(const std::string& dir, const std::string& name) {
+  if (dir.empty()) return name;
+  return dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
 std::string read_file(const std::string& path, size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) LRLAB_FAIL("cannot read '", path, "': ", std::strerror(errno));

@@ -108,10 +108,11 @@ std::vector<double> parse_rates(const std::string& text) {
   return out;
 }
 
-bool sweep_diverged(const std::vector<double>& train_loss, double val_loss, double factor) {
+bool sweep_diverged(const std::vector<double>& train_loss, double initial_loss, double val_loss, double factor) {
   LRLAB_REQUIRE(!train_loss.empty(), "sweep_diverged: no epoch to judge");
   const double last = train_loss.back();
   if (!std::isfinite(last) || !std::isfinite(val_loss)) return true;
+  if (std::isfinite(initial_loss) && last > factor * initial_loss) return true;
   if (train_loss.size() == 1) return false;
   const double best = *std::min_element(train_loss.begin(), train_loss.end() - 1);
   return last > factor * best && last > train_loss.front();
@@ -229,6 +230,8 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   const std::vector<int64_t> rungs = rung_epochs(o.base.epochs, o.halving);
 
   auto alive = [&](const SweepRun& r) { return !r.diverged && !r.halted; };
+  // The loss of each run's first minibatch, before any update: the untrained model's.
+  std::vector<double> initial_loss(res.runs.size(), std::nan(""));
   for (int64_t epoch = 0; epoch < o.base.epochs; ++epoch) {
     if (stop && *stop) {
       res.interrupted = true;
@@ -246,6 +249,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       for (int64_t r = 0; r < K; ++r) {
         SweepRun& run = res.runs[lane.runs[r]];
         if (!alive(run)) continue;
+        if (epoch == 0) initial_loss[lane.runs[r]] = losses[r];
         double sum = 0;
         for (int64_t s = 0; s < spe; ++s) sum += losses[s * K + r];
         const double mean = sum / spe;
@@ -254,7 +258,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
         run.val_accuracy.push_back(val.accuracy[r]);
         const std::vector<float>& table = eng.table(r);
         run.lr.push_back(run.config.lr * table[std::min<size_t>((epoch + 1) * spe - 1, table.size() - 1)]);
-        if (sweep_diverged(run.train_loss, val.loss[r], o.diverge_factor)) {
+        if (sweep_diverged(run.train_loss, initial_loss[lane.runs[r]], val.loss[r], o.diverge_factor)) {
           run.diverged = true;
           run.diverged_epoch = epoch + 1;
           eng.optimizer().set_scale(0.0f, r);  // stop updating it; it no longer affects the others

@@ -412,9 +412,9 @@ std::string sweep_report_html(const SweepResult& r) {
 
 void write_sweep_outputs(const SweepResult& r, const std::string& dir) {
   make_dir(dir);
-  write_file_atomic(dir + "/results.json", sweep_results_json(r));
-  write_file_atomic(dir + "/curves.csv", sweep_curves_csv(r));
-  write_file_atomic(dir + "/report.html", sweep_report_html(r));
+  write_file_atomic(path_join(dir, "results.json"), sweep_results_json(r));
+  write_file_atomic(path_join(dir, "curves.csv"), sweep_curves_csv(r));
+  write_file_atomic(path_join(dir, "report.html"), sweep_report_html(r));
 }
 
 }  // namespace lrlab

@@ -103,3 +103,12 @@ TEST_F(AtomicIo, ReadFailures) {
 
 }  // namespace
 }  // namespace lrlab
+
+namespace {
+TEST(PathJoin, OneSlashBetween) {
+  EXPECT_EQ(lrlab::path_join("sweep", "report.html"), "sweep/report.html");
+  EXPECT_EQ(lrlab::path_join("sweep/", "report.html"), "sweep/report.html");
+  EXPECT_EQ(lrlab::path_join("/", "x"), "/x");
+  EXPECT_EQ(lrlab::path_join("", "x"), "x");
+}
+}  // namespace

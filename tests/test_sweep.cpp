@@ -59,21 +59,24 @@ TEST(EngineWorkers, ParallelForRunsAllAndReportsTheLowestFailure) {
 
 TEST(Sweep, DivergenceRule) {
   // Non-finite losses diverge at once, even in the first epoch.
-  EXPECT_TRUE(sweep_diverged({NAN}, 1.0, 4));
-  EXPECT_TRUE(sweep_diverged({2.0, INFINITY}, 1.0, 4));
-  EXPECT_TRUE(sweep_diverged({2.0, 1.0}, NAN, 4));
-  // A first epoch has nothing to compare with.
-  EXPECT_FALSE(sweep_diverged({1e6}, 1.0, 4));
+  EXPECT_TRUE(sweep_diverged({NAN}, NAN, 1.0, 4));
+  EXPECT_TRUE(sweep_diverged({2.0, INFINITY}, NAN, 1.0, 4));
+  EXPECT_TRUE(sweep_diverged({2.0, 1.0}, NAN, NAN, 4));
+  // A first epoch has only the untrained model's loss to compare with.
+  EXPECT_FALSE(sweep_diverged({1e6}, NAN, 1.0, 4));
+  EXPECT_TRUE(sweep_diverged({1e6}, 2.3, 1.0, 4));   // Adam at lr 10: finite, but far worse than chance
+  EXPECT_FALSE(sweep_diverged({2.0}, 2.3, 1.0, 4));
+  EXPECT_TRUE(sweep_diverged({2.3, 0.5, 9.3}, 2.3, 1.0, 4));
   // Growth past 4x the best earlier epoch and above the first epoch's loss.
-  EXPECT_TRUE(sweep_diverged({2.3, 0.5, 2.31}, 1.0, 4));
-  EXPECT_FALSE(sweep_diverged({2.3, 0.5, 1.9}, 1.0, 4));   // below 4x the best
+  EXPECT_TRUE(sweep_diverged({2.3, 0.5, 2.31}, NAN, 1.0, 4));
+  EXPECT_FALSE(sweep_diverged({2.3, 0.5, 1.9}, NAN, 1.0, 4));   // below 4x the best
   // A loss near zero that wobbles by a large factor but stays below the first epoch's is training.
-  EXPECT_FALSE(sweep_diverged({2.3, 1e-4, 0.01}, 1.0, 4));
-  EXPECT_FALSE(sweep_diverged({2.3, 0.5, 2.2}, 1.0, 4));
+  EXPECT_FALSE(sweep_diverged({2.3, 1e-4, 0.01}, NAN, 1.0, 4));
+  EXPECT_FALSE(sweep_diverged({2.3, 0.5, 2.2}, NAN, 1.0, 4));
   // The factor is the caller's.
-  EXPECT_TRUE(sweep_diverged({1.0, 0.5, 1.2}, 1.0, 2));
-  EXPECT_FALSE(sweep_diverged({1.0, 0.5, 1.2}, 1.0, 3));
-  EXPECT_THROW(sweep_diverged({}, 1.0, 4), Error);
+  EXPECT_TRUE(sweep_diverged({1.0, 0.5, 1.2}, NAN, 1.0, 2));
+  EXPECT_FALSE(sweep_diverged({1.0, 0.5, 1.2}, NAN, 1.0, 3));
+  EXPECT_THROW(sweep_diverged({}, NAN, 1.0, 4), Error);
 }
 
 TEST(SweepRates, ParsesListsAndLogRanges) {
@@ -175,6 +178,21 @@ TEST(Sweep, ADivergingConfigIsMarkedAndDoesNotStopTheOthers) {
   EXPECT_TRUE(r.runs[1].diverged);
   EXPECT_GE(r.runs[1].diverged_epoch, 1);
   EXPECT_EQ(rank_runs(r.runs).back(), 1u);
+}
+
+// A rate that blows the loss up without making it infinite (Adam at 10: huge weights, huge logits)
+// is divergence too: judged against the untrained model's loss, from the first epoch on.
+TEST(Sweep, AFiniteBlowUpIsDivergence) {
+  SweepOptions o = small_sweep();
+  o.lrs = {1e-2, 10};
+  o.schedules = {"constant"};
+  o.optimizers = {"adam()"};
+  SweepResult r = run_sweep(o);
+  ASSERT_EQ(r.runs.size(), 2u);
+  EXPECT_FALSE(r.runs[0].diverged);
+  EXPECT_TRUE(r.runs[1].diverged);
+  EXPECT_EQ(r.runs[1].diverged_epoch, 1);
+  EXPECT_TRUE(std::isfinite(r.runs[1].train_loss[0])) << "the blow-up this test is about stays finite";
 }
 
 TEST(Sweep, SuccessiveHalvingKeepsTheBest) {

@@ -240,6 +240,7 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
            {"train --data spirals --resume " + bad_ck + " --device cpu", "checkpoint"},
            {"train --data spirals --activation swish --device cpu", "swish"},
            {"train --data spirals --epochs 0 --device cpu", "epochs"},
+           {"trian --data spirals", "unknown command 'trian' (expected find-lr, merge, schedule, sweep or train)"},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;
@@ -255,6 +256,8 @@ TEST(TrainCli, DivergenceStopIsExitStatus3) {
                    "--check-every 3 --device cpu --quiet");
   EXPECT_EQ(r.status, 3) << r.out << r.err;
   EXPECT_NE(r.out.find("[guard]"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("error: training diverged"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("checkpoint"), std::string::npos) << "no --save, no checkpoint to speak of: " << r.err;
 }
 
 TEST(TrainCli, LrFindTrainsWithTheSuggestion) {

@@ -15,4 +15,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 // Reads the whole file. Throws lrlab::Error when it is missing, unreadable or larger than max_bytes.
 std::string read_file(const std::string& path, size_t max_bytes);
 
+// dir + "/" + name, without doubling a slash the user typed ("--out sweep/").
+std::string path_join(const std::string& dir, const std::string& name);
+
 }  // namespace lrlab

@@ -85,10 +85,11 @@ SweepResult run_sweep_on(const SweepOptions& options, const DataSplits& data, co
                          const volatile int* stop = nullptr);
 
 // Whether a run diverged in the last epoch of `train_loss` (its per-epoch mean training losses):
-// a non-finite training or validation loss, or a training loss above `factor` times the best of
-// the earlier epochs and above the first epoch's (a loss near zero may wobble by large factors
-// harmlessly).
-bool sweep_diverged(const std::vector<double>& train_loss, double val_loss, double factor);
+// a non-finite training or validation loss; a training loss above `factor` times `initial_loss`, the
+// loss of the untrained model (its first minibatch; NaN: unknown); or a training loss above
+// `factor` times the best of the earlier epochs and above the first epoch's (a loss near zero may
+// wobble by large factors harmlessly).
+bool sweep_diverged(const std::vector<double>& train_loss, double initial_loss, double val_loss, double factor);
 
 // Ranking: finished runs by best validation loss, then runs halted by halving, then diverged ones.
 std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs);

@@ -104,7 +104,7 @@ int run_sweep_command(SweepArgs& a) {
     std::fputs(sweep_table(all).c_str(), stdout);
     if (!a.out.empty()) {
       write_sweep_outputs(all, a.out);
-      std::printf("report: %s/report.html\n", a.out.c_str());
+      std::printf("report: %s\n", path_join(a.out, "report.html").c_str());
     }
     return all.interrupted ? 130 : kExitOk;
   } catch (const Error& e) {
@@ -168,7 +168,7 @@ Register merge_reg("merge", "join the results of sweep shards into one report", 
                 static_cast<long long>(all.grid_size));
     std::fputs(sweep_table(all).c_str(), stdout);
     write_sweep_outputs(all, *out);
-    std::printf("report: %s/report.html\n", out->c_str());
+    std::printf("report: %s\n", path_join(*out, "report.html").c_str());
     return kExitOk;
   };
 });

@@ -62,8 +62,10 @@ int run_train(TrainArgs& a, CLI::App& sub) {
   };
   obs.on_epoch = [&](const EpochRecord& e) {
     clear_progress();
-    std::printf("%5lld  %10.4f  %10.4f  %7.2f%%  %10.3g  %10.0f  %6.1fs\n", static_cast<long long>(e.epoch),
-                e.train_loss, e.val_loss, 100 * e.val_accuracy, e.lr, e.samples_per_s, e.seconds);
+    char acc[16] = "-";  // regression has no accuracy
+    if (!std::isnan(e.val_accuracy)) std::snprintf(acc, sizeof acc, "%.2f%%", 100 * e.val_accuracy);
+    std::printf("%5lld  %10.4f  %10.4f  %8s  %10.3g  %10.0f  %6.1fs\n", static_cast<long long>(e.epoch),
+                e.train_loss, e.val_loss, acc, e.lr, e.samples_per_s, e.seconds);
     std::fflush(stdout);
   };
   obs.on_event = [&](const TrainEvent& e) {
@@ -79,8 +81,8 @@ int run_train(TrainArgs& a, CLI::App& sub) {
   else
     std::printf("test: loss %.4f, accuracy %.2f%% (%.1f s)\n", r.test_loss, 100 * r.test_accuracy, r.seconds);
   if (r.stopped_by_guard) {
-    std::fprintf(stderr, "error: training diverged %zu times and was stopped; the last good checkpoint is kept\n",
-                 r.events.size() - 1);
+    std::fprintf(stderr, "error: training diverged %zu times and was stopped%s\n", r.events.size() - 1,
+                 o.save.empty() ? "" : "; the last good checkpoint is kept");
     return kExitDiverged;
   }
   return kExitOk;
