@@ -112,7 +112,7 @@ bool sweep_diverged(const std::vector<double>& train_loss, double initial_loss, 
   LRLAB_REQUIRE(!train_loss.empty(), "sweep_diverged: no epoch to judge");
   const double last = train_loss.back();
   if (!std::isfinite(last) || !std::isfinite(val_loss)) return true;
-  if (std::isfinite(initial_loss) && last > factor * initial_loss) return true;
+  if (std::isfinite(initial_loss) && val_loss > factor * initial_loss) return true;
   if (train_loss.size() == 1) return false;
   const double best = *std::min_element(train_loss.begin(), train_loss.end() - 1);
   return last > factor * best && last > train_loss.front();

@@ -64,9 +64,9 @@ TEST(Sweep, DivergenceRule) {
   EXPECT_TRUE(sweep_diverged({2.0, 1.0}, NAN, NAN, 4));
   // A first epoch has only the untrained model's loss to compare with.
   EXPECT_FALSE(sweep_diverged({1e6}, NAN, 1.0, 4));
-  EXPECT_TRUE(sweep_diverged({1e6}, 2.3, 1.0, 4));   // Adam at lr 10: finite, but far worse than chance
-  EXPECT_FALSE(sweep_diverged({2.0}, 2.3, 1.0, 4));
-  EXPECT_TRUE(sweep_diverged({2.3, 0.5, 9.3}, 2.3, 1.0, 4));
+  EXPECT_TRUE(sweep_diverged({1e6}, 2.3, 1000.0, 4));  // Adam at lr 10: finite, but far worse than chance
+  EXPECT_FALSE(sweep_diverged({20.0}, 2.3, 0.9, 4));   // early spikes, but the epoch ends well
+  EXPECT_TRUE(sweep_diverged({2.3, 0.5, 0.6}, 2.3, 9.3, 4));
   // Growth past 4x the best earlier epoch and above the first epoch's loss.
   EXPECT_TRUE(sweep_diverged({2.3, 0.5, 2.31}, NAN, 1.0, 4));
   EXPECT_FALSE(sweep_diverged({2.3, 0.5, 1.9}, NAN, 1.0, 4));   // below 4x the best

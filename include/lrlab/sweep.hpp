@@ -85,10 +85,12 @@ SweepResult run_sweep_on(const SweepOptions& options, const DataSplits& data, co
                          const volatile int* stop = nullptr);
 
 // Whether a run diverged in the last epoch of `train_loss` (its per-epoch mean training losses):
-// a non-finite training or validation loss; a training loss above `factor` times `initial_loss`, the
-// loss of the untrained model (its first minibatch; NaN: unknown); or a training loss above
-// `factor` times the best of the earlier epochs and above the first epoch's (a loss near zero may
-// wobble by large factors harmlessly).
+// a non-finite training or validation loss; a validation loss (the model as the epoch left it) above
+// `factor` times `initial_loss`, the untrained model's loss on its first minibatch (NaN: unknown);
+// or a training loss above `factor` times the best of the earlier epochs and above the first
+// epoch's (a loss near zero may wobble by large factors harmlessly). The epoch's mean training loss
+// is not held against the untrained model: early spikes that training recovers from (RMSprop's
+// first steps) would count.
 bool sweep_diverged(const std::vector<double>& train_loss, double initial_loss, double val_loss, double factor);
 
 // Ranking: finished runs by best validation loss, then runs halted by halving, then diverged ones.
