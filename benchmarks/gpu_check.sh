@@ -278,10 +278,16 @@ part() {
     echo "--- $name (up to ${limit}s)"
     printf '\n===== %s: %s (limit %ss, %s)\n' "$name" "$*" "$limit" "$(date -u +%T)" >>"$LOG"
     # Its own process group under timeout, so everything it started goes when the time is up. The
-    # output reaches the log as it comes, at most 2 MB of it per part (a flood of sanitizer reports
-    # must not push the log past what comes back from the machine).
-    timeout -k 5 "$limit" bash -c '"$@"' "$name" "$@" 2>&1 </dev/null | tee "$out" | { head -c 2000000; cat >/dev/null; } >>"$LOG"
-    rc=${PIPESTATUS[0]}
+    # part ends with timeout, not with the last holder of its output; the output reaches the log as
+    # it comes, at most 2 MB of it per part (a flood of sanitizer reports must not push the log past
+    # what comes back from the machine).
+    timeout -k 5 "$limit" bash -c '"$@"' "$name" "$@" >"$out" 2>&1 </dev/null &
+    p=$!
+    tail -c +1 -f --pid="$p" "$out" 2>/dev/null | head -c 2000000 >>"$LOG" &
+    wait "$p"
+    rc=$?
+    wait $!
+    (($(stat -c %s "$out") > 2000000)) && echo "[$name: output cut at 2 MB; the rest is not kept]" >>"$LOG"
     fig=$(<"$LRLAB_PART_FIGURE")
     [[ -z $fig ]] && fig=$(grep -v '^[[:space:]]*$' "$out" | tail -n1)
     case $rc in
@@ -335,8 +341,10 @@ part compare_cuda 20 --gpu --after=bench_cuda,torch_cuda run_compare "$RES/bench
 part train_cuda 90 --gpu --after=build run_compare_train cuda "$RES/compare_train_cuda.json"
 part sweep_cuda 90 --gpu --after=build run_bench_sweep cuda "$RES/bench_sweep_cuda.json"
 # The sanitizers after the benchmarks: slower than anything else, they are the first to go when
-# time runs short. Races need shared memory or warp-level code: only the MLP's kernels have any.
-part memcheck 90 --gpu --after=build run_sanitizer memcheck "$GPU_FILTER"
+# time runs short. They run the kernel-level GPU tests (every kernel, every launch shape), not the
+# long sweeps, range tests and training loops built from the same kernels. Races need shared
+# memory: the MLP's reductions, and CUB's inside the optimizer's norm.
+part memcheck 90 --gpu --after=build run_sanitizer memcheck "$GPU_FILTER-*SweepGpu*:*LrFinderGpu*:*TrainGpu*"
 part racecheck 60 --gpu --after=build run_sanitizer racecheck 'MlpCuda*:OptimizerGpu*'
 part bench_cpu 45 --after=build run_bench cpu "$CPU_SIZES" "$RES/bench_optim_cpu.json" --optimizers 'adam()'
 part torch_cpu 45 run_torch cpu "$CPU_SIZES" "$RES/torch_optim_cpu.json"

@@ -46,11 +46,9 @@ inline void parallel_for(int64_t n, int64_t workers, const std::function<void(in
     try {
       for (int64_t w = 0; w < workers; ++w) threads.emplace_back(work);
     } catch (...) {
-      // No thread to be had (a process limit): the running ones finish their item and stop, and
-      // the caller hears why, instead of std::terminate for a joinable thread.
-      next = n;
-      for (std::thread& t : threads) t.join();
-      throw;
+      // No more threads to be had (a process limit): those started do all the work; with none,
+      // the caller hears why.
+      if (threads.empty()) throw;
     }
     for (std::thread& t : threads) t.join();
   }

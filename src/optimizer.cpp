@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "lrlab/cuda_check.hpp"
+#include "lrlab/device_buffer.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/serialize.hpp"
 #include "lrlab/spec.hpp"
@@ -111,19 +112,18 @@ struct Optimizer::Impl {
   std::vector<double> host_grad_sq;
   std::vector<double> host_grad_blocks;  // the CPU path's partial sums of squares
 
-  ReplicaState* d_states = nullptr;
-  float* d_buf[3] = {nullptr, nullptr, nullptr};
+  DeviceBuffer<ReplicaState> d_states;
+  DeviceBuffer<float> d_buf[3];
   // stash(): the spare copy (host vectors on the CPU path, device arrays on the CUDA path).
   std::vector<ReplicaState> stash_states;
   std::vector<float> stash_host[3];
-  ReplicaState* d_stash_states = nullptr;
-  float* d_stash_buf[3] = {nullptr, nullptr, nullptr};
+  DeviceBuffer<ReplicaState> d_stash_states;
+  DeviceBuffer<float> d_stash_buf[3];
   bool stashed = false;
   bool captured = false;  // step() has been recorded into a CUDA graph
-  std::vector<float*> d_tables;
-  std::vector<int64_t> d_table_cap;  // floats allocated at d_tables[r]
-  double* d_grad_sq = nullptr;
-  void* d_scratch = nullptr;
+  std::vector<DeviceBuffer<float>> d_tables;  // each at least as long as tables[r]
+  DeviceBuffer<double> d_grad_sq;
+  DeviceBuffer<char> d_scratch;
   size_t scratch_bytes = 0;
   int num_sms = 1;
 
@@ -131,16 +131,15 @@ struct Optimizer::Impl {
   bool stats() const { return h.max_grad_norm > 0.0f || h.check_finite || scaled_grads; }
 
   ~Impl() {
-    if (!cuda()) return;
-    // Destructors must not throw: free what we can, ignore errors from a dying context.
-    if (stream) cudaStreamSynchronize(stream);
-    cudaFree(d_states);
-    for (float* b : d_buf) cudaFree(b);
-    cudaFree(d_stash_states);
-    for (float* b : d_stash_buf) cudaFree(b);
-    for (float* t : d_tables) cudaFree(t);
-    cudaFree(d_grad_sq);
-    cudaFree(d_scratch);
+    // Steps in flight still read the buffers the members free; errors of a dying context are ignored.
+    if (cuda() && stream) cudaStreamSynchronize(stream);
+  }
+
+  // The first gradient scale other than 1 adds the finite check to the step; a graph captured before
+  // would not contain it. Later changes of the scale are read from device memory: no recapture.
+  void turn_on_scaled_grads(bool on, const char* what) {
+    LRLAB_REQUIRE(!(on && captured && !stats()), what, " before capturing step() in a CUDA graph");
+    scaled_grads = scaled_grads || on;
   }
 
   void check_replica(int64_t r) const {
@@ -162,7 +161,7 @@ struct Optimizer::Impl {
     each_replica(replica, [&](int64_t r) {
       states[r].*field = value;
       if (!cuda()) return;
-      char* base = reinterpret_cast<char*>(d_states + r);
+      char* base = reinterpret_cast<char*>(d_states.get() + r);
       size_t off = static_cast<size_t>(reinterpret_cast<char*>(&(states[r].*field)) -
                                        reinterpret_cast<char*>(&states[r]));
       LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + off, &(states[r].*field), sizeof(T),
@@ -173,45 +172,37 @@ struct Optimizer::Impl {
     if (cuda()) LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
-  // Points replica r at a copy of `table` (checked by the caller). If anything fails, the replica
-  // keeps its old table on the host and on the device. A table that fits where the old one was
-  // reuses its device memory: swapping tables (a range test's ramp and back) then allocates and
-  // frees nothing, and cudaFree, which synchronises the device, must not run while another
-  // thread's engine is capturing a graph.
+  // Points replica r at a copy of `table` (checked by the caller); if the device memory for it
+  // cannot be had, the replica keeps its old table. A table that fits where the old one was reuses
+  // its device memory: swapping tables (a range test's ramp and back) then allocates and frees
+  // nothing, and cudaFree, which synchronises the device, must not run while another thread's
+  // engine is capturing a graph.
   void install_table(int64_t r, const std::vector<float>& table) {
     std::vector<float> host = table;
     const int64_t len = static_cast<int64_t>(table.size());
     if (cuda()) {
-      float* fresh = nullptr;
-      if (len > d_table_cap[r]) {
-        cudaError_t err = cudaMalloc(&fresh, table.size() * sizeof(float));
-        if (err == cudaErrorMemoryAllocation) {
-          cudaGetLastError();
-          LRLAB_FAIL("a schedule table of ", table.size(), " steps does not fit in device memory");
-        }
-        LRLAB_CUDA_CHECK(err);
+      DeviceBuffer<float> fresh;
+      if (table.size() > d_tables[r].size()) {
+        size_t free_bytes = 0, total_bytes = 0;
+        LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+        LRLAB_REQUIRE(table.size() * sizeof(float) < free_bytes, "a schedule table of ", table.size(),
+                      " steps does not fit in device memory");
+        fresh = DeviceBuffer<float>(table.size());
       }
       // Steps in flight may still read the old table: the copy into reused memory waits for them
-      // in stream order, and old memory is freed only after the wait below.
-      const float* dst = len == 0 ? nullptr : fresh ? fresh : d_tables[r];
-      try {
-        if (dst)
-          LRLAB_CUDA_CHECK(cudaMemcpyAsync(const_cast<float*>(dst), table.data(), table.size() * sizeof(float),
-                                           cudaMemcpyHostToDevice, stream));
-        char* base = reinterpret_cast<char*>(d_states + r);
-        LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &dst, sizeof dst,
+      // in stream order, and memory replaced here is freed (with `fresh`) only after the wait below.
+      DeviceBuffer<float>& dst = fresh.size() ? fresh : d_tables[r];
+      const float* dev_table = len ? dst.get() : nullptr;
+      if (len)
+        LRLAB_CUDA_CHECK(cudaMemcpyAsync(dst.get(), table.data(), table.size() * sizeof(float),
                                          cudaMemcpyHostToDevice, stream));
-        LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table_len), &len, sizeof len,
-                                         cudaMemcpyHostToDevice, stream));
-        LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
-      } catch (...) {
-        cudaFree(fresh);
-        throw;
-      }
-      if (fresh) {
-        cudaFree(std::exchange(d_tables[r], fresh));
-        d_table_cap[r] = len;
-      }
+      char* base = reinterpret_cast<char*>(d_states.get() + r);
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &dev_table, sizeof dev_table,
+                                       cudaMemcpyHostToDevice, stream));
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table_len), &len, sizeof len,
+                                       cudaMemcpyHostToDevice, stream));
+      LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+      if (fresh.size()) std::swap(d_tables[r], fresh);
     }
     tables[r] = std::move(host);
     states[r].table = tables[r].empty() ? nullptr : tables[r].data();
@@ -225,25 +216,16 @@ struct Optimizer::Impl {
     LRLAB_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
     LRLAB_REQUIRE(capture == cudaStreamCaptureStatusNone,
                   "the first stash() allocates device memory: call it once before capturing it in a CUDA graph");
-    ReplicaState* st = nullptr;
-    float* buf[3] = {nullptr, nullptr, nullptr};
-    try {
-      LRLAB_CUDA_CHECK(cudaMalloc(&st, sizeof(ReplicaState) * K));
-      for (int k = 0; k < nstate; ++k) LRLAB_CUDA_CHECK(cudaMalloc(&buf[k], sizeof(float) * K * ld));
-    } catch (...) {
-      cudaFree(st);
-      for (float* b : buf) cudaFree(b);
-      throw;
-    }
-    d_stash_states = st;
-    std::copy(buf, buf + 3, d_stash_buf);
+    DeviceBuffer<ReplicaState> st(K);
+    DeviceBuffer<float> buf[3];
+    for (int k = 0; k < nstate; ++k) buf[k] = DeviceBuffer<float>(K * ld);
+    d_stash_states = std::move(st);
+    for (int k = 0; k < nstate; ++k) d_stash_buf[k] = std::move(buf[k]);
   }
 
   void pull_states() {
     if (!cuda()) return;
-    LRLAB_CUDA_CHECK(cudaMemcpyAsync(states.data(), d_states, sizeof(ReplicaState) * K,
-                                     cudaMemcpyDeviceToHost, stream));
-    LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    d_states.download(states.data(), K, stream);
     // Device table pointers are meaningless on the host; keep host pointers for the CPU view.
     for (int64_t r = 0; r < K; ++r) states[r].table = tables[r].empty() ? nullptr : tables[r].data();
   }
@@ -251,27 +233,22 @@ struct Optimizer::Impl {
   void push_states() {
     if (!cuda()) return;
     std::vector<ReplicaState> dev_view = states;
-    for (int64_t r = 0; r < K; ++r) dev_view[r].table = d_tables[r];
-    LRLAB_CUDA_CHECK(cudaMemcpyAsync(d_states, dev_view.data(), sizeof(ReplicaState) * K,
-                                     cudaMemcpyHostToDevice, stream));
-    LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (int64_t r = 0; r < K; ++r) dev_view[r].table = tables[r].empty() ? nullptr : d_tables[r].get();
+    d_states.upload(dev_view.data(), K, stream);
   }
 
   // State buffer k at [offset, offset + n) of the flat (all-replica) buffer, as host values.
   std::vector<float> read_buffer(int k, int64_t offset, int64_t count) const {
     if (!cuda()) return {host_buf[k].begin() + offset, host_buf[k].begin() + offset + count};
     std::vector<float> out(static_cast<size_t>(count));
-    LRLAB_CUDA_CHECK(cudaMemcpyAsync(out.data(), d_buf[k] + offset, out.size() * sizeof(float),
-                                     cudaMemcpyDeviceToHost, stream));
-    LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    d_buf[k].download(out.data(), out.size(), stream, offset);
     return out;
   }
 
   // Host values into state buffer k at [offset, offset + n) of the flat (all-replica) buffer.
   void write_buffer(int k, int64_t offset, const float* src, size_t n) {
     if (cuda()) {
-      LRLAB_CUDA_CHECK(cudaMemcpyAsync(d_buf[k] + offset, src, n * sizeof(float), cudaMemcpyHostToDevice, stream));
-      LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+      d_buf[k].upload(src, n, stream, offset);
     } else {
       std::copy(src, src + n, host_buf[k].begin() + offset);
     }
@@ -284,7 +261,7 @@ struct Optimizer::Impl {
     for (int k = 0; k < nstate; ++k) {
       const float v = k == 0 ? init0 : 0.0f;
       if (cuda())
-        detail::cuda_fill(d_buf[k] + r0 * ld, (r1 - r0) * ld, v, stream);
+        detail::cuda_fill(d_buf[k].get() + r0 * ld, (r1 - r0) * ld, v, stream);
       else
         std::fill(host_buf[k].begin() + r0 * ld, host_buf[k].begin() + r1 * ld, v);
     }
@@ -297,7 +274,7 @@ struct Optimizer::Impl {
     a.groups = gt;
     a.p = p;
     a.g = g;
-    for (int k = 0; k < nstate; ++k) a.s[k] = cuda() ? d_buf[k] : host_buf[k].data();
+    for (int k = 0; k < nstate; ++k) a.s[k] = cuda() ? d_buf[k].get() : host_buf[k].data();
     a.bf16 = bf16;
     a.n = n;
     a.ld = ld;
@@ -419,15 +396,13 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     int dev_id = 0;
     LRLAB_CUDA_CHECK(cudaGetDevice(&dev_id));
     LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, dev_id));
-    m.d_tables.assign(m.K, nullptr);
-    m.d_table_cap.assign(m.K, 0);
-    LRLAB_CUDA_CHECK(cudaMalloc(&m.d_states, sizeof(ReplicaState) * m.K));
-    for (int k = 0; k < m.nstate; ++k)
-      LRLAB_CUDA_CHECK(cudaMalloc(&m.d_buf[k], sizeof(float) * m.K * m.ld));
-    LRLAB_CUDA_CHECK(cudaMalloc(&m.d_grad_sq, sizeof(double) * m.K));
+    m.d_tables.resize(m.K);
+    m.d_states = DeviceBuffer<ReplicaState>(m.K);
+    for (int k = 0; k < m.nstate; ++k) m.d_buf[k] = DeviceBuffer<float>(m.K * m.ld);
+    m.d_grad_sq = DeviceBuffer<double>(m.K);
     detail::FusedArgs probe = m.args(nullptr, nullptr, nullptr);
     m.scratch_bytes = detail::cuda_grad_sq_scratch(probe);
-    LRLAB_CUDA_CHECK(cudaMalloc(&m.d_scratch, std::max<size_t>(m.scratch_bytes, 16)));
+    m.d_scratch = DeviceBuffer<char>(std::max<size_t>(m.scratch_bytes, 16));
     m.push_states();
   } else {
     for (int k = 0; k < m.nstate; ++k) m.host_buf[k].resize(static_cast<size_t>(m.K * m.ld));
@@ -447,9 +422,9 @@ void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     LRLAB_CUDA_CHECK(cudaStreamIsCapturing(m.stream, &capture));
     m.captured = m.captured || capture != cudaStreamCaptureStatusNone;
-    if (a.stats) detail::cuda_grad_sq(a, m.d_grad_sq, m.d_scratch, m.scratch_bytes, m.stream);
-    detail::cuda_prepare(m.d_states, m.d_grad_sq, m.h, a.stats, m.K, m.stream);
-    detail::cuda_update(a, m.d_states, m.num_sms, m.stream);
+    if (a.stats) detail::cuda_grad_sq(a, m.d_grad_sq.get(), m.d_scratch.get(), m.scratch_bytes, m.stream);
+    detail::cuda_prepare(m.d_states.get(), m.d_grad_sq.get(), m.h, a.stats, m.K, m.stream);
+    detail::cuda_update(a, m.d_states.get(), m.num_sms, m.stream);
   } else {
     if (a.stats) detail::cpu_grad_sq(a, m.host_grad_blocks, m.host_grad_sq.data());
     for (int64_t r = 0; r < m.K; ++r) prepare_step(m.states[r], m.h, a.stats, m.host_grad_sq[r]);
@@ -483,11 +458,7 @@ void Optimizer::set_step(int64_t step, int64_t replica) {
 
 void Optimizer::set_grad_scale(float scale) {
   LRLAB_REQUIRE(std::isfinite(scale) && scale > 0.0f, "gradient scale must be finite and positive (got ", scale, ")");
-  // The first scale other than 1 adds the finite check to the step; a graph captured before would
-  // not contain it. Later changes of the scale are read from device memory and need no recapture.
-  LRLAB_REQUIRE(!(impl_->captured && !impl_->stats() && scale != 1.0f),
-                "set a gradient scale (or check_finite=true) before capturing step() in a CUDA graph");
-  impl_->scaled_grads = impl_->scaled_grads || scale != 1.0f;
+  impl_->turn_on_scaled_grads(scale != 1.0f, "set a gradient scale (or check_finite=true)");
   impl_->set_field(int64_t{-1}, &ReplicaState::inv_grad_scale, 1.0f / scale);
 }
 
@@ -580,11 +551,9 @@ void Optimizer::load(const std::string& bytes) {
   }
   rd.expect_end();
   for (const std::vector<float>& t : tables) require_table(t);
-  LRLAB_REQUIRE(!(m.captured && !m.stats() && scaled),
-                "this optimizer state has a gradient scale: load it before capturing step() in a CUDA graph");
   // Everything read and checked: now commit. Hyperparameters keep the values of this optimizer's
   // spec (a resumed run may change them), the counters and moments come from the file.
-  m.scaled_grads = m.scaled_grads || scaled;
+  m.turn_on_scaled_grads(scaled, "load a state with a gradient scale");
   for (int64_t r = 0; r < K; ++r) {
     m.install_table(r, tables[r]);
     copy_counters(m.states[r], states[r]);
@@ -600,11 +569,11 @@ void Optimizer::stash() {
     m.stash_states = m.states;
     for (int k = 0; k < m.nstate; ++k) m.stash_host[k] = m.host_buf[k];
   } else {
-    if (!m.d_stash_states) m.allocate_stash();
-    LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash_states, m.d_states, sizeof(ReplicaState) * m.K,
+    if (!m.d_stash_states.size()) m.allocate_stash();
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash_states.get(), m.d_states.get(), sizeof(ReplicaState) * m.K,
                                      cudaMemcpyDeviceToDevice, m.stream));
     for (int k = 0; k < m.nstate; ++k)
-      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash_buf[k], m.d_buf[k], bytes, cudaMemcpyDeviceToDevice, m.stream));
+      LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash_buf[k].get(), m.d_buf[k].get(), bytes, cudaMemcpyDeviceToDevice, m.stream));
   }
   m.stashed = true;
 }
@@ -626,20 +595,19 @@ void Optimizer::unstash() {
     return;
   }
   for (int k = 0; k < m.nstate; ++k)
-    LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_buf[k], m.d_stash_buf[k], bytes, cudaMemcpyDeviceToDevice, m.stream));
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_buf[k].get(), m.d_stash_buf[k].get(), bytes, cudaMemcpyDeviceToDevice, m.stream));
   // Counters and scales come back; the table fields keep their current values (a table swapped after
   // the stash stays).
   std::vector<ReplicaState> now(m.K), then(m.K);
-  LRLAB_CUDA_CHECK(cudaMemcpyAsync(now.data(), m.d_states, sizeof(ReplicaState) * m.K, cudaMemcpyDeviceToHost, m.stream));
-  LRLAB_CUDA_CHECK(cudaMemcpyAsync(then.data(), m.d_stash_states, sizeof(ReplicaState) * m.K,
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(now.data(), m.d_states.get(), sizeof(ReplicaState) * m.K, cudaMemcpyDeviceToHost, m.stream));
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(then.data(), m.d_stash_states.get(), sizeof(ReplicaState) * m.K,
                                    cudaMemcpyDeviceToHost, m.stream));
   LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   for (int64_t r = 0; r < m.K; ++r) {
     then[r].table = now[r].table;
     then[r].table_len = now[r].table_len;
   }
-  LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_states, then.data(), sizeof(ReplicaState) * m.K, cudaMemcpyHostToDevice, m.stream));
-  LRLAB_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  m.d_states.upload(then.data(), m.K, m.stream);
   m.pull_states();
 }
 

@@ -217,21 +217,23 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   std::shared_ptr<const DeviceData> device_data;
   if (device == Device::CUDA) device_data = upload_to_device(data);
 
+  // Each run's validation loss before training: what divergence is measured against.
+  std::vector<double> initial_loss(res.runs.size(), std::nan(""));
   detail::parallel_for(static_cast<int64_t>(lanes.size()), workers, [&](int64_t li) {
     worker.apply();
     Lane& lane = lanes[li];
     lane.engine = std::make_unique<TrainEngine>(lane.config, data, device_data);
+    const TrainEngine::Eval untrained = lane.engine->evaluate(Split::Val);
     for (size_t r = 0; r < lane.runs.size(); ++r) {
       SweepRun& run = res.runs[lane.runs[r]];
       run.lr_curve = sample_curve(lane.engine->table(static_cast<int64_t>(r)), run.config.lr, &run.lr_curve_stride);
+      initial_loss[lane.runs[r]] = untrained.loss[r];
     }
   });
   res.steps_per_epoch = lanes.empty() ? 0 : lanes[0].engine->steps_per_epoch();
   const std::vector<int64_t> rungs = rung_epochs(o.base.epochs, o.halving);
 
   auto alive = [&](const SweepRun& r) { return !r.diverged && !r.halted; };
-  // The loss of each run's first minibatch, before any update: the untrained model's.
-  std::vector<double> initial_loss(res.runs.size(), std::nan(""));
   for (int64_t epoch = 0; epoch < o.base.epochs; ++epoch) {
     if (stop && *stop) {
       res.interrupted = true;
@@ -249,7 +251,6 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       for (int64_t r = 0; r < K; ++r) {
         SweepRun& run = res.runs[lane.runs[r]];
         if (!alive(run)) continue;
-        if (epoch == 0) initial_loss[lane.runs[r]] = losses[r];
         double sum = 0;
         for (int64_t s = 0; s < spe; ++s) sum += losses[s * K + r];
         const double mean = sum / spe;

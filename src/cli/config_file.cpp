@@ -24,10 +24,18 @@ bool given(const std::vector<std::string>& args, const std::string& flag) {
 std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   CLI::App* sub = nullptr;
+  const std::vector<CLI::App*> commands = app.get_subcommands([](CLI::App*) { return true; });
   for (const std::string& a : args) {
     if (a.empty() || a[0] == '-') continue;
-    for (CLI::App* c : app.get_subcommands([](CLI::App*) { return true; }))
+    for (CLI::App* c : commands)
       if (c->get_name() == a) sub = c;
+    if (!sub) {
+      // CLI11 itself would only say "A subcommand is required".
+      std::string names;
+      for (size_t i = 0; i < commands.size(); ++i)
+        names += (i == 0 ? "" : i + 1 == commands.size() ? " or " : ", ") + commands[i]->get_name();
+      LRLAB_FAIL("unknown command '", a, "' (expected ", names, ")");
+    }
     break;
   }
   std::string path;

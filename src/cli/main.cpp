@@ -30,16 +30,6 @@ int main(int argc, char** argv) {
     runners[sub] = c.setup(*sub);
     add_config_option(*sub);
   }
-  // CLI11 would answer a mistyped command with "A subcommand is required".
-  const bool known = argc > 1 && std::any_of(cmds.begin(), cmds.end(),
-                                             [&](const Command& c) { return c.name == argv[1]; });
-  if (argc > 1 && argv[1][0] != '-' && !known) {
-    std::string names;
-    for (size_t i = 0; i < cmds.size(); ++i)
-      names += (i == 0 ? "" : i + 1 == cmds.size() ? " or " : ", ") + cmds[i].name;
-    std::fprintf(stderr, "error: unknown command '%s' (expected %s)\n", argv[1], names.c_str());
-    return kExitBadInput;
-  }
   try {
     app.parse(with_config_file(app, argc, argv));
   } catch (const CLI::CallForHelp& e) {

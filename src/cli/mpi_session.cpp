@@ -1,5 +1,6 @@
 #include "mpi_session.hpp"
 
+#include <cstdio>
 #include <cstdlib>
 
 #include "lrlab/error.hpp"
@@ -25,6 +26,9 @@ MpiSession::MpiSession() {
   int provided = MPI_THREAD_SINGLE;
   MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
   initialised_ = true;
+  if (provided < MPI_THREAD_FUNNELED)
+    std::fprintf(stderr, "warning: this MPI promises no support for threaded processes; lrlab's worker threads "
+                         "never call MPI, which works with common MPIs\n");
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   MPI_Comm local;
