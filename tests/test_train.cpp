@@ -241,6 +241,7 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
            {"train --data spirals --activation swish --device cpu", "swish"},
            {"train --data spirals --epochs 0 --device cpu", "epochs"},
            {"trian --data spirals", "unknown command 'trian' (expected "},
+           {"", "give a command: "},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;

@@ -25,17 +25,16 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
   std::vector<std::string> args(argv + 1, argv + argc);
   CLI::App* sub = nullptr;
   const std::vector<CLI::App*> commands = app.get_subcommands([](CLI::App*) { return true; });
+  // CLI11 itself would only say "A subcommand is required".
+  std::string names;
+  for (size_t i = 0; i < commands.size(); ++i)
+    names += (i == 0 ? "" : i + 1 == commands.size() ? " or " : ", ") + commands[i]->get_name();
+  LRLAB_REQUIRE(!args.empty(), "give a command: ", names, " (lrlab --help says what each does)");
   for (const std::string& a : args) {
     if (a.empty() || a[0] == '-') continue;
     for (CLI::App* c : commands)
       if (c->get_name() == a) sub = c;
-    if (!sub) {
-      // CLI11 itself would only say "A subcommand is required".
-      std::string names;
-      for (size_t i = 0; i < commands.size(); ++i)
-        names += (i == 0 ? "" : i + 1 == commands.size() ? " or " : ", ") + commands[i]->get_name();
-      LRLAB_FAIL("unknown command '", a, "' (expected ", names, ")");
-    }
+    LRLAB_REQUIRE(sub, "unknown command '", a, "' (expected ", names, ")");
     break;
   }
   std::string path;
