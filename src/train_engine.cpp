@@ -118,6 +118,9 @@ struct TrainEngine::Impl {
     LRLAB_REQUIRE(cfg.epochs >= 1, "epochs must be at least 1 (got ", cfg.epochs, ")");
     const Dataset& tr = data.train;
     LRLAB_REQUIRE(tr.n >= 1, "the training set is empty");
+    // A minibatch larger than the training set is the whole set, as PyTorch's DataLoader gives it
+    // (and buffers are not sized for samples that do not exist).
+    cfg.batch = std::min(cfg.batch, tr.n);
     LRLAB_REQUIRE(tr.dim == cfg.model.inputs, "the model takes ", cfg.model.inputs,
                   " inputs but the data has ", tr.dim, " features");
     if (tr.is_regression())

@@ -66,6 +66,17 @@ TEST(Train, ResumeIsBitIdenticalToAStraightRun) {
   std::remove(straight.save.c_str());
 }
 
+// A batch larger than the training set trains on the whole set each step (one step per epoch)
+// instead of sizing buffers for samples that do not exist.
+TEST(Train, BatchLargerThanTheDataIsTheWholeSet) {
+  TrainOptions o = small_run();
+  o.batch = 100000000;
+  o.epochs = 3;
+  TrainReport r = train(o);
+  EXPECT_EQ(r.steps, 3);
+  EXPECT_TRUE(std::isfinite(r.test_loss));
+}
+
 TEST(Train, ResumeWithANewRateFineTunes) {
   const std::string ck = temp_path("ft.ckpt");
   TrainOptions o = small_run();
