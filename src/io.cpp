@@ -77,6 +77,22 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   if (rc != 0 && err != EINVAL) fail_write(path, err);  // EINVAL: the filesystem cannot sync directories
 }
 
+void require_writable(const std::string& path) {
+  if (path.empty()) fail_write(path, ENOENT);
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) fail_write(path, EISDIR);
+  if (::access(directory_of(path).c_str(), W_OK | X_OK) != 0) fail_write(path, errno);
+}
+
+void make_writable_dir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
+    LRLAB_FAIL("cannot create directory '", dir, "': ", std::strerror(errno));
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) LRLAB_FAIL("'", dir, "' is not a directory");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    LRLAB_FAIL("cannot write in directory '", dir, "': ", std::strerror(errno));
+}
+
 std::string path_join(const std::string& dir, const std::string& name) {
   if (dir.empty()) return name;
   return dir.back() == '/' ? dir + name : dir + "/" + name;

@@ -83,11 +83,6 @@ struct Reader {
   }
 };
 
-void make_dir(const std::string& dir) {
-  if (mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
-    LRLAB_FAIL("cannot create directory '", dir, "': ", std::strerror(errno));
-}
-
 }  // namespace
 
 std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs) {
@@ -411,7 +406,7 @@ std::string sweep_report_html(const SweepResult& r) {
 }
 
 void write_sweep_outputs(const SweepResult& r, const std::string& dir) {
-  make_dir(dir);
+  make_writable_dir(dir);
   write_file_atomic(path_join(dir, "results.json"), sweep_results_json(r));
   write_file_atomic(path_join(dir, "curves.csv"), sweep_curves_csv(r));
   write_file_atomic(path_join(dir, "report.html"), sweep_report_html(r));

@@ -141,6 +141,8 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   LRLAB_REQUIRE(o.check_every >= 1, "the check interval must be at least 1 step");
   LRLAB_REQUIRE(o.guard_factor > 0 && o.guard_factor < 1, "the guard's factor must be in (0, 1)");
   LRLAB_REQUIRE(o.guard_threshold > 1, "the guard's threshold must be above 1");
+  for (const std::string* out : {&o.save, &o.log_csv, &o.json_out, &o.plot_svg})
+    if (!out->empty()) require_writable(*out);
 
   const Device device = parse_device(o.device);
   std::optional<Checkpoint> ckpt;

@@ -316,6 +316,7 @@ TEST(SweepCli, BadInputGivesErrorAndStatus2) {
            {"sweep --data spirals --device cpu --lr 0.1 --optimizer 'adamx()'", "unknown optimizer"},
            {"sweep --data spirals --device cpu --lr 0.1 --halving 1", "halving"},
            {"sweep --data spirals --device cpu --lr 0.1 --val-fraction 0", "validation split"},
+           {"sweep --data spirals --device cpu --lr 0.1 --out /nonexistent/sweep", "cannot create directory '/nonexistent/sweep'"},
            {"merge " + foreign + " --out " + temp_path("m"), "not an lrlab sweep results file"},
            {"merge /nonexistent/dir --out " + temp_path("m"), "nonexistent"},
        }) {

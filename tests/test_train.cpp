@@ -253,6 +253,9 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
            {"train --data spirals --epochs 0 --device cpu", "epochs"},
            {"trian --data spirals", "unknown command 'trian' (expected "},
            {"", "give a command: "},
+           {"train --data spirals --device cpu --save /nonexistent/run.ckpt", "cannot write '/nonexistent/run.ckpt'"},
+           {"train --data spirals --device cpu --json /tmp", "cannot write '/tmp'"},
+           {"find-lr --data spirals --device cpu --plot /nonexistent/lr.svg", "cannot write '/nonexistent/lr.svg'"},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;

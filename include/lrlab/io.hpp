@@ -15,6 +15,13 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 // Reads the whole file. Throws lrlab::Error when it is missing, unreadable or larger than max_bytes.
 std::string read_file(const std::string& path, size_t max_bytes);
 
+// Throws lrlab::Error ("cannot write 'PATH': <reason>") unless write_file_atomic could write `path`
+// now (its folder exists and is writable): checked before hours of work that end in that write.
+void require_writable(const std::string& path);
+// Creates the folder `dir` (one level) if it is missing; throws lrlab::Error unless it is then a
+// writable folder.
+void make_writable_dir(const std::string& dir);
+
 // dir + "/" + name, without doubling a slash the user typed ("--out sweep/").
 std::string path_join(const std::string& dir, const std::string& name);
 

@@ -56,6 +56,8 @@ int run_find_lr(FindLrArgs& a) {
   validate_finder_options(f);
   for (const std::string& spec : a.optimizers) parse_optimizer(spec);
   const char* device = device_name(parse_device(o.device));
+  for (const std::string* out : {&a.json_out, &a.plot_svg})
+    if (!out->empty()) require_writable(*out);
 
   std::printf("lrlab find-lr: %s, %lld steps from lr %.3g to %.3g (%s), device %s\n", o.data.c_str(),
               static_cast<long long>(f.steps), f.start, f.end, a.mode.c_str(), device);

@@ -84,6 +84,8 @@ int run_sweep_command(SweepArgs& a) {
                    static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
                    static_cast<long long>(total));
     };
+    // Before any training: a folder that cannot be written would lose the whole sweep at its end.
+    if (!a.out.empty() && mpi.rank() == 0) make_writable_dir(a.out);
     if (!a.out.empty() && !mpi.active())
       obs.on_partial = [&](const SweepResult& partial) { write_sweep_outputs(partial, a.out); };
     std::signal(SIGINT, on_interrupt);
