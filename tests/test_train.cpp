@@ -266,6 +266,14 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
   std::remove(bad_ck.c_str());
 }
 
+// Regression has no accuracy: the epoch table says so with '-', not "nan%".
+TEST(TrainCli, RegressionPrintsNoAccuracy) {
+  auto r = run_cli("train --data sine --samples 400 --hidden 8 --epochs 2 --device cpu --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.find("nan"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  -  "), std::string::npos) << r.out;
+}
+
 TEST(TrainCli, DivergenceStopIsExitStatus3) {
   auto r = run_cli("train --data spirals --samples 600 --hidden 8 --epochs 2 --lr 1e6 --guard-max-events 2 "
                    "--check-every 3 --device cpu --quiet");

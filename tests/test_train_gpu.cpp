@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "gpu.hpp"
+#include "test_util.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/train.hpp"
@@ -158,17 +159,12 @@ TEST(TrainEngineGpu, SharedDeviceDataEqualsOwnCopies) {
 // epochs with the same scales, and a checkpoint written on the GPU resumes on the CPU.
 TEST(TrainGpu, LoopAndCheckpointMatchTheCpu) {
   LRLAB_REQUIRE_GPU();
-  TrainOptions o;
-  o.data = "spirals";
-  o.synthetic_samples = 1500;
-  o.hidden = {24, 24};
+  TrainOptions o = lrlab::testing::small_spirals(1500, {24, 24});
   o.lr = 1e-2;
-  o.batch = 50;
   o.epochs = 6;
   o.seed = 3;
   o.schedule = "step(every=2ep,gamma=0.7)";
   o.plateau = "plateau(factor=0.5,patience=0)";
-  o.device = "cpu";
   const TrainReport cpu = train(o);
 
   const std::string ck = ::testing::TempDir() + "lrlab_gpu_to_cpu.ckpt";
@@ -203,13 +199,9 @@ TEST(TrainGpu, LoopAndCheckpointMatchTheCpu) {
 
 TEST(TrainEngineGpu, GuardRestoresOnTheGpu) {
   LRLAB_REQUIRE_GPU();
-  TrainOptions o;
-  o.data = "spirals";
-  o.synthetic_samples = 1500;
-  o.hidden = {24, 24};
+  TrainOptions o = lrlab::testing::small_spirals(1500, {24, 24});
   o.lr = 50.0;
   o.epochs = 6;
-  o.batch = 50;
   o.check_every = 5;
   o.device = "cuda";
   TrainReport r = train(o);
