@@ -100,6 +100,14 @@ struct Twin {
   }
 };
 
+// K replicas, `ld` floats apart.
+OptimizerSetup replicas(int64_t K, int64_t ld) {
+  OptimizerSetup setup;
+  setup.replicas = K;
+  setup.replica_stride = ld;
+  return setup;
+}
+
 struct Shape {
   int64_t K, n, ld, offset;
   bool gaps;  // parameters outside every group, which must stay untouched
@@ -120,9 +128,7 @@ TEST_P(OptimizerGpuParity, MatchesCpuPath) {
     const std::string what = std::string(spec) + " K=" + std::to_string(sh.K) + " n=" + std::to_string(sh.n) +
                              " ld=" + std::to_string(sh.ld) + " offset=" + std::to_string(sh.offset);
     Rng rng(static_cast<uint64_t>(sh.n) * 31 + sh.ld + sh.offset);
-    OptimizerSetup setup;
-    setup.replicas = sh.K;
-    setup.replica_stride = sh.ld;
+    OptimizerSetup setup = replicas(sh.K, sh.ld);
     if (sh.gaps) setup.groups = {{1, sh.n / 3 + 1, 1.0f, -1.0f}, {sh.n / 3 + 5, sh.n - 2, 0.3f, 0.0f}};
     else if (sh.n > 10) setup.groups = {{0, sh.n / 3 + 1, 1.0f, -1.0f}, {sh.n / 3 + 1, sh.n, 0.3f, 0.0f}};
     Twin t(spec, sh.n, setup, rng, sh.offset);
@@ -225,10 +231,7 @@ TEST(OptimizerGpu, NonFiniteGradientSkipsOnlyItsReplica) {
   LRLAB_REQUIRE_GPU();
   const int64_t n = 4099, ld = 4104, K = 3;
   Rng rng(5);
-  OptimizerSetup setup;
-  setup.replicas = K;
-  setup.replica_stride = ld;
-  Twin t("adam()", n, setup, rng);
+  Twin t("adam()", n, replicas(K, ld), rng);
   t.cpu.set_grad_scale(65536.0f);
   t.gpu.set_grad_scale(65536.0f);
   for (int step = 0; step < 4; ++step) {
@@ -258,9 +261,7 @@ TEST(OptimizerGpu, ControlsMatchCpuPath) {
   LRLAB_REQUIRE_GPU();
   const int64_t n = 2053, ld = 2056, K = 3;
   Rng rng(17);
-  OptimizerSetup setup;
-  setup.replicas = K;
-  setup.replica_stride = ld;
+  const OptimizerSetup setup = replicas(K, ld);
   for (const char* spec : {"adam(amsgrad=true)", "rmsprop(momentum=0.9,centered=true)",
                            "adagrad(initial_accumulator=0.2)"}) {
     Twin t(spec, n, setup, rng);
