@@ -1,7 +1,13 @@
-// The CUDA backend of the MLP. K replicas run as strided-batched cuBLAS GEMMs (the shared input
-// minibatch has stride 0); the elementwise and per-row work are small kernels built on the shared
-// formulas of nn_math.hpp. Nothing here allocates, synchronises or touches host memory after the
-// constructor, except evaluate() and check_labels(), which say so.
+// The CUDA backend of the MLP. The first layer of all K replicas is one wide GEMM: the packing
+// (mlp_packing) keeps their weights together as one [K*out x in] matrix, which meets the shared
+// minibatch once. The other layers run as strided-batched cuBLAS GEMMs, one batch entry per
+// replica. The elementwise and per-row work are small kernels built on the shared formulas of
+// nn_math.hpp. Nothing here allocates, synchronises or touches host memory after the constructor,
+// except evaluate() and check_labels(), which say so.
+//
+// Activations are [replica][row][unit], except the first layer's in a network with hidden layers:
+// the wide GEMM gives them unit-major, [replica][unit][row], and the second layer's GEMMs read and
+// write them that way.
 //
 // cuBLAS is column-major: a row-major [r x c] matrix is, to cuBLAS, a column-major [c x r] matrix
 // with leading dimension c. Each GEMM below is written out in those terms.
@@ -35,15 +41,19 @@ unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 65536));
 }
 
-// z += b (of the row's replica); a = f(z) unless a is null (the linear output layer).
+// z += b (of the element's replica and unit); a = f(z) unless a is null (the linear output layer).
+// Element i belongs to replica i / replica_elems and unit (i / unit_step) % width: unit_step is 1
+// for [row][unit] activations and the batch size for unit-major ones. Replica k's bias starts at
+// bias + k * bias_stride.
 template <Activation A>
 __global__ void bias_activation_kernel(float* __restrict__ z, float* __restrict__ a,
-                                       const float* __restrict__ params, int64_t n, int64_t width,
-                                       int64_t replica_elems, int64_t stride, int64_t b_offset) {
+                                       const float* __restrict__ bias, int64_t bias_stride,
+                                       int64_t n, int64_t width, int64_t unit_step,
+                                       int64_t replica_elems) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t k = i / replica_elems;
-    const float v = z[i] + params[k * stride + b_offset + i % width];
+    const float v = z[i] + bias[k * bias_stride + (i / unit_step) % width];
     z[i] = v;
     if (a) a[i] = ActivationFn<A>::forward(v);
   }
@@ -90,12 +100,25 @@ __global__ void mean_squared_error_kernel(const float* __restrict__ out, const f
                                    grad ? grad + r * width : nullptr);
 }
 
-// db[c] = sum over rows of delta[row, c], one block per (32 columns, replica). The block holding
-// column 0 also zeroes this layer's alignment padding, so grads are written in full with no
-// separate launch.
+// Where one layer's bias gradients go, and the alignment padding after its weights and after its
+// bias (each under 4 floats), which the bias-gradient kernels zero so that grads are written in
+// full with no separate launch. Replica k's bias starts at grads[b_at + k * b_stride], its weight
+// padding at grads[w_pad_at + k * w_stride].
+struct BiasGradOut {
+  float* grads;
+  int64_t b_at, b_stride, w_pad_at, w_stride;
+  int w_pad, b_pad;
+};
+
+__device__ __forceinline__ void zero_padding(const BiasGradOut& o, int64_t k, int64_t width, int t) {
+  if (t < o.w_pad) o.grads[o.w_pad_at + k * o.w_stride + t] = 0.0f;
+  if (t < o.b_pad) o.grads[o.b_at + k * o.b_stride + width + t] = 0.0f;
+}
+
+// db[c] = sum over rows of delta[row, c] for [replica][row][unit] gradients, one block per
+// (32 columns, replica).
 __global__ void bias_grad_kernel(const float* __restrict__ delta, int64_t batch, int64_t width,
-                                 float* __restrict__ grads, int64_t stride, int64_t w_end,
-                                 int64_t b_offset, int64_t pad_end) {
+                                 BiasGradOut o) {
   __shared__ float part[kBiasRows][kBiasCols + 1];
   const int64_t k = blockIdx.y;
   const int64_t c = blockIdx.x * int64_t{kBiasCols} + threadIdx.x;
@@ -106,18 +129,28 @@ __global__ void bias_grad_kernel(const float* __restrict__ delta, int64_t batch,
   }
   part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
-  float* g = grads + k * stride;
   if (threadIdx.y == 0 && c < width) {
     float t = 0.0f;
     for (int i = 0; i < kBiasRows; ++i) t += part[i][threadIdx.x];
-    g[b_offset + c] = t;
+    o.grads[o.b_at + k * o.b_stride + c] = t;
   }
-  if (blockIdx.x == 0 && threadIdx.y == 1) {
-    const int64_t w_pad = w_end + threadIdx.x;
-    if (w_pad < b_offset) g[w_pad] = 0.0f;
-    const int64_t b_pad = b_offset + width + threadIdx.x;
-    if (b_pad < pad_end) g[b_pad] = 0.0f;
-  }
+  if (blockIdx.x == 0 && threadIdx.y == 1) zero_padding(o, k, width, static_cast<int>(threadIdx.x));
+}
+
+// The same for unit-major gradients ([replica][unit][row], the first layer's): one warp per
+// (replica, unit), summing `batch` contiguous floats.
+__global__ void bias_grad_rows_kernel(const float* __restrict__ delta, int64_t batch, int64_t width,
+                                      int64_t rows, BiasGradOut o) {
+  const int64_t row = blockIdx.x * int64_t{kThreads / 32} + threadIdx.x / 32;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  if (row >= rows) return;  // the whole warp: row is the same for its 32 lanes
+  const float* d = delta + row * batch;
+  float s = 0.0f;
+  for (int64_t i = lane; i < batch; i += 32) s += d[i];
+  for (int step = 16; step > 0; step /= 2) s += __shfl_down_sync(0xffffffffu, s, step);
+  const int64_t k = row / width, c = row % width;
+  if (lane == 0) o.grads[o.b_at + k * o.b_stride + c] = s;
+  if (c == 0) zero_padding(o, k, width, lane);
 }
 
 // loss[k] = mean of row_loss[k, :], one block per replica.
@@ -158,7 +191,11 @@ __global__ void accumulate_eval_kernel(const float* __restrict__ row_loss,
 
 struct MlpCuda::Impl {
   MlpLayout layout;
+  ReplicaPacking packing;
   int64_t replicas, max_batch;
+  // The first layer's activations are unit-major (a network with hidden layers), and its weights of
+  // all replicas form one matrix for one GEMM (else one strided-batched GEMM computes the same).
+  bool unit_major0 = false, wide0 = false;
   cudaStream_t stream;
   cublasHandle_t handle = nullptr;
   std::vector<void*> allocations;
@@ -170,7 +207,16 @@ struct MlpCuda::Impl {
   int* bad_label = nullptr;     // {flag, first bad label}
 
   Impl(const MlpLayout& l, int64_t k, int64_t b, cudaStream_t s)
-      : layout(l), replicas(k), max_batch(b), stream(s) {}
+      : layout(l), packing(mlp_packing(l, k)), replicas(k), max_batch(b), stream(s) {
+    const LayerView& v = l.layers()[0];
+    unit_major0 = l.layers().size() >= 2;
+    wide0 = unit_major0 && (k == 1 || packing.block_of(v.w_offset).stride == v.in * v.out) &&
+            k * v.out <= std::numeric_limits<int>::max();
+  }
+
+  // Replica 0's copy of float i of the layout, and the distance to the next replica's.
+  int64_t at(int64_t i) const { return packing.index(0, i); }
+  int64_t stride(int64_t i) const { return packing.block_of(i).stride; }
 
   ~Impl() {
     // Destructors must not throw; a failure here leaves nothing to recover.
@@ -193,24 +239,44 @@ struct MlpCuda::Impl {
 
 void MlpCuda::Impl::run_forward(const float* params, const float* x, int64_t batch) {
   const auto& layers = layout.layers();
-  const int64_t stride = layout.size();
+  const int K = static_cast<int>(replicas), b = static_cast<int>(batch);
   const float one = 1.0f, zero = 0.0f;
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerView& v = layers[l];
-    const bool first = l == 0, last = l + 1 == layers.size();
-    // Z[batch x out] = A[batch x in] W^T  <=>  (column-major) Z'[out x batch] = W'^T[out x in] A'[in x batch],
-    // with W' = W viewed as [in x out] (ld in) and A' = A viewed as [in x batch] (ld in).
-    LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
-        handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(v.out), static_cast<int>(batch),
-        static_cast<int>(v.in), &one, params + v.w_offset, static_cast<int>(v.in), stride,
-        first ? x : post[l - 1], static_cast<int>(v.in), first ? 0 : batch * v.in, &zero, pre[l],
-        static_cast<int>(v.out), batch * v.out, static_cast<int>(replicas)));
+    const int in = static_cast<int>(v.in), out = static_cast<int>(v.out);
+    const bool last = l + 1 == layers.size();
+    const float* w = params + at(v.w_offset);
+    const int64_t ws = stride(v.w_offset);
+    if (l == 0 && unit_major0) {
+      // Z0 unit-major: replica k's [out x batch] = W_k X^T  <=>  (column-major) Z'[batch x out]
+      // = X'^T[batch x in] W'[in x out], with X' = X viewed as [in x batch] (ld in) and W' = W viewed
+      // as [in x out] (ld in). With the replicas' weights one [in x K*out] matrix, that is one GEMM.
+      if (wide0)
+        LRLAB_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, b, K * out, in, &one, x, in, w,
+                                       in, &zero, pre[0], b));
+      else
+        LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, CUBLAS_OP_T, CUBLAS_OP_N, b, out, in, &one, x,
+                                                     in, 0, w, in, ws, &zero, pre[0], b, batch * v.out, K));
+    } else if (l == 1 && unit_major0) {
+      // Z1[batch x out] = A0 W^T, A0 unit-major  <=>  Z'[out x batch] = W'^T[out x in] A0s^T[in x batch],
+      // with A0s the stored [in x batch] block viewed as [batch x in] (ld batch).
+      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, CUBLAS_OP_T, CUBLAS_OP_T, out, b, in, &one, w, in,
+                                                   ws, post[0], b, batch * v.in, &zero, pre[1], out,
+                                                   batch * v.out, K));
+    } else {
+      // Z[batch x out] = A[batch x in] W^T  <=>  Z'[out x batch] = W'^T[out x in] A'[in x batch],
+      // with A' = A viewed as [in x batch] (ld in); the shared input has stride 0.
+      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
+          handle, CUBLAS_OP_T, CUBLAS_OP_N, out, b, in, &one, w, in, ws, l == 0 ? x : post[l - 1], in,
+          l == 0 ? 0 : batch * v.in, &zero, pre[l], out, batch * v.out, K));
+    }
     const int64_t n = replicas * batch * v.out;
     const Activation act = last ? Activation::Identity : layout.config().activation;
     float* a = last ? nullptr : post[l];
+    const int64_t unit_step = l == 0 && unit_major0 ? batch : 1;
     dispatch_activation(act, [&](auto tag) {
       bias_activation_kernel<decltype(tag)::value><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-          pre[l], a, params, n, v.out, batch * v.out, stride, v.b_offset);
+          pre[l], a, params + at(v.b_offset), stride(v.b_offset), n, v.out, unit_step, batch * v.out);
     });
     LRLAB_CUDA_CHECK_LAUNCH();
   }
@@ -269,6 +335,7 @@ MlpCuda::MlpCuda(MlpCuda&&) noexcept = default;
 MlpCuda& MlpCuda::operator=(MlpCuda&&) noexcept = default;
 
 const MlpLayout& MlpCuda::layout() const { return impl_->layout; }
+const ReplicaPacking& MlpCuda::packing() const { return impl_->packing; }
 int64_t MlpCuda::replicas() const { return impl_->replicas; }
 int64_t MlpCuda::max_batch() const { return impl_->max_batch; }
 
@@ -289,30 +356,67 @@ void MlpCuda::forward_backward(const float* params, const float* x, const int32_
   LRLAB_CUDA_CHECK_LAUNCH();
 
   const auto& layers = m.layout.layers();
-  const int64_t stride = m.layout.size();
-  const int b = static_cast<int>(batch);
+  const int K = static_cast<int>(m.replicas), b = static_cast<int>(batch);
   const float one = 1.0f, zero = 0.0f;
   for (size_t l = layers.size(); l-- > 0;) {
     const LayerView& v = layers[l];
     const int in = static_cast<int>(v.in), out = static_cast<int>(v.out);
-    const float* a_prev = l == 0 ? x : m.post[l - 1];
-    // dW[out x in] = D^T A  <=>  (column-major) dW'[in x out] = A'[in x batch] D'^T[batch x out],
-    // with D' = D viewed as [out x batch] (ld out). The shared input has stride 0.
-    LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
-        m.handle, CUBLAS_OP_N, CUBLAS_OP_T, in, out, b, &one, a_prev, in, l == 0 ? 0 : batch * v.in,
-        cur, out, batch * v.out, &zero, grads + v.w_offset, in, stride,
-        static_cast<int>(m.replicas)));
-    const dim3 bias_grid(static_cast<unsigned>((v.out + kBiasCols - 1) / kBiasCols),
-                         static_cast<unsigned>(m.replicas));
-    bias_grad_kernel<<<bias_grid, dim3(kBiasCols, kBiasRows), 0, m.stream>>>(
-        cur, batch, v.out, grads, stride, v.w_offset + v.in * v.out, v.b_offset,
-        align4(v.b_offset + v.out));
+    const bool unit_major = l == 0 && m.unit_major0;  // cur is unit-major
+    float* gw = grads + m.at(v.w_offset);
+    const int64_t ws = m.stride(v.w_offset);
+    if (unit_major) {
+      // dW[out x in] = D^T X with D unit-major  <=>  dW'[in x out] = X'[in x batch] Ds[batch x out],
+      // Ds the stored [out x batch] block viewed as [batch x out] (ld batch): one GEMM for the
+      // replicas' [in x K*out] weight matrix.
+      if (m.wide0)
+        LRLAB_CUBLAS_CHECK(cublasSgemm(m.handle, CUBLAS_OP_N, CUBLAS_OP_N, in, K * out, b, &one, x, in, cur, b,
+                                       &zero, gw, in));
+      else
+        LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(m.handle, CUBLAS_OP_N, CUBLAS_OP_N, in, out, b, &one, x,
+                                                     in, 0, cur, b, batch * v.out, &zero, gw, in, ws, K));
+    } else if (l == 1 && m.unit_major0) {
+      // dW[out x in] = D^T A0 with A0 unit-major  <=>  dW'[in x out] = A0s^T[in x batch] D'^T[batch x out].
+      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(m.handle, CUBLAS_OP_T, CUBLAS_OP_T, in, out, b, &one,
+                                                   m.post[0], b, batch * v.in, cur, out, batch * v.out,
+                                                   &zero, gw, in, ws, K));
+    } else {
+      // dW[out x in] = D^T A  <=>  dW'[in x out] = A'[in x batch] D'^T[batch x out], with D' = D
+      // viewed as [out x batch] (ld out). The shared input has stride 0.
+      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
+          m.handle, CUBLAS_OP_N, CUBLAS_OP_T, in, out, b, &one, l == 0 ? x : m.post[l - 1], in,
+          l == 0 ? 0 : batch * v.in, cur, out, batch * v.out, &zero, gw, in, ws, K));
+    }
+    const BiasGradOut bias_out{grads,
+                               m.at(v.b_offset),
+                               m.stride(v.b_offset),
+                               m.at(v.w_offset) + v.in * v.out,
+                               ws,
+                               static_cast<int>(v.b_offset - (v.w_offset + v.in * v.out)),
+                               static_cast<int>(align4(v.b_offset + v.out) - (v.b_offset + v.out))};
+    if (unit_major) {
+      const int64_t rows = m.replicas * v.out;
+      bias_grad_rows_kernel<<<static_cast<unsigned>((rows + kThreads / 32 - 1) / (kThreads / 32)), kThreads, 0,
+                              m.stream>>>(cur, batch, v.out, rows, bias_out);
+    } else {
+      const dim3 bias_grid(static_cast<unsigned>((v.out + kBiasCols - 1) / kBiasCols),
+                           static_cast<unsigned>(m.replicas));
+      bias_grad_kernel<<<bias_grid, dim3(kBiasCols, kBiasRows), 0, m.stream>>>(cur, batch, v.out, bias_out);
+    }
     LRLAB_CUDA_CHECK_LAUNCH();
     if (l == 0) break;
-    // dA_prev[batch x in] = D W  <=>  (column-major) dA'[in x batch] = W'[in x out] D'[out x batch].
-    LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
-        m.handle, CUBLAS_OP_N, CUBLAS_OP_N, in, b, out, &one, params + v.w_offset, in, stride, cur,
-        out, batch * v.out, &zero, next, in, batch * v.in, static_cast<int>(m.replicas)));
+    const float* w = params + m.at(v.w_offset);
+    if (l == 1 && m.unit_major0) {
+      // dA0 = D W, written unit-major  <=>  dA0s[batch x in] = D'^T[batch x out] W'^T[out x in].
+      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(m.handle, CUBLAS_OP_T, CUBLAS_OP_T, b, in, out, &one, cur,
+                                                   out, batch * v.out, w, in, ws, &zero, next, b,
+                                                   batch * v.in, K));
+    } else {
+      // dA_prev[batch x in] = D W  <=>  dA'[in x batch] = W'[in x out] D'[out x batch].
+      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(m.handle, CUBLAS_OP_N, CUBLAS_OP_N, in, b, out, &one, w, in,
+                                                   ws, cur, out, batch * v.out, &zero, next, in,
+                                                   batch * v.in, K));
+    }
+    // Elementwise: the same for either order of the activations.
     const int64_t n = m.replicas * batch * v.in;
     dispatch_activation(m.layout.config().activation, [&](auto tag) {
       activation_backward_kernel<decltype(tag)::value>

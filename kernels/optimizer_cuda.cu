@@ -18,14 +18,21 @@ namespace {
 struct SquareToDouble {
   __host__ __device__ double operator()(float x) const { return static_cast<double>(x) * x; }
 };
-struct Scaled {
-  int64_t stride, add;
-  __host__ __device__ int64_t operator()(int64_t r) const { return r * stride + add; }
+// Segment s of the reduction is block s % count of replica s / count; its first float, or one past
+// its last.
+struct SegmentEdge {
+  BlockTable bt;
+  bool end;
+  __host__ __device__ int64_t operator()(int64_t s) const {
+    const int b = static_cast<int>(s % bt.count);
+    const int64_t start = bt.offset[b] + (s / bt.count) * bt.stride[b];
+    return end ? start + (bt.end[b] - bt.begin[b]) : start;
+  }
 };
 
 auto square_iter(const float* g) { return thrust::make_transform_iterator(g, SquareToDouble{}); }
-auto offsets(int64_t stride, int64_t add) {
-  return thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), Scaled{stride, add});
+auto edges(const BlockTable& bt, bool end) {
+  return thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), SegmentEdge{bt, end});
 }
 
 __device__ __forceinline__ int group_of(const GroupTable& gt, int64_t i) {
@@ -34,49 +41,55 @@ __device__ __forceinline__ int group_of(const GroupTable& gt, int64_t i) {
   return -1;
 }
 
-__global__ void prepare_kernel(ReplicaState* states, const double* grad_sq, OptimizerHyper h,
-                               bool stats, int64_t replicas) {
+__global__ void prepare_kernel(ReplicaState* states, const double* grad_sq, int blocks,
+                               OptimizerHyper h, bool stats, int64_t replicas) {
   int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (r < replicas) prepare_step(states[r], h, stats, stats ? grad_sq[r] : 0.0);
+  if (r >= replicas) return;
+  double sq = 0.0;
+  if (stats)
+    for (int b = 0; b < blocks; ++b) sq += grad_sq[r * blocks + b];
+  prepare_step(states[r], h, stats, sq);
 }
 
 template <OptimKind K, int NS>
-__device__ __forceinline__ void scalar_update(const FusedArgs& a, const ReplicaState& s, int64_t off,
-                                              int64_t i, int gi) {
+__device__ __forceinline__ void scalar_update(const FusedArgs& a, const ReplicaState& s, int64_t at,
+                                              int gi) {
   float lr = s.lr * a.groups.lr_mult[gi];
   float wd = a.groups.wd[gi];
-  float p = a.p[off + i];
+  float p = a.p[at];
   float st[3] = {0.0f, 0.0f, 0.0f};
 #pragma unroll
-  for (int k = 0; k < NS; ++k) st[k] = a.s[k][off + i];
-  update_element<K>(a.h, s, lr, wd, p, a.g[off + i], st[0], st[1], st[2]);
-  a.p[off + i] = p;
+  for (int k = 0; k < NS; ++k) st[k] = a.s[k][at];
+  update_element<K>(a.h, s, lr, wd, p, a.g[at], st[0], st[1], st[2]);
+  a.p[at] = p;
 #pragma unroll
-  for (int k = 0; k < NS; ++k) a.s[k][off + i] = st[k];
-  if (a.bf16) a.bf16[off + i] = float_to_bf16(p);
+  for (int k = 0; k < NS; ++k) a.s[k][at] = st[k];
+  if (a.bf16) a.bf16[at] = float_to_bf16(p);
 }
 
-// One block row (blockIdx.y) per replica; threads stride over quads of parameters. A quad inside one
-// group takes the 16-byte path; quads that straddle a group boundary or the end go element-wise.
+// One block row (blockIdx.y) per replica; threads stride over quads of the replica's parameters. A
+// quad inside one group and one packing block takes the 16-byte path; quads that straddle a
+// boundary or the end go element-wise.
 template <OptimKind K, int NS>
 __global__ void __launch_bounds__(256) update_kernel(FusedArgs a, const ReplicaState* states) {
   const int64_t r = blockIdx.y;
   const ReplicaState s = states[r];
   if (s.skipped) return;
-  const int64_t off = r * a.ld;
   const int64_t nq = (a.n + 3) / 4;
   for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < nq;
        q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i = q * 4;
     const int gi = group_of(a.groups, i);
-    if (a.vec && gi >= 0 && i + 3 < a.n && i + 3 < a.groups.end[gi]) {
+    const int bi = block_of(a.blocks, i);
+    if (a.vec && gi >= 0 && i + 3 < a.n && i + 3 < a.groups.end[gi] && i + 3 < a.blocks.end[bi]) {
+      const int64_t at = block_base(a.blocks, bi, r) + i;
       const float lr = s.lr * a.groups.lr_mult[gi];
       const float wd = a.groups.wd[gi];
-      float4 p = *reinterpret_cast<const float4*>(a.p + off + i);
-      const float4 g = *reinterpret_cast<const float4*>(a.g + off + i);
+      float4 p = *reinterpret_cast<const float4*>(a.p + at);
+      const float4 g = *reinterpret_cast<const float4*>(a.g + at);
       float4 st[3];
 #pragma unroll
-      for (int k = 0; k < NS; ++k) st[k] = *reinterpret_cast<const float4*>(a.s[k] + off + i);
+      for (int k = 0; k < NS; ++k) st[k] = *reinterpret_cast<const float4*>(a.s[k] + at);
       float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f;
       float* sx[3] = {NS > 0 ? &st[0].x : &d0, NS > 1 ? &st[1].x : &d1, NS > 2 ? &st[2].x : &d2};
       float* sy[3] = {NS > 0 ? &st[0].y : &d0, NS > 1 ? &st[1].y : &d1, NS > 2 ? &st[2].y : &d2};
@@ -86,18 +99,18 @@ __global__ void __launch_bounds__(256) update_kernel(FusedArgs a, const ReplicaS
       update_element<K>(a.h, s, lr, wd, p.y, g.y, *sy[0], *sy[1], *sy[2]);
       update_element<K>(a.h, s, lr, wd, p.z, g.z, *sz[0], *sz[1], *sz[2]);
       update_element<K>(a.h, s, lr, wd, p.w, g.w, *sw[0], *sw[1], *sw[2]);
-      *reinterpret_cast<float4*>(a.p + off + i) = p;
+      *reinterpret_cast<float4*>(a.p + at) = p;
 #pragma unroll
-      for (int k = 0; k < NS; ++k) *reinterpret_cast<float4*>(a.s[k] + off + i) = st[k];
+      for (int k = 0; k < NS; ++k) *reinterpret_cast<float4*>(a.s[k] + at) = st[k];
       if (a.bf16) {
         ushort4 b = make_ushort4(float_to_bf16(p.x), float_to_bf16(p.y), float_to_bf16(p.z),
                                  float_to_bf16(p.w));
-        *reinterpret_cast<ushort4*>(a.bf16 + off + i) = b;
+        *reinterpret_cast<ushort4*>(a.bf16 + at) = b;
       }
     } else {
       for (int64_t j = i; j < i + 4 && j < a.n; ++j) {
-        int gj = group_of(a.groups, j);
-        if (gj >= 0) scalar_update<K, NS>(a, s, off, j, gj);
+        const int gj = group_of(a.groups, j);
+        if (gj >= 0) scalar_update<K, NS>(a, s, block_base(a.blocks, block_of(a.blocks, j), r) + j, gj);
       }
     }
   }
@@ -122,36 +135,38 @@ void launch_kind(const FusedArgs& a, const ReplicaState* states, dim3 grid, cuda
 
 }  // namespace
 
-// One replica: a reduction over the whole grid. Several: CUB's segmented reduction, one block per
-// replica (each replica's sum is still independent of the others).
+// One replica in one block: a reduction over the whole grid. Otherwise CUB's segmented reduction,
+// one segment per (replica, block), summed per replica by the prepare kernel (each replica's sum is
+// still independent of the others).
 size_t cuda_grad_sq_scratch(const FusedArgs& a) {
   size_t bytes = 0;
-  if (a.replicas == 1)
+  if (a.replicas == 1 && a.blocks.count == 1)
     LRLAB_CUDA_CHECK(cub::DeviceReduce::Reduce(nullptr, bytes, square_iter(a.g), static_cast<double*>(nullptr),
                                                a.n, cuda::std::plus<double>{}, 0.0));
   else
     LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
-        nullptr, bytes, square_iter(a.g), static_cast<double*>(nullptr), static_cast<int>(a.replicas),
-        offsets(a.ld, 0), offsets(a.ld, a.n), cuda::std::plus<double>{}, 0.0));
+        nullptr, bytes, square_iter(a.g), static_cast<double*>(nullptr),
+        static_cast<int>(a.replicas * a.blocks.count), edges(a.blocks, false), edges(a.blocks, true),
+        cuda::std::plus<double>{}, 0.0));
   return bytes;
 }
 
 void cuda_grad_sq(const FusedArgs& a, double* grad_sq, void* scratch, size_t scratch_bytes,
                   cudaStream_t stream) {
-  if (a.replicas == 1)
-    LRLAB_CUDA_CHECK(cub::DeviceReduce::Reduce(scratch, scratch_bytes, square_iter(a.g), grad_sq, a.n,
-                                               cuda::std::plus<double>{}, 0.0, stream));
+  if (a.replicas == 1 && a.blocks.count == 1)
+    LRLAB_CUDA_CHECK(cub::DeviceReduce::Reduce(scratch, scratch_bytes, square_iter(a.g + a.blocks.offset[0]),
+                                               grad_sq, a.n, cuda::std::plus<double>{}, 0.0, stream));
   else
     LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
-        scratch, scratch_bytes, square_iter(a.g), grad_sq, static_cast<int>(a.replicas), offsets(a.ld, 0),
-        offsets(a.ld, a.n), cuda::std::plus<double>{}, 0.0, stream));
+        scratch, scratch_bytes, square_iter(a.g), grad_sq, static_cast<int>(a.replicas * a.blocks.count),
+        edges(a.blocks, false), edges(a.blocks, true), cuda::std::plus<double>{}, 0.0, stream));
 }
 
-void cuda_prepare(ReplicaState* states, const double* grad_sq, const OptimizerHyper& h, bool stats,
-                  int64_t replicas, cudaStream_t stream) {
+void cuda_prepare(ReplicaState* states, const double* grad_sq, int blocks, const OptimizerHyper& h,
+                  bool stats, int64_t replicas, cudaStream_t stream) {
   int threads = 128;
-  int blocks = static_cast<int>((replicas + threads - 1) / threads);
-  prepare_kernel<<<blocks, threads, 0, stream>>>(states, grad_sq, h, stats, replicas);
+  int grid = static_cast<int>((replicas + threads - 1) / threads);
+  prepare_kernel<<<grid, threads, 0, stream>>>(states, grad_sq, blocks, h, stats, replicas);
   LRLAB_CUDA_CHECK_LAUNCH();
 }
 

@@ -22,7 +22,7 @@ cuda=${CUDA_HOME:-/usr/local/cuda}
 # under tests/fuzz/corpus/<name>/ and a line here.
 declare -A sources=(
   [schedule]="src/spec.cpp src/schedule.cpp"
-  [optimizer]="src/spec.cpp src/optimizer.cpp src/device.cpp tests/fuzz/optimizer_launch_stubs.cpp"
+  [optimizer]="src/spec.cpp src/optimizer.cpp src/packing.cpp src/device.cpp tests/fuzz/optimizer_launch_stubs.cpp"
   [idx]="src/data_idx.cpp src/data_io.cpp"
   [csv]="src/data_csv.cpp"
   [checkpoint]="src/checkpoint.cpp src/io.cpp"

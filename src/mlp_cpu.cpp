@@ -64,8 +64,10 @@ std::pair<int64_t, int64_t> part(int64_t n, int64_t s, int64_t parts) {
 }  // namespace
 
 MlpCpu::MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch)
-    : layout_(layout), replicas_(replicas), max_batch_(max_batch) {
-  detail::check_backend_shape(replicas, max_batch);
+    : layout_(layout),
+      packing_((detail::check_backend_shape(replicas, max_batch), mlp_packing(layout, replicas))),
+      replicas_(replicas),
+      max_batch_(max_batch) {
   for (size_t l = 0; l < layout_.layers().size(); ++l) {
     const int64_t out = layout_.layers()[l].out;
     pre_.emplace_back(replicas * max_batch * out);
@@ -106,21 +108,21 @@ void MlpCpu::forward_rows(const float* params, const float* x, int64_t batch, in
   const int64_t rows = r1 - r0;
   if (rows == 0) return;
   const auto& layers = layout_.layers();
-  const float* replica = params + k * layout_.size();
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerView& v = layers[l];
     const float* in = l == 0 ? x + r0 * v.in : post_[l - 1].data() + (k * batch + r0) * v.in;
     float* z = pre_[l].data() + (k * batch + r0) * v.out;
     // Z[rows x out] = A[rows x in] * W^T
+    const float* w = params + packing_.index(k, v.w_offset);
+    const float* b = params + packing_.index(k, v.b_offset);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, to_int(rows), to_int(v.out),
-                to_int(v.in), 1.0f, in, to_int(v.in), replica + v.w_offset, to_int(v.in), 0.0f, z,
-                to_int(v.out));
+                to_int(v.in), 1.0f, in, to_int(v.in), w, to_int(v.in), 0.0f, z, to_int(v.out));
     if (l + 1 == layers.size()) {
-      add_bias(z, replica + v.b_offset, rows, v.out);
+      add_bias(z, b, rows, v.out);
     } else {
       float* a = post_[l].data() + (k * batch + r0) * v.out;
       dispatch_activation(layout_.config().activation, [&](auto act) {
-        bias_activation<decltype(act)::value>(z, a, replica + v.b_offset, rows, v.out);
+        bias_activation<decltype(act)::value>(z, a, b, rows, v.out);
       });
     }
   }
@@ -136,7 +138,6 @@ void MlpCpu::forward_backward(const float* params, const float* x, const int32_t
   if (classify) check_labels(labels, batch, cfg.outputs);
 
   const auto& layers = layout_.layers();
-  const int64_t stride = layout_.size();
   const int64_t classes = cfg.outputs;
   const float scale = 1.0f / static_cast<float>(batch);
   const Work sp = plan();
@@ -157,14 +158,13 @@ void MlpCpu::forward_backward(const float* params, const float* x, const int32_t
                               : mean_squared_error(logits + r * classes, y + i * classes, classes,
                                                    scale, d + r * classes);
     }
-    const float* replica = params + k * stride;
     for (size_t l = layers.size() - 1; l > 0; --l) {
       const LayerView& v = layers[l];
       float* prev = delta_[l - 1].data() + (k * batch + r0) * v.in;
       // dA_prev[rows x in] = D[rows x out] * W[out x in]
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, to_int(rows), to_int(v.in),
                   to_int(v.out), 1.0f, delta_[l].data() + (k * batch + r0) * v.out, to_int(v.out),
-                  replica + v.w_offset, to_int(v.in), 0.0f, prev, to_int(v.in));
+                  params + packing_.index(k, v.w_offset), to_int(v.in), 0.0f, prev, to_int(v.in));
       const float* z = pre_[l - 1].data() + (k * batch + r0) * v.in;
       dispatch_activation(cfg.activation, [&](auto act) {
         activation_backward<decltype(act)::value>(prev, z, rows * v.in);
@@ -173,7 +173,6 @@ void MlpCpu::forward_backward(const float* params, const float* x, const int32_t
   };
   // Output units of every layer: the weight and bias gradients sum over all rows.
   auto units_part = [&](int64_t k, int64_t s) {
-    float* g = grads + k * stride;
     for (size_t l = 0; l < layers.size(); ++l) {
       const LayerView& v = layers[l];
       const auto [o0, o1] = part(v.out, s, sp.slices);
@@ -183,13 +182,17 @@ void MlpCpu::forward_backward(const float* params, const float* x, const int32_t
       // dW[o0:o1 x in] = D[:, o0:o1]^T * A[batch x in]
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, to_int(o1 - o0), to_int(v.in),
                   to_int(batch), 1.0f, d, to_int(v.out), in, to_int(v.in), 0.0f,
-                  g + v.w_offset + o0 * v.in, to_int(v.in));
+                  grads + packing_.index(k, v.w_offset) + o0 * v.in, to_int(v.in));
       // db[o0:o1] = D[:, o0:o1]^T * 1
       cblas_sgemv(CblasRowMajor, CblasTrans, to_int(batch), to_int(o1 - o0), 1.0f, d,
-                  to_int(v.out), ones_.data(), 1, 0.0f, g + v.b_offset + o0, 1);
+                  to_int(v.out), ones_.data(), 1, 0.0f, grads + packing_.index(k, v.b_offset) + o0, 1);
     }
+    // Each padding range lies inside one tensor's block of the packing, so it is contiguous.
     if (s == 0)
-      for (const ParamRange& p : padding_) std::fill(g + p.begin, g + p.end, 0.0f);
+      for (const ParamRange& p : padding_) {
+        float* at = grads + packing_.index(k, p.begin);
+        std::fill(at, at + (p.end - p.begin), 0.0f);
+      }
   };
 
   if (sp.slices == 1) {

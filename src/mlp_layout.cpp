@@ -97,6 +97,12 @@ std::vector<ParamRange> MlpLayout::padding_ranges() const {
   return r;
 }
 
+ReplicaPacking mlp_packing(const MlpLayout& layout, int64_t replicas) {
+  const int64_t w0 = layout.layers()[0].b_offset;  // W0 and its alignment padding
+  return ReplicaPacking(layout.size(), replicas,
+                        {{0, w0, 0, w0}, {w0, layout.size(), replicas * w0, layout.size() - w0}});
+}
+
 namespace detail {
 
 void check_backend_shape(int64_t replicas, int64_t max_batch) {

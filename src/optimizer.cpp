@@ -97,7 +97,8 @@ int bytes_per_param(const OptimizerHyper& h) { return 12 + 8 * state_buffers(h);
 struct Optimizer::Impl {
   OptimizerHyper h;
   Device dev = Device::CPU;
-  int64_t n = 0, K = 1, ld = 0;
+  int64_t n = 0, K = 1;
+  ReplicaPacking pk{1, 1};  // where each replica's parameters, gradients and moments lie
   std::vector<ParamGroup> groups;
   detail::GroupTable gt;
   cudaStream_t stream = nullptr;
@@ -218,7 +219,7 @@ struct Optimizer::Impl {
                   "the first stash() allocates device memory: call it once before capturing it in a CUDA graph");
     DeviceBuffer<ReplicaState> st(K);
     DeviceBuffer<float> buf[3];
-    for (int k = 0; k < nstate; ++k) buf[k] = DeviceBuffer<float>(K * ld);
+    for (int k = 0; k < nstate; ++k) buf[k] = DeviceBuffer<float>(pk.span());
     d_stash_states = std::move(st);
     for (int k = 0; k < nstate; ++k) d_stash_buf[k] = std::move(buf[k]);
   }
@@ -237,33 +238,54 @@ struct Optimizer::Impl {
     d_states.upload(dev_view.data(), K, stream);
   }
 
-  // State buffer k at [offset, offset + n) of the flat (all-replica) buffer, as host values.
-  std::vector<float> read_buffer(int k, int64_t offset, int64_t count) const {
-    if (!cuda()) return {host_buf[k].begin() + offset, host_buf[k].begin() + offset + count};
-    std::vector<float> out(static_cast<size_t>(count));
-    d_buf[k].download(out.data(), out.size(), stream, offset);
+  // State buffer k as it lies in memory (all replicas, in the packing's order), as host values.
+  std::vector<float> read_all(int k) const {
+    if (!cuda()) return host_buf[k];
+    return d_buf[k].to_host(stream);
+  }
+
+  // One replica's part of state buffer k, in the order of its parameters.
+  std::vector<float> read_replica(int k, int64_t r) const {
+    std::vector<float> out(static_cast<size_t>(n));
+    for (const ReplicaBlock& b : pk.blocks()) {
+      const int64_t at = b.offset + r * b.stride, len = b.end - b.begin;
+      if (cuda())
+        d_buf[k].download(out.data() + b.begin, static_cast<size_t>(len), stream, static_cast<size_t>(at));
+      else
+        std::copy(host_buf[k].begin() + at, host_buf[k].begin() + at + len, out.begin() + b.begin);
+    }
     return out;
   }
 
-  // Host values into state buffer k at [offset, offset + n) of the flat (all-replica) buffer.
-  void write_buffer(int k, int64_t offset, const float* src, size_t n) {
-    if (cuda()) {
-      d_buf[k].upload(src, n, stream, offset);
-    } else {
-      std::copy(src, src + n, host_buf[k].begin() + offset);
+  // Host values (one replica's, in the order of its parameters) into state buffer k.
+  void write_replica(int k, int64_t r, const std::vector<float>& src) {
+    for (const ReplicaBlock& b : pk.blocks()) {
+      const int64_t at = b.offset + r * b.stride, len = b.end - b.begin;
+      if (cuda())
+        d_buf[k].upload(src.data() + b.begin, static_cast<size_t>(len), stream, static_cast<size_t>(at));
+      else
+        std::copy(src.begin() + b.begin, src.begin() + b.end, host_buf[k].begin() + at);
     }
   }
 
   // Moments of replicas [r0, r1) to their initial values: Adagrad's accumulator starts at
-  // initial_accumulator, every other moment at zero.
+  // initial_accumulator, every other moment at zero. A block whose copies lie end to end is one
+  // fill for all the replicas; otherwise the gaps between copies may belong to other replicas.
   void fill_initial(int64_t r0, int64_t r1) {
     const float init0 = h.kind == OptimKind::Adagrad ? h.initial_accumulator : 0.0f;
     for (int k = 0; k < nstate; ++k) {
       const float v = k == 0 ? init0 : 0.0f;
-      if (cuda())
-        detail::cuda_fill(d_buf[k].get() + r0 * ld, (r1 - r0) * ld, v, stream);
-      else
-        std::fill(host_buf[k].begin() + r0 * ld, host_buf[k].begin() + r1 * ld, v);
+      for (const ReplicaBlock& b : pk.blocks()) {
+        const int64_t len = b.end - b.begin;
+        const bool dense = b.stride == len;
+        for (int64_t r = r0; r < r1; r += dense ? r1 - r0 : 1) {
+          const int64_t at = b.offset + r * b.stride, count = dense ? (r1 - r0) * len : len;
+          if (cuda())
+            detail::cuda_fill(d_buf[k].get() + at, count, v, stream);
+          else
+            std::fill(host_buf[k].begin() + at, host_buf[k].begin() + at + count, v);
+        }
+      }
     }
     if (cuda()) LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
@@ -277,12 +299,21 @@ struct Optimizer::Impl {
     for (int k = 0; k < nstate; ++k) a.s[k] = cuda() ? d_buf[k].get() : host_buf[k].data();
     a.bf16 = bf16;
     a.n = n;
-    a.ld = ld;
     a.replicas = K;
+    a.blocks.count = static_cast<int>(pk.blocks().size());
+    bool blocks_aligned = true;
+    for (int b = 0; b < a.blocks.count; ++b) {
+      const ReplicaBlock& rb = pk.blocks()[b];
+      a.blocks.begin[b] = rb.begin;
+      a.blocks.end[b] = rb.end;
+      a.blocks.offset[b] = rb.offset;
+      a.blocks.stride[b] = rb.stride;
+      blocks_aligned = blocks_aligned && rb.begin % 4 == 0 && rb.offset % 4 == 0 && (K == 1 || rb.stride % 4 == 0);
+    }
     a.nstate = nstate;
     a.stats = stats();
     auto aligned = [](const void* q, size_t b) { return reinterpret_cast<uintptr_t>(q) % b == 0; };
-    a.vec = (K == 1 || ld % 4 == 0) && aligned(p, 16) && aligned(g, 16) && aligned(bf16, 8);
+    a.vec = blocks_aligned && aligned(p, 16) && aligned(g, 16) && aligned(bf16, 8);
     for (int k = 0; k < nstate; ++k) a.vec = a.vec && aligned(a.s[k], 16);
     return a;
   }
@@ -362,6 +393,8 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
   LRLAB_REQUIRE(setup.replicas >= 1, "replicas must be at least 1 (got ", setup.replicas, ")");
   LRLAB_REQUIRE(setup.replica_stride == 0 || setup.replica_stride >= n_params, "replica stride ",
                 setup.replica_stride, " is smaller than the ", n_params, " parameters of a replica");
+  LRLAB_REQUIRE(setup.blocks.empty() || setup.replica_stride == 0,
+                "give a replica stride or packing blocks, not both");
   LRLAB_REQUIRE(setup.replicas <= 65535, "at most 65535 replicas (got ", setup.replicas, ")");
   require_rate(setup.lr, "learning rate");
   for (float v : {hyper.beta1, hyper.beta2, hyper.eps, hyper.weight_decay, hyper.momentum,
@@ -372,7 +405,8 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
   m.dev = device;
   m.n = n_params;
   m.K = setup.replicas;
-  m.ld = setup.replica_stride ? setup.replica_stride : n_params;
+  m.pk = setup.blocks.empty() ? ReplicaPacking(n_params, m.K, setup.replica_stride)
+                              : ReplicaPacking(n_params, m.K, std::move(setup.blocks));
   m.stream = setup.stream;
   m.nstate = state_buffers(hyper);
   m.groups = std::move(setup.groups);
@@ -384,7 +418,6 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     m.gt.lr_mult[i] = m.groups[i].lr_mult;
     m.gt.wd[i] = m.groups[i].weight_decay;
   }
-  LRLAB_REQUIRE(static_cast<double>(m.K) * m.ld < 9e15, "parameter buffer too large");
 
   m.states.assign(m.K, ReplicaState{});
   for (ReplicaState& s : m.states) s.base_lr = setup.lr;
@@ -398,14 +431,14 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, dev_id));
     m.d_tables.resize(m.K);
     m.d_states = DeviceBuffer<ReplicaState>(m.K);
-    for (int k = 0; k < m.nstate; ++k) m.d_buf[k] = DeviceBuffer<float>(m.K * m.ld);
-    m.d_grad_sq = DeviceBuffer<double>(m.K);
+    for (int k = 0; k < m.nstate; ++k) m.d_buf[k] = DeviceBuffer<float>(m.pk.span());
+    m.d_grad_sq = DeviceBuffer<double>(m.K * m.pk.blocks().size());
     detail::FusedArgs probe = m.args(nullptr, nullptr, nullptr);
     m.scratch_bytes = detail::cuda_grad_sq_scratch(probe);
     m.d_scratch = DeviceBuffer<char>(std::max<size_t>(m.scratch_bytes, 16));
     m.push_states();
   } else {
-    for (int k = 0; k < m.nstate; ++k) m.host_buf[k].resize(static_cast<size_t>(m.K * m.ld));
+    for (int k = 0; k < m.nstate; ++k) m.host_buf[k].resize(static_cast<size_t>(m.pk.span()));
   }
   m.fill_initial(0, m.K);
 }
@@ -423,7 +456,7 @@ void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
     LRLAB_CUDA_CHECK(cudaStreamIsCapturing(m.stream, &capture));
     m.captured = m.captured || capture != cudaStreamCaptureStatusNone;
     if (a.stats) detail::cuda_grad_sq(a, m.d_grad_sq.get(), m.d_scratch.get(), m.scratch_bytes, m.stream);
-    detail::cuda_prepare(m.d_states.get(), m.d_grad_sq.get(), m.h, a.stats, m.K, m.stream);
+    detail::cuda_prepare(m.d_states.get(), m.d_grad_sq.get(), a.blocks.count, m.h, a.stats, m.K, m.stream);
     detail::cuda_update(a, m.d_states.get(), m.num_sms, m.stream);
   } else {
     if (a.stats) detail::cpu_grad_sq(a, m.host_grad_blocks, m.host_grad_sq.data());
@@ -435,7 +468,7 @@ void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
 void Optimizer::step(std::vector<float>& params, const std::vector<float>& grads) {
   const Impl& m = *impl_;
   LRLAB_REQUIRE(m.dev == Device::CPU, "the std::vector form of step() is for the CPU optimizer");
-  const size_t want = static_cast<size_t>((m.K - 1) * m.ld + m.n);
+  const size_t want = static_cast<size_t>(m.pk.span());
   LRLAB_REQUIRE(params.size() >= want && grads.size() >= want, "optimizer over ", want,
                 " parameters got ", params.size(), " parameters and ", grads.size(), " gradients");
   step(params.data(), grads.data());
@@ -498,11 +531,11 @@ std::vector<float> Optimizer::state_buffer(int index) const {
   const Impl& m = *impl_;
   LRLAB_REQUIRE(index >= 0 && index < m.nstate, "state buffer ", index, " does not exist (",
                 optimizer_name(m.h.kind), " keeps ", m.nstate, ")");
-  return m.read_buffer(index, 0, m.K * m.ld);
+  return m.read_all(index);
 }
 
 namespace {
-constexpr uint64_t kOptimizerMagic = 0x3174706F626C726CULL;  // "lrlbopt1"
+constexpr uint64_t kOptimizerMagic = 0x3274706F626C726CULL;  // "lrlbopt2": with the packing's blocks
 }
 
 std::string Optimizer::save() const {
@@ -513,7 +546,8 @@ std::string Optimizer::save() const {
   w.put(m.h);
   w.put(m.n);
   w.put(m.K);
-  w.put(m.ld);
+  w.put<int32_t>(static_cast<int32_t>(m.pk.blocks().size()));
+  for (const ReplicaBlock& b : m.pk.blocks()) w.put(b);
   w.put<int32_t>(m.nstate);
   w.put<int32_t>(m.scaled_grads);
   for (int64_t r = 0; r < m.K; ++r) {
@@ -529,14 +563,25 @@ void Optimizer::load(const std::string& bytes) {
   ByteReader rd(bytes, "optimizer state");
   LRLAB_REQUIRE(rd.get<uint64_t>() == kOptimizerMagic, "optimizer state: not an lrlab optimizer state");
   OptimizerHyper h = rd.get<OptimizerHyper>();
-  int64_t n = rd.get<int64_t>(), K = rd.get<int64_t>(), ld = rd.get<int64_t>();
+  int64_t n = rd.get<int64_t>(), K = rd.get<int64_t>();
+  const int32_t nblocks = rd.get<int32_t>();
+  LRLAB_REQUIRE(nblocks >= 1 && nblocks <= kMaxReplicaBlocks, "optimizer state: bad block count ", nblocks,
+                " at offset ", rd.offset());
+  std::vector<ReplicaBlock> blocks(static_cast<size_t>(nblocks));
+  for (ReplicaBlock& b : blocks) b = rd.get<ReplicaBlock>();
   int32_t nstate = rd.get<int32_t>();
   int32_t scaled = rd.get<int32_t>();
   LRLAB_REQUIRE(h.kind == m.h.kind && nstate == m.nstate, "optimizer state is for ",
                 optimizer_name(h.kind), " with ", nstate, " state buffers, not ",
                 optimizer_name(m.h.kind), " with ", m.nstate);
-  LRLAB_REQUIRE(n == m.n && K == m.K && ld == m.ld, "optimizer state is for ", K, " x ", n,
-                " parameters, not ", m.K, " x ", m.n);
+  LRLAB_REQUIRE(n == m.n && K == m.K, "optimizer state is for ", K, " x ", n, " parameters, not ", m.K,
+                " x ", m.n);
+  bool same_packing = static_cast<size_t>(nblocks) == m.pk.blocks().size();
+  for (size_t i = 0; same_packing && i < blocks.size(); ++i) {
+    const ReplicaBlock &a = blocks[i], &b = m.pk.blocks()[i];
+    same_packing = a.begin == b.begin && a.end == b.end && a.offset == b.offset && a.stride == b.stride;
+  }
+  LRLAB_REQUIRE(same_packing, "optimizer state: its replicas are packed differently from this optimizer's");
   std::vector<ReplicaState> states(K);
   std::vector<std::vector<float>> tables(K);
   for (int64_t r = 0; r < K; ++r) {
@@ -546,8 +591,8 @@ void Optimizer::load(const std::string& bytes) {
   std::vector<std::vector<float>> bufs(nstate);
   for (int k = 0; k < nstate; ++k) {
     bufs[k] = rd.get_vector<float>();
-    LRLAB_REQUIRE(static_cast<int64_t>(bufs[k].size()) == K * ld, "optimizer state: buffer ", k, " has ",
-                  bufs[k].size(), " values, expected ", K * ld);
+    LRLAB_REQUIRE(static_cast<int64_t>(bufs[k].size()) == m.pk.span(), "optimizer state: buffer ", k, " has ",
+                  bufs[k].size(), " values, expected ", m.pk.span());
   }
   rd.expect_end();
   for (const std::vector<float>& t : tables) require_table(t);
@@ -559,12 +604,17 @@ void Optimizer::load(const std::string& bytes) {
     copy_counters(m.states[r], states[r]);
   }
   m.push_states();
-  for (int k = 0; k < nstate; ++k) m.write_buffer(k, 0, bufs[k].data(), bufs[k].size());
+  for (int k = 0; k < nstate; ++k) {
+    if (m.cuda())
+      m.d_buf[k].upload(bufs[k].data(), bufs[k].size(), m.stream);
+    else
+      m.host_buf[k] = std::move(bufs[k]);
+  }
 }
 
 void Optimizer::stash() {
   Impl& m = *impl_;
-  const size_t bytes = sizeof(float) * m.K * m.ld;
+  const size_t bytes = sizeof(float) * m.pk.span();
   if (!m.cuda()) {
     m.stash_states = m.states;
     for (int k = 0; k < m.nstate; ++k) m.stash_host[k] = m.host_buf[k];
@@ -581,7 +631,7 @@ void Optimizer::stash() {
 void Optimizer::unstash() {
   Impl& m = *impl_;
   LRLAB_REQUIRE(m.stashed, "unstash() without a stash()");
-  const size_t bytes = sizeof(float) * m.K * m.ld;
+  const size_t bytes = sizeof(float) * m.pk.span();
   if (!m.cuda()) {
     // Tables and their pointers may have been replaced since; keep the current ones.
     for (int64_t r = 0; r < m.K; ++r) {
@@ -625,7 +675,7 @@ std::string Optimizer::save_replica(int64_t replica) const {
   w.put(m.n);
   put_counters(w, s);
   w.put_vector(m.tables[replica]);
-  for (int k = 0; k < m.nstate; ++k) w.put_vector(m.read_buffer(k, replica * m.ld, m.n));
+  for (int k = 0; k < m.nstate; ++k) w.put_vector(m.read_replica(k, replica));
   return w.take();
 }
 
@@ -657,14 +707,14 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
   copy_counters(m.states[replica], s);
   m.states[replica].inv_grad_scale = inv_grad_scale;
   m.push_states();
-  for (int k = 0; k < nstate; ++k) m.write_buffer(k, replica * m.ld, bufs[k].data(), bufs[k].size());
+  for (int k = 0; k < nstate; ++k) m.write_replica(k, replica, bufs[k]);
 }
 
 const OptimizerHyper& Optimizer::hyper() const { return impl_->h; }
 Device Optimizer::device() const { return impl_->dev; }
 int64_t Optimizer::n_params() const { return impl_->n; }
 int64_t Optimizer::replicas() const { return impl_->K; }
-int64_t Optimizer::replica_stride() const { return impl_->ld; }
+const ReplicaPacking& Optimizer::packing() const { return impl_->pk; }
 int Optimizer::num_state_buffers() const { return impl_->nstate; }
 const std::vector<ParamGroup>& Optimizer::groups() const { return impl_->groups; }
 

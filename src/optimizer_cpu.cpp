@@ -39,13 +39,31 @@ void update_range(const OptimizerHyper& h_in, const ReplicaState& s_in, float* _
   }
 }
 
-// The elements to update are every group of every replica that is not skipping this step, laid
+// A stretch of each replica's parameters inside one group and one packing block.
+struct Piece {
+  int64_t begin, end;
+  int group, block;
+};
+
+std::vector<Piece> pieces(const FusedArgs& a) {
+  std::vector<Piece> out;
+  for (int k = 0; k < a.groups.count; ++k)
+    for (int b = 0; b < a.blocks.count; ++b) {
+      const int64_t lo = std::max(a.groups.begin[k], a.blocks.begin[b]);
+      const int64_t hi = std::min(a.groups.end[k], a.blocks.end[b]);
+      if (lo < hi) out.push_back({lo, hi, k, b});
+    }
+  return out;
+}
+
+// The elements to update are every piece of every replica that is not skipping this step, laid
 // end to end; one parallel region gives each thread an equal share of them, whatever the number
-// and sizes of the groups and replicas.
+// and sizes of the groups, blocks and replicas.
 template <OptimKind K, int NS, bool BF16>
 void update_all(const FusedArgs& a, const ReplicaState* states) {
+  const std::vector<Piece> ps = pieces(a);
   int64_t per_replica = 0;
-  for (int k = 0; k < a.groups.count; ++k) per_replica += a.groups.end[k] - a.groups.begin[k];
+  for (const Piece& pc : ps) per_replica += pc.end - pc.begin;
   int64_t live = 0;
   for (int64_t r = 0; r < a.replicas; ++r) live += !states[r].skipped;
   const int64_t total = live * per_replica;
@@ -55,16 +73,17 @@ void update_all(const FusedArgs& a, const ReplicaState* states) {
     for (int64_t r = 0; r < a.replicas && pos < to; ++r) {
       const ReplicaState& s = states[r];
       if (s.skipped) continue;
-      const int64_t off = r * a.ld;
-      for (int k = 0; k < a.groups.count && pos < to; ++k) {
-        const int64_t len = a.groups.end[k] - a.groups.begin[k];
+      for (size_t k = 0; k < ps.size() && pos < to; ++k) {
+        const Piece& pc = ps[k];
+        const int64_t len = pc.end - pc.begin;
         const int64_t b = std::max(from, pos), e = std::min(to, pos + len);
         if (b < e) {
-          const int64_t first = a.groups.begin[k] + (b - pos);
+          // Pointers to the piece's first float: the loop indexes from 0.
+          const int64_t off = block_base(a.blocks, pc.block, r) + pc.begin;
           update_range<K, NS, BF16>(a.h, s, a.p + off, a.g + off, a.s[0] ? a.s[0] + off : nullptr,
                                     a.s[1] ? a.s[1] + off : nullptr, a.s[2] ? a.s[2] + off : nullptr,
-                                    a.bf16 ? a.bf16 + off : nullptr, first, first + (e - b),
-                                    s.lr * a.groups.lr_mult[k], a.groups.wd[k]);
+                                    a.bf16 ? a.bf16 + off : nullptr, b - pos, e - pos,
+                                    s.lr * a.groups.lr_mult[pc.group], a.groups.wd[pc.group]);
         }
         pos += len;
       }
@@ -99,27 +118,38 @@ void update_kind(const FusedArgs& a, const ReplicaState* states) {
 
 }  // namespace
 
-void cpu_grad_sq(const FusedArgs& a, std::vector<double>& blocks, double* grad_sq) {
-  // Fixed blocks summed in a fixed order: the sum, and so the clipping, does not depend on the
-  // number of threads.
-  constexpr int64_t kBlock = 1 << 13;
-  const int64_t per_replica = (a.n + kBlock - 1) / kBlock, total = a.replicas * per_replica;
-  blocks.resize(static_cast<size_t>(total));
-  double* out = blocks.data();
-  auto block_sum = [&](int64_t b) {
-    const int64_t r = b / per_replica, begin = (b % per_replica) * kBlock;
-    const float* __restrict g = a.g + r * a.ld;
-    const int64_t end = std::min(a.n, begin + kBlock);
+void cpu_grad_sq(const FusedArgs& a, std::vector<double>& partial, double* grad_sq) {
+  // Fixed chunks of each block summed in a fixed order: the sum, and so the clipping, does not
+  // depend on the number of threads.
+  constexpr int64_t kChunk = 1 << 13;
+  int64_t per_replica = 0;
+  for (int b = 0; b < a.blocks.count; ++b)
+    per_replica += (a.blocks.end[b] - a.blocks.begin[b] + kChunk - 1) / kChunk;
+  const int64_t total = a.replicas * per_replica;
+  partial.resize(static_cast<size_t>(total));
+  double* out = partial.data();
+  auto chunk_sum = [&](int64_t c) {
+    const int64_t r = c / per_replica;
+    int64_t j = c % per_replica, b = 0;
+    for (;; ++b) {
+      const int64_t chunks = (a.blocks.end[b] - a.blocks.begin[b] + kChunk - 1) / kChunk;
+      if (j < chunks) break;
+      j -= chunks;
+    }
+    const int bi = static_cast<int>(b);
+    const int64_t begin = a.blocks.begin[bi] + j * kChunk;
+    const int64_t len = std::min(a.blocks.end[bi], begin + kChunk) - begin;
+    const float* __restrict g = a.g + (block_base(a.blocks, bi, r) + begin);
     double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = begin; i < end; ++i) sum += static_cast<double>(g[i]) * g[i];
-    out[b] = sum;
+    for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(g[i]) * g[i];
+    out[c] = sum;
   };
 #pragma omp parallel for schedule(static) if (a.replicas * a.n >= kParallelMin)
-  for (int64_t b = 0; b < total; ++b) block_sum(b);
+  for (int64_t c = 0; c < total; ++c) chunk_sum(c);
   for (int64_t r = 0; r < a.replicas; ++r) {
     double sum = 0.0;
-    for (int64_t b = 0; b < per_replica; ++b) sum += out[r * per_replica + b];
+    for (int64_t c = 0; c < per_replica; ++c) sum += out[r * per_replica + c];
     grad_sq[r] = sum;
   }
 }

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "lrlab/optimizer.hpp"
+#include "lrlab/hd.hpp"
+#include "lrlab/packing.hpp"
 #include "lrlab/update_rules.hpp"
 
 namespace lrlab::detail {
@@ -20,6 +22,15 @@ struct GroupTable {
   float wd[kMaxParamGroups] = {};
 };
 
+// ReplicaPacking's blocks, by value for the kernels.
+struct BlockTable {
+  int count = 0;
+  int64_t begin[kMaxReplicaBlocks] = {};
+  int64_t end[kMaxReplicaBlocks] = {};
+  int64_t offset[kMaxReplicaBlocks] = {};
+  int64_t stride[kMaxReplicaBlocks] = {};
+};
+
 struct FusedArgs {
   OptimizerHyper h;
   GroupTable groups;
@@ -28,24 +39,35 @@ struct FusedArgs {
   float* s[3] = {nullptr, nullptr, nullptr};
   uint16_t* bf16 = nullptr;
   int64_t n = 0;      // parameters per replica
-  int64_t ld = 0;     // stride between replicas
   int64_t replicas = 0;
+  BlockTable blocks;  // where each replica's parameters lie (also its gradients and moments)
   int nstate = 0;
-  bool vec = false;   // 16-byte vector access is safe (aligned pointers, ld % 4 == 0)
+  bool vec = false;   // 16-byte vector access is safe (aligned pointers and blocks)
   bool stats = false; // gradient statistics (sum of squares) are needed before the update
 };
 
-// CPU back end: `states` in host memory.
+LRLAB_HD int block_of(const BlockTable& bt, int64_t i) {
+  int b = 0;
+  while (b + 1 < bt.count && i >= bt.end[b]) ++b;
+  return b;
+}
+
+// Where float i of replica r lies: index = offset + r * stride - begin + i, for i in the block.
+LRLAB_HD int64_t block_base(const BlockTable& bt, int b, int64_t r) {
+  return bt.offset[b] + r * bt.stride[b] - bt.begin[b];
+}
+
+// CPU back end: `states` in host memory; grad_sq[replicas].
 void cpu_grad_sq(const FusedArgs& a, std::vector<double>& blocks, double* grad_sq);
 void cpu_update(const FusedArgs& a, const ReplicaState* states);
 
-// CUDA back end: `states` and `grad_sq` in device memory. Scratch for the reduction is sized by
+// CUDA back end: `states` and `grad_sq` (replicas x blocks partial sums) in device memory. Scratch for the reduction is sized by
 // cuda_grad_sq_scratch() and owned by the caller, so nothing is allocated during a step.
 size_t cuda_grad_sq_scratch(const FusedArgs& a);
 void cuda_grad_sq(const FusedArgs& a, double* grad_sq, void* scratch, size_t scratch_bytes,
                   cudaStream_t stream);
-void cuda_prepare(ReplicaState* states, const double* grad_sq, const OptimizerHyper& h, bool stats,
-                  int64_t replicas, cudaStream_t stream);
+void cuda_prepare(ReplicaState* states, const double* grad_sq, int blocks, const OptimizerHyper& h,
+                  bool stats, int64_t replicas, cudaStream_t stream);
 void cuda_update(const FusedArgs& a, const ReplicaState* states, int num_sms, cudaStream_t stream);
 // p[0..n) = value, enqueued on the stream (state buffers' initial values, with no host staging).
 void cuda_fill(float* p, int64_t n, float value, cudaStream_t stream);

@@ -78,6 +78,9 @@ struct TrainEngine::Impl {
   } owned_stream;
   cudaStream_t stream = nullptr;
   Optimizer opt;
+  // Where each replica's parameters lie in params/d_params (and grads): mlp_packing's order. The
+  // public API speaks replica after replica.
+  ReplicaPacking packing;
 
   // CPU path
   std::unique_ptr<MlpCpu> cpu;
@@ -104,6 +107,7 @@ struct TrainEngine::Impl {
         spe(0),
         total(0),
         opt(make_optimizer()),
+        packing(opt.packing()),
         d_data(std::move(shared)) {}
 
   bool cuda() const { return cfg.device == Device::CUDA; }
@@ -144,7 +148,7 @@ struct TrainEngine::Impl {
     OptimizerSetup setup;
     setup.lr = cfg.replicas[0].lr;
     setup.replicas = K;
-    setup.replica_stride = layout.size();
+    setup.blocks = mlp_packing(layout, K).blocks();
     setup.groups = make_groups(layout, cfg.bias_decay);
     setup.stream = stream;
     return Optimizer(cfg.optimizer, cfg.device, layout.size(), setup);
@@ -155,8 +159,9 @@ struct TrainEngine::Impl {
       opt.set_lr(cfg.replicas[r].lr, r);
       opt.set_schedule(tables[r], r);
     }
-    std::vector<float> init(static_cast<size_t>(K * P));
-    for (int64_t r = 0; r < K; ++r) init_params(layout, init.data() + r * P, cfg.replicas[r].init_seed);
+    std::vector<float> rows(static_cast<size_t>(K * P));
+    for (int64_t r = 0; r < K; ++r) init_params(layout, rows.data() + r * P, cfg.replicas[r].init_seed);
+    std::vector<float> init = packing.from_replica_major(rows);
     const int64_t B = cfg.batch;
     const int64_t ydim = data.train.targets_dim;
     if (!cuda()) {
@@ -331,16 +336,16 @@ std::shared_ptr<const DeviceData> TrainEngine::device_data() const { return impl
 
 std::vector<float> TrainEngine::params() const {
   const Impl& m = *impl_;
-  if (!m.cuda()) return m.params;
-  return m.d_params.to_host(m.stream);
+  return m.packing.to_replica_major(m.cuda() ? m.d_params.to_host(m.stream) : m.params);
 }
 
 void TrainEngine::set_params(const std::vector<float>& p) {
   Impl& m = *impl_;
   LRLAB_REQUIRE(static_cast<int64_t>(p.size()) == m.K * m.P, "expected ", m.K * m.P, " parameters, got ", p.size());
   for (float v : p) LRLAB_REQUIRE(std::isfinite(v), "parameters must be finite");
-  if (m.cuda()) m.d_params.upload(p.data(), p.size(), m.stream);
-  else m.params = p;
+  std::vector<float> packed = m.packing.from_replica_major(p);
+  if (m.cuda()) m.d_params.upload(packed.data(), packed.size(), m.stream);
+  else m.params = std::move(packed);
 }
 
 TrainEngine::Snapshot TrainEngine::snapshot() const {
@@ -352,8 +357,9 @@ void TrainEngine::restore(const Snapshot& s) {
   LRLAB_REQUIRE(static_cast<int64_t>(s.params.size()) == m.K * m.P, "snapshot holds ", s.params.size(),
                 " parameters, this engine ", m.K * m.P);
   m.opt.load(s.optimizer);
-  if (m.cuda()) m.d_params.upload(s.params.data(), s.params.size(), m.stream);
-  else m.params = s.params;
+  std::vector<float> packed = m.packing.from_replica_major(s.params);
+  if (m.cuda()) m.d_params.upload(packed.data(), packed.size(), m.stream);
+  else m.params = std::move(packed);
 }
 
 void TrainEngine::stash() {

@@ -49,20 +49,32 @@ std::vector<int32_t> random_labels(int64_t n, int64_t classes, uint64_t seed) {
   return v;
 }
 
-// Replicas back to back, replica k initialised from seed + k.
+// All replicas' parameters, packed as the backends take them (mlp_packing); replica k initialised
+// from seed + k.
 std::vector<float> replica_params(const MlpLayout& layout, int64_t replicas, uint64_t seed) {
-  std::vector<float> p(replicas * layout.size());
-  for (int64_t k = 0; k < replicas; ++k) init_params(layout, p.data() + k * layout.size(), seed + k);
-  return p;
+  std::vector<float> rows(replicas * layout.size());
+  for (int64_t k = 0; k < replicas; ++k) init_params(layout, rows.data() + k * layout.size(), seed + k);
+  return mlp_packing(layout, replicas).from_replica_major(rows);
+}
+
+int64_t replicas_in(const MlpLayout& layout, const std::vector<float>& packed) {
+  return static_cast<int64_t>(packed.size()) / layout.size();
+}
+
+// Replica k's parameters (or gradients), in layout order.
+std::vector<float> replica_of(const MlpLayout& layout, const std::vector<float>& packed, int64_t k) {
+  std::vector<float> one(layout.size());
+  mlp_packing(layout, replicas_in(layout, packed)).gather(packed.data(), k, one.data());
+  return one;
 }
 
 // Biases are zero after init; random ones make the tests see them.
 void randomise_biases(const MlpLayout& layout, std::vector<float>& p, uint64_t seed) {
   Rng rng(seed);
-  for (int64_t k = 0; k < static_cast<int64_t>(p.size()) / layout.size(); ++k)
+  const ReplicaPacking pk = mlp_packing(layout, replicas_in(layout, p));
+  for (int64_t k = 0; k < pk.replicas(); ++k)
     for (const ParamRange& r : layout.bias_ranges())
-      for (int64_t i = r.begin; i < r.end; ++i)
-        p[k * layout.size() + i] = static_cast<float>(rng.uniform(-0.5, 0.5));
+      for (int64_t i = r.begin; i < r.end; ++i) p[pk.index(k, i)] = static_cast<float>(rng.uniform(-0.5, 0.5));
 }
 
 // ---- naive double-precision reference -------------------------------------------------------
@@ -258,8 +270,8 @@ TEST(MlpCpu, ForwardMatchesDoubleReference) {
     std::vector<float> out(K * batch * 5, NAN);
     mlp.forward(p.data(), x.data(), batch, out.data());
     for (int64_t k = 0; k < K; ++k) {
-      const auto want = ref_forward(layout, to_double(p.data() + k * layout.size(), layout.size()),
-                                    x, batch);
+      const std::vector<float> pk = replica_of(layout, p, k);
+      const auto want = ref_forward(layout, to_double(pk.data(), layout.size()), x, batch);
       for (int64_t i = 0; i < batch * 5; ++i)
         EXPECT_NEAR(out[k * batch * 5 + i], want[i], 1e-5 * std::max(1.0, std::fabs(want[i])))
             << activation_name(act) << " replica " << k << " element " << i;
@@ -334,12 +346,13 @@ TEST(MlpCpu, ReplicasMatchSeparateRuns) {
     for (int64_t k = 0; k < K; ++k) {
       std::vector<float> g(layout.size(), NAN), o(batch * 4);
       float l = NAN;
-      const float* pk = p.data() + k * layout.size();
-      single.forward_backward(pk, x.data(), labels.data(), y.data(), batch, g.data(), &l);
-      single.forward(pk, x.data(), batch, o.data());
+      const std::vector<float> pk = replica_of(layout, p, k);
+      single.forward_backward(pk.data(), x.data(), labels.data(), y.data(), batch, g.data(), &l);
+      single.forward(pk.data(), x.data(), batch, o.data());
       EXPECT_FLOAT_EQ(losses[k], l);
+      const std::vector<float> gk = replica_of(layout, grads, k);
       for (int64_t i = 0; i < layout.size(); ++i)
-        EXPECT_FLOAT_EQ(grads[k * layout.size() + i], g[i]) << "replica " << k << " param " << i;
+        EXPECT_FLOAT_EQ(gk[i], g[i]) << "replica " << k << " param " << i;
       for (int64_t i = 0; i < batch * 4; ++i) EXPECT_FLOAT_EQ(out[k * batch * 4 + i], o[i]);
     }
   }
@@ -390,12 +403,13 @@ TEST(MlpCpu, EvaluateCountsCorrectPredictions) {
   // so the right answers are known without running the network.
   const MlpLayout layout(make_config(3, {3}, 3, Activation::Identity, LossKind::SoftmaxCrossEntropy));
   std::vector<float> p(2 * layout.size(), 0.0f);
+  const ReplicaPacking pk = mlp_packing(layout, 2);
   const LayerView l0 = layout.layers()[0], l1 = layout.layers()[1];
   for (int i = 0; i < 3; ++i) {
-    p[l0.w_offset + i * 3 + i] = 1.0f;
-    p[l1.w_offset + i * 3 + i] = 1.0f;
-    p[layout.size() + l0.w_offset + i * 3 + i] = 1.0f;
-    p[layout.size() + l1.w_offset + ((i + 1) % 3) * 3 + i] = 1.0f;
+    p[pk.index(0, l0.w_offset + i * 3 + i)] = 1.0f;
+    p[pk.index(0, l1.w_offset + i * 3 + i)] = 1.0f;
+    p[pk.index(1, l0.w_offset + i * 3 + i)] = 1.0f;
+    p[pk.index(1, l1.w_offset + ((i + 1) % 3) * 3 + i)] = 1.0f;
   }
   const int64_t n = 10;
   std::vector<float> x(n * 3, 0.0f);
@@ -438,7 +452,8 @@ TEST(MlpCpu, EvaluateLossMatchesReferenceAcrossChunks) {
     double l[2], acc[2];
     mlp.evaluate(p.data(), x.data(), labels.data(), y.data(), n, l, acc);
     for (int k = 0; k < 2; ++k) {
-      const auto pd = to_double(p.data() + k * layout.size(), layout.size());
+      const std::vector<float> pk = replica_of(layout, p, k);
+      const auto pd = to_double(pk.data(), layout.size());
       EXPECT_NEAR(l[k], ref_loss(layout, pd, x, labels, y, n), 1e-5);
       if (loss == LossKind::MeanSquaredError) {
         EXPECT_TRUE(std::isnan(acc[k]));
@@ -575,50 +590,60 @@ Minibatch random_minibatch(const MlpConfig& c, int64_t batch, uint64_t seed) {
 TEST(MlpCuda, MatchesCpu) {
   LRLAB_REQUIRE_GPU();
   Stream stream;
-  for (LossKind loss : kLosses) {
-    for (Activation act : kActivations) {
-      const MlpLayout layout(make_config(13, {37, 9}, 5, act, loss));
-      const std::string what = std::string(activation_name(act)) + " " + loss_name(loss);
-      const int64_t K = 3, max_batch = 12, batch = 7, n = 30;
-      std::vector<float> p = replica_params(layout, K, 60);
-      randomise_biases(layout, p, 61);
-      MlpCpu cpu(layout, K, max_batch);
-      MlpCuda gpu(layout, K, max_batch, stream.get());
-      DeviceArray<float> dp(p), dgrads(K * layout.size()), dloss(K), dout(K * batch * 5);
-      for (uint64_t trial = 0; trial < 2; ++trial) {
-        const Minibatch mb = random_minibatch(layout.config(), batch, 70 + 10 * trial);
-        DeviceArray<float> dx(mb.x), dy(mb.y);
-        DeviceArray<int32_t> dl(mb.labels);
-        std::vector<float> grads(K * layout.size()), losses(K), out(K * batch * 5);
-        cpu.forward_backward(p.data(), mb.x.data(), mb.labels.data(), mb.y.data(), batch,
-                             grads.data(), losses.data());
-        cpu.forward(p.data(), mb.x.data(), batch, out.data());
+  // The first layer as one wide GEMM (12 x 36 weights: the replicas' matrices adjoin), as a
+  // strided-batched one (13 x 37: padding between them), and a network without hidden layers.
+  struct Shape {
+    int64_t in;
+    std::vector<int64_t> hidden;
+  };
+  const Shape shapes[] = {{12, {36, 9}}, {13, {37, 9}}, {13, {}}};
+  for (const Shape& shape : shapes) {
+    for (LossKind loss : kLosses) {
+      for (Activation act : kActivations) {
+        const MlpLayout layout(make_config(shape.in, shape.hidden, 5, act, loss));
+        const std::string what = std::string(activation_name(act)) + " " + loss_name(loss) + " in=" +
+                                 std::to_string(shape.in) + " layers=" + std::to_string(layout.layers().size());
+        const int64_t K = 3, max_batch = 12, batch = 7, n = 30;
+        std::vector<float> p = replica_params(layout, K, 60);
+        randomise_biases(layout, p, 61);
+        MlpCpu cpu(layout, K, max_batch);
+        MlpCuda gpu(layout, K, max_batch, stream.get());
+        DeviceArray<float> dp(p), dgrads(K * layout.size()), dloss(K), dout(K * batch * 5);
+        for (uint64_t trial = 0; trial < 2; ++trial) {
+          const Minibatch mb = random_minibatch(layout.config(), batch, 70 + 10 * trial);
+          DeviceArray<float> dx(mb.x), dy(mb.y);
+          DeviceArray<int32_t> dl(mb.labels);
+          std::vector<float> grads(K * layout.size()), losses(K), out(K * batch * 5);
+          cpu.forward_backward(p.data(), mb.x.data(), mb.labels.data(), mb.y.data(), batch,
+                               grads.data(), losses.data());
+          cpu.forward(p.data(), mb.x.data(), batch, out.data());
 
-        dgrads.poison();
-        dloss.poison();
-        dout.poison();
-        gpu.forward_backward(dp.get(), dx.get(), dl.get(), dy.get(), batch, dgrads.get(),
-                             dloss.get());
-        gpu.forward(dp.get(), dx.get(), batch, dout.get());
-        stream.sync();
-        expect_close(dout.download(), out, 1e-5, 1e-5, what + " forward");
-        expect_close(dloss.download(), losses, 1e-5, 1e-6, what + " loss");
-        // Padding is compared too: the CPU writes exact zeros there.
-        expect_close(dgrads.download(), grads, 1e-4, 1e-6, what + " grads");
-      }
-      // Evaluation over several chunks, with a short last one.
-      const Minibatch all = random_minibatch(layout.config(), n, 90);
-      DeviceArray<float> dx(all.x), dy(all.y);
-      DeviceArray<int32_t> dl(all.labels);
-      double cl[K], ca[K], gl[K], ga[K];
-      cpu.evaluate(p.data(), all.x.data(), all.labels.data(), all.y.data(), n, cl, ca);
-      gpu.evaluate(dp.get(), dx.get(), dl.get(), dy.get(), n, gl, ga);
-      for (int64_t k = 0; k < K; ++k) {
-        EXPECT_NEAR(gl[k], cl[k], 1e-5 * std::max(1.0, cl[k])) << what;
-        if (loss == LossKind::SoftmaxCrossEntropy)
-          EXPECT_DOUBLE_EQ(ga[k], ca[k]) << what;
-        else
-          EXPECT_TRUE(std::isnan(ga[k])) << what;
+          dgrads.poison();
+          dloss.poison();
+          dout.poison();
+          gpu.forward_backward(dp.get(), dx.get(), dl.get(), dy.get(), batch, dgrads.get(),
+                               dloss.get());
+          gpu.forward(dp.get(), dx.get(), batch, dout.get());
+          stream.sync();
+          expect_close(dout.download(), out, 1e-5, 1e-5, what + " forward");
+          expect_close(dloss.download(), losses, 1e-5, 1e-6, what + " loss");
+          // Padding is compared too: the CPU writes exact zeros there.
+          expect_close(dgrads.download(), grads, 1e-4, 1e-6, what + " grads");
+        }
+        // Evaluation over several chunks, with a short last one.
+        const Minibatch all = random_minibatch(layout.config(), n, 90);
+        DeviceArray<float> dx(all.x), dy(all.y);
+        DeviceArray<int32_t> dl(all.labels);
+        double cl[K], ca[K], gl[K], ga[K];
+        cpu.evaluate(p.data(), all.x.data(), all.labels.data(), all.y.data(), n, cl, ca);
+        gpu.evaluate(dp.get(), dx.get(), dl.get(), dy.get(), n, gl, ga);
+        for (int64_t k = 0; k < K; ++k) {
+          EXPECT_NEAR(gl[k], cl[k], 1e-5 * std::max(1.0, cl[k])) << what;
+          if (loss == LossKind::SoftmaxCrossEntropy)
+            EXPECT_DOUBLE_EQ(ga[k], ca[k]) << what;
+          else
+            EXPECT_TRUE(std::isnan(ga[k])) << what;
+        }
       }
     }
   }

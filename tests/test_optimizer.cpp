@@ -194,8 +194,10 @@ TEST(OptimizerClip, SumOfSquaresIsTheSameForAnyThreadCount) {
   detail::FusedArgs a;
   a.g = g.data();
   a.n = n;
-  a.ld = ld;
   a.replicas = K;
+  a.blocks.count = 1;
+  a.blocks.end[0] = n;
+  a.blocks.stride[0] = ld;
   auto sums = [&](int threads) {
     lrlab::testing::OmpThreads team(threads);
     std::vector<double> blocks, out(K);

@@ -29,7 +29,8 @@ struct Checkpoint {
   PlateauState plateau;
 };
 
-constexpr uint32_t kCheckpointVersion = 1;
+// 2: the optimizer state records how its replicas are packed (packing.hpp).
+constexpr uint32_t kCheckpointVersion = 2;
 
 std::string encode_checkpoint(const Checkpoint& c);
 // `name` appears in errors. Throws lrlab::Error for a foreign, corrupt, truncated or newer file.

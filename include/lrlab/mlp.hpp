@@ -1,7 +1,7 @@
 // A multilayer perceptron trained as K packed replicas: K copies of one architecture, each with its
 // own weights, that see the same input minibatch (an LR sweep trains them together; K = 1 is plain
-// training). A replica's parameters are one flat fp32 block described by MlpLayout; replicas lie
-// back to back, so replica k's tensor at `offset` is params[k * layout.size() + offset].
+// training). A replica's parameters are one flat fp32 vector described by MlpLayout; the K vectors
+// share one buffer as mlp_packing() says, so replica k's float i is params[packing.index(k, i)].
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lrlab/nn_math.hpp"
+#include "lrlab/packing.hpp"
 
 namespace lrlab {
 
@@ -60,6 +61,12 @@ class MlpLayout {
   int64_t size_ = 0;
 };
 
+// Where K replicas keep their parameters (and gradients) in one buffer of K * layout.size() floats:
+// the first layer's weights of all replicas come first, back to back, as one [K*out x in] matrix
+// that the shared minibatch meets in one wide GEMM on the GPU; each replica's other tensors follow,
+// replica after replica. With K = 1 this is the layout itself.
+ReplicaPacking mlp_packing(const MlpLayout& layout, int64_t replicas);
+
 // Auto: He for the hidden layers of relu and gelu networks, Xavier (Glorot) for the linear output
 // layer and for other activations; both normal distributions.
 enum class Init { Auto, He, Xavier };
@@ -86,9 +93,9 @@ class MlpCpu {
  public:
   MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch);
 
-  // x: [batch x inputs], shared by all replicas. labels [batch] for classification or
-  // y [batch x outputs] for regression (the other may be null). Overwrites grads
-  // [replicas x layout.size()] (padding zero) and loss[replicas] with each replica's mean loss.
+  // params and grads: all replicas, packed as packing() says. x: [batch x inputs], shared by all
+  // replicas. labels [batch] for classification or y [batch x outputs] for regression (the other
+  // may be null). Overwrites grads (padding zero) and loss[replicas] with each replica's mean loss.
   void forward_backward(const float* params, const float* x, const int32_t* labels, const float* y,
                         int64_t batch, float* grads, float* loss);
   // Mean loss and accuracy of each replica over n samples, in chunks of max_batch. accuracy is
@@ -99,6 +106,7 @@ class MlpCpu {
   void forward(const float* params, const float* x, int64_t batch, float* out);
 
   const MlpLayout& layout() const { return layout_; }
+  const ReplicaPacking& packing() const { return packing_; }
   int64_t replicas() const { return replicas_; }
   int64_t max_batch() const { return max_batch_; }
 
@@ -116,6 +124,7 @@ class MlpCpu {
   void run_forward(const float* params, const float* x, int64_t batch);
 
   MlpLayout layout_;
+  ReplicaPacking packing_;
   int64_t replicas_, max_batch_;
   std::vector<std::vector<float>> pre_;    // per layer: pre-activations [replicas x batch x out]
   std::vector<std::vector<float>> post_;   // per hidden layer: activations, same shape
@@ -125,7 +134,9 @@ class MlpCpu {
   std::vector<ParamRange> padding_;
 };
 
-// The CUDA backend: the same contract with device pointers, run on `stream`.
+// The CUDA backend: the same contract with device pointers, run on `stream`. The first layer of all
+// replicas is one GEMM when their weights form one matrix (in * out a multiple of 4, which keeps
+// every tensor 16-byte aligned without gaps); the other layers are strided-batched GEMMs.
 // forward_backward is capturable in a CUDA graph: it allocates nothing, never synchronises and
 // never copies to or from the host (run it once before capturing, so lazily loaded kernels are
 // loaded outside the capture). A moved-from MlpCuda may only be destroyed or assigned to.
@@ -153,6 +164,7 @@ class MlpCuda {
   void check_labels();
 
   const MlpLayout& layout() const;
+  const ReplicaPacking& packing() const;
   int64_t replicas() const;
   int64_t max_batch() const;
 

@@ -1,6 +1,7 @@
 // Fused optimizers: one call updates every parameter of K replicas (K = 1 for plain training), each
 // replica with its own step counter, schedule table, base rate and scale, in one pass over memory
-// (one kernel launch on the GPU). Parameters are a flat fp32 buffer, replicas back to back.
+// (one kernel launch on the GPU). Parameters are a flat fp32 buffer, replicas back to back or in any
+// packing of packing.hpp.
 //
 //   lrlab::Optimizer opt("adamw(wd=0.01)", lrlab::Device::CUDA, n_params, {.lr = 1e-3});
 //   opt.set_schedule(lrlab::Schedule::parse("warmup(steps=100)+cosine(steps=900)").table(1000, 1e-3));
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "lrlab/device.hpp"
+#include "lrlab/packing.hpp"
 #include "lrlab/update_rules.hpp"
 
 namespace lrlab {
@@ -40,6 +42,7 @@ struct OptimizerSetup {
   float lr = 1e-3f;                // base rate of every replica
   int64_t replicas = 1;
   int64_t replica_stride = 0;      // floats between replicas; 0 = n_params
+  std::vector<ReplicaBlock> blocks;  // or any packing (packing.hpp); empty: back to back
   std::vector<ParamGroup> groups;  // empty: one group over all parameters
   cudaStream_t stream = nullptr;   // CUDA path: every launch and copy goes on this stream
 };
@@ -54,7 +57,7 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // One step over all replicas. params/grads hold replicas x replica_stride floats, in host memory
+  // One step over all replicas. params/grads hold packing().span() floats, in host memory
   // for Device::CPU and device memory for Device::CUDA. bf16_copy (optional, same shape) receives
   // the updated weights rounded to bf16 in the same pass. On the CUDA path this enqueues work on
   // the stream and never synchronises, so it can be captured in a CUDA graph. Launch such a graph
@@ -84,7 +87,7 @@ class Optimizer {
   int64_t step_count(int64_t replica = 0) const { return replica_state(replica).step; }
   // The rate the next step will use for group 0 (before the group multiplier).
   float next_lr(int64_t replica = 0) const;
-  std::vector<float> state_buffer(int index) const;  // all replicas, host copy
+  std::vector<float> state_buffer(int index) const;  // all replicas as packed, host copy
 
   // The whole optimizer state: hyperparameters, counters, scales, tables and moments.
   std::string save() const;
@@ -105,7 +108,7 @@ class Optimizer {
   Device device() const;
   int64_t n_params() const;
   int64_t replicas() const;
-  int64_t replica_stride() const;
+  const ReplicaPacking& packing() const;
   int num_state_buffers() const;
   const std::vector<ParamGroup>& groups() const;
 

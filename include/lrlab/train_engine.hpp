@@ -83,7 +83,7 @@ class TrainEngine {
   // The data set on the GPU this engine reads (shared or its own); null on the CPU.
   std::shared_ptr<const DeviceData> device_data() const;
 
-  // Host copies of all replicas' parameters [replicas x layout.size()].
+  // Host copies of all replicas' parameters, replica after replica [replicas x layout.size()]
   std::vector<float> params() const;
   void set_params(const std::vector<float>& params);
 

@@ -11,7 +11,9 @@ void cpu_grad_sq(const FusedArgs&, std::vector<double>&, double*) { std::abort()
 void cpu_update(const FusedArgs&, const ReplicaState*) { std::abort(); }
 size_t cuda_grad_sq_scratch(const FusedArgs&) { std::abort(); }
 void cuda_grad_sq(const FusedArgs&, double*, void*, size_t, cudaStream_t) { std::abort(); }
-void cuda_prepare(ReplicaState*, const double*, const OptimizerHyper&, bool, int64_t, cudaStream_t) { std::abort(); }
+void cuda_prepare(ReplicaState*, const double*, int, const OptimizerHyper&, bool, int64_t, cudaStream_t) {
+  std::abort();
+}
 void cuda_update(const FusedArgs&, const ReplicaState*, int, cudaStream_t) { std::abort(); }
 void cuda_fill(float*, int64_t, float, cudaStream_t) { std::abort(); }
 
