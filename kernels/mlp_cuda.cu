@@ -1,16 +1,11 @@
 // The CUDA backend of the MLP. The first layer of all K replicas is one wide GEMM: the packing
 // (mlp_packing) keeps their weights together as one [K*out x in] matrix, which meets the shared
 // minibatch once. The other layers run as strided-batched cuBLAS GEMMs, one batch entry per
-// replica. The elementwise and per-row work are small kernels built on the shared formulas of
-// nn_math.hpp. Nothing here allocates, synchronises or touches host memory after the constructor,
-// except evaluate() and check_labels(), which say so.
-//
-// Activations are [replica][row][unit], except the first layer's in a network with hidden layers:
-// the wide GEMM gives them unit-major, [replica][unit][row], and the second layer's GEMMs read and
-// write them that way.
-//
-// cuBLAS is column-major: a row-major [r x c] matrix is, to cuBLAS, a column-major [c x r] matrix
-// with leading dimension c. Each GEMM below is written out in those terms.
+// replica. Every GEMM's shape and every index of the kernels come from the host-side plan of
+// src/mlp_plan.hpp, which a test checks against MlpCpu without a GPU. The elementwise and per-row
+// work are small kernels built on the shared formulas of nn_math.hpp. Nothing here allocates,
+// synchronises or touches host memory after the constructor, except evaluate() and check_labels(),
+// which say so.
 #include <cub/block/block_reduce.cuh>
 
 #include <algorithm>
@@ -18,6 +13,7 @@
 #include <limits>
 #include <vector>
 
+#include "../src/mlp_plan.hpp"
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/mlp.hpp"
@@ -34,8 +30,6 @@ constexpr int kBiasRows = 8;   // row lanes per bias-gradient block
 // allocated while a graph is being captured.
 constexpr size_t kCublasWorkspace = size_t{32} << 20;
 
-int64_t align4(int64_t n) { return (n + 3) / 4 * 4; }
-
 unsigned blocks_for(int64_t n, int threads) {
   // Grid-stride loops cover the rest; this many blocks fill any current GPU.
   return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 65536));
@@ -44,19 +38,32 @@ unsigned blocks_for(int64_t n, int threads) {
 // z += b (of the element's replica and unit); a = f(z) unless a is null (the linear output layer).
 // Element i belongs to replica i / replica_elems and unit (i / unit_step) % width: unit_step is 1
 // for [row][unit] activations and the batch size for unit-major ones. Replica k's bias starts at
-// bias + k * bias_stride.
-template <Activation A>
+// bias + k * bias_stride. Index is uint32_t whenever n allows: the three divisions per element
+// cost several times as much in 64 bits as in 32 on the GPU, more than the element's memory traffic.
+template <Activation A, typename Index>
 __global__ void bias_activation_kernel(float* __restrict__ z, float* __restrict__ a,
-                                       const float* __restrict__ bias, int64_t bias_stride,
-                                       int64_t n, int64_t width, int64_t unit_step,
-                                       int64_t replica_elems) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t k = i / replica_elems;
+                                       const float* __restrict__ bias, int64_t bias_stride, Index n,
+                                       Index width, Index unit_step, Index replica_elems) {
+  for (Index i = blockIdx.x * Index{blockDim.x} + threadIdx.x; i < n; i += Index{gridDim.x} * blockDim.x) {
+    const Index k = i / replica_elems;
     const float v = z[i] + bias[k * bias_stride + (i / unit_step) % width];
     z[i] = v;
     if (a) a[i] = ActivationFn<A>::forward(v);
   }
+}
+
+template <Activation A>
+void launch_bias_activation(float* z, float* a, const float* bias, int64_t bias_stride, int64_t n,
+                            int64_t width, int64_t unit_step, int64_t replica_elems, cudaStream_t stream) {
+  // Below 2^31 the grid-stride step (at most 2^24) cannot wrap a 32-bit index past n.
+  if (n <= std::numeric_limits<int32_t>::max())
+    bias_activation_kernel<A, uint32_t><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+        z, a, bias, bias_stride, static_cast<uint32_t>(n), static_cast<uint32_t>(width),
+        static_cast<uint32_t>(unit_step), static_cast<uint32_t>(replica_elems));
+  else
+    bias_activation_kernel<A, int64_t><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+        z, a, bias, bias_stride, n, width, unit_step, replica_elems);
+  LRLAB_CUDA_CHECK_LAUNCH();
 }
 
 template <Activation A>
@@ -100,15 +107,18 @@ __global__ void mean_squared_error_kernel(const float* __restrict__ out, const f
                                    grad ? grad + r * width : nullptr);
 }
 
-// Where one layer's bias gradients go, and the alignment padding after its weights and after its
-// bias (each under 4 floats), which the bias-gradient kernels zero so that grads are written in
-// full with no separate launch. Replica k's bias starts at grads[b_at + k * b_stride], its weight
-// padding at grads[w_pad_at + k * w_stride].
+// Where one layer's bias gradients go (the plan's indexes), and the alignment padding after its
+// weights and after its bias, which the bias-gradient kernels zero so that grads are written in
+// full with no separate launch.
 struct BiasGradOut {
   float* grads;
   int64_t b_at, b_stride, w_pad_at, w_stride;
   int w_pad, b_pad;
 };
+
+BiasGradOut bias_grad_out(float* grads, const detail::MlpLayerPlan& p) {
+  return {grads, p.bias_at, p.bias_stride, p.w_pad_at, p.w_stride, p.w_pad, p.b_pad};
+}
 
 __device__ __forceinline__ void zero_padding(const BiasGradOut& o, int64_t k, int64_t width, int t) {
   if (t < o.w_pad) o.grads[o.w_pad_at + k * o.w_stride + t] = 0.0f;
@@ -193,9 +203,6 @@ struct MlpCuda::Impl {
   MlpLayout layout;
   ReplicaPacking packing;
   int64_t replicas, max_batch;
-  // The first layer's activations are unit-major (a network with hidden layers), and its weights of
-  // all replicas form one matrix for one GEMM (else one strided-batched GEMM computes the same).
-  bool unit_major0 = false, wide0 = false;
   cudaStream_t stream;
   cublasHandle_t handle = nullptr;
   std::vector<void*> allocations;
@@ -207,16 +214,19 @@ struct MlpCuda::Impl {
   int* bad_label = nullptr;     // {flag, first bad label}
 
   Impl(const MlpLayout& l, int64_t k, int64_t b, cudaStream_t s)
-      : layout(l), packing(mlp_packing(l, k)), replicas(k), max_batch(b), stream(s) {
-    const LayerView& v = l.layers()[0];
-    unit_major0 = l.layers().size() >= 2;
-    wide0 = unit_major0 && (k == 1 || packing.block_of(v.w_offset).stride == v.in * v.out) &&
-            k * v.out <= std::numeric_limits<int>::max();
-  }
+      : layout(l), packing(mlp_packing(l, k)), replicas(k), max_batch(b), stream(s) {}
 
-  // Replica 0's copy of float i of the layout, and the distance to the next replica's.
-  int64_t at(int64_t i) const { return packing.index(0, i); }
-  int64_t stride(int64_t i) const { return packing.block_of(i).stride; }
+  // The buffers a plan's GEMMs name, for one call.
+  struct Buffers {
+    const float* x;
+    const float* params;
+    float* grads;
+    const float* delta;
+    float* delta_prev;
+  };
+  const float* resolve(const detail::GemmOperand& o, const Buffers& b) const;
+  float* output(const detail::GemmOperand& o, const Buffers& b) const;
+  void gemm(const detail::Gemm& g, const Buffers& b);
 
   ~Impl() {
     // Destructors must not throw; a failure here leaves nothing to recover.
@@ -237,48 +247,60 @@ struct MlpCuda::Impl {
                  float* correct_out);
 };
 
+const float* MlpCuda::Impl::resolve(const detail::GemmOperand& o, const Buffers& b) const {
+  using detail::MlpBuffer;
+  const float* base = nullptr;
+  switch (o.buffer) {
+    case MlpBuffer::Input: base = b.x; break;
+    case MlpBuffer::Params: base = b.params; break;
+    case MlpBuffer::Grads: base = b.grads; break;
+    case MlpBuffer::Pre: base = pre[o.layer]; break;
+    case MlpBuffer::Post: base = post[o.layer]; break;
+    case MlpBuffer::Delta: base = b.delta; break;
+    case MlpBuffer::DeltaPrev: base = b.delta_prev; break;
+  }
+  return base + o.offset;
+}
+
+// A plan writes the pre-activations, the weight gradients and the propagated gradients.
+float* MlpCuda::Impl::output(const detail::GemmOperand& o, const Buffers& b) const {
+  using detail::MlpBuffer;
+  switch (o.buffer) {
+    case MlpBuffer::Pre: return pre[o.layer] + o.offset;
+    case MlpBuffer::Grads: return b.grads + o.offset;
+    case MlpBuffer::DeltaPrev: return b.delta_prev + o.offset;
+    default: LRLAB_FAIL("MlpCuda: a GEMM of the plan writes to an input buffer");
+  }
+}
+
+void MlpCuda::Impl::gemm(const detail::Gemm& g, const Buffers& b) {
+  const float one = 1.0f, zero = 0.0f;
+  const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  float* c = output(g.c, b);
+  if (g.count == 1)
+    LRLAB_CUBLAS_CHECK(cublasSgemm(handle, ta, tb, g.m, g.n, g.k, &one, resolve(g.a, b), g.a.ld, resolve(g.b, b),
+                                   g.b.ld, &zero, c, g.c.ld));
+  else
+    LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, ta, tb, g.m, g.n, g.k, &one, resolve(g.a, b), g.a.ld,
+                                                 g.a.stride, resolve(g.b, b), g.b.ld, g.b.stride, &zero, c,
+                                                 g.c.ld, g.c.stride, g.count));
+}
+
 void MlpCuda::Impl::run_forward(const float* params, const float* x, int64_t batch) {
   const auto& layers = layout.layers();
-  const int K = static_cast<int>(replicas), b = static_cast<int>(batch);
-  const float one = 1.0f, zero = 0.0f;
+  const Buffers bufs{x, params, nullptr, nullptr, nullptr};
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerView& v = layers[l];
-    const int in = static_cast<int>(v.in), out = static_cast<int>(v.out);
+    const detail::MlpLayerPlan plan = detail::mlp_layer_plan(layout, packing, batch, l);
+    gemm(plan.forward, bufs);
     const bool last = l + 1 == layers.size();
-    const float* w = params + at(v.w_offset);
-    const int64_t ws = stride(v.w_offset);
-    if (l == 0 && unit_major0) {
-      // Z0 unit-major: replica k's [out x batch] = W_k X^T  <=>  (column-major) Z'[batch x out]
-      // = X'^T[batch x in] W'[in x out], with X' = X viewed as [in x batch] (ld in) and W' = W viewed
-      // as [in x out] (ld in). With the replicas' weights one [in x K*out] matrix, that is one GEMM.
-      if (wide0)
-        LRLAB_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, b, K * out, in, &one, x, in, w,
-                                       in, &zero, pre[0], b));
-      else
-        LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, CUBLAS_OP_T, CUBLAS_OP_N, b, out, in, &one, x,
-                                                     in, 0, w, in, ws, &zero, pre[0], b, batch * v.out, K));
-    } else if (l == 1 && unit_major0) {
-      // Z1[batch x out] = A0 W^T, A0 unit-major  <=>  Z'[out x batch] = W'^T[out x in] A0s^T[in x batch],
-      // with A0s the stored [in x batch] block viewed as [batch x in] (ld batch).
-      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, CUBLAS_OP_T, CUBLAS_OP_T, out, b, in, &one, w, in,
-                                                   ws, post[0], b, batch * v.in, &zero, pre[1], out,
-                                                   batch * v.out, K));
-    } else {
-      // Z[batch x out] = A[batch x in] W^T  <=>  Z'[out x batch] = W'^T[out x in] A'[in x batch],
-      // with A' = A viewed as [in x batch] (ld in); the shared input has stride 0.
-      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
-          handle, CUBLAS_OP_T, CUBLAS_OP_N, out, b, in, &one, w, in, ws, l == 0 ? x : post[l - 1], in,
-          l == 0 ? 0 : batch * v.in, &zero, pre[l], out, batch * v.out, K));
-    }
     const int64_t n = replicas * batch * v.out;
     const Activation act = last ? Activation::Identity : layout.config().activation;
     float* a = last ? nullptr : post[l];
-    const int64_t unit_step = l == 0 && unit_major0 ? batch : 1;
     dispatch_activation(act, [&](auto tag) {
-      bias_activation_kernel<decltype(tag)::value><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-          pre[l], a, params + at(v.b_offset), stride(v.b_offset), n, v.out, unit_step, batch * v.out);
+      launch_bias_activation<decltype(tag)::value>(pre[l], a, params + plan.bias_at, plan.bias_stride, n, v.out,
+                                                   plan.unit_step, batch * v.out, stream);
     });
-    LRLAB_CUDA_CHECK_LAUNCH();
   }
 }
 
@@ -356,66 +378,23 @@ void MlpCuda::forward_backward(const float* params, const float* x, const int32_
   LRLAB_CUDA_CHECK_LAUNCH();
 
   const auto& layers = m.layout.layers();
-  const int K = static_cast<int>(m.replicas), b = static_cast<int>(batch);
-  const float one = 1.0f, zero = 0.0f;
   for (size_t l = layers.size(); l-- > 0;) {
     const LayerView& v = layers[l];
-    const int in = static_cast<int>(v.in), out = static_cast<int>(v.out);
-    const bool unit_major = l == 0 && m.unit_major0;  // cur is unit-major
-    float* gw = grads + m.at(v.w_offset);
-    const int64_t ws = m.stride(v.w_offset);
-    if (unit_major) {
-      // dW[out x in] = D^T X with D unit-major  <=>  dW'[in x out] = X'[in x batch] Ds[batch x out],
-      // Ds the stored [out x batch] block viewed as [batch x out] (ld batch): one GEMM for the
-      // replicas' [in x K*out] weight matrix.
-      if (m.wide0)
-        LRLAB_CUBLAS_CHECK(cublasSgemm(m.handle, CUBLAS_OP_N, CUBLAS_OP_N, in, K * out, b, &one, x, in, cur, b,
-                                       &zero, gw, in));
-      else
-        LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(m.handle, CUBLAS_OP_N, CUBLAS_OP_N, in, out, b, &one, x,
-                                                     in, 0, cur, b, batch * v.out, &zero, gw, in, ws, K));
-    } else if (l == 1 && m.unit_major0) {
-      // dW[out x in] = D^T A0 with A0 unit-major  <=>  dW'[in x out] = A0s^T[in x batch] D'^T[batch x out].
-      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(m.handle, CUBLAS_OP_T, CUBLAS_OP_T, in, out, b, &one,
-                                                   m.post[0], b, batch * v.in, cur, out, batch * v.out,
-                                                   &zero, gw, in, ws, K));
-    } else {
-      // dW[out x in] = D^T A  <=>  dW'[in x out] = A'[in x batch] D'^T[batch x out], with D' = D
-      // viewed as [out x batch] (ld out). The shared input has stride 0.
-      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(
-          m.handle, CUBLAS_OP_N, CUBLAS_OP_T, in, out, b, &one, l == 0 ? x : m.post[l - 1], in,
-          l == 0 ? 0 : batch * v.in, cur, out, batch * v.out, &zero, gw, in, ws, K));
-    }
-    const BiasGradOut bias_out{grads,
-                               m.at(v.b_offset),
-                               m.stride(v.b_offset),
-                               m.at(v.w_offset) + v.in * v.out,
-                               ws,
-                               static_cast<int>(v.b_offset - (v.w_offset + v.in * v.out)),
-                               static_cast<int>(align4(v.b_offset + v.out) - (v.b_offset + v.out))};
-    if (unit_major) {
+    const detail::MlpLayerPlan plan = detail::mlp_layer_plan(m.layout, m.packing, batch, l);
+    const Impl::Buffers bufs{x, params, grads, cur, next};
+    m.gemm(plan.weight_grad, bufs);
+    if (plan.unit_major) {
       const int64_t rows = m.replicas * v.out;
       bias_grad_rows_kernel<<<static_cast<unsigned>((rows + kThreads / 32 - 1) / (kThreads / 32)), kThreads, 0,
-                              m.stream>>>(cur, batch, v.out, rows, bias_out);
+                              m.stream>>>(cur, batch, v.out, rows, bias_grad_out(grads, plan));
     } else {
-      const dim3 bias_grid(static_cast<unsigned>((v.out + kBiasCols - 1) / kBiasCols),
-                           static_cast<unsigned>(m.replicas));
-      bias_grad_kernel<<<bias_grid, dim3(kBiasCols, kBiasRows), 0, m.stream>>>(cur, batch, v.out, bias_out);
+      const dim3 grid(static_cast<unsigned>((v.out + kBiasCols - 1) / kBiasCols), static_cast<unsigned>(m.replicas));
+      bias_grad_kernel<<<grid, dim3(kBiasCols, kBiasRows), 0, m.stream>>>(cur, batch, v.out,
+                                                                        bias_grad_out(grads, plan));
     }
     LRLAB_CUDA_CHECK_LAUNCH();
     if (l == 0) break;
-    const float* w = params + m.at(v.w_offset);
-    if (l == 1 && m.unit_major0) {
-      // dA0 = D W, written unit-major  <=>  dA0s[batch x in] = D'^T[batch x out] W'^T[out x in].
-      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(m.handle, CUBLAS_OP_T, CUBLAS_OP_T, b, in, out, &one, cur,
-                                                   out, batch * v.out, w, in, ws, &zero, next, b,
-                                                   batch * v.in, K));
-    } else {
-      // dA_prev[batch x in] = D W  <=>  dA'[in x batch] = W'[in x out] D'[out x batch].
-      LRLAB_CUBLAS_CHECK(cublasSgemmStridedBatched(m.handle, CUBLAS_OP_N, CUBLAS_OP_N, in, b, out, &one, w, in,
-                                                   ws, cur, out, batch * v.out, &zero, next, in,
-                                                   batch * v.in, K));
-    }
+    m.gemm(plan.input_grad, bufs);
     // Elementwise: the same for either order of the activations.
     const int64_t n = m.replicas * batch * v.in;
     dispatch_activation(m.layout.config().activation, [&](auto tag) {

@@ -24,16 +24,7 @@ const Activation kActivations[] = {Activation::Relu, Activation::Gelu, Activatio
                                    Activation::Sigmoid, Activation::Identity};
 const LossKind kLosses[] = {LossKind::SoftmaxCrossEntropy, LossKind::MeanSquaredError};
 
-MlpConfig make_config(int64_t in, std::vector<int64_t> hidden, int64_t out, Activation act,
-                      LossKind loss) {
-  MlpConfig c;
-  c.inputs = in;
-  c.hidden = std::move(hidden);
-  c.outputs = out;
-  c.activation = act;
-  c.loss = loss;
-  return c;
-}
+using testing::make_config;
 
 std::vector<float> random_floats(int64_t n, uint64_t seed, double lo = -1.0, double hi = 1.0) {
   Rng rng(seed);

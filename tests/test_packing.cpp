@@ -84,11 +84,7 @@ TEST(ReplicaPacking, RejectsBadBlocks) {
 }
 
 TEST(MlpPacking, FirstLayerWeightsOfAllReplicasFormOneMatrix) {
-  MlpConfig c;
-  c.inputs = 12;
-  c.hidden = {5, 3};
-  c.outputs = 4;
-  const MlpLayout layout(c);
+  const MlpLayout layout(lrlab::testing::make_config(12, {5, 3}, 4));
   const int64_t K = 4;
   const ReplicaPacking p = mlp_packing(layout, K);
   EXPECT_TRUE(p.dense());

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lrlab/error.hpp"
@@ -23,6 +24,18 @@ std::string error_of(Fn fn) {
     return e.what();
   }
   return "";
+}
+
+inline MlpConfig make_config(int64_t in, std::vector<int64_t> hidden, int64_t out,
+                             Activation act = Activation::Relu,
+                             LossKind loss = LossKind::SoftmaxCrossEntropy) {
+  MlpConfig c;
+  c.inputs = in;
+  c.hidden = std::move(hidden);
+  c.outputs = out;
+  c.activation = act;
+  c.loss = loss;
+  return c;
 }
 
 // Each activation in double precision, from its textbook definition (gelu: the exact, erf form).
