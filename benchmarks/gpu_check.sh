@@ -344,7 +344,7 @@ part sweep_cuda 90 --gpu --after=build run_bench_sweep cuda "$RES/bench_sweep_cu
 # time runs short. They run the kernel-level GPU tests (every kernel, every launch shape), not the
 # long sweeps, range tests and training loops built from the same kernels. Races need shared
 # memory: the MLP's reductions, and CUB's inside the optimizer's norm.
-part memcheck 90 --gpu --after=build run_sanitizer memcheck "$GPU_FILTER-*SweepGpu*:*LrFinderGpu*:*TrainGpu*"
+part memcheck 90 --gpu --after=build run_sanitizer memcheck "$GPU_FILTER-*SweepGpu*:*LrFinderGpu*:*TrainGpu*:*OutOfMemory*"
 part racecheck 60 --gpu --after=build run_sanitizer racecheck 'MlpCuda*:OptimizerGpu*'
 part bench_cpu 45 --after=build run_bench cpu "$CPU_SIZES" "$RES/bench_optim_cpu.json" --optimizers 'adam()'
 part torch_cpu 45 run_torch cpu "$CPU_SIZES" "$RES/torch_optim_cpu.json"

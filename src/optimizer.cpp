@@ -173,23 +173,26 @@ struct Optimizer::Impl {
     if (cuda()) LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
-  // Points replica r at a copy of `table` (checked by the caller); if the device memory for it
-  // cannot be had, the replica keeps its old table. A table that fits where the old one was reuses
-  // its device memory: swapping tables (a range test's ramp and back) then allocates and frees
-  // nothing, and cudaFree, which synchronises the device, must not run while another thread's
-  // engine is capturing a graph.
-  void install_table(int64_t r, const std::vector<float>& table) {
+  // Device memory for a table of `len` steps for replica r, when the memory it has is too short
+  // (an empty buffer otherwise). Callers that install several tables get all their memory first, so
+  // that running out leaves every replica with its old table.
+  DeviceBuffer<float> table_room(int64_t r, size_t len) const {
+    if (!cuda() || len <= d_tables[r].size()) return {};
+    size_t free_bytes = 0, total_bytes = 0;
+    LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    LRLAB_REQUIRE(len * sizeof(float) < free_bytes, "a schedule table of ", len, " steps does not fit in device memory");
+    return DeviceBuffer<float>(len);
+  }
+
+  // Points replica r at a copy of `table` (checked by the caller), in `room` when table_room()
+  // gave some. A table that fits where the old one was reuses its device memory: swapping tables
+  // (a range test's ramp and back) then allocates and frees nothing, and cudaFree, which
+  // synchronises the device, must not run while another thread's engine is capturing a graph.
+  void install_table(int64_t r, const std::vector<float>& table, DeviceBuffer<float> room = {}) {
     std::vector<float> host = table;
     const int64_t len = static_cast<int64_t>(table.size());
     if (cuda()) {
-      DeviceBuffer<float> fresh;
-      if (table.size() > d_tables[r].size()) {
-        size_t free_bytes = 0, total_bytes = 0;
-        LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-        LRLAB_REQUIRE(table.size() * sizeof(float) < free_bytes, "a schedule table of ", table.size(),
-                      " steps does not fit in device memory");
-        fresh = DeviceBuffer<float>(table.size());
-      }
+      DeviceBuffer<float> fresh = room.size() ? std::move(room) : table_room(r, table.size());
       // Steps in flight may still read the old table: the copy into reused memory waits for them
       // in stream order, and memory replaced here is freed (with `fresh`) only after the wait below.
       DeviceBuffer<float>& dst = fresh.size() ? fresh : d_tables[r];
@@ -497,7 +500,12 @@ void Optimizer::set_grad_scale(float scale) {
 
 void Optimizer::set_schedule(const std::vector<float>& table, int64_t replica) {
   require_table(table);
-  impl_->each_replica(replica, [&](int64_t r) { impl_->install_table(r, table); });
+  Impl& m = *impl_;
+  // All the device memory first: a replica either gets the new table or keeps its old one, and a
+  // failure leaves every replica as it was.
+  std::vector<DeviceBuffer<float>> room(static_cast<size_t>(m.K));
+  m.each_replica(replica, [&](int64_t r) { room[r] = m.table_room(r, table.size()); });
+  m.each_replica(replica, [&](int64_t r) { m.install_table(r, table, std::move(room[r])); });
 }
 
 void Optimizer::reset_replica(int64_t replica) {
@@ -598,9 +606,11 @@ void Optimizer::load(const std::string& bytes) {
   for (const std::vector<float>& t : tables) require_table(t);
   // Everything read and checked: now commit. Hyperparameters keep the values of this optimizer's
   // spec (a resumed run may change them), the counters and moments come from the file.
+  std::vector<DeviceBuffer<float>> room(static_cast<size_t>(K));  // all or nothing, as in set_schedule
+  for (int64_t r = 0; r < K; ++r) room[r] = m.table_room(r, tables[r].size());
   m.turn_on_scaled_grads(scaled, "load a state with a gradient scale");
   for (int64_t r = 0; r < K; ++r) {
-    m.install_table(r, tables[r]);
+    m.install_table(r, tables[r], std::move(room[r]));
     copy_counters(m.states[r], states[r]);
   }
   m.push_states();

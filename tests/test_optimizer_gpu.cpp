@@ -392,4 +392,40 @@ TEST(OptimizerGpu, SaveOnGpuLoadOnCpu) {
   EXPECT_EQ(cpu.state_buffer(1), gpu.state_buffer(1));
 }
 
+// New tables for several replicas take all their device memory before any replica changes: running
+// out part way leaves every replica with its old table. (Kept out of the sanitizer runs: it fills the
+// device.)
+TEST(OptimizerOutOfMemoryGpu, TablesForAllReplicasOrNone) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t K = 3, n = 64;
+  OptimizerSetup setup;
+  setup.replicas = K;
+  setup.lr = 1e-3f;
+  Optimizer opt("sgd()", Device::CUDA, n, setup);
+  opt.set_schedule({0.5f});
+  const size_t table_floats = size_t{16} << 20;  // 64 MiB per table
+  size_t free_bytes = 0, total_bytes = 0;
+  LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  // Room for one new table and a half: the second does not fit.
+  const size_t keep = 3 * table_floats * sizeof(float) / 2;
+  ASSERT_GT(free_bytes, keep);
+  struct Ballast {
+    void* p = nullptr;
+    ~Ballast() { cudaFree(p); }
+  } ballast;
+  ASSERT_EQ(cudaMalloc(&ballast.p, free_bytes - keep), cudaSuccess);
+  const std::vector<float> big(table_floats, 0.25f);
+  EXPECT_THROW(opt.set_schedule(big), Error);
+  for (int64_t r = 0; r < K; ++r) EXPECT_FLOAT_EQ(opt.next_lr(r), 0.5e-3f) << "replica " << r;
+  // A whole state with such tables fails the same way and changes nothing.
+  Optimizer cpu("sgd()", Device::CPU, n, setup);
+  cpu.set_schedule(big);
+  cpu.set_step(7);
+  EXPECT_THROW(opt.load(cpu.save()), Error);
+  for (int64_t r = 0; r < K; ++r) {
+    EXPECT_FLOAT_EQ(opt.next_lr(r), 0.5e-3f) << "replica " << r;
+    EXPECT_EQ(opt.step_count(r), 0) << "replica " << r;
+  }
+}
+
 }  // namespace
