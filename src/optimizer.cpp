@@ -272,12 +272,21 @@ struct Optimizer::Impl {
   }
 
   // Moments of replicas [r0, r1) to their initial values: Adagrad's accumulator starts at
-  // initial_accumulator, every other moment at zero. A block whose copies lie end to end is one
-  // fill for all the replicas; otherwise the gaps between copies may belong to other replicas.
+  // initial_accumulator, every other moment at zero. All replicas: the whole buffer, gaps included,
+  // so that saved states and state_buffer() hold no leftover device memory. Some: a block whose
+  // copies lie end to end is one fill for them; otherwise the gaps between copies may belong to
+  // other replicas.
   void fill_initial(int64_t r0, int64_t r1) {
     const float init0 = h.kind == OptimKind::Adagrad ? h.initial_accumulator : 0.0f;
     for (int k = 0; k < nstate; ++k) {
       const float v = k == 0 ? init0 : 0.0f;
+      if (r0 == 0 && r1 == K) {
+        if (cuda())
+          detail::cuda_fill(d_buf[k].get(), pk.span(), v, stream);
+        else
+          std::fill(host_buf[k].begin(), host_buf[k].end(), v);
+        continue;
+      }
       for (const ReplicaBlock& b : pk.blocks()) {
         const int64_t len = b.end - b.begin;
         const bool dense = b.stride == len;
