@@ -18,21 +18,11 @@ namespace {
 struct SquareToDouble {
   __host__ __device__ double operator()(float x) const { return static_cast<double>(x) * x; }
 };
-// Segment s of the reduction is block s % count of replica s / count; its first float, or one past
-// its last.
-struct SegmentEdge {
-  BlockTable bt;
-  bool end;
-  __host__ __device__ int64_t operator()(int64_t s) const {
-    const int b = static_cast<int>(s % bt.count);
-    const int64_t start = bt.offset[b] + (s / bt.count) * bt.stride[b];
-    return end ? start + (bt.end[b] - bt.begin[b]) : start;
-  }
-};
 
 auto square_iter(const float* g) { return thrust::make_transform_iterator(g, SquareToDouble{}); }
-auto edges(const BlockTable& bt, bool end) {
-  return thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), SegmentEdge{bt, end});
+auto edges(const FusedArgs& a, bool end) {
+  return thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0),
+                                         GradSegmentEdge{a.blocks, a.grad_chunk, a.grad_parts, end});
 }
 
 __device__ __forceinline__ int group_of(const GroupTable& gt, int64_t i) {
@@ -41,13 +31,13 @@ __device__ __forceinline__ int group_of(const GroupTable& gt, int64_t i) {
   return -1;
 }
 
-__global__ void prepare_kernel(ReplicaState* states, const double* grad_sq, int blocks,
+__global__ void prepare_kernel(ReplicaState* states, const double* grad_sq, int parts,
                                OptimizerHyper h, bool stats, int64_t replicas) {
   int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= replicas) return;
   double sq = 0.0;
   if (stats)
-    for (int b = 0; b < blocks; ++b) sq += grad_sq[r * blocks + b];
+    for (int j = 0; j < parts; ++j) sq += grad_sq[r * parts + j];
   prepare_step(states[r], h, stats, sq);
 }
 
@@ -136,8 +126,9 @@ void launch_kind(const FusedArgs& a, const ReplicaState* states, dim3 grid, cuda
 }  // namespace
 
 // One replica in one block: a reduction over the whole grid. Otherwise CUB's segmented reduction,
-// one segment per (replica, block), summed per replica by the prepare kernel (each replica's sum is
-// still independent of the others).
+// which gives each segment one thread block: one segment per piece of a replica (FusedArgs), summed
+// per replica by the prepare kernel in a fixed order (each replica's sum is still independent of
+// the others, and of the GPU it runs on once the pieces are chosen).
 size_t cuda_grad_sq_scratch(const FusedArgs& a) {
   size_t bytes = 0;
   if (a.replicas == 1 && a.blocks.count == 1)
@@ -145,9 +136,8 @@ size_t cuda_grad_sq_scratch(const FusedArgs& a) {
                                                a.n, cuda::std::plus<double>{}, 0.0));
   else
     LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
-        nullptr, bytes, square_iter(a.g), static_cast<double*>(nullptr),
-        static_cast<int>(a.replicas * a.blocks.count), edges(a.blocks, false), edges(a.blocks, true),
-        cuda::std::plus<double>{}, 0.0));
+        nullptr, bytes, square_iter(a.g), static_cast<double*>(nullptr), static_cast<int>(a.replicas * a.grad_parts),
+        edges(a, false), edges(a, true), cuda::std::plus<double>{}, 0.0));
   return bytes;
 }
 
@@ -158,15 +148,15 @@ void cuda_grad_sq(const FusedArgs& a, double* grad_sq, void* scratch, size_t scr
                                                grad_sq, a.n, cuda::std::plus<double>{}, 0.0, stream));
   else
     LRLAB_CUDA_CHECK(cub::DeviceSegmentedReduce::Reduce(
-        scratch, scratch_bytes, square_iter(a.g), grad_sq, static_cast<int>(a.replicas * a.blocks.count),
-        edges(a.blocks, false), edges(a.blocks, true), cuda::std::plus<double>{}, 0.0, stream));
+        scratch, scratch_bytes, square_iter(a.g), grad_sq, static_cast<int>(a.replicas * a.grad_parts),
+        edges(a, false), edges(a, true), cuda::std::plus<double>{}, 0.0, stream));
 }
 
-void cuda_prepare(ReplicaState* states, const double* grad_sq, int blocks, const OptimizerHyper& h,
+void cuda_prepare(ReplicaState* states, const double* grad_sq, int parts, const OptimizerHyper& h,
                   bool stats, int64_t replicas, cudaStream_t stream) {
   int threads = 128;
   int grid = static_cast<int>((replicas + threads - 1) / threads);
-  prepare_kernel<<<grid, threads, 0, stream>>>(states, grad_sq, blocks, h, stats, replicas);
+  prepare_kernel<<<grid, threads, 0, stream>>>(states, grad_sq, parts, h, stats, replicas);
   LRLAB_CUDA_CHECK_LAUNCH();
 }
 

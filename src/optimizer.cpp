@@ -127,6 +127,8 @@ struct Optimizer::Impl {
   DeviceBuffer<char> d_scratch;
   size_t scratch_bytes = 0;
   int num_sms = 1;
+  int64_t grad_chunk = 0;  // FusedArgs::grad_chunk and grad_parts
+  int grad_parts = 1;
 
   bool cuda() const { return dev == Device::CUDA; }
   bool stats() const { return h.max_grad_norm > 0.0f || h.check_finite || scaled_grads; }
@@ -211,6 +213,23 @@ struct Optimizer::Impl {
     tables[r] = std::move(host);
     states[r].table = tables[r].empty() ? nullptr : tables[r].data();
     states[r].table_len = len;
+  }
+
+  // How the GPU cuts the gradients for their statistics: one replica in one block is a single
+  // reduction over the whole grid; otherwise each thread block of the segmented reduction takes one
+  // piece, and the pieces give the GPU several blocks per multiprocessor however few the replicas,
+  // while none is so small that its block mostly waits.
+  void choose_grad_parts() {
+    const detail::BlockTable bt = args(nullptr, nullptr, nullptr).blocks;
+    if (K == 1 && bt.count == 1) {
+      grad_chunk = n;
+      grad_parts = 1;
+      return;
+    }
+    constexpr int64_t kMinPiece = 16384;
+    const int64_t want = std::max<int64_t>(1, (int64_t{4} * num_sms + K - 1) / K);
+    grad_chunk = std::max(kMinPiece, (n + want - 1) / want);
+    grad_parts = static_cast<int>(detail::grad_parts(bt, grad_chunk));
   }
 
   // The spare copy for stash(), allocated at the first stash (a trainer that never stashes does not
@@ -322,6 +341,8 @@ struct Optimizer::Impl {
       a.blocks.stride[b] = rb.stride;
       blocks_aligned = blocks_aligned && rb.begin % 4 == 0 && rb.offset % 4 == 0 && (K == 1 || rb.stride % 4 == 0);
     }
+    a.grad_chunk = grad_chunk;
+    a.grad_parts = grad_parts;
     a.nstate = nstate;
     a.stats = stats();
     auto aligned = [](const void* q, size_t b) { return reinterpret_cast<uintptr_t>(q) % b == 0; };
@@ -444,7 +465,8 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     m.d_tables.resize(m.K);
     m.d_states = DeviceBuffer<ReplicaState>(m.K);
     for (int k = 0; k < m.nstate; ++k) m.d_buf[k] = DeviceBuffer<float>(m.pk.span());
-    m.d_grad_sq = DeviceBuffer<double>(m.K * m.pk.blocks().size());
+    m.choose_grad_parts();
+    m.d_grad_sq = DeviceBuffer<double>(m.K * m.grad_parts);
     detail::FusedArgs probe = m.args(nullptr, nullptr, nullptr);
     m.scratch_bytes = detail::cuda_grad_sq_scratch(probe);
     m.d_scratch = DeviceBuffer<char>(std::max<size_t>(m.scratch_bytes, 16));
@@ -468,7 +490,7 @@ void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
     LRLAB_CUDA_CHECK(cudaStreamIsCapturing(m.stream, &capture));
     m.captured = m.captured || capture != cudaStreamCaptureStatusNone;
     if (a.stats) detail::cuda_grad_sq(a, m.d_grad_sq.get(), m.d_scratch.get(), m.scratch_bytes, m.stream);
-    detail::cuda_prepare(m.d_states.get(), m.d_grad_sq.get(), a.blocks.count, m.h, a.stats, m.K, m.stream);
+    detail::cuda_prepare(m.d_states.get(), m.d_grad_sq.get(), a.grad_parts, m.h, a.stats, m.K, m.stream);
     detail::cuda_update(a, m.d_states.get(), m.num_sms, m.stream);
   } else {
     if (a.stats) detail::cpu_grad_sq(a, m.host_grad_blocks, m.host_grad_sq.data());

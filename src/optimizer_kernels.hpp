@@ -41,6 +41,11 @@ struct FusedArgs {
   int64_t n = 0;      // parameters per replica
   int64_t replicas = 0;
   BlockTable blocks;  // where each replica's parameters lie (also its gradients and moments)
+  // The GPU's gradient statistics: each replica's blocks cut into pieces of at most grad_chunk
+  // floats, grad_parts per replica, one reduction segment each (so that a few large replicas
+  // still spread over the whole GPU).
+  int64_t grad_chunk = 0;
+  int grad_parts = 0;
   int nstate = 0;
   bool vec = false;   // 16-byte vector access is safe (aligned pointers and blocks)
   bool stats = false; // gradient statistics (sum of squares) are needed before the update
@@ -57,16 +62,46 @@ LRLAB_HD int64_t block_base(const BlockTable& bt, int b, int64_t r) {
   return bt.offset[b] + r * bt.stride[b] - bt.begin[b];
 }
 
+// Pieces of at most `chunk` floats that each replica's blocks are cut into.
+inline int64_t grad_parts(const BlockTable& bt, int64_t chunk) {
+  int64_t parts = 0;
+  for (int b = 0; b < bt.count; ++b) parts += (bt.end[b] - bt.begin[b] + chunk - 1) / chunk;
+  return parts;
+}
+
+// Segment s of the GPU's gradient reduction is piece s % parts of replica s / parts, the pieces
+// running through the replica's blocks in order, each block cut every `chunk` floats; the functor
+// gives its first float, or one past its last.
+struct GradSegmentEdge {
+  BlockTable bt;
+  int64_t chunk;
+  int parts;
+  bool end;
+  LRLAB_HD int64_t operator()(int64_t s) const {
+    const int64_t r = s / parts;
+    int64_t j = s % parts;
+    for (int b = 0;; ++b) {
+      const int64_t len = bt.end[b] - bt.begin[b], pieces = (len + chunk - 1) / chunk;
+      if (j < pieces || b + 1 == bt.count) {
+        const int64_t first = bt.offset[b] + r * bt.stride[b] + j * chunk;
+        const int64_t last = bt.offset[b] + r * bt.stride[b] + len;
+        return end ? (first + chunk < last ? first + chunk : last) : first;
+      }
+      j -= pieces;
+    }
+  }
+};
+
 // CPU back end: `states` in host memory; grad_sq[replicas].
 void cpu_grad_sq(const FusedArgs& a, std::vector<double>& blocks, double* grad_sq);
 void cpu_update(const FusedArgs& a, const ReplicaState* states);
 
-// CUDA back end: `states` and `grad_sq` (replicas x blocks partial sums) in device memory. Scratch for the reduction is sized by
+// CUDA back end: `states` and `grad_sq` (replicas x grad_parts partial sums) in device memory. Scratch for the reduction is sized by
 // cuda_grad_sq_scratch() and owned by the caller, so nothing is allocated during a step.
 size_t cuda_grad_sq_scratch(const FusedArgs& a);
 void cuda_grad_sq(const FusedArgs& a, double* grad_sq, void* scratch, size_t scratch_bytes,
                   cudaStream_t stream);
-void cuda_prepare(ReplicaState* states, const double* grad_sq, int blocks, const OptimizerHyper& h,
+void cuda_prepare(ReplicaState* states, const double* grad_sq, int parts, const OptimizerHyper& h,
                   bool stats, int64_t replicas, cudaStream_t stream);
 void cuda_update(const FusedArgs& a, const ReplicaState* states, int num_sms, cudaStream_t stream);
 // p[0..n) = value, enqueued on the stream (state buffers' initial values, with no host staging).

@@ -11,6 +11,7 @@
 #include "lrlab/optimizer.hpp"
 #include "lrlab/packing.hpp"
 #include "lrlab/rng.hpp"
+#include "optimizer_kernels.hpp"
 #include "test_util.hpp"
 
 using namespace lrlab;
@@ -151,6 +152,42 @@ TEST(OptimizerPacking, SameBitsAsBackToBack) {
     Optimizer again(spec, Device::CPU, n, packed_setup);
     again.load(packed.save());
     EXPECT_EQ(again.state_buffer(0), packed.state_buffer(0));
+  }
+}
+
+// The GPU cuts each replica's gradients into pieces for its segmented norm reduction; the pieces of
+// all replicas must cover every parameter of every replica exactly once and nothing else.
+TEST(OptimizerPacking, GradientPiecesCoverEachParameterOnce) {
+  const int64_t n = 1003;
+  const std::vector<std::vector<ReplicaBlock>> packings = {
+      {{0, 1003, 0, 1003}}, {{0, 400, 0, 400}, {400, 1003, 3 * 400, 603}}, {{0, 602, 1, 1012}, {602, 1003, 606, 1012}}};
+  for (const auto& blocks : packings) {
+    const int64_t K = 3;
+    const ReplicaPacking pk(n, K, blocks);
+    detail::BlockTable bt;
+    bt.count = static_cast<int>(pk.blocks().size());
+    for (int b = 0; b < bt.count; ++b) {
+      bt.begin[b] = pk.blocks()[b].begin;
+      bt.end[b] = pk.blocks()[b].end;
+      bt.offset[b] = pk.blocks()[b].offset;
+      bt.stride[b] = pk.blocks()[b].stride;
+    }
+    for (int64_t chunk : {1, 7, 100, 400, 5000}) {
+      const int parts = static_cast<int>(detail::grad_parts(bt, chunk));
+      const detail::GradSegmentEdge first{bt, chunk, parts, false}, last{bt, chunk, parts, true};
+      std::vector<int> hits(pk.span(), 0);
+      for (int64_t s = 0; s < K * parts; ++s) {
+        ASSERT_LT(first(s), last(s)) << "empty piece " << s;
+        ASSERT_LE(last(s) - first(s), chunk);
+        for (int64_t i = first(s); i < last(s); ++i) ++hits[i];
+      }
+      for (int64_t r = 0; r < K; ++r)
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(hits[pk.index(r, i)], 1) << "chunk " << chunk << " replica " << r << " float " << i;
+          hits[pk.index(r, i)] = 0;
+        }
+      EXPECT_EQ(std::count(hits.begin(), hits.end(), 0), pk.span()) << "a piece covers a gap, chunk " << chunk;
+    }
   }
 }
 
