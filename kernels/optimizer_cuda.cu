@@ -127,8 +127,8 @@ void launch_kind(const FusedArgs& a, const ReplicaState* states, dim3 grid, cuda
 
 // One replica in one block: a reduction over the whole grid. Otherwise CUB's segmented reduction,
 // which gives each segment one thread block: one segment per piece of a replica (FusedArgs), summed
-// per replica by the prepare kernel in a fixed order (each replica's sum is still independent of
-// the others, and of the GPU it runs on once the pieces are chosen).
+// per replica by the prepare kernel in a fixed order. Each replica's sum is independent of the
+// others' values, and the same from run to run.
 size_t cuda_grad_sq_scratch(const FusedArgs& a) {
   size_t bytes = 0;
   if (a.replicas == 1 && a.blocks.count == 1)

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "lrlab/cuda_check.hpp"
@@ -141,8 +142,11 @@ struct Optimizer::Impl {
   // The first gradient scale other than 1 adds the finite check to the step; a graph captured before
   // would not contain it. Later changes of the scale are read from device memory: no recapture.
   void turn_on_scaled_grads(bool on, const char* what) {
-    LRLAB_REQUIRE(!(on && captured && !stats()), what, " before capturing step() in a CUDA graph");
+    check_scaled_grads(on, what);
     scaled_grads = scaled_grads || on;
+  }
+  void check_scaled_grads(bool on, const char* what) const {
+    LRLAB_REQUIRE(!(on && captured && !stats()), what, " before capturing step() in a CUDA graph");
   }
 
   void check_replica(int64_t r) const {
@@ -175,32 +179,39 @@ struct Optimizer::Impl {
     if (cuda()) LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
-  // Device memory for a table of `len` steps for replica r, when the memory it has is too short
-  // (an empty buffer otherwise). Callers that install several tables get all their memory first, so
-  // that running out leaves every replica with its old table.
-  DeviceBuffer<float> table_room(int64_t r, size_t len) const {
-    if (!cuda() || len <= d_tables[r].size()) return {};
+  // A table ready to install for replica r: its host copy, and device memory when the memory the
+  // replica has is too short. Callers that install several tables prepare them all first, so that
+  // running out of memory (host or device) leaves every replica with its old table.
+  struct NewTable {
+    std::vector<float> host;
+    DeviceBuffer<float> room;
+  };
+  NewTable prepare_table(int64_t r, const std::vector<float>& table) const {
+    NewTable t{table, {}};
+    if (!cuda() || table.size() <= d_tables[r].size()) return t;
     size_t free_bytes = 0, total_bytes = 0;
     LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    LRLAB_REQUIRE(len * sizeof(float) < free_bytes, "a schedule table of ", len, " steps does not fit in device memory");
-    return DeviceBuffer<float>(len);
+    LRLAB_REQUIRE(table.size() * sizeof(float) < free_bytes, "a schedule table of ", table.size(),
+                  " steps does not fit in device memory");
+    t.room = DeviceBuffer<float>(table.size());
+    return t;
   }
 
-  // Points replica r at a copy of `table` (checked by the caller), in `room` when table_room()
-  // gave some. A table that fits where the old one was reuses its device memory: swapping tables
-  // (a range test's ramp and back) then allocates and frees nothing, and cudaFree, which
-  // synchronises the device, must not run while another thread's engine is capturing a graph.
-  void install_table(int64_t r, const std::vector<float>& table, DeviceBuffer<float> room = {}) {
-    std::vector<float> host = table;
-    const int64_t len = static_cast<int64_t>(table.size());
+  // Points replica r at a prepared table; allocates nothing. A table that fits where the old one
+  // was reuses its device memory: swapping tables (a range test's ramp and back) then allocates and
+  // frees nothing, and cudaFree, which synchronises the device, must not run while another thread's
+  // engine is capturing a graph.
+  void install_table(int64_t r, NewTable t) {
+    std::vector<float> host = std::move(t.host);
+    const int64_t len = static_cast<int64_t>(host.size());
     if (cuda()) {
-      DeviceBuffer<float> fresh = room.size() ? std::move(room) : table_room(r, table.size());
+      DeviceBuffer<float> fresh = std::move(t.room);
       // Steps in flight may still read the old table: the copy into reused memory waits for them
       // in stream order, and memory replaced here is freed (with `fresh`) only after the wait below.
       DeviceBuffer<float>& dst = fresh.size() ? fresh : d_tables[r];
       const float* dev_table = len ? dst.get() : nullptr;
       if (len)
-        LRLAB_CUDA_CHECK(cudaMemcpyAsync(dst.get(), table.data(), table.size() * sizeof(float),
+        LRLAB_CUDA_CHECK(cudaMemcpyAsync(dst.get(), host.data(), host.size() * sizeof(float),
                                          cudaMemcpyHostToDevice, stream));
       char* base = reinterpret_cast<char*>(d_states.get() + r);
       LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &dev_table, sizeof dev_table,
@@ -218,7 +229,9 @@ struct Optimizer::Impl {
   // How the GPU cuts the gradients for their statistics: one replica in one block is a single
   // reduction over the whole grid; otherwise each thread block of the segmented reduction takes one
   // piece, and the pieces give the GPU several blocks per multiprocessor however few the replicas,
-  // while none is so small that its block mostly waits.
+  // while none is so small that its block mostly waits. The cut depends on the GPU's multiprocessor
+  // count and on K, so the last bits of a clipping norm can differ between GPU models, and between
+  // a replica trained alone and in a sweep (as cuBLAS's GEMMs can); not between runs.
   void choose_grad_parts() {
     const detail::BlockTable bt = args(nullptr, nullptr, nullptr).blocks;
     if (K == 1 && bt.count == 1) {
@@ -229,7 +242,11 @@ struct Optimizer::Impl {
     constexpr int64_t kMinPiece = 16384;
     const int64_t want = std::max<int64_t>(1, (int64_t{4} * num_sms + K - 1) / K);
     grad_chunk = std::max(kMinPiece, (n + want - 1) / want);
-    grad_parts = static_cast<int>(detail::grad_parts(bt, grad_chunk));
+    const int64_t parts = detail::grad_parts(bt, grad_chunk);
+    // CUB counts segments in int.
+    LRLAB_REQUIRE(K * parts <= std::numeric_limits<int>::max(), "too many replicas for the gradient statistics (",
+                  K, " x ", parts, " pieces)");
+    grad_parts = static_cast<int>(parts);
   }
 
   // The spare copy for stash(), allocated at the first stash (a trainer that never stashes does not
@@ -532,11 +549,10 @@ void Optimizer::set_grad_scale(float scale) {
 void Optimizer::set_schedule(const std::vector<float>& table, int64_t replica) {
   require_table(table);
   Impl& m = *impl_;
-  // All the device memory first: a replica either gets the new table or keeps its old one, and a
-  // failure leaves every replica as it was.
-  std::vector<DeviceBuffer<float>> room(static_cast<size_t>(m.K));
-  m.each_replica(replica, [&](int64_t r) { room[r] = m.table_room(r, table.size()); });
-  m.each_replica(replica, [&](int64_t r) { m.install_table(r, table, std::move(room[r])); });
+  // Every replica's copy first: a failure leaves every replica as it was.
+  std::vector<Impl::NewTable> ready(static_cast<size_t>(m.K));
+  m.each_replica(replica, [&](int64_t r) { ready[r] = m.prepare_table(r, table); });
+  m.each_replica(replica, [&](int64_t r) { m.install_table(r, std::move(ready[r])); });
 }
 
 void Optimizer::reset_replica(int64_t replica) {
@@ -637,11 +653,13 @@ void Optimizer::load(const std::string& bytes) {
   for (const std::vector<float>& t : tables) require_table(t);
   // Everything read and checked: now commit. Hyperparameters keep the values of this optimizer's
   // spec (a resumed run may change them), the counters and moments come from the file.
-  std::vector<DeviceBuffer<float>> room(static_cast<size_t>(K));  // all or nothing, as in set_schedule
-  for (int64_t r = 0; r < K; ++r) room[r] = m.table_room(r, tables[r].size());
+  // All that can fail first (as in set_schedule), then the changes.
+  m.check_scaled_grads(scaled, "load a state with a gradient scale");
+  std::vector<Impl::NewTable> ready(static_cast<size_t>(K));
+  for (int64_t r = 0; r < K; ++r) ready[r] = m.prepare_table(r, tables[r]);
   m.turn_on_scaled_grads(scaled, "load a state with a gradient scale");
   for (int64_t r = 0; r < K; ++r) {
-    m.install_table(r, tables[r], std::move(room[r]));
+    m.install_table(r, std::move(ready[r]));
     copy_counters(m.states[r], states[r]);
   }
   m.push_states();
@@ -740,7 +758,7 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
   }
   rd.expect_end();
   require_table(table);
-  m.install_table(replica, table);
+  m.install_table(replica, m.prepare_table(replica, table));
   m.pull_states();
   // The gradient scale belongs to this optimizer (set_grad_scale sets it for every replica), not to
   // the replica that moves in.
