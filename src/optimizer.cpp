@@ -233,7 +233,7 @@ struct Optimizer::Impl {
   // count and on K, so the last bits of a clipping norm can differ between GPU models, and between
   // a replica trained alone and in a sweep (as cuBLAS's GEMMs can); not between runs.
   void choose_grad_parts() {
-    const detail::BlockTable bt = args(nullptr, nullptr, nullptr).blocks;
+    const detail::BlockTable bt = detail::block_table(pk);
     if (K == 1 && bt.count == 1) {
       grad_chunk = n;
       grad_parts = 1;
@@ -348,16 +348,10 @@ struct Optimizer::Impl {
     a.bf16 = bf16;
     a.n = n;
     a.replicas = K;
-    a.blocks.count = static_cast<int>(pk.blocks().size());
+    a.blocks = detail::block_table(pk);
     bool blocks_aligned = true;
-    for (int b = 0; b < a.blocks.count; ++b) {
-      const ReplicaBlock& rb = pk.blocks()[b];
-      a.blocks.begin[b] = rb.begin;
-      a.blocks.end[b] = rb.end;
-      a.blocks.offset[b] = rb.offset;
-      a.blocks.stride[b] = rb.stride;
+    for (const ReplicaBlock& rb : pk.blocks())
       blocks_aligned = blocks_aligned && rb.begin % 4 == 0 && rb.offset % 4 == 0 && (K == 1 || rb.stride % 4 == 0);
-    }
     a.grad_chunk = grad_chunk;
     a.grad_parts = grad_parts;
     a.nstate = nstate;
@@ -631,12 +625,7 @@ void Optimizer::load(const std::string& bytes) {
                 optimizer_name(m.h.kind), " with ", m.nstate);
   LRLAB_REQUIRE(n == m.n && K == m.K, "optimizer state is for ", K, " x ", n, " parameters, not ", m.K,
                 " x ", m.n);
-  bool same_packing = static_cast<size_t>(nblocks) == m.pk.blocks().size();
-  for (size_t i = 0; same_packing && i < blocks.size(); ++i) {
-    const ReplicaBlock &a = blocks[i], &b = m.pk.blocks()[i];
-    same_packing = a.begin == b.begin && a.end == b.end && a.offset == b.offset && a.stride == b.stride;
-  }
-  LRLAB_REQUIRE(same_packing, "optimizer state: its replicas are packed differently from this optimizer's");
+  LRLAB_REQUIRE(blocks == m.pk.blocks(), "optimizer state: its replicas are packed differently from this optimizer's");
   std::vector<ReplicaState> states(K);
   std::vector<std::vector<float>> tables(K);
   for (int64_t r = 0; r < K; ++r) {

@@ -51,6 +51,18 @@ struct FusedArgs {
   bool stats = false; // gradient statistics (sum of squares) are needed before the update
 };
 
+inline BlockTable block_table(const ReplicaPacking& pk) {
+  BlockTable bt;
+  bt.count = static_cast<int>(pk.blocks().size());
+  for (int b = 0; b < bt.count; ++b) {
+    bt.begin[b] = pk.blocks()[b].begin;
+    bt.end[b] = pk.blocks()[b].end;
+    bt.offset[b] = pk.blocks()[b].offset;
+    bt.stride[b] = pk.blocks()[b].stride;
+  }
+  return bt;
+}
+
 LRLAB_HD int block_of(const BlockTable& bt, int64_t i) {
   int b = 0;
   while (b + 1 < bt.count && i >= bt.end[b]) ++b;

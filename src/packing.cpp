@@ -79,13 +79,4 @@ int64_t ReplicaPacking::index(int64_t replica, int64_t i) const {
   return b.offset + replica * b.stride + (i - b.begin);
 }
 
-bool ReplicaPacking::operator==(const ReplicaPacking& o) const {
-  if (n_ != o.n_ || replicas_ != o.replicas_ || blocks_.size() != o.blocks_.size()) return false;
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    const ReplicaBlock &a = blocks_[i], &b = o.blocks_[i];
-    if (a.begin != b.begin || a.end != b.end || a.offset != b.offset || a.stride != b.stride) return false;
-  }
-  return true;
-}
-
 }  // namespace lrlab

@@ -164,14 +164,7 @@ TEST(OptimizerPacking, GradientPiecesCoverEachParameterOnce) {
   for (const auto& blocks : packings) {
     const int64_t K = 3;
     const ReplicaPacking pk(n, K, blocks);
-    detail::BlockTable bt;
-    bt.count = static_cast<int>(pk.blocks().size());
-    for (int b = 0; b < bt.count; ++b) {
-      bt.begin[b] = pk.blocks()[b].begin;
-      bt.end[b] = pk.blocks()[b].end;
-      bt.offset[b] = pk.blocks()[b].offset;
-      bt.stride[b] = pk.blocks()[b].stride;
-    }
+    const detail::BlockTable bt = detail::block_table(pk);
     for (int64_t chunk : {1, 7, 100, 400, 5000}) {
       const int parts = static_cast<int>(detail::grad_parts(bt, chunk));
       const detail::GradSegmentEdge first{bt, chunk, parts, false}, last{bt, chunk, parts, true};

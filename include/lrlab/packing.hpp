@@ -19,6 +19,10 @@ struct ReplicaBlock {
 };
 constexpr int kMaxReplicaBlocks = 8;
 
+inline bool operator==(const ReplicaBlock& a, const ReplicaBlock& b) {
+  return a.begin == b.begin && a.end == b.end && a.offset == b.offset && a.stride == b.stride;
+}
+
 class ReplicaPacking {
  public:
   // Replicas back to back, `stride` floats apart (0: n).
@@ -71,7 +75,9 @@ class ReplicaPacking {
     return out;
   }
 
-  bool operator==(const ReplicaPacking& o) const;
+  bool operator==(const ReplicaPacking& o) const {
+    return n_ == o.n_ && replicas_ == o.replicas_ && blocks_ == o.blocks_;
+  }
   bool operator!=(const ReplicaPacking& o) const { return !(*this == o); }
 
  private:
