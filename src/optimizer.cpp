@@ -286,25 +286,25 @@ struct Optimizer::Impl {
   // One replica's part of state buffer k, in the order of its parameters.
   std::vector<float> read_replica(int k, int64_t r) const {
     std::vector<float> out(static_cast<size_t>(n));
-    for (const ReplicaBlock& b : pk.blocks()) {
-      const int64_t at = b.offset + r * b.stride, len = b.end - b.begin;
-      if (cuda())
-        d_buf[k].download(out.data() + b.begin, static_cast<size_t>(len), stream, static_cast<size_t>(at));
-      else
-        std::copy(host_buf[k].begin() + at, host_buf[k].begin() + at + len, out.begin() + b.begin);
+    if (!cuda()) {
+      pk.gather(host_buf[k].data(), r, out.data());
+      return out;
     }
+    for (const ReplicaBlock& b : pk.blocks())
+      d_buf[k].download(out.data() + b.begin, static_cast<size_t>(b.end - b.begin), stream,
+                        static_cast<size_t>(b.offset + r * b.stride));
     return out;
   }
 
   // Host values (one replica's, in the order of its parameters) into state buffer k.
   void write_replica(int k, int64_t r, const std::vector<float>& src) {
-    for (const ReplicaBlock& b : pk.blocks()) {
-      const int64_t at = b.offset + r * b.stride, len = b.end - b.begin;
-      if (cuda())
-        d_buf[k].upload(src.data() + b.begin, static_cast<size_t>(len), stream, static_cast<size_t>(at));
-      else
-        std::copy(src.begin() + b.begin, src.begin() + b.end, host_buf[k].begin() + at);
+    if (!cuda()) {
+      pk.scatter(src.data(), r, host_buf[k].data());
+      return;
     }
+    for (const ReplicaBlock& b : pk.blocks())
+      d_buf[k].upload(src.data() + b.begin, static_cast<size_t>(b.end - b.begin), stream,
+                      static_cast<size_t>(b.offset + r * b.stride));
   }
 
   // Moments of replicas [r0, r1) to their initial values: Adagrad's accumulator starts at

@@ -119,27 +119,17 @@ void update_kind(const FusedArgs& a, const ReplicaState* states) {
 }  // namespace
 
 void cpu_grad_sq(const FusedArgs& a, std::vector<double>& partial, double* grad_sq) {
-  // Fixed chunks of each block summed in a fixed order: the sum, and so the clipping, does not
-  // depend on the number of threads.
+  // Fixed pieces of each block (cut as the GPU cuts them, at a size of its own) summed in a fixed
+  // order: the sum, and so the clipping, does not depend on the number of threads.
   constexpr int64_t kChunk = 1 << 13;
-  int64_t per_replica = 0;
-  for (int b = 0; b < a.blocks.count; ++b)
-    per_replica += (a.blocks.end[b] - a.blocks.begin[b] + kChunk - 1) / kChunk;
+  const int per_replica = static_cast<int>(grad_parts(a.blocks, kChunk));
+  const GradSegmentEdge first{a.blocks, kChunk, per_replica, false}, last{a.blocks, kChunk, per_replica, true};
   const int64_t total = a.replicas * per_replica;
   partial.resize(static_cast<size_t>(total));
   double* out = partial.data();
   auto chunk_sum = [&](int64_t c) {
-    const int64_t r = c / per_replica;
-    int64_t j = c % per_replica, b = 0;
-    for (;; ++b) {
-      const int64_t chunks = (a.blocks.end[b] - a.blocks.begin[b] + kChunk - 1) / kChunk;
-      if (j < chunks) break;
-      j -= chunks;
-    }
-    const int bi = static_cast<int>(b);
-    const int64_t begin = a.blocks.begin[bi] + j * kChunk;
-    const int64_t len = std::min(a.blocks.end[bi], begin + kChunk) - begin;
-    const float* __restrict g = a.g + (block_base(a.blocks, bi, r) + begin);
+    const int64_t len = last(c) - first(c);
+    const float* __restrict g = a.g + first(c);
     double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
     for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(g[i]) * g[i];
