@@ -6,7 +6,7 @@ CMAKE_ARGS ?=
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CTEST_ARGS ?=
 
-.PHONY: all deps configure build test demo install-check clean
+.PHONY: all deps configure build test test-emulated-gpu demo install-check clean
 
 all: build
 
@@ -24,12 +24,17 @@ build: deps configure
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 	scripts/embed_check.sh $(BUILD)
+	JOBS=$(JOBS) scripts/test_emulated_gpu.sh build-emu
 
 demo: build
 	scripts/demo.sh $(BUILD)
 
+# The GPU tests on the CPU, against the device emulator (part of `test`).
+test-emulated-gpu: deps
+	JOBS=$(JOBS) scripts/test_emulated_gpu.sh build-emu
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-emu
 
 # Hardening: host code and CPU-path tests under ASan + UBSan (into build-asan), and the libFuzzer
 # targets of tests/fuzz (built with clang into build-fuzz), each run FUZZ_SECONDS.

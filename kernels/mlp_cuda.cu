@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../src/mlp_plan.hpp"
+#include "launch.cuh"
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/mlp.hpp"
@@ -57,11 +58,11 @@ void launch_bias_activation(float* z, float* a, const float* bias, int64_t bias_
                             int64_t width, int64_t unit_step, int64_t replica_elems, cudaStream_t stream) {
   // Below 2^31 the grid-stride step (at most 2^24) cannot wrap a 32-bit index past n.
   if (n <= std::numeric_limits<int32_t>::max())
-    bias_activation_kernel<A, uint32_t><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+    LRLAB_LAUNCH(blocks_for(n, kThreads), kThreads, stream, bias_activation_kernel<A, uint32_t>)(
         z, a, bias, bias_stride, static_cast<uint32_t>(n), static_cast<uint32_t>(width),
         static_cast<uint32_t>(unit_step), static_cast<uint32_t>(replica_elems));
   else
-    bias_activation_kernel<A, int64_t><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+    LRLAB_LAUNCH(blocks_for(n, kThreads), kThreads, stream, bias_activation_kernel<A, int64_t>)(
         z, a, bias, bias_stride, n, width, unit_step, replica_elems);
   LRLAB_CUDA_CHECK_LAUNCH();
 }
@@ -311,11 +312,11 @@ void MlpCuda::Impl::loss_rows(const int32_t* labels, const float* y, int64_t bat
   const float scale = 1.0f / static_cast<float>(batch);
   const unsigned blocks = static_cast<unsigned>((rows + kThreads - 1) / kThreads);
   if (layout.config().loss == LossKind::SoftmaxCrossEntropy) {
-    softmax_cross_entropy_kernel<<<blocks, kThreads, 0, stream>>>(
+    LRLAB_LAUNCH(blocks, kThreads, stream, softmax_cross_entropy_kernel)(
         pre.back(), labels, rows, batch, width, scale, grad, row_loss, correct_out, bad_label);
   } else {
-    mean_squared_error_kernel<<<blocks, kThreads, 0, stream>>>(pre.back(), y, rows, batch, width,
-                                                               scale, grad, row_loss);
+    LRLAB_LAUNCH(blocks, kThreads, stream, mean_squared_error_kernel)(pre.back(), y, rows, batch, width, scale,
+                                                                      grad, row_loss);
   }
   LRLAB_CUDA_CHECK_LAUNCH();
 }
@@ -373,8 +374,8 @@ void MlpCuda::forward_backward(const float* params, const float* x, const int32_
   float* cur = m.delta[0];
   float* next = m.delta[1];
   m.loss_rows(labels, y, batch, cur, nullptr);
-  mean_loss_kernel<<<static_cast<unsigned>(m.replicas), kReduceThreads, 0, m.stream>>>(m.row_loss,
-                                                                                     batch, loss);
+  LRLAB_LAUNCH(static_cast<unsigned>(m.replicas), kReduceThreads, m.stream, mean_loss_kernel)(m.row_loss, batch,
+                                                                                             loss);
   LRLAB_CUDA_CHECK_LAUNCH();
 
   const auto& layers = m.layout.layers();
@@ -385,12 +386,13 @@ void MlpCuda::forward_backward(const float* params, const float* x, const int32_
     m.gemm(plan.weight_grad, bufs);
     if (plan.unit_major) {
       const int64_t rows = m.replicas * v.out;
-      bias_grad_rows_kernel<<<static_cast<unsigned>((rows + kThreads / 32 - 1) / (kThreads / 32)), kThreads, 0,
-                              m.stream>>>(cur, batch, v.out, rows, bias_grad_out(grads, plan));
+      const auto blocks = static_cast<unsigned>((rows + kThreads / 32 - 1) / (kThreads / 32));
+      LRLAB_LAUNCH(blocks, kThreads, m.stream, bias_grad_rows_kernel)(cur, batch, v.out, rows,
+                                                                     bias_grad_out(grads, plan));
     } else {
       const dim3 grid(static_cast<unsigned>((v.out + kBiasCols - 1) / kBiasCols), static_cast<unsigned>(m.replicas));
-      bias_grad_kernel<<<grid, dim3(kBiasCols, kBiasRows), 0, m.stream>>>(cur, batch, v.out,
-                                                                        bias_grad_out(grads, plan));
+      LRLAB_LAUNCH(grid, dim3(kBiasCols, kBiasRows), m.stream, bias_grad_kernel)(cur, batch, v.out,
+                                                                                 bias_grad_out(grads, plan));
     }
     LRLAB_CUDA_CHECK_LAUNCH();
     if (l == 0) break;
@@ -398,8 +400,8 @@ void MlpCuda::forward_backward(const float* params, const float* x, const int32_
     // Elementwise: the same for either order of the activations.
     const int64_t n = m.replicas * batch * v.in;
     dispatch_activation(m.layout.config().activation, [&](auto tag) {
-      activation_backward_kernel<decltype(tag)::value>
-          <<<blocks_for(n, kThreads), kThreads, 0, m.stream>>>(next, m.pre[l - 1], n);
+      LRLAB_LAUNCH(blocks_for(n, kThreads), kThreads, m.stream,
+                   activation_backward_kernel<decltype(tag)::value>)(next, m.pre[l - 1], n);
     });
     LRLAB_CUDA_CHECK_LAUNCH();
     std::swap(cur, next);
@@ -424,7 +426,7 @@ void MlpCuda::evaluate(const float* params, const float* x, const int32_t* label
     detail::check_minibatch(cfg, "MlpCuda::evaluate", batch, m.max_batch, params, xs, lab, tgt);
     m.run_forward(params, xs, batch);
     m.loss_rows(lab, tgt, batch, nullptr, classify ? m.correct : nullptr);
-    accumulate_eval_kernel<<<static_cast<unsigned>(m.replicas), kReduceThreads, 0, m.stream>>>(
+    LRLAB_LAUNCH(static_cast<unsigned>(m.replicas), kReduceThreads, m.stream, accumulate_eval_kernel)(
         m.row_loss, classify ? m.correct : nullptr, batch, m.eval_sums);
     LRLAB_CUDA_CHECK_LAUNCH();
   }

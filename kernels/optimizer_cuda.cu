@@ -10,6 +10,7 @@
 #include <thrust/iterator/transform_iterator.h>
 
 #include "../src/optimizer_kernels.hpp"
+#include "launch.cuh"
 #include "lrlab/cuda_check.hpp"
 
 namespace lrlab::detail {
@@ -115,10 +116,10 @@ __global__ void fill_kernel(float* p, int64_t n, float value) {
 template <OptimKind K>
 void launch_kind(const FusedArgs& a, const ReplicaState* states, dim3 grid, cudaStream_t stream) {
   switch (a.nstate) {
-    case 0: update_kernel<K, 0><<<grid, 256, 0, stream>>>(a, states); break;
-    case 1: update_kernel<K, 1><<<grid, 256, 0, stream>>>(a, states); break;
-    case 2: update_kernel<K, 2><<<grid, 256, 0, stream>>>(a, states); break;
-    default: update_kernel<K, 3><<<grid, 256, 0, stream>>>(a, states); break;
+    case 0: LRLAB_LAUNCH(grid, 256, stream, update_kernel<K, 0>)(a, states); break;
+    case 1: LRLAB_LAUNCH(grid, 256, stream, update_kernel<K, 1>)(a, states); break;
+    case 2: LRLAB_LAUNCH(grid, 256, stream, update_kernel<K, 2>)(a, states); break;
+    default: LRLAB_LAUNCH(grid, 256, stream, update_kernel<K, 3>)(a, states); break;
   }
   LRLAB_CUDA_CHECK_LAUNCH();
 }
@@ -156,14 +157,14 @@ void cuda_prepare(ReplicaState* states, const double* grad_sq, int parts, const 
                   bool stats, int64_t replicas, cudaStream_t stream) {
   int threads = 128;
   int grid = static_cast<int>((replicas + threads - 1) / threads);
-  prepare_kernel<<<grid, threads, 0, stream>>>(states, grad_sq, parts, h, stats, replicas);
+  LRLAB_LAUNCH(grid, threads, stream, prepare_kernel)(states, grad_sq, parts, h, stats, replicas);
   LRLAB_CUDA_CHECK_LAUNCH();
 }
 
 void cuda_fill(float* p, int64_t n, float value, cudaStream_t stream) {
   if (n <= 0) return;
   const int64_t blocks = std::min<int64_t>((n + 255) / 256, 65535);
-  fill_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, n, value);
+  LRLAB_LAUNCH(static_cast<unsigned>(blocks), 256, stream, fill_kernel)(p, n, value);
   LRLAB_CUDA_CHECK_LAUNCH();
 }
 

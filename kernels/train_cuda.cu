@@ -1,4 +1,5 @@
 #include "../src/train_kernels.hpp"
+#include "launch.cuh"
 #include "lrlab/cuda_check.hpp"
 
 namespace lrlab::detail {
@@ -30,14 +31,14 @@ __global__ void record_kernel(const float* loss, int64_t replicas, float* ring, 
 void cuda_gather_batch(const float* x, const int32_t* labels, const float* y, int64_t dim, int64_t ydim,
                        const int32_t* perm, const int64_t* cursor, int64_t batch, int64_t bsz,
                        float* xb, int32_t* lb, float* yb, cudaStream_t stream) {
-  gather_kernel<<<static_cast<unsigned>(bsz), 128, 0, stream>>>(x, labels, y, dim, ydim, perm, cursor,
-                                                                 batch, bsz, xb, lb, yb);
+  LRLAB_LAUNCH(static_cast<unsigned>(bsz), 128, stream, gather_kernel)(x, labels, y, dim, ydim, perm, cursor,
+                                                                      batch, bsz, xb, lb, yb);
   LRLAB_CUDA_CHECK_LAUNCH();
 }
 
 void cuda_record_and_advance(const float* loss, int64_t replicas, float* ring, int64_t* cursor,
                              cudaStream_t stream) {
-  record_kernel<<<1, 256, 0, stream>>>(loss, replicas, ring, cursor);
+  LRLAB_LAUNCH(1, 256, stream, record_kernel)(loss, replicas, ring, cursor);
   LRLAB_CUDA_CHECK_LAUNCH();
 }
 

@@ -3,11 +3,13 @@
 // driver cannot run this CUDA version does not pass its GPU tests vacuously.
 #pragma once
 
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <string>
 
+#include "lrlab/cuda_check.hpp"
 #include "lrlab/device.hpp"
 
 #define LRLAB_REQUIRE_GPU()                                                         \
@@ -20,3 +22,18 @@
       GTEST_SKIP() << lrlab_why_;                                                   \
     }                                                                               \
   } while (0)
+
+// A stream of a test's own. Declare it before everything that uses it: it is destroyed after them
+// (an optimizer or MLP synchronises its stream when destroyed).
+class TestStream {
+ public:
+  TestStream() { LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  ~TestStream() { cudaStreamDestroy(s_); }
+  TestStream(const TestStream&) = delete;
+  TestStream& operator=(const TestStream&) = delete;
+  cudaStream_t get() const { return s_; }
+  void sync() const { LRLAB_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};

@@ -550,16 +550,6 @@ class DeviceArray {
   size_t n_;
 };
 
-class Stream {
- public:
-  Stream() { LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
-  ~Stream() { cudaStreamDestroy(s_); }
-  cudaStream_t get() const { return s_; }
-  void sync() const { LRLAB_CUDA_CHECK(cudaStreamSynchronize(s_)); }
-
- private:
-  cudaStream_t s_ = nullptr;
-};
 
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, double rel,
                   double abs, const std::string& what) {
@@ -580,7 +570,7 @@ Minibatch random_minibatch(const MlpConfig& c, int64_t batch, uint64_t seed) {
 
 TEST(MlpCuda, MatchesCpu) {
   LRLAB_REQUIRE_GPU();
-  Stream stream;
+  TestStream stream;
   // The first layer as one wide GEMM (12 x 36 weights: the replicas' matrices adjoin), as a
   // strided-batched one (13 x 37: padding between them), and a network without hidden layers.
   struct Shape {
@@ -594,7 +584,8 @@ TEST(MlpCuda, MatchesCpu) {
         const MlpLayout layout(make_config(shape.in, shape.hidden, 5, act, loss));
         const std::string what = std::string(activation_name(act)) + " " + loss_name(loss) + " in=" +
                                  std::to_string(shape.in) + " layers=" + std::to_string(layout.layers().size());
-        const int64_t K = 3, max_batch = 12, batch = 7, n = 30;
+        // A batch over 32 rows, so that every lane of the bias-gradient reductions has rows to add.
+        const int64_t K = 3, max_batch = 48, batch = 45, n = 100;
         std::vector<float> p = replica_params(layout, K, 60);
         randomise_biases(layout, p, 61);
         MlpCpu cpu(layout, K, max_batch);
@@ -642,7 +633,7 @@ TEST(MlpCuda, MatchesCpu) {
 
 TEST(MlpCuda, Tf32StaysClose) {
   LRLAB_REQUIRE_GPU();
-  Stream stream;
+  TestStream stream;
   const MlpLayout layout(make_config(64, {128}, 10, Activation::Relu, LossKind::SoftmaxCrossEntropy));
   const int64_t K = 2, batch = 32;
   std::vector<float> p = replica_params(layout, K, 5);
@@ -667,7 +658,7 @@ TEST(MlpCuda, Tf32StaysClose) {
 
 TEST(MlpCuda, GraphReplayUsesCurrentBuffers) {
   LRLAB_REQUIRE_GPU();
-  Stream stream;
+  TestStream stream;
   const MlpLayout layout(make_config(20, {32, 16}, 6, Activation::Gelu, LossKind::SoftmaxCrossEntropy));
   const int64_t K = 4, batch = 16;
   std::vector<float> p = replica_params(layout, K, 30);
@@ -714,7 +705,7 @@ TEST(MlpCuda, GraphReplayUsesCurrentBuffers) {
 
 TEST(MlpCuda, ReportsOutOfRangeLabels) {
   LRLAB_REQUIRE_GPU();
-  Stream stream;
+  TestStream stream;
   const MlpLayout layout(make_config(4, {8}, 3, Activation::Relu, LossKind::SoftmaxCrossEntropy));
   const int64_t batch = 4;
   std::vector<float> p = replica_params(layout, 1, 1);
@@ -742,7 +733,7 @@ TEST(MlpCuda, ReportsOutOfRangeLabels) {
 
 TEST(MlpCuda, MoveKeepsWorking) {
   LRLAB_REQUIRE_GPU();
-  Stream stream;
+  TestStream stream;
   const MlpLayout layout(make_config(4, {8}, 3, Activation::Tanh, LossKind::MeanSquaredError));
   std::vector<float> p = replica_params(layout, 1, 1);
   const Minibatch mb = random_minibatch(layout.config(), 4, 3);

@@ -222,8 +222,8 @@ TEST(OptimizerGpu, GraphReplayEqualsEagerSteps) {
   const int64_t n = 50001, kSteps = 8;
   Rng rng(21);
   std::vector<float> p = random_vector(n, rng);
-  cudaStream_t stream;
-  LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const TestStream owned;
+  const cudaStream_t stream = owned.get();
   OptimizerSetup setup;
   setup.stream = stream;
   const char* spec = "adam(clip=1.0,check_finite=true)";
@@ -268,7 +268,6 @@ TEST(OptimizerGpu, GraphReplayEqualsEagerSteps) {
   EXPECT_EQ(eager.state_buffer(1), graphed.state_buffer(1));
   LRLAB_CUDA_CHECK(cudaGraphExecDestroy(exec));
   LRLAB_CUDA_CHECK(cudaGraphDestroy(graph));
-  LRLAB_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 // With a loss scale, a replica whose gradients are not finite skips its whole step (weights,

@@ -210,4 +210,28 @@ TEST(TrainEngineGpu, GuardRestoresOnTheGpu) {
   EXPECT_GT(r.test_accuracy, 0.6);
 }
 
+#if defined(LRLAB_DEVICE_EMULATOR)
+// Once both batch shapes have their graphs, an epoch is one graph launch per step and nothing else:
+// the minibatch index and the step stay on the device, and the host waits for the device only to
+// fetch the epoch's losses at the end, however many steps it ran. Only the device emulator counts
+// what the host asks of the device.
+TEST(TrainEngineGpu, StepsNeitherWaitNorUpload) {
+  LRLAB_REQUIRE_GPU();
+  DataSplits data = spirals();
+  TrainEngine gpu(engine_config(Device::CUDA, 2, true), data);
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    gpu.begin_epoch(epoch);
+    gpu.run(gpu.steps_per_epoch());
+  }
+  gpu.begin_epoch(2);
+  const lrlab_emu::Counters before = lrlab_emu::counters();
+  const std::vector<float> losses = gpu.run(gpu.steps_per_epoch());
+  const lrlab_emu::Counters after = lrlab_emu::counters();
+  EXPECT_EQ(after.graph_launches - before.graph_launches, gpu.steps_per_epoch());
+  EXPECT_EQ(after.direct_work - before.direct_work, 1);  // the losses' download
+  EXPECT_LE(after.host_waits - before.host_waits, 2);    // the same download, and its synchronisation
+  for (float l : losses) EXPECT_TRUE(std::isfinite(l));
+}
+#endif
+
 }  // namespace

@@ -1,0 +1,832 @@
+// lrlab's device emulator: runs the CUDA backend's host code and kernels on the CPU, so that the GPU
+// tests exercise them on a machine with no GPU. Kernels run block after block on the calling host
+// thread; the threads of a block that synchronise (__syncthreads, warp shuffles, cub::BlockReduce) run
+// as fibers, the others one after the other. Streams execute their work when it is submitted, except
+// while they capture a graph. What it checks and what it cannot: ../device_emulator/README.md.
+#include <cblas.h>
+#include <ucontext.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_runtime.h"
+
+thread_local uint3 threadIdx;
+thread_local uint3 blockIdx;
+thread_local dim3 blockDim;
+thread_local dim3 gridDim;
+
+namespace lrlab_emu {
+
+struct Stream {
+  unsigned flags = 0;
+  bool capturing = false;
+  bool invalidated = false;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
+  std::thread::id capturer;
+  std::vector<std::function<void()>> captured;
+};
+
+struct Graph {
+  std::vector<std::function<void()>> work;
+};
+
+struct Event {
+  std::chrono::steady_clock::time_point at;
+};
+
+struct Blas {
+  cudaStream_t stream = nullptr;
+};
+
+namespace {
+
+thread_local cudaError_t tl_last_error = cudaSuccess;
+thread_local Counters tl_counters;
+
+cudaError_t host_wait() {
+  ++tl_counters.host_waits;
+  return cudaSuccess;
+}
+
+cudaError_t fail(cudaError_t err) {
+  tl_last_error = err;
+  return err;
+}
+
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long long x = std::strtoll(v, &end, 10);
+  if (*end || x <= 0) {
+    std::fprintf(stderr, "lrlab device emulator: %s=%s is not a positive integer\n", name, v);
+    std::abort();
+  }
+  return x;
+}
+
+// The emulated GPU: a few multiprocessors, so that code sizing its grids by them sees several; and
+// a memory small enough for tests that fill it.
+int emulated_sms() {
+  static const int sms = static_cast<int>(env_int("LRLAB_EMULATOR_SMS", 4));
+  return sms;
+}
+size_t emulated_memory() {
+  static const size_t bytes = static_cast<size_t>(env_int("LRLAB_EMULATOR_MEMORY_MIB", 1024)) << 20;
+  return bytes;
+}
+
+// ---- Device memory: every allocation is recorded, so that copies and GEMMs can check their ranges.
+std::mutex mem_mutex;
+std::map<uintptr_t, size_t> allocations;  // begin -> bytes
+size_t allocated = 0;
+
+// New device memory holds whatever was there before; the emulator fills it with NaNs so that code
+// reading memory it never wrote fails its tests instead of reading zeros. Huge allocations (tests
+// that fill the device) are left untouched.
+constexpr size_t kPoisonLimit = size_t{256} << 20;
+
+bool in_allocation(const void* p, size_t bytes) {
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(mem_mutex);
+  auto it = allocations.upper_bound(at);
+  if (it == allocations.begin()) return false;
+  --it;
+  return at >= it->first && at + bytes <= it->first + it->second && at + bytes >= at;
+}
+
+// Host memory never overlaps device allocations: both come from the same address space here.
+bool touches_device(const void* p, size_t bytes) {
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(mem_mutex);
+  auto it = allocations.upper_bound(at + bytes - 1);
+  if (it == allocations.begin()) return false;
+  --it;
+  return it->first + it->second > at;
+}
+
+// ---- Streams and capture.
+Stream legacy_stream;
+std::mutex capture_mutex;
+std::vector<Stream*> active_captures;
+
+std::mutex streams_mutex;
+std::set<const Stream*> live_streams;
+
+// A destroyed stream's handle is dangling; using it is a fault rather than whatever it would do on
+// a GPU.
+Stream* resolve(cudaStream_t s) {
+  if (!s) return &legacy_stream;
+  std::lock_guard<std::mutex> lock(streams_mutex);
+  if (!live_streams.count(s)) fault("use of a stream that was never created or is destroyed");
+  return s;
+}
+
+// CUDA forbids calls that could synchronise with a stream being captured: from the capturing thread
+// (unless it captures in relaxed mode), and from any thread while a global-mode capture runs. Such
+// a call fails and invalidates the capture.
+bool capture_forbids() {
+  std::lock_guard<std::mutex> lock(capture_mutex);
+  const auto me = std::this_thread::get_id();
+  bool forbid = false;
+  for (Stream* s : active_captures) {
+    const bool mine = s->capturer == me && s->mode != cudaStreamCaptureModeRelaxed;
+    const bool global = s->mode == cudaStreamCaptureModeGlobal;
+    if (mine || global) {
+      s->invalidated = true;
+      forbid = true;
+    }
+  }
+  return forbid;
+}
+
+// ---- Kernels.
+enum class FiberState { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr size_t kFiberStack = size_t{256} << 10;
+#else
+constexpr size_t kFiberStack = size_t{64} << 10;
+#endif
+
+// Switching between a block's threads. On x86-64 a switch saves the callee-saved registers on the
+// current stack and moves to the other one: glibc's swapcontext also saves the signal mask with a
+// system call, which made barrier-heavy tests many times slower (and ASan clears a whole stack's
+// shadow at each). AddressSanitizer is told about each switch, so that it keeps checking stacks.
+#if defined(__x86_64__)
+extern "C" void lrlab_emu_switch(void** save_sp, void* to_sp);
+asm(R"(
+  .text
+  .globl lrlab_emu_switch
+  .type lrlab_emu_switch, @function
+lrlab_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size lrlab_emu_switch, .-lrlab_emu_switch
+)");
+
+struct Context {
+  void* sp = nullptr;
+  // A fresh context on [stack, stack + size) that starts in entry(), which must never return.
+  void make(char* stack, size_t size, void (*entry)()) {
+    auto top = reinterpret_cast<uintptr_t>(stack + size) & ~uintptr_t{15};
+    auto* slot = reinterpret_cast<void**>(top - 16);
+    slot[0] = reinterpret_cast<void*>(entry);  // where the first switch "returns" to
+    slot[1] = nullptr;                         // entry's own (never used) return address
+    sp = slot - 6;                             // the six callee-saved registers, zero
+    std::memset(sp, 0, 6 * sizeof(void*));
+  }
+  static void swap(Context& from, const Context& to) { lrlab_emu_switch(&from.sp, to.sp); }
+};
+#else
+struct Context {
+  ucontext_t uc;
+  void make(char* stack, size_t size, void (*entry)()) {
+    getcontext(&uc);
+    uc.uc_stack.ss_sp = stack;
+    uc.uc_stack.ss_size = size;
+    uc.uc_link = nullptr;
+    makecontext(&uc, entry, 0);
+  }
+  static void swap(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
+};
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+void start_switch(void** fake_stack, const void* bottom, size_t size) {
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+}
+void finish_switch(void* fake_stack, const void** bottom, size_t* size) {
+  __sanitizer_finish_switch_fiber(fake_stack, bottom, size);
+}
+#else
+void start_switch(void**, const void*, size_t) {}
+void finish_switch(void*, const void**, size_t*) {}
+#endif
+
+struct Fiber {
+  Context ctx;
+  uint3 idx;
+  FiberState state;
+  void* fake_stack = nullptr;
+};
+
+struct BlockRun {
+  Context scheduler;
+  const void* scheduler_bottom = nullptr;  // the host thread's stack, for ASan
+  size_t scheduler_size = 0;
+  void* scheduler_fake_stack = nullptr;
+  std::vector<Fiber> fibers;
+  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<uint64_t> shuffle;  // one slot per thread
+  const std::function<void()>* body = nullptr;
+  int current = -1;
+  bool synchronised = false;
+};
+
+thread_local BlockRun* tl_run = nullptr;  // set while a block runs as fibers on this thread
+
+std::mutex kernel_mutex;
+std::unordered_map<const void*, bool> kernel_synchronises;  // learnt at each kernel's first launch
+
+// From a fiber back to the scheduler; `exiting` when the fiber has finished for good.
+void to_scheduler(BlockRun& r, Fiber& f, bool exiting) {
+  start_switch(exiting ? nullptr : &f.fake_stack, r.scheduler_bottom, r.scheduler_size);
+  Context::swap(f.ctx, r.scheduler);
+  finish_switch(f.fake_stack, &r.scheduler_bottom, &r.scheduler_size);
+}
+
+[[noreturn]] void fiber_entry() {
+  BlockRun& r = *tl_run;
+  finish_switch(nullptr, &r.scheduler_bottom, &r.scheduler_size);
+  (*r.body)();
+  Fiber& f = r.fibers[static_cast<size_t>(r.current)];
+  f.state = FiberState::Done;
+  to_scheduler(r, f, true);
+  fault("a finished device thread was resumed");
+}
+
+void wait_at(FiberState barrier) {
+  BlockRun* r = tl_run;
+  if (!r || r->current < 0)
+    fault("a kernel synchronised its threads after its first launch did not (the emulator ran it without fibers)");
+  r->synchronised = true;
+  Fiber& f = r->fibers[static_cast<size_t>(r->current)];
+  f.state = barrier;
+  to_scheduler(*r, f, false);
+}
+
+void run_block_fibers(BlockRun& r, const dim3& block, const void* kernel) {
+  const size_t n = static_cast<size_t>(block.x) * block.y * block.z;
+  r.fibers.resize(n);
+  r.shuffle.assign(n, 0);
+  while (r.stacks.size() < n) r.stacks.emplace_back(new char[kFiberStack]);
+  for (size_t i = 0; i < n; ++i) {
+    Fiber& f = r.fibers[i];
+    f.idx = {static_cast<unsigned>(i % block.x), static_cast<unsigned>(i / block.x % block.y),
+             static_cast<unsigned>(i / (block.x * block.y))};
+    f.state = FiberState::Ready;
+    f.fake_stack = nullptr;
+    f.ctx.make(r.stacks[i].get(), kFiberStack, fiber_entry);
+  }
+  // The threads released by a barrier resume in the opposite order each time, so that code that
+  // relies on some thread getting ahead of another (a missing barrier) sees both outcomes.
+  bool reverse = false;
+  for (;;) {
+    for (size_t j = 0; j < n; ++j) {
+      const size_t i = reverse ? n - 1 - j : j;
+      if (r.fibers[i].state != FiberState::Ready) continue;
+      r.current = static_cast<int>(i);
+      threadIdx = r.fibers[i].idx;
+      start_switch(&r.scheduler_fake_stack, r.stacks[i].get(), kFiberStack);
+      Context::swap(r.scheduler, r.fibers[i].ctx);
+      finish_switch(r.scheduler_fake_stack, nullptr, nullptr);
+    }
+    r.current = -1;
+    bool released = false, all_done = true;
+    // A warp's shuffle completes when every lane of it that has not exited has reached it; a lane
+    // that exited cannot take part in a full-mask shuffle.
+    for (size_t w = 0; w < n; w += 32) {
+      const size_t end = std::min(n, w + 32);
+      size_t waiting = 0, done = 0;
+      for (size_t i = w; i < end; ++i) {
+        waiting += r.fibers[i].state == FiberState::AtWarpBarrier;
+        done += r.fibers[i].state == FiberState::Done;
+      }
+      if (waiting == 0) continue;
+      if (done > 0) fault("a warp shuffle with a full mask after some lanes of the warp exited", kernel);
+      if (waiting == end - w) {
+        for (size_t i = w; i < end; ++i) r.fibers[i].state = FiberState::Ready;
+        released = true;
+      }
+    }
+    size_t at_block = 0, live = 0;
+    for (const Fiber& f : r.fibers) {
+      if (f.state != FiberState::Done) ++live, all_done = false;
+      at_block += f.state == FiberState::AtBlockBarrier;
+    }
+    if (all_done) return;
+    if (!released && at_block == live) {
+      for (Fiber& f : r.fibers)
+        if (f.state == FiberState::AtBlockBarrier) f.state = FiberState::Ready;
+      released = true;
+    }
+    reverse = !reverse;
+    if (!released)
+      fault("the threads of a block wait at different barriers (a __syncthreads or shuffle not reached by all)",
+            kernel);
+  }
+}
+
+std::string kernel_name(const void* kernel) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%p", kernel);
+  return buf;
+}
+
+void blas_check_operand(const float* p, int rows, int cols, int ld, long long stride, int count, const char* what) {
+  if (rows == 0 || cols == 0 || count == 0) return;
+  const size_t span = (static_cast<size_t>(count - 1) * static_cast<size_t>(stride) +
+                       static_cast<size_t>(cols - 1) * static_cast<size_t>(ld) + static_cast<size_t>(rows)) *
+                      sizeof(float);
+  if (!in_allocation(p, span)) {
+    std::string msg = std::string("cuBLAS operand ") + what + " reaches outside its device allocation";
+    fault(msg.c_str());
+  }
+}
+
+}  // namespace
+
+[[noreturn]] void fault(const char* what, const void* kernel) {
+  std::fprintf(stderr, "lrlab device emulator: %s%s%s\n", what, kernel ? " (kernel at " : "",
+               kernel ? (kernel_name(kernel) + ")").c_str() : "");
+  std::fflush(stderr);
+  std::abort();
+}
+
+bool is_device_range(const void* p, size_t bytes) { return p && in_allocation(p, bytes); }
+
+void submit(cudaStream_t stream, std::function<void()> work) {
+  Stream* s = resolve(stream);
+  if (s->capturing) {
+    s->captured.push_back(std::move(work));
+    return;
+  }
+  ++tl_counters.direct_work;
+  work();
+}
+
+Counters counters() { return tl_counters; }
+
+bool check_launch(dim3 grid, dim3 block) {
+  const unsigned long long threads = static_cast<unsigned long long>(block.x) * block.y * block.z;
+  const bool ok = grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535 &&
+                  grid.z <= 65535 && block.x >= 1 && block.y >= 1 && block.z >= 1 && block.x <= 1024 &&
+                  block.y <= 1024 && block.z <= 64 && threads <= 1024;
+  if (!ok) fail(cudaErrorInvalidConfiguration);
+  return ok;
+}
+
+void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<void()>& thread) {
+  bool fibers;
+  {
+    std::lock_guard<std::mutex> lock(kernel_mutex);
+    auto it = kernel_synchronises.find(kernel);
+    fibers = it == kernel_synchronises.end() || it->second;
+  }
+  gridDim = grid;
+  blockDim = block;
+  thread_local BlockRun run;
+  bool synchronised = false;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        blockIdx = {bx, by, bz};
+        if (fibers) {
+          run.body = &thread;
+          run.synchronised = false;
+          BlockRun* outer = tl_run;
+          tl_run = &run;
+          run_block_fibers(run, block, kernel);
+          tl_run = outer;
+          synchronised = synchronised || run.synchronised;
+        } else {
+          for (unsigned z = 0; z < block.z; ++z)
+            for (unsigned y = 0; y < block.y; ++y)
+              for (unsigned x = 0; x < block.x; ++x) {
+                threadIdx = {x, y, z};
+                thread();
+              }
+        }
+      }
+  if (fibers) {
+    std::lock_guard<std::mutex> lock(kernel_mutex);
+    kernel_synchronises[kernel] = synchronised;
+  }
+}
+
+void warp_shuffle_down(void* value, size_t size, unsigned delta, unsigned mask) {
+  if (mask != 0xffffffffu) fault("a warp shuffle with a partial mask (the emulator models full warps only)");
+  BlockRun* r = tl_run;
+  if (!r || r->current < 0) fault("a warp shuffle in a kernel whose first launch did not shuffle");
+  const size_t me = static_cast<size_t>(r->current);
+  std::memcpy(&r->shuffle[me], value, size);
+  wait_at(FiberState::AtWarpBarrier);
+  const size_t lane = me % 32, n = r->fibers.size();
+  if (lane + delta < 32 && me + delta < n) std::memcpy(value, &r->shuffle[me + delta], size);
+  wait_at(FiberState::AtWarpBarrier);  // no lane overwrites its slot before all have read
+}
+
+}  // namespace lrlab_emu
+
+using namespace lrlab_emu;
+
+void __syncthreads() { lrlab_emu::wait_at(lrlab_emu::FiberState::AtBlockBarrier); }
+
+// ---- Runtime API.
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (!count) return fail(cudaErrorInvalidValue);
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  if (!device) return fail(cudaErrorInvalidValue);
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (!prop) return fail(cudaErrorInvalidValue);
+  if (device != 0) return fail(cudaErrorInvalidDevice);
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof prop->name, "lrlab device emulator");
+  prop->totalGlobalMem = emulated_memory();
+  prop->multiProcessorCount = emulated_sms();
+  prop->major = 9;
+  prop->minor = 0;
+  prop->l2CacheSize = 4 << 20;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (!value) return fail(cudaErrorInvalidValue);
+  if (device != 0) return fail(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = emulated_sms(); return cudaSuccess;
+    case cudaDevAttrL2CacheSize: *value = 4 << 20; return cudaSuccess;
+  }
+  return fail(cudaErrorInvalidValue);
+}
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = tl_last_error;
+  tl_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return tl_last_error; }
+
+const char* cudaGetErrorName(cudaError_t err) {
+  switch (err) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t err) {
+  switch (err) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorIllegalState: return "operation not permitted in the current state";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  if (!ptr) return fail(cudaErrorInvalidValue);
+  if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  *ptr = nullptr;
+  if (bytes == 0) return cudaSuccess;
+  const size_t rounded = (bytes + 255) / 256 * 256;
+  {
+    std::lock_guard<std::mutex> lock(mem_mutex);
+    if (rounded > emulated_memory() - allocated) return fail(cudaErrorMemoryAllocation);
+    allocated += rounded;
+  }
+  // Exactly the bytes asked for (at CUDA's alignment), so that ASan reports any access past them.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, bytes) != 0) p = nullptr;
+  if (!p) {
+    std::lock_guard<std::mutex> lock(mem_mutex);
+    allocated -= rounded;
+    return fail(cudaErrorMemoryAllocation);
+  }
+  if (bytes <= kPoisonLimit) std::memset(p, 0xFF, bytes);
+  std::lock_guard<std::mutex> lock(mem_mutex);
+  allocations[reinterpret_cast<uintptr_t>(p)] = bytes;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (!ptr) return cudaSuccess;
+  if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  {
+    std::lock_guard<std::mutex> lock(mem_mutex);
+    auto it = allocations.find(reinterpret_cast<uintptr_t>(ptr));
+    if (it == allocations.end()) return fail(cudaErrorInvalidValue);
+    allocated -= (it->second + 255) / 256 * 256;
+    allocations.erase(it);
+  }
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  if (!free_bytes || !total_bytes) return fail(cudaErrorInvalidValue);
+  std::lock_guard<std::mutex> lock(mem_mutex);
+  *total_bytes = emulated_memory();
+  *free_bytes = emulated_memory() - allocated;
+  return cudaSuccess;
+}
+
+namespace {
+
+// The runtime refuses a copy whose kind contradicts where its pointers lie, or that runs past the
+// end of a device allocation.
+bool copy_ok(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  auto side_ok = [&](const void* p, bool device) {
+    return device ? in_allocation(p, bytes) : !touches_device(p, bytes);
+  };
+  switch (kind) {
+    case cudaMemcpyHostToHost: return side_ok(dst, false) && side_ok(src, false);
+    case cudaMemcpyHostToDevice: return side_ok(dst, true) && side_ok(src, false);
+    case cudaMemcpyDeviceToHost: return side_ok(dst, false) && side_ok(src, true);
+    case cudaMemcpyDeviceToDevice: return side_ok(dst, true) && side_ok(src, true);
+    case cudaMemcpyDefault:
+      return (in_allocation(dst, bytes) || !touches_device(dst, bytes)) &&
+             (in_allocation(src, bytes) || !touches_device(src, bytes));
+  }
+  return false;
+}
+
+}  // namespace
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  if (!dst || !src || !copy_ok(dst, src, bytes, kind)) return fail(cudaErrorInvalidValue);
+  // A copy to pageable host memory returns when it is done: the host waits for the stream.
+  if (!in_allocation(dst, bytes) && !resolve(stream)->capturing) host_wait();
+  submit(stream, [=]() { std::memmove(dst, src, bytes); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  if (in_allocation(dst, bytes)) host_wait();  // the other direction counts in cudaMemcpyAsync
+  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  if (!in_allocation(ptr, bytes)) return fail(cudaErrorInvalidValue);
+  submit(stream, [=]() { std::memset(ptr, value, bytes); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  return cudaMemsetAsync(ptr, value, bytes, nullptr);
+}
+
+cudaError_t cudaDeviceSynchronize() {
+  return capture_forbids() ? fail(cudaErrorStreamCaptureUnsupported) : host_wait();
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  if (!stream) return fail(cudaErrorInvalidValue);
+  *stream = new Stream;
+  (*stream)->flags = flags;
+  std::lock_guard<std::mutex> lock(streams_mutex);
+  live_streams.insert(*stream);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  if (!stream) return fail(cudaErrorInvalidResourceHandle);
+  if (resolve(stream)->capturing) return fail(cudaErrorIllegalState);
+  {
+    std::lock_guard<std::mutex> lock(streams_mutex);
+    live_streams.erase(stream);
+  }
+  delete stream;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  Stream* s = resolve(stream);
+  if (s->capturing) {
+    s->invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
+  return capture_forbids() ? fail(cudaErrorStreamCaptureUnsupported) : host_wait();
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  if (!stream) return fail(cudaErrorStreamCaptureUnsupported);  // the legacy stream cannot capture
+  if (resolve(stream)->capturing) return fail(cudaErrorIllegalState);
+  stream->capturing = true;
+  stream->invalidated = false;
+  stream->mode = mode;
+  stream->capturer = std::this_thread::get_id();
+  stream->captured.clear();
+  std::lock_guard<std::mutex> lock(capture_mutex);
+  active_captures.push_back(stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  if (!stream || !graph) return fail(cudaErrorInvalidValue);
+  if (!resolve(stream)->capturing) return fail(cudaErrorIllegalState);
+  if (stream->mode != cudaStreamCaptureModeRelaxed && stream->capturer != std::this_thread::get_id())
+    return fail(cudaErrorStreamCaptureWrongThread);
+  {
+    std::lock_guard<std::mutex> lock(capture_mutex);
+    active_captures.erase(std::find(active_captures.begin(), active_captures.end(), stream));
+  }
+  stream->capturing = false;
+  *graph = nullptr;
+  std::vector<std::function<void()>> work = std::move(stream->captured);
+  stream->captured.clear();
+  if (stream->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
+  *graph = new Graph{std::move(work)};
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  if (!status) return fail(cudaErrorInvalidValue);
+  Stream* s = resolve(stream);
+  *status = !s->capturing ? cudaStreamCaptureStatusNone
+                          : s->invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!exec || !graph) return fail(cudaErrorInvalidValue);
+  *exec = new Graph{graph->work};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (!exec) return fail(cudaErrorInvalidValue);
+  const Graph* g = exec;
+  Stream* s = resolve(stream);
+  auto replay = [g]() {
+    for (const auto& w : g->work) w();
+  };
+  if (s->capturing) {
+    s->captured.push_back(replay);
+  } else {
+    ++tl_counters.graph_launches;
+    replay();
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  if (!event) return fail(cudaErrorInvalidValue);
+  *event = new Event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (!event) return fail(cudaErrorInvalidResourceHandle);
+  submit(stream, [event]() { event->at = std::chrono::steady_clock::now(); });
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (!event) return fail(cudaErrorInvalidResourceHandle);
+  return capture_forbids() ? fail(cudaErrorStreamCaptureUnsupported) : host_wait();
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!ms || !start || !end) return fail(cudaErrorInvalidValue);
+  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
+  return cudaSuccess;
+}
+
+// ---- cuBLAS.
+cublasStatus_t cublasCreate(cublasHandle_t* handle) {
+  if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
+  *handle = new Blas;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy(cublasHandle_t handle) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  delete handle;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  handle->stream = stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t bytes) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bytes && !is_device_range(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetPointerMode(cublasHandle_t handle, cublasPointerMode_t mode) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  // Scalars are read on the host; device-side scalars are not emulated.
+  return mode == CUBLAS_POINTER_MODE_HOST ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t) {
+  // TF32 is not emulated: GEMMs stay in fp32.
+  return handle ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+const char* cublasGetStatusName(cublasStatus_t status) {
+  switch (status) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+  }
+  return "CUBLAS_STATUS_UNKNOWN";
+}
+const char* cublasGetStatusString(cublasStatus_t status) {
+  switch (status) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "the library was not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "the resource allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "an invalid numeric value was used as an argument";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "the GPU program failed to execute";
+  }
+  return "unknown status";
+}
+
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa,
+                                         cublasOperation_t transb, int m, int n, int k, const float* alpha,
+                                         const float* A, int lda, long long strideA, const float* B, int ldb,
+                                         long long strideB, const float* beta, float* C, int ldc,
+                                         long long strideC, int batchCount) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  const int a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
+  // cuBLAS's own argument checks.
+  if (m < 0 || n < 0 || k < 0 || batchCount < 0 || lda < std::max(1, a_rows) || ldb < std::max(1, b_rows) ||
+      ldc < std::max(1, m) || !alpha || !beta)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (m == 0 || n == 0 || batchCount == 0) return CUBLAS_STATUS_SUCCESS;
+  if (k > 0) {
+    blas_check_operand(A, a_rows, transa == CUBLAS_OP_N ? k : m, lda, strideA, batchCount, "A");
+    blas_check_operand(B, b_rows, transb == CUBLAS_OP_N ? n : k, ldb, strideB, batchCount, "B");
+  }
+  blas_check_operand(C, m, n, ldc, strideC, batchCount, "C");
+  const float al = *alpha, be = *beta;
+  const CBLAS_TRANSPOSE ta = transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+  const CBLAS_TRANSPOSE tb = transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+  submit(handle->stream, [=]() {
+    for (int i = 0; i < batchCount; ++i)
+      cblas_sgemm(CblasColMajor, ta, tb, m, n, k, al, A + i * strideA, lda, B + i * strideB, ldb, be,
+                  C + i * strideC, ldc);
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                           int n, int k, const float* alpha, const float* A, int lda, const float* B, int ldb,
+                           const float* beta, float* C, int ldc) {
+  return cublasSgemmStridedBatched(handle, transa, transb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0,
+                                   1);
+}

@@ -1,0 +1,227 @@
+// lrlab's device emulator: this header stands in for the CUDA runtime's when lrlab is configured
+// with LRLAB_DEVICE_EMULATOR=ON. See ../README.md for what it checks and what it cannot.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+// ---- Language: the qualifiers mean nothing on the host; shared memory is per block, and blocks run
+// one at a time on each host thread, so a thread-local static serves.
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static thread_local
+
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(8) ushort4 {
+  unsigned short x, y, z, w;
+};
+inline ushort4 make_ushort4(unsigned short x, unsigned short y, unsigned short z, unsigned short w) {
+  return {x, y, z, w};
+}
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+
+// The built-in variables of the thread the emulator is running.
+extern thread_local uint3 threadIdx;
+extern thread_local uint3 blockIdx;
+extern thread_local dim3 blockDim;
+extern thread_local dim3 gridDim;
+
+// ---- Runtime types.
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorInvalidResourceHandle = 400,
+  cudaErrorIllegalState = 401,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureWrongThread = 908,
+};
+using cudaError = cudaError_t;
+
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2,
+};
+enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrL2CacheSize = 38,
+};
+constexpr unsigned cudaStreamDefault = 0;
+constexpr unsigned cudaStreamNonBlocking = 1;
+
+struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;
+  int multiProcessorCount;
+  int major, minor;
+  int l2CacheSize;
+  int warpSize;
+  int maxThreadsPerBlock;
+};
+
+namespace lrlab_emu {
+struct Stream;
+struct Graph;
+struct Event;
+}  // namespace lrlab_emu
+using cudaStream_t = lrlab_emu::Stream*;
+using cudaGraph_t = lrlab_emu::Graph*;
+using cudaGraphExec_t = lrlab_emu::Graph*;
+using cudaEvent_t = lrlab_emu::Event*;
+
+// ---- Runtime API: the subset lrlab uses, with the real signatures.
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
+const char* cudaGetErrorName(cudaError_t err);
+const char* cudaGetErrorString(cudaError_t err);
+cudaError_t cudaMalloc(void** ptr, size_t bytes);
+template <typename T>
+cudaError_t cudaMalloc(T** ptr, size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(ptr), bytes);
+}
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream = nullptr);
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream = nullptr);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaEventCreate(cudaEvent_t* event);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+
+// ---- Device functions.
+void __syncthreads();
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+// Host threads of the emulator never run two device threads at once, so plain updates are atomic.
+inline int atomicCAS(int* address, int compare, int value) {
+  const int old = *address;
+  if (old == compare) *address = value;
+  return old;
+}
+inline int atomicAdd(int* address, int value) {
+  const int old = *address;
+  *address += value;
+  return old;
+}
+
+namespace lrlab_emu {
+
+// Work for a stream: run now, or recorded into the graph the stream is capturing.
+void submit(cudaStream_t stream, std::function<void()> work);
+
+// What the calling host thread has asked of the device so far, for tests that only an emulator
+// build runs: how often the host waited for the device (a synchronisation, or a copy to pageable
+// host memory, which waits for the stream), how many pieces of work (kernels, copies, GEMMs) it
+// submitted outside graphs, and how many graphs it launched.
+struct Counters {
+  long long host_waits = 0;
+  long long direct_work = 0;
+  long long graph_launches = 0;
+};
+Counters counters();
+// Stops the process with a message: the emulator's equivalent of a device fault.
+[[noreturn]] void fault(const char* what, const void* kernel = nullptr);
+// Runs one grid; `thread` runs the kernel body for the current thread.
+void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<void()>& thread);
+// Records a launch error (a bad configuration) for cudaGetLastError; true when the launch may run.
+bool check_launch(dim3 grid, dim3 block);
+// Exchange a value with lane (own lane + delta) of the warp; every live lane of the warp must call it.
+void warp_shuffle_down(void* value, size_t size, unsigned delta, unsigned mask);
+// True when [p, p + bytes) lies inside one device allocation.
+bool is_device_range(const void* p, size_t bytes);
+
+template <typename... P>
+struct Launch {
+  void (*kernel)(P...);
+  dim3 grid, block;
+  cudaStream_t stream;
+  template <typename... A>
+  void operator()(A&&... args) const {
+    if (!check_launch(grid, block)) return;
+    // Arguments are copied at launch, as the device takes them, and a captured launch keeps them.
+    std::tuple<std::decay_t<P>...> values(std::forward<A>(args)...);
+    auto fn = kernel;
+    const dim3 g = grid, b = block;
+    submit(stream, [fn, g, b, values]() {
+      run_grid(reinterpret_cast<const void*>(fn), g, b, [&]() { std::apply(fn, values); });
+    });
+  }
+};
+
+template <typename... P>
+Launch<P...> launch(dim3 grid, dim3 block, cudaStream_t stream, void (*kernel)(P...)) {
+  return Launch<P...>{kernel, grid, block, stream};
+}
+
+}  // namespace lrlab_emu
+
+template <typename T>
+T __shfl_down_sync(unsigned mask, T value, unsigned delta) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "shuffle of a type the device cannot shuffle");
+  lrlab_emu::warp_shuffle_down(&value, sizeof(T), delta, mask);
+  return value;
+}
