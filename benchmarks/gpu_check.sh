@@ -18,6 +18,11 @@
 #   LRLAB_GPU_BUNDLE=DIR        folder of .deb files (default .gpu-bundle/debs)
 #   LRLAB_CUDA_ARCH=NN          CUDA architecture (default: the GPU's compute capability; 90 without one)
 #   LRLAB_PYTHON=PATH           python with torch (default: the first of python3, /usr/bin/python3 that has it)
+#   LRLAB_GPU_CHECK_EMULATE=1   a rehearsal on a machine without a GPU: lrlab is built against its device
+#                               emulator (tests/device_emulator) and the GPU parts run on it, with the quick
+#                               sizes, so that this script's own plumbing (options, JSON, figures) is
+#                               exercised before a GPU's time is spent on it. Its figures say nothing
+#                               about any GPU; PyTorch's GPU parts and compute-sanitizer skip.
 #
 # Adding a check is one line in the list at the bottom:
 #   part NAME TIMEOUT_S [--gpu] [--after=PART,...] COMMAND ARGS...
@@ -35,10 +40,11 @@ OUT=$(cd "$1" && pwd)
 cd "$(dirname "$0")/.." || exit 2
 export OUT
 export ROOT=$PWD
-export BUILD=${LRLAB_GPU_CHECK_BUILD:-build-gpucheck}
+export EMULATE=${LRLAB_GPU_CHECK_EMULATE:-0}
+export BUILD=${LRLAB_GPU_CHECK_BUILD:-build-gpucheck$([[ $EMULATE == 1 ]] && echo -emu)}
 export BUNDLE=${LRLAB_GPU_BUNDLE:-.gpu-bundle/debs}
 export PREFIX=${TMPDIR:-/tmp}/lrlab-gpu-prefix-$(id -u)-$(basename "$ROOT")
-export QUICK=${LRLAB_GPU_CHECK_QUICK:-0}
+export QUICK=${LRLAB_GPU_CHECK_QUICK:-$EMULATE}
 export GPU_FILTER='*Gpu*:*Cuda*'
 JOBS=$(nproc)
 export JOBS
@@ -53,9 +59,9 @@ mkdir -p "$RES" || exit 2
 : >"$LOG"
 
 if [[ $QUICK == 1 ]]; then
-  export GPU_SIZES=1M,mixed CPU_SIZES=1M REPS=5
+  export GPU_SIZES=1M,mixed CPU_SIZES=1M REPS=5 SWEEP_KS=1,8
 else
-  export GPU_SIZES=1M,16M,256M,mixed CPU_SIZES=1M,16M REPS=20
+  export GPU_SIZES=1M,16M,256M,mixed CPU_SIZES=1M,16M REPS=20 SWEEP_KS=1,8,64
 fi
 
 # ---- the machine ------------------------------------------------------------------------------------
@@ -81,6 +87,9 @@ done
 export TORCH_PY TORCH_CUDA
 # Without nvidia-smi, torch can still say which GPU there is: GPU parts must not skip on a GPU machine.
 [[ -z $GPU_NAME && -n $torch_gpu ]] && IFS=, read -r GPU_NAME CAP <<<"$torch_gpu"
+if [[ $EMULATE == 1 ]]; then
+  GPU_NAME="lrlab device emulator (no GPU)" CAP="" TORCH_CUDA=0
+fi
 export GPU_NAME
 export PY=${TORCH_PY:-$(command -v python3 || true)}
 
@@ -90,6 +99,7 @@ export CUDA_ARCH=${LRLAB_CUDA_ARCH:-$([[ -n $CAP ]] && echo "${CAP/./}" || echo 
 
 SANITIZER=$(command -v compute-sanitizer || true)
 [[ -z $SANITIZER && -x /usr/local/cuda/bin/compute-sanitizer ]] && SANITIZER=/usr/local/cuda/bin/compute-sanitizer
+[[ $EMULATE == 1 ]] && SANITIZER=""
 export SANITIZER
 
 {
@@ -163,8 +173,9 @@ run_configure() {
   fi
   # CMAKE_POLICY_VERSION_MINIMUM lets CMake 4 read package files written for older CMake.
   cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
-    -DCMAKE_POLICY_VERSION_MINIMUM=3.5 "${deps[@]}" || exit 1
-  figure "sm_$CUDA_ARCH, packages from $([[ $USE_PREFIX == 1 ]] && echo the bundle || echo the system)"
+    -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DLRLAB_DEVICE_EMULATOR="$([[ $EMULATE == 1 ]] && echo ON || echo OFF)" \
+    "${deps[@]}" || exit 1
+  figure "$([[ $EMULATE == 1 ]] && echo "device emulator" || echo "sm_$CUDA_ARCH"), packages from $([[ $USE_PREFIX == 1 ]] && echo the bundle || echo the system)"
 }
 
 run_build() {
@@ -182,6 +193,18 @@ run_ctest() {
   rc=${PIPESTATUS[0]}
   gpu=$(grep -cE 'Test +#[0-9]+: [^ ]*(Gpu|Cuda)[^ ]* \.+ +Passed' "$log")
   figure "$(grep -oE '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1), $(grep -c '(Skipped)' "$log") skipped, $gpu GPU tests passed"
+  exit "$rc"
+}
+
+# The tests of training, sweeps and range tests (resuming bit for bit, the guard, plateau, halving,
+# the reports), which the suite runs on the CPU, again on the GPU (tests/test_util.hpp,
+# test_device(); the same list as LRLAB_DEVICE_TESTS in tests/CMakeLists.txt).
+run_loop_tests_cuda() {
+  local log=$STATE/loop_tests.out rc
+  (cd "$BUILD/tests" && LRLAB_TEST_DEVICE=cuda OMP_NUM_THREADS=2 \
+    ./lrlab_tests --gtest_filter='Train.*:Sweep.*:SweepResults.*:SweepReport.*:LrFinder.*') 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  figure "$(grep -oE '\[  PASSED  \] [0-9]+ tests?|[0-9]+ FAILED TESTS?' "$log" | tail -n1)"
   exit "$rc"
 }
 
@@ -238,7 +261,8 @@ run_compare_train() {
 
 run_bench_sweep() {
   # One timed run per case (after a warm-up): the part has 90 s.
-  "$BUILD/benchmarks/bench_sweep" --device "$1" --repeat 1 --json "$2" 2>&1 | tee "$STATE/bench_sweep.out" || exit 1
+  "$BUILD/benchmarks/bench_sweep" --device "$1" --ks "$SWEEP_KS" --repeat 1 --json "$2" 2>&1 |
+    tee "$STATE/bench_sweep.out" || exit 1
   figure "$(grep -E 'packed +K=64|packed +K=8' "$STATE/bench_sweep.out" | tail -n1 | tr -s ' ')"
 }
 
@@ -307,9 +331,9 @@ part() {
 # summary.json and results.tar as they stand: rewritten after every part.
 write_results() {
   {
-    printf '{\n  "date": %s,\n  "gpu": %s,\n  "cuda_arch": %s,\n  "quick": %s,\n  "parts": [\n' \
+    printf '{\n  "date": %s,\n  "gpu": %s,\n  "cuda_arch": %s,\n  "quick": %s,\n  "emulated": %s,\n  "parts": [\n' \
       "$(json_str "$(date -u '+%Y-%m-%d %H:%M:%S UTC')")" "$(json_str "$GPU_NAME")" "$(json_str "$CUDA_ARCH")" \
-      "$([[ $QUICK == 1 ]] && echo true || echo false)"
+      "$([[ $QUICK == 1 ]] && echo true || echo false)" "$([[ $EMULATE == 1 ]] && echo true || echo false)"
     for i in "${!names[@]}"; do
       printf '    {"part": %s, "status": %s, "seconds": %s, "figure": %s}%s\n' "$(json_str "${names[$i]}")" \
         "$(json_str "${statuses[$i]}")" "${times[$i]}" "$(json_str "${figures[$i]}")" \
@@ -320,7 +344,7 @@ write_results() {
   tar -cf "$OUT/results.tar.tmp" -C "$RES" . && mv -f "$OUT/results.tar.tmp" "$OUT/results.tar"
 }
 
-export -f figure skip unpack_bundle run_configure run_build run_ctest run_sanitizer \
+export -f figure skip unpack_bundle run_configure run_build run_ctest run_loop_tests_cuda run_sanitizer \
   adam_figure run_bench run_torch run_compare run_compare_train run_bench_sweep
 
 # ---- the checks ------------------------------------------------------------------------------------------
@@ -335,6 +359,7 @@ fi
 part configure 90 run_configure
 part build 240 --after=configure run_build
 part ctest 150 --after=build run_ctest
+part loops_cuda 60 --gpu --after=build run_loop_tests_cuda
 part bench_cuda 60 --gpu --after=build run_bench cuda "$GPU_SIZES" "$RES/bench_optim.json"
 part torch_cuda 90 --gpu run_torch cuda "$GPU_SIZES" "$RES/torch_optim.json" --optimizers all
 part compare_cuda 20 --gpu --after=bench_cuda,torch_cuda run_compare "$RES/bench_optim.json" "$RES/torch_optim.json"

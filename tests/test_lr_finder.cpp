@@ -261,6 +261,7 @@ TEST(LrFinderGpu, ConcurrentTestsMatchTheCpu) {
   FinderOptions f;
   f.steps = 120;  // more than an epoch of spirals: the partial last batch's graph is captured too
   TrainOptions base = small_base();
+  base.device = "cpu";
   const std::vector<std::string> opts = {"adam()", "sgd(momentum=0.9)", "rmsprop()", "adagrad()"};
   const std::vector<FinderCurve> cpu = find_lr(base, opts, f);
   base.device = "cuda";

@@ -188,7 +188,7 @@ TEST(Train, JsonReportHasTheDocumentedFields) {
   EXPECT_EQ(j["epochs"].size(), 2u);
   EXPECT_TRUE(j["test"]["accuracy"].is_number());
   EXPECT_TRUE(j["test"]["loss"].is_number());
-  EXPECT_EQ(j["device"], "cpu");
+  EXPECT_EQ(j["device"], o.device);
   EXPECT_TRUE(j["events"].is_array());
   EXPECT_TRUE(j["seconds"].is_number());
   EXPECT_EQ(j["config"]["optimizer"], "adam()");

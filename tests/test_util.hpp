@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,14 +51,23 @@ inline double ref_activation(Activation a, double z) {
   return NAN;
 }
 
-// A training run small enough for a unit test: the built-in spirals, on the CPU, batch 50.
+// The device of the tests that train (Train.*, Sweep.*, LrFinder.*; LRLAB_DEVICE_TESTS in
+// tests/CMakeLists.txt): the CPU, unless LRLAB_TEST_DEVICE names another. The device emulator's
+// build and gpu_check.sh run them again with LRLAB_TEST_DEVICE=cuda, so that resuming, the guard,
+// plateau, halving and the reports are checked on the CUDA path too.
+inline std::string test_device() {
+  const char* d = std::getenv("LRLAB_TEST_DEVICE");
+  return d && *d ? d : "cpu";
+}
+
+// A training run small enough for a unit test: the built-in spirals, batch 50, on test_device().
 inline TrainOptions small_spirals(int64_t samples, std::vector<int64_t> hidden) {
   TrainOptions o;
   o.data = "spirals";
   o.synthetic_samples = samples;
   o.hidden = std::move(hidden);
   o.batch = 50;
-  o.device = "cpu";
+  o.device = test_device();
   return o;
 }
 
