@@ -89,6 +89,10 @@ export TORCH_PY TORCH_CUDA
 [[ -z $GPU_NAME && -n $torch_gpu ]] && IFS=, read -r GPU_NAME CAP <<<"$torch_gpu"
 if [[ $EMULATE == 1 ]]; then
   GPU_NAME="lrlab device emulator (no GPU)" CAP="" TORCH_CUDA=0
+  # The emulator's GEMMs pull OpenBLAS into every binary, even bench_optim; its idle pthread workers
+  # spin for a while after starting, and on a few cores that starves the CPU parts' OpenMP teams
+  # (Adam at 1M measured 22 times slower).
+  export OPENBLAS_NUM_THREADS=1
 fi
 export GPU_NAME
 export PY=${TORCH_PY:-$(command -v python3 || true)}
@@ -259,6 +263,21 @@ run_compare_train() {
   figure "$(tail -n1 "$STATE/compare_train.out")"
 }
 
+# lrlab's own training run on the GPU (the model of compare_train.py), whether or not PyTorch can
+# use the GPU here: samples/s and test accuracy from its JSON report.
+run_train_lrlab() {
+  "$BUILD/lrlab" train --data fashion-mnist --hidden 256,128 --optimizer 'adam()' --lr 1e-3 --epochs 3 --batch 128 \
+    --device "$1" --json "$2" || exit 1
+  [[ -n $PY ]] || return 0
+  figure "$("$PY" - "$2" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{r['device']}: best {max(e['samples_per_s'] for e in r['epochs']):.0f} samples/s, "
+      f"test accuracy {100 * r['test']['accuracy']:.2f}% after {len(r['epochs'])} epochs")
+EOF
+)"
+}
+
 run_bench_sweep() {
   # One timed run per case (after a warm-up): the part has 90 s.
   "$BUILD/benchmarks/bench_sweep" --device "$1" --ks "$SWEEP_KS" --repeat 1 --json "$2" 2>&1 |
@@ -345,7 +364,7 @@ write_results() {
 }
 
 export -f figure skip unpack_bundle run_configure run_build run_ctest run_loop_tests_cuda run_sanitizer \
-  adam_figure run_bench run_torch run_compare run_compare_train run_bench_sweep
+  adam_figure run_bench run_torch run_compare run_compare_train run_train_lrlab run_bench_sweep
 
 # ---- the checks ------------------------------------------------------------------------------------------
 part bundle 60 unpack_bundle
@@ -364,6 +383,7 @@ part bench_cuda 60 --gpu --after=build run_bench cuda "$GPU_SIZES" "$RES/bench_o
 part torch_cuda 90 --gpu run_torch cuda "$GPU_SIZES" "$RES/torch_optim.json" --optimizers all
 part compare_cuda 20 --gpu --after=bench_cuda,torch_cuda run_compare "$RES/bench_optim.json" "$RES/torch_optim.json"
 part train_cuda 90 --gpu --after=build run_compare_train cuda "$RES/compare_train_cuda.json"
+part train_lrlab 60 --gpu --after=build run_train_lrlab cuda "$RES/train_lrlab_cuda.json"
 part sweep_cuda 90 --gpu --after=build run_bench_sweep cuda "$RES/bench_sweep_cuda.json"
 # The sanitizers after the benchmarks: slower than anything else, they are the first to go when
 # time runs short. They run the kernel-level GPU tests (every kernel, every launch shape), not the

@@ -16,6 +16,9 @@ gen=()
 command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
 export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# The emulator's GEMMs run on the calling thread; OpenBLAS's own idle workers would only compete with
+# the tests' OpenMP teams.
+export OPENBLAS_NUM_THREADS=1
 
 cmake -S . -B "$build" "${gen[@]}" -DLRLAB_DEVICE_EMULATOR=ON -DLRLAB_SANITIZE=ON \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLRLAB_BENCHMARKS=OFF >/dev/null
