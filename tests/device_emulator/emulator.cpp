@@ -597,8 +597,16 @@ bool copy_ok(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
   if (!dst || !src || !copy_ok(dst, src, bytes, kind)) return fail(cudaErrorInvalidValue);
+  Stream* s = resolve(stream);
+  const bool host_side = !in_allocation(dst, bytes) || !in_allocation(src, bytes);
+  // All host memory here is pageable: a graph cannot hold a copy to or from it, and the copy would
+  // have to synchronise, so CUDA refuses it during capture.
+  if (host_side && s->capturing) {
+    s->invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
   // A copy to pageable host memory returns when it is done: the host waits for the stream.
-  if (!in_allocation(dst, bytes) && !resolve(stream)->capturing) host_wait();
+  if (!in_allocation(dst, bytes)) host_wait();
   submit(stream, [=]() { std::memmove(dst, src, bytes); });
   return cudaSuccess;
 }
