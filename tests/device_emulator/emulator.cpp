@@ -1,15 +1,17 @@
 // lrlab's device emulator: runs the CUDA backend's host code and kernels on the CPU, so that the GPU
 // tests exercise them on a machine with no GPU. Kernels run block after block on the calling host
-// thread; the threads of a block that synchronise (__syncthreads, warp shuffles, cub::BlockReduce) run
-// as fibers, the others one after the other. Streams execute their work when it is submitted, except
-// while they capture a graph. What it checks and what it cannot: ../device_emulator/README.md.
+// thread, each thread of a block a fiber that yields at barriers (__syncthreads, warp shuffles,
+// cub::BlockReduce). Streams execute their work when it is submitted, except while they capture a
+// graph. What it checks and what it cannot: README.md beside this file.
 #include <cblas.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -19,25 +21,25 @@
 #include <set>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
 
-thread_local uint3 threadIdx;
-thread_local uint3 blockIdx;
-thread_local dim3 blockDim;
-thread_local dim3 gridDim;
+__thread uint3 threadIdx;
+__thread uint3 blockIdx;
+__thread dim3 blockDim;
+__thread dim3 gridDim;
 
 namespace lrlab_emu {
 
 struct Stream {
   unsigned flags = 0;
-  bool capturing = false;
-  bool invalidated = false;
+  std::atomic<bool> capturing{false};
+  std::atomic<bool> invalidated{false};  // other threads' calls may invalidate a capture
   cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
   std::thread::id capturer;
+  std::mutex record;  // relaxed captures may be fed from several threads
   std::vector<std::function<void()>> captured;
 };
 
@@ -51,6 +53,7 @@ struct Event {
 
 struct Blas {
   cudaStream_t stream = nullptr;
+  bool workspace = false;  // one set by cublasSetWorkspace since the last cublasSetStream
 };
 
 namespace {
@@ -232,6 +235,26 @@ void start_switch(void**, const void*, size_t) {}
 void finish_switch(void*, const void**, size_t*) {}
 #endif
 
+// A device thread's stack, with an inaccessible page below it: an overflow faults at once instead
+// of overwriting the heap.
+class FiberStack {
+ public:
+  FiberStack() {
+    void* p = mmap(nullptr, kGuard + kFiberStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED || mprotect(p, kGuard, PROT_NONE) != 0) fault("cannot map a device thread's stack");
+    base_ = static_cast<char*>(p);
+  }
+  ~FiberStack() { munmap(base_, kGuard + kFiberStack); }
+  FiberStack(const FiberStack&) = delete;
+  FiberStack& operator=(const FiberStack&) = delete;
+  char* bottom() const { return base_ + kGuard; }
+
+ private:
+  static constexpr size_t kGuard = 4096;
+  char* base_ = nullptr;
+};
+
 struct Fiber {
   Context ctx;
   uint3 idx;
@@ -245,17 +268,13 @@ struct BlockRun {
   size_t scheduler_size = 0;
   void* scheduler_fake_stack = nullptr;
   std::vector<Fiber> fibers;
-  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<std::unique_ptr<FiberStack>> stacks;
   std::vector<uint64_t> shuffle;  // one slot per thread
   const std::function<void()>* body = nullptr;
   int current = -1;
-  bool synchronised = false;
 };
 
 thread_local BlockRun* tl_run = nullptr;  // set while a block runs as fibers on this thread
-
-std::mutex kernel_mutex;
-std::unordered_map<const void*, bool> kernel_synchronises;  // learnt at each kernel's first launch
 
 // From a fiber back to the scheduler; `exiting` when the fiber has finished for good.
 void to_scheduler(BlockRun& r, Fiber& f, bool exiting) {
@@ -276,37 +295,34 @@ void to_scheduler(BlockRun& r, Fiber& f, bool exiting) {
 
 void wait_at(FiberState barrier) {
   BlockRun* r = tl_run;
-  if (!r || r->current < 0)
-    fault("a kernel synchronised its threads after its first launch did not (the emulator ran it without fibers)");
-  r->synchronised = true;
+  if (!r || r->current < 0) fault("a barrier outside a kernel");
   Fiber& f = r->fibers[static_cast<size_t>(r->current)];
   f.state = barrier;
   to_scheduler(*r, f, false);
 }
 
-void run_block_fibers(BlockRun& r, const dim3& block, const void* kernel) {
+void run_block_fibers(BlockRun& r, const dim3& block, const void* kernel, bool reverse) {
   const size_t n = static_cast<size_t>(block.x) * block.y * block.z;
   r.fibers.resize(n);
   r.shuffle.assign(n, 0);
-  while (r.stacks.size() < n) r.stacks.emplace_back(new char[kFiberStack]);
+  while (r.stacks.size() < n) r.stacks.push_back(std::make_unique<FiberStack>());
   for (size_t i = 0; i < n; ++i) {
     Fiber& f = r.fibers[i];
     f.idx = {static_cast<unsigned>(i % block.x), static_cast<unsigned>(i / block.x % block.y),
              static_cast<unsigned>(i / (block.x * block.y))};
     f.state = FiberState::Ready;
     f.fake_stack = nullptr;
-    f.ctx.make(r.stacks[i].get(), kFiberStack, fiber_entry);
+    f.ctx.make(r.stacks[i]->bottom(), kFiberStack, fiber_entry);
   }
   // The threads released by a barrier resume in the opposite order each time, so that code that
   // relies on some thread getting ahead of another (a missing barrier) sees both outcomes.
-  bool reverse = false;
   for (;;) {
     for (size_t j = 0; j < n; ++j) {
       const size_t i = reverse ? n - 1 - j : j;
       if (r.fibers[i].state != FiberState::Ready) continue;
       r.current = static_cast<int>(i);
       threadIdx = r.fibers[i].idx;
-      start_switch(&r.scheduler_fake_stack, r.stacks[i].get(), kFiberStack);
+      start_switch(&r.scheduler_fake_stack, r.stacks[i]->bottom(), kFiberStack);
       Context::swap(r.scheduler, r.fibers[i].ctx);
       finish_switch(r.scheduler_fake_stack, nullptr, nullptr);
     }
@@ -334,6 +350,10 @@ void run_block_fibers(BlockRun& r, const dim3& block, const void* kernel) {
       at_block += f.state == FiberState::AtBlockBarrier;
     }
     if (all_done) return;
+    // CUDA requires every thread of the block to reach a __syncthreads; one that returned early
+    // leaves the others waiting on hardware that happens to count it, or hanging.
+    if (at_block > 0 && at_block == live && live < n)
+      fault("a __syncthreads that threads which already returned do not reach", kernel);
     if (!released && at_block == live) {
       for (Fiber& f : r.fibers)
         if (f.state == FiberState::AtBlockBarrier) f.state = FiberState::Ready;
@@ -374,14 +394,41 @@ void blas_check_operand(const float* p, int rows, int cols, int ld, long long st
 
 bool is_device_range(const void* p, size_t bytes) { return p && in_allocation(p, bytes); }
 
-void submit(cudaStream_t stream, std::function<void()> work) {
+void check_kernel_pointer(const void* p, size_t argument) {
+  if (!p || in_allocation(p, 0)) return;
+  const std::string msg = "kernel argument " + std::to_string(argument) + " is not device memory";
+  fault(msg.c_str());
+}
+
+cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
   Stream* s = resolve(stream);
   if (s->capturing) {
+    // After a capture is invalidated, the stream refuses work until the capture ends.
+    if (s->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
+    std::lock_guard<std::mutex> lock(s->record);
     s->captured.push_back(std::move(work));
-    return;
+    return cudaSuccess;
+  }
+  // The legacy stream synchronises with every blocking stream: work for it while a blocking stream
+  // captures would join the capture implicitly, which CUDA refuses (and invalidates the capture).
+  if (s == &legacy_stream) {
+    std::lock_guard<std::mutex> lock(capture_mutex);
+    bool implicit = false;
+    for (Stream* c : active_captures)
+      if (!(c->flags & cudaStreamNonBlocking)) {
+        c->invalidated = true;
+        implicit = true;
+      }
+    if (implicit) return fail(cudaErrorStreamCaptureImplicit);
   }
   ++tl_counters.direct_work;
   work();
+  return cudaSuccess;
+}
+
+void invalidate_capture(cudaStream_t stream) {
+  Stream* s = resolve(stream);
+  if (s->capturing) s->invalidated = true;
 }
 
 Counters counters() { return tl_counters; }
@@ -396,47 +443,32 @@ bool check_launch(dim3 grid, dim3 block) {
 }
 
 void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<void()>& thread) {
-  bool fibers;
-  {
-    std::lock_guard<std::mutex> lock(kernel_mutex);
-    auto it = kernel_synchronises.find(kernel);
-    fibers = it == kernel_synchronises.end() || it->second;
-  }
+  // Every block runs its threads as fibers, whether or not the kernel synchronises them: a kernel
+  // cannot be told not to. Successive launches take the blocks in opposite orders, and each block
+  // starts its threads in an order of its own, so that code relying on one block or thread running
+  // before another meets both orders.
+  thread_local unsigned long long launches = 0;
+  const bool backwards = launches++ % 2 == 1;
   gridDim = grid;
   blockDim = block;
   thread_local BlockRun run;
-  bool synchronised = false;
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        blockIdx = {bx, by, bz};
-        if (fibers) {
-          run.body = &thread;
-          run.synchronised = false;
-          BlockRun* outer = tl_run;
-          tl_run = &run;
-          run_block_fibers(run, block, kernel);
-          tl_run = outer;
-          synchronised = synchronised || run.synchronised;
-        } else {
-          for (unsigned z = 0; z < block.z; ++z)
-            for (unsigned y = 0; y < block.y; ++y)
-              for (unsigned x = 0; x < block.x; ++x) {
-                threadIdx = {x, y, z};
-                thread();
-              }
-        }
-      }
-  if (fibers) {
-    std::lock_guard<std::mutex> lock(kernel_mutex);
-    kernel_synchronises[kernel] = synchronised;
+  const unsigned long long blocks = static_cast<unsigned long long>(grid.x) * grid.y * grid.z;
+  for (unsigned long long j = 0; j < blocks; ++j) {
+    const unsigned long long b = backwards ? blocks - 1 - j : j;
+    blockIdx = {static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                static_cast<unsigned>(b / (static_cast<unsigned long long>(grid.x) * grid.y))};
+    run.body = &thread;
+    BlockRun* outer = tl_run;
+    tl_run = &run;
+    run_block_fibers(run, block, kernel, (b + launches) % 2 == 1);
+    tl_run = outer;
   }
 }
 
 void warp_shuffle_down(void* value, size_t size, unsigned delta, unsigned mask) {
   if (mask != 0xffffffffu) fault("a warp shuffle with a partial mask (the emulator models full warps only)");
   BlockRun* r = tl_run;
-  if (!r || r->current < 0) fault("a warp shuffle in a kernel whose first launch did not shuffle");
+  if (!r || r->current < 0) fault("a warp shuffle outside a kernel");
   const size_t me = static_cast<size_t>(r->current);
   std::memcpy(&r->shuffle[me], value, size);
   wait_at(FiberState::AtWarpBarrier);
@@ -505,6 +537,7 @@ const char* cudaGetErrorName(cudaError_t err) {
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
+    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
   }
   return "cudaErrorUnknown";
 }
@@ -520,6 +553,7 @@ const char* cudaGetErrorString(cudaError_t err) {
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
+    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
   }
   return "unknown error";
 }
@@ -551,8 +585,9 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 }
 
 cudaError_t cudaFree(void* ptr) {
-  if (!ptr) return cudaSuccess;
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  if (!ptr) return cudaSuccess;
+  host_wait();  // freeing synchronises the device
   {
     std::lock_guard<std::mutex> lock(mem_mutex);
     auto it = allocations.find(reinterpret_cast<uintptr_t>(ptr));
@@ -607,21 +642,21 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   }
   // A copy to pageable host memory returns when it is done: the host waits for the stream.
   if (!in_allocation(dst, bytes)) host_wait();
-  submit(stream, [=]() { std::memmove(dst, src, bytes); });
-  return cudaSuccess;
+  return submit(stream, [=]() { std::memmove(dst, src, bytes); });
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
-  if (in_allocation(dst, bytes)) host_wait();  // the other direction counts in cudaMemcpyAsync
+  // From pageable host memory the copy waits for the stream first; device to device it does not
+  // wait at all; to the host it waits (counted in cudaMemcpyAsync).
+  if (in_allocation(dst, bytes) && !in_allocation(src, bytes)) host_wait();
   return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
 }
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
   if (!in_allocation(ptr, bytes)) return fail(cudaErrorInvalidValue);
-  submit(stream, [=]() { std::memset(ptr, value, bytes); });
-  return cudaSuccess;
+  return submit(stream, [=]() { std::memset(ptr, value, bytes); });
 }
 
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
@@ -630,7 +665,13 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
 }
 
 cudaError_t cudaDeviceSynchronize() {
-  return capture_forbids() ? fail(cudaErrorStreamCaptureUnsupported) : host_wait();
+  // It would wait for every stream, a capturing one included: refused in every capture mode.
+  {
+    std::lock_guard<std::mutex> lock(capture_mutex);
+    for (Stream* s : active_captures) s->invalidated = true;
+    if (!active_captures.empty()) return fail(cudaErrorStreamCaptureUnsupported);
+  }
+  return host_wait();
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
@@ -713,6 +754,8 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
     for (const auto& w : g->work) w();
   };
   if (s->capturing) {
+    if (s->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
+    std::lock_guard<std::mutex> lock(s->record);
     s->captured.push_back(replay);
   } else {
     ++tl_counters.graph_launches;
@@ -740,8 +783,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
-  submit(stream, [event]() { event->at = std::chrono::steady_clock::now(); });
-  return cudaSuccess;
+  return submit(stream, [event]() { event->at = std::chrono::steady_clock::now(); });
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
@@ -767,11 +809,13 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
   handle->stream = stream;
+  handle->workspace = false;  // as cuBLAS does: back to its own pool
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t bytes) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (bytes && !is_device_range(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
+  handle->workspace = bytes > 0;
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetPointerMode(cublasHandle_t handle, cublasPointerMode_t mode) {
@@ -821,15 +865,23 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_
     blas_check_operand(B, b_rows, transb == CUBLAS_OP_N ? n : k, ldb, strideB, batchCount, "B");
   }
   blas_check_operand(C, m, n, ldc, strideC, batchCount, "C");
+  // cuBLAS computes the batch entries concurrently: their outputs must not overlap.
+  if (batchCount > 1 && static_cast<unsigned long long>(strideC < 0 ? -strideC : strideC) <
+                            static_cast<unsigned long long>(ldc) * (n - 1) + m)
+    fault("cublasSgemmStridedBatched: the outputs of its batch entries overlap");
+  // Without a workspace of its own, a handle allocates from cuBLAS's pool, which a graph being
+  // captured cannot do safely; lrlab gives every handle one (after cublasSetStream, which resets it).
+  if (resolve(handle->stream)->capturing && !handle->workspace)
+    fault("a cuBLAS GEMM captured into a graph by a handle without a workspace of its own");
   const float al = *alpha, be = *beta;
   const CBLAS_TRANSPOSE ta = transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
   const CBLAS_TRANSPOSE tb = transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
-  submit(handle->stream, [=]() {
+  const cudaError_t err = submit(handle->stream, [=]() {
     for (int i = 0; i < batchCount; ++i)
       cblas_sgemm(CblasColMajor, ta, tb, m, n, k, al, A + i * strideA, lda, B + i * strideB, ldb, be,
                   C + i * strideC, ldc);
   });
-  return CUBLAS_STATUS_SUCCESS;
+  return err == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
 
 cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,

@@ -39,11 +39,13 @@ inline ushort4 make_ushort4(unsigned short x, unsigned short y, unsigned short z
 }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
-// The built-in variables of the thread the emulator is running.
-extern thread_local uint3 threadIdx;
-extern thread_local uint3 blockIdx;
-extern thread_local dim3 blockDim;
-extern thread_local dim3 gridDim;
+// The built-in variables of the thread the emulator is running. __thread rather than thread_local:
+// these need no initialisation, and with thread_local GCC 12 reaches them through a TLS wrapper
+// whose UBSan null check tests stale flags (a false "null pointer" report after a loop).
+extern __thread uint3 threadIdx;
+extern __thread uint3 blockIdx;
+extern __thread dim3 blockDim;
+extern __thread dim3 gridDim;
 
 // ---- Runtime types.
 enum cudaError_t {
@@ -56,6 +58,7 @@ enum cudaError_t {
   cudaErrorIllegalState = 401,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureImplicit = 906,
   cudaErrorStreamCaptureWrongThread = 908,
 };
 using cudaError = cudaError_t;
@@ -170,8 +173,12 @@ inline int atomicAdd(int* address, int value) {
 
 namespace lrlab_emu {
 
-// Work for a stream: run now, or recorded into the graph the stream is capturing.
-void submit(cudaStream_t stream, std::function<void()> work);
+// Work for a stream: run now, or recorded into the graph the stream is capturing. An error (the
+// stream's capture was invalidated, or the work would join a capture implicitly) is also recorded
+// for cudaGetLastError, as for a launch.
+cudaError_t submit(cudaStream_t stream, std::function<void()> work);
+// Marks the capture under way on the stream, if any, as invalidated.
+void invalidate_capture(cudaStream_t stream);
 
 // What the calling host thread has asked of the device so far, for tests that only an emulator
 // build runs: how often the host waited for the device (a synchronisation, or a copy to pageable
@@ -193,6 +200,17 @@ bool check_launch(dim3 grid, dim3 block);
 void warp_shuffle_down(void* value, size_t size, unsigned delta, unsigned mask);
 // True when [p, p + bytes) lies inside one device allocation.
 bool is_device_range(const void* p, size_t bytes);
+// Stops with a fault unless p is null or points into (or just past) a device allocation: a kernel
+// given a host pointer would fault on the GPU.
+void check_kernel_pointer(const void* p, size_t argument);
+
+template <typename Tuple, size_t... I>
+void check_kernel_pointers(const Tuple& args, std::index_sequence<I...>) {
+  auto one = [](const auto& v, size_t i) {
+    if constexpr (std::is_pointer_v<std::decay_t<decltype(v)>>) check_kernel_pointer(v, i);
+  };
+  (one(std::get<I>(args), I), ...);
+}
 
 template <typename... P>
 struct Launch {
@@ -201,9 +219,13 @@ struct Launch {
   cudaStream_t stream;
   template <typename... A>
   void operator()(A&&... args) const {
-    if (!check_launch(grid, block)) return;
+    if (!check_launch(grid, block)) {
+      invalidate_capture(stream);
+      return;
+    }
     // Arguments are copied at launch, as the device takes them, and a captured launch keeps them.
     std::tuple<std::decay_t<P>...> values(std::forward<A>(args)...);
+    check_kernel_pointers(values, std::index_sequence_for<P...>{});
     auto fn = kernel;
     const dim3 g = grid, b = block;
     submit(stream, [fn, g, b, values]() {

@@ -5,11 +5,12 @@
 
 namespace cub {
 namespace emu_detail {
-// The scratch size the emulator asks for, so that callers still have to provide it.
-constexpr size_t kScratchBytes = 256;
+// The scratch the emulator asks for grows with the work, as CUB's does, so that a size queried for
+// a smaller problem than the one run is caught (CUB then fails with cudaErrorInvalidValue).
+inline size_t scratch_bytes(long long items) { return 256 + 8 * static_cast<size_t>((items + 1023) / 1024); }
 
-inline bool scratch_ok(const void* temp, size_t bytes) {
-  return bytes >= kScratchBytes && lrlab_emu::is_device_range(temp, kScratchBytes);
+inline bool scratch_ok(const void* temp, size_t given, size_t needed) {
+  return given >= needed && lrlab_emu::is_device_range(temp, needed);
 }
 }  // namespace emu_detail
 
@@ -17,17 +18,17 @@ struct DeviceReduce {
   template <typename In, typename Out, typename Count, typename Op, typename T>
   static cudaError_t Reduce(void* temp, size_t& temp_bytes, In in, Out out, Count n, Op op, T init,
                             cudaStream_t stream = nullptr) {
+    const size_t needed = emu_detail::scratch_bytes(static_cast<long long>(n));
     if (!temp) {
-      temp_bytes = emu_detail::kScratchBytes;
+      temp_bytes = needed;
       return cudaSuccess;
     }
-    if (!emu_detail::scratch_ok(temp, temp_bytes)) return cudaErrorInvalidValue;
-    lrlab_emu::submit(stream, [=]() {
+    if (!emu_detail::scratch_ok(temp, temp_bytes, needed)) return cudaErrorInvalidValue;
+    return lrlab_emu::submit(stream, [=]() {
       T acc = init;
       for (Count i = 0; i < n; ++i) acc = op(acc, in[i]);
       *out = acc;
     });
-    return cudaSuccess;
   }
 };
 

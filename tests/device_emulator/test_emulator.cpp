@@ -1,0 +1,281 @@
+// The device emulator's own tests: what its README says it catches, it must catch. Built only in
+// emulator builds (LRLAB_DEVICE_EMULATOR=ON), where these headers are the emulator's.
+#include <cub/block/block_reduce.cuh>
+#include <cub/device/device_reduce.cuh>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "../../kernels/launch.cuh"
+
+namespace {
+
+template <typename T>
+T* device_alloc(size_t n) {
+  void* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, n * sizeof(T)), cudaSuccess);
+  return static_cast<T*>(p);
+}
+
+template <typename T>
+std::vector<T> download(const T* d, size_t n) {
+  std::vector<T> v(n);
+  EXPECT_EQ(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return v;
+}
+
+__global__ void fill_index(int* out, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = i;
+}
+
+// Thread 0 publishes a value the others read; `sync` puts the barrier between the two. (Through
+// global memory: the emulator's shared memory keeps its values from block to block.)
+__global__ void publish(int* cell, int* out, bool sync) {
+  if (threadIdx.x == 0) *cell = 7;
+  if (sync) __syncthreads();
+  out[threadIdx.x] = *cell;
+}
+
+__global__ void early_return_then_barrier(int* out) {
+  if (threadIdx.x == 5) return;
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+__global__ void warp_sum(float* out) {
+  float v = static_cast<float>(threadIdx.x);
+  for (int step = 16; step > 0; step /= 2) v += __shfl_down_sync(0xffffffffu, v, step);
+  if (threadIdx.x % 32 == 0) out[threadIdx.x / 32] = v;
+}
+
+__global__ void block_sum(const float* in, float* out) {
+  using Reduce = cub::BlockReduce<float, 64>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const float total = Reduce(tmp).Sum(in[threadIdx.x]);
+  if (threadIdx.x == 0) *out = total;
+}
+
+struct Stream {
+  cudaStream_t s = nullptr;
+  Stream() { EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess); }
+  ~Stream() { cudaStreamDestroy(s); }
+};
+
+TEST(EmulatorKernels, GridsAndBlocksCoverEveryThread) {
+  const int n = 1000;
+  int* d = device_alloc<int>(n);
+  LRLAB_LAUNCH((n + 127) / 128, 128, nullptr, fill_index)(d, n);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<int> v = download(d, n);
+  for (int i = 0; i < n; ++i) ASSERT_EQ(v[i], i);
+  cudaFree(d);
+}
+
+TEST(EmulatorKernels, BadLaunchConfigurationIsALaunchError) {
+  int* d = device_alloc<int>(4);
+  LRLAB_LAUNCH(1, 2048, nullptr, fill_index)(d, 4);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // not sticky
+  LRLAB_LAUNCH(dim3(1, 70000), 32, nullptr, fill_index)(d, 4);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  cudaFree(d);
+}
+
+TEST(EmulatorKernels, FreshDeviceMemoryIsNaN) {
+  float* d = device_alloc<float>(16);
+  for (float x : download(d, 16)) EXPECT_TRUE(std::isnan(x));
+  cudaFree(d);
+}
+
+// Successive launches release threads in different orders: without the barrier, some launch reads
+// shared memory before thread 0 wrote it.
+TEST(EmulatorKernels, AMissingBarrierShowsInSomeLaunch) {
+  int* d = device_alloc<int>(64);
+  int* cell = device_alloc<int>(1);
+  bool wrong = false;
+  for (int sync = 1; sync >= 0; --sync)
+    for (int launch = 0; launch < 4; ++launch) {
+      ASSERT_EQ(cudaMemset(cell, 0, sizeof(int)), cudaSuccess);
+      LRLAB_LAUNCH(1, 64, nullptr, publish)(cell, d, sync == 1);
+      for (int x : download(d, 64)) {
+        if (sync) ASSERT_EQ(x, 7) << "with the barrier, launch " << launch;
+        wrong = wrong || x != 7;
+      }
+    }
+  EXPECT_TRUE(wrong);
+  cudaFree(cell);
+  cudaFree(d);
+}
+
+TEST(EmulatorKernels, WarpShuffleAndBlockReduceSum) {
+  float* out = device_alloc<float>(2);
+  LRLAB_LAUNCH(1, 64, nullptr, warp_sum)(out);
+  const std::vector<float> w = download(out, 2);
+  EXPECT_EQ(w[0], 496.0f);         // 0 + ... + 31
+  EXPECT_EQ(w[1], 496.0f + 1024);  // 32 + ... + 63
+  std::vector<float> ones(64, 1.0f);
+  float* in = device_alloc<float>(64);
+  ASSERT_EQ(cudaMemcpy(in, ones.data(), 64 * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  LRLAB_LAUNCH(1, 64, nullptr, block_sum)(in, out);
+  EXPECT_EQ(download(out, 1)[0], 64.0f);
+  cudaFree(in);
+  cudaFree(out);
+}
+
+using EmulatorFaults = ::testing::Test;
+
+TEST(EmulatorFaults, ABarrierThatReturnedThreadsMiss) {
+  int* d = device_alloc<int>(32);
+  EXPECT_DEATH(LRLAB_LAUNCH(1, 32, nullptr, early_return_then_barrier)(d), "threads which already returned");
+  cudaFree(d);
+}
+
+TEST(EmulatorFaults, AHostPointerGivenToAKernel) {
+  std::vector<int> host(8);
+  EXPECT_DEATH(LRLAB_LAUNCH(1, 8, nullptr, fill_index)(host.data(), 8), "argument 0 is not device memory");
+}
+
+TEST(EmulatorFaults, ADestroyedStream) {
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
+  EXPECT_DEATH(cudaStreamSynchronize(s), "destroyed");
+}
+
+TEST(EmulatorFaults, AGemmOperandPastItsAllocation) {
+  cublasHandle_t h = nullptr;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  float* a = device_alloc<float>(4 * 4);
+  float* c = device_alloc<float>(4 * 4);
+  const float one = 1, zero = 0;
+  // 4 x 5 times 5 x 4 reads a fifth column of A that is not there.
+  EXPECT_DEATH(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 5, &one, a, 4, c, 5, &zero, c, 4), "operand A");
+  EXPECT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, a, 3, a, 4, &zero, c, 4),
+            CUBLAS_STATUS_INVALID_VALUE);  // lda below the rows of A
+  cudaFree(a);
+  cudaFree(c);
+  cublasDestroy(h);
+}
+
+TEST(EmulatorMemory, CopiesMustMatchTheirKindAndStayInBounds) {
+  float* d = device_alloc<float>(8);
+  std::vector<float> h(16);
+  EXPECT_EQ(cudaMemcpy(d, h.data(), 8 * sizeof(float), cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(d, h.data(), 16 * sizeof(float), cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(d, h.data(), 8 * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  (void)cudaGetLastError();
+  cudaFree(d);
+}
+
+TEST(EmulatorMemory, RunningOutIsAnAllocationError) {
+  size_t free_bytes = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total), cudaSuccess);
+  void* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, free_bytes + 1), cudaErrorMemoryAllocation);
+  EXPECT_EQ(p, nullptr);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorMemoryAllocation);
+}
+
+TEST(EmulatorCub, ScratchSizedForASmallerProblemIsRefused) {
+  const int n = 100000;
+  float* in = device_alloc<float>(n);
+  float* out = device_alloc<float>(1);
+  size_t small = 0, big = 0;
+  ASSERT_EQ(cub::DeviceReduce::Reduce(nullptr, small, in, out, 10, std::plus<float>{}, 0.0f), cudaSuccess);
+  ASSERT_EQ(cub::DeviceReduce::Reduce(nullptr, big, in, out, n, std::plus<float>{}, 0.0f), cudaSuccess);
+  ASSERT_LT(small, big);
+  char* scratch = device_alloc<char>(small);
+  EXPECT_EQ(cub::DeviceReduce::Reduce(scratch, small, in, out, n, std::plus<float>{}, 0.0f), cudaErrorInvalidValue);
+  cudaFree(scratch);
+  cudaFree(in);
+  cudaFree(out);
+}
+
+TEST(EmulatorCapture, GraphsReplayWithTheArgumentsOfTheirCapture) {
+  Stream st;
+  const int n = 8;
+  int* d = device_alloc<int>(n);
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t e = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(st.s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  int count = n;
+  LRLAB_LAUNCH(1, 32, st.s, fill_index)(d, count);
+  count = 0;  // the launch took its value already
+  ASSERT_EQ(cudaStreamEndCapture(st.s, &g), cudaSuccess);
+  for (int x : download(d, n)) EXPECT_EQ(x, -1) << "nothing runs during capture (fresh memory is all ones)";
+  ASSERT_EQ(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(e, st.s), cudaSuccess);
+  const std::vector<int> v = download(d, n);
+  for (int i = 0; i < n; ++i) EXPECT_EQ(v[i], i);
+  cudaGraphExecDestroy(e);
+  cudaGraphDestroy(g);
+  cudaFree(d);
+}
+
+// Synchronising or allocating while capturing fails and invalidates the capture; the stream then
+// refuses work until the capture ends, and ending it reports the invalidation.
+TEST(EmulatorCapture, ForbiddenCallsInvalidateTheCapture) {
+  Stream st;
+  int* d = device_alloc<int>(4);
+  for (int what = 0; what < 3; ++what) {
+    ASSERT_EQ(cudaStreamBeginCapture(st.s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    void* p = nullptr;
+    std::vector<int> h(4);
+    const cudaError_t err = what == 0   ? cudaStreamSynchronize(st.s)
+                            : what == 1 ? cudaMalloc(&p, 16)
+                                        : cudaMemcpyAsync(h.data(), d, 16, cudaMemcpyDeviceToHost, st.s);
+    EXPECT_EQ(err, cudaErrorStreamCaptureUnsupported) << what;
+    EXPECT_EQ(cudaMemsetAsync(d, 0, 16, st.s), cudaErrorStreamCaptureInvalidated) << what;
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    EXPECT_EQ(cudaStreamIsCapturing(st.s, &status), cudaSuccess);
+    EXPECT_EQ(status, cudaStreamCaptureStatusInvalidated);
+    cudaGraph_t g = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(st.s, &g), cudaErrorStreamCaptureInvalidated) << what;
+    EXPECT_EQ(g, nullptr);
+    (void)cudaGetLastError();
+  }
+  cudaFree(d);
+}
+
+TEST(EmulatorCapture, GemmsNeedAWorkspaceSetAfterTheStream) {
+  Stream st;
+  cublasHandle_t h = nullptr;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  void* ws = nullptr;
+  ASSERT_EQ(cudaMalloc(&ws, 1 << 20), cudaSuccess);
+  ASSERT_EQ(cublasSetWorkspace(h, ws, 1 << 20), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasSetStream(h, st.s), CUBLAS_STATUS_SUCCESS);  // resets the workspace
+  float* a = device_alloc<float>(16);
+  const float one = 1, zero = 0;
+  ASSERT_EQ(cudaStreamBeginCapture(st.s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  EXPECT_DEATH(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, a, 4, a, 4, &zero, a, 4), "workspace");
+  cudaGraph_t g = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(st.s, &g), cudaSuccess);
+  cudaGraphDestroy(g);
+  cudaFree(a);
+  cudaFree(ws);
+  cublasDestroy(h);
+}
+
+TEST(EmulatorCounters, SynchronisationsAndCopiesToTheHostAreWaits) {
+  Stream st;
+  int* d = device_alloc<int>(4);
+  std::vector<int> h(4);
+  const lrlab_emu::Counters a = lrlab_emu::counters();
+  ASSERT_EQ(cudaMemcpyAsync(d, h.data(), 16, cudaMemcpyHostToDevice, st.s), cudaSuccess);  // staged, no wait
+  ASSERT_EQ(cudaMemcpyAsync(d + 2, d, 8, cudaMemcpyDeviceToDevice, st.s), cudaSuccess);
+  const lrlab_emu::Counters b = lrlab_emu::counters();
+  EXPECT_EQ(b.host_waits, a.host_waits);
+  EXPECT_EQ(b.direct_work, a.direct_work + 2);
+  ASSERT_EQ(cudaMemcpyAsync(h.data(), d, 16, cudaMemcpyDeviceToHost, st.s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(st.s), cudaSuccess);
+  EXPECT_EQ(lrlab_emu::counters().host_waits, b.host_waits + 2);
+  cudaFree(d);
+}
+
+}  // namespace
