@@ -202,11 +202,13 @@ run_ctest() {
 
 # The tests of training, sweeps and range tests (resuming bit for bit, the guard, plateau, halving,
 # the reports), which the suite runs on the CPU, again on the GPU (tests/test_util.hpp,
-# test_device(); the same list as LRLAB_DEVICE_TESTS in tests/CMakeLists.txt).
+# test_device(); the list is LRLAB_DEVICE_TESTS in tests/CMakeLists.txt).
 run_loop_tests_cuda() {
-  local log=$STATE/loop_tests.out rc
-  (cd "$BUILD/tests" && LRLAB_TEST_DEVICE=cuda OMP_NUM_THREADS=2 \
-    ./lrlab_tests --gtest_filter='Train.*:Sweep.*:SweepResults.*:SweepReport.*:LrFinder.*:-*Cli*') 2>&1 | tee "$log"
+  local log=$STATE/loop_tests.out rc filter
+  filter=$(sed -n 's/^set(LRLAB_DEVICE_TESTS "\(.*\)")$/\1/p' "$ROOT/tests/CMakeLists.txt")
+  [[ -n $filter ]] || { echo "LRLAB_DEVICE_TESTS not found in tests/CMakeLists.txt"; exit 1; }
+  (cd "$BUILD/tests" && LRLAB_TEST_DEVICE=cuda OMP_NUM_THREADS=2 ./lrlab_tests --gtest_filter="$filter") 2>&1 |
+    tee "$log"
   rc=${PIPESTATUS[0]}
   figure "$(grep -oE '\[  PASSED  \] [0-9]+ tests?|[0-9]+ FAILED TESTS?' "$log" | tail -n1)"
   exit "$rc"

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../../kernels/launch.cuh"
+#include "gpu.hpp"
 
 namespace {
 
@@ -59,12 +60,6 @@ __global__ void block_sum(const float* in, float* out) {
   const float total = Reduce(tmp).Sum(in[threadIdx.x]);
   if (threadIdx.x == 0) *out = total;
 }
-
-struct Stream {
-  cudaStream_t s = nullptr;
-  Stream() { EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess); }
-  ~Stream() { cudaStreamDestroy(s); }
-};
 
 TEST(EmulatorKernels, GridsAndBlocksCoverEveryThread) {
   const int n = 1000;
@@ -197,19 +192,19 @@ TEST(EmulatorCub, ScratchSizedForASmallerProblemIsRefused) {
 }
 
 TEST(EmulatorCapture, GraphsReplayWithTheArgumentsOfTheirCapture) {
-  Stream st;
+  const TestStream st;
   const int n = 8;
   int* d = device_alloc<int>(n);
   cudaGraph_t g = nullptr;
   cudaGraphExec_t e = nullptr;
-  ASSERT_EQ(cudaStreamBeginCapture(st.s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(st.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
   int count = n;
-  LRLAB_LAUNCH(1, 32, st.s, fill_index)(d, count);
+  LRLAB_LAUNCH(1, 32, st.get(), fill_index)(d, count);
   count = 0;  // the launch took its value already
-  ASSERT_EQ(cudaStreamEndCapture(st.s, &g), cudaSuccess);
+  ASSERT_EQ(cudaStreamEndCapture(st.get(), &g), cudaSuccess);
   for (int x : download(d, n)) EXPECT_EQ(x, -1) << "nothing runs during capture (fresh memory is all ones)";
   ASSERT_EQ(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
-  ASSERT_EQ(cudaGraphLaunch(e, st.s), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(e, st.get()), cudaSuccess);
   const std::vector<int> v = download(d, n);
   for (int i = 0; i < n; ++i) EXPECT_EQ(v[i], i);
   cudaGraphExecDestroy(e);
@@ -220,22 +215,22 @@ TEST(EmulatorCapture, GraphsReplayWithTheArgumentsOfTheirCapture) {
 // Synchronising or allocating while capturing fails and invalidates the capture; the stream then
 // refuses work until the capture ends, and ending it reports the invalidation.
 TEST(EmulatorCapture, ForbiddenCallsInvalidateTheCapture) {
-  Stream st;
+  const TestStream st;
   int* d = device_alloc<int>(4);
   for (int what = 0; what < 3; ++what) {
-    ASSERT_EQ(cudaStreamBeginCapture(st.s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    ASSERT_EQ(cudaStreamBeginCapture(st.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
     void* p = nullptr;
     std::vector<int> h(4);
-    const cudaError_t err = what == 0   ? cudaStreamSynchronize(st.s)
+    const cudaError_t err = what == 0   ? cudaStreamSynchronize(st.get())
                             : what == 1 ? cudaMalloc(&p, 16)
-                                        : cudaMemcpyAsync(h.data(), d, 16, cudaMemcpyDeviceToHost, st.s);
+                                        : cudaMemcpyAsync(h.data(), d, 16, cudaMemcpyDeviceToHost, st.get());
     EXPECT_EQ(err, cudaErrorStreamCaptureUnsupported) << what;
-    EXPECT_EQ(cudaMemsetAsync(d, 0, 16, st.s), cudaErrorStreamCaptureInvalidated) << what;
+    EXPECT_EQ(cudaMemsetAsync(d, 0, 16, st.get()), cudaErrorStreamCaptureInvalidated) << what;
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    EXPECT_EQ(cudaStreamIsCapturing(st.s, &status), cudaSuccess);
+    EXPECT_EQ(cudaStreamIsCapturing(st.get(), &status), cudaSuccess);
     EXPECT_EQ(status, cudaStreamCaptureStatusInvalidated);
     cudaGraph_t g = nullptr;
-    EXPECT_EQ(cudaStreamEndCapture(st.s, &g), cudaErrorStreamCaptureInvalidated) << what;
+    EXPECT_EQ(cudaStreamEndCapture(st.get(), &g), cudaErrorStreamCaptureInvalidated) << what;
     EXPECT_EQ(g, nullptr);
     (void)cudaGetLastError();
   }
@@ -243,37 +238,71 @@ TEST(EmulatorCapture, ForbiddenCallsInvalidateTheCapture) {
 }
 
 TEST(EmulatorCapture, GemmsNeedAWorkspaceSetAfterTheStream) {
-  Stream st;
+  const TestStream st;
   cublasHandle_t h = nullptr;
   ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
   void* ws = nullptr;
   ASSERT_EQ(cudaMalloc(&ws, 1 << 20), cudaSuccess);
   ASSERT_EQ(cublasSetWorkspace(h, ws, 1 << 20), CUBLAS_STATUS_SUCCESS);
-  ASSERT_EQ(cublasSetStream(h, st.s), CUBLAS_STATUS_SUCCESS);  // resets the workspace
+  ASSERT_EQ(cublasSetStream(h, st.get()), CUBLAS_STATUS_SUCCESS);  // resets the workspace
   float* a = device_alloc<float>(16);
   const float one = 1, zero = 0;
-  ASSERT_EQ(cudaStreamBeginCapture(st.s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(st.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
   EXPECT_DEATH(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, a, 4, a, 4, &zero, a, 4), "workspace");
   cudaGraph_t g = nullptr;
-  ASSERT_EQ(cudaStreamEndCapture(st.s, &g), cudaSuccess);
+  ASSERT_EQ(cudaStreamEndCapture(st.get(), &g), cudaSuccess);
   cudaGraphDestroy(g);
   cudaFree(a);
   cudaFree(ws);
   cublasDestroy(h);
 }
 
+// Work for the legacy stream would wait for a blocking stream that is capturing: refused, and the
+// capture is lost.
+TEST(EmulatorCapture, LegacyStreamWorkDuringABlockingCaptureIsRefused) {
+  cudaStream_t blocking = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&blocking), cudaSuccess);
+  int* d = device_alloc<int>(4);
+  ASSERT_EQ(cudaStreamBeginCapture(blocking, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  EXPECT_EQ(cudaMemsetAsync(d, 0, 16, nullptr), cudaErrorStreamCaptureImplicit);
+  cudaGraph_t g = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(blocking, &g), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  // A non-blocking stream's capture leaves the legacy stream free.
+  const TestStream other;
+  ASSERT_EQ(cudaStreamBeginCapture(other.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  EXPECT_EQ(cudaMemsetAsync(d, 0, 16, nullptr), cudaSuccess);
+  ASSERT_EQ(cudaStreamEndCapture(other.get(), &g), cudaSuccess);
+  cudaGraphDestroy(g);
+  cudaFree(d);
+  cudaStreamDestroy(blocking);
+}
+
+TEST(EmulatorFaults, BatchedGemmOutputsThatOverlap) {
+  cublasHandle_t h = nullptr;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  float* a = device_alloc<float>(64);
+  const float one = 1, zero = 0;
+  // Two 4 x 4 outputs 8 floats apart share their last two columns.
+  EXPECT_DEATH(cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, a, 4, 0, a, 4, 0, &zero, a, 4, 8,
+                                         2),
+               "overlap");
+  cudaFree(a);
+  cublasDestroy(h);
+}
+
 TEST(EmulatorCounters, SynchronisationsAndCopiesToTheHostAreWaits) {
-  Stream st;
+  const TestStream st;
   int* d = device_alloc<int>(4);
   std::vector<int> h(4);
   const lrlab_emu::Counters a = lrlab_emu::counters();
-  ASSERT_EQ(cudaMemcpyAsync(d, h.data(), 16, cudaMemcpyHostToDevice, st.s), cudaSuccess);  // staged, no wait
-  ASSERT_EQ(cudaMemcpyAsync(d + 2, d, 8, cudaMemcpyDeviceToDevice, st.s), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(d, h.data(), 16, cudaMemcpyHostToDevice, st.get()), cudaSuccess);  // staged, no wait
+  ASSERT_EQ(cudaMemcpyAsync(d + 2, d, 8, cudaMemcpyDeviceToDevice, st.get()), cudaSuccess);
   const lrlab_emu::Counters b = lrlab_emu::counters();
   EXPECT_EQ(b.host_waits, a.host_waits);
   EXPECT_EQ(b.direct_work, a.direct_work + 2);
-  ASSERT_EQ(cudaMemcpyAsync(h.data(), d, 16, cudaMemcpyDeviceToHost, st.s), cudaSuccess);
-  ASSERT_EQ(cudaStreamSynchronize(st.s), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(h.data(), d, 16, cudaMemcpyDeviceToHost, st.get()), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(st.get()), cudaSuccess);
   EXPECT_EQ(lrlab_emu::counters().host_waits, b.host_waits + 2);
   cudaFree(d);
 }
