@@ -1,8 +1,8 @@
 // lrlab's device emulator: runs the CUDA backend's host code and kernels on the CPU, so that the GPU
 // tests exercise them on a machine with no GPU. Kernels run block after block on the calling host
 // thread, each thread of a block a fiber that yields at barriers (__syncthreads, warp shuffles,
-// cub::BlockReduce). Streams execute their work when it is submitted, except while they capture a
-// graph. What it checks and what it cannot: README.md beside this file.
+// cub::BlockReduce). Streams queue their work and run it only when the host waits for it (or while
+// they capture a graph, record it). What it checks and what it cannot: README.md beside this file.
 #include <cblas.h>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -13,12 +13,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +34,15 @@ __thread dim3 gridDim;
 
 namespace lrlab_emu {
 
+struct Stream;
+
+// A piece of work queued on a stream, and the work of other streams it must wait for: the legacy
+// stream's implicit synchronisation with blocking streams, taken when the work is submitted.
+struct Item {
+  std::function<void()> work;
+  std::vector<std::pair<std::shared_ptr<Stream>, uint64_t>> after;  // (stream, items of it done first)
+};
+
 struct Stream {
   unsigned flags = 0;
   std::atomic<bool> capturing{false};
@@ -41,13 +51,26 @@ struct Stream {
   std::thread::id capturer;
   std::mutex record;  // relaxed captures may be fed from several threads
   std::vector<std::function<void()>> captured;
+
+  // The queue. Work runs in order, on whichever host thread first needs it done; `running` keeps a
+  // second thread from starting the next item before the current one has finished.
+  std::mutex queue;
+  std::condition_variable finished;
+  std::deque<Item> pending;
+  std::atomic<uint64_t> submitted{0};
+  uint64_t done = 0;
+  bool running = false;
 };
 
+// A graph's work is shared with the launches still queued when the graph is destroyed.
 struct Graph {
-  std::vector<std::function<void()>> work;
+  std::shared_ptr<const std::vector<std::function<void()>>> work;
 };
 
 struct Event {
+  std::shared_ptr<Stream> stream;  // where it was last recorded, and as which item
+  uint64_t item = 0;
+  std::atomic<bool> reached{false};
   std::chrono::steady_clock::time_point at;
 };
 
@@ -60,11 +83,6 @@ namespace {
 
 thread_local cudaError_t tl_last_error = cudaSuccess;
 thread_local Counters tl_counters;
-
-cudaError_t host_wait() {
-  ++tl_counters.host_waits;
-  return cudaSuccess;
-}
 
 cudaError_t fail(cudaError_t err) {
   tl_last_error = err;
@@ -124,20 +142,71 @@ bool touches_device(const void* p, size_t bytes) {
 }
 
 // ---- Streams and capture.
-Stream legacy_stream;
+const std::shared_ptr<Stream> legacy_stream = std::make_shared<Stream>();
 std::mutex capture_mutex;
 std::vector<Stream*> active_captures;
 
+// Streams are owned by this map while they live, and by the queued work that waits for them after.
 std::mutex streams_mutex;
-std::set<const Stream*> live_streams;
+std::map<const Stream*, std::shared_ptr<Stream>> live_streams;
 
 // A destroyed stream's handle is dangling; using it is a fault rather than whatever it would do on
 // a GPU.
-Stream* resolve(cudaStream_t s) {
-  if (!s) return &legacy_stream;
+std::shared_ptr<Stream> owner(cudaStream_t s) {
+  if (!s) return legacy_stream;
   std::lock_guard<std::mutex> lock(streams_mutex);
-  if (!live_streams.count(s)) fault("use of a stream that was never created or is destroyed");
-  return s;
+  auto it = live_streams.find(s);
+  if (it == live_streams.end()) fault("use of a stream that was never created or is destroyed");
+  return it->second;
+}
+Stream* resolve(cudaStream_t s) { return s ? owner(s).get() : legacy_stream.get(); }
+
+bool eager() {
+  static const bool on = env_int("LRLAB_EMULATOR_EAGER", 0) > 0;
+  return on;
+}
+
+// Runs the stream's queued work until `upto` of its items have finished, first the work of other
+// streams that each item waits for. An item waits only for work submitted before it, so two host
+// threads draining streams that wait for each other cannot deadlock.
+void drain(Stream& s, uint64_t upto) {
+  std::unique_lock<std::mutex> lock(s.queue);
+  while (s.done < upto) {
+    if (s.running) {
+      s.finished.wait(lock);
+      continue;
+    }
+    Item item = std::move(s.pending.front());
+    s.pending.pop_front();
+    s.running = true;
+    lock.unlock();
+    for (const auto& [other, n] : item.after) drain(*other, n);
+    item.work();
+    item = Item{};
+    lock.lock();
+    s.running = false;
+    ++s.done;
+    s.finished.notify_all();
+  }
+}
+
+// The host waits for everything submitted to the stream so far.
+cudaError_t wait_for(Stream& s) {
+  ++tl_counters.host_waits;
+  drain(s, s.submitted);
+  return cudaSuccess;
+}
+
+// The host waits for every stream.
+cudaError_t wait_for_device() {
+  ++tl_counters.host_waits;
+  std::vector<std::shared_ptr<Stream>> all{legacy_stream};
+  {
+    std::lock_guard<std::mutex> lock(streams_mutex);
+    for (const auto& entry : live_streams) all.push_back(entry.second);
+  }
+  for (const auto& s : all) drain(*s, s->submitted);
+  return cudaSuccess;
 }
 
 // CUDA forbids calls that could synchronise with a stream being captured: from the capturing thread
@@ -400,8 +469,13 @@ void check_kernel_pointer(const void* p, size_t argument) {
   fault(msg.c_str());
 }
 
-cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
-  Stream* s = resolve(stream);
+namespace {
+
+// Queues work on the stream (or records it, while the stream captures). `counter` counts it for
+// counters(); `index`, when given, receives how many items of the stream must finish for it to be done.
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, long long Counters::*counter,
+                    uint64_t* index = nullptr) {
+  const std::shared_ptr<Stream> s = owner(stream);
   if (s->capturing) {
     // After a capture is invalidated, the stream refuses work until the capture ends.
     if (s->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
@@ -409,21 +483,45 @@ cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
     s->captured.push_back(std::move(work));
     return cudaSuccess;
   }
-  // The legacy stream synchronises with every blocking stream: work for it while a blocking stream
-  // captures would join the capture implicitly, which CUDA refuses (and invalidates the capture).
-  if (s == &legacy_stream) {
-    std::lock_guard<std::mutex> lock(capture_mutex);
-    bool implicit = false;
-    for (Stream* c : active_captures)
-      if (!(c->flags & cudaStreamNonBlocking)) {
-        c->invalidated = true;
-        implicit = true;
-      }
-    if (implicit) return fail(cudaErrorStreamCaptureImplicit);
+  Item item{std::move(work), {}};
+  if (s == legacy_stream) {
+    // The legacy stream synchronises with every blocking stream: work for it while a blocking
+    // stream captures would join the capture implicitly, which CUDA refuses (and invalidates the
+    // capture).
+    {
+      std::lock_guard<std::mutex> lock(capture_mutex);
+      bool implicit = false;
+      for (Stream* c : active_captures)
+        if (!(c->flags & cudaStreamNonBlocking)) {
+          c->invalidated = true;
+          implicit = true;
+        }
+      if (implicit) return fail(cudaErrorStreamCaptureImplicit);
+    }
+    // It starts after the work already submitted to blocking streams...
+    std::lock_guard<std::mutex> lock(streams_mutex);
+    for (const auto& entry : live_streams)
+      if (!(entry.second->flags & cudaStreamNonBlocking)) item.after.emplace_back(entry.second, entry.second->submitted);
+  } else if (!(s->flags & cudaStreamNonBlocking)) {
+    // ... and work for a blocking stream starts after the legacy stream's.
+    item.after.emplace_back(legacy_stream, legacy_stream->submitted);
   }
-  ++tl_counters.direct_work;
-  work();
+  ++(tl_counters.*counter);
+  uint64_t n = 0;
+  {
+    std::lock_guard<std::mutex> lock(s->queue);
+    s->pending.push_back(std::move(item));
+    n = ++s->submitted;
+  }
+  if (index) *index = n;
+  if (eager()) drain(*s, n);
   return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
+  return enqueue(stream, std::move(work), &Counters::direct_work);
 }
 
 void invalidate_capture(cudaStream_t stream) {
@@ -532,6 +630,7 @@ const char* cudaGetErrorName(cudaError_t err) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
@@ -548,6 +647,7 @@ const char* cudaGetErrorString(cudaError_t err) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNotReady: return "device not ready";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorIllegalState: return "operation not permitted in the current state";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
@@ -587,7 +687,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 cudaError_t cudaFree(void* ptr) {
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
   if (!ptr) return cudaSuccess;
-  host_wait();  // freeing synchronises the device
+  wait_for_device();  // freeing synchronises the device, so no queued work still uses the memory
   {
     std::lock_guard<std::mutex> lock(mem_mutex);
     auto it = allocations.find(reinterpret_cast<uintptr_t>(ptr));
@@ -633,23 +733,34 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   if (bytes == 0) return cudaSuccess;
   if (!dst || !src || !copy_ok(dst, src, bytes, kind)) return fail(cudaErrorInvalidValue);
   Stream* s = resolve(stream);
-  const bool host_side = !in_allocation(dst, bytes) || !in_allocation(src, bytes);
+  const bool from_host = !in_allocation(src, bytes), to_host = !in_allocation(dst, bytes);
   // All host memory here is pageable: a graph cannot hold a copy to or from it, and the copy would
   // have to synchronise, so CUDA refuses it during capture.
-  if (host_side && s->capturing) {
+  if ((from_host || to_host) && s->capturing) {
     s->invalidated = true;
     return fail(cudaErrorStreamCaptureUnsupported);
   }
+  std::function<void()> work;
+  if (from_host) {
+    // Pageable memory is staged when the call is made: the caller may reuse it at once, and the
+    // device writes what it held then.
+    auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
+                                                               static_cast<const unsigned char*>(src) + bytes);
+    work = [=]() { std::memcpy(dst, staged->data(), bytes); };
+  } else {
+    work = [=]() { std::memmove(dst, src, bytes); };
+  }
+  const cudaError_t err = submit(stream, std::move(work));
   // A copy to pageable host memory returns when it is done: the host waits for the stream.
-  if (!in_allocation(dst, bytes)) host_wait();
-  return submit(stream, [=]() { std::memmove(dst, src, bytes); });
+  if (err != cudaSuccess || !to_host) return err;
+  return wait_for(*s);
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
-  // From pageable host memory the copy waits for the stream first; device to device it does not
-  // wait at all; to the host it waits (counted in cudaMemcpyAsync).
-  if (in_allocation(dst, bytes) && !in_allocation(src, bytes)) host_wait();
+  // From pageable host memory the copy waits for the legacy stream first (and returns once its source
+  // is staged); device to device it does not wait at all; to the host it waits (in cudaMemcpyAsync).
+  if (in_allocation(dst, bytes) && !in_allocation(src, bytes)) wait_for(*legacy_stream);
   return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
 }
 
@@ -671,26 +782,30 @@ cudaError_t cudaDeviceSynchronize() {
     for (Stream* s : active_captures) s->invalidated = true;
     if (!active_captures.empty()) return fail(cudaErrorStreamCaptureUnsupported);
   }
-  return host_wait();
+  return wait_for_device();
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   if (!stream) return fail(cudaErrorInvalidValue);
-  *stream = new Stream;
-  (*stream)->flags = flags;
+  auto s = std::make_shared<Stream>();
+  s->flags = flags;
+  *stream = s.get();
   std::lock_guard<std::mutex> lock(streams_mutex);
-  live_streams.insert(*stream);
+  live_streams.emplace(s.get(), std::move(s));
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (!stream) return fail(cudaErrorInvalidResourceHandle);
-  if (resolve(stream)->capturing) return fail(cudaErrorIllegalState);
+  const std::shared_ptr<Stream> s = owner(stream);
+  if (s->capturing) return fail(cudaErrorIllegalState);
   {
     std::lock_guard<std::mutex> lock(streams_mutex);
     live_streams.erase(stream);
   }
-  delete stream;
+  // CUDA returns at once and finishes the stream's work on its own; finishing it now is one of the
+  // orders that allows.
+  drain(*s, s->submitted);
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
@@ -699,7 +814,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     s->invalidated = true;
     return fail(cudaErrorStreamCaptureUnsupported);
   }
-  return capture_forbids() ? fail(cudaErrorStreamCaptureUnsupported) : host_wait();
+  return capture_forbids() ? fail(cudaErrorStreamCaptureUnsupported) : wait_for(*s);
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
@@ -729,7 +844,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   std::vector<std::function<void()>> work = std::move(stream->captured);
   stream->captured.clear();
   if (stream->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
-  *graph = new Graph{std::move(work)};
+  *graph = new Graph{std::make_shared<const std::vector<std::function<void()>>>(std::move(work))};
   return cudaSuccess;
 }
 
@@ -748,20 +863,13 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (!exec) return fail(cudaErrorInvalidValue);
-  const Graph* g = exec;
-  Stream* s = resolve(stream);
-  auto replay = [g]() {
-    for (const auto& w : g->work) w();
-  };
-  if (s->capturing) {
-    if (s->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
-    std::lock_guard<std::mutex> lock(s->record);
-    s->captured.push_back(replay);
-  } else {
-    ++tl_counters.graph_launches;
-    replay();
-  }
-  return cudaSuccess;
+  auto work = exec->work;
+  return enqueue(
+      stream,
+      [work]() {
+        for (const auto& w : *work) w();
+      },
+      &Counters::graph_launches);
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
   delete graph;
@@ -783,14 +891,32 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
-  return submit(stream, [event]() { event->at = std::chrono::steady_clock::now(); });
+  const std::shared_ptr<Stream> s = owner(stream);
+  uint64_t index = 0;
+  event->reached = false;
+  const cudaError_t err = enqueue(
+      stream,
+      [event]() {
+        event->at = std::chrono::steady_clock::now();
+        event->reached = true;
+      },
+      &Counters::direct_work, &index);
+  if (err == cudaSuccess && index) {
+    event->stream = s;
+    event->item = index;
+  }
+  return err;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
-  return capture_forbids() ? fail(cudaErrorStreamCaptureUnsupported) : host_wait();
+  if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  ++tl_counters.host_waits;
+  if (event->stream) drain(*event->stream, event->item);
+  return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms || !start || !end) return fail(cudaErrorInvalidValue);
+  if (!start->reached || !end->reached) return fail(cudaErrorNotReady);
   *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
   return cudaSuccess;
 }

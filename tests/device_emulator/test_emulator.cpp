@@ -126,7 +126,12 @@ using EmulatorFaults = ::testing::Test;
 
 TEST(EmulatorFaults, ABarrierThatReturnedThreadsMiss) {
   int* d = device_alloc<int>(32);
-  EXPECT_DEATH(LRLAB_LAUNCH(1, 32, nullptr, early_return_then_barrier)(d), "threads which already returned");
+  EXPECT_DEATH(
+      {
+        LRLAB_LAUNCH(1, 32, nullptr, early_return_then_barrier)(d);
+        cudaDeviceSynchronize();
+      },
+      "threads which already returned");
   cudaFree(d);
 }
 
@@ -191,6 +196,92 @@ TEST(EmulatorCub, ScratchSizedForASmallerProblemIsRefused) {
   cudaFree(out);
 }
 
+// Streams run their work only when the host waits for it, so code that reads results it did not
+// wait for sees what the memory held before.
+TEST(EmulatorStreams, WorkRunsOnlyOnceTheHostWaitsForIt) {
+  const TestStream st;  // non-blocking: the legacy stream does not wait for it
+  const int n = 64;
+  int* d = device_alloc<int>(n);
+  LRLAB_LAUNCH(1, n, st.get(), fill_index)(d, n);
+  for (int x : download(d, n)) ASSERT_EQ(x, -1) << "a copy on the legacy stream ran before the kernel";
+  st.sync();
+  const std::vector<int> v = download(d, n);
+  for (int i = 0; i < n; ++i) ASSERT_EQ(v[i], i);
+  cudaFree(d);
+}
+
+TEST(EmulatorStreams, BlockingStreamsAndTheLegacyStreamWaitForEachOther) {
+  cudaStream_t blocking = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&blocking), cudaSuccess);
+  const int n = 64;
+  int* d = device_alloc<int>(n);
+  LRLAB_LAUNCH(1, n, blocking, fill_index)(d, n);
+  std::vector<int> v = download(d, n);  // the legacy stream's copy waits for the kernel
+  for (int i = 0; i < n; ++i) ASSERT_EQ(v[i], i);
+  ASSERT_EQ(cudaMemsetAsync(d, 0, n * sizeof(int), nullptr), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(v.data(), d, n * sizeof(int), cudaMemcpyDeviceToHost, blocking), cudaSuccess);
+  for (int x : v) ASSERT_EQ(x, 0) << "the blocking stream's copy did not wait for the legacy stream";
+  cudaFree(d);
+  ASSERT_EQ(cudaStreamDestroy(blocking), cudaSuccess);
+}
+
+TEST(EmulatorStreams, PageableSourcesAreStagedWhenTheCopyIsMade) {
+  const TestStream st;
+  int* d = device_alloc<int>(4);
+  std::vector<int> h = {1, 2, 3, 4};
+  ASSERT_EQ(cudaMemcpyAsync(d, h.data(), 4 * sizeof(int), cudaMemcpyHostToDevice, st.get()), cudaSuccess);
+  h.assign(4, 99);
+  st.sync();
+  EXPECT_EQ(download(d, 4), (std::vector<int>{1, 2, 3, 4}));
+  cudaFree(d);
+}
+
+TEST(EmulatorStreams, EventsMarkAPointInTheirStream) {
+  const TestStream st;
+  const int n = 32;
+  int* d = device_alloc<int>(n);
+  cudaEvent_t start = nullptr, end = nullptr;
+  ASSERT_EQ(cudaEventCreate(&start), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&end), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(start, st.get()), cudaSuccess);
+  LRLAB_LAUNCH(1, n, st.get(), fill_index)(d, n);
+  ASSERT_EQ(cudaEventRecord(end, st.get()), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(d, 0, n * sizeof(int), st.get()), cudaSuccess);  // after the event
+  float ms = 0;
+  EXPECT_EQ(cudaEventElapsedTime(&ms, start, end), cudaErrorNotReady);
+  (void)cudaGetLastError();
+  ASSERT_EQ(cudaEventSynchronize(end), cudaSuccess);
+  EXPECT_EQ(cudaEventElapsedTime(&ms, start, end), cudaSuccess);
+  const std::vector<int> v = download(d, n);
+  for (int i = 0; i < n; ++i) ASSERT_EQ(v[i], i) << "the wait went past the event";
+  st.sync();
+  for (int x : download(d, n)) ASSERT_EQ(x, 0);
+  cudaEventDestroy(start);
+  cudaEventDestroy(end);
+  cudaFree(d);
+}
+
+// Freeing memory waits for the whole device; a graph destroyed while its launch is queued still runs.
+TEST(EmulatorStreams, FreeingWaitsForEveryStreamAndQueuedGraphsOutliveTheirHandles) {
+  const TestStream st;
+  const int n = 32;
+  int* d = device_alloc<int>(n);
+  int* other = device_alloc<int>(1);
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t e = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(st.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  LRLAB_LAUNCH(1, n, st.get(), fill_index)(d, n);
+  ASSERT_EQ(cudaStreamEndCapture(st.get(), &g), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(e, st.get()), cudaSuccess);
+  cudaGraphExecDestroy(e);
+  cudaGraphDestroy(g);
+  cudaFree(other);
+  const std::vector<int> v = download(d, n);
+  for (int i = 0; i < n; ++i) ASSERT_EQ(v[i], i);
+  cudaFree(d);
+}
+
 TEST(EmulatorCapture, GraphsReplayWithTheArgumentsOfTheirCapture) {
   const TestStream st;
   const int n = 8;
@@ -205,6 +296,7 @@ TEST(EmulatorCapture, GraphsReplayWithTheArgumentsOfTheirCapture) {
   for (int x : download(d, n)) EXPECT_EQ(x, -1) << "nothing runs during capture (fresh memory is all ones)";
   ASSERT_EQ(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
   ASSERT_EQ(cudaGraphLaunch(e, st.get()), cudaSuccess);
+  st.sync();
   const std::vector<int> v = download(d, n);
   for (int i = 0; i < n; ++i) EXPECT_EQ(v[i], i);
   cudaGraphExecDestroy(e);

@@ -56,6 +56,7 @@ enum cudaError_t {
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorIllegalState = 401,
+  cudaErrorNotReady = 600,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
   cudaErrorStreamCaptureImplicit = 906,
@@ -173,9 +174,9 @@ inline int atomicAdd(int* address, int value) {
 
 namespace lrlab_emu {
 
-// Work for a stream: run now, or recorded into the graph the stream is capturing. An error (the
-// stream's capture was invalidated, or the work would join a capture implicitly) is also recorded
-// for cudaGetLastError, as for a launch.
+// Work for a stream: queued, to run when the host waits for it, or recorded into the graph the
+// stream is capturing. An error (the stream's capture was invalidated, or the work would join a
+// capture implicitly) is also recorded for cudaGetLastError, as for a launch.
 cudaError_t submit(cudaStream_t stream, std::function<void()> work);
 // Marks the capture under way on the stream, if any, as invalidated.
 void invalidate_capture(cudaStream_t stream);
