@@ -4,11 +4,17 @@
 // cub::BlockReduce). Streams queue their work and run it only when the host waits for it (or while
 // they capture a graph, record it). What it checks and what it cannot: README.md beside this file.
 #include <cblas.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#else
+#define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
 #endif
 
 #include <atomic>
@@ -20,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -122,6 +129,124 @@ size_t allocated = 0;
 // that fill the device) are left untouched.
 constexpr size_t kPoisonLimit = size_t{256} << 20;
 
+// Device memory lives in one reserved range of address space that is inaccessible except while
+// device work runs (or the emulator fills new memory), so host code that reads or writes through a
+// device pointer faults here as on a GPU. Allocations are taken from the top of what was ever used
+// for as long as the range lasts, so freed memory is not handed out again soon (ASan reports a kernel
+// using it); each is followed by an inaccessible red zone that ASan watches.
+constexpr size_t kAlign = 256;
+constexpr size_t kRedzone = 4096;
+
+struct Arena {
+  char* base = nullptr;
+  size_t span = 0;
+  size_t top = 0;                        // offsets below were handed out at least once
+  std::map<size_t, size_t> free_blocks;  // offset -> bytes, below top, coalesced
+};
+
+struct sigaction previous_segv;
+
+Arena& arena();
+
+// A fault inside the range is host code touching device memory. The handler says so and hands the
+// signal back to whoever handled it before (AddressSanitizer prints the stack), then the access
+// faults again.
+void on_segv(int, siginfo_t* info, void*) {
+  const Arena& a = arena();
+  const auto at = reinterpret_cast<uintptr_t>(info->si_addr), base = reinterpret_cast<uintptr_t>(a.base);
+  if (at >= base && at - base < a.span) {
+    static const char msg[] =
+        "lrlab device emulator: host code touched device memory (through a device pointer; that faults on a "
+        "GPU too)\n";
+    (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+  }
+  sigaction(SIGSEGV, &previous_segv, nullptr);
+}
+
+Arena& arena() {
+  static Arena a = [] {
+    Arena r;
+    for (size_t times : {16, 2}) {
+      r.span = times * emulated_memory();
+      void* p = mmap(nullptr, r.span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p != MAP_FAILED) {
+        r.base = static_cast<char*>(p);
+        break;
+      }
+    }
+    if (!r.base) fault("cannot reserve address space for the emulated device's memory");
+    struct sigaction act {};
+    act.sa_sigaction = on_segv;
+    act.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&act.sa_mask);
+    sigaction(SIGSEGV, &act, &previous_segv);
+    return r;
+  }();
+  return a;
+}
+
+// Under mem_mutex: the offset of `bytes` of the range, or nullopt.
+std::optional<size_t> arena_take(Arena& a, size_t bytes) {
+  if (a.span - a.top >= bytes) {
+    a.top += bytes;
+    return a.top - bytes;
+  }
+  for (auto it = a.free_blocks.begin(); it != a.free_blocks.end(); ++it) {
+    if (it->second < bytes) continue;
+    const size_t at = it->first, left = it->second - bytes;
+    a.free_blocks.erase(it);
+    if (left) a.free_blocks.emplace(at + bytes, left);
+    return at;
+  }
+  return std::nullopt;
+}
+
+// Under mem_mutex.
+void arena_give(Arena& a, size_t at, size_t bytes) {
+  auto next = a.free_blocks.lower_bound(at);
+  if (next != a.free_blocks.end() && next->first == at + bytes) {
+    bytes += next->second;
+    next = a.free_blocks.erase(next);
+  }
+  if (next != a.free_blocks.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == at) {
+      prev->second += bytes;
+      return;
+    }
+  }
+  a.free_blocks.emplace(at, bytes);
+}
+
+// While an object of this class lives on some thread, the range is accessible to all threads; the
+// count is of threads, so that device work nested in device work does not call mprotect again.
+std::mutex access_mutex;
+int access_holders = 0;
+thread_local int tl_access_depth = 0;
+
+class DeviceAccess {
+ public:
+  DeviceAccess() {
+    if (tl_access_depth++ == 0) change(+1);
+  }
+  ~DeviceAccess() {
+    if (--tl_access_depth == 0) change(-1);
+  }
+  DeviceAccess(const DeviceAccess&) = delete;
+  DeviceAccess& operator=(const DeviceAccess&) = delete;
+
+ private:
+  static void change(int by) {
+    std::lock_guard<std::mutex> lock(access_mutex);
+    const bool was_open = access_holders > 0;
+    access_holders += by;
+    if (was_open == (access_holders > 0)) return;
+    const Arena& a = arena();
+    if (mprotect(a.base, a.span, access_holders > 0 ? PROT_READ | PROT_WRITE : PROT_NONE) != 0)
+      fault("cannot change the protection of the emulated device's memory");
+  }
+};
+
 bool in_allocation(const void* p, size_t bytes) {
   const auto at = reinterpret_cast<uintptr_t>(p);
   std::lock_guard<std::mutex> lock(mem_mutex);
@@ -170,6 +295,7 @@ bool eager() {
 // streams that each item waits for. An item waits only for work submitted before it, so two host
 // threads draining streams that wait for each other cannot deadlock.
 void drain(Stream& s, uint64_t upto) {
+  std::optional<DeviceAccess> access;  // opened at the first item this call runs
   std::unique_lock<std::mutex> lock(s.queue);
   while (s.done < upto) {
     if (s.running) {
@@ -180,6 +306,7 @@ void drain(Stream& s, uint64_t upto) {
     s.pending.pop_front();
     s.running = true;
     lock.unlock();
+    if (!access) access.emplace();
     for (const auto& [other, n] : item.after) drain(*other, n);
     item.work();
     item = Item{};
@@ -663,23 +790,25 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
   *ptr = nullptr;
   if (bytes == 0) return cudaSuccess;
-  const size_t rounded = (bytes + 255) / 256 * 256;
+  Arena& a = arena();
+  const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  char* p = nullptr;
   {
     std::lock_guard<std::mutex> lock(mem_mutex);
     if (rounded > emulated_memory() - allocated) return fail(cudaErrorMemoryAllocation);
+    const std::optional<size_t> at = arena_take(a, rounded + kRedzone);
+    if (!at) return fail(cudaErrorMemoryAllocation);
     allocated += rounded;
+    p = a.base + *at;
+    // Exactly the bytes asked for are addressable, so that ASan reports any access past them.
+    ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+    ASAN_POISON_MEMORY_REGION(p + bytes, rounded + kRedzone - bytes);
+    allocations[reinterpret_cast<uintptr_t>(p)] = bytes;
   }
-  // Exactly the bytes asked for (at CUDA's alignment), so that ASan reports any access past them.
-  void* p = nullptr;
-  if (posix_memalign(&p, 256, bytes) != 0) p = nullptr;
-  if (!p) {
-    std::lock_guard<std::mutex> lock(mem_mutex);
-    allocated -= rounded;
-    return fail(cudaErrorMemoryAllocation);
+  if (bytes <= kPoisonLimit) {
+    const DeviceAccess access;
+    std::memset(p, 0xFF, bytes);
   }
-  if (bytes <= kPoisonLimit) std::memset(p, 0xFF, bytes);
-  std::lock_guard<std::mutex> lock(mem_mutex);
-  allocations[reinterpret_cast<uintptr_t>(p)] = bytes;
   *ptr = p;
   return cudaSuccess;
 }
@@ -688,14 +817,20 @@ cudaError_t cudaFree(void* ptr) {
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
   if (!ptr) return cudaSuccess;
   wait_for_device();  // freeing synchronises the device, so no queued work still uses the memory
-  {
-    std::lock_guard<std::mutex> lock(mem_mutex);
-    auto it = allocations.find(reinterpret_cast<uintptr_t>(ptr));
-    if (it == allocations.end()) return fail(cudaErrorInvalidValue);
-    allocated -= (it->second + 255) / 256 * 256;
-    allocations.erase(it);
-  }
-  std::free(ptr);
+  Arena& a = arena();
+  std::lock_guard<std::mutex> lock(mem_mutex);
+  auto it = allocations.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == allocations.end()) return fail(cudaErrorInvalidValue);
+  const size_t rounded = (it->second + kAlign - 1) / kAlign * kAlign, span = rounded + kRedzone;
+  allocated -= rounded;
+  allocations.erase(it);
+  char* p = static_cast<char*>(ptr);
+  ASAN_POISON_MEMORY_REGION(p, span);
+  // Give large blocks' pages back to the system; the next use of them starts from zeros.
+  const uintptr_t page = 4096, first = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page,
+                  last = (reinterpret_cast<uintptr_t>(p) + span) / page * page;
+  if (last > first + (size_t{1} << 20)) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  arena_give(a, static_cast<size_t>(p - a.base), span);
   return cudaSuccess;
 }
 

@@ -140,6 +140,34 @@ TEST(EmulatorFaults, AHostPointerGivenToAKernel) {
   EXPECT_DEATH(LRLAB_LAUNCH(1, 8, nullptr, fill_index)(host.data(), 8), "argument 0 is not device memory");
 }
 
+TEST(EmulatorFaults, HostCodeTouchingDeviceMemory) {
+  int* d = device_alloc<int>(4);
+  EXPECT_DEATH(
+      {
+        volatile int x = d[0];
+        (void)x;
+      },
+      "host code touched device memory");
+  EXPECT_DEATH(d[1] = 0, "host code touched device memory");
+  cudaFree(d);
+}
+
+// Device memory is watched by AddressSanitizer: past the bytes asked for is out of bounds. A pointer
+// to freed memory is no device memory any more.
+TEST(EmulatorFaults, AKernelPastItsAllocationOrOnFreedMemory) {
+  int* d = device_alloc<int>(30);
+#if defined(__SANITIZE_ADDRESS__)
+  EXPECT_DEATH(
+      {
+        LRLAB_LAUNCH(1, 32, nullptr, fill_index)(d, 32);
+        cudaDeviceSynchronize();
+      },
+      "use-after-poison");
+#endif
+  cudaFree(d);
+  EXPECT_DEATH(LRLAB_LAUNCH(1, 32, nullptr, fill_index)(d, 30), "argument 0 is not device memory");
+}
+
 TEST(EmulatorFaults, ADestroyedStream) {
   cudaStream_t s = nullptr;
   ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
