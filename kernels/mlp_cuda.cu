@@ -130,7 +130,7 @@ __device__ __forceinline__ void zero_padding(const BiasGradOut& o, int64_t k, in
 // (32 columns, replica).
 __global__ void bias_grad_kernel(const float* __restrict__ delta, int64_t batch, int64_t width,
                                  BiasGradOut o) {
-  __shared__ float part[kBiasRows][kBiasCols + 1];
+  LRLAB_SHARED(float[kBiasRows][kBiasCols + 1], part);
   const int64_t k = blockIdx.y;
   const int64_t c = blockIdx.x * int64_t{kBiasCols} + threadIdx.x;
   float s = 0.0f;
@@ -168,7 +168,7 @@ __global__ void bias_grad_rows_kernel(const float* __restrict__ delta, int64_t b
 __global__ void mean_loss_kernel(const float* __restrict__ row_loss, int64_t batch,
                                  float* __restrict__ loss) {
   using Reduce = cub::BlockReduce<float, kReduceThreads>;
-  __shared__ typename Reduce::TempStorage tmp;
+  LRLAB_SHARED(typename Reduce::TempStorage, tmp);
   const float* rl = row_loss + blockIdx.x * batch;
   float s = 0.0f;
   for (int64_t i = threadIdx.x; i < batch; i += kReduceThreads) s += rl[i];
@@ -182,7 +182,7 @@ __global__ void accumulate_eval_kernel(const float* __restrict__ row_loss,
                                        const float* __restrict__ correct, int64_t batch,
                                        double* __restrict__ sums) {
   using Reduce = cub::BlockReduce<double, kReduceThreads>;
-  __shared__ typename Reduce::TempStorage tmp;
+  LRLAB_SHARED(typename Reduce::TempStorage, tmp);
   const int64_t base = blockIdx.x * batch;
   double l = 0.0, c = 0.0;
   for (int64_t i = threadIdx.x; i < batch; i += kReduceThreads) {

@@ -466,6 +466,12 @@ struct BlockRun {
   std::vector<Fiber> fibers;
   std::vector<std::unique_ptr<FiberStack>> stacks;
   std::vector<uint64_t> shuffle;  // one slot per thread
+  struct Shared {
+    const void* key;
+    void* data;
+  };
+  std::vector<Shared> shared;  // the block's shared-memory variables
+  size_t shared_bytes = 0;
   const std::function<void()>* body = nullptr;
   int current = -1;
 };
@@ -497,7 +503,20 @@ void wait_at(FiberState barrier) {
   to_scheduler(*r, f, false);
 }
 
+// Static shared memory a block may use on the devices lrlab targets.
+constexpr size_t kSharedLimit = size_t{48} << 10;
+
+void free_shared(BlockRun& r) {
+  for (const BlockRun::Shared& v : r.shared) std::free(v.data);
+  r.shared.clear();
+  r.shared_bytes = 0;
+}
+
 void run_block_fibers(BlockRun& r, const dim3& block, const void* kernel, bool reverse) {
+  struct FreeShared {
+    BlockRun& r;
+    ~FreeShared() { free_shared(r); }
+  } free_at_end{r};
   const size_t n = static_cast<size_t>(block.x) * block.y * block.z;
   r.fibers.resize(n);
   r.shuffle.assign(n, 0);
@@ -688,6 +707,22 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
     run_block_fibers(run, block, kernel, (b + launches) % 2 == 1);
     tl_run = outer;
   }
+}
+
+void* shared_storage(const void* key, size_t bytes, size_t align) {
+  BlockRun* r = tl_run;
+  if (!r || r->current < 0) fault("shared memory used outside a kernel");
+  for (const BlockRun::Shared& v : r->shared)
+    if (v.key == key) return v.data;
+  align = std::max<size_t>(align, 16);
+  const size_t rounded = (bytes + align - 1) / align * align;
+  r->shared_bytes += rounded;
+  if (r->shared_bytes > kSharedLimit) fault("a block's static shared memory exceeds 48 KiB");
+  void* p = std::aligned_alloc(align, rounded);
+  if (!p) fault("cannot allocate a block's shared memory");
+  std::memset(p, 0xFF, rounded);
+  r->shared.push_back({key, p});
+  return p;
 }
 
 void warp_shuffle_down(void* value, size_t size, unsigned delta, unsigned mask) {

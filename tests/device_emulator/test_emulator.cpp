@@ -34,12 +34,22 @@ __global__ void fill_index(int* out, int n) {
   if (i < n) out[i] = i;
 }
 
-// Thread 0 publishes a value the others read; `sync` puts the barrier between the two. (Through
-// global memory: the emulator's shared memory keeps its values from block to block.)
-__global__ void publish(int* cell, int* out, bool sync) {
-  if (threadIdx.x == 0) *cell = 7;
+// Thread 0 publishes a value the others read; `sync` puts the barrier between the two.
+__global__ void publish(int* out, bool sync) {
+  LRLAB_SHARED(int, cell);
+  if (threadIdx.x == 0) cell = 7;
   if (sync) __syncthreads();
-  out[threadIdx.x] = *cell;
+  out[threadIdx.x] = cell;
+}
+
+// What a block's shared memory holds before the block writes it, and then its own block index.
+__global__ void shared_per_block(float* before, float* own) {
+  LRLAB_SHARED(float[4], slot);
+  if (threadIdx.x == 0) before[blockIdx.x] = slot[blockIdx.x % 4];
+  __syncthreads();
+  if (threadIdx.x == 0) slot[blockIdx.x % 4] = static_cast<float>(blockIdx.x);
+  __syncthreads();
+  own[blockIdx.x * blockDim.x + threadIdx.x] = slot[blockIdx.x % 4];
 }
 
 __global__ void early_return_then_barrier(int* out) {
@@ -56,7 +66,7 @@ __global__ void warp_sum(float* out) {
 
 __global__ void block_sum(const float* in, float* out) {
   using Reduce = cub::BlockReduce<float, 64>;
-  __shared__ typename Reduce::TempStorage tmp;
+  LRLAB_SHARED(typename Reduce::TempStorage, tmp);
   const float total = Reduce(tmp).Sum(in[threadIdx.x]);
   if (threadIdx.x == 0) *out = total;
 }
@@ -91,20 +101,29 @@ TEST(EmulatorKernels, FreshDeviceMemoryIsNaN) {
 // shared memory before thread 0 wrote it.
 TEST(EmulatorKernels, AMissingBarrierShowsInSomeLaunch) {
   int* d = device_alloc<int>(64);
-  int* cell = device_alloc<int>(1);
   bool wrong = false;
   for (int sync = 1; sync >= 0; --sync)
     for (int launch = 0; launch < 4; ++launch) {
-      ASSERT_EQ(cudaMemset(cell, 0, sizeof(int)), cudaSuccess);
-      LRLAB_LAUNCH(1, 64, nullptr, publish)(cell, d, sync == 1);
+      LRLAB_LAUNCH(1, 64, nullptr, publish)(d, sync == 1);
       for (int x : download(d, 64)) {
         if (sync) ASSERT_EQ(x, 7) << "with the barrier, launch " << launch;
         wrong = wrong || x != 7;
       }
     }
   EXPECT_TRUE(wrong);
-  cudaFree(cell);
   cudaFree(d);
+}
+
+TEST(EmulatorKernels, SharedMemoryIsEachBlocksOwnAndStartsAsNaN) {
+  const int blocks = 6, threads = 32;
+  float* before = device_alloc<float>(blocks);
+  float* own = device_alloc<float>(blocks * threads);
+  LRLAB_LAUNCH(blocks, threads, nullptr, shared_per_block)(before, own);
+  for (float x : download(before, blocks)) EXPECT_TRUE(std::isnan(x));
+  const std::vector<float> v = download(own, blocks * threads);
+  for (int i = 0; i < blocks * threads; ++i) ASSERT_EQ(v[i], static_cast<float>(i / threads));
+  cudaFree(before);
+  cudaFree(own);
 }
 
 TEST(EmulatorKernels, WarpShuffleAndBlockReduceSum) {

@@ -12,14 +12,14 @@
 #include <type_traits>
 #include <utility>
 
-// ---- Language: the qualifiers mean nothing on the host; shared memory is per block, and blocks run
-// one at a time on each host thread, so a thread-local static serves.
+// ---- Language: the qualifiers mean nothing on the host. Shared memory is declared with
+// LRLAB_SHARED (kernels/launch.cuh), which gives each block storage of its own.
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static thread_local
+#define __shared__ _Pragma("GCC error \"declare shared memory with LRLAB_SHARED(type, name) from kernels/launch.cuh\"")
 
 struct uint3 {
   unsigned x, y, z;
@@ -197,6 +197,15 @@ Counters counters();
 void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<void()>& thread);
 // Records a launch error (a bad configuration) for cudaGetLastError; true when the launch may run.
 bool check_launch(dim3 grid, dim3 block);
+// The running block's storage for the shared-memory variable `key` (LRLAB_SHARED): one for all threads
+// of the block, new and filled with NaNs (all bits set) for each block.
+void* shared_storage(const void* key, size_t bytes, size_t align);
+template <typename T>
+T& shared_memory(const void* key) {
+  static_assert(std::is_trivially_default_constructible_v<T> && std::is_trivially_destructible_v<T>,
+                "shared memory holds trivial types only");
+  return *static_cast<T*>(shared_storage(key, sizeof(T), alignof(T)));
+}
 // Exchange a value with lane (own lane + delta) of the warp; every live lane of the warp must call it.
 void warp_shuffle_down(void* value, size_t size, unsigned delta, unsigned mask);
 // True when [p, p + bytes) lies inside one device allocation.
