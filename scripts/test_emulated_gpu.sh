@@ -1,41 +1,72 @@
 #!/usr/bin/env bash
-# Runs every GPU test on the CPU, against lrlab's device emulator (tests/device_emulator/README.md):
-# the CUDA sources built as C++ with AddressSanitizer and UBSan, so that a kernel reading or writing
-# outside its buffers, or a misaligned vector access, is reported with its line. In this build a GPU
-# test that skips itself fails. It checks logic, not speed, and it cannot see missing
-# synchronisation; benchmarks/gpu_check.sh on a real GPU does.
+# Runs every GPU test on the CPU, against lrlab's device emulator (tests/device_emulator/README.md).
 #
-#   scripts/test_emulated_gpu.sh [build-dir]     (default build-emu)
+# By default the CUDA sources are built as C++ with AddressSanitizer and UBSan: a kernel reading or
+# writing outside its buffers, host code touching device memory, a misaligned vector access or a
+# missing synchronisation between the host and a stream is reported. With --thread they are built
+# with ThreadSanitizer instead, which sees every warp as a thread of its own: two warps touching the
+# same memory with no barrier between them are a reported race, as are races between host threads.
+# That run takes the GPU tests and the emulator's own (emulated.*), not the engine tests' device
+# runs (emulated-cuda.*), which repeat the same kernels at four times the cost under TSan. In either
+# build a GPU test that skips itself fails. It checks logic, not speed; benchmarks/gpu_check.sh on a
+# real GPU is the final word.
+#
+#   scripts/test_emulated_gpu.sh [--thread] [build-dir]     (default build-emu, or build-tsan-emu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${1:-build-emu}
+thread=0
+if [[ ${1:-} == --thread ]]; then
+  thread=1
+  shift
+fi
+if ((thread)); then
+  build=${1:-build-tsan-emu}
+  sanitize=(-DLRLAB_SANITIZE_THREAD=ON)
+  name=test-emulated-gpu-thread
+  tests=(-R '^emulated\.')
+  reports='ThreadSanitizer|lrlab device emulator:'
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+  # The CPU path's OpenMP runtime is not instrumented: its synchronisation is invisible to TSan, so
+  # a team of more than one thread would be reported as racing. The CPU path has its own checks.
+  export OMP_NUM_THREADS=1
+  # Death tests run in a new process: a forked child would inherit TSan fibers that TSan's fork
+  # handling has ended.
+  export GTEST_DEATH_TEST_STYLE=threadsafe
+else
+  build=${1:-build-emu}
+  sanitize=(-DLRLAB_SANITIZE=ON)
+  name=test-emulated-gpu
+  tests=()
+  reports='runtime error:|ERROR: (Address|Leak)Sanitizer|lrlab device emulator:'
+  export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+fi
 jobs=${JOBS:-$(nproc)}
 start=$SECONDS
 
 gen=()
 command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
-export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 # The emulator's GEMMs run on the calling thread; OpenBLAS's own idle workers would only compete with
 # the tests' OpenMP teams.
 export OPENBLAS_NUM_THREADS=1
 
-cmake -S . -B "$build" "${gen[@]}" -DLRLAB_DEVICE_EMULATOR=ON -DLRLAB_SANITIZE=ON \
+cmake -S . -B "$build" "${gen[@]}" -DLRLAB_DEVICE_EMULATOR=ON "${sanitize[@]}" \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLRLAB_BENCHMARKS=OFF >/dev/null
 cmake --build "$build" -j "$jobs" --target lrlab_tests
 built=$SECONDS
 
 status=0
-(cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 600) > "$build/emulated-ctest.log" 2>&1 || status=$?
+(cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 600 "${tests[@]}") > "$build/emulated-ctest.log" 2>&1 ||
+  status=$?
 tail -n 6 "$build/emulated-ctest.log"
-if grep -qE 'runtime error:|ERROR: (Address|Leak)Sanitizer|lrlab device emulator:' "$build/emulated-ctest.log"; then
+if grep -qE "$reports" "$build/emulated-ctest.log"; then
   echo "reports from the sanitizers or the emulator:"
-  grep -m 5 -E 'runtime error:|ERROR: |lrlab device emulator:' "$build/emulated-ctest.log" | cut -c1-300
+  grep -m 5 -E "$reports" "$build/emulated-ctest.log" | cut -c1-300
   status=1
 fi
-echo "test-emulated-gpu: build $((built - start)) s, tests $((SECONDS - built)) s"
+echo "$name: build $((built - start)) s, tests $((SECONDS - built)) s"
 if [[ $status -ne 0 ]]; then
-  echo "test-emulated-gpu: FAILED (full output: $build/emulated-ctest.log)"
+  echo "$name: FAILED (full output: $build/emulated-ctest.log)"
   exit 1
 fi
-echo "test-emulated-gpu: OK"
+echo "$name: OK"

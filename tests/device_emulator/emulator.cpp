@@ -16,6 +16,15 @@
 #define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
 #define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
 #endif
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+extern "C" {  // ThreadSanitizer's dynamic annotations
+void AnnotateIgnoreReadsBegin(const char* file, int line);
+void AnnotateIgnoreReadsEnd(const char* file, int line);
+void AnnotateIgnoreWritesBegin(const char* file, int line);
+void AnnotateIgnoreWritesEnd(const char* file, int line);
+}
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -441,7 +450,12 @@ class FiberStack {
     if (p == MAP_FAILED || mprotect(p, kGuard, PROT_NONE) != 0) fault("cannot map a device thread's stack");
     base_ = static_cast<char*>(p);
   }
-  ~FiberStack() { munmap(base_, kGuard + kFiberStack); }
+  // A worker is never unwound (it waits in fiber_entry's loop until its thread ends), so ASan's
+  // marks for its frames are cleared here, or they would flag the next mapping at these addresses.
+  ~FiberStack() {
+    ASAN_UNPOISON_MEMORY_REGION(bottom(), kFiberStack);
+    munmap(base_, kGuard + kFiberStack);
+  }
   FiberStack(const FiberStack&) = delete;
   FiberStack& operator=(const FiberStack&) = delete;
   char* bottom() const { return base_ + kGuard; }
@@ -451,11 +465,65 @@ class FiberStack {
   char* base_ = nullptr;
 };
 
+// ---- ThreadSanitizer. In a build with -fsanitize=thread every warp is a thread of its own to
+// ThreadSanitizer (a TSan fiber that the warp's lanes share), and only what orders warps on a GPU
+// orders them there: the launch (after the host's work that precedes it), __syncthreads within a
+// block, and the end of the kernel (before what follows it). Two warps touching the same memory, one
+// of them writing, with none of those between them, are a reported data race, however the
+// emulator's scheduling happened to order them. Consecutive blocks use two different sets of TSan
+// fibers, so a race between blocks shows too (blocks two apart reuse a set and look ordered to
+// TSan). A TSan fiber per lane would find races inside a warp as well, but costs TSan about a
+// megabyte each: the sweeps' dozen host threads would need gigabytes.
+#if defined(__SANITIZE_THREAD__)
+void tsan_release(const void* at) { __tsan_release(const_cast<void*>(at)); }
+void tsan_acquire(const void* at) { __tsan_acquire(const_cast<void*>(at)); }
+void tsan_switch_to(void* fiber) { __tsan_switch_to_fiber(fiber, __tsan_switch_to_fiber_no_sync); }
+void* tsan_current() { return __tsan_get_current_fiber(); }
+void* tsan_new_fiber() { return __tsan_create_fiber(0); }
+void tsan_delete_fiber(void* fiber) { __tsan_destroy_fiber(fiber); }
+// The emulator's own bookkeeping (fiber states, the shuffle slots, the block's variables) is shared
+// by the device threads of a block with nothing ordering them for ThreadSanitizer; it is hidden from
+// it, on the thread or fiber that touches it.
+class Unwatched {
+ public:
+  Unwatched() {
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+  }
+  ~Unwatched() {
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  }
+  Unwatched(const Unwatched&) = delete;
+  Unwatched& operator=(const Unwatched&) = delete;
+};
+#else
+void tsan_release(const void*) {}
+void tsan_acquire(const void*) {}
+void tsan_switch_to(void*) {}
+void* tsan_current() { return nullptr; }
+void* tsan_new_fiber() { return nullptr; }
+void tsan_delete_fiber(void*) {}
+class Unwatched {
+ public:
+  Unwatched() {}
+};
+#endif
+
+// A device thread of the running block.
 struct Fiber {
-  Context ctx;
   uint3 idx;
   FiberState state;
-  void* fake_stack = nullptr;
+  unsigned barriers = 0;  // __syncthreads passed in this block
+};
+
+// What runs a device thread: a fiber that loops in fiber_entry, running the kernel once for each
+// block it is given. It is made once and reused, so that neither its stack nor ThreadSanitizer's
+// record of its calls grows with the blocks it runs.
+struct Worker {
+  Context ctx;
+  FiberStack stack;
+  void* fake_stack = nullptr;  // ASan's, while the worker is switched out
 };
 
 struct BlockRun {
@@ -464,7 +532,13 @@ struct BlockRun {
   size_t scheduler_size = 0;
   void* scheduler_fake_stack = nullptr;
   std::vector<Fiber> fibers;
-  std::vector<std::unique_ptr<FiberStack>> stacks;
+  // Two sets of workers, and of TSan fibers (one a warp), taken by alternate blocks.
+  std::vector<std::unique_ptr<Worker>> workers[2];
+  std::vector<void*> tsan_warps[2];
+  int set = 0;
+  void* host_fiber = nullptr;          // the TSan fiber of the host thread running the block
+  const char* launch_sync = nullptr;   // [0] released at launch, [1] by every finished device thread
+  std::unique_ptr<char[]> block_sync;  // the block's barriers, alternating between two addresses
   std::vector<uint64_t> shuffle;  // one slot per thread
   struct Shared {
     const void* key;
@@ -474,33 +548,77 @@ struct BlockRun {
   size_t shared_bytes = 0;
   const std::function<void()>* body = nullptr;
   int current = -1;
+
+  Worker& worker() { return *workers[set][static_cast<size_t>(current)]; }
+
+  BlockRun() = default;
+  BlockRun(const BlockRun&) = delete;
+  BlockRun& operator=(const BlockRun&) = delete;
+  ~BlockRun() {
+    for (auto& fibers_of_set : tsan_warps)
+      for (void* f : fibers_of_set) tsan_delete_fiber(f);
+  }
 };
 
 thread_local BlockRun* tl_run = nullptr;  // set while a block runs as fibers on this thread
 
-// From a fiber back to the scheduler; `exiting` when the fiber has finished for good.
-void to_scheduler(BlockRun& r, Fiber& f, bool exiting) {
-  start_switch(exiting ? nullptr : &f.fake_stack, r.scheduler_bottom, r.scheduler_size);
-  Context::swap(f.ctx, r.scheduler);
-  finish_switch(f.fake_stack, &r.scheduler_bottom, &r.scheduler_size);
+// From a worker back to the scheduler. (No Unwatched stays open across the switch: a worker parked
+// with one open would end its thread with ThreadSanitizer's ignores on.)
+void to_scheduler(BlockRun& r) {
+  Worker* w = nullptr;
+  void* host = nullptr;
+  {
+    const Unwatched unwatched;
+    w = &r.worker();
+    host = r.host_fiber;
+    start_switch(&w->fake_stack, r.scheduler_bottom, r.scheduler_size);
+  }
+  tsan_switch_to(host);
+  Context::swap(w->ctx, r.scheduler);
+  const Unwatched unwatched;
+  finish_switch(w->fake_stack, &r.scheduler_bottom, &r.scheduler_size);
 }
 
 [[noreturn]] void fiber_entry() {
-  BlockRun& r = *tl_run;
-  finish_switch(nullptr, &r.scheduler_bottom, &r.scheduler_size);
-  (*r.body)();
-  Fiber& f = r.fibers[static_cast<size_t>(r.current)];
-  f.state = FiberState::Done;
-  to_scheduler(r, f, true);
-  fault("a finished device thread was resumed");
+  {
+    const Unwatched unwatched;
+    finish_switch(nullptr, &tl_run->scheduler_bottom, &tl_run->scheduler_size);
+  }
+  for (;;) {
+    const std::function<void()>* body = nullptr;
+    const char* sync = nullptr;
+    {
+      const Unwatched unwatched;
+      body = tl_run->body;
+      sync = tl_run->launch_sync;
+    }
+    tsan_acquire(sync);
+    (*body)();
+    tsan_release(sync + 1);
+    {
+      const Unwatched unwatched;
+      tl_run->fibers[static_cast<size_t>(tl_run->current)].state = FiberState::Done;
+    }
+    to_scheduler(*tl_run);  // until a block of another launch needs this worker
+  }
 }
 
 void wait_at(FiberState barrier) {
   BlockRun* r = tl_run;
-  if (!r || r->current < 0) fault("a barrier outside a kernel");
-  Fiber& f = r->fibers[static_cast<size_t>(r->current)];
-  f.state = barrier;
-  to_scheduler(*r, f, false);
+  // What a block's threads did before a __syncthreads is ordered before what any of them does after
+  // it. Successive barriers alternate between two addresses, so that a thread leaving one barrier
+  // does not also acquire what faster threads did after it. A warp shuffle orders nothing.
+  const char* sync = nullptr;
+  {
+    const Unwatched unwatched;
+    if (!r || r->current < 0) fault("a barrier outside a kernel");
+    Fiber& f = r->fibers[static_cast<size_t>(r->current)];
+    f.state = barrier;
+    if (barrier == FiberState::AtBlockBarrier) sync = &r->block_sync[++f.barriers % 2];
+  }
+  if (sync) tsan_release(sync);
+  to_scheduler(*r);
+  if (sync) tsan_acquire(sync);
 }
 
 // Static shared memory a block may use on the devices lrlab targets.
@@ -512,7 +630,7 @@ void free_shared(BlockRun& r) {
   r.shared_bytes = 0;
 }
 
-void run_block_fibers(BlockRun& r, const dim3& block, const void* kernel, bool reverse) {
+void run_block_fibers(BlockRun& r, const dim3& block, const void* kernel, bool reverse, int set) {
   struct FreeShared {
     BlockRun& r;
     ~FreeShared() { free_shared(r); }
@@ -520,14 +638,16 @@ void run_block_fibers(BlockRun& r, const dim3& block, const void* kernel, bool r
   const size_t n = static_cast<size_t>(block.x) * block.y * block.z;
   r.fibers.resize(n);
   r.shuffle.assign(n, 0);
-  while (r.stacks.size() < n) r.stacks.push_back(std::make_unique<FiberStack>());
+  r.set = set;
+  r.host_fiber = tsan_current();
+  r.block_sync.reset(new char[2]);  // new addresses: nothing of the previous block's barriers
+  auto& workers = r.workers[set];
   for (size_t i = 0; i < n; ++i) {
     Fiber& f = r.fibers[i];
     f.idx = {static_cast<unsigned>(i % block.x), static_cast<unsigned>(i / block.x % block.y),
              static_cast<unsigned>(i / (block.x * block.y))};
     f.state = FiberState::Ready;
-    f.fake_stack = nullptr;
-    f.ctx.make(r.stacks[i]->bottom(), kFiberStack, fiber_entry);
+    f.barriers = 0;
   }
   // The threads released by a barrier resume in the opposite order each time, so that code that
   // relies on some thread getting ahead of another (a missing barrier) sees both outcomes.
@@ -537,8 +657,10 @@ void run_block_fibers(BlockRun& r, const dim3& block, const void* kernel, bool r
       if (r.fibers[i].state != FiberState::Ready) continue;
       r.current = static_cast<int>(i);
       threadIdx = r.fibers[i].idx;
-      start_switch(&r.scheduler_fake_stack, r.stacks[i]->bottom(), kFiberStack);
-      Context::swap(r.scheduler, r.fibers[i].ctx);
+      Worker& w = *workers[i];
+      start_switch(&r.scheduler_fake_stack, w.stack.bottom(), kFiberStack);
+      tsan_switch_to(r.tsan_warps[set][i / 32]);
+      Context::swap(r.scheduler, w.ctx);
       finish_switch(r.scheduler_fake_stack, nullptr, nullptr);
     }
     r.current = -1;
@@ -691,11 +813,28 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
   // cannot be told not to. Successive launches take the blocks in opposite orders, and each block
   // starts its threads in an order of its own, so that code relying on one block or thread running
   // before another meets both orders.
+  const Unwatched unwatched;
   thread_local unsigned long long launches = 0;
   const bool backwards = launches++ % 2 == 1;
   gridDim = grid;
   blockDim = block;
   thread_local BlockRun run;
+  // New addresses for each launch: the device threads start after what the host thread did before
+  // (which includes what the stream ran before), and the host continues after all of them.
+  const std::unique_ptr<char[]> launch_sync(new char[2]);
+  run.launch_sync = launch_sync.get();
+  tsan_release(run.launch_sync);
+  // TSan fibers are made before any block runs: a new one starts after what its creator did, and
+  // one made between blocks would look ordered after the blocks before it.
+  const size_t threads = static_cast<size_t>(block.x) * block.y * block.z;
+  for (int set = 0; set < 2; ++set) {
+    auto& workers = run.workers[set];
+    while (workers.size() < threads) {
+      workers.push_back(std::make_unique<Worker>());
+      workers.back()->ctx.make(workers.back()->stack.bottom(), kFiberStack, fiber_entry);
+    }
+    while (run.tsan_warps[set].size() < (threads + 31) / 32) run.tsan_warps[set].push_back(tsan_new_fiber());
+  }
   const unsigned long long blocks = static_cast<unsigned long long>(grid.x) * grid.y * grid.z;
   for (unsigned long long j = 0; j < blocks; ++j) {
     const unsigned long long b = backwards ? blocks - 1 - j : j;
@@ -704,12 +843,15 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
     run.body = &thread;
     BlockRun* outer = tl_run;
     tl_run = &run;
-    run_block_fibers(run, block, kernel, (b + launches) % 2 == 1);
+    run_block_fibers(run, block, kernel, (b + launches) % 2 == 1, static_cast<int>(j % 2));
     tl_run = outer;
+    tsan_acquire(run.launch_sync + 1);  // before the host frees the block's shared memory
   }
+  tsan_acquire(run.launch_sync + 1);
 }
 
 void* shared_storage(const void* key, size_t bytes, size_t align) {
+  const Unwatched unwatched;  // the storage's NaN fill is no thread's write
   BlockRun* r = tl_run;
   if (!r || r->current < 0) fault("shared memory used outside a kernel");
   for (const BlockRun::Shared& v : r->shared)
@@ -730,10 +872,20 @@ void warp_shuffle_down(void* value, size_t size, unsigned delta, unsigned mask) 
   BlockRun* r = tl_run;
   if (!r || r->current < 0) fault("a warp shuffle outside a kernel");
   const size_t me = static_cast<size_t>(r->current);
-  std::memcpy(&r->shuffle[me], value, size);
+  uint64_t mine = 0, theirs = 0;
+  std::memcpy(&mine, value, size);  // the fiber's own value: watched as the kernel's
+  {
+    const Unwatched unwatched;
+    r->shuffle[me] = mine;
+  }
   wait_at(FiberState::AtWarpBarrier);
   const size_t lane = me % 32, n = r->fibers.size();
-  if (lane + delta < 32 && me + delta < n) std::memcpy(value, &r->shuffle[me + delta], size);
+  const bool from_other = lane + delta < 32 && me + delta < n;
+  if (from_other) {
+    const Unwatched unwatched;
+    theirs = r->shuffle[me + delta];
+  }
+  if (from_other) std::memcpy(value, &theirs, size);
   wait_at(FiberState::AtWarpBarrier);  // no lane overwrites its slot before all have read
 }
 

@@ -99,6 +99,7 @@ TEST(EmulatorKernels, FreshDeviceMemoryIsNaN) {
 
 // Successive launches release threads in different orders: without the barrier, some launch reads
 // shared memory before thread 0 wrote it.
+#if !defined(__SANITIZE_THREAD__)  // where ThreadSanitizer reports the race (EmulatorRaces)
 TEST(EmulatorKernels, AMissingBarrierShowsInSomeLaunch) {
   int* d = device_alloc<int>(64);
   bool wrong = false;
@@ -113,6 +114,7 @@ TEST(EmulatorKernels, AMissingBarrierShowsInSomeLaunch) {
   EXPECT_TRUE(wrong);
   cudaFree(d);
 }
+#endif
 
 TEST(EmulatorKernels, SharedMemoryIsEachBlocksOwnAndStartsAsNaN) {
   const int blocks = 6, threads = 32;
@@ -186,6 +188,48 @@ TEST(EmulatorFaults, AKernelPastItsAllocationOrOnFreedMemory) {
   cudaFree(d);
   EXPECT_DEATH(LRLAB_LAUNCH(1, 32, nullptr, fill_index)(d, 30), "argument 0 is not device memory");
 }
+
+#if defined(__SANITIZE_THREAD__)
+__global__ void count_without_atomics(int* out) { *out += 1; }
+
+__global__ void every_block_writes(int* out) {
+  if (threadIdx.x == 0) *out = static_cast<int>(blockIdx.x);
+}
+
+// With ThreadSanitizer every warp is a thread of its own: what the emulator's scheduling happens to
+// order, and a GPU does not, is a race.
+void expect_race(const std::function<void()>& launch) {
+  EXPECT_DEATH(
+      {
+        launch();
+        cudaDeviceSynchronize();
+      },
+      "ThreadSanitizer: data race");
+}
+
+TEST(EmulatorRaces, ThreadsOfABlockWithoutABarrier) {
+  int* d = device_alloc<int>(64);
+  expect_race([&] { LRLAB_LAUNCH(1, 64, nullptr, publish)(d, false); });
+  LRLAB_LAUNCH(1, 64, nullptr, publish)(d, true);  // with the barrier: no race
+  for (int x : download(d, 64)) EXPECT_EQ(x, 7);
+  cudaFree(d);
+}
+
+TEST(EmulatorRaces, UnsynchronisedUpdatesOfOneLocation) {
+  int* d = device_alloc<int>(1);
+  expect_race([&] { LRLAB_LAUNCH(1, 64, nullptr, count_without_atomics)(d); });
+  cudaFree(d);
+}
+
+TEST(EmulatorRaces, BlocksWritingOneLocation) {
+  int* d = device_alloc<int>(1);
+  expect_race([&] { LRLAB_LAUNCH(2, 32, nullptr, every_block_writes)(d); });
+  LRLAB_LAUNCH(1, 32, nullptr, every_block_writes)(d);  // one block: no race
+  LRLAB_LAUNCH(1, 32, nullptr, every_block_writes)(d);  // nor between launches
+  EXPECT_EQ(download(d, 1)[0], 0);
+  cudaFree(d);
+}
+#endif
 
 TEST(EmulatorFaults, ADestroyedStream) {
   cudaStream_t s = nullptr;
