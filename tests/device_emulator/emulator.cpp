@@ -83,11 +83,18 @@ struct Graph {
   std::shared_ptr<const std::vector<std::function<void()>>> work;
 };
 
-struct Event {
-  std::shared_ptr<Stream> stream;  // where it was last recorded, and as which item
+// One cudaEventRecord: where it was queued (or nothing, when captured) and whether the stream has
+// reached it. Owned by the event and by the queued record, so that an event destroyed or recorded
+// again before an earlier record ran leaves that record its own.
+struct EventMark {
+  std::shared_ptr<Stream> stream;
   uint64_t item = 0;
   std::atomic<bool> reached{false};
   std::chrono::steady_clock::time_point at;
+};
+
+struct Event {
+  std::shared_ptr<EventMark> mark = std::make_shared<EventMark>();  // the latest record
 };
 
 struct Blas {
@@ -159,7 +166,8 @@ Arena& arena();
 
 // A fault inside the range is host code touching device memory. The handler says so and hands the
 // signal back to whoever handled it before (AddressSanitizer prints the stack), then the access
-// faults again.
+// faults again, unless another thread opened the range for device work in between: then the access
+// goes through, but the message is out, and the test scripts fail on it.
 void on_segv(int, siginfo_t* info, void*) {
   const Arena& a = arena();
   const auto at = reinterpret_cast<uintptr_t>(info->si_addr), base = reinterpret_cast<uintptr_t>(a.base);
@@ -265,14 +273,12 @@ bool in_allocation(const void* p, size_t bytes) {
   return at >= it->first && at + bytes <= it->first + it->second && at + bytes >= at;
 }
 
-// Host memory never overlaps device allocations: both come from the same address space here.
+// Host memory never lies in the device's range; a range there that is no live allocation is freed
+// or never allocated device memory, not host memory.
 bool touches_device(const void* p, size_t bytes) {
-  const auto at = reinterpret_cast<uintptr_t>(p);
-  std::lock_guard<std::mutex> lock(mem_mutex);
-  auto it = allocations.upper_bound(at + bytes - 1);
-  if (it == allocations.begin()) return false;
-  --it;
-  return it->first + it->second > at;
+  const Arena& a = arena();
+  const auto at = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(a.base);
+  return at < base + a.span && at + bytes > base;
 }
 
 // ---- Streams and capture.
@@ -824,6 +830,13 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
   const std::unique_ptr<char[]> launch_sync(new char[2]);
   run.launch_sync = launch_sync.get();
   tsan_release(run.launch_sync);
+  // Which blocks share a set of fibers (and so look ordered to TSan) changes from launch to launch:
+  // the set is bit `bit` of the block's place in the run, `bit` cycling through the bits that tell
+  // the blocks apart. Any two blocks of a kernel launched that many times are apart in some launch.
+  const unsigned long long blocks = static_cast<unsigned long long>(grid.x) * grid.y * grid.z;
+  unsigned bits = 1;
+  while (bits < 63 && (1ull << bits) < blocks) ++bits;
+  const unsigned bit = static_cast<unsigned>(launches % bits);
   // TSan fibers are made before any block runs: a new one starts after what its creator did, and
   // one made between blocks would look ordered after the blocks before it.
   const size_t threads = static_cast<size_t>(block.x) * block.y * block.z;
@@ -835,7 +848,6 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
     }
     while (run.tsan_warps[set].size() < (threads + 31) / 32) run.tsan_warps[set].push_back(tsan_new_fiber());
   }
-  const unsigned long long blocks = static_cast<unsigned long long>(grid.x) * grid.y * grid.z;
   for (unsigned long long j = 0; j < blocks; ++j) {
     const unsigned long long b = backwards ? blocks - 1 - j : j;
     blockIdx = {static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
@@ -843,9 +855,8 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
     run.body = &thread;
     BlockRun* outer = tl_run;
     tl_run = &run;
-    run_block_fibers(run, block, kernel, (b + launches) % 2 == 1, static_cast<int>(j % 2));
+    run_block_fibers(run, block, kernel, (b + launches) % 2 == 1, static_cast<int>((j >> bit) & 1));
     tl_run = outer;
-    tsan_acquire(run.launch_sync + 1);  // before the host frees the block's shared memory
   }
   tsan_acquire(run.launch_sync + 1);
 }
@@ -857,12 +868,11 @@ void* shared_storage(const void* key, size_t bytes, size_t align) {
   for (const BlockRun::Shared& v : r->shared)
     if (v.key == key) return v.data;
   align = std::max<size_t>(align, 16);
-  const size_t rounded = (bytes + align - 1) / align * align;
-  r->shared_bytes += rounded;
+  r->shared_bytes += (bytes + align - 1) / align * align;
   if (r->shared_bytes > kSharedLimit) fault("a block's static shared memory exceeds 48 KiB");
-  void* p = std::aligned_alloc(align, rounded);
-  if (!p) fault("cannot allocate a block's shared memory");
-  std::memset(p, 0xFF, rounded);
+  void* p = nullptr;  // exactly the bytes of the variable, so that ASan reports any access past them
+  if (posix_memalign(&p, align, bytes) != 0) fault("cannot allocate a block's shared memory");
+  std::memset(p, 0xFF, bytes);
   r->shared.push_back({key, p});
   return p;
 }
@@ -1121,13 +1131,12 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (!stream) return fail(cudaErrorInvalidResourceHandle);
   const std::shared_ptr<Stream> s = owner(stream);
   if (s->capturing) return fail(cudaErrorIllegalState);
-  {
-    std::lock_guard<std::mutex> lock(streams_mutex);
-    live_streams.erase(stream);
-  }
   // CUDA returns at once and finishes the stream's work on its own; finishing it now is one of the
-  // orders that allows.
+  // orders that allows. It stays among the live streams until then, so that a device-wide wait on
+  // another thread (cudaFree) still waits for it.
   drain(*s, s->submitted);
+  std::lock_guard<std::mutex> lock(streams_mutex);
+  live_streams.erase(stream);
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
@@ -1142,11 +1151,14 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
   if (!stream) return fail(cudaErrorStreamCaptureUnsupported);  // the legacy stream cannot capture
   if (resolve(stream)->capturing) return fail(cudaErrorIllegalState);
-  stream->capturing = true;
-  stream->invalidated = false;
-  stream->mode = mode;
-  stream->capturer = std::this_thread::get_id();
-  stream->captured.clear();
+  {
+    std::lock_guard<std::mutex> lock(stream->record);
+    stream->invalidated = false;
+    stream->mode = mode;
+    stream->capturer = std::this_thread::get_id();
+    stream->captured.clear();
+  }
+  stream->capturing = true;  // last: other threads' work is recorded from here on
   std::lock_guard<std::mutex> lock(capture_mutex);
   active_captures.push_back(stream);
   return cudaSuccess;
@@ -1163,8 +1175,12 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   }
   stream->capturing = false;
   *graph = nullptr;
-  std::vector<std::function<void()>> work = std::move(stream->captured);
-  stream->captured.clear();
+  std::vector<std::function<void()>> work;
+  {
+    std::lock_guard<std::mutex> lock(stream->record);
+    work = std::move(stream->captured);
+    stream->captured.clear();
+  }
   if (stream->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
   *graph = new Graph{std::make_shared<const std::vector<std::function<void()>>>(std::move(work))};
   return cudaSuccess;
@@ -1208,38 +1224,42 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) {
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  delete event;
+  delete event;  // a record still queued keeps its mark
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   const std::shared_ptr<Stream> s = owner(stream);
+  auto mark = std::make_shared<EventMark>();
   uint64_t index = 0;
-  event->reached = false;
   const cudaError_t err = enqueue(
       stream,
-      [event]() {
-        event->at = std::chrono::steady_clock::now();
-        event->reached = true;
+      [mark]() {
+        mark->at = std::chrono::steady_clock::now();
+        mark->reached = true;
       },
       &Counters::direct_work, &index);
-  if (err == cudaSuccess && index) {
-    event->stream = s;
-    event->item = index;
+  if (err != cudaSuccess) return err;
+  if (index) {  // queued rather than captured
+    mark->stream = s;
+    mark->item = index;
   }
-  return err;
+  event->mark = std::move(mark);
+  return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
   ++tl_counters.host_waits;
-  if (event->stream) drain(*event->stream, event->item);
+  const std::shared_ptr<EventMark> mark = event->mark;
+  if (mark->stream) drain(*mark->stream, mark->item);
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms || !start || !end) return fail(cudaErrorInvalidValue);
-  if (!start->reached || !end->reached) return fail(cudaErrorNotReady);
-  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
+  const EventMark &a = *start->mark, &b = *end->mark;
+  if (!a.reached || !b.reached) return fail(cudaErrorNotReady);
+  *ms = std::chrono::duration<float, std::milli>(b.at - a.at).count();
   return cudaSuccess;
 }
 

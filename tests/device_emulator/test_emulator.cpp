@@ -196,6 +196,11 @@ __global__ void every_block_writes(int* out) {
   if (threadIdx.x == 0) *out = static_cast<int>(blockIdx.x);
 }
 
+// Blocks (x, 0) and (x, 1) write the same cell: blocks gridDim.x apart in the run.
+__global__ void column_writes(int* out) {
+  if (threadIdx.x == 0) out[blockIdx.x] = static_cast<int>(blockIdx.y);
+}
+
 // With ThreadSanitizer every warp is a thread of its own: what the emulator's scheduling happens to
 // order, and a GPU does not, is a race.
 void expect_race(const std::function<void()>& launch) {
@@ -229,6 +234,16 @@ TEST(EmulatorRaces, BlocksWritingOneLocation) {
   EXPECT_EQ(download(d, 1)[0], 0);
   cudaFree(d);
 }
+
+// Blocks an even distance apart in the run share a set of TSan fibers in some launches; over as many
+// launches as it takes bits to number the blocks, every pair is apart in one.
+TEST(EmulatorRaces, BlocksAnEvenDistanceApart) {
+  int* d = device_alloc<int>(4);
+  expect_race([&] {
+    for (int launch = 0; launch < 3; ++launch) LRLAB_LAUNCH(dim3(4, 2), 32, nullptr, column_writes)(d);
+  });
+  cudaFree(d);
+}
 #endif
 
 TEST(EmulatorFaults, ADestroyedStream) {
@@ -259,8 +274,11 @@ TEST(EmulatorMemory, CopiesMustMatchTheirKindAndStayInBounds) {
   EXPECT_EQ(cudaMemcpy(d, h.data(), 8 * sizeof(float), cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
   EXPECT_EQ(cudaMemcpy(d, h.data(), 16 * sizeof(float), cudaMemcpyHostToDevice), cudaErrorInvalidValue);
   EXPECT_EQ(cudaMemcpy(d, h.data(), 8 * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
-  (void)cudaGetLastError();
   cudaFree(d);
+  // Freed device memory is not host memory either.
+  EXPECT_EQ(cudaMemcpy(h.data(), d, 8 * sizeof(float), cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(d, h.data(), 8 * sizeof(float), cudaMemcpyHostToHost), cudaErrorInvalidValue);
+  (void)cudaGetLastError();
 }
 
 TEST(EmulatorMemory, RunningOutIsAnAllocationError) {
@@ -347,8 +365,13 @@ TEST(EmulatorStreams, EventsMarkAPointInTheirStream) {
   for (int i = 0; i < n; ++i) ASSERT_EQ(v[i], i) << "the wait went past the event";
   st.sync();
   for (int x : download(d, n)) ASSERT_EQ(x, 0);
+  // Recorded again, then destroyed before the stream reaches either record.
+  ASSERT_EQ(cudaEventRecord(end, st.get()), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(start, st.get()), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(end), cudaSuccess);
   cudaEventDestroy(start);
   cudaEventDestroy(end);
+  st.sync();
   cudaFree(d);
 }
 

@@ -160,17 +160,12 @@ inline float __uint_as_float(unsigned u) {
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
-// Host threads of the emulator never run two device threads at once, so plain updates are atomic.
+// Relaxed, as CUDA's are; real atomics, so that ThreadSanitizer knows them for what they are.
 inline int atomicCAS(int* address, int compare, int value) {
-  const int old = *address;
-  if (old == compare) *address = value;
-  return old;
+  __atomic_compare_exchange_n(address, &compare, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return compare;
 }
-inline int atomicAdd(int* address, int value) {
-  const int old = *address;
-  *address += value;
-  return old;
-}
+inline int atomicAdd(int* address, int value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }
 
 namespace lrlab_emu {
 
