@@ -775,7 +775,8 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, long long C
     // It starts after the work already submitted to blocking streams...
     std::lock_guard<std::mutex> lock(streams_mutex);
     for (const auto& entry : live_streams)
-      if (!(entry.second->flags & cudaStreamNonBlocking)) item.after.emplace_back(entry.second, entry.second->submitted);
+      if (!(entry.second->flags & cudaStreamNonBlocking))
+        item.after.emplace_back(entry.second, entry.second->submitted);
   } else if (!(s->flags & cudaStreamNonBlocking)) {
     // ... and work for a blocking stream starts after the legacy stream's.
     item.after.emplace_back(legacy_stream, legacy_stream->submitted);

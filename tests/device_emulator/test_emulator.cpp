@@ -58,6 +58,32 @@ __global__ void early_return_then_barrier(int* out) {
   out[threadIdx.x] = 1;
 }
 
+__global__ void early_return_then_shuffle(float* out) {
+  if (threadIdx.x == 3) return;
+  out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.0f, 1);
+}
+
+// Half of the second warp shuffles while everyone else waits at __syncthreads.
+__global__ void split_barriers(float* out) {
+  float v = 1.0f;
+  if (threadIdx.x >= 32 && threadIdx.x < 48)
+    v = __shfl_down_sync(0xffffffffu, v, 1);
+  else
+    __syncthreads();
+  out[threadIdx.x] = v;
+}
+
+__global__ void too_much_shared(float* out) {
+  LRLAB_SHARED(float[13 * 1024], big);  // 52 KiB
+  big[threadIdx.x] = 1.0f;
+  out[threadIdx.x] = big[threadIdx.x];
+}
+
+__global__ void misaligned_vector_load(const float* in, float* out) {
+  const float4 v = *reinterpret_cast<const float4*>(in + 1);
+  out[0] = v.x;
+}
+
 __global__ void warp_sum(float* out) {
   float v = static_cast<float>(threadIdx.x);
   for (int step = 16; step > 0; step /= 2) v += __shfl_down_sync(0xffffffffu, v, step);
@@ -145,16 +171,49 @@ TEST(EmulatorKernels, WarpShuffleAndBlockReduceSum) {
 
 using EmulatorFaults = ::testing::Test;
 
-TEST(EmulatorFaults, ABarrierThatReturnedThreadsMiss) {
-  int* d = device_alloc<int>(32);
+// The kernel `launch` queues stops the process, with a message matching `what`, when it runs.
+void expect_device_fault(const std::function<void()>& launch, const char* what) {
   EXPECT_DEATH(
       {
-        LRLAB_LAUNCH(1, 32, nullptr, early_return_then_barrier)(d);
+        launch();
         cudaDeviceSynchronize();
       },
-      "threads which already returned");
+      what);
+}
+
+TEST(EmulatorFaults, ABarrierThatReturnedThreadsMiss) {
+  int* d = device_alloc<int>(32);
+  expect_device_fault([&] { LRLAB_LAUNCH(1, 32, nullptr, early_return_then_barrier)(d); },
+                      "threads which already returned");
   cudaFree(d);
 }
+
+TEST(EmulatorFaults, AShuffleAfterLanesOfTheWarpReturned) {
+  float* d = device_alloc<float>(32);
+  expect_device_fault([&] { LRLAB_LAUNCH(1, 32, nullptr, early_return_then_shuffle)(d); },
+                      "after some lanes of the warp exited");
+  cudaFree(d);
+}
+
+TEST(EmulatorFaults, ThreadsWaitingAtDifferentBarriers) {
+  float* d = device_alloc<float>(64);
+  expect_device_fault([&] { LRLAB_LAUNCH(1, 64, nullptr, split_barriers)(d); }, "wait at different barriers");
+  cudaFree(d);
+}
+
+TEST(EmulatorFaults, MoreSharedMemoryThanABlockHas) {
+  float* d = device_alloc<float>(32);
+  expect_device_fault([&] { LRLAB_LAUNCH(1, 32, nullptr, too_much_shared)(d); }, "exceeds 48 KiB");
+  cudaFree(d);
+}
+
+#if defined(__SANITIZE_ADDRESS__)  // built with UBSan too (LRLAB_SANITIZE)
+TEST(EmulatorFaults, AMisalignedVectorLoad) {
+  float* d = device_alloc<float>(8);
+  expect_device_fault([&] { LRLAB_LAUNCH(1, 1, nullptr, misaligned_vector_load)(d, d); }, "misaligned address");
+  cudaFree(d);
+}
+#endif
 
 TEST(EmulatorFaults, AHostPointerGivenToAKernel) {
   std::vector<int> host(8);
@@ -178,12 +237,7 @@ TEST(EmulatorFaults, HostCodeTouchingDeviceMemory) {
 TEST(EmulatorFaults, AKernelPastItsAllocationOrOnFreedMemory) {
   int* d = device_alloc<int>(30);
 #if defined(__SANITIZE_ADDRESS__)
-  EXPECT_DEATH(
-      {
-        LRLAB_LAUNCH(1, 32, nullptr, fill_index)(d, 32);
-        cudaDeviceSynchronize();
-      },
-      "use-after-poison");
+  expect_device_fault([&] { LRLAB_LAUNCH(1, 32, nullptr, fill_index)(d, 32); }, "use-after-poison");
 #endif
   cudaFree(d);
   EXPECT_DEATH(LRLAB_LAUNCH(1, 32, nullptr, fill_index)(d, 30), "argument 0 is not device memory");
@@ -203,14 +257,7 @@ __global__ void column_writes(int* out) {
 
 // With ThreadSanitizer every warp is a thread of its own: what the emulator's scheduling happens to
 // order, and a GPU does not, is a race.
-void expect_race(const std::function<void()>& launch) {
-  EXPECT_DEATH(
-      {
-        launch();
-        cudaDeviceSynchronize();
-      },
-      "ThreadSanitizer: data race");
-}
+void expect_race(const std::function<void()>& launch) { expect_device_fault(launch, "ThreadSanitizer: data race"); }
 
 TEST(EmulatorRaces, ThreadsOfABlockWithoutABarrier) {
   int* d = device_alloc<int>(64);
