@@ -79,6 +79,14 @@ __global__ void too_much_shared(float* out) {
   out[threadIdx.x] = big[threadIdx.x];
 }
 
+__global__ void count_with_atomics(int* out) { atomicAdd(out, 1); }
+
+__global__ void past_a_shared_int(int* out) {
+  LRLAB_SHARED(int, cell);
+  cell = 1;
+  out[0] = (&cell)[1];
+}
+
 __global__ void misaligned_vector_load(const float* in, float* out) {
   const float4 v = *reinterpret_cast<const float4*>(in + 1);
   out[0] = v.x;
@@ -238,6 +246,7 @@ TEST(EmulatorFaults, AKernelPastItsAllocationOrOnFreedMemory) {
   int* d = device_alloc<int>(30);
 #if defined(__SANITIZE_ADDRESS__)
   expect_device_fault([&] { LRLAB_LAUNCH(1, 32, nullptr, fill_index)(d, 32); }, "use-after-poison");
+  expect_device_fault([&] { LRLAB_LAUNCH(1, 1, nullptr, past_a_shared_int)(d); }, "heap-buffer-overflow");
 #endif
   cudaFree(d);
   EXPECT_DEATH(LRLAB_LAUNCH(1, 32, nullptr, fill_index)(d, 30), "argument 0 is not device memory");
@@ -279,6 +288,15 @@ TEST(EmulatorRaces, BlocksWritingOneLocation) {
   LRLAB_LAUNCH(1, 32, nullptr, every_block_writes)(d);  // one block: no race
   LRLAB_LAUNCH(1, 32, nullptr, every_block_writes)(d);  // nor between launches
   EXPECT_EQ(download(d, 1)[0], 0);
+  cudaFree(d);
+}
+
+// Atomics are what they are on a GPU: no race, and every update counts.
+TEST(EmulatorRaces, AtomicUpdatesOfOneLocation) {
+  int* d = device_alloc<int>(1);
+  ASSERT_EQ(cudaMemset(d, 0, sizeof(int)), cudaSuccess);
+  LRLAB_LAUNCH(2, 64, nullptr, count_with_atomics)(d);
+  EXPECT_EQ(download(d, 1)[0], 128);
   cudaFree(d);
 }
 
