@@ -153,6 +153,8 @@ constexpr size_t kPoisonLimit = size_t{256} << 20;
 constexpr size_t kAlign = 256;
 constexpr size_t kRedzone = 4096;
 
+constexpr size_t round_up(size_t bytes, size_t align) { return (bytes + align - 1) / align * align; }
+
 struct Arena {
   char* base = nullptr;
   size_t span = 0;
@@ -476,9 +478,8 @@ class FiberStack {
 // orders them there: the launch (after the host's work that precedes it), __syncthreads within a
 // block, and the end of the kernel (before what follows it). Two warps touching the same memory, one
 // of them writing, with none of those between them, are a reported data race, however the
-// emulator's scheduling happened to order them. Consecutive blocks use two different sets of TSan
-// fibers, so a race between blocks shows too (blocks two apart reuse a set and look ordered to
-// TSan). A TSan fiber per lane would find races inside a warp as well, but costs TSan about a
+// emulator's scheduling happened to order them. Blocks take one of two sets of TSan fibers (see
+// run_grid), so races between blocks show too. A TSan fiber per lane would find races inside a warp as well, but costs TSan about a
 // megabyte each: the sweeps' dozen host threads would need gigabytes.
 #if defined(__SANITIZE_THREAD__)
 void tsan_release(const void* at) { __tsan_release(const_cast<void*>(at)); }
@@ -605,7 +606,7 @@ void to_scheduler(BlockRun& r) {
       const Unwatched unwatched;
       tl_run->fibers[static_cast<size_t>(tl_run->current)].state = FiberState::Done;
     }
-    to_scheduler(*tl_run);  // until a block of another launch needs this worker
+    to_scheduler(*tl_run);  // until another block needs this worker
   }
 }
 
@@ -869,7 +870,7 @@ void* shared_storage(const void* key, size_t bytes, size_t align) {
   for (const BlockRun::Shared& v : r->shared)
     if (v.key == key) return v.data;
   align = std::max<size_t>(align, 16);
-  r->shared_bytes += (bytes + align - 1) / align * align;
+  r->shared_bytes += round_up(bytes, align);
   if (r->shared_bytes > kSharedLimit) fault("a block's static shared memory exceeds 48 KiB");
   void* p = nullptr;  // exactly the bytes of the variable, so that ASan reports any access past them
   if (posix_memalign(&p, align, bytes) != 0) fault("cannot allocate a block's shared memory");
@@ -989,7 +990,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   *ptr = nullptr;
   if (bytes == 0) return cudaSuccess;
   Arena& a = arena();
-  const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  const size_t rounded = round_up(bytes, kAlign);
   char* p = nullptr;
   {
     std::lock_guard<std::mutex> lock(mem_mutex);
@@ -1019,7 +1020,7 @@ cudaError_t cudaFree(void* ptr) {
   std::lock_guard<std::mutex> lock(mem_mutex);
   auto it = allocations.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == allocations.end()) return fail(cudaErrorInvalidValue);
-  const size_t rounded = (it->second + kAlign - 1) / kAlign * kAlign, span = rounded + kRedzone;
+  const size_t rounded = round_up(it->second, kAlign), span = rounded + kRedzone;
   allocated -= rounded;
   allocations.erase(it);
   char* p = static_cast<char*>(ptr);

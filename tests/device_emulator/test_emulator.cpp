@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <vector>
 
@@ -458,6 +459,20 @@ TEST(EmulatorStreams, FreeingWaitsForEveryStreamAndQueuedGraphsOutliveTheirHandl
   cudaFree(other);
   const std::vector<int> v = download(d, n);
   for (int i = 0; i < n; ++i) ASSERT_EQ(v[i], i);
+  cudaFree(d);
+}
+
+// LRLAB_EMULATOR_EAGER=1 (set for these tests by tests/CMakeLists.txt): work runs as it is submitted,
+// so a kernel's fault stops the process at its launch.
+TEST(EmulatorEager, WorkRunsAsItIsSubmitted) {
+  ASSERT_STREQ(std::getenv("LRLAB_EMULATOR_EAGER"), "1");
+  const TestStream st;
+  const int n = 64;
+  int* d = device_alloc<int>(n);
+  LRLAB_LAUNCH(1, n, st.get(), fill_index)(d, n);
+  const std::vector<int> v = download(d, n);  // no wait for st: the kernel ran already
+  for (int i = 0; i < n; ++i) ASSERT_EQ(v[i], i);
+  EXPECT_DEATH(LRLAB_LAUNCH(1, 32, st.get(), early_return_then_barrier)(d), "threads which already returned");
   cudaFree(d);
 }
 
