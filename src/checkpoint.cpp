@@ -25,6 +25,13 @@ uint32_t crc_of(const char* p, size_t n) {
   }
   return static_cast<uint32_t>(crc);
 }
+
+// The guard's record in version 2 files, before it remembered the run's first loss.
+struct GuardStateV2 {
+  double scale;
+  int64_t events;
+  SmoothedLoss loss;
+};
 }  // namespace
 
 std::string encode_checkpoint(const Checkpoint& c) {
@@ -54,8 +61,8 @@ Checkpoint decode_checkpoint(const std::string& bytes, const std::string& name) 
   LRLAB_REQUIRE(bytes.compare(0, 8, kMagic, 8) == 0, what, ": not an lrlab checkpoint (bad magic)");
   ByteReader head(bytes, what, 8);
   uint32_t version = head.get<uint32_t>();
-  LRLAB_REQUIRE(version == kCheckpointVersion, what, ": version ", version, " is not supported (this lrlab reads version ",
-                kCheckpointVersion, ")");
+  LRLAB_REQUIRE(version == 2 || version == kCheckpointVersion, what, ": version ", version,
+                " is not supported (this lrlab reads versions 2 to ", kCheckpointVersion, ")");
   uint64_t len = head.get<uint64_t>();
   uint32_t crc = head.get<uint32_t>();
   LRLAB_REQUIRE(len == bytes.size() - kHeader, what, ": truncated or padded (header promises ", len,
@@ -69,11 +76,25 @@ Checkpoint decode_checkpoint(const std::string& bytes, const std::string& name) 
   c.data_seed = r.get<uint64_t>();
   c.params = r.get_vector<float>();
   c.optimizer = r.get_string(size_t(1) << 36);
-  c.guard = r.get<GuardState>();
+  if (version == 2) {
+    const GuardStateV2 g = r.get<GuardStateV2>();
+    c.guard.scale = g.scale;
+    c.guard.events = g.events;
+    c.guard.loss = g.loss;
+  } else {
+    c.guard = r.get<GuardState>();
+  }
   c.has_plateau = r.get<uint8_t>() != 0;
   c.plateau = r.get<PlateauState>();
   r.expect_end();
-  LRLAB_REQUIRE(c.epochs_done >= 0 && c.step >= 0, what, ": negative counters");
+  LRLAB_REQUIRE(c.epochs_done >= 0 && c.step >= 0 && c.guard.events >= 0 && c.guard.loss.count >= 0, what,
+                ": negative counters");
+  // The guard only ever lowers the rate; anything else did not come from a run.
+  LRLAB_REQUIRE(c.guard.scale > 0 && c.guard.scale <= 1, what, ": the guard's rate factor ", c.guard.scale,
+                " is outside (0, 1]");
+  LRLAB_REQUIRE(std::isfinite(c.guard.start) && c.guard.start >= 0 && !std::isnan(c.guard.loss.best) &&
+                    !std::isnan(c.guard.loss.average),
+                what, ": the guard's loss record is not a number");
   for (float v : c.params) LRLAB_REQUIRE(std::isfinite(v), what, ": holds non-finite weights");
   return c;
 }

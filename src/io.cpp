@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "lrlab/error.hpp"
@@ -50,26 +51,63 @@ int open_temporary(const std::string& path, std::string& tmp) {
   return -1;
 }
 
+// The file a write to `path` lands in: links are followed, so that writing through a link replaces
+// the file it points to instead of the link itself (as `>` in a shell does). A dangling link names
+// the file the write creates.
+std::string write_target(const std::string& path) {
+  std::string at = path;
+  for (int depth = 0; depth < 40; ++depth) {
+    struct stat st;
+    if (::lstat(at.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return at;
+    std::string link(PATH_MAX, '\0');
+    ssize_t n = ::readlink(at.c_str(), link.data(), link.size());
+    if (n < 0) fail_write(path, errno);
+    link.resize(static_cast<size_t>(n));
+    at = !link.empty() && link.front() == '/' ? link : path_join(directory_of(at), link);
+  }
+  fail_write(path, ELOOP);
+}
+
+// Devices, pipes and sockets (/dev/null, /dev/stdout, a FIFO) cannot be replaced by a rename and
+// must not be: they are written in place.
+void write_in_place(const std::string& path, const std::string& bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) fail_write(path, errno);
+  if (!write_all(fd, bytes)) {
+    int err = errno;
+    ::close(fd);
+    fail_write(path, err);
+  }
+  if (::close(fd) != 0) fail_write(path, errno);
+}
+
 }  // namespace
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   if (path.empty()) fail_write(path, ENOENT);
+  struct stat st;
+  const bool exists = ::stat(path.c_str(), &st) == 0;
+  if (exists && S_ISDIR(st.st_mode)) fail_write(path, EISDIR);
+  if (exists && !S_ISREG(st.st_mode)) return write_in_place(path, bytes);
+  const std::string target = write_target(path);
   std::string tmp;
-  int fd = open_temporary(path, tmp);
+  int fd = open_temporary(target, tmp);
   if (fd < 0) fail_write(path, errno);
-  if (!write_all(fd, bytes) || ::fsync(fd) != 0) {
+  // A file replaced keeps its permissions, as it would if it were rewritten in place.
+  bool ok = write_all(fd, bytes) && (!exists || ::fchmod(fd, st.st_mode & 07777) == 0) && ::fsync(fd) == 0;
+  if (!ok) {
     int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());
     fail_write(path, err);
   }
-  if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (::close(fd) != 0 || ::rename(tmp.c_str(), target.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
     fail_write(path, err);
   }
   // The rename is only durable once the directory entry itself reaches the disk.
-  int dir = ::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dir = ::open(directory_of(target).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) fail_write(path, errno);
   int rc = ::fsync(dir);
   int err = errno;
@@ -80,8 +118,14 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 void require_writable(const std::string& path) {
   if (path.empty()) fail_write(path, ENOENT);
   struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) fail_write(path, EISDIR);
-  if (::access(directory_of(path).c_str(), W_OK | X_OK) != 0) fail_write(path, errno);
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) fail_write(path, EISDIR);
+    if (!S_ISREG(st.st_mode)) {
+      if (::access(path.c_str(), W_OK) != 0) fail_write(path, errno);
+      return;
+    }
+  }
+  if (::access(directory_of(write_target(path)).c_str(), W_OK | X_OK) != 0) fail_write(path, errno);
 }
 
 void make_writable_dir(const std::string& dir) {

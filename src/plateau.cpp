@@ -62,7 +62,7 @@ bool ReduceOnPlateau::improves(double metric) const {
   return o.relative ? metric > best * (1 + o.threshold) : metric > best + o.threshold;
 }
 
-bool ReduceOnPlateau::step(double metric) {
+bool ReduceOnPlateau::step(double metric, double rate) {
   PlateauState& s = state_;
   ++s.evaluations;
   if (improves(metric)) {
@@ -79,7 +79,7 @@ bool ReduceOnPlateau::step(double metric) {
   s.cooldown_left = options_.cooldown;
   s.bad_evaluations = 0;
   double lowered = std::max(s.scale * options_.factor, options_.min_scale);
-  if (s.scale - lowered <= options_.eps) return false;
+  if ((s.scale - lowered) * rate <= options_.eps) return false;
   s.scale = lowered;
   return true;
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <set>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -145,7 +146,8 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   const auto t0 = std::chrono::steady_clock::now();
   LRLAB_REQUIRE(o.mode == "auto" || o.mode == "packed" || o.mode == "streams" || o.mode == "sequential",
                 "--mode must be auto, packed, streams or sequential (got '", o.mode, "')");
-  LRLAB_REQUIRE(o.halving == 0 || o.halving > 1, "--halving must be above 1 (got ", o.halving, ")");
+  LRLAB_REQUIRE(o.halving == 0 || (o.halving > 1 && std::isfinite(o.halving)),
+                "--halving must be a finite number above 1 (got ", o.halving, ")");
   LRLAB_REQUIRE(o.shard_count >= 1 && o.shard_index >= 0 && o.shard_index < o.shard_count, "shard ", o.shard_index,
                 "/", o.shard_count, " is out of range (index must be from 0 to count-1)");
   LRLAB_REQUIRE(o.halving == 0 || o.shard_count == 1,
@@ -266,16 +268,30 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
         }
       }
     });
-    // Successive halving: rank the runs still alive by this epoch's validation loss.
+    // Successive halving: rank the grid entries still alive by this epoch's validation loss, each
+    // entry by the mean over its data orders, and keep or drop all of an entry's seeds together (so
+    // that its spread compares equal epochs).
     if (std::find(rungs.begin(), rungs.end(), epoch + 1) != rungs.end()) {
-      std::vector<size_t> live;
-      for (size_t i = 0; i < res.runs.size(); ++i)
-        if (alive(res.runs[i])) live.push_back(i);
-      std::stable_sort(live.begin(), live.end(), [&](size_t a, size_t b) {
-        return res.runs[a].val_loss.back() < res.runs[b].val_loss.back();
-      });
-      const size_t keep = static_cast<size_t>(std::ceil(live.size() / o.halving));
-      for (size_t j = keep; j < live.size(); ++j) res.runs[live[j]].halted = true;
+      const int64_t per_seed = static_cast<int64_t>(grid.size()) / o.seeds;
+      std::map<int64_t, std::pair<double, int64_t>> entries;  // entry -> (sum of losses, live runs)
+      for (const SweepRun& run : res.runs)
+        if (alive(run)) {
+          auto& e = entries[run.config.id % per_seed];
+          e.first += run.val_loss.back();
+          e.second += 1;
+        }
+      std::vector<std::pair<double, int64_t>> ranked;  // (mean loss, entry)
+      for (const auto& [entry, e] : entries) {
+        const double mean = e.first / e.second;
+        ranked.push_back({std::isnan(mean) ? INFINITY : mean, entry});
+      }
+      std::stable_sort(ranked.begin(), ranked.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      const size_t keep = static_cast<size_t>(std::ceil(ranked.size() / o.halving));
+      std::set<int64_t> dropped;
+      for (size_t j = keep; j < ranked.size(); ++j) dropped.insert(ranked[j].second);
+      for (SweepRun& run : res.runs)
+        if (alive(run) && dropped.count(run.config.id % per_seed)) run.halted = true;
     }
     // Runs that stopped leave their lane: packed lanes are rebuilt with the survivors only.
     std::vector<Lane> next;

@@ -33,10 +33,21 @@ json nums(const std::vector<double>& v) {
   return a;
 }
 
-std::string status(const SweepRun& r) {
+std::string status(const SweepRun& r, const SweepResult& of) {
   if (r.diverged) return "diverged@" + std::to_string(r.diverged_epoch);
   if (r.halted) return "halted@" + std::to_string(r.val_loss.size());
+  if (of.interrupted && static_cast<int64_t>(r.val_loss.size()) < of.epochs)
+    return "unfinished@" + std::to_string(r.val_loss.size());
   return "ok";
+}
+
+// A metric in a table cell: "-" where there is none (regression's accuracy, a run with no finished
+// epoch, a loss that became NaN), so that no "nan" or "-nan" reaches the reader.
+std::string cell(const char* format, double v) {
+  if (std::isnan(v)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
 }
 
 
@@ -234,12 +245,25 @@ struct Aggregate {
   int diverged = 0;
 };
 
-// Seeds of one (optimizer, schedule, rate) grouped, for the spread over data orders.
+// The sweep's --seeds, from its options (shards and interrupted runs may lack some seeds' runs).
+int64_t seeds_of(const SweepResult& r) {
+  int64_t seeds = 1;
+  for (const SweepRun& x : r.runs) seeds = std::max(seeds, x.config.seed_index + 1);
+  const json opts = json::parse(r.options_json, nullptr, false);
+  if (opts.is_object() && opts.contains("seeds") && opts["seeds"].is_number_integer())
+    seeds = std::max<int64_t>(seeds, opts["seeds"].get<int64_t>());
+  return seeds;
+}
+
+// The runs of one grid entry over the data orders, for the spread. The grid repeats itself once per
+// seed, so an entry is its id modulo the size of one repetition; two equal entries of the grid (a
+// rate listed twice) stay apart.
 std::vector<Aggregate> aggregate(const SweepResult& r) {
-  std::map<std::tuple<std::string, std::string, double>, Aggregate> m;
-  std::vector<std::tuple<std::string, std::string, double>> order;
+  const int64_t per_seed = std::max<int64_t>(1, r.grid_size / seeds_of(r));
+  std::map<int64_t, Aggregate> m;
+  std::vector<int64_t> order;
   for (const SweepRun& x : r.runs) {
-    auto key = std::make_tuple(x.config.optimizer, x.config.schedule, x.config.lr);
+    const int64_t key = x.config.id % per_seed;
     if (!m.count(key)) {
       order.push_back(key);
       m[key].config = x.config;
@@ -279,25 +303,25 @@ std::string sweep_table(const SweepResult& r) {
   std::vector<size_t> order = rank_runs(r.runs);
   for (size_t k = 0; k < order.size(); ++k) {
     const SweepRun& x = r.runs[order[k]];
-    std::snprintf(line, sizeof line, "%4zu  %4lld  %-22s %-28s %9.3g  %9.4f %9.4f  %7.2f%% %7.2f%%  %4lld  %s\n", k + 1,
+    std::snprintf(line, sizeof line, "%4zu  %4lld  %-22s %-28s %9.3g  %9s %9s  %8s %8s  %4s  %s\n", k + 1,
                   static_cast<long long>(x.config.id), x.config.optimizer.c_str(), x.config.schedule.c_str(),
-                  x.config.lr, x.final_val_loss, x.best_val_loss, 100 * x.final_val_accuracy,
-                  100 * x.best_val_accuracy, static_cast<long long>(x.best_epoch), status(x).c_str());
+                  x.config.lr, cell("%.4f", x.final_val_loss).c_str(), cell("%.4f", x.best_val_loss).c_str(),
+                  cell("%.2f%%", 100 * x.final_val_accuracy).c_str(), cell("%.2f%%", 100 * x.best_val_accuracy).c_str(),
+                  x.best_epoch > 0 ? std::to_string(x.best_epoch).c_str() : "-", status(x, r).c_str());
     os << line;
   }
   // Several data orders: the spread of each configuration over them.
-  std::vector<Aggregate> agg = aggregate(r);
-  bool seeds = false;
-  for (const Aggregate& a : agg) seeds = seeds || a.final_loss.size() + a.diverged > 1;
-  if (seeds) {
+  if (seeds_of(r) > 1) {
+    std::vector<Aggregate> agg = aggregate(r);
     os << "\nover data orders (mean +- std of the final validation metrics):\n";
     for (const Aggregate& a : agg) {
       double ml, sl, ma, sa;
       mean_std(a.final_loss, &ml, &sl);
       mean_std(a.final_acc, &ma, &sa);
-      std::snprintf(line, sizeof line, "  %-22s %-28s %9.3g  loss %.4f +- %.4f  acc %.2f%% +- %.2f%%  (%zu runs, %d diverged)\n",
-                    a.config.optimizer.c_str(), a.config.schedule.c_str(), a.config.lr, ml, sl, 100 * ma, 100 * sa,
-                    a.final_loss.size(), a.diverged);
+      const std::string acc = std::isnan(ma) ? "" : "  acc " + cell("%.2f%%", 100 * ma) + " +- " + cell("%.2f%%", 100 * sa);
+      std::snprintf(line, sizeof line, "  %-22s %-28s %9.3g  loss %s +- %s%s  (%zu runs, %d diverged)\n",
+                    a.config.optimizer.c_str(), a.config.schedule.c_str(), a.config.lr, cell("%.4f", ml).c_str(),
+                    cell("%.4f", sl).c_str(), acc.c_str(), a.final_loss.size(), a.diverged);
       os << line;
     }
   }
@@ -319,11 +343,12 @@ std::string sweep_report_html(const SweepResult& r) {
   char buf[256];
   for (size_t k = 0; k < order.size(); ++k) {
     const SweepRun& x = r.runs[order[k]];
-    std::snprintf(buf, sizeof buf, "<td>%.3g</td><td>%.4f</td><td>%.4f</td><td>%.2f%%</td><td>%.2f%%</td><td>%lld</td>",
-                  x.config.lr, x.final_val_loss, x.best_val_loss, 100 * x.final_val_accuracy, 100 * x.best_val_accuracy,
-                  static_cast<long long>(x.best_epoch));
+    std::snprintf(buf, sizeof buf, "<td>%.3g</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>", x.config.lr,
+                  cell("%.4f", x.final_val_loss).c_str(), cell("%.4f", x.best_val_loss).c_str(),
+                  cell("%.2f%%", 100 * x.final_val_accuracy).c_str(), cell("%.2f%%", 100 * x.best_val_accuracy).c_str(),
+                  x.best_epoch > 0 ? std::to_string(x.best_epoch).c_str() : "-");
     h << "<tr><td>" << k + 1 << "</td><td>" << x.config.id << "</td><td class=l>" << xml_escape(x.config.optimizer)
-      << "</td><td class=l>" << xml_escape(x.config.schedule) << "</td>" << buf << "<td class=l>" << status(x)
+      << "</td><td class=l>" << xml_escape(x.config.schedule) << "</td>" << buf << "<td class=l>" << status(x, r)
       << "</td></tr>\n";
   }
   h << "</table>\n";
@@ -358,6 +383,18 @@ std::string sweep_report_html(const SweepResult& r) {
     po.log_x = true;
     po.log_y = true;
     h << svg_line_plot(series, po) << "\n";
+    // Diverged runs have no final loss to draw; where divergence starts is said in words instead.
+    std::string diverged;
+    for (const std::string& sched : schedules) {
+      std::string rates;
+      for (const Aggregate& a : agg)
+        if (a.config.optimizer == opt && a.config.schedule == sched && a.diverged > 0) {
+          std::snprintf(buf, sizeof buf, "%s%.3g", rates.empty() ? "" : ", ", a.config.lr);
+          rates += buf;
+        }
+      if (!rates.empty()) diverged += (diverged.empty() ? "" : "; ") + xml_escape(sched) + " at lr " + rates;
+    }
+    if (!diverged.empty()) h << "<p>" << xml_escape(opt) << " diverged: " << diverged << "</p>\n";
   }
   // Validation loss curves, one panel per optimizer and schedule (first data order).
   h << "<h2>Validation loss per epoch</h2>\n";

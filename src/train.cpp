@@ -23,6 +23,9 @@ namespace {
 
 using json = nlohmann::json;
 
+// See the guard's test in train(): divergence needs the smoothed loss above this share of the first.
+constexpr double kGuardFloor = 0.01;
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -102,13 +105,32 @@ MlpConfig model_for(const TrainOptions& o, const Dataset& train) {
 }
 
 std::string train_report_json(const TrainOptions& o, const TrainReport& r) {
-  json cfg = {{"data", o.data}, {"hidden", o.hidden}, {"activation", o.activation}, {"optimizer", o.optimizer},
-              {"lr", o.lr}, {"schedule", o.schedule}, {"plateau", o.plateau}, {"epochs", o.epochs},
-              {"batch", o.batch}, {"seed", o.seed}, {"device", o.device}, {"tf32", o.tf32},
-              {"guard", o.guard}, {"resume", o.resume}};
+  // Every option that changes the run, so that it can be repeated from this alone.
+  json cfg = {{"data", o.data},
+              {"hidden", o.hidden},
+              {"activation", o.activation},
+              {"optimizer", o.optimizer},
+              {"lr", o.lr},
+              {"schedule", o.schedule},
+              {"plateau", o.plateau},
+              {"epochs", o.epochs},
+              {"batch", o.batch},
+              {"seed", o.seed},
+              {"device", o.device},
+              {"tf32", o.tf32},
+              {"bias_decay", o.bias_decay},
+              {"val_fraction", o.val_fraction},
+              {"limit_train", o.limit_train},
+              {"samples", o.synthetic_samples},
+              {"guard", o.guard},
+              {"guard_factor", o.guard_factor},
+              {"guard_threshold", o.guard_threshold},
+              {"guard_max_events", o.guard_max_events},
+              {"check_every", o.check_every},
+              {"resume", o.resume}};
   json epochs = json::array();
   for (const EpochRecord& e : r.epochs)
-    epochs.push_back({{"epoch", e.epoch}, {"train_loss", e.train_loss}, {"val_loss", e.val_loss},
+    epochs.push_back({{"epoch", e.epoch}, {"steps_kept", e.steps_kept}, {"train_loss", e.train_loss}, {"val_loss", e.val_loss},
                       {"val_accuracy", e.val_accuracy}, {"lr", e.lr}, {"samples_per_s", e.samples_per_s},
                       {"seconds", e.seconds}});
   json events = json::array();
@@ -124,6 +146,7 @@ std::string train_report_json(const TrainOptions& o, const TrainReport& r) {
               {"device", r.device},
               {"data", r.data_description},
               {"parameters", r.parameters},
+              {"samples", {{"train", r.train_samples}, {"val", r.val_samples}, {"test", r.test_samples}}},
               {"epochs", epochs},
               {"test", {{"loss", num(r.test_loss)}, {"accuracy", num(r.test_accuracy)}}},
               {"seconds", r.seconds},
@@ -141,6 +164,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   LRLAB_REQUIRE(o.check_every >= 1, "the check interval must be at least 1 step");
   LRLAB_REQUIRE(o.guard_factor > 0 && o.guard_factor < 1, "the guard's factor must be in (0, 1)");
   LRLAB_REQUIRE(o.guard_threshold > 1, "the guard's threshold must be above 1");
+  LRLAB_REQUIRE(o.guard_max_events >= 1, "the guard's event limit must be at least 1 (got ", o.guard_max_events, ")");
   for (const std::string* out : {&o.save, &o.log_csv, &o.json_out, &o.plot_svg})
     if (!out->empty()) require_writable(*out);
 
@@ -175,6 +199,9 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   rep.device = device_name(device);
   rep.data_description = data.description;
   rep.parameters = eng.layout().size();
+  rep.train_samples = data.train.n;
+  rep.val_samples = data.val.n;
+  rep.test_samples = data.test.n;
   int64_t start_epoch = 0;
 
   if (ckpt) {
@@ -198,10 +225,12 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   auto apply_scale = [&] { opt.set_scale(static_cast<float>(guard.scale * plateau_scale())); };
   apply_scale();
   const double base_lr = opt.replica_state(0).base_lr;
-  auto lr_at = [&](int64_t step) {
+  // The rate at a step before the plateau rule's scale, and with it.
+  auto unscaled_lr_at = [&](int64_t step) {
     double m = table[static_cast<size_t>(std::min<int64_t>(step, static_cast<int64_t>(table.size()) - 1))];
-    return base_lr * m * guard.scale * plateau_scale();
+    return base_lr * m * guard.scale;
   };
+  auto lr_at = [&](int64_t step) { return unscaled_lr_at(step) * plateau_scale(); };
   if (obs.on_start) obs.on_start(rep);
 
   auto report_event = [&](TrainEvent e) {
@@ -236,7 +265,13 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
           diverged = true;
           continue;
         }
-        if (g.loss.add(l) > o.guard_threshold * g.loss.best && g.loss.count > 1) diverged = true;
+        const double smoothed = g.loss.add(l);
+        if (g.start == 0) g.start = smoothed;
+        // Besides its multiple of the best, the loss must climb back above a hundredth of where the
+        // run began: a loss converging towards zero (a regression fitted almost exactly) swings by
+        // large factors around a tiny best, and that is noise, not divergence.
+        if (smoothed > o.guard_threshold * g.loss.best && smoothed > kGuardFloor * g.start && g.loss.count > 1)
+          diverged = true;
       }
       if (diverged && o.guard) {
         eng.unstash();
@@ -286,6 +321,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
     rep.steps = opt.step_count();
     EpochRecord rec;
     rec.epoch = epoch + 1;
+    rec.steps_kept = loss_count;
     rec.train_loss = loss_count ? loss_sum / loss_count : std::nan("");
     TrainEngine::Eval val = eng.evaluate(Split::Val);
     rec.val_loss = val.loss[0];
@@ -294,11 +330,13 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
     rec.samples_per_s = static_cast<double>(data.train.n) / std::max(train_seconds, 1e-9);
     if (plateau) {
       double metric = std::isfinite(rec.val_loss) ? rec.val_loss : rec.train_loss;
-      if (plateau->step(metric)) {
+      const double before = plateau->scale();
+      if (plateau->step(metric, unscaled_lr_at(rep.steps))) {
         apply_scale();
         std::ostringstream msg;
-        msg << "validation loss has not improved for " << plateau->options().patience + 1
-            << " epochs: rate x" << plateau->options().factor << " -> lr " << lr_at(rep.steps);
+        msg << (data.val.n ? "validation" : "training") << " loss has not improved for "
+            << plateau->options().patience + 1 << " epochs: rate x" << plateau->scale() / before << " -> lr "
+            << lr_at(rep.steps);
         report_event({"plateau", epoch + 1, rep.steps, guard.scale * plateau_scale(), msg.str()});
       }
     }

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,14 +68,73 @@ TEST_F(AtomicIo, LargeFilesRoundTrip) {
   EXPECT_EQ(read_file(path, big.size()), big);
 }
 
-TEST_F(AtomicIo, NewFilesFollowTheUmask) {
-  std::string path = dir_ + "/perm.txt";
+// The permission bits of `path` after writing it under umask 022.
+mode_t mode_after_write(const std::string& path, const std::string& bytes) {
   mode_t old = umask(022);
-  write_file_atomic(path, "x");
+  write_file_atomic(path, bytes);
   umask(old);
   struct stat st {};
-  ASSERT_EQ(stat(path.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  return stat(path.c_str(), &st) == 0 ? st.st_mode & 0777 : 0;
+}
+
+TEST_F(AtomicIo, NewFilesFollowTheUmask) { EXPECT_EQ(mode_after_write(dir_ + "/perm.txt", "x"), 0644u); }
+
+TEST_F(AtomicIo, ReplacedFilesKeepTheirPermissions) {
+  std::string path = dir_ + "/private.txt";
+  write_file_atomic(path, "old");
+  ASSERT_EQ(chmod(path.c_str(), 0600), 0);
+  EXPECT_EQ(mode_after_write(path, "new"), 0600u);
+  EXPECT_EQ(read_file(path, 10), "new");
+}
+
+// A write through a link replaces the file it points to, not the link (as `>` in a shell does).
+TEST_F(AtomicIo, LinksAreFollowed) {
+  std::string real = dir_ + "/real.txt", link = dir_ + "/link.txt", chain = dir_ + "/chain.txt";
+  write_file_atomic(real, "old");
+  ASSERT_EQ(symlink("real.txt", link.c_str()), 0);       // relative to the link's folder
+  ASSERT_EQ(symlink(link.c_str(), chain.c_str()), 0);    // absolute, to another link
+  write_file_atomic(chain, "new");
+  struct stat st {};
+  ASSERT_EQ(lstat(chain.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  ASSERT_EQ(lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_EQ(read_file(real, 10), "new");
+
+  // A dangling link names the file the write creates.
+  std::string dangling = dir_ + "/dangling.txt";
+  ASSERT_EQ(symlink("created.txt", dangling.c_str()), 0);
+  write_file_atomic(dangling, "made");
+  ASSERT_EQ(lstat(dangling.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_EQ(read_file(dir_ + "/created.txt", 10), "made");
+
+  std::string loop = dir_ + "/loop.txt";
+  ASSERT_EQ(symlink("loop.txt", loop.c_str()), 0);
+  EXPECT_EQ(error_of([&] { write_file_atomic(loop, "x"); }),
+            "cannot write '" + loop + "': Too many levels of symbolic links");
+  EXPECT_EQ(entries().size(), 6u);  // no temporaries left
+}
+
+// A pipe (or a device such as /dev/null) cannot be replaced by a rename and must not be.
+TEST_F(AtomicIo, PipesAreWrittenInPlace) {
+  std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  // Opened for reading first, without blocking, so that the write finds a reader and the test cannot
+  // hang; the few bytes fit in the pipe's buffer.
+  int rd = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(rd, 0);
+  EXPECT_NO_THROW(require_writable(fifo));
+  write_file_atomic(fifo, "through the pipe\n");
+  char buf[64] = {};
+  ssize_t n = read(rd, buf, sizeof buf);
+  close(rd);
+  std::string got(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  EXPECT_EQ(got, "through the pipe\n");
+  struct stat st {};
+  ASSERT_EQ(lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(entries(), std::vector<std::string>{"fifo"});
 }
 
 TEST_F(AtomicIo, WriteFailuresNameThePathAndLeaveTheOldFile) {

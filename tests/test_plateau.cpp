@@ -95,6 +95,23 @@ TEST(PlateauRule, MinScaleFloorsAndStopsCutting) {
   EXPECT_DOUBLE_EQ(rule.scale(), 0.05);
 }
 
+// PyTorch skips a cut that would lower the learning rate by eps (1e-8) or less: the rate, not the
+// scale. From lr 1e-3 that stops at lr 1e-8 (scale 1e-5); from lr 1 at scale 1e-8.
+TEST(PlateauRule, EpsComparesRatesNotScales) {
+  auto cuts_at_rate = [](double rate) {
+    ReduceOnPlateau rule(with(0, 0.1));
+    int n = 0;
+    for (int i = 0; i < 20; ++i) n += rule.step(1.0, rate);
+    return std::make_pair(n, rule.scale());
+  };
+  auto [small_cuts, small_scale] = cuts_at_rate(1e-3);
+  EXPECT_EQ(small_cuts, 5);
+  EXPECT_NEAR(small_scale, 1e-5, 1e-18);
+  auto [unit_cuts, unit_scale] = cuts_at_rate(1.0);
+  EXPECT_EQ(unit_cuts, 8);
+  EXPECT_NEAR(unit_scale, 1e-8, 1e-21);
+}
+
 TEST(PlateauRule, ModeMaxWantsLargerMetrics) {
   PlateauOptions o = with(1);
   o.maximize = true;

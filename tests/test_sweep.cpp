@@ -228,6 +228,66 @@ TEST(Sweep, SeedsRepeatWithDifferentDataOrders) {
   EXPECT_NE(table.find("+-"), std::string::npos) << table;
 }
 
+// Halving ranks a grid entry by its mean over the data orders and keeps or drops its seeds
+// together, so that the spread over seeds compares the same epochs.
+TEST(Sweep, HalvingKeepsAnEntrysSeedsTogether) {
+  SweepOptions o = small_sweep();
+  o.base.epochs = 3;
+  o.halving = 2;
+  o.seeds = 2;
+  SweepResult r = run_sweep(o);
+  const size_t per_seed = r.runs.size() / 2;
+  ASSERT_EQ(per_seed, 12u);
+  int halted = 0;
+  for (size_t i = 0; i < per_seed; ++i) {
+    const SweepRun &a = r.runs[i], &b = r.runs[i + per_seed];
+    ASSERT_EQ(a.config.id % per_seed, b.config.id % per_seed);
+    if (a.diverged || b.diverged) continue;
+    EXPECT_EQ(a.halted, b.halted) << "entry " << i;
+    EXPECT_EQ(a.val_loss.size(), b.val_loss.size()) << "entry " << i;
+    halted += a.halted;
+  }
+  EXPECT_GT(halted, 0);
+}
+
+// The spread over data orders is of --seeds; a rate listed twice is two entries, not two seeds.
+TEST(SweepReport, SpreadIsOverSeedsOnly) {
+  SweepOptions o = small_sweep();
+  o.base.epochs = 1;
+  o.lrs = {1e-2, 1e-2};
+  o.schedules = {"constant"};
+  o.optimizers = {"adam()"};
+  std::string table = sweep_table(run_sweep(o));
+  EXPECT_EQ(table.find("over data orders"), std::string::npos) << table;
+  o.seeds = 2;
+  table = sweep_table(run_sweep(o));
+  const size_t at = table.find("over data orders");
+  ASSERT_NE(at, std::string::npos) << table;
+  size_t lines = 0;
+  for (size_t p = table.find("(2 runs", at); p != std::string::npos; p = table.find("(2 runs", p + 1)) ++lines;
+  EXPECT_EQ(lines, 2u) << table;
+}
+
+// Metrics that do not exist (regression's accuracy) or epochs that never ran (an interrupted sweep)
+// read as '-' and "unfinished", never as "nan" or "ok".
+TEST(SweepReport, MissingMetricsAndUnfinishedRuns) {
+  SweepOptions o = small_sweep();
+  o.base.data = "sine";
+  o.base.epochs = 2;
+  o.lrs = {1e-3, 1e-2};
+  o.schedules = {"constant"};
+  o.optimizers = {"adam()"};
+  o.seeds = 2;
+  SweepResult r = run_sweep(o);
+  std::string table = sweep_table(r);
+  EXPECT_EQ(table.find("nan"), std::string::npos) << table;
+  EXPECT_EQ(sweep_report_html(r).find("nan"), std::string::npos);
+  r.interrupted = true;
+  r.runs[0].val_loss.pop_back();
+  table = sweep_table(r);
+  EXPECT_NE(table.find("unfinished@1"), std::string::npos) << table;
+}
+
 TEST(SweepResults, JsonRoundTripsAndShardsMergeToTheWhole) {
   SweepOptions o = small_sweep();
   SweepResult whole = run_sweep(o);
@@ -299,6 +359,18 @@ TEST(SweepCli, WritesOutputsAndRanks) {
   ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --shard 1/2 --out " + s1).status, 0);
   auto m = run_cli("merge " + s0 + " " + s1 + " --out " + merged);
   ASSERT_EQ(m.status, 0) << m.err;
+  EXPECT_EQ(m.err.find("warning"), std::string::npos) << m.err;
+  auto half = run_cli("merge " + s0 + " --out " + temp_path("merged_half"));
+  EXPECT_EQ(half.status, 0) << half.err;
+  EXPECT_NE(half.err.find("warning: 6 of the sweep's 12 configurations are missing"), std::string::npos) << half.err;
+  // A shard file whose runs were all removed is nothing to merge.
+  auto shard = nlohmann::json::parse(slurp(s0 + "/results.json"));
+  shard["runs"] = nlohmann::json::array();
+  const std::string empty = temp_path("empty_shard.json");
+  write_file_atomic(empty, shard.dump());
+  auto none = run_cli("merge " + empty + " --out " + temp_path("merged_none"));
+  EXPECT_EQ(none.status, 2);
+  EXPECT_EQ(none.err, "error: the inputs hold no configuration results\n");
   SweepResult whole = read_sweep_results(slurp(out + "/results.json"), "whole");
   SweepResult joined = read_sweep_results(slurp(merged + "/results.json"), "merged");
   expect_same_runs(whole, joined, 1e-5);
@@ -317,6 +389,7 @@ TEST(SweepCli, BadInputGivesErrorAndStatus2) {
            {"sweep --data spirals --device cpu --lr 0.1 --shard x", "--shard"},
            {"sweep --data spirals --device cpu --lr 0.1 --optimizer 'adamx()'", "unknown optimizer"},
            {"sweep --data spirals --device cpu --lr 0.1 --halving 1", "halving"},
+           {"sweep --data spirals --device cpu --lr 0.1 --halving inf", "halving must be a finite number"},
            {"sweep --data spirals --device cpu --lr 0.1 --val-fraction 0", "validation split"},
            {"sweep --data spirals --device cpu --lr 0.1 --out /nonexistent/sweep", "cannot create directory '/nonexistent/sweep'"},
            {"merge " + foreign + " --out " + temp_path("m"), "not an lrlab sweep results file"},

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <cmath>
 #include <fstream>
@@ -9,6 +10,8 @@
 #include "test_util.hpp"
 #include "lrlab/checkpoint.hpp"
 #include "lrlab/error.hpp"
+#include "lrlab/rng.hpp"
+#include "lrlab/serialize.hpp"
 #include "lrlab/train.hpp"
 #include "lrlab/train_engine.hpp"
 
@@ -225,6 +228,54 @@ TEST(Checkpoint, RefusesCorruptOrTruncatedFiles) {
   std::string magic = bytes;
   magic[0] = 'X';
   EXPECT_THROW(decode_checkpoint(magic, "x"), Error);
+  // A valid checksum over values no run writes: a guard that raised the rate.
+  Checkpoint raised = c;
+  raised.guard.scale = 1e30;
+  EXPECT_THROW(decode_checkpoint(encode_checkpoint(raised), "x"), Error);
+}
+
+// Files written before the guard recorded the run's first loss (version 2) still load; the guard
+// then has no floor until the next run starts one.
+TEST(Checkpoint, ReadsVersion2Files) {
+  struct GuardV2 {
+    double scale;
+    int64_t events;
+    SmoothedLoss loss;
+  } guard{0.25, 2, {}};
+  guard.loss.add(1.5);
+  PlateauState plateau;
+  plateau.scale = 0.5;
+  ByteWriter body;
+  body.put_string("{\"model\":1}");
+  body.put<int64_t>(3);       // epochs done
+  body.put<int64_t>(120);     // step
+  body.put<uint64_t>(7);      // data seed
+  body.put_vector(std::vector<float>{1.0f, -2.0f});
+  body.put_string("opt");
+  body.put(guard);
+  body.put<uint8_t>(1);
+  body.put(plateau);
+  const std::string payload = body.take();
+  ByteWriter file;
+  file.put_bytes("LRLABCKP", 8);
+  file.put<uint32_t>(2);
+  file.put<uint64_t>(payload.size());
+  file.put(static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(payload.data()),
+                                       static_cast<uInt>(payload.size()))));
+  file.put_bytes(payload.data(), payload.size());
+  Checkpoint c = decode_checkpoint(file.take(), "v2.ckpt");
+  EXPECT_EQ(c.model, "{\"model\":1}");
+  EXPECT_EQ(c.epochs_done, 3);
+  EXPECT_EQ(c.step, 120);
+  EXPECT_EQ(c.data_seed, 7u);
+  EXPECT_EQ(c.params, (std::vector<float>{1.0f, -2.0f}));
+  EXPECT_EQ(c.optimizer, "opt");
+  EXPECT_EQ(c.guard.scale, 0.25);
+  EXPECT_EQ(c.guard.events, 2);
+  EXPECT_EQ(c.guard.loss.count, 1);
+  EXPECT_EQ(c.guard.start, 0.0);
+  EXPECT_TRUE(c.has_plateau);
+  EXPECT_EQ(c.plateau.scale, 0.5);
 }
 
 TEST(TrainCli, BadInputGivesErrorAndStatus2) {
@@ -256,6 +307,12 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
            {"train --data spirals --device cpu --save /nonexistent/run.ckpt", "cannot write '/nonexistent/run.ckpt'"},
            {"train --data spirals --device cpu --json /tmp", "cannot write '/tmp'"},
            {"find-lr --data spirals --device cpu --plot /nonexistent/lr.svg", "cannot write '/nonexistent/lr.svg'"},
+           {"train --data spirals --device cpu --guard-max-events 0", "event limit must be at least 1"},
+           {"train --data spirals --device cpu --seed -1", "'-1' is not a whole number from 0 to"},
+           {"train --data spirals --device cpu --seed 18446744073709551616", "is not a whole number"},
+           {"find-lr --data spirals --device cpu --seed 1e3", "'1e3' is not a whole number"},
+           {"sweep --data spirals --device cpu --seed x", "'x' is not a whole number"},
+           {"train --data spirals --device cpu --config=", "--config needs a file name"},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;
@@ -294,6 +351,53 @@ TEST(TrainCli, LrFindTrainsWithTheSuggestion) {
   EXPECT_NE(r.out.find("test: loss"), std::string::npos);
 }
 
+// Epochs whose every step the guard undid, and splits with no samples, show '-', never "nan".
+TEST(TrainCli, EmptySplitsAndUndoneEpochsPrintADash) {
+  const std::string csv = temp_path("two_rows.csv");
+  {
+    std::ofstream f(csv);
+    f << "0,0.5,0.25\n1,0.1,0.3\n";
+  }
+  auto r = run_cli("train --data csv:" + csv + " --hidden 4 --epochs 2 --device cpu --quiet "
+                   "--plateau 'plateau(patience=0)'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.find("nan"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("note: no validation samples; reduce-on-plateau watches the training loss"),
+            std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("test: no test samples"), std::string::npos) << r.out;
+  std::remove(csv.c_str());
+
+  // One check window per epoch, every one of them diverging: no step of any epoch is kept.
+  auto d = run_cli("train --data blobs --samples 200 --hidden 8 --epochs 2 --lr 1e6 --check-every 100 "
+                   "--device cpu --quiet");
+  ASSERT_EQ(d.status, 0) << d.err;
+  EXPECT_NE(d.out.find("[guard]"), std::string::npos) << d.out;
+  EXPECT_EQ(d.out.find("nan"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find("    1           -  "), std::string::npos) << d.out;
+}
+
+// A regression fitted almost exactly has a loss that swings by large factors around a tiny best:
+// not a divergence.
+TEST(TrainCli, GuardIgnoresSwingsOfALossNearZero) {
+  const std::string csv = temp_path("linear.csv");
+  {
+    std::ofstream f(csv);
+    Rng rng(11);
+    for (int i = 0; i < 5000; ++i) {
+      double x = rng.normal();
+      f << x << "," << 0.8 * x + 0.1 << "\n";
+    }
+  }
+  auto r = run_cli("train --data csv:" + csv + ":regression --epochs 60 --lr 1e-2 --hidden 16 --batch 32 "
+                   "--device cpu --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.find("[guard]"), std::string::npos) << r.out;
+  const size_t at = r.out.find("test: loss ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_LT(std::atof(r.out.c_str() + at + 11), 1e-4) << r.out;
+  std::remove(csv.c_str());
+}
+
 TEST(TrainCli, ConfigFileSetsOptions) {
   const std::string cfg = temp_path("train.toml");
   {
@@ -304,6 +408,19 @@ TEST(TrainCli, ConfigFileSetsOptions) {
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("blobs"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("test: loss"), std::string::npos) << r.out;
+
+  // A list, as TOML writes it and as INI does, is the comma-separated value of the command line.
+  const std::string json = temp_path("train_cfg.json");
+  for (const std::string& hidden : {"[12, 6]", "12,6"}) {
+    {
+      std::ofstream f(cfg);
+      f << "data = \"blobs\"\nhidden = " << hidden << "\nepochs = 1\ndevice = \"cpu\"\nsamples = 400\n";
+    }
+    auto l = run_cli("train --config " + cfg + " --quiet --json " + json);
+    ASSERT_EQ(l.status, 0) << hidden << ": " << l.err;
+    EXPECT_EQ(nlohmann::json::parse(slurp(json))["config"]["hidden"], nlohmann::json({12, 6})) << hidden;
+  }
+  std::remove(json.c_str());
   std::remove(cfg.c_str());
 }
 

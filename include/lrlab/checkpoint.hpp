@@ -15,6 +15,7 @@ struct GuardState {
   double scale = 1.0;      // the guard's factor on the rate
   int64_t events = 0;
   SmoothedLoss loss;       // the training loss it watches
+  double start = 0;        // the run's first smoothed loss (0: unknown)
 };
 
 struct Checkpoint {
@@ -30,7 +31,8 @@ struct Checkpoint {
 };
 
 // 2: the optimizer state records how its replicas are packed (packing.hpp).
-constexpr uint32_t kCheckpointVersion = 2;
+// 3: the guard records the run's first loss (GuardState::start); version 2 files are still read.
+constexpr uint32_t kCheckpointVersion = 3;
 
 std::string encode_checkpoint(const Checkpoint& c);
 // `name` appears in errors. Throws lrlab::Error for a foreign, corrupt, truncated or newer file.

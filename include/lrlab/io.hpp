@@ -8,7 +8,9 @@
 namespace lrlab {
 
 // Writes `bytes` to a temporary file in the target's directory, flushes and fsyncs it, renames it
-// over `path` and fsyncs the directory, so a crash leaves either the old file or the new one.
+// over `path` and fsyncs the directory, so a crash leaves either the old file or the new one. A
+// replaced file keeps its permissions; a symbolic link is followed (the file it points to is
+// replaced, the link stays); a device, pipe or socket (/dev/stdout, a FIFO) is written in place.
 // Throws lrlab::Error ("cannot write 'PATH': <reason>") on failure, leaving no temporary behind.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 

@@ -17,7 +17,7 @@ struct PlateauOptions {
   bool relative = true;       // threshold_mode=rel|abs
   int64_t cooldown = 0;
   double min_scale = 0;
-  double eps = 1e-8;          // cuts smaller than this are skipped, as in PyTorch
+  double eps = 1e-8;          // cuts that lower the rate by no more than this are skipped, as in PyTorch
 };
 
 // Keys: mode, factor, patience, threshold, threshold_mode, cooldown, min_scale, eps. Throws
@@ -38,8 +38,9 @@ class ReduceOnPlateau {
   explicit ReduceOnPlateau(PlateauOptions options);
 
   // Records one evaluation of the metric; returns true when it cut the scale. NaN never counts as
-  // an improvement.
-  bool step(double metric);
+  // an improvement. `rate` is the learning rate the scale multiplies (base rate, schedule, other
+  // scales): PyTorch skips a cut that lowers the rate itself by eps or less, not the scale.
+  bool step(double metric, double rate = 1.0);
   double scale() const { return state_.scale; }
   const PlateauOptions& options() const { return options_; }
 

@@ -35,7 +35,8 @@ struct TrainOptions {
   // Divergence guard.
   bool guard = true;
   double guard_factor = 0.5;       // rate multiplier per event
-  double guard_threshold = 4.0;    // diverged: smoothed loss above this multiple of its best
+  double guard_threshold = 4.0;    // diverged: smoothed loss above this multiple of its best (and
+                                   // above 1% of the run's first loss)
   int64_t guard_max_events = 20;   // then stop (exit status 3)
   int64_t check_every = 25;        // steps between host checks (and guard snapshots)
   // Files.
@@ -44,6 +45,8 @@ struct TrainOptions {
 
 struct EpochRecord {
   int64_t epoch = 0;  // 1-based
+  int64_t steps_kept = 0;  // steps the guard did not undo; train_loss is their mean (NaN if none)
+  // val_loss is NaN when the validation split is empty; val_accuracy also for regression.
   double train_loss = 0, val_loss = 0, val_accuracy = 0;
   double lr = 0;      // the rate of the epoch's last step
   double samples_per_s = 0, seconds = 0;
@@ -63,6 +66,7 @@ struct TrainReport {
   double seconds = 0;
   std::string device, data_description;
   int64_t parameters = 0, steps = 0, start_epoch = 0;
+  int64_t train_samples = 0, val_samples = 0, test_samples = 0;  // test_loss is NaN with no test samples
   bool stopped_by_guard = false;
   // Per step: (step, lr, loss), for --log and the plot.
   std::vector<int64_t> step_index;

@@ -91,7 +91,7 @@ Register reg("find-lr", "learning-rate range test: suggests a rate per optimizer
       ->check(CLI::IsMember({"exp", "linear"}))
       ->capture_default_str();
   sub.add_option("--batch", o.batch, "minibatch size")->capture_default_str();
-  sub.add_option("--seed", o.seed, "seed of the data split, data order and initial weights")->capture_default_str();
+  sub.add_option("--seed", o.seed, "seed of the data split, data order and initial weights")->check(unsigned_64())->capture_default_str();
   sub.add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
   sub.add_option("--val-fraction", o.val_fraction, "share of the training set held out for validation")
       ->capture_default_str();

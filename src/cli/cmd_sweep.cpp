@@ -134,7 +134,7 @@ Register sweep_reg("sweep", "train a grid of learning rates, schedules and optim
   sub.add_option("--epochs", o.base.epochs, "epochs")->capture_default_str();
   sub.add_option("--batch", o.base.batch, "minibatch size")->capture_default_str();
   sub.add_option("--seed", o.base.seed, "seed of the data split, first data order and initial weights")
-      ->capture_default_str();
+      ->check(unsigned_64())->capture_default_str();
   sub.add_option("--device", o.base.device, "auto, cpu or cuda")->capture_default_str();
   sub.add_option("--mode", o.mode, "auto (packed on the GPU, streams on the CPU), packed, streams or sequential")
       ->check(CLI::IsMember({"auto", "packed", "streams", "sequential"}))
@@ -166,8 +166,13 @@ Register merge_reg("merge", "join the results of sweep shards into one report", 
       shards.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
     }
     SweepResult all = merge_sweeps(shards);
+    LRLAB_REQUIRE(!all.runs.empty(), "the inputs hold no configuration results");
     std::printf("lrlab merge: %zu shards, %zu of %lld configurations\n", shards.size(), all.runs.size(),
                 static_cast<long long>(all.grid_size));
+    if (static_cast<int64_t>(all.runs.size()) < all.grid_size)
+      std::fprintf(stderr, "warning: %lld of the sweep's %lld configurations are missing (a shard not given?)\n",
+                   static_cast<long long>(all.grid_size - static_cast<int64_t>(all.runs.size())),
+                   static_cast<long long>(all.grid_size));
     std::fputs(sweep_table(all).c_str(), stdout);
     write_sweep_outputs(all, *out);
     std::printf("report: %s\n", path_join(*out, "report.html").c_str());

@@ -22,6 +22,18 @@ struct TrainArgs {
   bool quiet = false;
 };
 
+// A loss in a 10-wide column: fixed-point while it fits, else in exponent form; "-" when there is
+// none (an empty split, or an epoch whose every step the guard undid).
+std::string loss_cell(double v, bool none) {
+  char buf[32];
+  if (none) return "-";
+  if (std::isfinite(v) && (v == 0 || (std::fabs(v) >= 1e-3 && std::fabs(v) < 1e5)))
+    std::snprintf(buf, sizeof buf, "%.4f", v);
+  else
+    std::snprintf(buf, sizeof buf, "%.3e", v);
+  return buf;
+}
+
 int run_train(TrainArgs& a, CLI::App& sub) {
   TrainOptions& o = a.o;
   o.hidden = parse_int_list(a.hidden, "--hidden");
@@ -41,10 +53,15 @@ int run_train(TrainArgs& a, CLI::App& sub) {
   const bool tty = isatty(STDERR_FILENO) && !a.quiet;
 
   TrainObserver obs;
+  bool no_val = false;
   obs.on_start = [&](const TrainReport& r) {
     std::printf("lrlab train: %s, %lld parameters, device %s%s\n", r.data_description.c_str(),
                 static_cast<long long>(r.parameters), r.device.c_str(),
                 r.start_epoch ? (", resumed after epoch " + std::to_string(r.start_epoch)).c_str() : "");
+    no_val = r.val_samples == 0;
+    if (no_val)
+      std::printf("note: no validation samples%s\n",
+                  o.plateau.empty() ? "" : "; reduce-on-plateau watches the training loss instead");
     std::printf("%5s  %10s  %10s  %8s  %10s  %10s  %7s\n", "epoch", "train loss", "val loss", "val acc", "lr",
                 "samples/s", "time");
     std::fflush(stdout);
@@ -64,8 +81,9 @@ int run_train(TrainArgs& a, CLI::App& sub) {
     clear_progress();
     char acc[16] = "-";  // regression has no accuracy
     if (!std::isnan(e.val_accuracy)) std::snprintf(acc, sizeof acc, "%.2f%%", 100 * e.val_accuracy);
-    std::printf("%5lld  %10.4f  %10.4f  %8s  %10.3g  %10.0f  %6.1fs\n", static_cast<long long>(e.epoch),
-                e.train_loss, e.val_loss, acc, e.lr, e.samples_per_s, e.seconds);
+    std::printf("%5lld  %10s  %10s  %8s  %10.3g  %10.0f  %6.1fs\n", static_cast<long long>(e.epoch),
+                loss_cell(e.train_loss, e.steps_kept == 0).c_str(), loss_cell(e.val_loss, no_val).c_str(), acc, e.lr,
+                e.samples_per_s, e.seconds);
     std::fflush(stdout);
   };
   obs.on_event = [&](const TrainEvent& e) {
@@ -76,10 +94,13 @@ int run_train(TrainArgs& a, CLI::App& sub) {
   };
   TrainReport r = train(o, obs);
   clear_progress();
-  if (std::isnan(r.test_accuracy))
-    std::printf("test: loss %.4f (%.1f s)\n", r.test_loss, r.seconds);
+  if (r.test_samples == 0)
+    std::printf("test: no test samples (%.1f s)\n", r.seconds);
+  else if (std::isnan(r.test_accuracy))
+    std::printf("test: loss %s (%.1f s)\n", loss_cell(r.test_loss, false).c_str(), r.seconds);
   else
-    std::printf("test: loss %.4f, accuracy %.2f%% (%.1f s)\n", r.test_loss, 100 * r.test_accuracy, r.seconds);
+    std::printf("test: loss %s, accuracy %.2f%% (%.1f s)\n", loss_cell(r.test_loss, false).c_str(),
+                100 * r.test_accuracy, r.seconds);
   if (r.stopped_by_guard) {
     std::fprintf(stderr, "error: training diverged %zu times and was stopped%s\n", r.events.size() - 1,
                  o.save.empty() ? "" : "; the last good checkpoint is kept");
@@ -104,7 +125,7 @@ Register reg("train", "train an MLP by minibatches, on the GPU when present", []
   sub.add_option("--plateau", o.plateau, "reduce-on-plateau on the validation loss, e.g. \"plateau(factor=0.5,patience=2)\"");
   sub.add_option("--epochs", o.epochs, "epochs in all (a resumed run continues up to this)")->capture_default_str();
   sub.add_option("--batch", o.batch, "minibatch size")->capture_default_str();
-  sub.add_option("--seed", o.seed, "seed of the data split, data order and initial weights")->capture_default_str();
+  sub.add_option("--seed", o.seed, "seed of the data split, data order and initial weights")->check(unsigned_64())->capture_default_str();
   sub.add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
   sub.add_flag("--tf32", o.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
   sub.add_flag("!--no-bias-decay", o.bias_decay, "no weight decay on biases");

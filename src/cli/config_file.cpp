@@ -38,11 +38,13 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
     break;
   }
   std::string path;
+  bool config = false;
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--config" && i + 1 < args.size()) path = args[i + 1];
-    else if (args[i].rfind("--config=", 0) == 0) path = args[i].substr(9);
+    if (args[i] == "--config" && i + 1 < args.size()) path = args[i + 1], config = true;
+    else if (args[i].rfind("--config=", 0) == 0) path = args[i].substr(9), config = true;
   }
-  if (sub && !path.empty()) {
+  LRLAB_REQUIRE(!config || !path.empty(), "--config needs a file name");
+  if (sub && config) {
     std::ifstream probe(path);
     LRLAB_REQUIRE(probe.good(), "cannot read config file '", path, "'");
     std::vector<CLI::ConfigItem> items;
@@ -67,6 +69,14 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
         continue;
       }
       extra.push_back(flag);
+      if (opt->get_expected_max() == 1 && item.inputs.size() > 1) {
+        // `hidden = [256, 128]` (TOML) or `hidden = 256,128` (INI) for an option that takes one
+        // comma-separated value on the command line.
+        std::string joined;
+        for (size_t i = 0; i < item.inputs.size(); ++i) joined += (i ? "," : "") + item.inputs[i];
+        extra.push_back(joined);
+        continue;
+      }
       for (const std::string& in : item.inputs) extra.push_back(in);
     }
     args.insert(args.end(), extra.begin(), extra.end());

@@ -8,13 +8,20 @@
 
 namespace lrlab::cli {
 
+namespace {
+std::string trimmed(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+}  // namespace
+
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& option) {
   std::vector<int64_t> out;
-  if (text.empty() || text == "none") return out;
+  if (trimmed(text).empty() || trimmed(text) == "none") return out;
   size_t start = 0;
   for (;;) {
     size_t comma = text.find(',', start);
-    std::string tok = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    std::string tok = trimmed(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     char* end = nullptr;
     errno = 0;
     long long v = std::strtoll(tok.c_str(), &end, 10);
@@ -34,6 +41,19 @@ double parse_rate(const std::string& text, const std::string& option) {
   LRLAB_REQUIRE(!text.empty() && end && *end == '\0' && errno == 0 && std::isfinite(v) && v > 0, option, ": '",
                 text, "' is not a positive finite number");
   return v;
+}
+
+CLI::Validator unsigned_64() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        const bool digits = !text.empty() && text.size() <= 20 &&
+                            text.find_first_not_of("0123456789") == std::string::npos;
+        errno = 0;
+        if (digits) std::strtoull(text.c_str(), nullptr, 10);
+        if (!digits || errno == ERANGE) return "'" + text + "' is not a whole number from 0 to 18446744073709551615";
+        return {};
+      },
+      "UINT64");
 }
 
 }  // namespace lrlab::cli
