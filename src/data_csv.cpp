@@ -59,7 +59,8 @@ Dataset parse_csv(const std::string& text, const std::string& name, bool regress
   std::vector<std::string_view> fields;
   std::vector<double> values;
 
-  size_t pos = 0;
+  // A byte-order mark, as spreadsheet programs write, is not part of the first field.
+  size_t pos = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
   int64_t line_no = 0;
   while (pos < text.size()) {
     size_t nl = text.find('\n', pos);
@@ -84,7 +85,9 @@ Dataset parse_csv(const std::string& text, const std::string& name, bool regress
       columns = fields.size();
       columns_line = line_no;
       d.dim = static_cast<int64_t>(columns) - 1;
-      if (bad != fields.size()) continue;  // a header row
+      // A header names the label column; a first row whose label is a number is data, and a
+      // typo further along it is reported, not taken for a header and dropped.
+      if (bad == 0) continue;
     }
     LRLAB_REQUIRE(fields.size() == columns, name, ": line ", line_no, " has ", fields.size(), " columns, expected ",
                   columns, " (as on line ", columns_line, ")");

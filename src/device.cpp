@@ -2,6 +2,8 @@
 
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/error.hpp"
 
@@ -13,7 +15,22 @@ int cuda_device_count(std::string* why) {
   if (err != cudaSuccess) {
     // Clear the sticky error so later, unrelated runtime calls do not report it.
     cudaGetLastError();
-    if (why) *why = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
+    if (why) {
+      // cudart reports a missing driver as an "insufficient" one; tell the two apart.
+      int driver = 0, runtime = 0;
+      cudaDriverGetVersion(&driver);
+      cudaRuntimeGetVersion(&runtime);
+      auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+      if (err == cudaErrorInsufficientDriver && driver == 0)
+        *why = "no NVIDIA driver is installed (no GPU can be used)";
+      else if (err == cudaErrorInsufficientDriver)
+        *why = "the NVIDIA driver supports CUDA " + version(driver) + ", older than this build's CUDA " +
+               version(runtime) + "; update the driver";
+      else if (err == cudaErrorNoDevice)
+        *why = "no NVIDIA GPU found";
+      else
+        *why = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
+    }
     return 0;
   }
   if (n == 0 && why) *why = "no CUDA device found";

@@ -18,10 +18,23 @@ namespace lrlab {
 
 namespace {
 
+// A setting as the kernels hold it, in fp32: a value that fp32 cannot hold is an error, not a
+// silent 0 (clip=1e-50 would turn clipping off) or inf.
+float to_float(spec::ArgReader& r, const std::string& key, double v) {
+  const float f = static_cast<float>(v);
+  if (!std::isfinite(f)) r.fail_value(key, "too large for fp32");
+  if (v != 0 && !std::isnormal(f)) r.fail_value(key, "too close to zero for fp32 (use 0)");
+  return f;
+}
+
+float setting(spec::ArgReader& r, const std::string& key, double fallback) {
+  return to_float(r, key, r.number(key, fallback));
+}
+
 float fraction(spec::ArgReader& r, const std::string& key, float fallback, bool closed) {
   double v = r.number(key, fallback);
   if (closed ? v > 1.0 : v >= 1.0) r.fail_value(key, closed ? "must be in [0, 1]" : "must be in [0, 1)");
-  return static_cast<float>(v);
+  return to_float(r, key, v);
 }
 
 }  // namespace
@@ -46,13 +59,13 @@ OptimizerHyper parse_optimizer(const std::string& text) {
   const char* wd_key = r.has("weight_decay") ? "weight_decay" : "wd";
   LRLAB_REQUIRE(!(r.has("weight_decay") && r.has("wd")), "optimizer '", n,
                 "': give wd or weight_decay, not both");
-  h.weight_decay = static_cast<float>(r.number(wd_key, h.kind == OptimKind::AdamW ? 1e-2 : 0.0));
+  h.weight_decay = setting(r, wd_key, h.kind == OptimKind::AdamW ? 1e-2 : 0.0);
   h.maximize = r.boolean("maximize", false);
-  h.max_grad_norm = static_cast<float>(r.number("clip", 0.0));
+  h.max_grad_norm = setting(r, "clip", 0.0);
   h.check_finite = r.boolean("check_finite", false);
   switch (h.kind) {
     case OptimKind::SGD:
-      h.momentum = static_cast<float>(r.number("momentum", 0.0));
+      h.momentum = setting(r, "momentum", 0.0);
       h.dampening = fraction(r, "dampening", 0.0f, true);
       h.nesterov = r.boolean("nesterov", false);
       if (h.nesterov && (h.momentum <= 0.0f || h.dampening != 0.0f))
@@ -62,20 +75,20 @@ OptimizerHyper parse_optimizer(const std::string& text) {
     case OptimKind::AdamW:
       h.beta1 = fraction(r, "beta1", 0.9f, false);
       h.beta2 = fraction(r, "beta2", 0.999f, false);
-      h.eps = static_cast<float>(r.number("eps", 1e-8));
+      h.eps = setting(r, "eps", 1e-8);
       h.amsgrad = r.boolean("amsgrad", false);
       break;
     case OptimKind::RMSprop:
       h.alpha = fraction(r, "alpha", 0.99f, true);
-      h.eps = static_cast<float>(r.number("eps", 1e-8));
-      h.momentum = static_cast<float>(r.number("momentum", 0.0));
+      h.eps = setting(r, "eps", 1e-8);
+      h.momentum = setting(r, "momentum", 0.0);
       h.centered = r.boolean("centered", false);
       break;
     case OptimKind::Adagrad:
-      h.lr_decay = static_cast<float>(r.number("lr_decay", 0.0));
-      h.eps = static_cast<float>(r.number("eps", 1e-10));
-      h.initial_accumulator = static_cast<float>(
-          r.number(r.has("initial_accumulator_value") ? "initial_accumulator_value" : "initial_accumulator", 0.0));
+      h.lr_decay = setting(r, "lr_decay", 0.0);
+      h.eps = setting(r, "eps", 1e-10);
+      h.initial_accumulator =
+          setting(r, r.has("initial_accumulator_value") ? "initial_accumulator_value" : "initial_accumulator", 0.0);
       break;
   }
   r.finish();

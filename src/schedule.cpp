@@ -61,11 +61,11 @@ Built step(spec::ArgReader& r, int64_t) {
   return {[=](int64_t t, double) { return std::pow(gamma, static_cast<double>(t / every)); }};
 }
 
-// PyTorch MultiStepLR: gamma to the number of milestones <= t.
+// PyTorch MultiStepLR: gamma to the number of milestones <= t. As there, the milestones may come in
+// any order, and one given twice applies gamma twice.
 Built multistep(spec::ArgReader& r, int64_t) {
   std::vector<int64_t> at = r.required_steps_list("at");
-  for (size_t i = 1; i < at.size(); ++i)
-    if (at[i] <= at[i - 1]) r.fail_value("at", "milestones must be strictly ascending");
+  std::sort(at.begin(), at.end());
   double gamma = r.number("gamma", 0.1);
   return {[=](int64_t t, double) {
     auto passed = std::upper_bound(at.begin(), at.end(), t) - at.begin();

@@ -1,5 +1,6 @@
 #include "lrlab/spec.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -13,6 +14,54 @@ namespace {
 bool is_name_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
 }
+// The character at i as the user typed it: a whole UTF-8 sequence, not its first byte.
+std::string char_at(const std::string& s, size_t i) {
+  size_t n = 1;
+  if (static_cast<unsigned char>(s[i]) >= 0xc0)
+    while (n < 4 && i + n < s.size() && (static_cast<unsigned char>(s[i + n]) & 0xc0) == 0x80) ++n;
+  return s.substr(i, n);
+}
+
+// A number written in decimal: [+-]digits[.digits][e[+-]digits], as the specs document. strtod
+// alone would also take hexadecimal ("0x10"), "inf" and "nan".
+bool is_decimal(const std::string& v) {
+  size_t i = 0, digits = 0;
+  auto run = [&] {
+    size_t n = 0;
+    while (i < v.size() && std::isdigit(static_cast<unsigned char>(v[i]))) ++i, ++n;
+    return n;
+  };
+  if (i < v.size() && (v[i] == '+' || v[i] == '-')) ++i;
+  digits += run();
+  if (i < v.size() && v[i] == '.') {
+    ++i;
+    digits += run();
+  }
+  if (digits == 0) return false;
+  if (i < v.size() && (v[i] == 'e' || v[i] == 'E')) {
+    ++i;
+    if (i < v.size() && (v[i] == '+' || v[i] == '-')) ++i;
+    if (run() == 0) return false;
+  }
+  return i == v.size();
+}
+
+// Edit distance, for "did you mean" hints; keys are short.
+size_t distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
 bool is_value_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-' ||
          c == '+' || c == ';';
@@ -45,7 +94,7 @@ class Parser {
   }
   void expect(char c) {
     if (i_ >= s_.size()) fail(std::string("expected '") + c + "' but the spec ended");
-    if (s_[i_] != c) fail(std::string("expected '") + c + "', found '" + s_[i_] + "'");
+    if (s_[i_] != c) fail(std::string("expected '") + c + "', found '" + char_at(s_, i_) + "'");
     ++i_;
   }
   std::string word(bool value) {
@@ -61,7 +110,7 @@ class Parser {
     }
     if (i_ == start) {
       if (i_ >= s_.size()) fail(value ? "expected a value but the spec ended" : "expected a name but the spec ended");
-      fail(std::string(value ? "expected a value" : "expected a name") + ", found '" + s_[i_] + "'");
+      fail(std::string(value ? "expected a value" : "expected a name") + ", found '" + char_at(s_, i_) + "'");
     }
     return s_.substr(start, i_ - start);
   }
@@ -69,7 +118,7 @@ class Parser {
     Segment seg;
     seg.pos = i_ + 1;
     if (i_ < s_.size() && !std::isalpha(static_cast<unsigned char>(s_[i_])))
-      fail(std::string("expected a name, found '") + s_[i_] + "'");
+      fail(std::string("expected a name, found '") + char_at(s_, i_) + "'");
     seg.name = word(false);
     skip_ws();
     if (i_ < s_.size() && s_[i_] == '(') {
@@ -90,7 +139,7 @@ class Parser {
         expect('=');
         skip_ws();
         a.value_pos = i_ + 1;
-        a.value = word(true);
+        a.value = list_value();
         seg.args.push_back(std::move(a));
         skip_ws();
         if (i_ < s_.size() && s_[i_] == ',') {
@@ -102,6 +151,25 @@ class Parser {
       }
     }
     return seg;
+  }
+
+  // A value, or a list a;b;c with spaces allowed around each ';'.
+  std::string list_value() {
+    std::string v = word(true);
+    for (;;) {
+      const size_t at = i_;
+      skip_ws();
+      if (v.back() != ';') {
+        if (i_ >= s_.size() || s_[i_] != ';') {
+          i_ = at;
+          return v;
+        }
+        ++i_;
+        v += ';';
+        skip_ws();
+      }
+      v += word(true);
+    }
   }
 
   const std::string& s_;
@@ -132,8 +200,13 @@ bool ArgReader::has(const std::string& key) const {
 
 const Arg& ArgReader::require(const std::string& key) const {
   const Arg* a = find(key);
-  LRLAB_REQUIRE(a, what_, " '", seg_.name, "' at position ", seg_.pos, " needs the key '", key, "'");
-  return *a;
+  if (a) return *a;
+  // A missing key is often a misspelt one: name the given key it most resembles.
+  for (size_t i = 0; i < seg_.args.size(); ++i)
+    if (!used_[i] && distance(seg_.args[i].key, key) <= 2)
+      LRLAB_FAIL(what_, " '", seg_.name, "' at position ", seg_.pos, " needs the key '", key, "'; unknown key '",
+                 seg_.args[i].key, "' at position ", seg_.args[i].key_pos, " (did you mean '", key, "'?)");
+  LRLAB_FAIL(what_, " '", seg_.name, "' at position ", seg_.pos, " needs the key '", key, "'");
 }
 
 void ArgReader::fail_value(const std::string& key, const std::string& problem) const {
@@ -150,9 +223,10 @@ double ArgReader::to_number(const Arg& a, bool allow_negative) const {
   char* end = nullptr;
   errno = 0;
   double v = std::strtod(begin, &end);
-  if (end == begin || *end != '\0')
-    fail_value(a.key, "not a number");
+  if (end == begin || *end != '\0') fail_value(a.key, "not a number");
+  if (errno == ERANGE && std::fabs(v) < 1) fail_value(a.key, "too close to zero to represent (use 0)");
   if (!std::isfinite(v) || errno == ERANGE) fail_value(a.key, "not a finite number");
+  if (!is_decimal(a.value)) fail_value(a.key, "not a decimal number");
   if (!allow_negative && v < 0) fail_value(a.key, "must not be negative");
   return v;
 }
@@ -173,7 +247,7 @@ int64_t ArgReader::to_steps(const Arg& a) const {
   const char* begin = v.c_str();
   char* end = nullptr;
   double x = std::strtod(begin, &end);
-  if (end == begin || *end != '\0' || !std::isfinite(x))
+  if (end == begin || *end != '\0' || !std::isfinite(x) || !is_decimal(v))
     fail_value(a.key, epochs ? "not a number of epochs" : "not a number of steps");
   if (x < 0) fail_value(a.key, "must not be negative");
   if (epochs) {

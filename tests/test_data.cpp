@@ -355,7 +355,8 @@ TEST(DataGzip, BombIsRefusedAtTheCap) {
 
 TEST(DataCsv, ReadsWithAndWithoutHeader) {
   const std::string body = "1,0.5,2\n0, -1 ,3e2\r\n\n2,4,+5\n";
-  for (const std::string& text : {body, "label,a,b\n" + body}) {
+  // A header may follow a byte-order mark, and may name numbered feature columns.
+  for (const std::string& text : {body, "label,a,b\n" + body, "\xEF\xBB\xBF" + body, "\xEF\xBB\xBFy,1,2\n" + body}) {
     Dataset d = lrlab::parse_csv(text, "t.csv", false);
     EXPECT_EQ(d.n, 3);
     EXPECT_EQ(d.dim, 2);
@@ -395,6 +396,11 @@ TEST(DataCsv, BadInputNamesFileAndLine) {
   bad("1,2,3\n-1,1,1\n", {"line 2", "label -1 is negative"});
   bad("1.5,1,1\n", {"line 1", "not a whole number"});
   bad("7\n", {"line 1", "at least one feature"});
+  // A first row whose label is a number is data: its typo is reported, not taken for a header.
+  bad("1,0.5x,0.3\n0,1,2\n", {"line 1", "column 2", "'0.5x' is not a number"});
+  bad("1,0.5,\n0,1,2\n", {"line 1", "column 3", "empty field"});
+  // A NUL byte is shown, and the message goes on past it.
+  bad(std::string("1,2,3\n0,\0x,1\n", 13), {"line 2", "column 2", "'\\x00x' is not a number"});
   bad("1,2\n2,nan\n", {"line 2", "not a finite number"}, true);
   expect_error([] { lrlab::parse_csv("1,2\n9,1\n", "c.csv", false, 5); }, {"c.csv", "line 2", "label 9", "5 classes"});
 }

@@ -467,6 +467,11 @@ void expect_error(const std::string& spec, const std::string& fragment) {
 
 TEST(OptimizerSpec, RejectsBadSpecsNamingTheProblem) {
   expect_error("adamm()", "unknown optimizer 'adamm'");
+  // Values fp32 cannot hold are errors, not a silent 0 (clipping off) or inf.
+  expect_error("sgd(clip=1e-50)", "clip=1e-50 at position 10: too close to zero for fp32 (use 0)");
+  expect_error("adam(eps=1e39)", "eps=1e39 at position 10: too large for fp32");
+  expect_error("adam(eps=1e-400)", "eps=1e-400 at position 10: too close to zero to represent");
+  expect_error("adam(eps=0x10)", "eps=0x10 at position 10: not a decimal number");
   expect_error("adam(beta=0.9)", "unknown key 'beta'");
   expect_error("adam(beta1=1)", "beta1");
   expect_error("adam(eps=-1)", "negative");

@@ -50,6 +50,11 @@ TEST(ScheduleFormulas, MultistepCountsMilestonesReached) {
   const std::string s = "multistep(at=3;5;9, gamma=0.5)";
   const double expected[] = {1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.25, 0.25, 0.125, 0.125};
   for (int64_t t = 0; t < 11; ++t) EXPECT_DOUBLE_EQ(m(s, t), expected[t]) << t;
+  // As PyTorch's Counter of milestones: any order, a repeated milestone applies gamma twice, and
+  // spaces are allowed around the list's separators.
+  for (int64_t t = 0; t < 11; ++t) EXPECT_DOUBLE_EQ(m("multistep(at=9 ; 3; 5, gamma=0.5)", t), expected[t]) << t;
+  EXPECT_DOUBLE_EQ(m("multistep(at=4;4, gamma=0.5)", 3), 1.0);
+  EXPECT_DOUBLE_EQ(m("multistep(at=4;4, gamma=0.5)", 4), 0.25);
 }
 
 TEST(ScheduleFormulas, ExpContinuousAndStaircase) {
@@ -209,6 +214,13 @@ TEST(ScheduleErrors, NamesTheTokenAndPosition) {
   EXPECT_ERROR_HAS(parse_error("warmup(steps=3) + cosin"), "unknown schedule 'cosin' at position 19");
   EXPECT_ERROR_HAS(parse_error("step(gama=0.5, every=2)"), "unknown key 'gama' at position 6 for schedule 'step'");
   EXPECT_ERROR_HAS(parse_error("step(gamma=0.5)"), "schedule 'step' at position 1 needs the key 'every'");
+  // A misspelt required key is named, not only the one that is missing.
+  EXPECT_ERROR_HAS(parse_error("step(evry=10)"),
+                   "needs the key 'every'; unknown key 'evry' at position 6 (did you mean 'every'?)");
+  // Whatever the spec holds, the message is one line: a newline is shown escaped, a character
+  // outside ASCII whole.
+  EXPECT_ERROR_HAS(parse_error("step(every=3\n"), "in 'step(every=3\\n'");
+  EXPECT_ERROR_HAS(parse_error("step(every=3)\xc3\xa9"), "found '\xc3\xa9'");
   EXPECT_ERROR_HAS(parse_error("step(every=10) + cosine(steps=5)"),
                    "schedule 'step' at position 1 needs a 'steps' length");
   EXPECT_ERROR_HAS(parse_error("step(every=3"), "at position 13");
@@ -225,8 +237,8 @@ TEST(ScheduleErrors, RejectsInvalidValues) {
       {"step(every=2.5)", "whole number"},
       {"constant(value=1e999)", "not a finite number"},
       {"constant(value=nan)", "not a"},
-      {"multistep(at=5;3)", "strictly ascending"},
-      {"multistep(at=5;5)", "strictly ascending"},
+      {"cosine(steps=0x10)", "not a number of steps"},
+      {"constant(value=0x1p3)", "not a decimal number"},
       {"multistep(gamma=0.5)", "needs the key 'at'"},
       {"exp(every=2)", "needs the key 'gamma'"},
       {"exp(gamma=0.9, every=0)", "every=0"},

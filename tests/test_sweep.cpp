@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -379,6 +380,8 @@ TEST(SweepCli, WritesOutputsAndRanks) {
 TEST(SweepCli, BadInputGivesErrorAndStatus2) {
   std::string foreign = temp_path("foreign.json");
   write_file_atomic(foreign, "{\"format\": \"something else\"}");
+  std::string empty_list = temp_path("empty_list.toml");
+  write_file_atomic(empty_list, "lr = []\nepochs = 1\ndata = \"spirals\"\n");
   struct Case {
     std::string args, fragment;
   };
@@ -390,6 +393,8 @@ TEST(SweepCli, BadInputGivesErrorAndStatus2) {
            {"sweep --data spirals --device cpu --lr 0.1 --optimizer 'adamx()'", "unknown optimizer"},
            {"sweep --data spirals --device cpu --lr 0.1 --halving 1", "halving"},
            {"sweep --data spirals --device cpu --lr 0.1 --halving inf", "halving must be a finite number"},
+           {"sweep --data spirals --device cpu --optimizer --lr 1e-2", "--optimizer needs a value (found the option --lr)"},
+           {"sweep --device cpu --config " + empty_list, "'lr' has no value"},
            {"sweep --data spirals --device cpu --lr 0.1 --val-fraction 0", "validation split"},
            {"sweep --data spirals --device cpu --lr 0.1 --out /nonexistent/sweep", "cannot create directory '/nonexistent/sweep'"},
            {"merge " + foreign + " --out " + temp_path("m"), "not an lrlab sweep results file"},
@@ -412,6 +417,8 @@ TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   expect_same_runs(read_sweep_results(slurp(one + "/results.json"), "one"),
                    read_sweep_results(slurp(two + "/results.json"), "two"), 1e-5);
+  EXPECT_FALSE(std::ifstream(two + "/rank-0.json").good()) << "the ranks' shares are removed once joined";
+  EXPECT_FALSE(std::ifstream(two + "/rank-1.json").good());
   std::string three = temp_path("mpi_many");
   cmd = "mpirun --allow-run-as-root --oversubscribe -np 3 " + std::string(LRLAB_CLI_PATH) +
         " sweep --data spirals --device cpu --quiet --lr 0.1 --out " + three + " >/dev/null 2>" + three + ".err";
@@ -440,6 +447,45 @@ TEST(SweepCli, InterruptWritesFinishedResults) {
   EXPECT_TRUE(j["interrupted"].get<bool>());
   EXPECT_GE(j["runs"][0]["val_loss"].size(), 1u);
   EXPECT_LT(j["runs"][0]["val_loss"].size(), 1000u);
+}
+
+// mpirun answers Ctrl-C by ending every rank within a second, before rank 0 could join their
+// results; each rank's share of what finished is on disk, and merge joins them.
+TEST(SweepCli, InterruptedMpiRanksLeaveTheirShares) {
+  if (!LRLAB_CLI_HAS_MPI) GTEST_SKIP() << "lrlab was built without MPI (Open MPI not found at configure time)";
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  const std::string out = temp_path("mpi_interrupted");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setsid();  // its own process group, as a terminal's Ctrl-C reaches a foreground job
+    const int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    execlp("mpirun", "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", LRLAB_CLI_PATH, "sweep", "--data",
+           "spirals", "--samples", "20000", "--hidden", "64,64", "--epochs", "1000", "--device", "cpu", "--quiet",
+           "--lr", "0.01", "0.001", "--out", out.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  bool both = false;
+  for (int i = 0; i < 600 && !both; ++i) {
+    usleep(100000);
+    both = std::ifstream(out + "/rank-0.json").good() && std::ifstream(out + "/rank-1.json").good();
+  }
+  kill(-pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(both) << "the ranks wrote no shares within 60 s";
+  const std::string merged = temp_path("mpi_interrupted_merged");
+  auto m = run_cli("merge " + out + "/rank-0.json " + out + "/rank-1.json --out " + merged);
+  ASSERT_EQ(m.status, 0) << m.err;
+  SweepResult r = read_sweep_results(slurp(merged + "/results.json"), "merged");
+  EXPECT_TRUE(r.interrupted);
+  ASSERT_EQ(r.runs.size(), 2u);
+  for (const SweepRun& run : r.runs) {
+    EXPECT_GE(run.val_loss.size(), 1u);
+    EXPECT_LT(run.val_loss.size(), 1000u);
+  }
 }
 
 }  // namespace

@@ -8,9 +8,38 @@
 
 namespace lrlab {
 
+namespace detail {
+// A message that prints as one line whatever the user's input held: control characters (a newline
+// in a spec, a NUL in a data file) and bytes that are not UTF-8 become escapes ("\n", "\x00");
+// valid UTF-8 passes through.
+inline std::string one_line(const std::string& text) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool valid = len > 0 && i + len <= text.size();
+    for (size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+    if (valid && len > 1) {
+      out.append(text, i, len);
+      i += len;
+      continue;
+    }
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else if (c < 0x20 || c >= 0x7f) out += std::string("\\x") + hex[c >> 4] + hex[c & 15];
+    else out += static_cast<char>(c);
+    ++i;
+  }
+  return out;
+}
+}  // namespace detail
+
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  explicit Error(const std::string& what) : std::runtime_error(detail::one_line(what)) {}
 };
 
 // A failure inside the CUDA runtime or cuBLAS, not a problem with the user's input; carries file:line.

@@ -85,9 +85,18 @@ int run_sweep_command(SweepArgs& a) {
                    static_cast<long long>(total));
     };
     // Before any training: a folder that cannot be written would lose the whole sweep at its end.
-    if (!a.out.empty() && mpi.rank() == 0) make_writable_dir(a.out);
+    if (!a.out.empty()) make_writable_dir(a.out);
+    // What finished survives an interruption. One process rewrites its outputs after every epoch.
+    // Under mpirun, which answers Ctrl-C by ending every rank within a second, each rank keeps its own
+    // share up to date instead, for `lrlab merge` to join; rank 0 removes them once it has written
+    // the joined results.
+    auto rank_file = [&](int rank) { return path_join(a.out, "rank-" + std::to_string(rank) + ".json"); };
     if (!a.out.empty() && !mpi.active())
       obs.on_partial = [&](const SweepResult& partial) { write_sweep_outputs(partial, a.out); };
+    if (!a.out.empty() && mpi.active())
+      obs.on_partial = [&](const SweepResult& partial) {
+        write_file_atomic(rank_file(mpi.rank()), sweep_results_json(partial));
+      };
     std::signal(SIGINT, on_interrupt);
     SweepResult mine = run_sweep(o, obs, &g_stop);
     if (tty) std::fprintf(stderr, "\n");
@@ -106,6 +115,8 @@ int run_sweep_command(SweepArgs& a) {
     std::fputs(sweep_table(all).c_str(), stdout);
     if (!a.out.empty()) {
       write_sweep_outputs(all, a.out);
+      if (mpi.active())
+        for (int rank = 0; rank < mpi.size(); ++rank) std::remove(rank_file(rank).c_str());
       std::printf("report: %s\n", path_join(a.out, "report.html").c_str());
     }
     return all.interrupted ? 130 : kExitOk;

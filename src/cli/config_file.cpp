@@ -37,6 +37,16 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
     LRLAB_REQUIRE(sub, "unknown command '", a, "' (expected ", names, ")");
     break;
   }
+  // CLI11 hands an option that needs a value the next word even when that is another option
+  // (`--optimizer --lr 1e-2`), which then fails as a malformed value under the wrong name.
+  if (sub)
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      const CLI::Option* opt = args[i].rfind("--", 0) == 0 ? sub->get_option_no_throw(args[i]) : nullptr;
+      const std::string& next = args[i + 1];
+      const std::string next_flag = next.substr(0, next.find('='));
+      if (opt && opt->get_expected_min() > 0 && next.rfind("--", 0) == 0 && sub->get_option_no_throw(next_flag))
+        LRLAB_FAIL(args[i], " needs a value (found the option ", next_flag, ")");
+    }
   std::string path;
   bool config = false;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -68,6 +78,7 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
         if (v == "true" || v == "1" || v == "on" || v == "yes") extra.push_back(flag);
         continue;
       }
+      LRLAB_REQUIRE(!item.inputs.empty(), "config file '", path, "': '", item.name, "' has no value");
       extra.push_back(flag);
       if (opt->get_expected_max() == 1 && item.inputs.size() > 1) {
         // `hidden = [256, 128]` (TOML) or `hidden = 256,128` (INI) for an option that takes one
