@@ -251,6 +251,12 @@ DataSplits load_data(const std::string& source, const DataOptions& opt) {
     LRLAB_REQUIRE(!file.empty(), "data source 'csv:' needs a file (csv:FILE or csv:FILE:regression)");
     split_three(parse_csv(data_detail::read_file(file, kMaxDataBytes), file, regression, opt.num_classes), opt, &s);
   } else {
+    // A built-in set is a spec ("spirals(arms=3)"); a colon before any parenthesis can only be a
+    // mistyped file source.
+    const size_t colon = source.find(':');
+    LRLAB_REQUIRE(colon == std::string::npos || colon > source.find('('), "unknown data source '",
+                  source.substr(0, colon), ":' (expected fashion-mnist, idx:DIR, csv:FILE, csv:FILE:regression, "
+                  "spirals, blobs or sine)");
     Dataset all = make_synthetic(source, opt.synthetic_samples, opt.seed);
     if (opt.num_classes > 0 && !all.is_regression())
       LRLAB_REQUIRE(all.num_classes <= opt.num_classes, "data set '", source, "' has ", all.num_classes,

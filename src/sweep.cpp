@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <set>
@@ -95,8 +97,13 @@ std::vector<double> parse_rates(const std::string& text) {
     LRLAB_REQUIRE(!count.empty() && *end == '\0' && n >= 1 && n <= 10000, "--lr: malformed range '", text,
                   "': the count '", count, "' must be a whole number from 1 to 10000");
     LRLAB_REQUIRE(lo < hi || (n == 1 && lo == hi), "--lr: malformed range '", text, "': START must be below END");
-    for (long long i = 0; i < n; ++i)
-      out.push_back(n == 1 ? lo : lo * std::pow(hi / lo, static_cast<double>(i) / (n - 1)));
+    for (long long i = 0; i < n; ++i) {
+      // To 12 significant digits, so that 1e-4:1e-1:4 gives 0.001, not 0.0009999999999999998.
+      const double v = n == 1 ? lo : lo * std::pow(hi / lo, static_cast<double>(i) / (n - 1));
+      char text12[32];
+      std::snprintf(text12, sizeof text12, "%.12g", v);
+      out.push_back(std::strtod(text12, nullptr));
+    }
     return out;
   }
   size_t start = 0;
@@ -123,6 +130,9 @@ std::vector<SweepConfig> sweep_grid(const SweepOptions& o) {
   LRLAB_REQUIRE(!o.lrs.empty() && !o.schedules.empty() && !o.optimizers.empty(),
                 "empty grid: give at least one rate, schedule and optimizer");
   LRLAB_REQUIRE(o.seeds >= 1 && o.seeds <= 1000, "--seeds must be from 1 to 1000 (got ", o.seeds, ")");
+  const double size = static_cast<double>(o.lrs.size()) * o.schedules.size() * o.optimizers.size() * o.seeds;
+  LRLAB_REQUIRE(size <= kMaxSweepConfigs, "the grid has ", size, " configurations; at most ", kMaxSweepConfigs,
+                " can be trained in one sweep (split it with --shard)");
   for (double lr : o.lrs) LRLAB_REQUIRE(std::isfinite(lr) && lr > 0, "learning rates must be positive (got ", lr, ")");
   // Parse every spec up front, so a typo fails before any training.
   for (const std::string& s : o.schedules) Schedule::parse(s, 1000);
@@ -136,14 +146,12 @@ std::vector<SweepConfig> sweep_grid(const SweepOptions& o) {
 }
 
 SweepResult run_sweep(const SweepOptions& o, const SweepObserver& obs, const volatile int* stop) {
-  sweep_grid(o);  // bad options fail before the data is read
+  validate_sweep(o);  // bad options fail before the data is read
   DataSplits data = load_data(o.base.data, data_options(o.base, o.base.seed));
   return run_sweep_on(o, data, obs, stop);
 }
 
-SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const SweepObserver& obs,
-                         const volatile int* stop) {
-  const auto t0 = std::chrono::steady_clock::now();
+std::vector<SweepConfig> validate_sweep(const SweepOptions& o) {
   LRLAB_REQUIRE(o.mode == "auto" || o.mode == "packed" || o.mode == "streams" || o.mode == "sequential",
                 "--mode must be auto, packed, streams or sequential (got '", o.mode, "')");
   LRLAB_REQUIRE(o.halving == 0 || (o.halving > 1 && std::isfinite(o.halving)),
@@ -157,6 +165,13 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   const std::vector<SweepConfig> grid = sweep_grid(o);
   LRLAB_REQUIRE(o.shard_count <= static_cast<int64_t>(grid.size()), "more shards or ranks (", o.shard_count,
                 ") than configurations (", grid.size(), ")");
+  return grid;
+}
+
+SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const SweepObserver& obs,
+                         const volatile int* stop) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<SweepConfig> grid = validate_sweep(o);
   const Device device = parse_device(o.base.device);
   const std::string mode = o.mode != "auto" ? o.mode : device == Device::CUDA ? "packed" : "streams";
   const MlpConfig model = model_for(o.base, data.train);

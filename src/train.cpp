@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <sstream>
 
@@ -36,8 +38,30 @@ std::string model_identity(const MlpConfig& m, const std::string& data) {
   return j.dump();
 }
 
-std::string csv_log(const TrainReport& r, int64_t steps_per_epoch) {
-  std::string out = "step,epoch,lr,loss\n";
+constexpr const char* kLogHeader = "step,epoch,lr,loss\n";
+
+// The rows of an earlier --log before `step`: a resumed run's log continues the one its checkpoint
+// came from. A missing or foreign file gives none.
+std::string earlier_log_rows(const std::string& path, int64_t step) {
+  std::string text;
+  try {
+    text = read_file(path, size_t(1) << 32);
+  } catch (const Error&) {
+    return "";
+  }
+  if (text.rfind(kLogHeader, 0) != 0) return "";
+  std::string out;
+  for (size_t pos = std::strlen(kLogHeader); pos < text.size();) {
+    const size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) break;  // a torn last line
+    if (std::strtoll(text.c_str() + pos, nullptr, 10) < step) out.append(text, pos, nl + 1 - pos);
+    pos = nl + 1;
+  }
+  return out;
+}
+
+std::string csv_log(const TrainReport& r, int64_t steps_per_epoch, const std::string& earlier_rows) {
+  std::string out = kLogHeader + earlier_rows;
   char line[128];
   for (size_t i = 0; i < r.step_index.size(); ++i) {
     std::snprintf(line, sizeof line, "%lld,%lld,%.9g,%.9g\n", static_cast<long long>(r.step_index[i]),
@@ -220,6 +244,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
     start_epoch = ckpt->epochs_done;
     rep.steps = ckpt->step;
   }
+  const std::string log_before = ckpt && !o.log_csv.empty() ? earlier_log_rows(o.log_csv, ckpt->step) : "";
   rep.start_epoch = start_epoch;
   auto plateau_scale = [&] { return plateau ? plateau->scale() : 1.0; };
   auto apply_scale = [&] { opt.set_scale(static_cast<float>(guard.scale * plateau_scale())); };
@@ -355,14 +380,14 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
       if (plateau) c.plateau = plateau->state();
       save_checkpoint(o.save, c);
     }
-    if (!o.log_csv.empty()) write_file_atomic(o.log_csv, csv_log(rep, spe));
+    if (!o.log_csv.empty()) write_file_atomic(o.log_csv, csv_log(rep, spe, log_before));
     if (obs.on_epoch) obs.on_epoch(rec);
   }
   TrainEngine::Eval test = eng.evaluate(Split::Test);
   rep.test_loss = test.loss[0];
   rep.test_accuracy = test.accuracy[0];
   rep.seconds = seconds_since(t_start);
-  if (!o.log_csv.empty()) write_file_atomic(o.log_csv, csv_log(rep, spe));
+  if (!o.log_csv.empty()) write_file_atomic(o.log_csv, csv_log(rep, spe, log_before));
   if (!o.plot_svg.empty()) write_file_atomic(o.plot_svg, training_plot(rep, spe));
   if (!o.json_out.empty()) write_file_atomic(o.json_out, train_report_json(o, rep));
   return rep;

@@ -80,16 +80,27 @@ TEST(Sweep, DivergenceRule) {
 }
 
 TEST(SweepRates, ParsesListsAndLogRanges) {
-  std::vector<double> r = parse_rates("1e-4:1e-1:4");
-  ASSERT_EQ(r.size(), 4u);
-  EXPECT_NEAR(r[0], 1e-4, 1e-12);
-  EXPECT_NEAR(r[1], 1e-3, 1e-10);
-  EXPECT_NEAR(r[3], 1e-1, 1e-9);
+  // The decades come out as the numbers a user would type (not 0.0009999999999999998), so that
+  // results.json and the report show them so.
+  EXPECT_EQ(parse_rates("1e-4:1e-1:4"), (std::vector<double>{1e-4, 1e-3, 1e-2, 1e-1}));
+  EXPECT_EQ(parse_rates("1e-3:1:7")[2], 1e-2);
   EXPECT_EQ(parse_rates("0.01,0.1"), (std::vector<double>{0.01, 0.1}));
   EXPECT_EQ(parse_rates("0.5:0.5:1"), (std::vector<double>{0.5}));
   for (const char* bad : {"1e-4:1e-1", "1e-4:1e-1:0", "1e-1:1e-4:3", "a:b:3", "1e-4:1e-1:3:4", "-1", "0.1,,0.2", "",
                           "1e-3:1e-1:2.5"})
     EXPECT_THROW(parse_rates(bad), Error) << bad;
+}
+
+TEST(SweepGrid, RefusesAGridTooLargeToTrack) {
+  SweepOptions o = small_sweep();
+  o.lrs = parse_rates("1e-4:1e-1:1001");
+  o.seeds = 1000;  // 1001 x 2 x 2 x 1000 configurations
+  try {
+    sweep_grid(o);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("4.004e+06 configurations; at most 1e+06"), std::string::npos) << e.what();
+  }
 }
 
 TEST(SweepGrid, EnumeratesEveryCombinationWithStableIds) {
@@ -390,6 +401,7 @@ TEST(SweepCli, BadInputGivesErrorAndStatus2) {
            {"sweep --data spirals --device cpu --lr 0.1 --shard 3/2", "out of range"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard 0/5", "more shards"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard x", "--shard"},
+           {"sweep --data spirals --device cpu --lr 0.1 --shard ''", "--shard: malformed ''"},
            {"sweep --data spirals --device cpu --lr 0.1 --optimizer 'adamx()'", "unknown optimizer"},
            {"sweep --data spirals --device cpu --lr 0.1 --halving 1", "halving"},
            {"sweep --data spirals --device cpu --lr 0.1 --halving inf", "halving must be a finite number"},
@@ -423,7 +435,10 @@ TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
   cmd = "mpirun --allow-run-as-root --oversubscribe -np 3 " + std::string(LRLAB_CLI_PATH) +
         " sweep --data spirals --device cpu --quiet --lr 0.1 --out " + three + " >/dev/null 2>" + three + ".err";
   EXPECT_NE(std::system(cmd.c_str()), 0);
-  EXPECT_NE(slurp(three + ".err").find("more shards or ranks"), std::string::npos);
+  const std::string err = slurp(three + ".err");
+  EXPECT_NE(err.find("more shards or ranks"), std::string::npos) << err;
+  // Every rank reaches the same verdict on the options; it is said once, by rank 0.
+  EXPECT_EQ(err.find("error: "), err.rfind("error: ")) << err;
 }
 
 TEST(SweepCli, InterruptWritesFinishedResults) {

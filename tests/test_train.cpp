@@ -47,17 +47,23 @@ TEST(Train, ResumeIsBitIdenticalToAStraightRun) {
   straight.schedule = "step(every=1ep,gamma=0.7)";
   straight.plateau = "plateau(factor=0.5,patience=0)";
   straight.save = temp_path("straight.ckpt");
+  straight.log_csv = temp_path("straight_log.csv");
   TrainReport a = train(straight);
 
   TrainOptions first = straight;
   first.epochs = 2;
   first.save = ck;
+  first.log_csv = temp_path("resumed_log.csv");
   train(first);
-  TrainOptions second = straight;
+  TrainOptions second = first;
+  second.epochs = straight.epochs;
   second.resume = ck;
-  second.save = ck;
   second.lr_given = false;
   TrainReport b = train(second);
+  // The resumed run's log continues the first part's: together, the straight run's log.
+  EXPECT_EQ(slurp(second.log_csv), slurp(straight.log_csv));
+  std::remove(second.log_csv.c_str());
+  std::remove(straight.log_csv.c_str());
   EXPECT_EQ(b.start_epoch, 2);
   Checkpoint ca = load_checkpoint(straight.save), cb = load_checkpoint(ck);
   EXPECT_EQ(ca.step, cb.step);
@@ -313,6 +319,7 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
            {"find-lr --data spirals --device cpu --seed 1e3", "'1e3' is not a whole number"},
            {"sweep --data spirals --device cpu --seed x", "'x' is not a whole number"},
            {"train --data spirals --device cpu --config=", "--config needs a file name"},
+           {"train --data CSV:x --device cpu", "unknown data source 'CSV:'"},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;

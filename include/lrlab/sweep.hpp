@@ -74,7 +74,13 @@ struct SweepObserver {
   std::function<void(const SweepResult& partial)> on_partial;
 };
 
+// A grid larger than this is refused (its bookkeeping alone would take gigabytes); shards split it.
+constexpr double kMaxSweepConfigs = 1e6;
+
 std::vector<SweepConfig> sweep_grid(const SweepOptions& options);
+// Every check of the options alone (grid, mode, halving, shards), before data or devices: the same
+// options give the same answer on every MPI rank. Returns the grid.
+std::vector<SweepConfig> validate_sweep(const SweepOptions& options);
 
 // Throws lrlab::Error for bad options. `stop` (may be null) is polled between epochs: when it
 // becomes true the sweep ends early and returns what it has, with `interrupted` set.

@@ -43,18 +43,21 @@ struct SweepArgs {
   std::string hidden = "256,128";
   std::vector<std::string> lrs = {"1e-4:1e-1:4"};
   std::string shard, out;
+  CLI::Option* shard_option = nullptr;
   bool quiet = false;
 };
 
 int run_sweep_command(SweepArgs& a) {
   MpiSession mpi;
+  SweepOptions& o = a.o;
+  // The options alone: every rank reaches the same verdict, so under mpirun rank 0 says it once
+  // and all ranks end normally, with no MPI abort.
   try {
-    SweepOptions& o = a.o;
     o.base.hidden = parse_int_list(a.hidden, "--hidden");
     o.lrs.clear();
     for (const std::string& t : a.lrs)
       for (double v : parse_rates(t)) o.lrs.push_back(v);
-    if (!a.shard.empty()) {
+    if (a.shard_option->count() > 0) {
       parse_shard(a.shard, &o.shard_index, &o.shard_count);
     } else if (const char* id = std::getenv("SLURM_ARRAY_TASK_ID")) {
       const char* count = std::getenv("SLURM_ARRAY_TASK_COUNT");
@@ -62,9 +65,20 @@ int run_sweep_command(SweepArgs& a) {
       parse_shard(std::string(id) + "/" + count, &o.shard_index, &o.shard_count);
     }
     if (mpi.active()) {
-      LRLAB_REQUIRE(o.shard_count == 1, "give either --shard or mpirun ranks, not both");
+      LRLAB_REQUIRE(a.shard_option->count() == 0, "give either --shard or mpirun ranks, not both");
+      LRLAB_REQUIRE(o.shard_count == 1, "SLURM_ARRAY_TASK_ID is set (a Slurm job array) and mpirun started ",
+                    mpi.size(), " ranks: split the grid one way, not both (unset SLURM_ARRAY_TASK_ID)");
       o.shard_index = mpi.rank();
       o.shard_count = mpi.size();
+    }
+    validate_sweep(o);
+  } catch (const Error& e) {
+    if (!mpi.active()) throw;
+    if (mpi.rank() == 0) std::fprintf(stderr, "error: %s\n", e.what());
+    return kExitBadInput;
+  }
+  try {
+    if (mpi.active()) {
       int gpus = 0;
       if (o.base.device != "cpu" && cudaGetDeviceCount(&gpus) == cudaSuccess && gpus > 0) {
         use_gpu(mpi.local_rank() % gpus);
@@ -79,10 +93,11 @@ int run_sweep_command(SweepArgs& a) {
     SweepObserver obs;
     obs.on_epoch = [&](int64_t e, int64_t E, int64_t alive, int64_t total) {
       if (a.quiet || mpi.rank() != 0) return;
-      std::fprintf(stderr, tty ? "\r  epoch %lld/%lld, %lld of %lld configurations training   "
-                               : "  epoch %lld/%lld, %lld of %lld configurations training\n",
+      const std::string share = mpi.active() ? " on rank 0 (of " + std::to_string(mpi.size()) + " ranks)" : "";
+      std::fprintf(stderr, tty ? "\r  epoch %lld/%lld, %lld of %lld configurations training%s   "
+                               : "  epoch %lld/%lld, %lld of %lld configurations training%s\n",
                    static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
-                   static_cast<long long>(total));
+                   static_cast<long long>(total), share.c_str());
     };
     // Before any training: a folder that cannot be written would lose the whole sweep at its end.
     if (!a.out.empty()) make_writable_dir(a.out);
@@ -159,7 +174,7 @@ Register sweep_reg("sweep", "train a grid of learning rates, schedules and optim
       ->capture_default_str();
   sub.add_flag("--tf32", o.base.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
   sub.add_option("--out", a->out, "write results.json, curves.csv and report.html here");
-  sub.add_option("--shard", a->shard, "train only shard INDEX/COUNT of the grid (default from SLURM_ARRAY_TASK_ID/COUNT)");
+  a->shard_option = sub.add_option("--shard", a->shard, "train only shard INDEX/COUNT of the grid (default from SLURM_ARRAY_TASK_ID/COUNT)");
   sub.add_flag("--quiet", a->quiet, "no progress lines");
   return [a] { return run_sweep_command(*a); };
 });
