@@ -1,5 +1,6 @@
 #include "lrlab/io.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,7 +8,10 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "lrlab/error.hpp"
 
@@ -51,12 +55,29 @@ int open_temporary(const std::string& path, std::string& tmp) {
   return -1;
 }
 
+// The descriptor a path names, if it names one of this process's (/dev/stdout, /dev/stderr,
+// /dev/fd/N, /proc/self/fd/N, /proc/PID/fd/N), else -1. What it leads to (a terminal, a pipe, the
+// file a shell sent stdout to) is written through the descriptor itself, so that the write lands
+// where the process's own output stands, never replacing that file.
+int descriptor_of(const std::string& p) {
+  if (p == "/dev/stdout") return 1;
+  if (p == "/dev/stderr") return 2;
+  std::string rest;
+  const std::string self = "/proc/" + std::to_string(::getpid()) + "/fd/";
+  for (const std::string& dir : {std::string("/dev/fd/"), std::string("/proc/self/fd/"), self})
+    if (p.rfind(dir, 0) == 0) rest = p.substr(dir.size());
+  if (rest.empty() || rest.size() > 9 || rest.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoi(rest);
+}
+
 // The file a write to `path` lands in: links are followed, so that writing through a link replaces
 // the file it points to instead of the link itself (as `>` in a shell does). A dangling link names
-// the file the write creates.
-std::string write_target(const std::string& path) {
+// the file the write creates. Where the path or a link on the way names one of this process's
+// descriptors, *descriptor is set to it (else -1).
+std::string write_target(const std::string& path, int* descriptor = nullptr) {
   std::string at = path;
   for (int depth = 0; depth < 40; ++depth) {
+    if (descriptor && (*descriptor = descriptor_of(at)) >= 0) return at;
     struct stat st;
     if (::lstat(at.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return at;
     std::string link(PATH_MAX, '\0');
@@ -68,10 +89,18 @@ std::string write_target(const std::string& path) {
   fail_write(path, ELOOP);
 }
 
-// Devices, pipes and sockets (/dev/null, /dev/stdout, a FIFO) cannot be replaced by a rename and
-// must not be: they are written in place.
+// Devices, pipes and descriptors (/dev/null, /dev/stdout, a FIFO) cannot be replaced by a rename and
+// must not be: they are written in place, a descriptor of this process through itself (after what
+// stdio holds for it), anything else opened for appending.
 void write_in_place(const std::string& path, const std::string& bytes) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  int own = -1;
+  write_target(path, &own);
+  if (own >= 0) {
+    std::fflush(nullptr);
+    if (!write_all(own, bytes)) fail_write(path, errno);
+    return;
+  }
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (fd < 0) fail_write(path, errno);
   if (!write_all(fd, bytes)) {
     int err = errno;
@@ -83,12 +112,20 @@ void write_in_place(const std::string& path, const std::string& bytes) {
 
 }  // namespace
 
+bool is_stream(const std::string& path) {
+  int own = -1;
+  write_target(path, &own);
+  if (own >= 0) return true;
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+}
+
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   if (path.empty()) fail_write(path, ENOENT);
   struct stat st;
   const bool exists = ::stat(path.c_str(), &st) == 0;
   if (exists && S_ISDIR(st.st_mode)) fail_write(path, EISDIR);
-  if (exists && !S_ISREG(st.st_mode)) return write_in_place(path, bytes);
+  if (is_stream(path)) return write_in_place(path, bytes);
   const std::string target = write_target(path);
   std::string tmp;
   int fd = open_temporary(target, tmp);
@@ -120,7 +157,7 @@ void require_writable(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) fail_write(path, EISDIR);
-    if (!S_ISREG(st.st_mode)) {
+    if (is_stream(path)) {
       if (::access(path.c_str(), W_OK) != 0) fail_write(path, errno);
       return;
     }
@@ -135,6 +172,20 @@ void make_writable_dir(const std::string& dir) {
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) LRLAB_FAIL("'", dir, "' is not a directory");
   if (::access(dir.c_str(), W_OK | X_OK) != 0)
     LRLAB_FAIL("cannot write in directory '", dir, "': ", std::strerror(errno));
+}
+
+void remove_files_like(const std::string& dir, const std::string& prefix, const std::string& suffix) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  std::vector<std::string> names;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() >= prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      names.push_back(name);
+  }
+  ::closedir(d);
+  for (const std::string& name : names) ::unlink(path_join(dir, name).c_str());
 }
 
 std::string path_join(const std::string& dir, const std::string& name) {

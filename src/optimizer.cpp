@@ -21,8 +21,8 @@ namespace {
 // A setting as the kernels hold it, in fp32: a value that fp32 cannot hold is an error, not a
 // silent 0 (clip=1e-50 would turn clipping off) or inf.
 float to_float(spec::ArgReader& r, const std::string& key, double v) {
+  if (std::fabs(v) > std::numeric_limits<float>::max()) r.fail_value(key, "too large for fp32");
   const float f = static_cast<float>(v);
-  if (!std::isfinite(f)) r.fail_value(key, "too large for fp32");
   if (v != 0 && !std::isnormal(f)) r.fail_value(key, "too close to zero for fp32 (use 0)");
   return f;
 }

@@ -1,6 +1,5 @@
 #include "lrlab/spec.hpp"
 
-#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -44,22 +43,6 @@ bool is_decimal(const std::string& v) {
     if (run() == 0) return false;
   }
   return i == v.size();
-}
-
-// Edit distance, for "did you mean" hints; keys are short.
-size_t distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
 }
 
 bool is_value_char(char c) {
@@ -201,12 +184,12 @@ bool ArgReader::has(const std::string& key) const {
 const Arg& ArgReader::require(const std::string& key) const {
   const Arg* a = find(key);
   if (a) return *a;
-  // A missing key is often a misspelt one: name the given key it most resembles.
-  for (size_t i = 0; i < seg_.args.size(); ++i)
-    if (!used_[i] && distance(seg_.args[i].key, key) <= 2)
-      LRLAB_FAIL(what_, " '", seg_.name, "' at position ", seg_.pos, " needs the key '", key, "'; unknown key '",
-                 seg_.args[i].key, "' at position ", seg_.args[i].key_pos, " (did you mean '", key, "'?)");
-  LRLAB_FAIL(what_, " '", seg_.name, "' at position ", seg_.pos, " needs the key '", key, "'");
+  // A missing key is often a misspelt one; the keys given are listed so that it shows. (Which of
+  // them are unknown is only certain once every key has been read, as finish() does.)
+  std::string given;
+  for (const Arg& x : seg_.args) given += (given.empty() ? "" : ", ") + x.key;
+  LRLAB_FAIL(what_, " '", seg_.name, "' at position ", seg_.pos, " needs the key '", key, "'",
+             given.empty() ? "" : " (given: " + given + ")");
 }
 
 void ArgReader::fail_value(const std::string& key, const std::string& problem) const {

@@ -249,6 +249,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   });
   res.steps_per_epoch = lanes.empty() ? 0 : lanes[0].engine->steps_per_epoch();
   const std::vector<int64_t> rungs = rung_epochs(o.base.epochs, o.halving);
+  if (obs.on_start) obs.on_start();
 
   auto alive = [&](const SweepRun& r) { return !r.diverged && !r.halted; };
   for (int64_t epoch = 0; epoch < o.base.epochs; ++epoch) {
@@ -288,16 +289,24 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
     // that its spread compares equal epochs).
     if (std::find(rungs.begin(), rungs.end(), epoch + 1) != rungs.end()) {
       const int64_t per_seed = static_cast<int64_t>(grid.size()) / o.seeds;
-      std::map<int64_t, std::pair<double, int64_t>> entries;  // entry -> (sum of losses, live runs)
+      // An entry with a diverged seed is unstable at that rate: it ranks last (an infinite mean).
+      struct Entry {
+        double sum = 0;
+        int64_t runs = 0;
+        bool live = false;
+      };
+      std::map<int64_t, Entry> entries;
       for (const SweepRun& run : res.runs)
-        if (alive(run)) {
-          auto& e = entries[run.config.id % per_seed];
-          e.first += run.val_loss.back();
-          e.second += 1;
+        if (alive(run) || run.diverged) {
+          Entry& e = entries[run.config.id % per_seed];
+          e.sum += run.diverged ? INFINITY : run.val_loss.back();
+          e.runs += 1;
+          e.live = e.live || alive(run);
         }
-      std::vector<std::pair<double, int64_t>> ranked;  // (mean loss, entry)
+      std::vector<std::pair<double, int64_t>> ranked;  // (mean loss, entry), entries still training
       for (const auto& [entry, e] : entries) {
-        const double mean = e.first / e.second;
+        if (!e.live) continue;
+        const double mean = e.sum / e.runs;
         ranked.push_back({std::isnan(mean) ? INFINITY : mean, entry});
       }
       std::stable_sort(ranked.begin(), ranked.end(),

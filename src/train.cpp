@@ -41,23 +41,35 @@ std::string model_identity(const MlpConfig& m, const std::string& data) {
 constexpr const char* kLogHeader = "step,epoch,lr,loss\n";
 
 // The rows of an earlier --log before `step`: a resumed run's log continues the one its checkpoint
-// came from. A missing or foreign file gives none.
-std::string earlier_log_rows(const std::string& path, int64_t step) {
+// came from. They are kept only if they are that run's (steps from 0 up to step-1, as the log is
+// written before each checkpoint); otherwise the log starts afresh and `note` says why.
+std::string earlier_log_rows(const std::string& path, int64_t step, std::string* note) {
   std::string text;
   try {
     text = read_file(path, size_t(1) << 32);
   } catch (const Error&) {
+    *note = "--log '" + path + "' could not be read; it restarts at step " + std::to_string(step);
     return "";
   }
-  if (text.rfind(kLogHeader, 0) != 0) return "";
   std::string out;
-  for (size_t pos = std::strlen(kLogHeader); pos < text.size();) {
+  int64_t first = -1, last = -1;
+  bool ok = text.rfind(kLogHeader, 0) == 0;
+  for (size_t pos = std::strlen(kLogHeader); ok && pos < text.size();) {
     const size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) break;  // a torn last line
-    if (std::strtoll(text.c_str() + pos, nullptr, 10) < step) out.append(text, pos, nl + 1 - pos);
+    char* end = nullptr;
+    const long long row = std::strtoll(text.c_str() + pos, &end, 10);
+    ok = nl != std::string::npos && end != text.c_str() + pos && *end == ',';
+    if (ok && row < step) {
+      if (first < 0) first = row;
+      last = row;
+      out.append(text, pos, nl + 1 - pos);
+    }
     pos = nl + 1;
   }
-  return out;
+  if (ok && (step == 0 || (first == 0 && last == step - 1))) return out;
+  *note = "--log '" + path + "' does not hold this run's steps 0-" + std::to_string(step - 1) +
+          "; it restarts at step " + std::to_string(step);
+  return "";
 }
 
 std::string csv_log(const TrainReport& r, int64_t steps_per_epoch, const std::string& earlier_rows) {
@@ -176,6 +188,7 @@ std::string train_report_json(const TrainOptions& o, const TrainReport& r) {
               {"seconds", r.seconds},
               {"steps", r.steps},
               {"events", events},
+              {"notes", r.notes},
               {"stopped_by_guard", r.stopped_by_guard}};
   return doc.dump(2) + "\n";
 }
@@ -244,7 +257,9 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
     start_epoch = ckpt->epochs_done;
     rep.steps = ckpt->step;
   }
-  const std::string log_before = ckpt && !o.log_csv.empty() ? earlier_log_rows(o.log_csv, ckpt->step) : "";
+  std::string log_before, log_note;
+  if (ckpt && !o.log_csv.empty() && !is_stream(o.log_csv)) log_before = earlier_log_rows(o.log_csv, ckpt->step, &log_note);
+  if (!log_note.empty()) rep.notes.push_back(log_note);
   rep.start_epoch = start_epoch;
   auto plateau_scale = [&] { return plateau ? plateau->scale() : 1.0; };
   auto apply_scale = [&] { opt.set_scale(static_cast<float>(guard.scale * plateau_scale())); };
@@ -291,7 +306,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
           continue;
         }
         const double smoothed = g.loss.add(l);
-        if (g.start == 0) g.start = smoothed;
+        if (g.loss.count == 1) g.start = smoothed;  // a run resumed from a version 2 file has none
         // Besides its multiple of the best, the loss must climb back above a hundredth of where the
         // run began: a loss converging towards zero (a regression fitted almost exactly) swings by
         // large factors around a tiny best, and that is noise, not divergence.
@@ -367,7 +382,11 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
     }
     rec.seconds = seconds_since(t_epoch);
     rep.epochs.push_back(rec);
-    if (!o.save.empty()) {
+    // A stream (a pipe, stdout) takes a checkpoint or log once, at the end, not each epoch's again.
+    const bool last = epoch + 1 == o.epochs;
+    if (!o.log_csv.empty() && (last || !is_stream(o.log_csv)))
+      write_file_atomic(o.log_csv, csv_log(rep, spe, log_before));
+    if (!o.save.empty() && (last || !is_stream(o.save))) {
       Checkpoint c;
       c.model = identity;
       c.epochs_done = epoch + 1;
@@ -380,14 +399,14 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
       if (plateau) c.plateau = plateau->state();
       save_checkpoint(o.save, c);
     }
-    if (!o.log_csv.empty()) write_file_atomic(o.log_csv, csv_log(rep, spe, log_before));
     if (obs.on_epoch) obs.on_epoch(rec);
   }
   TrainEngine::Eval test = eng.evaluate(Split::Test);
   rep.test_loss = test.loss[0];
   rep.test_accuracy = test.accuracy[0];
   rep.seconds = seconds_since(t_start);
-  if (!o.log_csv.empty()) write_file_atomic(o.log_csv, csv_log(rep, spe, log_before));
+  // The log is complete once the epochs are; only a run the guard stopped has rows to add.
+  if (!o.log_csv.empty() && rep.stopped_by_guard) write_file_atomic(o.log_csv, csv_log(rep, spe, log_before));
   if (!o.plot_svg.empty()) write_file_atomic(o.plot_svg, training_plot(rep, spe));
   if (!o.json_out.empty()) write_file_atomic(o.json_out, train_report_json(o, rep));
   return rep;

@@ -19,7 +19,7 @@ using lrlab::testing::error_of;
 std::vector<int> cuts(ReduceOnPlateau& rule, const std::vector<double>& metrics) {
   std::vector<int> out;
   for (size_t i = 0; i < metrics.size(); ++i)
-    if (rule.step(metrics[i])) out.push_back(static_cast<int>(i) + 1);
+    if (rule.step(metrics[i], 1.0)) out.push_back(static_cast<int>(i) + 1);
   return out;
 }
 
@@ -40,7 +40,7 @@ TEST(PlateauRule, CutsAfterPatiencePlusOneBadEvaluations) {
 TEST(PlateauRule, ImprovementResetsTheCount) {
   ReduceOnPlateau rule(with(2));
   EXPECT_TRUE(cuts(rule, {1, 1, 1, 0.5, 0.6, 0.6, 0.4, 0.4, 0.4}).empty());
-  EXPECT_TRUE(rule.step(0.4));
+  EXPECT_TRUE(rule.step(0.4, 1.0));
   EXPECT_DOUBLE_EQ(rule.scale(), 0.5);
 }
 
@@ -73,17 +73,17 @@ TEST(PlateauRule, RelativeAndAbsoluteThresholds) {
   PlateauOptions rel = with(0);
   rel.threshold = 0.5;
   ReduceOnPlateau r(rel);
-  r.step(10);
-  EXPECT_TRUE(r.step(9));   // rel: needs < 10 * (1 - 0.5) = 5
-  EXPECT_FALSE(r.step(4));  // 4 < 5 improves
+  r.step(10, 1.0);
+  EXPECT_TRUE(r.step(9, 1.0));   // rel: needs < 10 * (1 - 0.5) = 5
+  EXPECT_FALSE(r.step(4, 1.0));  // 4 < 5 improves
   EXPECT_DOUBLE_EQ(r.state().best, 4);
 
   PlateauOptions abs = rel;
   abs.relative = false;
   ReduceOnPlateau a(abs);
-  a.step(10);
-  EXPECT_FALSE(a.step(9));    // abs: needs < 10 - 0.5
-  EXPECT_TRUE(a.step(8.75));  // 8.75 is not below 9 - 0.5
+  a.step(10, 1.0);
+  EXPECT_FALSE(a.step(9, 1.0));    // abs: needs < 10 - 0.5
+  EXPECT_TRUE(a.step(8.75, 1.0));  // 8.75 is not below 9 - 0.5
   EXPECT_DOUBLE_EQ(a.state().best, 9);
 }
 
@@ -117,7 +117,7 @@ TEST(PlateauRule, ModeMaxWantsLargerMetrics) {
   o.maximize = true;
   ReduceOnPlateau rule(o);
   EXPECT_TRUE(cuts(rule, {0.1, 0.2, 0.3, 0.4, 0.4}).empty());
-  EXPECT_TRUE(rule.step(0.35));
+  EXPECT_TRUE(rule.step(0.35, 1.0));
   EXPECT_DOUBLE_EQ(rule.scale(), 0.5);
 }
 
@@ -127,7 +127,7 @@ TEST(PlateauRule, NanNeverImproves) {
   EXPECT_EQ(cuts(rule, {1, nan, nan, nan, 0.5}), (std::vector<int>{3}));
   EXPECT_DOUBLE_EQ(rule.state().best, 0.5);
   ReduceOnPlateau first_nan(with(0));
-  EXPECT_TRUE(first_nan.step(nan));
+  EXPECT_TRUE(first_nan.step(nan, 1.0));
 }
 
 TEST(PlateauRule, StateRestoresExactly) {

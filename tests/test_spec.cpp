@@ -128,3 +128,19 @@ TEST(SpecArgs, FinishRejectsUnreadKeys) {
 
 }  // namespace
 }  // namespace lrlab
+
+namespace {
+
+// Every lrlab::Error prints as one line of printable text, whatever the input it quotes held.
+TEST(ErrorMessages, AreOnePrintableLine) {
+  auto what = [](const std::string& text) { return std::string(lrlab::Error(text).what()); };
+  EXPECT_EQ(what(std::string("a\nb\0c\td", 7)), "a\\nb\\x00c\\td");
+  EXPECT_EQ(what("caf\xc3\xa9 \xf0\x9f\x93\x88"), "caf\xc3\xa9 \xf0\x9f\x93\x88");  // UTF-8 stays whole
+  EXPECT_EQ(what("x\xc2\x85y"), "x\\xc2\\x85y");                                 // NEL, a C1 control
+  EXPECT_EQ(what("x\xe2\x80\xa8y"), "x\\xe2\\x80\\xa8y");                        // the line separator
+  EXPECT_EQ(what("x\xc0\x8ay"), "x\\xc0\\x8ay");                                 // an overlong newline
+  EXPECT_EQ(what("x\xed\xa0\x80y"), "x\\xed\\xa0\\x80y");                        // a surrogate
+  EXPECT_EQ(what("x\xc3"), "x\\xc3");                                            // cut short
+}
+
+}  // namespace

@@ -432,13 +432,22 @@ TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
   EXPECT_FALSE(std::ifstream(two + "/rank-0.json").good()) << "the ranks' shares are removed once joined";
   EXPECT_FALSE(std::ifstream(two + "/rank-1.json").good());
   std::string three = temp_path("mpi_many");
-  cmd = "mpirun --allow-run-as-root --oversubscribe -np 3 " + std::string(LRLAB_CLI_PATH) +
-        " sweep --data spirals --device cpu --quiet --lr 0.1 --out " + three + " >/dev/null 2>" + three + ".err";
-  EXPECT_NE(std::system(cmd.c_str()), 0);
-  const std::string err = slurp(three + ".err");
-  EXPECT_NE(err.find("more shards or ranks"), std::string::npos) << err;
-  // Every rank reaches the same verdict on the options; it is said once, by rank 0.
-  EXPECT_EQ(err.find("error: "), err.rfind("error: ")) << err;
+  // Every rank reaches the same verdict on its options, data, device and output folder before
+  // training; it is said once, by rank 0, and every rank ends with status 2.
+  for (const std::string& args :
+       {std::string("--data spirals --lr 0.1"), std::string("--data spirals --lr 0.1 0.2 0.3 --out /nonexistent/sweep"),
+        std::string("--data spirals --lr 0.1 0.2 0.3 --batch 0"),
+        std::string("--data spirals --lr 0.1 0.2 0.3 --epochs x"),
+        std::string("--data csv:/nonexistent.csv --lr 0.1 0.2 0.3")}) {
+    cmd = "mpirun --allow-run-as-root --oversubscribe -np 3 " + std::string(LRLAB_CLI_PATH) +
+          " sweep --device cpu --quiet " + args + " >/dev/null 2>" + three + ".err";
+    EXPECT_NE(std::system(cmd.c_str()), 0) << args;
+    const std::string err = slurp(three + ".err");
+    EXPECT_NE(err.find("error: "), std::string::npos) << args << "\n" << err;
+    EXPECT_EQ(err.find("error: "), err.rfind("error: ")) << args << "\n" << err;
+    EXPECT_EQ(err.find("MPI_ABORT"), std::string::npos) << args << "\n" << err;
+  }
+  EXPECT_NE(slurp(three + ".err").find("nonexistent.csv"), std::string::npos);
 }
 
 TEST(SweepCli, InterruptWritesFinishedResults) {

@@ -1,7 +1,12 @@
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -10,6 +15,7 @@
 #include "test_util.hpp"
 #include "lrlab/checkpoint.hpp"
 #include "lrlab/error.hpp"
+#include "lrlab/io.hpp"
 #include "lrlab/rng.hpp"
 #include "lrlab/serialize.hpp"
 #include "lrlab/train.hpp"
@@ -70,6 +76,8 @@ TEST(Train, ResumeIsBitIdenticalToAStraightRun) {
   ASSERT_EQ(ca.params.size(), cb.params.size());
   EXPECT_EQ(0, std::memcmp(ca.params.data(), cb.params.data(), ca.params.size() * sizeof(float)));
   EXPECT_EQ(ca.optimizer, cb.optimizer);
+  EXPECT_GT(ca.guard.start, 0.0) << "the guard's floor is the run's first loss";
+  EXPECT_EQ(ca.guard.start, cb.guard.start) << "and survives a resume";
   EXPECT_EQ(a.test_loss, b.test_loss);
   std::remove(ck.c_str());
   std::remove(straight.save.c_str());
@@ -240,28 +248,14 @@ TEST(Checkpoint, RefusesCorruptOrTruncatedFiles) {
   EXPECT_THROW(decode_checkpoint(encode_checkpoint(raised), "x"), Error);
 }
 
-// Files written before the guard recorded the run's first loss (version 2) still load; the guard
-// then has no floor until the next run starts one.
-TEST(Checkpoint, ReadsVersion2Files) {
-  struct GuardV2 {
-    double scale;
-    int64_t events;
-    SmoothedLoss loss;
-  } guard{0.25, 2, {}};
-  guard.loss.add(1.5);
-  PlateauState plateau;
-  plateau.scale = 0.5;
-  ByteWriter body;
-  body.put_string("{\"model\":1}");
-  body.put<int64_t>(3);       // epochs done
-  body.put<int64_t>(120);     // step
-  body.put<uint64_t>(7);      // data seed
-  body.put_vector(std::vector<float>{1.0f, -2.0f});
-  body.put_string("opt");
-  body.put(guard);
-  body.put<uint8_t>(1);
-  body.put(plateau);
-  const std::string payload = body.take();
+// A checkpoint as version 2 wrote it: version 3's bytes without the guard's first loss, the last
+// field of the guard's record (model, epochs, step, seed, weights and optimizer state precede it).
+std::string encode_version2(const Checkpoint& c) {
+  constexpr size_t kHeader = 8 + 4 + 8 + 4;  // magic, version, payload length, CRC-32
+  std::string payload = encode_checkpoint(c).substr(kHeader);
+  const size_t start = 8 + c.model.size() + 3 * 8 + 8 + c.params.size() * sizeof(float) + 8 + c.optimizer.size() +
+                       offsetof(GuardState, start);
+  payload.erase(start, sizeof(double));
   ByteWriter file;
   file.put_bytes("LRLABCKP", 8);
   file.put<uint32_t>(2);
@@ -269,19 +263,53 @@ TEST(Checkpoint, ReadsVersion2Files) {
   file.put(static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(payload.data()),
                                        static_cast<uInt>(payload.size()))));
   file.put_bytes(payload.data(), payload.size());
-  Checkpoint c = decode_checkpoint(file.take(), "v2.ckpt");
-  EXPECT_EQ(c.model, "{\"model\":1}");
-  EXPECT_EQ(c.epochs_done, 3);
-  EXPECT_EQ(c.step, 120);
-  EXPECT_EQ(c.data_seed, 7u);
-  EXPECT_EQ(c.params, (std::vector<float>{1.0f, -2.0f}));
-  EXPECT_EQ(c.optimizer, "opt");
-  EXPECT_EQ(c.guard.scale, 0.25);
-  EXPECT_EQ(c.guard.events, 2);
-  EXPECT_EQ(c.guard.loss.count, 1);
-  EXPECT_EQ(c.guard.start, 0.0);
-  EXPECT_TRUE(c.has_plateau);
-  EXPECT_EQ(c.plateau.scale, 0.5);
+  return file.take();
+}
+
+// Files written before the guard recorded the run's first loss (version 2) still load and resume;
+// the resumed run's guard has no floor (its first loss is unknown), rather than a wrong one.
+TEST(Checkpoint, ReadsAndResumesVersion2Files) {
+  Checkpoint c;
+  c.model = "{\"model\":1}";
+  c.epochs_done = 3;
+  c.step = 120;
+  c.data_seed = 7;
+  c.params = {1.0f, -2.0f};
+  c.optimizer = "opt";
+  c.guard.scale = 0.25;
+  c.guard.events = 2;
+  c.guard.loss.add(1.5);
+  c.guard.start = 9.0;  // not in a version 2 file
+  c.has_plateau = true;
+  c.plateau.scale = 0.5;
+  Checkpoint back = decode_checkpoint(encode_version2(c), "v2.ckpt");
+  EXPECT_EQ(back.model, c.model);
+  EXPECT_EQ(back.epochs_done, 3);
+  EXPECT_EQ(back.step, 120);
+  EXPECT_EQ(back.data_seed, 7u);
+  EXPECT_EQ(back.params, c.params);
+  EXPECT_EQ(back.optimizer, "opt");
+  EXPECT_EQ(back.guard.scale, 0.25);
+  EXPECT_EQ(back.guard.events, 2);
+  EXPECT_EQ(back.guard.loss.count, 1);
+  EXPECT_EQ(back.guard.start, 0.0);
+  EXPECT_TRUE(back.has_plateau);
+  EXPECT_EQ(back.plateau.scale, 0.5);
+
+  TrainOptions first = small_run();
+  first.epochs = 1;
+  first.save = temp_path("v3.ckpt");
+  train(first);
+  const std::string v2 = temp_path("v2.ckpt");
+  write_file_atomic(v2, encode_version2(load_checkpoint(first.save)));
+  TrainOptions second = small_run();
+  second.epochs = 2;
+  second.resume = v2;
+  second.save = temp_path("resumed.ckpt");
+  second.lr_given = false;
+  train(second);
+  EXPECT_EQ(load_checkpoint(second.save).guard.start, 0.0);
+  for (const std::string& f : {first.save, v2, second.save}) std::remove(f.c_str());
 }
 
 TEST(TrainCli, BadInputGivesErrorAndStatus2) {
@@ -403,6 +431,35 @@ TEST(TrainCli, GuardIgnoresSwingsOfALossNearZero) {
   ASSERT_NE(at, std::string::npos) << r.out;
   EXPECT_LT(std::atof(r.out.c_str() + at + 11), 1e-4) << r.out;
   std::remove(csv.c_str());
+}
+
+// Output sent to a stream: stdout redirected to a file keeps what was printed before (the file is
+// appended to, not replaced), and a pipe receives the log once, not once per epoch.
+TEST(TrainCli, StreamsAreWrittenOnceInPlace) {
+  auto r = run_cli("train --data blobs --samples 300 --hidden 4 --epochs 3 --device cpu --quiet --json /dev/stdout");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const size_t header = r.out.find("lrlab train:"), json = r.out.find("\"config\""), test = r.out.find("test: loss");
+  EXPECT_NE(header, std::string::npos) << r.out;
+  EXPECT_NE(json, std::string::npos) << r.out;
+  EXPECT_NE(test, std::string::npos) << r.out;
+  EXPECT_LT(header, json);
+
+  const std::string fifo = temp_path("log.fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  // Opened for reading first, without blocking, so that the run's writes find a reader; the small
+  // log fits in the pipe's buffer.
+  const int rd = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(rd, 0);
+  auto p = run_cli("train --data blobs --samples 300 --hidden 4 --epochs 3 --device cpu --quiet --log " + fifo);
+  std::string log;
+  char buf[4096];
+  for (ssize_t n; (n = read(rd, buf, sizeof buf)) > 0;) log.append(buf, static_cast<size_t>(n));
+  close(rd);
+  std::remove(fifo.c_str());
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_EQ(log.find("step,epoch,lr,loss"), 0u) << log;
+  EXPECT_EQ(log.rfind("step,epoch,lr,loss"), 0u) << "the log was sent more than once";
+  EXPECT_GT(std::count(log.begin(), log.end(), '\n'), 3);
 }
 
 TEST(TrainCli, ConfigFileSetsOptions) {

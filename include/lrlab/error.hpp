@@ -2,6 +2,8 @@
 // carry on (or the CLI can turn it into "error: ..." and exit status 2).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -9,22 +11,39 @@
 namespace lrlab {
 
 namespace detail {
+// The length of the well-formed UTF-8 sequence at text[i] that is printable (not a C1 control, not
+// a line or paragraph separator), or 0.
+inline size_t printable_utf8(const std::string& text, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(text[i]);
+  const size_t len = (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+  if (len == 0 || i + len > text.size()) return 0;
+  uint32_t cp = c & (0x7f >> len);
+  for (size_t k = 1; k < len; ++k) {
+    const unsigned char b = static_cast<unsigned char>(text[i + k]);
+    if ((b & 0xc0) != 0x80) return 0;
+    cp = cp << 6 | (b & 0x3f);
+  }
+  static const uint32_t shortest[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < shortest[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;  // overlong, surrogate
+  if (cp <= 0x9f || cp == 0x2028 || cp == 0x2029) return 0;
+  return len;
+}
+
 // A message that prints as one line whatever the user's input held: control characters (a newline
-// in a spec, a NUL in a data file) and bytes that are not UTF-8 become escapes ("\n", "\x00");
-// valid UTF-8 passes through.
+// in a spec, a NUL in a data file) and bytes that are not printable UTF-8 become escapes ("\n",
+// "\x00"); printable UTF-8 passes through.
 inline std::string one_line(const std::string& text) {
   static const char hex[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    bool valid = len > 0 && i + len <= text.size();
-    for (size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
-    if (valid && len > 1) {
-      out.append(text, i, len);
-      i += len;
-      continue;
+    if (c >= 0x80) {
+      if (const size_t len = printable_utf8(text, i)) {
+        out.append(text, i, len);
+        i += len;
+        continue;
+      }
     }
     if (c == '\n') out += "\\n";
     else if (c == '\t') out += "\\t";

@@ -10,9 +10,15 @@ namespace lrlab {
 // Writes `bytes` to a temporary file in the target's directory, flushes and fsyncs it, renames it
 // over `path` and fsyncs the directory, so a crash leaves either the old file or the new one. A
 // replaced file keeps its permissions; a symbolic link is followed (the file it points to is
-// replaced, the link stays); a device, pipe or socket (/dev/stdout, a FIFO) is written in place.
+// replaced, the link stays); a stream (see is_stream) is written in place, appending.
 // Throws lrlab::Error ("cannot write 'PATH': <reason>") on failure, leaving no temporary behind.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+
+// Whether `path` is a stream rather than a file: one of this process's descriptors by name
+// (/dev/stdout, /dev/fd/N, /proc/self/fd/N, or a link to one) or an existing device or pipe. A
+// stream takes each write as more output, so what is rewritten as it grows (a log, a checkpoint)
+// goes to it once, at the end.
+bool is_stream(const std::string& path);
 
 // Reads the whole file. Throws lrlab::Error when it is missing, unreadable or larger than max_bytes.
 std::string read_file(const std::string& path, size_t max_bytes);
@@ -23,6 +29,10 @@ void require_writable(const std::string& path);
 // Creates the folder `dir` (one level) if it is missing; throws lrlab::Error unless it is then a
 // writable folder.
 void make_writable_dir(const std::string& dir);
+
+// Removes the files in `dir` whose names start with `prefix` and end with `suffix` (left-overs of an
+// earlier run); a missing folder has none.
+void remove_files_like(const std::string& dir, const std::string& prefix, const std::string& suffix);
 
 // dir + "/" + name, without doubling a slash the user typed ("--out sweep/").
 std::string path_join(const std::string& dir, const std::string& name);

@@ -40,7 +40,7 @@ class ReduceOnPlateau {
   // Records one evaluation of the metric; returns true when it cut the scale. NaN never counts as
   // an improvement. `rate` is the learning rate the scale multiplies (base rate, schedule, other
   // scales): PyTorch skips a cut that lowers the rate itself by eps or less, not the scale.
-  bool step(double metric, double rate = 1.0);
+  bool step(double metric, double rate);
   double scale() const { return state_.scale; }
   const PlateauOptions& options() const { return options_; }
 

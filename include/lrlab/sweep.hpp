@@ -69,6 +69,8 @@ struct SweepResult {
 };
 
 struct SweepObserver {
+  // Once every check has passed and every engine is built, before the first epoch trains.
+  std::function<void()> on_start;
   std::function<void(int64_t epoch, int64_t epochs, int64_t alive, int64_t total)> on_epoch;
   // After every epoch, the results so far (marked interrupted): what a crash would leave behind.
   std::function<void(const SweepResult& partial)> on_partial;

@@ -47,11 +47,16 @@ struct SweepArgs {
   bool quiet = false;
 };
 
+// Thrown on a rank whose peers failed before training: rank 0 has said why.
+struct PeerFailed {};
+
 int run_sweep_command(SweepArgs& a) {
   MpiSession mpi;
   SweepOptions& o = a.o;
-  // The options alone: every rank reaches the same verdict, so under mpirun rank 0 says it once
-  // and all ranks end normally, with no MPI abort.
+  // Under mpirun, every rank meets the others once before training (MpiSession::agree): ranks that
+  // failed their checks or set-up (options, data, device, --out) say so there, rank 0 reports it
+  // once and every rank ends with status 2, no MPI abort. A failure after that ends all ranks.
+  bool started = false;
   try {
     o.base.hidden = parse_int_list(a.hidden, "--hidden");
     o.lrs.clear();
@@ -70,15 +75,6 @@ int run_sweep_command(SweepArgs& a) {
                     mpi.size(), " ranks: split the grid one way, not both (unset SLURM_ARRAY_TASK_ID)");
       o.shard_index = mpi.rank();
       o.shard_count = mpi.size();
-    }
-    validate_sweep(o);
-  } catch (const Error& e) {
-    if (!mpi.active()) throw;
-    if (mpi.rank() == 0) std::fprintf(stderr, "error: %s\n", e.what());
-    return kExitBadInput;
-  }
-  try {
-    if (mpi.active()) {
       int gpus = 0;
       if (o.base.device != "cpu" && cudaGetDeviceCount(&gpus) == cudaSuccess && gpus > 0) {
         use_gpu(mpi.local_rank() % gpus);
@@ -89,8 +85,13 @@ int run_sweep_command(SweepArgs& a) {
         cudaGetLastError();
       }
     }
+    validate_sweep(o);
     const bool tty = isatty(STDERR_FILENO) && !a.quiet && mpi.rank() == 0;
     SweepObserver obs;
+    obs.on_start = [&] {
+      started = true;
+      if (mpi.active() && !mpi.agree("")) throw PeerFailed{};
+    };
     obs.on_epoch = [&](int64_t e, int64_t E, int64_t alive, int64_t total) {
       if (a.quiet || mpi.rank() != 0) return;
       const std::string share = mpi.active() ? " on rank 0 (of " + std::to_string(mpi.size()) + " ranks)" : "";
@@ -99,13 +100,16 @@ int run_sweep_command(SweepArgs& a) {
                    static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
                    static_cast<long long>(total), share.c_str());
     };
-    // Before any training: a folder that cannot be written would lose the whole sweep at its end.
-    if (!a.out.empty()) make_writable_dir(a.out);
     // What finished survives an interruption. One process rewrites its outputs after every epoch.
     // Under mpirun, which answers Ctrl-C by ending every rank within a second, each rank keeps its own
     // share up to date instead, for `lrlab merge` to join; rank 0 removes them once it has written
-    // the joined results.
+    // the joined results, and before training those an earlier sweep left in the folder.
     auto rank_file = [&](int rank) { return path_join(a.out, "rank-" + std::to_string(rank) + ".json"); };
+    if (!a.out.empty()) {
+      // Before any training: a folder that cannot be written would lose the whole sweep at its end.
+      make_writable_dir(a.out);
+      if (mpi.rank() == 0) remove_files_like(a.out, "rank-", ".json");
+    }
     if (!a.out.empty() && !mpi.active())
       obs.on_partial = [&](const SweepResult& partial) { write_sweep_outputs(partial, a.out); };
     if (!a.out.empty() && mpi.active())
@@ -135,8 +139,14 @@ int run_sweep_command(SweepArgs& a) {
       std::printf("report: %s\n", path_join(a.out, "report.html").c_str());
     }
     return all.interrupted ? 130 : kExitOk;
-  } catch (const Error& e) {
+  } catch (const PeerFailed&) {
+    return kExitBadInput;
+  } catch (const std::exception& e) {
     if (!mpi.active()) throw;
+    if (!started) {
+      mpi.agree(e.what());
+      return kExitBadInput;
+    }
     std::fprintf(stderr, "error: rank %d: %s\n", mpi.rank(), e.what());
     mpi.abort(kExitBadInput);
   }

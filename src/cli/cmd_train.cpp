@@ -58,6 +58,7 @@ int run_train(TrainArgs& a, CLI::App& sub) {
     std::printf("lrlab train: %s, %lld parameters, device %s%s\n", r.data_description.c_str(),
                 static_cast<long long>(r.parameters), r.device.c_str(),
                 r.start_epoch ? (", resumed after epoch " + std::to_string(r.start_epoch)).c_str() : "");
+    for (const std::string& note : r.notes) std::printf("note: %s\n", note.c_str());
     no_val = r.val_samples == 0;
     if (no_val)
       std::printf("note: no validation samples%s\n",

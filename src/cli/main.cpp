@@ -1,7 +1,9 @@
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <map>
+#include <string>
 
 #include "command.hpp"
 #include "config_file.hpp"
@@ -14,6 +16,16 @@ std::vector<Command>& registry() {
   return commands;
 }
 }  // namespace lrlab::cli
+
+namespace {
+// Under an MPI launcher every rank parses the same command line and reaches the same verdict on it;
+// rank 0 alone says it.
+bool speaks() {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+    if (const char* rank = std::getenv(v)) return std::string(rank) == "0";
+  return true;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace lrlab::cli;
@@ -39,10 +51,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    if (speaks()) std::fprintf(stderr, "error: %s\n", lrlab::detail::one_line(e.what()).c_str());
     return kExitBadInput;
   } catch (const lrlab::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    if (speaks()) std::fprintf(stderr, "error: %s\n", e.what());
     return kExitBadInput;
   }
   try {

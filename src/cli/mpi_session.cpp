@@ -72,6 +72,28 @@ std::vector<std::string> MpiSession::gather(const std::string& text) const {
 #endif
 }
 
+bool MpiSession::agree(const std::string& error) const {
+  const std::vector<std::string> errors = gather(error);
+  int ok = error.empty() ? 1 : 0, all = ok;
+#ifdef LRLAB_HAVE_MPI
+  if (active()) MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+#endif
+  if (rank_ == 0 && !all) {
+    std::string first;
+    bool same = true;
+    for (const std::string& e : errors) {
+      if (e.empty()) same = false;
+      else if (first.empty()) first = e;
+      else same = same && e == first;
+    }
+    if (same) std::fprintf(stderr, "error: %s\n", first.c_str());
+    else
+      for (size_t r = 0; r < errors.size(); ++r)
+        if (!errors[r].empty()) std::fprintf(stderr, "error: rank %zu: %s\n", r, errors[r].c_str());
+  }
+  return all != 0;
+}
+
 void MpiSession::abort(int status) const {
 #ifdef LRLAB_HAVE_MPI
   if (initialised_) MPI_Abort(MPI_COMM_WORLD, status);

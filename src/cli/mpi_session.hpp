@@ -21,6 +21,9 @@ class MpiSession {
   int local_size() const { return local_size_; }  // ranks on this node
   // Every rank's text, on rank 0 (empty elsewhere).
   std::vector<std::string> gather(const std::string& text) const;
+  // Every rank calls this once with its error ("" if none); true on every rank when all are "".
+  // Otherwise rank 0 prints the errors, once if they are all the same, else each with its rank.
+  bool agree(const std::string& error) const;
   // Ends every rank (after an error on one of them, so the others do not wait forever).
   [[noreturn]] void abort(int status) const;
 
