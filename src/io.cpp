@@ -89,17 +89,9 @@ std::string write_target(const std::string& path, int* descriptor = nullptr) {
   fail_write(path, ELOOP);
 }
 
-// Devices, pipes and descriptors (/dev/null, /dev/stdout, a FIFO) cannot be replaced by a rename and
-// must not be: they are written in place, a descriptor of this process through itself (after what
-// stdio holds for it), anything else opened for appending.
+// Devices and pipes (/dev/null, a FIFO) cannot be replaced by a rename and must not be: they are
+// written in place, opened for appending.
 void write_in_place(const std::string& path, const std::string& bytes) {
-  int own = -1;
-  write_target(path, &own);
-  if (own >= 0) {
-    std::fflush(nullptr);
-    if (!write_all(own, bytes)) fail_write(path, errno);
-    return;
-  }
   int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (fd < 0) fail_write(path, errno);
   if (!write_all(fd, bytes)) {
@@ -122,11 +114,18 @@ bool is_stream(const std::string& path) {
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   if (path.empty()) fail_write(path, ENOENT);
+  int own = -1;
+  const std::string target = write_target(path, &own);
+  if (own >= 0) {
+    // One of this process's descriptors, written through itself after what stdio holds for it.
+    std::fflush(nullptr);
+    if (!write_all(own, bytes)) fail_write(path, errno);
+    return;
+  }
   struct stat st;
   const bool exists = ::stat(path.c_str(), &st) == 0;
   if (exists && S_ISDIR(st.st_mode)) fail_write(path, EISDIR);
-  if (is_stream(path)) return write_in_place(path, bytes);
-  const std::string target = write_target(path);
+  if (exists && !S_ISREG(st.st_mode)) return write_in_place(path, bytes);
   std::string tmp;
   int fd = open_temporary(target, tmp);
   if (fd < 0) fail_write(path, errno);
