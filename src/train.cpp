@@ -209,6 +209,11 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   std::optional<Checkpoint> ckpt;
   if (!o.resume.empty()) ckpt = load_checkpoint(o.resume);
   const uint64_t data_seed = ckpt ? ckpt->data_seed : o.seed;
+  // Said once on_start is reached: a resumed run keeps its split and data order.
+  std::vector<std::string> notes;
+  if (ckpt && o.seed != ckpt->data_seed)
+    notes.push_back("resuming with the checkpoint's seed " + std::to_string(ckpt->data_seed) + "; the seed " +
+                    std::to_string(o.seed) + " asked for applies to new runs only");
 
   DataSplits data = load_data(o.data, data_options(o, data_seed));
   const MlpConfig model = model_for(o, data.train);
@@ -259,6 +264,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   }
   std::string log_before, log_note;
   if (ckpt && !o.log_csv.empty() && !is_stream(o.log_csv)) log_before = earlier_log_rows(o.log_csv, ckpt->step, &log_note);
+  rep.notes = notes;
   if (!log_note.empty()) rep.notes.push_back(log_note);
   rep.start_epoch = start_epoch;
   auto plateau_scale = [&] { return plateau ? plateau->scale() : 1.0; };

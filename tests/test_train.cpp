@@ -66,6 +66,7 @@ TEST(Train, ResumeIsBitIdenticalToAStraightRun) {
   second.resume = ck;
   second.lr_given = false;
   TrainReport b = train(second);
+  EXPECT_TRUE(b.notes.empty()) << b.notes.front();
   // The resumed run's log continues the first part's: together, the straight run's log.
   EXPECT_EQ(slurp(second.log_csv), slurp(straight.log_csv));
   std::remove(second.log_csv.c_str());
@@ -106,8 +107,15 @@ TEST(Train, ResumeWithANewRateFineTunes) {
   ft.lr = 1e-4;
   ft.lr_given = true;
   ft.log_csv = temp_path("ft.csv");
+  ft.seed = o.seed + 1;
+  std::remove(ft.log_csv.c_str());
   TrainReport r = train(ft);
   ASSERT_EQ(r.epochs.size(), 1u);
+  // What the run did differently from what was asked is said: the checkpoint's seed is kept, and
+  // a log the first part did not write starts at the resumed step.
+  ASSERT_EQ(r.notes.size(), 2u);
+  EXPECT_EQ(r.notes[0], "resuming with the checkpoint's seed 3; the seed 4 asked for applies to new runs only");
+  EXPECT_NE(r.notes[1].find("restarts at step"), std::string::npos) << r.notes[1];
   EXPECT_NEAR(r.epochs[0].lr, 1e-4, 1e-10);
   std::string log = slurp(ft.log_csv);
   EXPECT_EQ(log.rfind("step,epoch,lr,loss\n", 0), 0u);
