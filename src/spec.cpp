@@ -1,5 +1,6 @@
 #include "lrlab/spec.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -13,12 +14,10 @@ namespace {
 bool is_name_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
 }
-// The character at i as the user typed it: a whole UTF-8 sequence, not its first byte.
+// The character at i as the user typed it: a whole UTF-8 sequence, not its first byte (a byte that
+// starts none is left for the error's escaping).
 std::string char_at(const std::string& s, size_t i) {
-  size_t n = 1;
-  if (static_cast<unsigned char>(s[i]) >= 0xc0)
-    while (n < 4 && i + n < s.size() && (static_cast<unsigned char>(s[i + n]) & 0xc0) == 0x80) ++n;
-  return s.substr(i, n);
+  return s.substr(i, std::max<size_t>(1, lrlab::detail::printable_utf8(s, i)));
 }
 
 // A number written in decimal: [+-]digits[.digits][e[+-]digits], as the specs document. strtod

@@ -189,6 +189,8 @@ TEST(Sweep, ADivergingConfigIsMarkedAndDoesNotStopTheOthers) {
   EXPECT_TRUE(r.runs[1].diverged);
   EXPECT_GE(r.runs[1].diverged_epoch, 1);
   EXPECT_EQ(rank_runs(r.runs).back(), 1u);
+  // The final-loss plot has no point for it; the report says where divergence starts.
+  EXPECT_NE(sweep_report_html(r).find("<p>sgd() diverged: constant at lr 1e+03</p>"), std::string::npos);
 }
 
 // A rate that blows the loss up without making it infinite (Adam at 10: huge weights, huge logits)
@@ -424,6 +426,9 @@ TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
   if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
   std::string one = temp_path("mpi_one"), two = temp_path("mpi_two");
   ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + one).status, 0);
+  // A share an earlier sweep with more ranks left in the folder would be merged with this one's.
+  make_writable_dir(two);
+  write_file_atomic(two + "/rank-7.json", "{}");
   std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np 2 " + std::string(LRLAB_CLI_PATH) + " sweep " +
                     kSmallCli + " --out " + two + " >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
@@ -431,6 +436,7 @@ TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
                    read_sweep_results(slurp(two + "/results.json"), "two"), 1e-5);
   EXPECT_FALSE(std::ifstream(two + "/rank-0.json").good()) << "the ranks' shares are removed once joined";
   EXPECT_FALSE(std::ifstream(two + "/rank-1.json").good());
+  EXPECT_FALSE(std::ifstream(two + "/rank-7.json").good());
   std::string three = temp_path("mpi_many");
   // Every rank reaches the same verdict on its options, data, device and output folder before
   // training; it is said once, by rank 0, and every rank ends with status 2.

@@ -190,6 +190,15 @@ TEST(Train, PlateauLowersTheScale) {
   for (const TrainEvent& e : r.events) cuts += e.kind == "plateau";
   EXPECT_GE(cuts, 4);
   EXPECT_LT(r.epochs.back().lr, r.epochs.front().lr / 4);
+
+  // With a floor the cut is smaller than the factor; the message says the cut made.
+  o.plateau = "plateau(factor=0.5,patience=0,threshold=0.99,min_scale=0.75)";
+  TrainReport floored = train(o);
+  std::vector<std::string> messages;
+  for (const TrainEvent& e : floored.events)
+    if (e.kind == "plateau") messages.push_back(e.message);
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_NE(messages[0].find("rate x0.75 ->"), std::string::npos) << messages[0];
 }
 
 TEST(Train, RegressionOnSine) {
@@ -217,8 +226,14 @@ TEST(Train, JsonReportHasTheDocumentedFields) {
   EXPECT_TRUE(j["events"].is_array());
   EXPECT_TRUE(j["seconds"].is_number());
   EXPECT_EQ(j["config"]["optimizer"], "adam()");
-  for (const char* k : {"train_loss", "val_loss", "val_accuracy", "lr", "samples_per_s"})
+  for (const char* k : {"steps_kept", "train_loss", "val_loss", "val_accuracy", "lr", "samples_per_s"})
     EXPECT_TRUE(j["epochs"][0].contains(k)) << k;
+  // Every option that changes the run, so that it can be repeated from the report alone.
+  for (const char* k : {"val_fraction", "limit_train", "samples", "bias_decay", "guard_factor", "guard_threshold",
+                        "guard_max_events", "check_every"})
+    EXPECT_TRUE(j["config"].contains(k)) << k;
+  EXPECT_EQ(j["samples"]["train"].get<int64_t>() + j["samples"]["val"].get<int64_t>(), 1500 * 8 / 10);
+  EXPECT_TRUE(j["notes"].is_array());
   std::string svg = slurp(o.plot_svg);
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
   EXPECT_NE(svg.find("Learning rate"), std::string::npos);
