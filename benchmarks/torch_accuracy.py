@@ -6,10 +6,12 @@
 default), input scaling (`std`: standardised with the training set's mean and deviation, as lrlab;
 `01`: divided by 255) and training set (54k with 10% held out, as lrlab's default; or all 60k),
 prints the test accuracy per seed. `--schedule step` halves the rate every 2 epochs, as
-`lrlab train --schedule "step(every=2ep,gamma=0.5)"` does; `--variants lrlab` runs only lrlab's setup.
+`lrlab train --schedule "step(every=2ep,gamma=0.5)"` does; `--schedule cosine` and `--schedule poly`
+decay it to 0 over the whole run, stepped per minibatch, as `cosine(steps=10ep)` and
+`poly(steps=10ep)` do (10 being --epochs); `--variants lrlab` runs only lrlab's setup.
 Needs torch and numpy (Debian: /usr/bin/python3); not a test.
 
-usage: torch_accuracy.py [--data-dir DIR] [--seeds 0,1] [--epochs 10] [--schedule constant|step]
+usage: torch_accuracy.py [--data-dir DIR] [--seeds 0,1] [--epochs 10] [--schedule constant|step|cosine|poly]
                          [--variants all|lrlab]
 """
 import argparse
@@ -51,7 +53,14 @@ def run(data, init, scaling, full, seed, epochs, schedule):
             torch.nn.init.zeros_(layer.bias)
     net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
     opt = torch.optim.Adam(net.parameters(), 1e-3)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5) if schedule == "step" else None
+    steps = epochs * -(-len(x) // 128)
+    per_epoch, per_step = None, None
+    if schedule == "step":
+        per_epoch = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    elif schedule == "cosine":
+        per_step = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    elif schedule == "poly":
+        per_step = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=1.0)
     for _ in range(epochs):
         order = torch.randperm(len(x))
         for i in range(0, len(x), 128):
@@ -59,8 +68,10 @@ def run(data, init, scaling, full, seed, epochs, schedule):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(x[b]), y[b]).backward()
             opt.step()
-        if sched:
-            sched.step()
+            if per_step:
+                per_step.step()
+        if per_epoch:
+            per_epoch.step()
     with torch.no_grad():
         return (net(xt).argmax(1) == yt).float().mean().item()
 
@@ -70,7 +81,7 @@ def main():
     ap.add_argument("--data-dir", default=os.environ.get("LRLAB_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--schedule", choices=["constant", "step"], default="constant")
+    ap.add_argument("--schedule", choices=["constant", "step", "cosine", "poly"], default="constant")
     ap.add_argument("--variants", choices=["all", "lrlab"], default="all")
     a = ap.parse_args()
     torch.set_num_threads(1)

@@ -147,7 +147,9 @@ TEST(Sweep, PackedStreamsAndSequentialAgree) {
   // Engines of their own on the CPU; one packed engine, one launch for all, on the GPU.
   EXPECT_EQ(run_sweep(o).mode, o.base.device == "cpu" ? "streams" : "packed");
   expect_same_runs(seq, streams, 1e-6);
-  expect_same_runs(seq, packed, 1e-5);
+  // On the GPU cuBLAS picks other kernels (other summation orders) for the packed replicas' wide and
+  // strided-batched GEMMs than for one model's: a difference of the kind between CPU and GPU.
+  expect_same_runs(seq, packed, o.base.device == "cpu" ? 1e-5 : 1e-3);
   // The sweep learned something: the best configuration beats chance clearly.
   EXPECT_GT(packed.runs[rank_runs(packed.runs)[0]].best_val_accuracy, 0.8);
 }
@@ -169,7 +171,8 @@ TEST(SweepGpu, PackedAndStreamsMatchTheCpu) {
   o.workers = 4;
   const SweepResult streams = run_sweep(o);
   expect_same_runs(cpu, packed, 1e-3);
-  expect_same_runs(packed, streams, 1e-5);
+  // Other cuBLAS kernels for packed and single GEMMs: rounding of the same kind as CPU against GPU.
+  expect_same_runs(packed, streams, 1e-3);
   for (size_t i = 0; i < cpu.runs.size(); ++i) {
     EXPECT_EQ(packed.runs[i].halted, cpu.runs[i].halted) << "run " << i;
     EXPECT_EQ(streams.runs[i].halted, cpu.runs[i].halted) << "run " << i;
