@@ -3,6 +3,10 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_ARGS ?=
+# build/ is built and run on this machine: host code tuned for its CPU. The CMake default is OFF (a
+# portable, installable library); NATIVE=OFF, or -DLRLAB_NATIVE=OFF in CMAKE_ARGS, builds that here.
+# Only a fresh configure passes it; an existing build/ keeps the value in its cache.
+NATIVE ?= ON
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CTEST_ARGS ?=
 
@@ -14,7 +18,7 @@ deps:
 	@scripts/deps.sh
 
 $(BUILD)/CMakeCache.txt: | deps
-	cmake -S . -B $(BUILD) $(GENERATOR) $(CMAKE_ARGS)
+	cmake -S . -B $(BUILD) $(GENERATOR) -DLRLAB_NATIVE=$(NATIVE) $(CMAKE_ARGS)
 
 configure: $(BUILD)/CMakeCache.txt
 

@@ -176,9 +176,11 @@ run_configure() {
     # A build folder configured with the bundle before must look for the system's packages again.
     deps=(-UCMAKE_PREFIX_PATH -UOpenBLAS_DIR -UGTest_DIR -UCLI11_DIR -Unlohmann_json_DIR '-UZLIB_*')
   fi
-  # CMAKE_POLICY_VERSION_MINIMUM lets CMake 4 read package files written for older CMake.
+  # CMAKE_POLICY_VERSION_MINIMUM lets CMake 4 read package files written for older CMake. LRLAB_NATIVE:
+  # the build runs (and its benchmarks measure) only on this machine.
   cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
     -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DLRLAB_DEVICE_EMULATOR="$([[ $EMULATE == 1 ]] && echo ON || echo OFF)" \
+    -DLRLAB_NATIVE=ON \
     "${deps[@]}" || exit 1
   figure "$([[ $EMULATE == 1 ]] && echo "device emulator" || echo "sm_$CUDA_ARCH"), packages from $([[ $USE_PREFIX == 1 ]] && echo the bundle || echo the system)"
 }

@@ -50,7 +50,7 @@ command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
 # the tests' OpenMP teams.
 export OPENBLAS_NUM_THREADS=1
 
-cmake -S . -B "$build" "${gen[@]}" -DLRLAB_DEVICE_EMULATOR=ON "${sanitize[@]}" \
+cmake -S . -B "$build" "${gen[@]}" -DLRLAB_DEVICE_EMULATOR=ON -DLRLAB_NATIVE=ON "${sanitize[@]}" \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLRLAB_BENCHMARKS=OFF >/dev/null
 cmake --build "$build" -j "$jobs" --target lrlab_tests
 built=$SECONDS

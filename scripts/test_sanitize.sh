@@ -29,7 +29,7 @@ export LSAN_OPTIONS="suppressions=$PWD/tests/sanitize/lsan.supp:print_suppressio
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
 # RelWithDebInfo: optimised enough that the training tests stay quick, with line numbers in reports.
-cmake -S . -B "$build" "${gen[@]}" -DLRLAB_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+cmake -S . -B "$build" "${gen[@]}" -DLRLAB_SANITIZE=ON -DLRLAB_NATIVE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DLRLAB_BENCHMARKS=OFF >/dev/null
 cmake --build "$build" -j "$jobs"
 built=$SECONDS

@@ -123,6 +123,8 @@ struct Optimizer::Impl {
   // these tables are kept only so that save() can write them.
   std::vector<ReplicaState> states;
   std::vector<std::vector<float>> tables;
+  std::vector<float> table_max;  // the largest multiplier of each replica's table (1 without one)
+  float max_group_mult = 1.0f;
   std::vector<float> host_buf[3];
   std::vector<double> host_grad_sq;
   std::vector<double> host_grad_blocks;  // the CPU path's partial sums of squares
@@ -160,6 +162,15 @@ struct Optimizer::Impl {
   }
   void check_scaled_grads(bool on, const char* what) const {
     LRLAB_REQUIRE(!(on && captured && !stats()), what, " before capturing step() in a CUDA graph");
+  }
+
+  // Each factor of a step's rate is checked on its own; their product must also stay an fp32
+  // number, or the step writes inf and NaN into the weights.
+  void check_rate_product(int64_t r, double base_lr, double scale, double table_max_r) const {
+    const double rate = base_lr * scale * table_max_r * max_group_mult;
+    LRLAB_REQUIRE(rate <= std::numeric_limits<float>::max(), "replica ", r, ": learning rate ", base_lr,
+                  " x scale ", scale, " x schedule multiplier ", table_max_r, " x group multiplier ",
+                  max_group_mult, " overflows fp32");
   }
 
   void check_replica(int64_t r) const {
@@ -235,6 +246,7 @@ struct Optimizer::Impl {
       if (fresh.size()) std::swap(d_tables[r], fresh);
     }
     tables[r] = std::move(host);
+    table_max[r] = tables[r].empty() ? 1.0f : *std::max_element(tables[r].begin(), tables[r].end());
     states[r].table = tables[r].empty() ? nullptr : tables[r].data();
     states[r].table_len = len;
   }
@@ -387,6 +399,9 @@ void put_counters(ByteWriter& w, const ReplicaState& s) {
   w.put(s.skipped_total);
 }
 
+// Far beyond any run, and every count up to it is exact in the double the bias corrections use.
+constexpr int64_t kMaxStep = int64_t{1} << 52;
+
 ReplicaState get_counters(ByteReader& rd) {
   ReplicaState s;
   s.step = rd.get<int64_t>();
@@ -394,7 +409,7 @@ ReplicaState get_counters(ByteReader& rd) {
   s.scale = rd.get<float>();
   s.inv_grad_scale = rd.get<float>();
   s.skipped_total = rd.get<int64_t>();
-  LRLAB_REQUIRE(s.step >= 0 && s.skipped_total >= 0 && std::isfinite(s.base_lr) && s.base_lr >= 0 &&
+  LRLAB_REQUIRE(s.step >= 0 && s.step <= kMaxStep && s.skipped_total >= 0 && std::isfinite(s.base_lr) && s.base_lr >= 0 &&
                     std::isfinite(s.scale) && s.scale >= 0 && std::isfinite(s.inv_grad_scale) && s.inv_grad_scale > 0,
                 rd.what(), ": invalid counters or scales at offset ", rd.offset());
   return s;
@@ -428,6 +443,38 @@ void validate_groups(std::vector<ParamGroup>& groups, int64_t n, float default_w
   }
 }
 
+// The checks parse_optimizer makes, for hyperparameters built in code: a value the rules cannot use
+// is an error here, not NaN weights (beta1 = 1 divides by a zero bias correction) or a step that
+// does nothing (an unknown kind).
+void validate_hyper(const OptimizerHyper& h) {
+  const char* name = optimizer_name(h.kind);
+  LRLAB_REQUIRE(std::string(name) != "?", "unknown optimizer kind ", static_cast<int>(h.kind));
+  const std::pair<const char*, float> values[] = {
+      {"beta1", h.beta1},       {"beta2", h.beta2},       {"eps", h.eps},
+      {"weight_decay", h.weight_decay}, {"momentum", h.momentum}, {"dampening", h.dampening},
+      {"alpha", h.alpha},       {"lr_decay", h.lr_decay}, {"initial_accumulator", h.initial_accumulator},
+      {"max_grad_norm", h.max_grad_norm}};
+  for (const auto& [key, v] : values)
+    LRLAB_REQUIRE(std::isfinite(v) && v >= 0.0f, "optimizer ", name, ": ", key,
+                  " must be finite and non-negative (got ", v, ")");
+  LRLAB_REQUIRE(h.beta1 < 1.0f && h.beta2 < 1.0f, "optimizer ", name, ": beta1 and beta2 must be in [0, 1) (got ",
+                h.beta1, ", ", h.beta2, ")");
+  LRLAB_REQUIRE(h.alpha <= 1.0f && h.dampening <= 1.0f, "optimizer ", name,
+                ": alpha and dampening must be in [0, 1] (got ", h.alpha, ", ", h.dampening, ")");
+  LRLAB_REQUIRE(!h.nesterov || h.kind != OptimKind::SGD || (h.momentum > 0.0f && h.dampening == 0.0f),
+                "optimizer ", name, ": Nesterov momentum needs momentum > 0 and dampening = 0");
+}
+
+// Moments a state may hold: finite, and the running squares (Adam's v and its maximum, RMSprop's
+// square average, Adagrad's sum) not negative, or the next step takes the square root of one.
+void require_moments(const OptimizerHyper& h, int k, const std::vector<float>& buf, const char* what) {
+  const bool squares = ((h.kind == OptimKind::Adam || h.kind == OptimKind::AdamW) && k >= 1) ||
+                       ((h.kind == OptimKind::RMSprop || h.kind == OptimKind::Adagrad) && k == 0);
+  for (size_t i = 0; i < buf.size(); ++i)
+    LRLAB_REQUIRE(std::isfinite(buf[i]) && !(squares && buf[i] < 0.0f), what, ": buffer ", k, " holds ",
+                  buf[i], " at index ", i);
+}
+
 void require_rate(float v, const char* what) {
   LRLAB_REQUIRE(std::isfinite(v) && v >= 0.0f, what, " must be finite and non-negative (got ", v, ")");
 }
@@ -454,10 +501,7 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
                 "give a replica stride or packing blocks, not both");
   LRLAB_REQUIRE(setup.replicas <= 65535, "at most 65535 replicas (got ", setup.replicas, ")");
   require_rate(setup.lr, "learning rate");
-  for (float v : {hyper.beta1, hyper.beta2, hyper.eps, hyper.weight_decay, hyper.momentum,
-                  hyper.dampening, hyper.alpha, hyper.lr_decay, hyper.initial_accumulator,
-                  hyper.max_grad_norm})
-    LRLAB_REQUIRE(std::isfinite(v) && v >= 0.0f, "optimizer hyperparameters must be finite and non-negative");
+  validate_hyper(hyper);
   m.h = hyper;
   m.dev = device;
   m.n = n_params;
@@ -469,12 +513,16 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
   m.groups = std::move(setup.groups);
   validate_groups(m.groups, n_params, hyper.weight_decay);
   m.gt.count = static_cast<int>(m.groups.size());
+  m.max_group_mult = 0.0f;
   for (int i = 0; i < m.gt.count; ++i) {
     m.gt.begin[i] = m.groups[i].begin;
     m.gt.end[i] = m.groups[i].end;
     m.gt.lr_mult[i] = m.groups[i].lr_mult;
     m.gt.wd[i] = m.groups[i].weight_decay;
+    m.max_group_mult = std::max(m.max_group_mult, m.groups[i].lr_mult);
   }
+  m.table_max.assign(m.K, 1.0f);
+  m.check_rate_product(0, setup.lr, 1.0, 1.0);
 
   m.states.assign(m.K, ReplicaState{});
   for (ReplicaState& s : m.states) s.base_lr = setup.lr;
@@ -502,11 +550,16 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
 }
 
 Optimizer::~Optimizer() = default;
+
+Optimizer::Impl& Optimizer::self() const {
+  LRLAB_REQUIRE(impl_, "this optimizer was moved from; assign a new one to it before use");
+  return *impl_;
+}
 Optimizer::Optimizer(Optimizer&&) noexcept = default;
 Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
 
 void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
-  Impl& m = *impl_;
+  Impl& m = self();
   LRLAB_REQUIRE(params && grads, "optimizer step needs parameter and gradient buffers");
   detail::FusedArgs a = m.args(params, grads, bf16_copy);
   if (m.cuda()) {
@@ -524,7 +577,7 @@ void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
 }
 
 void Optimizer::step(std::vector<float>& params, const std::vector<float>& grads) {
-  const Impl& m = *impl_;
+  const Impl& m = self();
   LRLAB_REQUIRE(m.dev == Device::CPU, "the std::vector form of step() is for the CPU optimizer");
   const size_t want = static_cast<size_t>(m.pk.span());
   LRLAB_REQUIRE(params.size() >= want && grads.size() >= want, "optimizer over ", want,
@@ -534,28 +587,38 @@ void Optimizer::step(std::vector<float>& params, const std::vector<float>& grads
 
 void Optimizer::set_lr(float base_lr, int64_t replica) {
   require_rate(base_lr, "learning rate");
-  impl_->set_field(replica, &ReplicaState::base_lr, base_lr);
+  Impl& m = self();
+  m.each_replica(replica, [&](int64_t r) { m.check_rate_product(r, base_lr, m.states[r].scale, m.table_max[r]); });
+  m.set_field(replica, &ReplicaState::base_lr, base_lr);
 }
 
 void Optimizer::set_scale(float scale, int64_t replica) {
   require_rate(scale, "rate scale");
-  impl_->set_field(replica, &ReplicaState::scale, scale);
+  Impl& m = self();
+  m.each_replica(replica, [&](int64_t r) { m.check_rate_product(r, m.states[r].base_lr, scale, m.table_max[r]); });
+  m.set_field(replica, &ReplicaState::scale, scale);
 }
 
 void Optimizer::set_step(int64_t step, int64_t replica) {
-  LRLAB_REQUIRE(step >= 0, "step must not be negative (got ", step, ")");
-  impl_->set_field(replica, &ReplicaState::step, step);
+  LRLAB_REQUIRE(step >= 0 && step <= kMaxStep, "step must be in [0, 2^52] (got ", step, ")");
+  self().set_field(replica, &ReplicaState::step, step);
 }
 
 void Optimizer::set_grad_scale(float scale) {
-  LRLAB_REQUIRE(std::isfinite(scale) && scale > 0.0f, "gradient scale must be finite and positive (got ", scale, ")");
-  impl_->turn_on_scaled_grads(scale != 1.0f, "set a gradient scale (or check_finite=true)");
-  impl_->set_field(int64_t{-1}, &ReplicaState::inv_grad_scale, 1.0f / scale);
+  const float inv = 1.0f / scale;
+  LRLAB_REQUIRE(std::isfinite(scale) && scale > 0.0f && std::isfinite(inv) && inv > 0.0f,
+                "gradient scale must be positive, finite and have a finite fp32 reciprocal (got ", scale, ")");
+  Impl& m = self();
+  m.turn_on_scaled_grads(true, "set a gradient scale (or check_finite=true)");
+  m.set_field(int64_t{-1}, &ReplicaState::inv_grad_scale, inv);
 }
 
 void Optimizer::set_schedule(const std::vector<float>& table, int64_t replica) {
   require_table(table);
-  Impl& m = *impl_;
+  Impl& m = self();
+  const float table_max = table.empty() ? 1.0f : *std::max_element(table.begin(), table.end());
+  m.each_replica(replica,
+                 [&](int64_t r) { m.check_rate_product(r, m.states[r].base_lr, m.states[r].scale, table_max); });
   // Every replica's copy first: a failure leaves every replica as it was.
   std::vector<Impl::NewTable> ready(static_cast<size_t>(m.K));
   m.each_replica(replica, [&](int64_t r) { ready[r] = m.prepare_table(r, table); });
@@ -563,7 +626,7 @@ void Optimizer::set_schedule(const std::vector<float>& table, int64_t replica) {
 }
 
 void Optimizer::reset_replica(int64_t replica) {
-  Impl& m = *impl_;
+  Impl& m = self();
   LRLAB_REQUIRE(replica >= 0 && replica < m.K, "replica ", replica, " out of range (optimizer has ", m.K, ")");
   m.pull_states();
   ReplicaState& s = m.states[replica];
@@ -575,7 +638,7 @@ void Optimizer::reset_replica(int64_t replica) {
 }
 
 ReplicaState Optimizer::replica_state(int64_t replica) const {
-  Impl& m = *impl_;
+  Impl& m = self();
   LRLAB_REQUIRE(replica >= 0 && replica < m.K, "replica ", replica, " out of range (optimizer has ", m.K, ")");
   m.pull_states();
   return m.states[replica];
@@ -584,13 +647,13 @@ ReplicaState Optimizer::replica_state(int64_t replica) const {
 float Optimizer::next_lr(int64_t replica) const {
   ReplicaState s = replica_state(replica);
   float mult = 1.0f;
-  const std::vector<float>& t = impl_->tables[replica];
+  const std::vector<float>& t = self().tables[replica];
   if (!t.empty()) mult = t[std::min<int64_t>(s.step, static_cast<int64_t>(t.size()) - 1)];
   return s.base_lr * mult * s.scale;
 }
 
 std::vector<float> Optimizer::state_buffer(int index) const {
-  const Impl& m = *impl_;
+  const Impl& m = self();
   LRLAB_REQUIRE(index >= 0 && index < m.nstate, "state buffer ", index, " does not exist (",
                 optimizer_name(m.h.kind), " keeps ", m.nstate, ")");
   return m.read_all(index);
@@ -601,7 +664,7 @@ constexpr uint64_t kOptimizerMagic = 0x3274706F626C726CULL;  // "lrlbopt2": with
 }
 
 std::string Optimizer::save() const {
-  Impl& m = *impl_;
+  Impl& m = self();
   m.pull_states();
   ByteWriter w;
   w.put(kOptimizerMagic);
@@ -621,7 +684,7 @@ std::string Optimizer::save() const {
 }
 
 void Optimizer::load(const std::string& bytes) {
-  Impl& m = *impl_;
+  Impl& m = self();
   ByteReader rd(bytes, "optimizer state");
   LRLAB_REQUIRE(rd.get<uint64_t>() == kOptimizerMagic, "optimizer state: not an lrlab optimizer state");
   OptimizerHyper h = rd.get<OptimizerHyper>();
@@ -650,9 +713,14 @@ void Optimizer::load(const std::string& bytes) {
     bufs[k] = rd.get_vector<float>();
     LRLAB_REQUIRE(static_cast<int64_t>(bufs[k].size()) == m.pk.span(), "optimizer state: buffer ", k, " has ",
                   bufs[k].size(), " values, expected ", m.pk.span());
+    require_moments(m.h, k, bufs[k], "optimizer state");
   }
   rd.expect_end();
-  for (const std::vector<float>& t : tables) require_table(t);
+  for (int64_t r = 0; r < K; ++r) {
+    require_table(tables[r]);
+    const float table_max = tables[r].empty() ? 1.0f : *std::max_element(tables[r].begin(), tables[r].end());
+    m.check_rate_product(r, states[r].base_lr, states[r].scale, table_max);
+  }
   // Everything read and checked: now commit. Hyperparameters keep the values of this optimizer's
   // spec (a resumed run may change them), the counters and moments come from the file.
   // All that can fail first (as in set_schedule), then the changes.
@@ -674,7 +742,7 @@ void Optimizer::load(const std::string& bytes) {
 }
 
 void Optimizer::stash() {
-  Impl& m = *impl_;
+  Impl& m = self();
   const size_t bytes = sizeof(float) * m.pk.span();
   if (!m.cuda()) {
     m.stash_states = m.states;
@@ -690,7 +758,7 @@ void Optimizer::stash() {
 }
 
 void Optimizer::unstash() {
-  Impl& m = *impl_;
+  Impl& m = self();
   LRLAB_REQUIRE(m.stashed, "unstash() without a stash()");
   const size_t bytes = sizeof(float) * m.pk.span();
   if (!m.cuda()) {
@@ -727,7 +795,7 @@ constexpr uint64_t kReplicaMagic = 0x3170726C626C726CULL;  // "lrlbrpl1"
 }
 
 std::string Optimizer::save_replica(int64_t replica) const {
-  const Impl& m = *impl_;
+  const Impl& m = self();
   ReplicaState s = replica_state(replica);
   ByteWriter w;
   w.put(kReplicaMagic);
@@ -741,7 +809,7 @@ std::string Optimizer::save_replica(int64_t replica) const {
 }
 
 void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
-  Impl& m = *impl_;
+  Impl& m = self();
   LRLAB_REQUIRE(replica >= 0 && replica < m.K, "replica ", replica, " out of range (optimizer has ", m.K, ")");
   ByteReader rd(bytes, "optimizer replica state");
   LRLAB_REQUIRE(rd.get<uint64_t>() == kReplicaMagic, "optimizer replica state: not an lrlab replica state");
@@ -757,9 +825,12 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
     bufs[k] = rd.get_vector<float>();
     LRLAB_REQUIRE(static_cast<int64_t>(bufs[k].size()) == n, "optimizer replica state: buffer ", k, " has ",
                   bufs[k].size(), " values, expected ", n);
+    require_moments(m.h, k, bufs[k], "optimizer replica state");
   }
   rd.expect_end();
   require_table(table);
+  m.check_rate_product(replica, s.base_lr, s.scale,
+                       table.empty() ? 1.0f : *std::max_element(table.begin(), table.end()));
   m.install_table(replica, m.prepare_table(replica, table));
   m.pull_states();
   // The gradient scale belongs to this optimizer (set_grad_scale sets it for every replica), not to
@@ -771,12 +842,12 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
   for (int k = 0; k < nstate; ++k) m.write_replica(k, replica, bufs[k]);
 }
 
-const OptimizerHyper& Optimizer::hyper() const { return impl_->h; }
-Device Optimizer::device() const { return impl_->dev; }
-int64_t Optimizer::n_params() const { return impl_->n; }
-int64_t Optimizer::replicas() const { return impl_->K; }
-const ReplicaPacking& Optimizer::packing() const { return impl_->pk; }
-int Optimizer::num_state_buffers() const { return impl_->nstate; }
-const std::vector<ParamGroup>& Optimizer::groups() const { return impl_->groups; }
+const OptimizerHyper& Optimizer::hyper() const { return self().h; }
+Device Optimizer::device() const { return self().dev; }
+int64_t Optimizer::n_params() const { return self().n; }
+int64_t Optimizer::replicas() const { return self().K; }
+const ReplicaPacking& Optimizer::packing() const { return self().pk; }
+int Optimizer::num_state_buffers() const { return self().nstate; }
+const std::vector<ParamGroup>& Optimizer::groups() const { return self().groups; }
 
 }  // namespace lrlab

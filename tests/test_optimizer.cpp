@@ -1,11 +1,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "lrlab/error.hpp"
 #include "lrlab/optimizer.hpp"
 #include "lrlab/rng.hpp"
+#include "lrlab/serialize.hpp"
+#include "lrlab/spec.hpp"
 #include "optim_reference.hpp"
 #include "optimizer_kernels.hpp"
 #include "test_util.hpp"
@@ -507,5 +512,135 @@ TEST(OptimizerSetupChecks, RejectsBadShapesAndRates) {
   EXPECT_THROW(opt.set_lr(1.0f, 3), Error);
   EXPECT_THROW(opt.set_grad_scale(0.0f), Error);
 }
+
+// Hyperparameters built in code get the checks of the spec parser: each of these ran before,
+// giving NaN weights or a step that did nothing.
+TEST(OptimizerSetupChecks, HyperparametersInCodeAreCheckedAsSpecsAre) {
+  auto refused = [](auto change) {
+    OptimizerHyper h = parse_optimizer("adam()");
+    change(h);
+    try {
+      Optimizer opt(h, Device::CPU, 4);
+    } catch (const Error&) {
+      return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(refused([](OptimizerHyper& h) { h.beta1 = 1.0f; }));
+  EXPECT_TRUE(refused([](OptimizerHyper& h) { h.beta2 = 1.0f; }));
+  EXPECT_TRUE(refused([](OptimizerHyper& h) { h = parse_optimizer("rmsprop()"), h.alpha = 1.5f; }));
+  EXPECT_TRUE(refused([](OptimizerHyper& h) { h = parse_optimizer("sgd(momentum=0.9)"), h.dampening = 3.0f; }));
+  EXPECT_TRUE(refused([](OptimizerHyper& h) { h = parse_optimizer("sgd()"), h.nesterov = 1; }));
+  EXPECT_TRUE(refused([](OptimizerHyper& h) { h.kind = static_cast<OptimKind>(7); }));
+  EXPECT_TRUE(refused([](OptimizerHyper& h) { h.eps = -1e-8f; }));
+  EXPECT_FALSE(refused([](OptimizerHyper& h) { h.beta1 = 0.0f, h.beta2 = 0.5f; }));
+}
+
+// Each factor of the rate can be valid while their product overflows fp32: refused wherever one of
+// them is set, instead of inf rates and NaN weights at the next step.
+TEST(OptimizerSetupChecks, RatesWhoseProductOverflowsAreRefused) {
+  OptimizerSetup setup;
+  setup.lr = 3e38f;
+  Optimizer opt("sgd()", Device::CPU, 2, setup);
+  EXPECT_THROW(opt.set_schedule({1.0f, 2.0f}), Error);
+  EXPECT_THROW(opt.set_scale(2.0f), Error);
+  opt.set_schedule({0.5f, 1.1f});
+  EXPECT_THROW(opt.set_lr(3.2e38f), Error);  // x 1.1
+  EXPECT_FLOAT_EQ(opt.next_lr(), 1.5e38f);  // unchanged by the refusals
+  setup.lr = 1e38f;
+  setup.groups = {{0, 1, 4.0f, -1.0f}, {1, 2, 1.0f, -1.0f}};
+  EXPECT_THROW(Optimizer("sgd()", Device::CPU, 2, setup), Error);
+  // A saved state whose rates overflow here is refused too.
+  OptimizerSetup plain;
+  plain.lr = 1e38f;
+  Optimizer from("sgd()", Device::CPU, 2, plain);
+  from.set_schedule({3.0f});
+  setup.lr = 1.0f;
+  Optimizer to("sgd()", Device::CPU, 2, setup);  // its group multiplier 4 makes 1.2e39
+  EXPECT_THROW(to.load(from.save()), Error);
+  EXPECT_FLOAT_EQ(to.next_lr(), 1.0f);
+}
+
+// A step count the update rules can count from without overflowing, and a gradient scale whose
+// reciprocal exists: each refused, where before the first overflowed a signed integer at the next
+// step and the second skipped every step and wrote states that load() refused.
+TEST(OptimizerSetupChecks, StepCountsAndGradScalesOutOfRangeAreRefused) {
+  Optimizer opt("adam()", Device::CPU, 2);
+  EXPECT_THROW(opt.set_step(std::numeric_limits<int64_t>::max()), Error);
+  opt.set_step(int64_t{1} << 52);
+  EXPECT_EQ(opt.step_count(), int64_t{1} << 52);
+  EXPECT_THROW(opt.set_grad_scale(1e-39f), Error);
+  EXPECT_THROW(opt.set_grad_scale(std::numeric_limits<float>::infinity()), Error);
+  opt.set_grad_scale(1e-30f);
+  Optimizer copy("adam()", Device::CPU, 2);
+  copy.load(opt.save());
+  EXPECT_EQ(copy.replica_state().inv_grad_scale, opt.replica_state().inv_grad_scale);
+}
+
+// Setting a gradient scale, even 1, turns the finite check on, as PyTorch's GradScaler checks at
+// every scale: a NaN gradient skips the step instead of reaching the weights.
+TEST(OptimizerSkip, AnyGradScaleTurnsTheFiniteCheckOn) {
+  Optimizer opt("adam()", Device::CPU, 2);
+  opt.set_grad_scale(1.0f);
+  std::vector<float> p = {1.0f, 2.0f}, g = {std::numeric_limits<float>::quiet_NaN(), 0.5f};
+  opt.step(p, g);
+  EXPECT_EQ(p, (std::vector<float>{1.0f, 2.0f}));
+  EXPECT_EQ(opt.step_count(), 0);
+  EXPECT_EQ(opt.replica_state().skipped_total, 1);
+}
+
+// A state whose moments hold NaN, or a negative running square, would put NaN into the weights at
+// the next step: load() refuses it and changes nothing.
+TEST(OptimizerState, LoadRefusesNonFiniteOrNegativeMoments) {
+  for (const char* spec : {"adam(amsgrad=true)", "rmsprop(momentum=0.9,centered=true)", "adagrad()", "sgd(momentum=0.9)"}) {
+    SCOPED_TRACE(spec);
+    const int64_t n = 8;
+    Optimizer opt(spec, Device::CPU, n);
+    Rng rng(3);
+    std::vector<float> p = normal_vector(n, rng), g = normal_vector(n, rng);
+    opt.step(p, g);
+    const std::string good = opt.save();
+    Optimizer to(spec, Device::CPU, n);
+    to.load(good);
+    const std::vector<float> before = to.state_buffer(0);
+    // The moments are the state's last values: buffer k's value i at this offset from the end.
+    auto poke = [&](int k, int64_t i, float v) {
+      std::string bad = good;
+      const size_t at = bad.size() - sizeof(float) * static_cast<size_t>((opt.num_state_buffers() - k) * n - i);
+      std::memcpy(&bad[at], &v, sizeof v);
+      return bad;
+    };
+    for (int k = 0; k < opt.num_state_buffers(); ++k) {
+      EXPECT_THROW(to.load(poke(k, 3, std::numeric_limits<float>::quiet_NaN())), Error) << "buffer " << k;
+      EXPECT_THROW(to.load(poke(k, 5, std::numeric_limits<float>::infinity())), Error) << "buffer " << k;
+    }
+    const bool squares_first = std::string(spec).rfind("sgd", 0) != 0;  // Adam's m may be negative
+    if (squares_first && std::string(spec).rfind("adam", 0) != 0)
+      EXPECT_THROW(to.load(poke(0, 1, -1.0f)), Error);
+    if (std::string(spec).rfind("adam", 0) == 0) {
+      EXPECT_THROW(to.load(poke(1, 1, -1.0f)), Error);
+      to.load(poke(0, 1, -1.0f));  // a negative first moment is a valid state
+    }
+    to.load(good);
+    EXPECT_EQ(to.state_buffer(0), before);
+  }
+}
+
+TEST(OptimizerState, AMovedFromOptimizerThrowsInsteadOfCrashing) {
+  Optimizer a("adam()", Device::CPU, 4);
+  Optimizer b(std::move(a));
+  EXPECT_THROW(a.n_params(), Error);  // NOLINT(bugprone-use-after-move): the point of the test
+  EXPECT_THROW(a.set_lr(1e-3f), Error);
+  EXPECT_EQ(b.n_params(), 4);
+  a = Optimizer("sgd()", Device::CPU, 2);
+  EXPECT_EQ(a.n_params(), 2);
+}
+
+// Readers that keep a reference to their input refuse a temporary at compile time (it was gone
+// before the first read).
+static_assert(!std::is_constructible_v<ByteReader, std::string&&, std::string>);
+static_assert(std::is_constructible_v<ByteReader, const std::string&, std::string>);
+static_assert(!std::is_constructible_v<spec::ArgReader, spec::Segment&&, std::string>);
+static_assert(std::is_constructible_v<spec::ArgReader, const spec::Segment&, std::string>);
 
 }  // namespace

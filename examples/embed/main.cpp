@@ -16,7 +16,9 @@ int main() {
     const int steps = 400;
     std::vector<float> params = {0.0f, 0.0f};  // w, b
     std::vector<float> grads(2);
-    lrlab::Optimizer opt("adamw(wd=0)", lrlab::Device::CPU, 2, {/*lr=*/0.1f});
+    lrlab::OptimizerSetup setup;
+    setup.lr = 0.1f;
+    lrlab::Optimizer opt("adamw(wd=0)", lrlab::Device::CPU, 2, setup);
     auto schedule = lrlab::Schedule::parse("warmup(steps=20) + cosine(steps=380, min=0.01)");
     opt.set_schedule(schedule.table(steps, 0.1));
     for (int t = 0; t < steps; ++t) {

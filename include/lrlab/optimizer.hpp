@@ -3,9 +3,16 @@
 // (one kernel launch on the GPU). Parameters are a flat fp32 buffer, replicas back to back or in any
 // packing of packing.hpp.
 //
-//   lrlab::Optimizer opt("adamw(wd=0.01)", lrlab::Device::CUDA, n_params, {.lr = 1e-3});
+//   lrlab::OptimizerSetup setup;
+//   setup.lr = 1e-3f;
+//   lrlab::Optimizer opt("adamw(wd=0.01)", lrlab::Device::CUDA, n_params, setup);
 //   opt.set_schedule(lrlab::Schedule::parse("warmup(steps=100)+cosine(steps=900)").table(1000, 1e-3));
 //   opt.step(d_params, d_grads);   // capturable in a CUDA graph
+//
+// Errors (bad settings, sizes, states) throw lrlab::Error and leave the optimizer as it was. One
+// optimizer is not safe to use from several threads at once, not even through its const members:
+// on the CUDA path they refresh the host's copy of the counters. A moved-from optimizer throws on
+// every call until a new one is assigned to it.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,7 +37,9 @@ const char* optimizer_name(OptimKind kind);
 int bytes_per_param(const OptimizerHyper& h);
 
 // A range of each replica's parameters with its own rate multiplier and weight decay (for example
-// no decay on biases, or a lower rate for early layers).
+// no decay on biases, or a lower rate for early layers). Parameters outside every group are not
+// updated, but their gradients still count in the clipping norm and the finite check, which cover
+// the whole buffer given to step().
 struct ParamGroup {
   int64_t begin = 0, end = 0;
   float lr_mult = 1.0f;
@@ -64,7 +73,8 @@ class Optimizer {
   // on that same stream: the host-side calls below (setters, reads, save) order themselves after
   // the work of that stream only.
   void step(float* params, const float* grads, uint16_t* bf16_copy = nullptr);
-  // Checked form for host buffers.
+  // Checked form for host buffers: each holds at least packing().span() floats (K x stride, say);
+  // floats past the span are not read or written.
   void step(std::vector<float>& params, const std::vector<float>& grads);
 
   // Manual lowering: the base rate, for one replica or all (replica = -1). Takes effect at the next
@@ -72,12 +82,20 @@ class Optimizer {
   void set_lr(float base_lr, int64_t replica = -1);
   // Dynamic multiplier (reduce-on-plateau, divergence guard).
   void set_scale(float scale, int64_t replica = -1);
-  // Schedule multipliers table[0..T-1]; the last value holds past T. Empty: constant 1.
+  // Schedule multipliers table[0..T-1]; the last value holds past T. Empty: constant 1. The table is
+  // indexed by the optimizer's step count, as optax's and Keras's schedules are: a table installed
+  // after 300 steps starts at its entry 300 (to start a new schedule there, prepend 300 entries).
+  // The rates base x table x scale x group multiplier must stay finite in fp32 (checked here and in
+  // set_lr and set_scale).
   void set_schedule(const std::vector<float>& table, int64_t replica = -1);
-  // Gradients arrive multiplied by this loss scale; they are divided by it in the kernel. A scale
-  // other than 1 turns the finite check on, so set it before capturing step() in a CUDA graph.
+  // Gradients arrive multiplied by this loss scale; they are divided by it in the kernel. The first
+  // call turns the finite check on (a step whose gradients hold inf or NaN is skipped and not
+  // counted, as with PyTorch's GradScaler), so make it before capturing step() in a CUDA graph;
+  // later calls only change the scale.
   void set_grad_scale(float scale);
-  // Resets the step counter (the schedule position) of a replica.
+  // Sets the step count of a replica (0 to 2^52). It is both the schedule position and the t of
+  // the update rules: Adam's bias corrections restart with it, and SGD's momentum buffer is replaced
+  // by the gradient at the step after a count of 0. Resuming a run restores it with load().
   void set_step(int64_t step, int64_t replica = -1);
   // Zeroes the moments and counters of one replica (a fresh optimizer for a new configuration).
   void reset_replica(int64_t replica);
@@ -91,7 +109,11 @@ class Optimizer {
 
   // The whole optimizer state: hyperparameters, counters, scales, tables and moments.
   std::string save() const;
-  // Restores a state saved by an optimizer of the same kind and shape; throws lrlab::Error otherwise.
+  // Restores a state saved by an optimizer of the same kind and shape; throws lrlab::Error otherwise
+  // (also for non-finite moments or rates). From the state: each replica's step count, base rate,
+  // scale, gradient scale, schedule table and moments, replacing any set before. From this
+  // optimizer: the hyperparameters of its spec (a resumed run may change them) and its parameter
+  // groups (not part of the state: loading under other groups is not detected).
   void load(const std::string& bytes);
   // One spare copy of the whole state (counters, scales, moments), kept where the state lives: stash()
   // overwrites it, unstash() rolls back to it. On the CUDA path the moments move device to device:
@@ -115,6 +137,7 @@ class Optimizer {
   struct Impl;
 
  private:
+  Impl& self() const;  // throws for a moved-from optimizer
   std::unique_ptr<Impl> impl_;
 };
 

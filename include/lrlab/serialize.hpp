@@ -44,6 +44,8 @@ class ByteReader {
   // `what` names the input in errors ("checkpoint 'run.ckpt'").
   ByteReader(const std::string& bytes, std::string what, size_t offset = 0)
       : b_(bytes), what_(std::move(what)), pos_(offset) {}
+  // It reads the caller's string in place: a temporary would be gone before the first read.
+  ByteReader(std::string&&, std::string, size_t = 0) = delete;
 
   template <typename T>
   T get() {

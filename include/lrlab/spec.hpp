@@ -34,6 +34,8 @@ class ArgReader {
   // `what` names the kind of thing in messages ("schedule", "optimizer"). steps_per_epoch > 0
   // allows the 'ep' suffix on step values.
   ArgReader(const Segment& seg, std::string what, double steps_per_epoch = 0);
+  // It keeps a reference to the segment: a temporary would be gone before the first read.
+  ArgReader(Segment&&, std::string, double = 0) = delete;
 
   bool has(const std::string& key) const;
   // A finite number >= 0 (or any finite number with allow_negative).
