@@ -34,7 +34,9 @@ float setting(spec::ArgReader& r, const std::string& key, double fallback) {
 float fraction(spec::ArgReader& r, const std::string& key, float fallback, bool closed) {
   double v = r.number(key, fallback);
   if (closed ? v > 1.0 : v >= 1.0) r.fail_value(key, closed ? "must be in [0, 1]" : "must be in [0, 1)");
-  return to_float(r, key, v);
+  const float f = to_float(r, key, v);
+  if (!closed && f == 1.0f) r.fail_value(key, "rounds to 1 in fp32; must be below 1");
+  return f;
 }
 
 }  // namespace
@@ -154,7 +156,7 @@ struct Optimizer::Impl {
     if (cuda() && stream) cudaStreamSynchronize(stream);
   }
 
-  // The first gradient scale other than 1 adds the finite check to the step; a graph captured before
+  // The first gradient scale adds the finite check to the step; a graph captured before
   // would not contain it. Later changes of the scale are read from device memory: no recapture.
   void turn_on_scaled_grads(bool on, const char* what) {
     check_scaled_grads(on, what);
@@ -166,10 +168,13 @@ struct Optimizer::Impl {
 
   // Each factor of a step's rate is checked on its own; their product must also stay an fp32
   // number, or the step writes inf and NaN into the weights.
-  void check_rate_product(int64_t r, double base_lr, double scale, double table_max_r) const {
+  // r < 0: every replica (a setting they share).
+  void check_rate_product(int64_t r, double base_lr, double scale, double table_max_r,
+                          const char* source = "") const {
     const double rate = base_lr * scale * table_max_r * max_group_mult;
-    LRLAB_REQUIRE(rate <= std::numeric_limits<float>::max(), "replica ", r, ": learning rate ", base_lr,
-                  " x scale ", scale, " x schedule multiplier ", table_max_r, " x group multiplier ",
+    LRLAB_REQUIRE(rate <= std::numeric_limits<float>::max(), source,
+                  r < 0 ? std::string("every replica") : "replica " + std::to_string(r), ": learning rate ",
+                  base_lr, " x scale ", scale, " x schedule multiplier ", table_max_r, " x group multiplier ",
                   max_group_mult, " overflows fp32");
   }
 
@@ -400,7 +405,9 @@ void put_counters(ByteWriter& w, const ReplicaState& s) {
 }
 
 // Far beyond any run, and every count up to it is exact in the double the bias corrections use.
-constexpr int64_t kMaxStep = int64_t{1} << 52;
+// set_step() takes counts up to kMaxSetStep; a state may hold more, counted on from there.
+constexpr int64_t kMaxSetStep = int64_t{1} << 52;
+constexpr int64_t kMaxStep = int64_t{1} << 53;
 
 ReplicaState get_counters(ByteReader& rd) {
   ReplicaState s;
@@ -465,14 +472,19 @@ void validate_hyper(const OptimizerHyper& h) {
                 "optimizer ", name, ": Nesterov momentum needs momentum > 0 and dampening = 0");
 }
 
-// Moments a state may hold: finite, and the running squares (Adam's v and its maximum, RMSprop's
-// square average, Adagrad's sum) not negative, or the next step takes the square root of one.
-void require_moments(const OptimizerHyper& h, int k, const std::vector<float>& buf, const char* what) {
+// Moments of one replica (in the order of its parameters) that a state may hold: no NaN, and no
+// negative running square (Adam's v and its maximum, RMSprop's square average, Adagrad's sum), whose
+// square root the next step would take. +inf is a state training reaches (a square of a gradient
+// beyond 1.8e19) and steps on from. A replica whose scale is 0 is frozen (a sweep's diverged
+// configuration): its moments are never used again, whatever they hold.
+void require_moments(const OptimizerHyper& h, int k, const float* values, int64_t n, const ReplicaState& s,
+                     int64_t replica, const char* what) {
+  if (s.scale == 0.0f) return;
   const bool squares = ((h.kind == OptimKind::Adam || h.kind == OptimKind::AdamW) && k >= 1) ||
                        ((h.kind == OptimKind::RMSprop || h.kind == OptimKind::Adagrad) && k == 0);
-  for (size_t i = 0; i < buf.size(); ++i)
-    LRLAB_REQUIRE(std::isfinite(buf[i]) && !(squares && buf[i] < 0.0f), what, ": buffer ", k, " holds ",
-                  buf[i], " at index ", i);
+  for (int64_t i = 0; i < n; ++i)
+    LRLAB_REQUIRE(!std::isnan(values[i]) && !(squares && values[i] < 0.0f), what, ": replica ", replica,
+                  ", parameter ", i, ": state buffer ", k, " holds ", values[i]);
 }
 
 void require_rate(float v, const char* what) {
@@ -522,7 +534,7 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     m.max_group_mult = std::max(m.max_group_mult, m.groups[i].lr_mult);
   }
   m.table_max.assign(m.K, 1.0f);
-  m.check_rate_product(0, setup.lr, 1.0, 1.0);
+  m.check_rate_product(-1, setup.lr, 1.0, 1.0);
 
   m.states.assign(m.K, ReplicaState{});
   for (ReplicaState& s : m.states) s.base_lr = setup.lr;
@@ -600,7 +612,7 @@ void Optimizer::set_scale(float scale, int64_t replica) {
 }
 
 void Optimizer::set_step(int64_t step, int64_t replica) {
-  LRLAB_REQUIRE(step >= 0 && step <= kMaxStep, "step must be in [0, 2^52] (got ", step, ")");
+  LRLAB_REQUIRE(step >= 0 && step <= kMaxSetStep, "step must be in [0, 2^52] (got ", step, ")");
   self().set_field(replica, &ReplicaState::step, step);
 }
 
@@ -713,13 +725,17 @@ void Optimizer::load(const std::string& bytes) {
     bufs[k] = rd.get_vector<float>();
     LRLAB_REQUIRE(static_cast<int64_t>(bufs[k].size()) == m.pk.span(), "optimizer state: buffer ", k, " has ",
                   bufs[k].size(), " values, expected ", m.pk.span());
-    require_moments(m.h, k, bufs[k], "optimizer state");
   }
   rd.expect_end();
+  std::vector<float> values(static_cast<size_t>(n));
   for (int64_t r = 0; r < K; ++r) {
     require_table(tables[r]);
     const float table_max = tables[r].empty() ? 1.0f : *std::max_element(tables[r].begin(), tables[r].end());
-    m.check_rate_product(r, states[r].base_lr, states[r].scale, table_max);
+    m.check_rate_product(r, states[r].base_lr, states[r].scale, table_max, "optimizer state: ");
+    for (int k = 0; k < nstate; ++k) {
+      m.pk.gather(bufs[k].data(), r, values.data());
+      require_moments(m.h, k, values.data(), n, states[r], r, "optimizer state");
+    }
   }
   // Everything read and checked: now commit. Hyperparameters keep the values of this optimizer's
   // spec (a resumed run may change them), the counters and moments come from the file.
@@ -825,12 +841,13 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
     bufs[k] = rd.get_vector<float>();
     LRLAB_REQUIRE(static_cast<int64_t>(bufs[k].size()) == n, "optimizer replica state: buffer ", k, " has ",
                   bufs[k].size(), " values, expected ", n);
-    require_moments(m.h, k, bufs[k], "optimizer replica state");
+    require_moments(m.h, k, bufs[k].data(), n, s, replica, "optimizer replica state");
   }
   rd.expect_end();
   require_table(table);
   m.check_rate_product(replica, s.base_lr, s.scale,
-                       table.empty() ? 1.0f : *std::max_element(table.begin(), table.end()));
+                       table.empty() ? 1.0f : *std::max_element(table.begin(), table.end()),
+                       "optimizer replica state: ");
   m.install_table(replica, m.prepare_table(replica, table));
   m.pull_states();
   // The gradient scale belongs to this optimizer (set_grad_scale sets it for every replica), not to

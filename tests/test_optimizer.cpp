@@ -536,6 +536,17 @@ TEST(OptimizerSetupChecks, HyperparametersInCodeAreCheckedAsSpecsAre) {
   EXPECT_FALSE(refused([](OptimizerHyper& h) { h.beta1 = 0.0f, h.beta2 = 0.5f; }));
 }
 
+// A beta just below 1 in decimal can round to 1 in fp32, where the bias correction divides by 0.
+TEST(OptimizerSpec, ABetaThatRoundsToOneIsRefusedAsSuch) {
+  try {
+    parse_optimizer("adam(beta2=0.99999999)");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rounds to 1 in fp32"), std::string::npos) << e.what();
+  }
+  EXPECT_FLOAT_EQ(parse_optimizer("adam(beta2=0.9999999)").beta2, 0.9999999f);
+}
+
 // Each factor of the rate can be valid while their product overflows fp32: refused wherever one of
 // them is set, instead of inf rates and NaN weights at the next step.
 TEST(OptimizerSetupChecks, RatesWhoseProductOverflowsAreRefused) {
@@ -590,40 +601,85 @@ TEST(OptimizerSkip, AnyGradScaleTurnsTheFiniteCheckOn) {
 }
 
 // A state whose moments hold NaN, or a negative running square, would put NaN into the weights at
-// the next step: load() refuses it and changes nothing.
-TEST(OptimizerState, LoadRefusesNonFiniteOrNegativeMoments) {
+// the next step: load() and load_replica() refuse it and change nothing. +inf in a running square
+// is a state training reaches (gradients beyond 1.8e19) and steps on from, and a replica frozen at
+// scale 0 (a sweep's diverged configuration) may hold anything.
+TEST(OptimizerState, LoadRefusesNaNOrNegativeSquares) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   for (const char* spec : {"adam(amsgrad=true)", "rmsprop(momentum=0.9,centered=true)", "adagrad()", "sgd(momentum=0.9)"}) {
     SCOPED_TRACE(spec);
+    const std::string name = spec;
     const int64_t n = 8;
-    Optimizer opt(spec, Device::CPU, n);
+    OptimizerSetup setup;
+    setup.replicas = 2;
+    Optimizer opt(spec, Device::CPU, n, setup);
     Rng rng(3);
-    std::vector<float> p = normal_vector(n, rng), g = normal_vector(n, rng);
+    std::vector<float> p = normal_vector(2 * n, rng), g = normal_vector(2 * n, rng);
     opt.step(p, g);
     const std::string good = opt.save();
-    Optimizer to(spec, Device::CPU, n);
-    to.load(good);
-    const std::vector<float> before = to.state_buffer(0);
-    // The moments are the state's last values: buffer k's value i at this offset from the end.
-    auto poke = [&](int k, int64_t i, float v) {
+    // The moments end the state: each buffer a count, then both replicas' values back to back.
+    auto poke = [&](int k, int64_t r, int64_t i, float v) {
       std::string bad = good;
-      const size_t at = bad.size() - sizeof(float) * static_cast<size_t>((opt.num_state_buffers() - k) * n - i);
-      std::memcpy(&bad[at], &v, sizeof v);
+      const size_t later = static_cast<size_t>(opt.num_state_buffers() - 1 - k) * (sizeof(uint64_t) + 2 * n * sizeof(float));
+      const size_t from_end = later + sizeof(float) * static_cast<size_t>(2 * n - r * n - i);
+      std::memcpy(&bad[bad.size() - from_end], &v, sizeof v);
       return bad;
     };
+    Optimizer to(spec, Device::CPU, n, setup);
+    to.load(good);
+    const std::vector<float> before = to.state_buffer(0);
+    const int squares = name.rfind("adam", 0) == 0 ? 1 : name.rfind("sgd", 0) == 0 ? -1 : 0;
     for (int k = 0; k < opt.num_state_buffers(); ++k) {
-      EXPECT_THROW(to.load(poke(k, 3, std::numeric_limits<float>::quiet_NaN())), Error) << "buffer " << k;
-      EXPECT_THROW(to.load(poke(k, 5, std::numeric_limits<float>::infinity())), Error) << "buffer " << k;
-    }
-    const bool squares_first = std::string(spec).rfind("sgd", 0) != 0;  // Adam's m may be negative
-    if (squares_first && std::string(spec).rfind("adam", 0) != 0)
-      EXPECT_THROW(to.load(poke(0, 1, -1.0f)), Error);
-    if (std::string(spec).rfind("adam", 0) == 0) {
-      EXPECT_THROW(to.load(poke(1, 1, -1.0f)), Error);
-      to.load(poke(0, 1, -1.0f));  // a negative first moment is a valid state
+      EXPECT_THROW(to.load(poke(k, 1, 3, nan)), Error) << "buffer " << k;
+      to.load(poke(k, 1, 5, inf));
+      if (squares >= 0 && k >= squares && !(name.rfind("rmsprop", 0) == 0 && k > 0)) {
+        EXPECT_THROW(to.load(poke(k, 0, 1, -1.0f)), Error) << "buffer " << k;
+        EXPECT_THROW(to.load(poke(k, 0, 1, -inf)), Error) << "buffer " << k;
+      } else {
+        to.load(poke(k, 0, 1, -1.0f));  // a first moment or momentum may be negative
+      }
     }
     to.load(good);
     EXPECT_EQ(to.state_buffer(0), before);
+
+    // One replica moved alone: the same checks.
+    Optimizer single(spec, Device::CPU, n);
+    std::string replica = opt.save_replica(1);
+    const size_t last = replica.size() - sizeof(float);
+    std::memcpy(&replica[last], &nan, sizeof nan);
+    EXPECT_THROW(single.load_replica(0, replica), Error);
+    // Frozen at scale 0: whatever its moments hold, it is never stepped again.
+    opt.set_scale(0.0f, 1);
+    Optimizer frozen(spec, Device::CPU, n, setup);
+    std::string frozen_state = opt.save();
+    std::memcpy(&frozen_state[frozen_state.size() - sizeof(float)], &nan, sizeof nan);
+    frozen.load(frozen_state);
+    EXPECT_TRUE(std::isnan(frozen.state_buffer(frozen.num_state_buffers() - 1).back()));
   }
+}
+
+// Counts past set_step's bound of 2^52 are states a run reaches and save() writes: load() takes them
+// up to 2^53, where double stops counting exactly.
+TEST(OptimizerState, LoadTakesTheStepCountsSaveWrites) {
+  Optimizer opt("adam()", Device::CPU, 2);
+  opt.set_step(int64_t{1} << 52);
+  std::vector<float> p = {1.0f, 2.0f}, g = {0.5f, -0.5f};
+  opt.step(p, g);
+  Optimizer to("adam()", Device::CPU, 2);
+  to.load(opt.save());
+  EXPECT_EQ(to.step_count(), (int64_t{1} << 52) + 1);
+  std::string bad = opt.save();
+  const int64_t too_far = (int64_t{1} << 53) + 1;
+  // The first replica's counters follow the header: magic, hyperparameters, n, K, one block,
+  // nstate, the gradient-scale flag.
+  const size_t at = sizeof(uint64_t) + sizeof(OptimizerHyper) + 2 * sizeof(int64_t) + sizeof(int32_t) +
+                    sizeof(ReplicaBlock) + 2 * sizeof(int32_t);
+  int64_t stored = 0;
+  std::memcpy(&stored, &bad[at], sizeof stored);
+  ASSERT_EQ(stored, (int64_t{1} << 52) + 1);
+  std::memcpy(&bad[at], &too_far, sizeof too_far);
+  EXPECT_THROW(to.load(bad), Error);
+  EXPECT_EQ(to.step_count(), (int64_t{1} << 52) + 1);
 }
 
 TEST(OptimizerState, AMovedFromOptimizerThrowsInsteadOfCrashing) {

@@ -110,7 +110,8 @@ class Optimizer {
   // The whole optimizer state: hyperparameters, counters, scales, tables and moments.
   std::string save() const;
   // Restores a state saved by an optimizer of the same kind and shape; throws lrlab::Error otherwise
-  // (also for non-finite moments or rates). From the state: each replica's step count, base rate,
+  // (also for NaN moments, negative running squares or rates that overflow, except in replicas
+  // frozen at scale 0). From the state: each replica's step count, base rate,
   // scale, gradient scale, schedule table and moments, replacing any set before. From this
   // optimizer: the hyperparameters of its spec (a resumed run may change them) and its parameter
   // groups (not part of the state: loading under other groups is not detected).

@@ -12,7 +12,9 @@ namespace lrlab {
 
 // A GCC/Clang extension (x86-64 and AArch64 both have it); __extension__ keeps -Wpedantic quiet in
 // the code that includes this header.
+namespace detail {
 __extension__ typedef unsigned __int128 u128;
+}  // namespace detail
 
 // SplitMix64 finaliser: a good 64-bit mix, also used to derive independent streams from a seed.
 LRLAB_HD uint64_t mix64(uint64_t z) {
@@ -39,12 +41,12 @@ class Rng {
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
   // Uniform integer in [0, n), unbiased (Lemire's method with rejection).
   uint64_t below(uint64_t n) {
-    u128 m = static_cast<u128>(next_u64()) * n;
+    detail::u128 m = static_cast<detail::u128>(next_u64()) * n;
     uint64_t lo = static_cast<uint64_t>(m);
     if (lo < n) {
       uint64_t t = (0 - n) % n;
       while (lo < t) {
-        m = static_cast<u128>(next_u64()) * n;
+        m = static_cast<detail::u128>(next_u64()) * n;
         lo = static_cast<uint64_t>(m);
       }
     }

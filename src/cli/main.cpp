@@ -1,9 +1,11 @@
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <map>
 #include <string>
+#include <thread>
 
 #include "command.hpp"
 #include "config_file.hpp"
@@ -24,6 +26,18 @@ bool speaks() {
   for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
     if (const char* rank = std::getenv(v)) return std::string(rank) == "0";
   return true;
+}
+
+// The exit of a rank refusing its command line. mpirun ends the whole job as soon as one rank exits
+// with an error, so a silent rank first gives rank 0 a moment to say why (it parses the same line in
+// the same milliseconds); without the wait rank 0 could be killed before its message.
+int refuse(const char* message) {
+  if (speaks()) {
+    std::fprintf(stderr, "error: %s\n", message);
+  } else {
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+  return lrlab::cli::kExitBadInput;
 }
 }  // namespace
 
@@ -51,11 +65,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    if (speaks()) std::fprintf(stderr, "error: %s\n", lrlab::detail::one_line(e.what()).c_str());
-    return kExitBadInput;
+    return refuse(lrlab::detail::one_line(e.what()).c_str());
   } catch (const lrlab::Error& e) {
-    if (speaks()) std::fprintf(stderr, "error: %s\n", e.what());
-    return kExitBadInput;
+    return refuse(e.what());
   }
   try {
     for (auto& [sub, run] : runners)
