@@ -323,10 +323,7 @@ void MlpCuda::Impl::loss_rows(const int32_t* labels, const float* y, int64_t bat
 
 MlpCuda::MlpCuda(const MlpLayout& layout, int64_t replicas, int64_t max_batch,
                  cudaStream_t stream, bool allow_tf32) {
-  detail::check_backend_shape(replicas, max_batch);
-  // cuBLAS strides are 64-bit but its dimensions are int.
-  LRLAB_REQUIRE(max_batch <= std::numeric_limits<int>::max(), "MLP max batch ", max_batch,
-                " is too large");
+  detail::check_backend_shape(layout, replicas, max_batch);
   impl_ = std::make_unique<Impl>(layout, replicas, max_batch, stream);
   Impl& m = *impl_;
   int64_t widest = 0;

@@ -95,6 +95,8 @@ Checkpoint decode_checkpoint(const std::string& bytes, const std::string& name) 
   LRLAB_REQUIRE(std::isfinite(c.guard.start) && c.guard.start >= 0 && !std::isnan(c.guard.loss.best) &&
                     !std::isnan(c.guard.loss.average),
                 what, ": the guard's loss record is not a number");
+  LRLAB_REQUIRE(c.guard.loss.beta >= 0 && c.guard.loss.beta < 1, what, ": the guard's smoothing factor ",
+                c.guard.loss.beta, " is outside [0, 1)");
   for (float v : c.params) LRLAB_REQUIRE(std::isfinite(v), what, ": holds non-finite weights");
   return c;
 }

@@ -35,6 +35,14 @@ Dataset classification(int64_t n, int64_t dim, int64_t classes) {
   return d;
 }
 
+// A spread of the generated values: far beyond any use at 1e6, and far from fp32's overflow (a
+// spread of 1e39 made every feature inf and the standardisation NaN).
+double spread_arg(spec::ArgReader& args, const char* key, double fallback) {
+  const double v = args.number(key, fallback);
+  if (v > 1e6) args.fail_value(key, "must be at most 1e6");
+  return v;
+}
+
 // Each class is an arm winding out from the centre, the arms rotated evenly around it.
 Dataset spirals(spec::ArgReader& args, int64_t n, Rng& rng) {
   const int64_t classes = whole(args, "classes", 3, 2, 1000);
@@ -55,7 +63,7 @@ Dataset spirals(spec::ArgReader& args, int64_t n, Rng& rng) {
 Dataset blobs(spec::ArgReader& args, int64_t n, Rng& rng) {
   const int64_t classes = whole(args, "classes", 4, 2, 1000);
   const int64_t dim = whole(args, "dim", 2, 1, 4096);
-  const double spread = args.number("spread", 1.0);
+  const double spread = spread_arg(args, "spread", 1.0);
   args.finish();
   LRLAB_REQUIRE(n * dim <= kMaxSyntheticValues, "data set 'blobs': ", n, " samples of ", dim,
                 " features exceed the limit of ", kMaxSyntheticValues, " values");
@@ -70,7 +78,7 @@ Dataset blobs(spec::ArgReader& args, int64_t n, Rng& rng) {
 }
 
 Dataset sine(spec::ArgReader& args, int64_t n, Rng& rng) {
-  const double noise = args.number("noise", 0.1);
+  const double noise = spread_arg(args, "noise", 0.1);
   args.finish();
   Dataset d;
   d.n = n;

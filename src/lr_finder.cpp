@@ -215,8 +215,10 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
   ec.replicas = {ReplicaSpec{1.0f, finder_schedule(options), base.seed}};
   ec.batch = base.batch;
   LRLAB_REQUIRE(data.train.n >= 1, "the training set is empty");
-  // Enough epochs that the engine's table covers the whole ramp.
-  const int64_t steps_per_epoch = (data.train.n + base.batch - 1) / base.batch;
+  // Enough epochs that the engine's table covers the whole ramp. A batch beyond the training set is
+  // the whole set, as the engine takes it.
+  const int64_t batch = std::min(base.batch, data.train.n);
+  const int64_t steps_per_epoch = (data.train.n + batch - 1) / batch;
   ec.epochs = std::max<int64_t>(1, (options.steps + steps_per_epoch - 1) / steps_per_epoch);
   ec.data_seed = base.seed;
   ec.device = device;

@@ -98,6 +98,7 @@ std::vector<ParamRange> MlpLayout::padding_ranges() const {
 }
 
 ReplicaPacking mlp_packing(const MlpLayout& layout, int64_t replicas) {
+  LRLAB_REQUIRE(replicas >= 1 && replicas <= 65535, "replicas must be in [1, 65535] (got ", replicas, ")");
   const int64_t w0 = layout.layers()[0].b_offset;  // W0 and its alignment padding
   return ReplicaPacking(layout.size(), replicas,
                         {{0, w0, 0, w0}, {w0, layout.size(), replicas * w0, layout.size() - w0}});
@@ -105,10 +106,20 @@ ReplicaPacking mlp_packing(const MlpLayout& layout, int64_t replicas) {
 
 namespace detail {
 
-void check_backend_shape(int64_t replicas, int64_t max_batch) {
+void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_batch) {
   LRLAB_REQUIRE(replicas >= 1 && replicas <= 65535, "MLP replicas must be in [1, 65535], got ",
                 replicas);
-  LRLAB_REQUIRE(max_batch >= 1, "MLP max batch must be at least 1, got ", max_batch);
+  // GEMM dimensions are int in BLAS and cuBLAS.
+  LRLAB_REQUIRE(max_batch >= 1 && max_batch <= std::numeric_limits<int>::max(), "MLP max batch must be in [1, ",
+                std::numeric_limits<int>::max(), "], got ", max_batch);
+  int64_t widest = 0;
+  for (const LayerView& l : layout.layers()) widest = std::max(widest, l.out);
+  // Each activation buffer holds replicas x max_batch x width floats; in double, the product cannot
+  // wrap before it is compared.
+  LRLAB_REQUIRE(static_cast<double>(replicas) * static_cast<double>(max_batch) * static_cast<double>(widest) <=
+                    static_cast<double>(int64_t{1} << 40),
+                "MLP workspace of ", replicas, " replicas x batch ", max_batch, " x width ", widest,
+                " floats is too large");
 }
 
 void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, int64_t max_batch,

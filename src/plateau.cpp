@@ -63,6 +63,8 @@ bool ReduceOnPlateau::improves(double metric) const {
 }
 
 bool ReduceOnPlateau::step(double metric, double rate) {
+  LRLAB_REQUIRE(std::isfinite(rate) && rate >= 0, "reduce-on-plateau: the rate must be finite and non-negative (got ",
+                rate, ")");
   PlateauState& s = state_;
   ++s.evaluations;
   if (improves(metric)) {

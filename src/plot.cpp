@@ -158,7 +158,19 @@ std::vector<std::vector<Point>> runs_of(const Series& s, const Axis& ax, const A
 
 std::string xml_escape(const std::string& s) {
   std::string out;
-  for (char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (static_cast<unsigned char>(c) >= 0x80) {
+      // A byte that starts no well-formed character would make the whole file unreadable XML.
+      const size_t len = detail::printable_utf8(s, i);
+      if (len) {
+        out.append(s, i, len);
+        i += len - 1;
+      } else {
+        out += '?';
+      }
+      continue;
+    }
     switch (c) {
       case '&': out += "&amp;"; break;
       case '<': out += "&lt;"; break;

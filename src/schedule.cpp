@@ -9,6 +9,14 @@
 #include "lrlab/spec.hpp"
 
 namespace lrlab {
+
+void check_base_rate(double lr, const char* what) {
+  LRLAB_REQUIRE(std::isfinite(lr) && lr > 0, what, " must be positive and finite (got ", lr, ")");
+  const float f = static_cast<float>(lr);
+  LRLAB_REQUIRE(std::isfinite(f) && f >= std::numeric_limits<float>::min(), what, " ", lr,
+                " is outside fp32's range of normal numbers [1.2e-38, 3.4e38]");
+}
+
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;

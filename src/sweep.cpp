@@ -133,7 +133,7 @@ std::vector<SweepConfig> sweep_grid(const SweepOptions& o) {
   const double size = static_cast<double>(o.lrs.size()) * o.schedules.size() * o.optimizers.size() * o.seeds;
   LRLAB_REQUIRE(size <= kMaxSweepConfigs, "the grid has ", size, " configurations; at most ", kMaxSweepConfigs,
                 " can be trained in one sweep (split it with --shard)");
-  for (double lr : o.lrs) LRLAB_REQUIRE(std::isfinite(lr) && lr > 0, "learning rates must be positive (got ", lr, ")");
+  for (double lr : o.lrs) check_base_rate(lr, "--lr");
   // Parse every spec up front, so a typo fails before any training.
   for (const std::string& s : o.schedules) Schedule::parse(s, 1000);
   for (const std::string& s : o.optimizers) parse_optimizer(s);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -39,6 +40,19 @@ std::string status(const SweepRun& r, const SweepResult& of) {
   if (of.interrupted && static_cast<int64_t>(r.val_loss.size()) < of.epochs)
     return "unfinished@" + std::to_string(r.val_loss.size());
   return "ok";
+}
+
+// printf into a string of any length: rows carry specs, and a spec has no length limit.
+__attribute__((format(printf, 1, 2))) std::string strf(const char* format, ...) {
+  va_list args, again;
+  va_start(args, format);
+  va_copy(again, args);
+  const int len = std::vsnprintf(nullptr, 0, format, args);
+  va_end(args);
+  std::string out(len > 0 ? static_cast<size_t>(len) : 0, '\0');
+  if (len > 0) std::vsnprintf(out.data(), out.size() + 1, format, again);
+  va_end(again);
+  return out;
 }
 
 // A metric in a table cell: "-" where there is none (regression's accuracy, a run with no finished
@@ -225,14 +239,12 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
 
 std::string sweep_curves_csv(const SweepResult& r) {
   std::string out = "id,optimizer,schedule,base_lr,seed_index,epoch,train_loss,val_loss,val_accuracy,lr\n";
-  char line[512];
   for (const SweepRun& x : r.runs)
     for (size_t e = 0; e < x.val_loss.size(); ++e) {
-      std::snprintf(line, sizeof line, "%lld,\"%s\",\"%s\",%.9g,%lld,%zu,%.9g,%.9g,%.9g,%.9g\n",
-                    static_cast<long long>(x.config.id), x.config.optimizer.c_str(), x.config.schedule.c_str(),
-                    x.config.lr, static_cast<long long>(x.config.seed_index), e + 1, x.train_loss[e], x.val_loss[e],
-                    x.val_accuracy[e], x.lr[e]);
-      out += line;
+      out += strf("%lld,\"%s\",\"%s\",%.9g,%lld,%zu,%.9g,%.9g,%.9g,%.9g\n",
+                  static_cast<long long>(x.config.id), x.config.optimizer.c_str(), x.config.schedule.c_str(),
+                  x.config.lr, static_cast<long long>(x.config.seed_index), e + 1, x.train_loss[e], x.val_loss[e],
+                  x.val_accuracy[e], x.lr[e]);
     }
   return out;
 }
@@ -296,19 +308,16 @@ void mean_std(const std::vector<double>& v, double* mean, double* sd) {
 
 std::string sweep_table(const SweepResult& r) {
   std::ostringstream os;
-  char line[512];
-  std::snprintf(line, sizeof line, "%4s  %4s  %-22s %-28s %9s  %9s %9s  %8s %8s  %4s  %s\n", "rank", "id", "optimizer",
-                "schedule", "lr", "final val", "best val", "final acc", "best acc", "best", "status");
-  os << line;
+  os << strf("%4s  %4s  %-22s %-28s %9s  %9s %9s  %8s %8s  %4s  %s\n", "rank", "id", "optimizer",
+             "schedule", "lr", "final val", "best val", "final acc", "best acc", "best", "status");
   std::vector<size_t> order = rank_runs(r.runs);
   for (size_t k = 0; k < order.size(); ++k) {
     const SweepRun& x = r.runs[order[k]];
-    std::snprintf(line, sizeof line, "%4zu  %4lld  %-22s %-28s %9.3g  %9s %9s  %8s %8s  %4s  %s\n", k + 1,
-                  static_cast<long long>(x.config.id), x.config.optimizer.c_str(), x.config.schedule.c_str(),
-                  x.config.lr, cell("%.4f", x.final_val_loss).c_str(), cell("%.4f", x.best_val_loss).c_str(),
-                  cell("%.2f%%", 100 * x.final_val_accuracy).c_str(), cell("%.2f%%", 100 * x.best_val_accuracy).c_str(),
-                  x.best_epoch > 0 ? std::to_string(x.best_epoch).c_str() : "-", status(x, r).c_str());
-    os << line;
+    os << strf("%4zu  %4lld  %-22s %-28s %9.3g  %9s %9s  %8s %8s  %4s  %s\n", k + 1,
+               static_cast<long long>(x.config.id), x.config.optimizer.c_str(), x.config.schedule.c_str(),
+               x.config.lr, cell("%.4f", x.final_val_loss).c_str(), cell("%.4f", x.best_val_loss).c_str(),
+               cell("%.2f%%", 100 * x.final_val_accuracy).c_str(), cell("%.2f%%", 100 * x.best_val_accuracy).c_str(),
+               x.best_epoch > 0 ? std::to_string(x.best_epoch).c_str() : "-", status(x, r).c_str());
   }
   // Several data orders: the spread of each configuration over them.
   if (seeds_of(r) > 1) {
@@ -319,10 +328,9 @@ std::string sweep_table(const SweepResult& r) {
       mean_std(a.final_loss, &ml, &sl);
       mean_std(a.final_acc, &ma, &sa);
       const std::string acc = std::isnan(ma) ? "" : "  acc " + cell("%.2f%%", 100 * ma) + " +- " + cell("%.2f%%", 100 * sa);
-      std::snprintf(line, sizeof line, "  %-22s %-28s %9.3g  loss %s +- %s%s  (%zu runs, %d diverged)\n",
-                    a.config.optimizer.c_str(), a.config.schedule.c_str(), a.config.lr, cell("%.4f", ml).c_str(),
-                    cell("%.4f", sl).c_str(), acc.c_str(), a.final_loss.size(), a.diverged);
-      os << line;
+      os << strf("  %-22s %-28s %9.3g  loss %s +- %s%s  (%zu runs, %d diverged)\n",
+                 a.config.optimizer.c_str(), a.config.schedule.c_str(), a.config.lr, cell("%.4f", ml).c_str(),
+                 cell("%.4f", sl).c_str(), acc.c_str(), a.final_loss.size(), a.diverged);
     }
   }
   return os.str();
@@ -423,8 +431,7 @@ std::string sweep_report_html(const SweepResult& r) {
   for (const std::string& sched : schedules)
     for (const SweepRun& x : r.runs)
       if (x.config.schedule == sched && x.config.seed_index == 0) {
-        std::snprintf(buf, sizeof buf, "%s (lr=%.3g)", sched.c_str(), x.config.lr);
-        Series s{buf, {}, {}};
+        Series s{strf("%s (lr=%.3g)", sched.c_str(), x.config.lr), {}, {}};
         for (size_t i = 0; i < x.lr_curve.size(); ++i) {
           s.x.push_back(static_cast<double>(i * x.lr_curve_stride) / std::max<int64_t>(1, r.steps_per_epoch));
           s.y.push_back(x.lr_curve[i]);

@@ -17,6 +17,7 @@
 #include "lrlab/io.hpp"
 #include "lrlab/plateau.hpp"
 #include "lrlab/plot.hpp"
+#include "lrlab/schedule.hpp"
 #include "lrlab/train_engine.hpp"
 
 namespace lrlab {
@@ -197,7 +198,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   const auto t_start = std::chrono::steady_clock::now();
   LRLAB_REQUIRE(o.epochs >= 1, "--epochs must be at least 1 (got ", o.epochs, ")");
   LRLAB_REQUIRE(o.batch >= 1, "--batch must be at least 1 (got ", o.batch, ")");
-  LRLAB_REQUIRE(std::isfinite(o.lr) && o.lr > 0, "--lr must be positive and finite (got ", o.lr, ")");
+  check_base_rate(o.lr, "--lr");
   LRLAB_REQUIRE(o.check_every >= 1, "the check interval must be at least 1 step");
   LRLAB_REQUIRE(o.guard_factor > 0 && o.guard_factor < 1, "the guard's factor must be in (0, 1)");
   LRLAB_REQUIRE(o.guard_threshold > 1, "the guard's threshold must be above 1");

@@ -121,7 +121,16 @@ struct TrainEngine::Impl {
     LRLAB_REQUIRE(cfg.batch >= 1, "batch size must be at least 1 (got ", cfg.batch, ")");
     LRLAB_REQUIRE(cfg.epochs >= 1, "epochs must be at least 1 (got ", cfg.epochs, ")");
     const Dataset& tr = data.train;
+    validate_dataset(tr, "training set");
+    validate_dataset(data.val, "validation set");
+    validate_dataset(data.test, "test set");
     LRLAB_REQUIRE(tr.n >= 1, "the training set is empty");
+    for (const auto& [split, name] : {std::pair{&data.val, "validation"}, std::pair{&data.test, "test"}})
+      LRLAB_REQUIRE(split->n == 0 || (split->dim == tr.dim && split->targets_dim == tr.targets_dim &&
+                                       split->num_classes == tr.num_classes),
+                    "the ", name, " set's shape (", split->dim, " features, ", split->num_classes, " classes, ",
+                    split->targets_dim, " targets) differs from the training set's (", tr.dim, ", ",
+                    tr.num_classes, ", ", tr.targets_dim, ")");
     // A minibatch larger than the training set is the whole set, as PyTorch's DataLoader gives it
     // (and buffers are not sized for samples that do not exist).
     cfg.batch = std::min(cfg.batch, tr.n);
@@ -134,9 +143,9 @@ struct TrainEngine::Impl {
       LRLAB_REQUIRE(cfg.model.loss == LossKind::SoftmaxCrossEntropy && tr.num_classes == cfg.model.outputs,
                     "classification data with ", tr.num_classes, " classes needs a cross-entropy model with as many outputs");
     spe = (tr.n + cfg.batch - 1) / cfg.batch;
+    LRLAB_REQUIRE(cfg.epochs <= kMaxTableSteps / spe, "training for ", cfg.epochs, " epochs of ", spe,
+                  " steps exceeds the schedule table limit of ", kMaxTableSteps, " steps");
     total = spe * cfg.epochs;
-    LRLAB_REQUIRE(total <= kMaxTableSteps, "training for ", total, " steps exceeds the schedule table limit of ",
-                  kMaxTableSteps, " steps");
     for (const ReplicaSpec& r : cfg.replicas) {
       LRLAB_REQUIRE(std::isfinite(r.lr) && r.lr > 0, "learning rate must be positive and finite (got ", r.lr, ")");
       tables.push_back(Schedule::parse(r.schedule, static_cast<double>(spe)).table(total, r.lr));
@@ -279,7 +288,10 @@ const EngineConfig& TrainEngine::config() const { return impl_->cfg; }
 Optimizer& TrainEngine::optimizer() { return impl_->opt; }
 int64_t TrainEngine::epoch() const { return impl_->epoch; }
 int64_t TrainEngine::steps_left_in_epoch() const { return impl_->epoch < 0 ? 0 : impl_->spe - impl_->cursor; }
-const std::vector<float>& TrainEngine::table(int64_t replica) const { return impl_->tables.at(replica); }
+const std::vector<float>& TrainEngine::table(int64_t replica) const {
+  LRLAB_REQUIRE(replica >= 0 && replica < impl_->K, "replica ", replica, " out of range (the engine has ", impl_->K, ")");
+  return impl_->tables[replica];
+}
 
 void TrainEngine::begin_epoch(int64_t epoch) {
   Impl& m = *impl_;

@@ -30,7 +30,9 @@ struct DataOptions {
   // 0 = all; else keep the first N training samples (quick runs). IDX training sets keep the
   // file's order; CSV and synthetic ones are in a seeded shuffled order.
   int64_t limit_train = 0;
-  int64_t num_classes = 0;           // 0 = infer (largest label + 1); else every label must be below it
+  // CSV and IDX: 0 = infer (largest label + 1); else every label must be below it. The synthetic
+  // sets take their class count from their spec ("spirals(classes=5)") and ignore this.
+  int64_t num_classes = 0;
 };
 
 struct DataSplits {
@@ -59,6 +61,11 @@ constexpr int64_t kMaxSyntheticValues = int64_t{1} << 28;  // samples x features
 // Features are standardised with the training set's statistics (see DataSplits); regression
 // targets keep their units. Throws lrlab::Error naming the file and byte offset or line for bad input.
 DataSplits load_data(const std::string& source, const DataOptions& opt);
+
+// Throws lrlab::Error when a data set built by hand is not what its fields say: x of n*dim values,
+// n labels in [0, num_classes) for classification, n*targets_dim targets for regression. `name`
+// names it in messages. Features are not scanned for NaN here (load_data refuses them).
+void validate_dataset(const Dataset& d, const std::string& name);
 
 // Whether the Fashion-MNIST files are present; `why` receives the reason when they are not.
 bool fashion_mnist_available(std::string* why = nullptr);

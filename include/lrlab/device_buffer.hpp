@@ -4,10 +4,12 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <limits>
 #include <utility>
 #include <vector>
 
 #include "lrlab/cuda_check.hpp"
+#include "lrlab/error.hpp"
 
 namespace lrlab {
 
@@ -16,6 +18,8 @@ class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   explicit DeviceBuffer(size_t n) : n_(n) {
+    LRLAB_REQUIRE(n_ <= std::numeric_limits<size_t>::max() / sizeof(T), "a device buffer of ", n_,
+                  " elements does not fit in the address space");
     if (n_) LRLAB_CUDA_CHECK(cudaMalloc(&p_, n_ * sizeof(T)));
   }
   ~DeviceBuffer() {
@@ -37,11 +41,13 @@ class DeviceBuffer {
   }
   // Synchronous with respect to the host (the source may be pageable and short-lived).
   void upload(const T* src, size_t n, cudaStream_t s, size_t offset = 0) {
+    check_range(n, offset);
     if (!n) return;
     LRLAB_CUDA_CHECK(cudaMemcpyAsync(p_ + offset, src, n * sizeof(T), cudaMemcpyHostToDevice, s));
     LRLAB_CUDA_CHECK(cudaStreamSynchronize(s));
   }
   void download(T* dst, size_t n, cudaStream_t s, size_t offset = 0) const {
+    check_range(n, offset);
     if (!n) return;
     LRLAB_CUDA_CHECK(cudaMemcpyAsync(dst, p_ + offset, n * sizeof(T), cudaMemcpyDeviceToHost, s));
     LRLAB_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -56,6 +62,11 @@ class DeviceBuffer {
   size_t size() const { return n_; }
 
  private:
+  void check_range(size_t n, size_t offset) const {
+    LRLAB_REQUIRE(offset <= n_ && n <= n_ - offset, "copy of ", n, " elements at offset ", offset,
+                  " runs past a device buffer of ", n_);
+  }
+
   T* p_ = nullptr;
   size_t n_ = 0;
 };

@@ -46,6 +46,10 @@ class MlpLayout {
   // Throws lrlab::Error for sizes < 1, fewer than 2 classes with cross-entropy, or a layer too
   // large for the 32-bit dimensions of BLAS.
   explicit MlpLayout(const MlpConfig& config);
+  // Copied, also where a move is asked for (no move operations): a moved-from value stays whole
+  // rather than half-empty and crashing later, and its parts are small.
+  MlpLayout(const MlpLayout&) = default;
+  MlpLayout& operator=(const MlpLayout&) = default;
 
   int64_t size() const { return size_; }  // floats per replica, a multiple of 4
   const std::vector<LayerView>& layers() const { return layers_; }
@@ -77,7 +81,7 @@ void init_params(const MlpLayout& layout, float* params, uint64_t seed, Init ini
 
 namespace detail {
 // Host-side argument checks shared by the backends (the CPU one also checks label values).
-void check_backend_shape(int64_t replicas, int64_t max_batch);
+void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_batch);
 void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, int64_t max_batch,
                      const float* params, const float* x, const int32_t* labels, const float* y,
                      bool needs_targets = true);
@@ -91,6 +95,8 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
 // by the constructor; the methods allocate nothing.
 class MlpCpu {
  public:
+  // Throws lrlab::Error for replicas outside [1, 65535], a batch outside [1, 2^31-1] or a workspace
+  // too large. A moved-from MlpCpu may only be destroyed or assigned to.
   MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch);
 
   // params and grads: all replicas, packed as packing() says. x: [batch x inputs], shared by all

@@ -27,10 +27,14 @@ class ReplicaPacking {
  public:
   // Replicas back to back, `stride` floats apart (0: n).
   ReplicaPacking(int64_t n, int64_t replicas, int64_t stride = 0);
-  // Throws lrlab::Error unless the blocks cover [0, n) in order, each replica's copies of them
-  // overlap nothing else in the buffer, and there are at most kMaxReplicaBlocks. Blocks that lie
-  // end to end in every replica are merged.
+  // Throws lrlab::Error unless replicas is in [1, 65535], the blocks cover [0, n) in order, each
+  // replica's copies of them overlap nothing else in the buffer, and there are at most
+  // kMaxReplicaBlocks. Blocks that lie end to end in every replica are merged.
   ReplicaPacking(int64_t n, int64_t replicas, std::vector<ReplicaBlock> blocks);
+  // Copied, also where a move is asked for (no move operations): a moved-from value stays whole
+  // rather than half-empty and crashing later, and its parts are small.
+  ReplicaPacking(const ReplicaPacking&) = default;
+  ReplicaPacking& operator=(const ReplicaPacking&) = default;
 
   int64_t n() const { return n_; }
   int64_t replicas() const { return replicas_; }

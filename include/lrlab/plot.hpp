@@ -18,14 +18,15 @@ struct PlotOptions {
   int width = 720, height = 420;
 };
 
+// Text made safe for XML and HTML: the five entities escaped; control characters, and bytes that
+// are not printable UTF-8, become '?'.
+std::string xml_escape(const std::string& text);
+
 // Axes with labelled ticks (powers of ten on log axes), a legend and one colour per series.
 // Non-finite points (and non-positive ones on a log axis) are skipped and break the line; empty
 // input still gives a valid SVG. Dense series are thinned to a few points per pixel column,
 // keeping each column's extremes. Throws lrlab::Error when a series' x and y differ in length or
 // the size is outside [160, 16000] x [120, 16000].
-// Text made safe for XML and HTML (the five entities; control characters dropped).
-std::string xml_escape(const std::string& text);
-
 std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& options);
 
 }  // namespace lrlab

@@ -21,10 +21,18 @@ namespace lrlab {
 // Larger tables are refused before allocating (512 MiB of floats).
 constexpr int64_t kMaxTableSteps = int64_t(1) << 27;
 
+// Throws lrlab::Error, naming `what` ("--lr"), unless `lr` is a base rate the fp32 kernels can hold:
+// positive, finite, and neither 0 nor inf once rounded to fp32 (1e-300 and 1e39 are not).
+void check_base_rate(double lr, const char* what);
+
 class Schedule {
  public:
   // The constant schedule, m(t) = 1.
   Schedule();
+  // Copied, also where a move is asked for (no move operations): a moved-from value stays whole
+  // rather than half-empty and crashing later, and its parts are small.
+  Schedule(const Schedule&) = default;
+  Schedule& operator=(const Schedule&) = default;
 
   // Parses and validates; steps_per_epoch > 0 enables 'ep' values. Throws lrlab::Error naming the
   // offending token and its 1-based position.

@@ -46,14 +46,19 @@ enum class Split { Train, Val, Test };
 // of that device may read it; it stays alive while an engine holds it.
 class DeviceData;
 std::shared_ptr<const DeviceData> upload_to_device(const DataSplits& data);
+// The engines recognise their data by its address: a temporary's is gone.
+std::shared_ptr<const DeviceData> upload_to_device(DataSplits&&) = delete;
 
 class TrainEngine {
  public:
-  // `data` must outlive the engine. Throws lrlab::Error for mismatched shapes or bad specs. A GPU
+  // `data` must outlive the engine. Throws lrlab::Error for mismatched shapes (validate_dataset on
+  // each split, and the splits against each other and the model) or bad specs. A GPU
   // engine reads `shared` (made from this `data`, on the current device) when given one, and
   // uploads its own copy otherwise; CPU engines ignore it.
   TrainEngine(EngineConfig config, const DataSplits& data,
               std::shared_ptr<const DeviceData> shared = nullptr);
+  // It reads `data` in place: a temporary would be gone before the first step.
+  TrainEngine(EngineConfig, DataSplits&&, std::shared_ptr<const DeviceData> = nullptr) = delete;
   ~TrainEngine();
   TrainEngine(const TrainEngine&) = delete;
   TrainEngine& operator=(const TrainEngine&) = delete;
@@ -76,7 +81,8 @@ class TrainEngine {
   std::vector<float> run(int64_t steps);
 
   struct Eval {
-    std::vector<double> loss, accuracy;  // per replica; accuracy NaN for regression
+    // Per replica; accuracy NaN for regression, both NaN for an empty split.
+    std::vector<double> loss, accuracy;
   };
   Eval evaluate(Split split);
 
