@@ -196,7 +196,8 @@ run_build() {
 run_ctest() {
   local j=$((JOBS / 2)) log=$STATE/ctest.out rc gpu
   ((j < 1)) && j=1
-  (cd "$BUILD" && OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j "$j" --timeout 60 -R 'Gpu|Cuda' --no-tests=error) 2>&1 | tee "$log"
+  (cd "$BUILD" && OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j "$j" --timeout 60 \
+    -R 'Gpu|Cuda' --no-tests=error) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   gpu=$(grep -cE 'Test +#[0-9]+: [^ ]*(Gpu|Cuda)[^ ]* \.+ +Passed' "$log")
   figure "$(grep -oE '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1), $(grep -c '(Skipped)' "$log") skipped, $gpu GPU tests passed"

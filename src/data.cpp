@@ -228,21 +228,22 @@ bool fashion_mnist_available(std::string* why) {
 }
 
 void validate_dataset(const Dataset& d, const std::string& name) {
-  LRLAB_REQUIRE(d.n >= 0 && d.dim >= 0 && d.num_classes >= 0 && d.targets_dim >= 0, name,
-                ": negative sizes (n ", d.n, ", dim ", d.dim, ", classes ", d.num_classes, ", targets ", d.targets_dim, ")");
+  LRLAB_REQUIRE(d.n >= 0 && d.dim >= 0 && d.num_classes >= 0 && d.targets_dim >= 0, name, ": negative sizes (n ",
+                d.n, ", dim ", d.dim, ", classes ", d.num_classes, ", targets ", d.targets_dim, ")");
   LRLAB_REQUIRE(d.dim == 0 || d.n <= static_cast<int64_t>(d.x.max_size()) / d.dim, name, ": ", d.n, " x ", d.dim,
                 " features overflow");
-  LRLAB_REQUIRE(d.x.size() == static_cast<size_t>(d.n * d.dim), name, ": x holds ", d.x.size(), " values, not n x dim = ",
-                d.n, " x ", d.dim);
+  LRLAB_REQUIRE(d.x.size() == static_cast<size_t>(d.n * d.dim), name, ": x holds ", d.x.size(),
+                " values, not n x dim = ", d.n, " x ", d.dim);
   if (d.is_regression()) {
     LRLAB_REQUIRE(d.num_classes == 0 && d.labels.empty(), name, ": regression data (targets_dim ", d.targets_dim,
-                  ") with class labels");
+                  ") must have num_classes 0 and no labels");
     LRLAB_REQUIRE(d.n <= static_cast<int64_t>(d.y.max_size()) / d.targets_dim &&
                       d.y.size() == static_cast<size_t>(d.n * d.targets_dim),
                   name, ": y holds ", d.y.size(), " values, not n x targets_dim = ", d.n, " x ", d.targets_dim);
   } else {
     LRLAB_REQUIRE(d.labels.size() == static_cast<size_t>(d.n), name, ": ", d.labels.size(), " labels for ", d.n,
                   " samples");
+    LRLAB_REQUIRE(d.n == 0 || d.num_classes >= 1, name, ": classification data needs num_classes >= 1");
     LRLAB_REQUIRE(d.y.empty(), name, ": classification data with regression targets (set targets_dim)");
     for (int64_t i = 0; i < d.n; ++i)
       LRLAB_REQUIRE(d.labels[i] >= 0 && d.labels[i] < d.num_classes, name, ": label ", d.labels[i], " of sample ", i,

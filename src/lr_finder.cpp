@@ -296,9 +296,9 @@ std::string finder_svg(const std::vector<FinderCurve>& curves) {
       // Drawn where the curve is at that rate (or its first point, for min/10 below the ramp).
       const size_t at = std::min<size_t>(std::lower_bound(c.lr.begin(), c.lr.end(), rate) - c.lr.begin(),
                                          c.lr.size() - 1);
-      char label[160];
-      std::snprintf(label, sizeof label, "%s%s%s %.3g%s", curves.size() > 1 ? c.optimizer.c_str() : "",
-                    curves.size() > 1 ? " " : "", name, rate, c.recommended == name ? " *" : "");
+      char value[64];
+      std::snprintf(value, sizeof value, "%s %.3g%s", name, rate, c.recommended == name ? " *" : "");
+      const std::string label = curves.size() > 1 ? c.optimizer + " " + value : value;
       series.push_back({label, {rate, rate}, {c.smoothed[at] - mark, c.smoothed[at] + mark}});
     }
   }

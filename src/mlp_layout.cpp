@@ -98,7 +98,8 @@ std::vector<ParamRange> MlpLayout::padding_ranges() const {
 }
 
 ReplicaPacking mlp_packing(const MlpLayout& layout, int64_t replicas) {
-  LRLAB_REQUIRE(replicas >= 1 && replicas <= 65535, "replicas must be in [1, 65535] (got ", replicas, ")");
+  LRLAB_REQUIRE(replicas >= 1 && replicas <= kMaxReplicas, "replicas must be in [1, ", kMaxReplicas, "] (got ",
+                replicas, ")");
   const int64_t w0 = layout.layers()[0].b_offset;  // W0 and its alignment padding
   return ReplicaPacking(layout.size(), replicas,
                         {{0, w0, 0, w0}, {w0, layout.size(), replicas * w0, layout.size() - w0}});
@@ -107,7 +108,7 @@ ReplicaPacking mlp_packing(const MlpLayout& layout, int64_t replicas) {
 namespace detail {
 
 void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_batch) {
-  LRLAB_REQUIRE(replicas >= 1 && replicas <= 65535, "MLP replicas must be in [1, 65535], got ",
+  LRLAB_REQUIRE(replicas >= 1 && replicas <= kMaxReplicas, "MLP replicas must be in [1, ", kMaxReplicas, "], got ",
                 replicas);
   // GEMM dimensions are int in BLAS and cuBLAS.
   LRLAB_REQUIRE(max_batch >= 1 && max_batch <= std::numeric_limits<int>::max(), "MLP max batch must be in [1, ",
@@ -119,7 +120,7 @@ void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_
   LRLAB_REQUIRE(static_cast<double>(replicas) * static_cast<double>(max_batch) * static_cast<double>(widest) <=
                     static_cast<double>(int64_t{1} << 40),
                 "MLP workspace of ", replicas, " replicas x batch ", max_batch, " x width ", widest,
-                " floats is too large");
+                " floats is over the limit of 2^40");
 }
 
 void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, int64_t max_batch,

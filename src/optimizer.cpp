@@ -416,7 +416,8 @@ ReplicaState get_counters(ByteReader& rd) {
   s.scale = rd.get<float>();
   s.inv_grad_scale = rd.get<float>();
   s.skipped_total = rd.get<int64_t>();
-  LRLAB_REQUIRE(s.step >= 0 && s.step <= kMaxStep && s.skipped_total >= 0 && std::isfinite(s.base_lr) && s.base_lr >= 0 &&
+  LRLAB_REQUIRE(s.step >= 0 && s.step <= kMaxStep && s.skipped_total >= 0 && std::isfinite(s.base_lr) &&
+                    s.base_lr >= 0 &&
                     std::isfinite(s.scale) && s.scale >= 0 && std::isfinite(s.inv_grad_scale) && s.inv_grad_scale > 0,
                 rd.what(), ": invalid counters or scales at offset ", rd.offset());
   return s;
@@ -472,19 +473,20 @@ void validate_hyper(const OptimizerHyper& h) {
                 "optimizer ", name, ": Nesterov momentum needs momentum > 0 and dampening = 0");
 }
 
-// Moments of one replica (in the order of its parameters) that a state may hold: no NaN, and no
-// negative running square (Adam's v and its maximum, RMSprop's square average, Adagrad's sum), whose
-// square root the next step would take. +inf is a state training reaches (a square of a gradient
-// beyond 1.8e19) and steps on from. A replica whose scale is 0 is frozen (a sweep's diverged
-// configuration): its moments are never used again, whatever they hold.
+// Moments of one replica (in the order of its parameters) that a state may hold: first moments and
+// momentum finite; running squares (Adam's v and its maximum, RMSprop's square average, Adagrad's
+// sum) not NaN and not negative, since the next step takes their square root, but +inf, a state
+// training reaches (the square of a gradient beyond 1.8e19) and steps on from. A replica whose
+// scale is 0 is frozen (a sweep's diverged configuration): its moments are never used again,
+// whatever they hold.
 void require_moments(const OptimizerHyper& h, int k, const float* values, int64_t n, const ReplicaState& s,
                      int64_t replica, const char* what) {
   if (s.scale == 0.0f) return;
   const bool squares = ((h.kind == OptimKind::Adam || h.kind == OptimKind::AdamW) && k >= 1) ||
                        ((h.kind == OptimKind::RMSprop || h.kind == OptimKind::Adagrad) && k == 0);
   for (int64_t i = 0; i < n; ++i)
-    LRLAB_REQUIRE(!std::isnan(values[i]) && !(squares && values[i] < 0.0f), what, ": replica ", replica,
-                  ", parameter ", i, ": state buffer ", k, " holds ", values[i]);
+    LRLAB_REQUIRE(squares ? !std::isnan(values[i]) && values[i] >= 0.0f : std::isfinite(values[i]), what,
+                  ": replica ", replica, ", parameter ", i, ": state buffer ", k, " holds ", values[i]);
 }
 
 void require_rate(float v, const char* what) {
@@ -511,7 +513,7 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
                 setup.replica_stride, " is smaller than the ", n_params, " parameters of a replica");
   LRLAB_REQUIRE(setup.blocks.empty() || setup.replica_stride == 0,
                 "give a replica stride or packing blocks, not both");
-  LRLAB_REQUIRE(setup.replicas <= 65535, "at most 65535 replicas (got ", setup.replicas, ")");
+  LRLAB_REQUIRE(setup.replicas <= kMaxReplicas, "at most ", kMaxReplicas, " replicas (got ", setup.replicas, ")");
   require_rate(setup.lr, "learning rate");
   validate_hyper(hyper);
   m.h = hyper;

@@ -17,7 +17,8 @@ ReplicaPacking::ReplicaPacking(int64_t n, int64_t replicas, std::vector<ReplicaB
 
 void ReplicaPacking::validate() {
   LRLAB_REQUIRE(n_ >= 1, "a packing needs at least one parameter per replica (got ", n_, ")");
-  LRLAB_REQUIRE(replicas_ >= 1 && replicas_ <= 65535, "replicas must be in [1, 65535] (got ", replicas_, ")");
+  LRLAB_REQUIRE(replicas_ >= 1 && replicas_ <= kMaxReplicas, "replicas must be in [1, ", kMaxReplicas, "] (got ",
+                replicas_, ")");
   LRLAB_REQUIRE(!blocks_.empty(), "a packing needs at least one block");
   // Before merging, a bound that keeps the overlap check below cheap.
   LRLAB_REQUIRE(blocks_.size() <= 8 * static_cast<size_t>(kMaxReplicaBlocks), "too many blocks (",

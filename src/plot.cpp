@@ -163,12 +163,12 @@ std::string xml_escape(const std::string& s) {
     if (static_cast<unsigned char>(c) >= 0x80) {
       // A byte that starts no well-formed character would make the whole file unreadable XML.
       const size_t len = detail::printable_utf8(s, i);
-      if (len) {
-        out.append(s, i, len);
-        i += len - 1;
-      } else {
-        out += '?';
-      }
+      // U+FFFE and U+FFFF (EF BF BE, EF BF BF) are not characters XML 1.0 allows.
+      const bool nonchar =
+          len == 3 && s[i] == '\xef' && s[i + 1] == '\xbf' && (s[i + 2] == '\xbe' || s[i + 2] == '\xbf');
+      if (len && !nonchar) out.append(s, i, len);
+      else out += '?';
+      if (len) i += len - 1;
       continue;
     }
     switch (c) {

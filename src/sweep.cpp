@@ -15,6 +15,7 @@
 #include "engine_workers.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/optimizer.hpp"
+#include "lrlab/packing.hpp"
 #include "lrlab/schedule.hpp"
 #include "lrlab/train_engine.hpp"
 
@@ -161,6 +162,8 @@ std::vector<SweepConfig> validate_sweep(const SweepOptions& o) {
   LRLAB_REQUIRE(o.halving == 0 || o.shard_count == 1,
                 "--halving ranks all configurations together and cannot run split into shards or ranks");
   LRLAB_REQUIRE(o.diverge_factor > 1, "the divergence factor must be above 1");
+  LRLAB_REQUIRE(o.max_packed >= 1 && o.max_packed <= kMaxReplicas, "configurations per packed engine must be in [1, ",
+                kMaxReplicas, "] (got ", o.max_packed, ")");
   LRLAB_REQUIRE(o.base.epochs >= 1, "--epochs must be at least 1 (got ", o.base.epochs, ")");
   const std::vector<SweepConfig> grid = sweep_grid(o);
   LRLAB_REQUIRE(o.shard_count <= static_cast<int64_t>(grid.size()), "more shards or ranks (", o.shard_count,
@@ -196,14 +199,16 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       res.runs.push_back(r);
     }
 
-  // Lanes: packed groups share (optimizer, seed); the other modes give each run its own lane.
+  // Lanes: packed groups share (optimizer, seed), at most max_packed to an engine; the other modes
+  // give each run its own lane.
   std::vector<Lane> lanes;
   std::map<std::pair<std::string, int64_t>, size_t> group_of;
   for (size_t i = 0; i < res.runs.size(); ++i) {
     const SweepConfig& c = res.runs[i].config;
     size_t li;
     auto key = std::make_pair(c.optimizer, c.seed_index);
-    if (mode == "packed" && group_of.count(key)) {
+    if (mode == "packed" && group_of.count(key) &&
+        static_cast<int64_t>(lanes[group_of[key]].runs.size()) < o.max_packed) {
       li = group_of[key];
     } else {
       li = lanes.size();

@@ -289,7 +289,8 @@ Optimizer& TrainEngine::optimizer() { return impl_->opt; }
 int64_t TrainEngine::epoch() const { return impl_->epoch; }
 int64_t TrainEngine::steps_left_in_epoch() const { return impl_->epoch < 0 ? 0 : impl_->spe - impl_->cursor; }
 const std::vector<float>& TrainEngine::table(int64_t replica) const {
-  LRLAB_REQUIRE(replica >= 0 && replica < impl_->K, "replica ", replica, " out of range (the engine has ", impl_->K, ")");
+  LRLAB_REQUIRE(replica >= 0 && replica < impl_->K, "replica ", replica, " out of range (the engine has ",
+                impl_->K, ")");
   return impl_->tables[replica];
 }
 

@@ -154,6 +154,21 @@ TEST(Sweep, PackedStreamsAndSequentialAgree) {
   EXPECT_GT(packed.runs[rank_runs(packed.runs)[0]].best_val_accuracy, 0.8);
 }
 
+// A packed group larger than max_packed (past kMaxReplicas, one engine's limit, a grid of 70,000
+// rates failed) is split over several engines, and trains as one engine would.
+TEST(Sweep, PackedGroupsSplitOverEnginesTrainTheSame) {
+  SweepOptions o = small_sweep();
+  o.mode = "packed";
+  o.halving = 2;
+  const SweepResult whole = run_sweep(o);
+  o.max_packed = 4;  // each optimizer's 6 configurations: engines of 4 and 2
+  const SweepResult split = run_sweep(o);
+  expect_same_runs(whole, split, o.base.device == "cpu" ? 1e-5 : 1e-3);
+  for (size_t i = 0; i < whole.runs.size(); ++i) EXPECT_EQ(whole.runs[i].halted, split.runs[i].halted) << i;
+  o.max_packed = kMaxReplicas + 1;
+  EXPECT_THROW(validate_sweep(o), Error);
+}
+
 // On the GPU, packed replicas (compacted by halving, one of them diverging) and engines on parallel
 // streams train as the CPU does.
 TEST(SweepGpu, PackedAndStreamsMatchTheCpu) {

@@ -30,8 +30,8 @@ struct DataOptions {
   // 0 = all; else keep the first N training samples (quick runs). IDX training sets keep the
   // file's order; CSV and synthetic ones are in a seeded shuffled order.
   int64_t limit_train = 0;
-  // CSV and IDX: 0 = infer (largest label + 1); else every label must be below it. The synthetic
-  // sets take their class count from their spec ("spirals(classes=5)") and ignore this.
+  // 0 = infer (largest label + 1); else every label must be below it. The synthetic sets take their
+  // class count from their spec ("spirals(classes=5)"): one above this is refused.
   int64_t num_classes = 0;
 };
 

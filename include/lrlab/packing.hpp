@@ -18,6 +18,8 @@ struct ReplicaBlock {
   int64_t stride = 0;          // floats from one replica's copy to the next
 };
 constexpr int kMaxReplicaBlocks = 8;
+// Replicas of one packing, optimizer or MLP: the GPU's launches put replicas on grid.y.
+constexpr int64_t kMaxReplicas = 65535;
 
 inline bool operator==(const ReplicaBlock& a, const ReplicaBlock& b) {
   return a.begin == b.begin && a.end == b.end && a.offset == b.offset && a.stride == b.stride;
@@ -27,7 +29,7 @@ class ReplicaPacking {
  public:
   // Replicas back to back, `stride` floats apart (0: n).
   ReplicaPacking(int64_t n, int64_t replicas, int64_t stride = 0);
-  // Throws lrlab::Error unless replicas is in [1, 65535], the blocks cover [0, n) in order, each
+  // Throws lrlab::Error unless replicas is in [1, kMaxReplicas], the blocks cover [0, n) in order, each
   // replica's copies of them overlap nothing else in the buffer, and there are at most
   // kMaxReplicaBlocks. Blocks that lie end to end in every replica are merged.
   ReplicaPacking(int64_t n, int64_t replicas, std::vector<ReplicaBlock> blocks);

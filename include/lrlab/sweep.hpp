@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "lrlab/packing.hpp"
 #include "lrlab/train.hpp"
 
 namespace lrlab {
@@ -38,6 +39,8 @@ struct SweepOptions {
   // the CPU (packing cannot shrink the GEMMs' arithmetic there, and each stream's weights stay in
   // cache: 8 configurations of the Fashion-MNIST MLP in 4.9x the time of one, packed 5.5x).
   std::string mode = "auto";
+  // Packed mode: configurations per engine (one optimizer launch); a larger group is split.
+  int64_t max_packed = kMaxReplicas;
   double halving = 0;           // successive halving factor eta (> 1), 0: off
   int64_t workers = 0;          // concurrent lanes (CPU threads / GPU streams); 0: automatic
   double diverge_factor = 4;    // diverged: epoch train loss not finite, or above this multiple of its

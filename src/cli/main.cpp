@@ -22,20 +22,28 @@ std::vector<Command>& registry() {
 namespace {
 // Under an MPI launcher every rank parses the same command line and reaches the same verdict on it;
 // rank 0 alone says it.
-bool speaks() {
+// This process's rank as the MPI launcher set it, or null outside one.
+const char* mpi_rank() {
   for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
-    if (const char* rank = std::getenv(v)) return std::string(rank) == "0";
-  return true;
+    if (const char* rank = std::getenv(v)) return rank;
+  return nullptr;
+}
+
+bool speaks() {
+  const char* rank = mpi_rank();
+  return !rank || std::string(rank) == "0";
 }
 
 // The exit of a rank refusing its command line. mpirun ends the whole job as soon as one rank exits
 // with an error, so a silent rank first gives rank 0 a moment to say why (it parses the same line in
-// the same milliseconds); without the wait rank 0 could be killed before its message.
+// the same milliseconds); without the wait rank 0 could be killed before its message. A rank still
+// alive after the wait was refused alone (a config file its node cannot read) and says so itself.
 int refuse(const char* message) {
   if (speaks()) {
     std::fprintf(stderr, "error: %s\n", message);
   } else {
     std::this_thread::sleep_for(std::chrono::seconds(2));
+    std::fprintf(stderr, "error: rank %s: %s\n", mpi_rank(), message);
   }
   return lrlab::cli::kExitBadInput;
 }
