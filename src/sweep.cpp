@@ -229,6 +229,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
         {static_cast<float>(c.lr), c.schedule, o.base.seed + static_cast<uint64_t>(c.seed_index)});
     lanes[li].runs.push_back(i);
   }
+  res.engines = static_cast<int64_t>(lanes.size());
   const int64_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
   int64_t workers = o.workers > 0 ? o.workers : (mode == "sequential" ? 1 : device == Device::CUDA ? 16 : hw);
   if (mode == "sequential") workers = 1;

@@ -267,7 +267,8 @@ TEST(ReportContracts, XmlEscapeKeepsTheFileWellFormed) {
   EXPECT_EQ(xml_escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
   EXPECT_EQ(xml_escape("caf\xc3\xa9"), "caf\xc3\xa9");  // UTF-8 passes
   EXPECT_EQ(xml_escape("x\xff\xc3y\x01"), "x??y?");      // a stray byte, a cut sequence, a control
-  EXPECT_EQ(xml_escape("\xef\xbf\xbf|\xef\xbf\xbd"), "?|\xef\xbf\xbd");  // U+FFFF is no XML character; U+FFFD is
+  // U+FFFE and U+FFFF are no XML characters; U+FFFD is.
+  EXPECT_EQ(xml_escape("\xef\xbf\xbf|\xef\xbf\xbe|\xef\xbf\xbd"), "?|?|\xef\xbf\xbd");
 }
 
 }  // namespace

@@ -163,6 +163,8 @@ TEST(Sweep, PackedGroupsSplitOverEnginesTrainTheSame) {
   const SweepResult whole = run_sweep(o);
   o.max_packed = 4;  // each optimizer's 6 configurations: engines of 4 and 2
   const SweepResult split = run_sweep(o);
+  EXPECT_EQ(whole.engines, 2);
+  EXPECT_EQ(split.engines, 4);
   expect_same_runs(whole, split, o.base.device == "cpu" ? 1e-5 : 1e-3);
   for (size_t i = 0; i < whole.runs.size(); ++i) EXPECT_EQ(whole.runs[i].halted, split.runs[i].halted) << i;
   o.max_packed = kMaxReplicas + 1;

@@ -95,8 +95,8 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
 // by the constructor; the methods allocate nothing.
 class MlpCpu {
  public:
-  // Throws lrlab::Error for replicas outside [1, kMaxReplicas], a batch outside [1, 2^31-1] or a workspace
-  // too large. A moved-from MlpCpu may only be destroyed or assigned to.
+  // Throws lrlab::Error for replicas outside [1, kMaxReplicas], a batch outside [1, 2^31-1] or a
+  // workspace too large. A moved-from MlpCpu may only be destroyed or assigned to.
   MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch);
 
   // params and grads: all replicas, packed as packing() says. x: [batch x inputs], shared by all

@@ -4,8 +4,8 @@
 // rate, not data noise.
 //
 // Modes: "packed" trains the configurations that share an optimizer and seed as K replicas of one
-// engine (one wide first-layer GEMM, strided-batched GEMMs, one fused optimizer launch with a table
-// and rate per replica); "streams" trains each configuration on its own engine, concurrently (CUDA
+// engine, at most max_packed to an engine (one wide first-layer GEMM, strided-batched GEMMs, one
+// fused optimizer launch with a table and rate per replica); "streams" trains each configuration on its own engine, concurrently (CUDA
 // streams on the GPU, worker threads on the CPU); "sequential" trains them one after another.
 #pragma once
 
@@ -63,6 +63,7 @@ struct SweepRun {
 
 struct SweepResult {
   std::vector<SweepRun> runs;   // ordered by config id
+  int64_t engines = 0;          // engines run_sweep built at the start (not saved in results.json)
   std::string data_description, device, mode;
   int64_t epochs = 0, steps_per_epoch = 0, grid_size = 0;
   int64_t shard_index = 0, shard_count = 1;

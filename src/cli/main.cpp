@@ -35,14 +35,16 @@ bool speaks() {
 }
 
 // The exit of a rank refusing its command line. mpirun ends the whole job as soon as one rank exits
-// with an error, so a silent rank first gives rank 0 a moment to say why (it parses the same line in
-// the same milliseconds); without the wait rank 0 could be killed before its message. A rank still
-// alive after the wait was refused alone (a config file its node cannot read) and says so itself.
+// with an error, so a silent rank first gives rank 0 time to say why (it parses the same line in the
+// same milliseconds); without the wait rank 0 could be killed before its message. A rank still alive
+// after the wait was most likely refused alone (a config file its node cannot read) and says so
+// itself; under a launcher that lets the job run on after a failed rank (srun without
+// --kill-on-bad-exit) every rank says it.
 int refuse(const char* message) {
   if (speaks()) {
     std::fprintf(stderr, "error: %s\n", message);
   } else {
-    std::this_thread::sleep_for(std::chrono::seconds(2));
+    std::this_thread::sleep_for(std::chrono::seconds(10));
     std::fprintf(stderr, "error: rank %s: %s\n", mpi_rank(), message);
   }
   return lrlab::cli::kExitBadInput;
