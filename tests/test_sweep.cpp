@@ -476,6 +476,20 @@ TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
   EXPECT_NE(slurp(three + ".err").find("nonexistent.csv"), std::string::npos);
 }
 
+// A rank that refuses its command line while rank 0 accepts its own (a config file one node cannot
+// read) waits for rank 0 to speak, then, still alive, says why itself.
+TEST(SweepCli, ARankRefusedAloneSaysWhy) {
+  if (!LRLAB_CLI_HAS_MPI) GTEST_SKIP() << "lrlab was built without MPI (Open MPI not found at configure time)";
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  const std::string err = temp_path("mpi_alone") + ".err";
+  const std::string lrlab = LRLAB_CLI_PATH;
+  const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np 1 " + lrlab +
+                          " sweep --device cpu --quiet --data spirals --lr 0.1 0.2 : -np 1 " + lrlab +
+                          " sweep --device cpu --quiet --data spirals --lr 0.1 0.2 --epochs x >/dev/null 2>" + err;
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  EXPECT_NE(slurp(err).find("error: rank 1: "), std::string::npos) << slurp(err);
+}
+
 TEST(SweepCli, InterruptWritesFinishedResults) {
   std::string out = temp_path("interrupted");
   pid_t pid = fork();
