@@ -16,6 +16,8 @@
 namespace lrlab {
 namespace {
 
+using testing::error_of;
+
 class AtomicIo : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -35,15 +37,6 @@ class AtomicIo : public ::testing::Test {
       if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") out.push_back(e->d_name);
     closedir(d);
     return out;
-  }
-  template <typename Fn>
-  static std::string error_of(Fn fn) {
-    try {
-      fn();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
   }
   std::string dir_;
 };

@@ -21,6 +21,7 @@ using namespace lrlab;
 using lrlab::testing::run_cli;
 using lrlab::testing::slurp;
 using lrlab::testing::temp_path;
+using lrlab::testing::throws_error_containing;
 
 namespace {
 
@@ -305,11 +306,8 @@ TEST(LrFinder, BadOptionsThrow) {
   TrainOptions bad_batch = base;
   bad_batch.batch = 0;
   EXPECT_THROW(find_lr(bad_batch, {"adam()"}, FinderOptions{}), Error);
-  try {
-    find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.end = 1e-8; }));
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("end rate"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(throws_error_containing(
+      [&] { find_lr(base, {"adam()"}, with([](FinderOptions& f) { f.end = 1e-8; })); }, "end rate"));
   const DataSplits data = spirals();
   EngineConfig two = spirals_engine(data, "adam()");
   two.replicas.push_back(two.replicas[0]);

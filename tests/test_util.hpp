@@ -1,6 +1,7 @@
 // Small helpers shared by the tests.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <omp.h>
 
 #include <cmath>
@@ -25,6 +26,19 @@ std::string error_of(Fn fn) {
     return e.what();
   }
   return "";
+}
+
+// Passes when `fn` throws an lrlab::Error whose message contains `part`; otherwise the failure says
+// what was thrown, or that nothing was.
+template <typename Fn>
+::testing::AssertionResult throws_error_containing(Fn fn, const std::string& part) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    if (std::string(e.what()).find(part) != std::string::npos) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "'" << part << "' not in: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "no lrlab::Error thrown; expected one mentioning '" << part << "'";
 }
 
 inline MlpConfig make_config(int64_t in, std::vector<int64_t> hidden, int64_t out,
