@@ -9,6 +9,7 @@
 
 #include "command.hpp"
 #include "config_file.hpp"
+#include "mpi_session.hpp"
 #include "lrlab/blas_env.hpp"
 #include "lrlab/error.hpp"
 
@@ -22,15 +23,8 @@ std::vector<Command>& registry() {
 namespace {
 // Under an MPI launcher every rank parses the same command line and reaches the same verdict on it;
 // rank 0 alone says it.
-// This process's rank as the MPI launcher set it, or null outside one.
-const char* mpi_rank() {
-  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
-    if (const char* rank = std::getenv(v)) return rank;
-  return nullptr;
-}
-
 bool speaks() {
-  const char* rank = mpi_rank();
+  const char* rank = lrlab::cli::launcher_rank();
   return !rank || std::string(rank) == "0";
 }
 
@@ -45,7 +39,7 @@ int refuse(const char* message) {
     std::fprintf(stderr, "error: %s\n", message);
   } else {
     std::this_thread::sleep_for(std::chrono::seconds(10));
-    std::fprintf(stderr, "error: rank %s: %s\n", mpi_rank(), message);
+    std::fprintf(stderr, "error: rank %s: %s\n", lrlab::cli::launcher_rank(), message);
   }
   return lrlab::cli::kExitBadInput;
 }

@@ -11,13 +11,18 @@
 
 namespace lrlab::cli {
 
-namespace {
 bool launched_by_mpi() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+  if (launcher_rank()) return true;
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS"})
     if (std::getenv(v)) return true;
   return false;
 }
-}  // namespace
+
+const char* launcher_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+    if (const char* rank = std::getenv(v)) return rank;
+  return nullptr;
+}
 
 MpiSession::MpiSession() {
   if (!launched_by_mpi()) return;

@@ -7,6 +7,11 @@
 
 namespace lrlab::cli {
 
+// From the environment an MPI launcher (mpirun, mpiexec, srun over PMI or PMIx) gives each rank,
+// before MPI is initialised: whether this process is one of its ranks, and which.
+bool launched_by_mpi();
+const char* launcher_rank();  // null outside a launcher
+
 class MpiSession {
  public:
   MpiSession();
