@@ -262,12 +262,14 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
     add("<text x=\"" + num(left + w / 2) + "\" y=\"" + num(top + h / 2) +
         "\" text-anchor=\"middle\" fill=\"#808080\">no data</text>\n");
 
-  // Legend in the top-right corner of the plot area.
+  // Legend in the top-right corner of the plot area. A name longer than the box holds is cut, with
+  // the whole of it as the entry's tooltip, rather than run past the picture's edge.
+  constexpr size_t kLegendChars = 60;
   size_t named = 0, longest = 0;
   for (const Series& s : series)
     if (!s.name.empty()) ++named, longest = std::max(longest, s.name.size());
   if (named > 0) {
-    double lw = 34 + 7.0 * static_cast<double>(std::min<size_t>(longest, 60)), lx = left + w - lw - 8;
+    double lw = 34 + 7.0 * static_cast<double>(std::min(longest, kLegendChars)), lx = left + w - lw - 8;
     add("<g class=\"legend\">\n<rect x=\"" + num(lx) + "\" y=\"" + num(top + 8) + "\" width=\"" + num(lw) +
         "\" height=\"" + num(8 + 16.0 * named) + "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#c0c0c0\"/>\n");
     double ly = top + 20;
@@ -275,7 +277,15 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
       if (series[i].name.empty()) continue;
       add("<line x1=\"" + num(lx + 6) + "\" y1=\"" + num(ly - 4) + "\" x2=\"" + num(lx + 24) + "\" y2=\"" +
           num(ly - 4) + "\" stroke=\"" + colour(i) + "\" stroke-width=\"2\"/>\n");
-      add("<text x=\"" + num(lx + 28) + "\" y=\"" + num(ly) + "\">" + xml_escape(series[i].name) + "</text>\n");
+      const std::string& name = series[i].name;
+      if (name.size() <= kLegendChars) {
+        add("<text x=\"" + num(lx + 28) + "\" y=\"" + num(ly) + "\">" + xml_escape(name) + "</text>\n");
+      } else {
+        size_t cut = kLegendChars - 1;
+        while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 character
+        add("<text x=\"" + num(lx + 28) + "\" y=\"" + num(ly) + "\"><title>" + xml_escape(name) + "</title>" +
+            xml_escape(name.substr(0, cut)) + "\u2026</text>\n");
+      }
       ly += 16;
     }
     add("</g>\n");

@@ -308,13 +308,19 @@ void mean_std(const std::vector<double>& v, double* mean, double* sd) {
 
 std::string sweep_table(const SweepResult& r) {
   std::ostringstream os;
-  os << strf("%4s  %4s  %-22s %-28s %9s  %9s %9s  %8s %8s  %4s  %s\n", "rank", "id", "optimizer",
+  // Specs are as long as their keys: the columns grow to the longest, so the figures stay aligned.
+  int wo = 22, ws = 28;
+  for (const SweepRun& x : r.runs) {
+    wo = std::max(wo, static_cast<int>(x.config.optimizer.size()));
+    ws = std::max(ws, static_cast<int>(x.config.schedule.size()));
+  }
+  os << strf("%4s  %4s  %-*s %-*s %9s  %9s %9s  %8s %8s  %4s  %s\n", "rank", "id", wo, "optimizer", ws,
              "schedule", "lr", "final val", "best val", "final acc", "best acc", "best", "status");
   std::vector<size_t> order = rank_runs(r.runs);
   for (size_t k = 0; k < order.size(); ++k) {
     const SweepRun& x = r.runs[order[k]];
-    os << strf("%4zu  %4lld  %-22s %-28s %9.3g  %9s %9s  %8s %8s  %4s  %s\n", k + 1,
-               static_cast<long long>(x.config.id), x.config.optimizer.c_str(), x.config.schedule.c_str(),
+    os << strf("%4zu  %4lld  %-*s %-*s %9.3g  %9s %9s  %8s %8s  %4s  %s\n", k + 1,
+               static_cast<long long>(x.config.id), wo, x.config.optimizer.c_str(), ws, x.config.schedule.c_str(),
                x.config.lr, cell("%.4f", x.final_val_loss).c_str(), cell("%.4f", x.best_val_loss).c_str(),
                cell("%.2f%%", 100 * x.final_val_accuracy).c_str(), cell("%.2f%%", 100 * x.best_val_accuracy).c_str(),
                x.best_epoch > 0 ? std::to_string(x.best_epoch).c_str() : "-", status(x, r).c_str());
@@ -328,8 +334,8 @@ std::string sweep_table(const SweepResult& r) {
       mean_std(a.final_loss, &ml, &sl);
       mean_std(a.final_acc, &ma, &sa);
       const std::string acc = std::isnan(ma) ? "" : "  acc " + cell("%.2f%%", 100 * ma) + " +- " + cell("%.2f%%", 100 * sa);
-      os << strf("  %-22s %-28s %9.3g  loss %s +- %s%s  (%zu runs, %d diverged)\n",
-                 a.config.optimizer.c_str(), a.config.schedule.c_str(), a.config.lr, cell("%.4f", ml).c_str(),
+      os << strf("  %-*s %-*s %9.3g  loss %s +- %s%s  (%zu runs, %d diverged)\n", wo,
+                 a.config.optimizer.c_str(), ws, a.config.schedule.c_str(), a.config.lr, cell("%.4f", ml).c_str(),
                  cell("%.4f", sl).c_str(), acc.c_str(), a.final_loss.size(), a.diverged);
     }
   }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -234,6 +235,50 @@ TEST(ReportContracts, CurvesCsvKeepsRowsWithLongSpecs) {
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4);  // header and three epochs
   EXPECT_NE(csv.find(run.config.schedule + "\",0.001,0,3,"), std::string::npos);
   EXPECT_NE(sweep_table(r).find(run.config.schedule), std::string::npos);
+}
+
+// The ranked table's spec columns had fixed widths: one longer spec pushed its row's figures out of
+// line with the header's and every other row's.
+TEST(ReportContracts, TableFiguresStayAlignedUnderLongSpecs) {
+  SweepResult r;
+  SweepRun run;
+  run.train_loss = run.val_loss = {0.5, 0.25};
+  run.val_accuracy = {0.5, 0.75};
+  run.final_val_loss = run.best_val_loss = 0.25;
+  run.final_val_accuracy = run.best_val_accuracy = 0.75;
+  run.best_epoch = 2;
+  run.config.lr = 1e-3;
+  run.config.optimizer = "adam(beta1=0.85,beta2=0.995,amsgrad=true)";
+  run.config.schedule = "warmup(steps=20)+cosine(steps=2ep,min=0.01)";
+  r.runs.push_back(run);
+  run.config.id = 1;
+  run.config.optimizer = "sgd()";
+  run.config.schedule = "constant";
+  r.runs.push_back(run);
+  std::istringstream table(sweep_table(r));
+  std::string header, line;
+  ASSERT_TRUE(std::getline(table, header));
+  const size_t end = header.find("final val") + std::string("final val").size();
+  int rows = 0;
+  while (std::getline(table, line) && !line.empty()) {
+    ++rows;
+    EXPECT_EQ(line.find("0.2500"), end - 6) << header << "\n" << line;
+  }
+  EXPECT_EQ(rows, 2);
+}
+
+// A legend entry longer than the legend box ran past the picture's right edge: it is cut at a
+// character boundary, and the whole name is the entry's tooltip.
+TEST(ReportContracts, LongLegendNamesAreCutWithTheNameAsTooltip) {
+  Series a, b;
+  a.x = b.x = {0, 1};
+  a.y = b.y = {1, 2};
+  a.name = "short";
+  b.name = std::string(58, 'x') + "\xc3\xa9\xc3\xa9 and more";  // the cut falls inside a 2-byte character
+  const std::string svg = svg_line_plot({a, b}, PlotOptions{});
+  EXPECT_NE(svg.find(">short</text>"), std::string::npos);
+  EXPECT_NE(svg.find("<title>" + b.name + "</title>" + std::string(58, 'x') + "\xe2\x80\xa6</text>"), std::string::npos)
+      << svg;
 }
 
 // Bytes that are not UTF-8 made a report or plot invalid XML.
