@@ -136,12 +136,16 @@ Built restarts(spec::ArgReader& r, int64_t) {
     double x = static_cast<double>(t);
     if (mult == 1) return cosine_between(lo, 1, std::fmod(x, period) / period);
     // Closed form as in PyTorch (restart n begins at period*(mult^n-1)/(mult-1)), then nudged
-    // by one restart either way in case rounding put t on the wrong side of a boundary.
+    // by one restart either way in case rounding put t on the wrong side of a boundary. A boundary
+    // that is a whole step computes a hair off it with a mult such as 1.1 (63.00000000000001 for
+    // period 30): within a relative 1e-9, t is at the boundary, where the new period begins.
     auto begin = [&](double n) { return period * (std::pow(mult, n) - 1) / (mult - 1); };
+    const double tol = 1e-9 * std::max(1.0, x);
     double n = std::floor(std::log(x / period * (mult - 1) + 1) / std::log(mult));
-    if (x < begin(n)) n -= 1;
-    if (x >= begin(n + 1)) n += 1;
-    return cosine_between(lo, 1, (x - begin(n)) / (period * std::pow(mult, n)));
+    if (x < begin(n) - tol) n -= 1;
+    if (x >= begin(n + 1) - tol) n += 1;
+    const double into = std::max(0.0, x - begin(n));
+    return cosine_between(lo, 1, into / (period * std::pow(mult, n)));
   }};
 }
 

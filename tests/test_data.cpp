@@ -301,6 +301,30 @@ TEST(DataIdx, CountMismatchAndBadLabels) {
                {dir.file("t10k-labels-idx1-ubyte"), "label 200", "byte offset 12"});
 }
 
+// A label must lie below the class count: the count itself is one too many. More labels than
+// images is a mismatch as much as fewer.
+TEST(DataIdx, LabelAtTheClassCountAndExtraLabelsAreRefused) {
+  const std::string images = idx_images(3, 2, 2, test_pixel);
+  expect_error([&] { lrlab::parse_idx(images, idx_labels({0, 3, 1}), "c", 3); },
+               {"c labels", "label 3", "byte offset 9", "3 classes"});
+  EXPECT_EQ(lrlab::parse_idx(images, idx_labels({0, 2, 1}), "c", 3).num_classes, 3);
+  expect_error([&] { lrlab::parse_idx(images, idx_labels({0, 1, 2, 0}), "c"); },
+               {"c labels", "4 labels", "c images", "3 images"});
+}
+
+// Files that each miss the highest class (a small test set) still give all splits one class count.
+TEST(DataIdx, SplitsAgreeOnTheClassCount) {
+  TempDir dir;
+  write_idx_set(dir, false, 30, 10);
+  std::vector<uint8_t> two_classes(10);
+  for (size_t i = 0; i < two_classes.size(); ++i) two_classes[i] = static_cast<uint8_t>(i % 2);
+  dir.write("t10k-labels-idx1-ubyte", idx_labels(two_classes));
+  DataSplits s = lrlab::load_data("idx:" + dir.path(), DataOptions{});
+  EXPECT_EQ(s.train.num_classes, 3);
+  EXPECT_EQ(s.val.num_classes, 3);
+  EXPECT_EQ(s.test.num_classes, 3);
+}
+
 TEST(DataIdx, GzipProblemsInFilesNameTheFile) {
   TempDir dir;
   write_idx_set(dir, true, 20, 5);
@@ -403,6 +427,12 @@ TEST(DataCsv, BadInputNamesFileAndLine) {
   bad(std::string("1,2,3\n0,\0x,1\n", 13), {"line 2", "column 2", "'\\x00x' is not a number"});
   bad("1,2\n2,nan\n", {"line 2", "not a finite number"}, true);
   expect_error([] { lrlab::parse_csv("1,2\n9,1\n", "c.csv", false, 5); }, {"c.csv", "line 2", "label 9", "5 classes"});
+}
+
+// With the class count given, a label equal to it is out of range.
+TEST(DataCsv, LabelAtTheClassCountIsRefused) {
+  expect_error([] { lrlab::parse_csv("1,2\n5,1\n", "c.csv", false, 5); }, {"c.csv", "line 2", "label 5", "5 classes"});
+  EXPECT_EQ(lrlab::parse_csv("1,2\n4,1\n", "c.csv", false, 5).num_classes, 5);
 }
 
 TEST(DataCsv, OverlongLineIsRefused) {

@@ -143,6 +143,14 @@ TEST_F(AtomicIo, WriteFailuresNameThePathAndLeaveTheOldFile) {
   EXPECT_NE(error_of([&] { write_file_atomic("", "x"); }).find("cannot write ''"), std::string::npos);
 }
 
+// A run checks its output paths before any work: a folder that does not exist is refused up front.
+TEST_F(AtomicIo, RequireWritableRefusesAMissingFolder) {
+  const std::string missing = dir_ + "/no/such/x.txt";
+  EXPECT_EQ(error_of([&] { require_writable(missing); }), "cannot write '" + missing + "': No such file or directory");
+  EXPECT_EQ(error_of([&] { require_writable(dir_ + "/new.txt"); }), "");
+  EXPECT_TRUE(entries().empty());
+}
+
 TEST_F(AtomicIo, ReadFailures) {
   std::string missing = dir_ + "/missing.txt";
   EXPECT_EQ(error_of([&] { read_file(missing, 10); }),

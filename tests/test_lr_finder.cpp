@@ -130,6 +130,29 @@ TEST(LrFinder, StopsEarlyWhenTheRateBlowsUpAndSuggestsBelowIt) {
   EXPECT_EQ(c.suggestion, c.valley);
 }
 
+// The options are the test's own: beta 0 smooths nothing, and a stop factor of 1.5 stops at the
+// first smoothed loss above 1.5 times the lowest before it.
+TEST(LrFinder, SmoothingAndStopFollowTheOptions) {
+  const DataSplits data = spirals();
+  TrainEngine eng(spirals_engine(data, "sgd(momentum=0.9)"), data);
+  FinderOptions f;
+  f.start = 1e-4;
+  f.end = 1e4;
+  f.steps = 120;
+  f.beta = 0;
+  f.stop_factor = 1.5;
+  FinderCurve c = run_range_test(eng, f);
+  ASSERT_GT(c.steps_run, 2);
+  EXPECT_EQ(c.smoothed, c.loss);
+  double lowest = c.smoothed[0];
+  for (size_t i = 0; i + 1 < c.smoothed.size(); ++i) {
+    lowest = std::min(lowest, c.smoothed[i]);
+    EXPECT_LE(c.smoothed[i], 1.5 * lowest) << i;
+  }
+  EXPECT_TRUE(c.stopped_early);
+  EXPECT_GT(c.smoothed.back(), 1.5 * lowest);
+}
+
 TEST(LrFinder, SuggestionRulesPickTheExpectedPoints) {
   // Flat, a steep fall around index 5, then a rise: the steepest central slope is at 5,
   // (2 - 4.9) / 0.2 = -14.5 against -11 at 6.
@@ -205,6 +228,22 @@ TEST(LrFinder, RestoresTheModelSoTrainingStartsFromTheSameWeights) {
   std::vector<float> pa = used.params(), pb = fresh.params();
   ASSERT_EQ(pa.size(), pb.size());
   EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+}
+
+// The test starts from the engine's weights with a fresh optimizer: after some training, its curve
+// is that of a new engine given the trained weights.
+TEST(LrFinder, StartsWithAFreshOptimizerFromTheCurrentWeights) {
+  const DataSplits data = spirals();
+  TrainEngine trained(spirals_engine(data, "adam()"), data);
+  trained.begin_epoch(0);
+  trained.run(10);
+  TrainEngine fresh(spirals_engine(data, "adam()"), data);
+  fresh.set_params(trained.params());
+  FinderOptions f;
+  f.steps = 40;
+  f.end = 1;
+  const FinderCurve a = run_range_test(trained, f), b = run_range_test(fresh, f);
+  EXPECT_EQ(a.loss, b.loss);
 }
 
 // The finder's rollback: a snapshot puts weights and optimizer back, and one taken from an engine
@@ -349,6 +388,19 @@ TEST(LrFinder, CliPrintsSuggestionsAndWritesJsonAndSvg) {
     EXPECT_EQ(e.status, 2) << bad << "\n" << e.out << e.err;
     EXPECT_EQ(e.err.rfind("error:", 0), 0u) << bad << "\n" << e.err;
   }
+}
+
+// --mode linear ramps the rate by equal steps.
+TEST(LrFinder, CliLinearModeRampsLinearly) {
+  const std::string json_path = temp_path("finder_linear.json");
+  auto r = run_cli("find-lr --data spirals --samples 600 --hidden 8 --batch 50 --device cpu --steps 20 "
+                   "--start 0.001 --end 0.02 --mode linear --json " + json_path);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  nlohmann::json doc = nlohmann::json::parse(slurp(json_path));
+  const auto& lr = doc["curves"][0]["lr"];
+  ASSERT_EQ(lr.size(), 20u);
+  for (size_t i = 0; i < 20; ++i) EXPECT_NEAR(lr[i].get<double>(), 0.001 + 0.001 * static_cast<double>(i), 1e-8) << i;
+  std::remove(json_path.c_str());
 }
 
 }  // namespace

@@ -160,6 +160,18 @@ TEST(NnMathSoftmaxCrossEntropy, StableForLargeLogits) {
   EXPECT_EQ(softmax_cross_entropy(apart.data(), 2, 0, 1.0f, nullptr), 0.0f);
 }
 
+// The row maximum runs over every logit, the last included: with a large last logit, exp() of the
+// others against anything smaller would overflow to inf.
+TEST(NnMathSoftmaxCrossEntropy, LargestLogitLastIsStable) {
+  const std::vector<float> z{0.0f, 100.0f};
+  std::vector<float> g(2);
+  const float loss = softmax_cross_entropy(z.data(), 2, 0, 1.0f, g.data());
+  EXPECT_NEAR(loss, ref_cross_entropy(z, 0), 1e-4);  // 100 + log(1 + e^-100)
+  EXPECT_NEAR(g[0], -1.0, 1e-6);
+  EXPECT_NEAR(g[1], 1.0, 1e-6);
+  EXPECT_NEAR(softmax_cross_entropy(z.data(), 2, 1, 1.0f, nullptr), 0.0, 1e-6);
+}
+
 TEST(NnMathMeanSquaredError, LossAndGradient) {
   const std::vector<float> o{1.0f, -2.0f, 0.5f};
   const std::vector<float> y{0.0f, 1.0f, 0.5f};

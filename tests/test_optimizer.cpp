@@ -281,6 +281,62 @@ TEST(OptimizerClip, GlobalNormClippingMatchesClippedGradients) {
   EXPECT_LT(maxnorm_rel_error(p.data(), ref.p), 1e-6);
 }
 
+// torch.nn.utils.clip_grad_norm_ scales by max_norm / (norm + 1e-6): for norms near 1e-6 that 1e-6
+// is a third of the divisor, not a rounding detail.
+TEST(OptimizerClip, NormCarriesTorchsEpsilon) {
+  std::vector<float> p = {0.0f, 0.0f}, g = {1.2e-6f, 1.6e-6f};
+  Optimizer opt("sgd(clip=1e-6)", Device::CPU, 2, {1.0f});
+  opt.step(p, g);
+  const double norm = std::hypot(static_cast<double>(g[0]), static_cast<double>(g[1]));  // 2e-6
+  const double coef = static_cast<double>(1e-6f) / (norm + 1e-6);                        // about 1/3
+  for (int i = 0; i < 2; ++i) EXPECT_NEAR(p[i], -coef * g[i], 1e-5 * g[i]) << i;
+}
+
+// With a loss scale, PyTorch's recipe is scaler.unscale_() and then clip_grad_norm_(): clipping
+// compares max_norm with the norm of the unscaled gradients, whatever the scale.
+TEST(OptimizerClip, ClipsTheUnscaledNorm) {
+  const float scale = 1024.0f;
+  for (const std::vector<float>& g : {std::vector<float>{0.3f, -0.4f}, std::vector<float>{3.0f, -4.0f}}) {
+    std::vector<float> p = {1.0f, 2.0f}, scaled = g;
+    for (float& x : scaled) x *= scale;
+    Optimizer opt("sgd(clip=1)", Device::CPU, 2, {0.1f});
+    opt.set_grad_scale(scale);
+    opt.step(p, scaled);
+    const double norm = std::hypot(static_cast<double>(g[0]), static_cast<double>(g[1]));  // 0.5, then 5
+    const double coef = std::min(1.0, 1.0 / (norm + 1e-6));
+    EXPECT_NEAR(p[0], 1.0 - 0.1 * coef * g[0], 1e-6) << norm;
+    EXPECT_NEAR(p[1], 2.0 - 0.1 * coef * g[1], 1e-6) << norm;
+  }
+}
+
+// Each replica is clipped by its own norm (the norm is per replica, PyTorch's one model per
+// configuration): replicas whose gradients differ in size get different coefficients.
+TEST(OptimizerClip, EachReplicaClipsByItsOwnNorm) {
+  const int64_t n = 300, K = 3;
+  Rng rng(31);
+  std::vector<float> p = normal_vector(K * n, rng), g(K * n);
+  OptimizerSetup setup;
+  setup.lr = 0.1f;
+  setup.replicas = K;
+  Optimizer opt("sgd(clip=1.0)", Device::CPU, n, setup);
+  std::vector<RefOptimizer> refs;
+  for (int64_t r = 0; r < K; ++r) refs.emplace_back(opt.hyper(), std::vector<float>(p.begin() + r * n, p.begin() + (r + 1) * n));
+  const double sizes[K] = {3.0, 0.001, 0.5};  // clipped, not clipped, clipped by another factor
+  for (int64_t r = 0; r < K; ++r) {
+    std::vector<float> gr = normal_vector(n, rng, sizes[r]);
+    std::copy(gr.begin(), gr.end(), g.begin() + r * n);
+  }
+  opt.step(p, g);
+  for (int64_t r = 0; r < K; ++r) {
+    std::vector<float> gr(g.begin() + r * n, g.begin() + (r + 1) * n);
+    double norm = 0;
+    for (float x : gr) norm += static_cast<double>(x) * x;
+    norm = std::sqrt(norm);
+    refs[r].step(gr, std::vector<double>(n, 0.1), std::vector<double>(n, 0.0), std::min(1.0, 1.0 / (norm + 1e-6)));
+    EXPECT_LT(maxnorm_rel_error(p.data() + r * n, refs[r].p), 1e-6) << "replica " << r;
+  }
+}
+
 TEST(OptimizerBf16, CopyWrittenInTheSamePass) {
   const size_t n = 203;
   Rng rng(11);
@@ -410,6 +466,54 @@ TEST(OptimizerState, UnstashRollsBackToTheStash) {
   EXPECT_EQ(opt.state_buffer(2), v);
 }
 
+// unstash() rolls back counters and moments but keeps the schedule installed since the stash (a
+// range test swaps its ramp in and out around one): the next step reads the current table.
+TEST(OptimizerState, UnstashKeepsTheCurrentTable) {
+  std::vector<float> p = {1.0f}, g = {1.0f};
+  Optimizer opt("sgd()", Device::CPU, 1, {0.1f});
+  opt.stash();  // without a table
+  opt.set_schedule({0.25f});
+  opt.unstash();
+  EXPECT_FLOAT_EQ(opt.next_lr(), 0.025f);
+  opt.step(p, g);
+  EXPECT_FLOAT_EQ(p[0], 0.975f);
+}
+
+// reset_replica() makes one replica a fresh optimizer: its count restarts (Adam's bias corrections
+// with it) and its moments return to their initial values, while the other replicas go on as they were.
+TEST(OptimizerState, ResetReplicaStartsItAfresh) {
+  const int64_t n = 33, ld = 36, K = 2;
+  OptimizerSetup setup;
+  setup.lr = 0.01f;
+  setup.replicas = K;
+  setup.replica_stride = ld;
+  Optimizer opt("adam()", Device::CPU, n, setup);
+  Rng rng(37);
+  std::vector<float> p(K * ld, 0.0f), g(K * ld, 0.0f);
+  for (int64_t r = 0; r < K; ++r)
+    for (int64_t i = 0; i < n; ++i) p[r * ld + i] = static_cast<float>(rng.normal());
+  std::vector<RefOptimizer> refs;
+  for (int64_t r = 0; r < K; ++r) refs.emplace_back(opt.hyper(), std::vector<float>(p.begin() + r * ld, p.begin() + r * ld + n));
+  auto step = [&] {
+    for (int64_t r = 0; r < K; ++r)
+      for (int64_t i = 0; i < n; ++i) g[r * ld + i] = static_cast<float>(rng.normal());
+    opt.step(p, g);
+    for (int64_t r = 0; r < K; ++r)
+      refs[r].step(std::vector<float>(g.begin() + r * ld, g.begin() + r * ld + n), std::vector<double>(n, 0.01),
+                   std::vector<double>(n, 0.0));
+  };
+  for (int i = 0; i < 5; ++i) step();
+  opt.reset_replica(1);
+  refs[1] = RefOptimizer(opt.hyper(), std::vector<float>(p.begin() + ld, p.begin() + ld + n));
+  EXPECT_EQ(opt.step_count(1), 0);
+  EXPECT_EQ(opt.step_count(0), 5);
+  for (int k = 0; k < 2; ++k)
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(opt.state_buffer(k)[ld + i], 0.0f) << "buffer " << k << ", " << i;
+  for (int i = 0; i < 3; ++i) step();
+  EXPECT_EQ(opt.step_count(1), 3);
+  for (int64_t r = 0; r < K; ++r) EXPECT_LT(maxnorm_rel_error(p.data() + r * ld, refs[r].p), 1e-5) << "replica " << r;
+}
+
 TEST(OptimizerState, LoadRefusesForeignOrTruncatedState) {
   Optimizer a("adam()", Device::CPU, 10);
   std::string s = a.save();
@@ -436,6 +540,43 @@ TEST(OptimizerManual, SetLrTakesEffectAtTheNextStep) {
   EXPECT_FLOAT_EQ(p[0], 0.885f);
 }
 
+// maximize negates the gradient before anything else reads it (weight decay, moments), as PyTorch's
+// `grad = -grad if maximize`: one SGD step worked by hand, then every rule against the float64
+// reference.
+TEST(OptimizerManual, MaximizeAscendsForEveryRule) {
+  std::vector<float> p(1, 1.0f), g(1, 0.5f);
+  Optimizer sgd("sgd(maximize=true)", Device::CPU, 1, {0.1f});
+  sgd.step(p, g);
+  EXPECT_FLOAT_EQ(p[0], 1.05f);
+  for (const char* spec : {"sgd(momentum=0.9,wd=0.01,maximize=true)", "adam(wd=0.01,amsgrad=true,maximize=true)",
+                           "adamw(maximize=true)", "rmsprop(momentum=0.5,centered=true,maximize=true)",
+                           "adagrad(lr_decay=0.01,wd=0.01,maximize=true)"}) {
+    const size_t n = 37;
+    Rng rng(29);
+    std::vector<float> q = normal_vector(n, rng);
+    Optimizer opt(spec, Device::CPU, n, {0.01f});
+    RefOptimizer ref(opt.hyper(), q);
+    for (int step = 0; step < 50; ++step) {
+      std::vector<float> gr = normal_vector(n, rng);
+      opt.step(q, gr);
+      ref.step(gr, std::vector<double>(n, 0.01), std::vector<double>(n, opt.hyper().weight_decay));
+    }
+    EXPECT_LT(maxnorm_rel_error(q.data(), ref.p), 1e-5) << spec;
+  }
+}
+
+// next_lr() is the rate the next step uses: base x table[min(step, T-1)] x scale (docs/OPTIMIZERS.md),
+// the scale included.
+TEST(OptimizerManual, NextLrIncludesTheScale) {
+  Optimizer opt("sgd()", Device::CPU, 1, {0.1f});
+  opt.set_schedule({1.0f, 0.5f});
+  opt.set_scale(0.25f);
+  EXPECT_FLOAT_EQ(opt.next_lr(), 0.025f);
+  std::vector<float> p = {1.0f}, g = {1.0f};
+  opt.step(p, g);
+  EXPECT_FLOAT_EQ(p[0], 0.975f);
+  EXPECT_FLOAT_EQ(opt.next_lr(), 0.0125f);
+}
 TEST(OptimizerSpec, ParsesEveryNameWithDefaults) {
   OptimizerHyper a = parse_optimizer("adam()");
   EXPECT_EQ(a.kind, OptimKind::Adam);
@@ -534,6 +675,13 @@ TEST(OptimizerSpec, ABetaThatRoundsToOneIsRefusedAsSuch) {
   EXPECT_FLOAT_EQ(parse_optimizer("adam(beta2=0.9999999)").beta2, 0.9999999f);
 }
 
+// Nesterov momentum needs dampening 0 (PyTorch raises "Nesterov momentum requires a momentum and zero
+// dampening"): the spec parser refuses it, as the constructor does for hyperparameters built in code.
+TEST(OptimizerSpec, NesterovWithDampeningIsRefused) {
+  const std::string msg = lrlab::testing::error_of([] { parse_optimizer("sgd(momentum=0.9,nesterov=true,dampening=0.1)"); });
+  EXPECT_NE(msg.find("Nesterov"), std::string::npos) << msg;
+  EXPECT_EQ(lrlab::testing::error_of([] { parse_optimizer("sgd(momentum=0.9,nesterov=true,dampening=0)"); }), "");
+}
 // Each factor of the rate can be valid while their product overflows fp32: refused wherever one of
 // them is set, instead of inf rates and NaN weights at the next step.
 TEST(OptimizerSetupChecks, RatesWhoseProductOverflowsAreRefused) {
@@ -575,6 +723,21 @@ TEST(OptimizerSetupChecks, StepCountsAndGradScalesOutOfRangeAreRefused) {
   EXPECT_EQ(copy.replica_state().inv_grad_scale, opt.replica_state().inv_grad_scale);
 }
 
+// Replica K is one past the last: every setter that takes a replica refuses it (it would write past
+// the replicas' states), and -1 still means all of them.
+TEST(OptimizerSetupChecks, ReplicaOnePastTheLastIsRefused) {
+  OptimizerSetup two;
+  two.replicas = 2;
+  Optimizer opt("adam()", Device::CPU, 4, two);
+  using lrlab::testing::error_of;
+  EXPECT_NE(error_of([&] { opt.set_lr(1e-2f, 2); }).find("replica 2 out of range"), std::string::npos);
+  EXPECT_NE(error_of([&] { opt.set_scale(0.5f, 2); }).find("replica 2 out of range"), std::string::npos);
+  EXPECT_NE(error_of([&] { opt.set_step(3, 2); }).find("replica 2 out of range"), std::string::npos);
+  EXPECT_NE(error_of([&] { opt.set_schedule({1.0f}, 2); }).find("replica 2 out of range"), std::string::npos);
+  opt.set_lr(1e-2f, -1);
+  EXPECT_FLOAT_EQ(opt.next_lr(0), 1e-2f);
+  EXPECT_FLOAT_EQ(opt.next_lr(1), 1e-2f);
+}
 // Setting a gradient scale, even 1, turns the finite check on, as PyTorch's GradScaler checks at
 // every scale: a NaN gradient skips the step instead of reaching the weights.
 TEST(OptimizerSkip, AnyGradScaleTurnsTheFiniteCheckOn) {
@@ -672,6 +835,19 @@ TEST(OptimizerState, LoadTakesTheStepCountsSaveWrites) {
   EXPECT_EQ(to.step_count(), (int64_t{1} << 52) + 1);
 }
 
+// A state saved with a gradient scale turns the finite check on where it is loaded, as
+// set_grad_scale() would: a NaN gradient after resuming skips the step instead of reaching the weights.
+TEST(OptimizerState, LoadedGradScaleKeepsTheFiniteCheck) {
+  Optimizer from("adam()", Device::CPU, 2);
+  from.set_grad_scale(2.0f);
+  Optimizer to("adam()", Device::CPU, 2);
+  to.load(from.save());
+  std::vector<float> p = {1.0f, 2.0f}, g = {std::numeric_limits<float>::quiet_NaN(), 0.5f};
+  to.step(p, g);
+  EXPECT_EQ(p, (std::vector<float>{1.0f, 2.0f}));
+  EXPECT_EQ(to.step_count(), 0);
+  EXPECT_EQ(to.replica_state().skipped_total, 1);
+}
 TEST(OptimizerState, AMovedFromOptimizerThrowsInsteadOfCrashing) {
   Optimizer a("adam()", Device::CPU, 4);
   Optimizer b(std::move(a));

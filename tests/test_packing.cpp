@@ -49,6 +49,17 @@ TEST(ReplicaPacking, BlocksThatContinueEachOtherMerge) {
   EXPECT_EQ(one, ReplicaPacking(10, 1));
 }
 
+// Blocks merge only when they continue each other in every replica: here they do in replica 0
+// (offsets 0 and 4) but not in replica 1 (strides 10 and 20), so they stay two blocks.
+TEST(ReplicaPacking, BlocksWithDifferentStridesStaySeparate) {
+  const ReplicaPacking p(10, 2, {{0, 4, 0, 10}, {4, 10, 4, 20}});
+  EXPECT_EQ(p.blocks().size(), 2u);
+  EXPECT_EQ(p.index(0, 5), 5);
+  EXPECT_EQ(p.index(1, 3), 13);
+  EXPECT_EQ(p.index(1, 5), 25);  // 4 + 20 + (5 - 4)
+  EXPECT_EQ(p.span(), 30);
+}
+
 TEST(ReplicaPacking, GatherAndScatterRoundTrip) {
   // Block 0 of all replicas first (a tensor-major block), then the rest of each replica.
   const int64_t K = 3;

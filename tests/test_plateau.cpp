@@ -150,6 +150,40 @@ TEST(PlateauRule, StateRestoresExactly) {
   EXPECT_NE(error_of([&] { b.restore(bad); }).find("negative"), std::string::npos);
 }
 
+// mode=max with threshold_mode=abs (PyTorch is_better: a > best + threshold): a rise smaller than the
+// threshold is no improvement.
+TEST(PlateauRule, ModeMaxAbsoluteThreshold) {
+  PlateauOptions o = with(0);
+  o.maximize = true;
+  o.relative = false;
+  o.threshold = 0.5;
+  ReduceOnPlateau rule(o);
+  EXPECT_FALSE(rule.step(1.0, 1.0));
+  EXPECT_TRUE(rule.step(1.25, 1.0));   // needs > 1.5
+  EXPECT_DOUBLE_EQ(rule.state().best, 1.0);
+  EXPECT_FALSE(rule.step(1.75, 1.0));  // 1.75 > 1.5 improves
+  EXPECT_DOUBLE_EQ(rule.state().best, 1.75);
+}
+
+// PyTorch changes the rate only if old_lr - new_lr > eps: with eps = 0 a cut at min_scale, which
+// lowers nothing, is no cut, and step() must not report one.
+TEST(PlateauRule, ACutThatLowersNothingIsNotReported) {
+  PlateauOptions o = with(0, 0.5);
+  o.min_scale = 0.5;
+  o.eps = 0;
+  ReduceOnPlateau rule(o);
+  EXPECT_EQ(cuts(rule, {1, 1, 1, 1}), (std::vector<int>{2}));
+  EXPECT_DOUBLE_EQ(rule.scale(), 0.5);
+}
+
+TEST(PlateauRule, RestoreRefusesANaNBest) {
+  ReduceOnPlateau rule(with(2));
+  PlateauState bad = rule.state();
+  bad.best = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_NE(error_of([&] { rule.restore(bad); }).find("best metric is NaN"), std::string::npos);
+  EXPECT_TRUE(std::isinf(rule.state().best));  // unchanged
+}
+
 TEST(PlateauSpec, ParsesKeys) {
   PlateauOptions o = parse_plateau(
       "plateau(mode=max, factor=0.5, patience=2, threshold=0.01, threshold_mode=abs, cooldown=3, "

@@ -115,6 +115,33 @@ TEST(ScheduleFormulas, RestartsMatchPyTorchWarmRestartsWithTMult2) {
   }
 }
 
+// With mult=10 the restarts begin at 0, 1, 11, 111, 1111: log(1000)/log(10) rounds to just below 3,
+// which would put step 111 at the end of the previous period (multiplier min) instead of at a
+// restart. (PyTorch 1.13's closed form has exactly this slip: 0.0 at epoch 111.)
+TEST(ScheduleFormulas, RestartsBeginExactlyWhereRoundingSlips) {
+  const std::string s = "restarts(period=1, mult=10)";
+  EXPECT_DOUBLE_EQ(m(s, 11), 1);
+  EXPECT_NEAR(m(s, 110), (1 + std::cos(kPi * 99 / 100)) / 2, 1e-15);
+  EXPECT_DOUBLE_EQ(m(s, 111), 1);
+  EXPECT_NEAR(m(s, 112), (1 + std::cos(kPi * 1 / 1000)) / 2, 1e-15);
+  EXPECT_DOUBLE_EQ(m(s, 111111), 1);
+  EXPECT_DOUBLE_EQ(m("restarts(period=2, mult=3)", 242), 1);  // restarts at 0, 2, 8, 26, 80, 242
+}
+
+// A mult PyTorch does not allow (it needs a whole T_mult): periods 30, 33, 36.3, so restarts at 0,
+// 30, 63 and 99.3. The boundary at 63 computes as 63.00000000000001, which put step 63 at the end
+// of the second period (multiplier min) instead of at the third's start.
+TEST(ScheduleFormulas, RestartsWithAFractionalMultBeginOnTheirWholeSteps) {
+  const std::string s = "restarts(period=30, mult=1.1, min=0.1)";
+  auto at = [](double into, double length) { return 0.1 + 0.9 * (1 + std::cos(kPi * into / length)) / 2; };
+  EXPECT_DOUBLE_EQ(m(s, 30), 1);
+  EXPECT_NEAR(m(s, 62), at(32, 33), 1e-12);
+  EXPECT_DOUBLE_EQ(m(s, 63), 1);
+  EXPECT_NEAR(m(s, 64), at(1, 36.3), 1e-12);
+  EXPECT_NEAR(m(s, 99), at(36, 36.3), 1e-12);  // the fourth period begins at 99.3
+  EXPECT_NEAR(m(s, 100), at(100 - 99.3, 39.93), 1e-12);
+}
+
 TEST(ScheduleFormulas, LinearAndWarmup) {
   // PyTorch LinearLR(start_factor=0.25, end_factor=1, total_iters=4).
   const double linear[] = {0.25, 0.4375, 0.625, 0.8125, 1, 1};
@@ -283,6 +310,13 @@ TEST(ScheduleErrors, NonFiniteValuesAndTableLimits) {
   EXPECT_EQ(c.spec(), "constant");
   Schedule fallback;  // default-constructed: constant 1
   EXPECT_EQ(fallback.multiplier(1000, 1), 1);
+}
+
+// A base rate must be a normal fp32 number: a subnormal such as 1e-40 is positive and finite once
+// rounded, yet outside [1.2e-38, 3.4e38] and loses its precision in the kernels' products.
+TEST(ScheduleErrors, BaseRateMustBeANormalFloat) {
+  EXPECT_ERROR_HAS(error_of([] { check_base_rate(1e-40, "--lr"); }), "--lr 1e-40 is outside fp32's range");
+  EXPECT_EQ(error_of([] { check_base_rate(1.2e-38, "--lr"); }), "");
 }
 
 // ---- the `lrlab schedule` command ----

@@ -106,6 +106,36 @@ TEST(SpecArgs, EpochsNeedStepsPerEpochAndRound) {
   EXPECT_NE(msg.find("steps per epoch"), std::string::npos) << msg;
 }
 
+// A step count is exact in a double up to 2^53; past 9e15 it is refused rather than rounded.
+TEST(SpecArgs, StepCountsPastNineQuadrillionAreRefused) {
+  auto seg = spec::parse("s(a=1e16, b=9e15, c=100000000ep)")[0];
+  spec::ArgReader r(seg, "schedule", 1e9);
+  EXPECT_NE(error_of([&] { r.steps("a", 0); }).find("a=1e16 at position 5: too many steps"), std::string::npos);
+  EXPECT_EQ(r.steps("b", 0), int64_t{9000000000000000});
+  EXPECT_NE(error_of([&] { r.steps("c", 0); }).find("too many steps"), std::string::npos);
+}
+
+// The exponent marker may be written E, as is_decimal and strtod accept: its sign stays in the value
+// instead of starting a new segment.
+TEST(SpecParse, UpperCaseExponentKeepsItsSign) {
+  auto segs = spec::parse("x(a=1E+2,b=2E-1)+y");
+  ASSERT_EQ(segs.size(), 2u);
+  ASSERT_EQ(segs[0].args.size(), 2u);
+  EXPECT_EQ(segs[0].args[0].value, "1E+2");
+  EXPECT_EQ(segs[0].args[1].value, "2E-1");
+  EXPECT_EQ(segs[1].name, "y");
+}
+
+// Epochs become the nearest whole step count, not the next one up: 0.4 epochs of 3 steps is 1.2 -> 1,
+// 0.6 epochs is 1.8 -> 2.
+TEST(SpecArgs, EpochsRoundToTheNearestStep) {
+  auto seg = spec::parse("s(a=0.4ep, b=0.6ep, c=10.1ep)")[0];
+  spec::ArgReader r(seg, "schedule", 3);
+  EXPECT_EQ(r.steps("a", 0), 1);
+  EXPECT_EQ(r.steps("b", 0), 2);
+  EXPECT_EQ(r.steps("c", 0), 30);  // 30.3
+}
+
 TEST(SpecArgs, BadValuesNameKeyAndPosition) {
   auto seg = spec::parse("s(n=1.5, x=abc, neg=-1, inf=1e999, l=1;;2, w=up, b=maybe)")[0];
   spec::ArgReader r(seg, "schedule");

@@ -4,9 +4,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -14,9 +16,12 @@
 #include "engine_workers.hpp"
 #include "gpu.hpp"
 #include "test_util.hpp"
+#include "lrlab/data.hpp"
+#include "lrlab/device.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
 #include "lrlab/sweep.hpp"
+#include "lrlab/train_engine.hpp"
 
 using namespace lrlab;
 using lrlab::testing::run_cli;
@@ -280,6 +285,81 @@ TEST(Sweep, HalvingKeepsAnEntrysSeedsTogether) {
   EXPECT_GT(halted, 0);
 }
 
+// Halving keeps the best ceil(n / eta) entries at each rung, so a rung never halts every survivor:
+// with 3 entries, eta 2 and 4 epochs (rungs after epochs 1 and 2), 3 -> 2 -> 1.
+TEST(Sweep, HalvingRoundsTheSurvivorsUp) {
+  SweepOptions o = small_sweep();
+  o.lrs = {1e-3, 3e-3, 1e-2};
+  o.schedules = {"constant"};
+  o.optimizers = {"adam()"};
+  o.base.epochs = 4;
+  o.halving = 2;
+  SweepResult r = run_sweep(o);
+  std::vector<size_t> epochs_run;
+  for (const SweepRun& x : r.runs) {
+    ASSERT_FALSE(x.diverged);
+    epochs_run.push_back(x.val_loss.size());
+  }
+  std::sort(epochs_run.begin(), epochs_run.end());
+  EXPECT_EQ(epochs_run, (std::vector<size_t>{1, 2, 4}));
+}
+
+// Seed index k of --seeds is data order seed+k and initial weights seed+k: the run equals an engine
+// trained alone so.
+TEST(Sweep, EachSeedIsItsOwnDataOrderAndInitialWeights) {
+  SweepOptions o = small_sweep();
+  o.lrs = {1e-2};
+  o.schedules = {"constant"};
+  o.optimizers = {"adam()"};
+  o.base.epochs = 1;
+  o.base.seed = 4;
+  o.seeds = 2;
+  o.mode = "sequential";
+  const DataSplits data = load_data(o.base.data, data_options(o.base, o.base.seed));
+  const SweepResult r = run_sweep_on(o, data);
+  ASSERT_EQ(r.runs.size(), 2u);
+  for (int64_t k = 0; k < 2; ++k) {
+    EngineConfig ec;
+    ec.model = model_for(o.base, data.train);
+    ec.optimizer = "adam()";
+    ec.replicas = {ReplicaSpec{1e-2f, "constant", 4 + static_cast<uint64_t>(k)}};
+    ec.batch = o.base.batch;
+    ec.epochs = 1;
+    ec.data_seed = 4 + static_cast<uint64_t>(k);
+    ec.device = parse_device(o.base.device);
+    TrainEngine eng(ec, data);
+    eng.begin_epoch(0);
+    eng.run(eng.steps_per_epoch());
+    const double want = eng.evaluate(Split::Val).loss[0];
+    EXPECT_NEAR(r.runs[k].val_loss[0], want, 1e-5 * want) << "seed index " << k;
+  }
+}
+
+// The summary is read off each run's curves, and the rate of an epoch is its last step's.
+TEST(Sweep, SummaryAndRatesFollowTheCurves) {
+  SweepOptions o = small_sweep();
+  o.lrs = {3e-3, 3e-2};
+  o.schedules = {"exp(gamma=0.9)"};  // a new rate every step
+  o.optimizers = {"adam()"};
+  SweepResult r = run_sweep(o);
+  const int64_t spe = r.steps_per_epoch;
+  ASSERT_GT(spe, 1);
+  for (const SweepRun& x : r.runs) {
+    ASSERT_FALSE(x.diverged);
+    ASSERT_EQ(x.val_loss.size(), 3u);
+    const size_t best = std::min_element(x.val_loss.begin(), x.val_loss.end()) - x.val_loss.begin();
+    EXPECT_EQ(x.best_epoch, static_cast<int64_t>(best) + 1);
+    EXPECT_EQ(x.best_val_loss, x.val_loss[best]);
+    EXPECT_EQ(x.final_val_loss, x.val_loss.back());
+    EXPECT_EQ(x.best_val_accuracy, *std::max_element(x.val_accuracy.begin(), x.val_accuracy.end()));
+    EXPECT_EQ(x.final_val_accuracy, x.val_accuracy.back());
+    for (int64_t e = 0; e < 3; ++e) {
+      const double want = x.config.lr * std::pow(0.9, static_cast<double>((e + 1) * spe - 1));
+      EXPECT_NEAR(x.lr[e], want, 1e-5 * want) << e;
+    }
+  }
+}
+
 // The spread over data orders is of --seeds; a rate listed twice is two entries, not two seeds.
 TEST(SweepReport, SpreadIsOverSeedsOnly) {
   SweepOptions o = small_sweep();
@@ -316,6 +396,92 @@ TEST(SweepReport, MissingMetricsAndUnfinishedRuns) {
   r.runs[0].val_loss.pop_back();
   table = sweep_table(r);
   EXPECT_NE(table.find("unfinished@1"), std::string::npos) << table;
+}
+
+// A finished run of one epoch, built by hand for the report's tests.
+SweepRun hand_run(int64_t id, int64_t seed_index, double loss, double accuracy) {
+  SweepRun x;
+  x.config = {id, 1e-2, "constant", "adam()", seed_index};
+  x.train_loss = {2 * loss};
+  x.val_loss = {loss};
+  x.val_accuracy = {accuracy};
+  x.lr = {1e-2};
+  x.final_val_loss = x.best_val_loss = loss;
+  x.final_val_accuracy = x.best_val_accuracy = accuracy;
+  x.best_epoch = 1;
+  x.lr_curve = {1e-2f};
+  return x;
+}
+
+SweepResult hand_result(std::vector<SweepRun> runs, int64_t seeds) {
+  SweepResult r;
+  r.epochs = 1;
+  r.steps_per_epoch = 1;
+  r.grid_size = static_cast<int64_t>(runs.size());
+  r.options_json = "{\"seeds\":" + std::to_string(seeds) + "}";
+  r.runs = std::move(runs);
+  return r;
+}
+
+// The spread over data orders is the sample standard deviation (n - 1), as numpy's std(ddof=1) and
+// PyTorch's std give it: losses 1, 2, 3 are 2 +- 1; accuracies 50, 60, 70% are 60 +- 10%. A diverged
+// seed has no final loss: it is counted apart, not averaged in.
+TEST(SweepReport, SpreadIsTheSampleStandardDeviationOfFinishedSeeds) {
+  SweepResult r = hand_result({hand_run(0, 0, 1.0, 0.5), hand_run(1, 1, 2.0, 0.6), hand_run(2, 2, 3.0, 0.7)}, 3);
+  std::string table = sweep_table(r);
+  EXPECT_NE(table.find("loss 2.0000 +- 1.0000  acc 60.00% +- 10.00%  (3 runs, 0 diverged)"), std::string::npos)
+      << table;
+  r.runs[2].diverged = true;
+  r.runs[2].diverged_epoch = 1;
+  r.runs[2].final_val_loss = r.runs[2].best_val_loss = NAN;
+  table = sweep_table(r);
+  EXPECT_NE(table.find("loss 1.5000 +- 0.7071  acc 55.00% +- 7.07%  (2 runs, 1 diverged)"), std::string::npos)
+      << table;
+}
+
+// Among halted runs, one that survived more rungs ranks above one halted earlier, whatever their
+// losses: it beat the other at the rungs both reached.
+TEST(SweepReport, HaltedLaterRanksAboveHaltedEarlier) {
+  SweepRun finished = hand_run(0, 0, 3.0, 0.2);
+  SweepRun early = hand_run(1, 0, 1.0, 0.6);
+  early.halted = true;
+  SweepRun later = hand_run(2, 0, 2.0, 0.4);
+  later.halted = true;
+  later.train_loss.push_back(2.0);
+  later.val_loss.push_back(1.5);
+  later.val_accuracy.push_back(0.5);
+  later.lr.push_back(1e-2);
+  later.best_val_loss = 1.5;
+  EXPECT_EQ(rank_runs({finished, early, later}), (std::vector<size_t>{0, 2, 1}));
+}
+
+// curves.csv: each value under its own header.
+TEST(SweepReport, CurvesCsvPutsEachValueUnderItsHeader) {
+  SweepRun x = hand_run(0, 0, 0.5, 0.75);
+  x.train_loss = {0.25};
+  x.lr = {0.125};
+  const std::string csv = sweep_curves_csv(hand_result({x}, 1));
+  const size_t nl = csv.find('\n');
+  ASSERT_NE(nl, std::string::npos);
+  auto fields = [](const std::string& line) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    for (size_t comma; (comma = line.find(',', start)) != std::string::npos; start = comma + 1)
+      out.push_back(line.substr(start, comma - start));
+    out.push_back(line.substr(start));
+    return out;
+  };
+  const std::vector<std::string> head = fields(csv.substr(0, nl));
+  const std::vector<std::string> row = fields(csv.substr(nl + 1, csv.find('\n', nl + 1) - nl - 1));
+  ASSERT_EQ(head.size(), row.size()) << csv;
+  std::map<std::string, std::string> at;
+  for (size_t i = 0; i < head.size(); ++i) at[head[i]] = row[i];
+  EXPECT_EQ(std::stod(at["train_loss"]), 0.25) << csv;
+  EXPECT_EQ(std::stod(at["val_loss"]), 0.5) << csv;
+  EXPECT_EQ(std::stod(at["val_accuracy"]), 0.75) << csv;
+  EXPECT_EQ(std::stod(at["lr"]), 0.125) << csv;
+  EXPECT_EQ(std::stod(at["base_lr"]), 0.01) << csv;
+  EXPECT_EQ(at["epoch"], "1") << csv;
 }
 
 TEST(SweepResults, JsonRoundTripsAndShardsMergeToTheWhole) {
@@ -358,6 +524,32 @@ TEST(SweepResults, ReaderRefusesForeignOrDamagedFiles) {
   j = nlohmann::json::parse(good);
   j["runs"][0]["train_loss"].push_back(1.0);
   EXPECT_THROW(read_sweep_results(j.dump(), "x"), Error);
+}
+
+// Shards merge only with shards of the same sweep: the same grid size and epochs are not enough.
+TEST(SweepResults, MergeRefusesShardsOfAnotherSweep) {
+  SweepResult a = hand_result({hand_run(0, 0, 1.0, 0.5), hand_run(1, 0, 2.0, 0.5)}, 1);
+  a.options_json = "{\"lrs\":[0.01,0.1]}";
+  SweepResult b = a;
+  a.runs.pop_back();
+  b.runs.erase(b.runs.begin());
+  EXPECT_EQ(merge_sweeps({a, b}).runs.size(), 2u);
+  b.options_json = "{\"lrs\":[0.001,0.1]}";
+  EXPECT_NE(lrlab::testing::error_of([&] { merge_sweeps({a, b}); }).find("belong to a different sweep"),
+            std::string::npos);
+}
+
+// Every per-epoch curve of a run in results.json has one value per epoch run.
+TEST(SweepResults, ReaderRefusesCurvesOfUnequalLengths) {
+  const std::string good = sweep_results_json(hand_result({hand_run(0, 0, 1.0, 0.5)}, 1));
+  EXPECT_NO_THROW(read_sweep_results(good, "x"));
+  for (const char* curve : {"train_loss", "val_accuracy", "lr_per_epoch"}) {
+    auto j = nlohmann::json::parse(good);
+    j["runs"][0][curve].push_back(1.0);
+    EXPECT_NE(lrlab::testing::error_of([&] { read_sweep_results(j.dump(), "x"); }).find("inconsistent lengths"),
+              std::string::npos)
+        << curve;
+  }
 }
 
 TEST(SweepReport, HtmlIsSelfContained) {
@@ -404,6 +596,22 @@ TEST(SweepCli, WritesOutputsAndRanks) {
   SweepResult whole = read_sweep_results(slurp(out + "/results.json"), "whole");
   SweepResult joined = read_sweep_results(slurp(merged + "/results.json"), "merged");
   expect_same_runs(whole, joined, 1e-5);
+}
+
+// Slurm job arrays: without --shard, SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT pick the shard.
+TEST(SweepCli, SlurmArrayVariablesPickTheShard) {
+  const std::string out = temp_path("slurm_shard");
+  setenv("SLURM_ARRAY_TASK_ID", "1", 1);
+  setenv("SLURM_ARRAY_TASK_COUNT", "2", 1);
+  auto r = run_cli(std::string("sweep ") + kSmallCli + " --out " + out);
+  unsetenv("SLURM_ARRAY_TASK_ID");
+  unsetenv("SLURM_ARRAY_TASK_COUNT");
+  ASSERT_EQ(r.status, 0) << r.err;
+  SweepResult s = read_sweep_results(slurp(out + "/results.json"), "slurm");
+  EXPECT_EQ(s.shard_index, 1);
+  EXPECT_EQ(s.shard_count, 2);
+  ASSERT_EQ(s.runs.size(), 6u);
+  for (const SweepRun& x : s.runs) EXPECT_EQ(x.config.id % 2, 1) << x.config.id;
 }
 
 TEST(SweepCli, BadInputGivesErrorAndStatus2) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,8 @@
 #include "cli_util.hpp"
 #include "test_util.hpp"
 #include "lrlab/checkpoint.hpp"
+#include "lrlab/data.hpp"
+#include "lrlab/device.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
 #include "lrlab/rng.hpp"
@@ -96,6 +99,64 @@ TEST(Train, BatchLargerThanTheDataIsTheWholeSet) {
   EXPECT_TRUE(std::isfinite(r.test_loss));
 }
 
+DataSplits spirals_without_test() {
+  DataOptions d;
+  d.synthetic_samples = 530;  // 424 training samples: batches of 50 and a last one of 24
+  d.test_fraction = 0;
+  d.val_fraction = 0.2;
+  d.seed = 3;
+  return load_data("spirals", d);
+}
+
+EngineConfig frozen_sgd(const DataSplits& data, uint64_t data_seed) {
+  EngineConfig ec;
+  ec.model = lrlab::testing::make_config(data.train.dim, {8}, data.train.num_classes);
+  ec.optimizer = "sgd()";
+  ec.replicas = {ReplicaSpec{0.1f, "constant", 7}};
+  ec.batch = 50;
+  ec.epochs = 3;
+  ec.data_seed = data_seed;
+  ec.device = parse_device(lrlab::testing::test_device());
+  return ec;
+}
+
+// With the rate scaled to zero the weights stay put, so each step's loss is the mean loss of its
+// minibatch: over an epoch, weighted by the batch sizes, they add up to the loss of the whole
+// training set (every sample once, the last partial batch included). The order differs from epoch
+// to epoch and from data seed to data seed.
+TEST(Train, EachEpochVisitsEverySampleOnceInItsOwnOrder) {
+  const DataSplits data = spirals_without_test();
+  ASSERT_EQ(data.train.n, 424);
+  TrainEngine eng(frozen_sgd(data, 11), data);
+  eng.optimizer().set_scale(0.0f);
+  const double whole = eng.evaluate(Split::Train).loss[0];
+  std::vector<std::vector<float>> epochs;
+  for (int64_t e = 0; e < 2; ++e) {
+    eng.begin_epoch(e);
+    ASSERT_EQ(eng.steps_left_in_epoch(), 9);
+    epochs.push_back(eng.run(9));
+    double sum = 0;
+    for (size_t i = 0; i < 9; ++i) sum += epochs.back()[i] * (i < 8 ? 50.0 : 24.0);
+    EXPECT_NEAR(sum / 424, whole, 1e-5 * whole) << "epoch " << e;
+  }
+  EXPECT_NE(epochs[0], epochs[1]);
+  TrainEngine other(frozen_sgd(data, 12), data);
+  other.optimizer().set_scale(0.0f);
+  ASSERT_EQ(other.params(), eng.params()) << "the same initial weights";
+  other.begin_epoch(0);
+  EXPECT_NE(other.run(9), epochs[0]) << "another data seed, another order";
+}
+
+// Validation and test are separate splits: a split with no samples has no loss.
+TEST(Train, EvaluateReadsTheSplitAskedFor) {
+  const DataSplits data = spirals_without_test();
+  ASSERT_EQ(data.test.n, 0);
+  TrainEngine eng(frozen_sgd(data, 11), data);
+  EXPECT_TRUE(std::isfinite(eng.evaluate(Split::Val).loss[0]));
+  EXPECT_TRUE(std::isfinite(eng.evaluate(Split::Val).accuracy[0]));
+  EXPECT_TRUE(std::isnan(eng.evaluate(Split::Test).loss[0]));
+}
+
 TEST(Train, ResumeWithANewRateFineTunes) {
   const std::string ck = temp_path("ft.ckpt");
   TrainOptions o = small_run();
@@ -144,6 +205,45 @@ TEST(Train, ResumeRefusesADifferentModel) {
   std::remove(ck.c_str());
 }
 
+// A resumed run keeps the plateau rule's cuts: every evaluation after the first is a bad one
+// (threshold 0.99), so the rate halves after epochs 2, 3, ...; epochs 3 and 4 run at lr/2 and lr/4
+// whether or not the run was interrupted after epoch 2.
+TEST(Train, ResumeKeepsThePlateauCuts) {
+  TrainOptions first = small_run();
+  first.plateau = "plateau(factor=0.5,patience=0,threshold=0.99)";
+  first.epochs = 2;
+  first.save = temp_path("plateau_resume.ckpt");
+  train(first);
+  TrainOptions second = first;
+  second.epochs = 4;
+  second.resume = first.save;
+  second.lr_given = false;
+  second.save.clear();
+  TrainReport r = train(second);
+  ASSERT_EQ(r.epochs.size(), 2u);
+  EXPECT_NEAR(r.epochs[0].lr, first.lr / 2, 1e-6 * first.lr);
+  EXPECT_NEAR(r.epochs[1].lr, first.lr / 4, 1e-6 * first.lr);
+  std::remove(first.save.c_str());
+}
+
+// Resuming without a new rate (lr_given false) keeps the checkpoint's, whatever o.lr holds.
+TEST(Train, ResumeWithoutANewRateKeepsTheCheckpoints) {
+  TrainOptions first = small_run();
+  first.epochs = 1;
+  first.save = temp_path("keep_rate.ckpt");
+  train(first);
+  TrainOptions second = first;
+  second.epochs = 2;
+  second.resume = first.save;
+  second.lr = 0.5;
+  second.lr_given = false;
+  second.save.clear();
+  TrainReport r = train(second);
+  ASSERT_EQ(r.epochs.size(), 1u);
+  EXPECT_NEAR(r.epochs[0].lr, first.lr, 1e-6 * first.lr);
+  std::remove(first.save.c_str());
+}
+
 TEST(Train, GuardRecoversFromAHugeRate) {
   TrainOptions o = small_run();
   o.lr = 50.0;  // Adam at 50 diverges at once
@@ -180,6 +280,53 @@ TEST(Train, GuardStopsAfterTooManyEvents) {
   EXPECT_EQ(r.events.back().kind, "stop");
 }
 
+// The guard's rule, applied by hand to the losses the run reports: the smoothed loss (the
+// bias-corrected moving average, beta 0.98) above the threshold times its best, after the first
+// step. With a check every step the first event names the step after the first such loss.
+TEST(Train, GuardFiresAtTheFirstLossPastItsThreshold) {
+  TrainOptions o = small_run();
+  o.lr = 0.3;
+  o.epochs = 1;
+  o.check_every = 1;
+  o.guard_threshold = 1.5;
+  TrainReport r = train(o);
+  ASSERT_FALSE(r.events.empty());
+  double avg = 0, best = 0, start = 0;
+  size_t first = r.step_loss.size();
+  for (size_t i = 0; i < r.step_loss.size() && first == r.step_loss.size(); ++i) {
+    if (!std::isfinite(r.step_loss[i])) {
+      first = i;
+      break;
+    }
+    avg = 0.98 * avg + 0.02 * r.step_loss[i];
+    const double smoothed = avg / (1 - std::pow(0.98, static_cast<double>(i + 1)));
+    if (i == 0) start = best = smoothed;
+    if (i > 0 && smoothed > 1.5 * best && smoothed > 0.01 * start) first = i;
+    best = std::min(best, smoothed);
+  }
+  ASSERT_LT(first, r.step_loss.size());
+  EXPECT_EQ(r.events[0].kind, "guard");
+  EXPECT_EQ(r.events[0].step, r.step_index[first] + 1);
+}
+
+// Each event multiplies the rate by the guard's factor, and the run stops at exactly the event
+// limit.
+TEST(Train, GuardEventsCutByTheFactorAndStopAtTheLimit) {
+  TrainOptions o = small_run();
+  o.lr = 1e6;
+  o.check_every = 5;
+  o.guard_factor = 0.25;
+  o.guard_max_events = 3;
+  TrainReport r = train(o);
+  EXPECT_TRUE(r.stopped_by_guard);
+  std::vector<double> scales;
+  for (const TrainEvent& e : r.events)
+    if (e.kind == "guard") scales.push_back(e.scale);
+  EXPECT_EQ(scales, (std::vector<double>{0.25, 0.0625, 0.015625}));
+  ASSERT_FALSE(r.events.empty());
+  EXPECT_EQ(r.events.back().kind, "stop");
+}
+
 TEST(Train, PlateauLowersTheScale) {
   TrainOptions o = small_run();
   o.epochs = 6;
@@ -200,6 +347,33 @@ TEST(Train, PlateauLowersTheScale) {
     if (e.kind == "plateau") messages.push_back(e.message);
   ASSERT_EQ(messages.size(), 1u);
   EXPECT_NE(messages[0].find("rate x0.75 ->"), std::string::npos) << messages[0];
+}
+
+// An epoch's rate is its last step's: with a halving every epoch, lr, lr/2, lr/4.
+TEST(Train, EpochRateIsTheRateOfItsLastStep) {
+  TrainOptions o = small_run();
+  o.epochs = 3;
+  o.schedule = "step(every=1ep,gamma=0.5)";
+  TrainReport r = train(o);
+  ASSERT_EQ(r.epochs.size(), 3u);
+  for (size_t e = 0; e < 3; ++e) EXPECT_NEAR(r.epochs[e].lr, o.lr * std::pow(0.5, e), 1e-6 * o.lr) << e;
+}
+
+// Reduce-on-plateau watches the validation loss: with no threshold and no cut, its best is the
+// lowest validation loss of the run, as PyTorch's ReduceLROnPlateau keeps it.
+TEST(Train, PlateauWatchesTheValidationLoss) {
+  TrainOptions o = small_run();
+  o.plateau = "plateau(patience=100,threshold=0)";
+  o.save = temp_path("plateau.ckpt");
+  TrainReport r = train(o);
+  double lowest = INFINITY, lowest_train = INFINITY;
+  for (const EpochRecord& e : r.epochs) lowest = std::min(lowest, e.val_loss), lowest_train = std::min(lowest_train, e.train_loss);
+  ASSERT_NE(lowest, lowest_train);
+  Checkpoint c = load_checkpoint(o.save);
+  ASSERT_TRUE(c.has_plateau);
+  EXPECT_EQ(c.plateau.best, lowest);
+  EXPECT_EQ(c.plateau.evaluations, 4);
+  std::remove(o.save.c_str());
 }
 
 TEST(Train, RegressionOnSine) {
@@ -264,6 +438,27 @@ TEST(Checkpoint, RefusesCorruptOrTruncatedFiles) {
   Checkpoint raised = c;
   raised.guard.scale = 1e30;
   EXPECT_THROW(decode_checkpoint(encode_checkpoint(raised), "x"), Error);
+}
+
+// The header's version is outside the checksum: a version this lrlab does not know is refused by
+// number, and so are weights that are not finite (no run saves them).
+TEST(Checkpoint, RefusesUnknownVersionsAndNonFiniteWeights) {
+  Checkpoint c;
+  c.model = "{}";
+  c.params = {1.0f, 2.0f};
+  const std::string bytes = encode_checkpoint(c);
+  for (uint32_t version : {1u, kCheckpointVersion + 1}) {
+    std::string other = bytes;
+    std::memcpy(&other[8], &version, sizeof version);  // after the 8-byte magic
+    EXPECT_NE(lrlab::testing::error_of([&] { decode_checkpoint(other, "v.ckpt"); })
+                  .find("version " + std::to_string(version) + " is not supported"),
+              std::string::npos)
+        << version;
+  }
+  c.params[1] = NAN;
+  EXPECT_NE(lrlab::testing::error_of([&] { decode_checkpoint(encode_checkpoint(c), "nan.ckpt"); })
+                .find("non-finite weights"),
+            std::string::npos);
 }
 
 // A checkpoint as version 2 wrote it: version 3's bytes without the guard's first loss, the last
@@ -391,6 +586,28 @@ TEST(TrainCli, DivergenceStopIsExitStatus3) {
   EXPECT_NE(r.out.find("[guard]"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("error: training diverged"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("checkpoint"), std::string::npos) << "no --save, no checkpoint to speak of: " << r.err;
+}
+
+// --guard off: no event, however the loss goes.
+TEST(TrainCli, GuardOffTurnsTheGuardOff) {
+  auto r = run_cli("train --data spirals --samples 600 --hidden 8 --epochs 1 --lr 1e6 --guard off --check-every 3 "
+                   "--device cpu --quiet");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.find("[guard]"), std::string::npos) << r.out;
+}
+
+// Resuming without --lr continues at the checkpoint's rate, not at --lr's default.
+TEST(TrainCli, ResumeWithoutLrKeepsTheCheckpointsRate) {
+  const std::string ck = temp_path("cli_rate.ckpt"), json = temp_path("cli_rate.json");
+  const std::string run = "train --data blobs --samples 300 --hidden 4 --device cpu --quiet ";
+  ASSERT_EQ(run_cli(run + "--epochs 1 --lr 0.02 --save " + ck).status, 0);
+  auto r = run_cli(run + "--epochs 2 --resume " + ck + " --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(slurp(json));
+  ASSERT_EQ(j["epochs"].size(), 1u);
+  EXPECT_NEAR(j["epochs"][0]["lr"].get<double>(), 0.02, 1e-8);
+  std::remove(ck.c_str());
+  std::remove(json.c_str());
 }
 
 TEST(TrainCli, LrFindTrainsWithTheSuggestion) {
