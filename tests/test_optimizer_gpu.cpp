@@ -393,6 +393,98 @@ TEST(OptimizerGpu, SaveOnGpuLoadOnCpu) {
   EXPECT_EQ(cpu.state_buffer(1), gpu.state_buffer(1));
 }
 
+// One replica in one block that does not start at the buffer's first float: the whole-grid norm
+// reduction sums that block's gradients, not the floats before it (NaN here, which the finite check
+// would take for a non-finite gradient, and which would also change the clipping norm).
+TEST(OptimizerGpu, SingleOffsetBlockReducesItsOwnGradients) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 4099, offset = 8;
+  Rng rng(41);
+  OptimizerSetup setup;
+  setup.blocks = {{0, n, offset, n}};
+  Twin t("adam(clip=0.5,check_finite=true)", n, setup, rng);
+  for (int step = 0; step < 4; ++step) {
+    std::vector<float> g = random_vector(t.size, rng);
+    for (int64_t i = 0; i < offset; ++i) g[i] = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t i = offset; i < offset + 8; ++i) g[i] *= 100.0f;  // the norm's largest part
+    t.step(g);
+  }
+  t.expect_equal("single offset block");
+  EXPECT_EQ(t.gpu.step_count(), 4);
+}
+
+// Resetting a replica other than the first puts that replica's moments (and only its) back to their
+// initial values on the device, whether the replicas' copies lie end to end or with gaps between.
+TEST(OptimizerGpu, ResetReplicaResetsThatReplica) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 1029, K = 3;
+  for (int64_t ld : {n, n + 7}) {
+    for (const char* spec : {"adagrad(initial_accumulator=0.2)", "adam(amsgrad=true)"}) {
+      const std::string what = std::string(spec) + " ld=" + std::to_string(ld);
+      Rng rng(static_cast<uint64_t>(ld));
+      Twin t(spec, n, replicas(K, ld), rng);
+      for (int i = 0; i < 3; ++i) t.step(random_vector(t.size, rng));
+      for (Optimizer* o : {&t.cpu, &t.gpu}) o->reset_replica(1);
+      t.expect_equal(what + " after reset_replica(1)");
+      t.step(random_vector(t.size, rng));
+      for (Optimizer* o : {&t.cpu, &t.gpu}) o->reset_replica(2);
+      t.step(random_vector(t.size, rng));
+      t.expect_equal(what + " after reset_replica(2)");
+      EXPECT_EQ(t.gpu.step_count(1), 2) << what;
+      EXPECT_EQ(t.gpu.step_count(2), 1) << what;
+    }
+  }
+}
+
+// A whole state saved on the CPU loads into the GPU optimizer: counters, tables and moments reach
+// device memory, and the next steps match the CPU's.
+TEST(OptimizerGpu, LoadOnGpuMatchesCpuPath) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 2053, ld = 2056, K = 3;
+  Rng rng(23);
+  for (const char* spec : {"adam(amsgrad=true)", "rmsprop(momentum=0.9,centered=true)"}) {
+    Twin t(spec, n, replicas(K, ld), rng);
+    for (int i = 0; i < 2; ++i) t.step(random_vector(t.size, rng));
+    // The CPU runs ahead with other settings; its state then replaces the GPU's.
+    t.cpu.set_schedule({1.0f, 0.8f, 0.6f, 0.4f, 0.2f}, 1);
+    t.cpu.set_scale(0.5f, 2);
+    for (int i = 0; i < 2; ++i) {
+      const std::vector<float> g = random_vector(t.size, rng);
+      t.cpu.step(t.p.data(), g.data());
+    }
+    t.dp.upload(t.p);
+    t.gpu.load(t.cpu.save());
+    t.expect_equal(std::string(spec) + " after load");
+    for (int i = 0; i < 2; ++i) t.step(random_vector(t.size, rng));
+    t.expect_equal(std::string(spec) + " steps after load");
+    EXPECT_EQ(t.gpu.step_count(2), t.cpu.step_count(2)) << spec;
+  }
+}
+
+// unstash() keeps the schedule installed after the stash (as a range test swaps its ramp back): the
+// device state must not point at the table that was replaced, whose memory is freed.
+TEST(OptimizerGpu, UnstashKeepsTheCurrentTable) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 1030, K = 2;
+  Rng rng(29);
+  Twin t("adam()", n, replicas(K, n), rng);
+  for (Optimizer* o : {&t.cpu, &t.gpu}) o->set_schedule({1.0f, 0.5f}, -1);
+  t.step(random_vector(t.size, rng));
+  for (Optimizer* o : {&t.cpu, &t.gpu}) o->stash();
+  t.step(random_vector(t.size, rng));
+  std::vector<float> longer(16);
+  for (size_t i = 0; i < longer.size(); ++i) longer[i] = 0.1f * static_cast<float>(i + 1);
+  for (Optimizer* o : {&t.cpu, &t.gpu}) {
+    o->set_schedule(longer, -1);  // longer: new device memory, the old table freed
+    o->unstash();
+  }
+  EXPECT_EQ(t.gpu.next_lr(0), t.cpu.next_lr(0));
+  for (int i = 0; i < 3; ++i) t.step(random_vector(t.size, rng));
+  // Only the moments and counters roll back; the parameters went on.
+  t.expect_equal("after unstash");
+  EXPECT_EQ(t.gpu.step_count(1), 4);
+}
+
 // New tables for several replicas take all their device memory before any replica changes: running
 // out part way leaves every replica with its old table. It fills the device, so ctest runs it alone
 // (tests/CMakeLists.txt) and gpu_check.sh keeps it out of the sanitizer runs.

@@ -210,6 +210,74 @@ TEST(TrainEngineGpu, GuardRestoresOnTheGpu) {
   EXPECT_GT(r.test_accuracy, 0.6);
 }
 
+// Regression with several targets per sample: the gather copies each sample's whole target row.
+DataSplits multi_target() {
+  auto make = [](int64_t n, uint64_t seed) {
+    Dataset d;
+    d.n = n;
+    d.dim = 2;
+    d.targets_dim = 3;
+    uint64_t s = seed;
+    auto next = [&s] {
+      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+      return static_cast<float>((s >> 40) & 0xFFFF) / 32768.0f - 1.0f;
+    };
+    for (int64_t i = 0; i < n; ++i) {
+      const float a = next(), b = next();
+      d.x.insert(d.x.end(), {a, b});
+      d.y.insert(d.y.end(), {a + b, a * b, std::sin(3.0f * a) - b});
+    }
+    return d;
+  };
+  DataSplits s;
+  s.train = make(150, 1);  // a partial last batch of 22
+  s.val = make(40, 2);
+  s.test = make(10, 3);
+  return s;
+}
+
+TEST(TrainEngineGpu, MultiTargetRegressionMatchesTheCpuEngine) {
+  LRLAB_REQUIRE_GPU();
+  const DataSplits data = multi_target();
+  for (int64_t K : {int64_t(1), int64_t(2)}) {
+    EngineConfig cpu = sine_config(Device::CPU, K, false), gpu = sine_config(Device::CUDA, K, true);
+    for (EngineConfig* c : {&cpu, &gpu}) {
+      c->model.inputs = 2;
+      c->model.outputs = 3;
+    }
+    expect_engines_agree(cpu, gpu, data);
+  }
+}
+
+// An epoch run a few steps at a time (as the training loop's guard checks run it) returns each
+// call's own losses, and trains as the CPU engine does.
+TEST(TrainEngineGpu, PartialRunsReturnTheirOwnLosses) {
+  LRLAB_REQUIRE_GPU();
+  const DataSplits data = spirals();
+  TrainEngine cpu(engine_config(Device::CPU, 2, false), data);
+  TrainEngine gpu(engine_config(Device::CUDA, 2, true), data);
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    cpu.begin_epoch(epoch);
+    gpu.begin_epoch(epoch);
+    for (int64_t steps : {int64_t(1), int64_t(3), int64_t(4), cpu.steps_per_epoch() - 8}) {
+      const std::vector<float> lc = cpu.run(steps), lg = gpu.run(steps);
+      ASSERT_EQ(lg.size(), lc.size());
+      EXPECT_LT(max_rel(lg, lc), 1e-3) << "epoch " << epoch << ", " << steps << " steps";
+    }
+    EXPECT_EQ(gpu.steps_left_in_epoch(), 0);
+  }
+  EXPECT_LT(max_rel(gpu.params(), cpu.params()), 1e-3);
+}
+
+// Where a GPU can be used, "auto" picks it, as "cuda" and "gpu" name it.
+TEST(DeviceGpu, AutoPicksTheGpu) {
+  LRLAB_REQUIRE_GPU();
+  EXPECT_EQ(parse_device("auto"), Device::CUDA);
+  EXPECT_EQ(parse_device("cuda"), Device::CUDA);
+  EXPECT_EQ(parse_device("gpu"), Device::CUDA);
+  EXPECT_EQ(parse_device("cpu"), Device::CPU);
+}
+
 #if defined(LRLAB_DEVICE_EMULATOR)
 // Once both batch shapes have their graphs, an epoch is one graph launch per step and nothing else:
 // the minibatch index and the step stay on the device, and the host waits for the device only to
