@@ -413,6 +413,37 @@ TEST(OptimizerGpu, SingleOffsetBlockReducesItsOwnGradients) {
   EXPECT_EQ(t.gpu.step_count(), 4);
 }
 
+// A bf16 copy 2, 4 or 6 bytes off an 8-byte boundary while the weights and gradients are 16-byte
+// aligned: its 8-byte vector store would be misaligned, so the update goes element-wise, and the
+// copy is still the weights rounded, with nothing written before or after it.
+TEST(OptimizerGpu, MisalignedBf16CopyMatchesCpuPath) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 1029;
+  for (int64_t shift : {1, 2, 3}) {
+    const std::string what = "bf16 shift " + std::to_string(shift);
+    Rng rng(static_cast<uint64_t>(43 + shift));
+    Twin t("adam()", n, OptimizerSetup{}, rng);
+    DeviceArray<uint16_t> bf(n + 4);
+    bf.poison();
+    for (int step = 0; step < 3; ++step) {
+      const std::vector<float> g = random_vector(n, rng);
+      t.dg.upload(g);
+      t.cpu.step(t.p.data(), g.data());
+      t.gpu.step(t.dp.ptr, t.dg.ptr, bf.ptr + shift);
+    }
+    t.expect_equal(what);
+    const std::vector<float> gp = t.dp.download();
+    const std::vector<uint16_t> gbf = bf.download();
+    for (int64_t j = 0; j < n + 4; ++j) {
+      if (j >= shift && j < shift + n) {
+        ASSERT_EQ(gbf[j], float_to_bf16(gp[j - shift])) << what << " at " << j;
+      } else {
+        ASSERT_EQ(gbf[j], 0xFFFF) << what << " bf16 written outside the copy at " << j;
+      }
+    }
+  }
+}
+
 // Resetting a replica other than the first puts that replica's moments (and only its) back to their
 // initial values on the device, whether the replicas' copies lie end to end or with gaps between.
 TEST(OptimizerGpu, ResetReplicaResetsThatReplica) {
