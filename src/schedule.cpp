@@ -138,10 +138,11 @@ Built restarts(spec::ArgReader& r, int64_t) {
     // Closed form as in PyTorch (restart n begins at period*(mult^n-1)/(mult-1)), then nudged
     // by one restart either way in case rounding put t on the wrong side of a boundary. A boundary
     // that is a whole step computes a hair off it with a mult such as 1.1 (63.00000000000001 for
-    // period 30): within a relative 1e-9, t is at the boundary, where the new period begins.
+    // period 30): within a billionth of the period's length (less than a step for any period
+    // shorter than 10^9 steps), t is at the boundary, where the new period begins.
     auto begin = [&](double n) { return period * (std::pow(mult, n) - 1) / (mult - 1); };
-    const double tol = 1e-9 * std::max(1.0, x);
     double n = std::floor(std::log(x / period * (mult - 1) + 1) / std::log(mult));
+    const double tol = 1e-9 * period * std::pow(mult, n);
     if (x < begin(n) - tol) n -= 1;
     if (x >= begin(n + 1) - tol) n += 1;
     const double into = std::max(0.0, x - begin(n));

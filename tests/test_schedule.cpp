@@ -140,6 +140,15 @@ TEST(ScheduleFormulas, RestartsWithAFractionalMultBeginOnTheirWholeSteps) {
   EXPECT_NEAR(m(s, 64), at(1, 36.3), 1e-12);
   EXPECT_NEAR(m(s, 99), at(36, 36.3), 1e-12);  // the fourth period begins at 99.3
   EXPECT_NEAR(m(s, 100), at(100 - 99.3, 39.93), 1e-12);
+  // Far out, with a mult near 1, a period lasts a small share of the steps before it: near step
+  // 10^12 a period of about 10^9 steps. Five steps before a restart are still the old period's end.
+  const std::string slow = "restarts(period=1000, mult=1.001)";
+  const long double q = 1.001L;
+  const int64_t n = static_cast<int64_t>(std::ceil(std::log(1e12L / 1e6L + 1) / std::log(q)));
+  const long double boundary = 1e6L * (std::pow(q, static_cast<long double>(n)) - 1);
+  ASSERT_GT(boundary, 1e12L);
+  EXPECT_LT(m(slow, static_cast<int64_t>(std::floor(boundary)) - 5), 1e-6);
+  EXPECT_GT(m(slow, static_cast<int64_t>(std::ceil(boundary)) + 5), 1 - 1e-6);
 }
 
 TEST(ScheduleFormulas, LinearAndWarmup) {
