@@ -100,14 +100,19 @@ TEST(LrFinder, RateFollowsTheExponentialAndLinearRamps) {
   }
 }
 
-TEST(LrFinder, StopsEarlyWhenTheRateBlowsUpAndSuggestsBelowIt) {
-  const DataSplits data = spirals();
-  TrainEngine eng(spirals_engine(data, "sgd(momentum=0.9)"), data);
+// A ramp from 1e-4 to 1e4 over 120 steps: SGD with momentum blows up well before its end.
+FinderOptions ramp_past_blow_up() {
   FinderOptions f;
   f.start = 1e-4;
   f.end = 1e4;
   f.steps = 120;
-  FinderCurve c = run_range_test(eng, f);
+  return f;
+}
+
+TEST(LrFinder, StopsEarlyWhenTheRateBlowsUpAndSuggestsBelowIt) {
+  const DataSplits data = spirals();
+  TrainEngine eng(spirals_engine(data, "sgd(momentum=0.9)"), data);
+  FinderCurve c = run_range_test(eng, ramp_past_blow_up());
   EXPECT_TRUE(c.stopped_early);
   ASSERT_GT(c.steps_run, 20);
   EXPECT_LT(c.steps_run, 120);
@@ -135,10 +140,7 @@ TEST(LrFinder, StopsEarlyWhenTheRateBlowsUpAndSuggestsBelowIt) {
 TEST(LrFinder, SmoothingAndStopFollowTheOptions) {
   const DataSplits data = spirals();
   TrainEngine eng(spirals_engine(data, "sgd(momentum=0.9)"), data);
-  FinderOptions f;
-  f.start = 1e-4;
-  f.end = 1e4;
-  f.steps = 120;
+  FinderOptions f = ramp_past_blow_up();
   f.beta = 0;
   f.stop_factor = 1.5;
   FinderCurve c = run_range_test(eng, f);
