@@ -6,6 +6,7 @@
 #include <limits>
 #include <memory>
 #include <thread>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -278,32 +279,34 @@ std::string finder_svg(const std::vector<FinderCurve>& curves) {
   // Like fastai's plot, a curve that diverged is drawn without its last 5 points: the blow-up
   // would otherwise stretch the loss axis until the useful part of the curve is flat.
   std::vector<Series> series;
-  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
   for (const FinderCurve& c : curves) {
     size_t shown = c.smoothed.size();
     if (c.stopped_early && shown > 2 * kSkipEnd) shown -= kSkipEnd;
     Series s{c.optimizer, {c.lr.begin(), c.lr.begin() + shown},
              {c.smoothed.begin(), c.smoothed.begin() + shown}};
-    for (double v : s.y) lo = std::min(lo, v), hi = std::max(hi, v);
     series.push_back(std::move(s));
   }
-  const double mark = std::isfinite(hi - lo) && hi > lo ? 0.04 * (hi - lo) : 0.05;
-  for (const FinderCurve& c : curves) {
+  // Each suggestion is a marker on its curve, in the curve's colour, one shape per rule; the
+  // recommended one is filled.
+  for (size_t ci = 0; ci < curves.size(); ++ci) {
+    const FinderCurve& c = curves[ci];
     if (c.lr.empty()) continue;
-    const std::pair<const char*, double> marks[] = {
-        {"steepest", c.steepest}, {"valley", c.valley}, {"min_div10", c.min_div10}};
-    for (const auto& [name, rate] : marks) {
+    const std::tuple<const char*, double, Mark> marks[] = {{"steepest", c.steepest, Mark::triangle},
+                                                           {"valley", c.valley, Mark::diamond},
+                                                           {"min_div10", c.min_div10, Mark::circle}};
+    for (const auto& [name, rate, shape] : marks) {
       // Drawn where the curve is at that rate (or its first point, for min/10 below the ramp).
       const size_t at = std::min<size_t>(std::lower_bound(c.lr.begin(), c.lr.end(), rate) - c.lr.begin(),
                                          c.lr.size() - 1);
+      const bool recommended = c.recommended == name;
       char value[64];
-      std::snprintf(value, sizeof value, "%s %.3g%s", name, rate, c.recommended == name ? " *" : "");
+      std::snprintf(value, sizeof value, "%s %.3g%s", name, rate, recommended ? " *" : "");
       const std::string label = curves.size() > 1 ? c.optimizer + " " + value : value;
-      series.push_back({label, {rate, rate}, {c.smoothed[at] - mark, c.smoothed[at] + mark}});
+      series.push_back({label, {rate}, {c.smoothed[at]}, shape, recommended, static_cast<int>(ci)});
     }
   }
   PlotOptions o;
-  o.title = "Learning-rate range test (* recommended)";
+  o.title = "Learning-rate range test (filled, *: recommended)";
   o.height = 520;
   o.xlabel = "learning rate";
   o.ylabel = "smoothed training loss";

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 
 #include "lrlab/error.hpp"
 
@@ -62,11 +63,36 @@ std::string linear_label(double v, double step, double magnitude) {
   return buf;
 }
 
-std::string power_label(int k) {
-  if (k >= -4 && k <= 5) return fmt("%g", std::pow(10.0, k));
+// m x 10^k, m in 1..9: plain for everyday magnitudes ("0.002", "500"), "2e-07" beyond them.
+std::string log_label(int m, int k) {
+  if (k >= -4 && k <= 5) return fmt("%g", m * std::pow(10.0, k));
   char buf[32];
-  std::snprintf(buf, sizeof buf, "1e%d", k);
+  std::snprintf(buf, sizeof buf, "%de%d", m, k);
   return buf;
+}
+
+// A log axis over less than three decades. Powers of ten alone would leave one or two labels (a
+// validation loss between 0.3 and 0.5 got only 0.1 and 1), so the ticks are 1, 2 and 5 times
+// powers of ten, or every multiple where those still give fewer than four, and the axis ends at
+// the ticks just around the data.
+void sub_decade_ticks(Axis* a, double lo, double hi, int first_decade, int last_decade) {
+  static const std::vector<int> coarse = {1, 2, 5}, fine = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  for (const std::vector<int>* multiples : {&coarse, &fine}) {
+    std::vector<std::pair<int, int>> all;  // (m, k), in increasing order of m x 10^k
+    for (int k = first_decade; k <= last_decade; ++k)
+      for (int m : *multiples) all.push_back({m, k});
+    auto value = [](std::pair<int, int> t) { return t.first * std::pow(10.0, t.second); };
+    // The tolerance keeps a tick that equals the data's end up to rounding (3 x 0.1 is not 0.3).
+    size_t begin = 0, end = all.size() - 1;
+    while (begin + 1 < all.size() && value(all[begin + 1]) <= lo * (1 + 1e-9)) ++begin;
+    while (end > begin + 1 && value(all[end - 1]) >= hi * (1 - 1e-9)) --end;
+    if (end - begin + 1 < 4 && multiples == &coarse) continue;
+    a->ticks.clear();
+    for (size_t i = begin; i <= end; ++i) a->ticks.push_back({std::log10(value(all[i])), log_label(all[i].first, all[i].second)});
+    a->lo = a->ticks.front().value;
+    a->hi = a->ticks.back().value;
+    return;
+  }
 }
 
 Axis make_axis(bool log, bool have, double lo, double hi) {
@@ -76,11 +102,15 @@ Axis make_axis(bool log, bool have, double lo, double hi) {
     double l = have ? std::floor(std::log10(lo)) : 0, h = have ? std::ceil(std::log10(hi)) : 1;
     if (h <= l) h = l + 1;
     int decades = static_cast<int>(h - l);
+    if (have && decades < 3 && lo >= 1e-300) {  // below that, m x 10^k could round to 0
+      sub_decade_ticks(&a, lo, hi, static_cast<int>(l), static_cast<int>(h));
+      return a;
+    }
     int stride = std::max(1, (decades + 9) / 10);
     a.lo = l;
     a.hi = l + std::ceil((h - l) / stride) * stride;
     for (double k = a.lo; k <= a.hi + 0.5 && a.ticks.size() < kMaxTicks; k += stride)
-      a.ticks.push_back({k, power_label(static_cast<int>(k))});
+      a.ticks.push_back({k, log_label(1, static_cast<int>(k))});
     return a;
   }
   if (!have) lo = 0, hi = 1;
@@ -152,6 +182,51 @@ std::vector<std::vector<Point>> runs_of(const Series& s, const Axis& ax, const A
   }
   flush_run();
   return runs;
+}
+
+struct Box {
+  double x, y, w, h;
+  bool contains(Point p) const { return p.x >= x && p.x <= x + w && p.y >= y && p.y <= y + h; }
+};
+
+// The length of the segment a-b inside the box (Liang-Barsky clipping).
+double length_inside(Point a, Point b, const Box& box) {
+  const double dx = b.x - a.x, dy = b.y - a.y;
+  double t0 = 0, t1 = 1;
+  const double p[] = {-dx, dx, -dy, dy};
+  const double q[] = {a.x - box.x, box.x + box.w - a.x, a.y - box.y, box.y + box.h - a.y};
+  for (int i = 0; i < 4; ++i) {
+    if (p[i] == 0) {
+      if (q[i] < 0) return 0;
+      continue;
+    }
+    const double t = q[i] / p[i];
+    if (p[i] < 0) t0 = std::max(t0, t);
+    else t1 = std::min(t1, t);
+    if (t0 > t1) return 0;
+  }
+  return (t1 - t0) * std::hypot(dx, dy);
+}
+
+constexpr double kMarkerRadius = 4.5;
+
+std::string marker_svg(Mark mark, Point p, const std::string& colour, bool filled) {
+  auto num = [](double v) { return fmt("%.2f", v); };
+  const std::string paint = " fill=\"" + (filled ? colour : std::string("white")) + "\" stroke=\"" + colour +
+                            "\" stroke-width=\"1.5\"/>\n";
+  const double r = kMarkerRadius;
+  switch (mark) {
+    case Mark::diamond:
+      return "<polygon points=\"" + num(p.x) + "," + num(p.y - r) + " " + num(p.x + r) + "," + num(p.y) + " " +
+             num(p.x) + "," + num(p.y + r) + " " + num(p.x - r) + "," + num(p.y) + "\"" + paint;
+    case Mark::triangle:
+      return "<polygon points=\"" + num(p.x) + "," + num(p.y - 1.2 * r) + " " + num(p.x + r) + "," +
+             num(p.y + 0.8 * r) + " " + num(p.x - r) + "," + num(p.y + 0.8 * r) + "\"" + paint;
+    case Mark::circle:
+    case Mark::line:  // not a marker; drawn as a circle should it ever reach here
+      break;
+  }
+  return "<circle cx=\"" + num(p.x) + "\" cy=\"" + num(p.y) + "\" r=\"" + num(r) + "\"" + paint;
 }
 
 }  // namespace
@@ -245,14 +320,21 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
     add("<text transform=\"translate(16," + num(top + h / 2) + ") rotate(-90)\" text-anchor=\"middle\">" +
         xml_escape(o.ylabel) + "</text>\n");
 
+  std::vector<std::vector<std::vector<Point>>> drawn;
+  for (const Series& s : series) drawn.push_back(runs_of(s, ax, ay, left, top, w, h));
+  auto colour_of = [&series](size_t i) { return colour(series[i].colour >= 0 ? static_cast<size_t>(series[i].colour) : i); };
   for (size_t i = 0; i < series.size(); ++i) {
-    for (const std::vector<Point>& run : runs_of(series[i], ax, ay, left, top, w, h)) {
+    for (const std::vector<Point>& run : drawn[i]) {
+      if (series[i].mark != Mark::line) {
+        for (const Point& p : run) add(marker_svg(series[i].mark, p, colour_of(i), series[i].filled));
+        continue;
+      }
       if (run.size() == 1) {
-        add("<circle cx=\"" + num(run[0].x) + "\" cy=\"" + num(run[0].y) + "\" r=\"2\" fill=\"" + colour(i) +
+        add("<circle cx=\"" + num(run[0].x) + "\" cy=\"" + num(run[0].y) + "\" r=\"2\" fill=\"" + colour_of(i) +
             "\"/>\n");
         continue;
       }
-      add("<polyline fill=\"none\" stroke=\"" + colour(i) + "\" stroke-width=\"1.5\" points=\"");
+      add("<polyline fill=\"none\" stroke=\"" + colour_of(i) + "\" stroke-width=\"1.5\" points=\"");
       for (const Point& p : run) add(num(p.x) + "," + num(p.y) + " ");
       svg.back() = '"';
       add("/>\n");
@@ -262,21 +344,48 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
     add("<text x=\"" + num(left + w / 2) + "\" y=\"" + num(top + h / 2) +
         "\" text-anchor=\"middle\" fill=\"#808080\">no data</text>\n");
 
-  // Legend in the top-right corner of the plot area. A name longer than the box holds is cut, with
-  // the whole of it as the entry's tooltip, rather than run past the picture's edge.
+  // The legend. A name longer than the box holds is cut, with the whole of it as the entry's
+  // tooltip, rather than run past the picture's edge.
   constexpr size_t kLegendChars = 60;
   size_t named = 0, longest = 0;
   for (const Series& s : series)
     if (!s.name.empty()) ++named, longest = std::max(longest, s.name.size());
   if (named > 0) {
-    double lw = 34 + 7.0 * static_cast<double>(std::min(longest, kLegendChars)), lx = left + w - lw - 8;
-    add("<g class=\"legend\">\n<rect x=\"" + num(lx) + "\" y=\"" + num(top + 8) + "\" width=\"" + num(lw) +
-        "\" height=\"" + num(8 + 16.0 * named) + "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#c0c0c0\"/>\n");
-    double ly = top + 20;
+    const double lw = 34 + 7.4 * static_cast<double>(std::min(longest, kLegendChars)), lh = 8 + 16.0 * named;
+    // Like matplotlib's loc="best": of the four corners, the one that hides the least of the lines
+    // and markers; on a tie the first in this order.
+    const Box corners[] = {{left + w - lw - 8, top + 8, lw, lh},
+                           {left + 8, top + 8, lw, lh},
+                           {left + w - lw - 8, top + h - lh - 8, lw, lh},
+                           {left + 8, top + h - lh - 8, lw, lh}};
+    double least = std::numeric_limits<double>::infinity();
+    Box box = corners[0];
+    for (const Box& c : corners) {
+      double hidden = 0;
+      for (size_t i = 0; i < series.size(); ++i)
+        for (const std::vector<Point>& run : drawn[i]) {
+          const bool points = series[i].mark != Mark::line || run.size() == 1;
+          if (points) {
+            // A marker hides about as much as a line across the box's width would.
+            const Box reach{c.x - kMarkerRadius, c.y - kMarkerRadius, c.w + 2 * kMarkerRadius, c.h + 2 * kMarkerRadius};
+            for (const Point& p : run) hidden += reach.contains(p) ? 2 * kMarkerRadius : 0;
+            continue;
+          }
+          for (size_t k = 1; k < run.size(); ++k) hidden += length_inside(run[k - 1], run[k], c);
+        }
+      if (hidden < least) least = hidden, box = c;
+    }
+    const double lx = box.x;
+    add("<g class=\"legend\">\n<rect x=\"" + num(lx) + "\" y=\"" + num(box.y) + "\" width=\"" + num(lw) +
+        "\" height=\"" + num(lh) + "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#c0c0c0\"/>\n");
+    double ly = box.y + 12;
     for (size_t i = 0; i < series.size(); ++i) {
       if (series[i].name.empty()) continue;
-      add("<line x1=\"" + num(lx + 6) + "\" y1=\"" + num(ly - 4) + "\" x2=\"" + num(lx + 24) + "\" y2=\"" +
-          num(ly - 4) + "\" stroke=\"" + colour(i) + "\" stroke-width=\"2\"/>\n");
+      if (series[i].mark == Mark::line)
+        add("<line x1=\"" + num(lx + 6) + "\" y1=\"" + num(ly - 4) + "\" x2=\"" + num(lx + 24) + "\" y2=\"" +
+            num(ly - 4) + "\" stroke=\"" + colour_of(i) + "\" stroke-width=\"2\"/>\n");
+      else
+        add(marker_svg(series[i].mark, {lx + 15, ly - 4}, colour_of(i), series[i].filled));
       const std::string& name = series[i].name;
       if (name.size() <= kLegendChars) {
         add("<text x=\"" + num(lx + 28) + "\" y=\"" + num(ly) + "\">" + xml_escape(name) + "</text>\n");

@@ -356,6 +356,47 @@ TEST(LrFinder, BadOptionsThrow) {
   EXPECT_THROW(run_range_test(eng, FinderOptions{}), Error);
 }
 
+// Suggestions were short grey-to-purple ticks in colours of their own, hard to tell apart and to
+// match with their curve. Each is now a marker on its curve, in the curve's colour: a shape per
+// rule, the recommended one filled.
+TEST(LrFinder, PlotMarksSuggestionsOnTheirCurves) {
+  std::vector<FinderCurve> curves(2);
+  for (size_t c = 0; c < curves.size(); ++c) {
+    curves[c].optimizer = c == 0 ? "adam()" : "sgd()";
+    for (int i = 0; i < 50; ++i) {
+      curves[c].lr.push_back(1e-6 * std::pow(10.0, i / 10.0));
+      curves[c].smoothed.push_back(2.0 + c + std::cos(i / 10.0));
+    }
+    curves[c].steepest = curves[c].lr[10];
+    curves[c].valley = curves[c].lr[20];
+    curves[c].min_div10 = curves[c].lr[30];
+    curves[c].recommended = c == 0 ? "valley" : "min_div10";
+  }
+  const std::string svg = finder_svg(curves);
+  const std::string colour[] = {"#4e79a7", "#f28e2b"};  // the plot's first two colours: the curves'
+  for (size_t c = 0; c < 2; ++c) {
+    const std::string paint = "stroke=\"" + colour[c] + "\" stroke-width=\"1.5\"/>";
+    auto count = [&](const std::string& what) {
+      size_t n = 0;
+      for (size_t at = svg.find(what); at != std::string::npos; at = svg.find(what, at + 1)) ++n;
+      return n;
+    };
+    // Three markers on the plot and three in the legend, one of each three filled.
+    EXPECT_EQ(count(" fill=\"white\" " + paint), 4u) << curves[c].optimizer;
+    EXPECT_EQ(count(" fill=\"" + colour[c] + "\" " + paint), 2u) << curves[c].optimizer;
+  }
+  // Each marker sits on its curve: the valley of curve 0 at its rate and loss, filled (a diamond).
+  const double x = 72 + (std::log10(curves[0].valley) + 6) / 5 * (720 - 96);
+  char at[64];
+  std::snprintf(at, sizeof at, "%.2f,", x);
+  const size_t diamond = svg.find("<polygon points=\"" + std::string(at));
+  ASSERT_NE(diamond, std::string::npos) << at << "\n" << svg;
+  const std::string filled = " fill=\"#4e79a7\"";
+  EXPECT_EQ(svg.substr(svg.find(" fill=", diamond), filled.size()), filled);
+  EXPECT_NE(svg.find("adam() valley 0.0001 *"), std::string::npos);
+  EXPECT_NE(svg.find("sgd() min_div10 0.001 *"), std::string::npos);
+}
+
 TEST(LrFinder, CliPrintsSuggestionsAndWritesJsonAndSvg) {
   const std::string json_path = temp_path("finder.json"), svg_path = temp_path("finder.svg");
   auto r = run_cli("find-lr --data spirals --samples 1500 --hidden 16,16 --batch 50 --device cpu --steps 80 "

@@ -1,11 +1,14 @@
 // SVG line plots: well-formed, self-contained, with ticks, legend and colours; odd data is handled.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <regex>
 #include <set>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "lrlab/error.hpp"
@@ -112,8 +115,14 @@ TEST(PlotSvg, LogAxesTickAtPowersOfTen) {
   std::string svg = svg_line_plot({s}, o);
   expect_valid(svg);
   std::vector<std::string> labels = text_labels(svg);
-  for (const char* tick : {"0.001", "0.01", "0.1", "1", "10", "100"}) EXPECT_TRUE(has(labels, tick)) << tick;
+  // y spans four decades: powers of ten only.
+  for (const char* tick : {"0.001", "0.01", "0.1", "1", "10"}) EXPECT_TRUE(has(labels, tick)) << tick;
   EXPECT_FALSE(has(labels, "0.5"));
+  EXPECT_FALSE(has(labels, "0.002"));
+  // x, 1 to 41, spans less than two: 1, 2 and 5 times them, ending at the first tick past 41.
+  for (const char* tick : {"2", "5", "20", "50"}) EXPECT_TRUE(has(labels, tick)) << tick;
+  EXPECT_FALSE(has(labels, "100"));
+  EXPECT_FALSE(has(labels, "3"));
 
   Series wide;
   wide.x = {1, 2};
@@ -121,6 +130,106 @@ TEST(PlotSvg, LogAxesTickAtPowersOfTen) {
   std::vector<std::string> wide_labels = text_labels(svg_line_plot({wide}, o));
   EXPECT_TRUE(has(wide_labels, "1e-12"));
   EXPECT_TRUE(has(wide_labels, "1e12"));
+}
+
+// A validation loss between 0.3 and 0.65 on a log axis got only the labels 0.1 and 1, with the
+// curves squeezed into the middle of the plot.
+TEST(PlotSvg, NarrowLogRangesTickBetweenPowersOfTen) {
+  Series s;
+  s.name = "val";
+  s.x = {1, 2, 3};
+  s.y = {0.65, 0.42, 0.3};
+  PlotOptions o;
+  o.log_y = true;
+  std::string svg = svg_line_plot({s}, o);
+  expect_valid(svg);
+  std::vector<std::string> labels = text_labels(svg);
+  for (const char* tick : {"0.3", "0.4", "0.5", "0.6", "0.7"}) EXPECT_TRUE(has(labels, tick)) << tick;
+  EXPECT_FALSE(has(labels, "0.1"));
+  EXPECT_FALSE(has(labels, "0.8"));
+  // The axis ends at the ticks around the data: the lowest point sits on the bottom edge.
+  const std::vector<std::string> pts = all(svg, "points=\"([^\"]*)\"");
+  ASSERT_EQ(pts.size(), 1u);
+  const double bottom = o.height - 48.0;
+  EXPECT_NEAR(std::stod(pts[0].substr(pts[0].rfind(',') + 1)), bottom, 0.01) << pts[0];
+
+  // Over two decades, 1, 2 and 5 times powers of ten; from 10^6 on the labels read 2e6.
+  Series wide;
+  wide.x = {1, 2};
+  wide.y = {1.5e5, 9e6};
+  labels = text_labels(svg_line_plot({wide}, o));
+  for (const char* tick : {"100000", "200000", "500000", "1e6", "2e6", "5e6", "1e7"}) EXPECT_TRUE(has(labels, tick)) << tick;
+  EXPECT_FALSE(has(labels, "3e6"));
+
+  // One value, or two a rounding apart, still get an axis of two distinct ticks.
+  for (double v : {0.5, 0.3, 1.0, 1e-300, 4.9e-324}) {
+    Series flat;
+    flat.x = {0, 1};
+    flat.y = {v, std::nextafter(v, 1.0)};
+    const std::string one = svg_line_plot({flat}, o);
+    expect_valid(one);
+    EXPECT_GE(text_labels(one).size(), 4u) << v;  // two ticks on each axis
+  }
+}
+
+// The legend box's top-left corner.
+std::pair<double, double> legend_at(const std::string& svg) {
+  std::smatch m;
+  const std::regex re("<g class=\"legend\">\n<rect x=\"([0-9.]+)\" y=\"([0-9.]+)\"");
+  if (!std::regex_search(svg, m, re)) return {-1, -1};
+  return {std::stod(m[1]), std::stod(m[2])};
+}
+
+// The legend sat in the top-right corner whatever lay there; a learning rate held constant at the
+// top of its plot ran hidden behind it.
+TEST(PlotSvg, LegendGoesToTheCornerThatHidesTheLeast) {
+  PlotOptions o;  // 720 x 420
+  // The axes run from 0 to 10, and the legend stands off the frame: the lines at 9.5 and 0.5 pass
+  // where it would be.
+  Series top{"along the top", {0, 10}, {9.5, 9.5}};
+  Series low_right{"low right", {5, 10}, {0.5, 0.5}};
+  Series frame{"", {0, 10}, {0, 10}, Mark::circle};  // unnamed: sets the axes, not in the legend
+  auto [x, y] = legend_at(svg_line_plot({top, low_right, frame}, o));
+  EXPECT_LT(x, 360) << "left";
+  EXPECT_GT(y, 210) << "bottom";
+
+  // Where two corners are free: the top right before the top left, before the bottom right.
+  Series falling{"falling", {0, 10}, {10, 0}};
+  std::tie(x, y) = legend_at(svg_line_plot({falling}, o));
+  EXPECT_GT(x, 360);
+  EXPECT_LT(y, 210);
+  Series rising{"rising", {0, 10}, {0, 10}};
+  std::tie(x, y) = legend_at(svg_line_plot({rising}, o));
+  EXPECT_LT(x, 360) << "left";
+  EXPECT_LT(y, 210) << "top";
+
+  // Markers count too: a cloud of them in the top right sends the legend elsewhere.
+  Series cloud{"cloud", {}, {}, Mark::circle};
+  for (int i = 0; i < 20; ++i) cloud.x.push_back(9 + 0.05 * i), cloud.y.push_back(9.2 + 0.1 * (i % 7));
+  std::tie(x, y) = legend_at(svg_line_plot({cloud, frame}, o));
+  EXPECT_FALSE(x > 360 && y < 210) << "legend over the markers at " << x << "," << y;
+}
+
+TEST(PlotSvg, MarkerSeriesTakeTheirShapeFillAndColour) {
+  Series curve{"curve", {1, 2, 3}, {3, 2, 1}};
+  Series hollow{"hollow diamond", {2}, {2}, Mark::diamond, false, 0};
+  Series solid{"solid triangle", {3}, {1}, Mark::triangle, true, 0};
+  Series dot{"own colour", {1}, {3}, Mark::circle};
+  const std::string svg = svg_line_plot({curve, hollow, solid, dot}, PlotOptions{});
+  expect_valid(svg);
+  EXPECT_EQ(all(svg, "(<polyline)").size(), 1u) << "markers are not joined";
+  // Each marker once on the plot and once in the legend.
+  const std::vector<std::string> polygons = all(svg, "<polygon points=\"[^\"]*\"( fill=\"[^\"]*\" stroke=\"[^\"]*\")");
+  ASSERT_EQ(polygons.size(), 4u);
+  EXPECT_EQ(std::count(polygons.begin(), polygons.end(), " fill=\"white\" stroke=\"#4e79a7\""), 2);
+  EXPECT_EQ(std::count(polygons.begin(), polygons.end(), " fill=\"#4e79a7\" stroke=\"#4e79a7\""), 2);
+  // The diamond has four corners, the triangle three.
+  for (const std::string& p : all(svg, "<polygon points=\"([^\"]*)\" fill=\"white\""))
+    EXPECT_EQ(std::count(p.begin(), p.end(), ','), 4) << p;
+  for (const std::string& p : all(svg, "<polygon points=\"([^\"]*)\" fill=\"#4e79a7\""))
+    EXPECT_EQ(std::count(p.begin(), p.end(), ','), 3) << p;
+  // A marker series without a colour index takes its own position's colour (the fourth).
+  EXPECT_EQ(all(svg, "(<circle [^>]*fill=\"#76b7b2\" stroke=\"#76b7b2\")").size(), 2u);
 }
 
 TEST(PlotSvg, NonFinitePointsAreSkippedAndBreakTheLine) {

@@ -60,7 +60,8 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
 
 // The document `lrlab find-lr --json` writes.
 std::string finder_json(const std::vector<FinderCurve>& curves);
-// Smoothed loss against the rate on a log axis, a short vertical mark at each suggestion.
+// Smoothed loss against the rate on a log axis, each suggestion a marker on its curve (a shape per
+// rule, the recommended one filled).
 std::string finder_svg(const std::vector<FinderCurve>& curves);
 
 // The suggestion rules, on a smoothed curve (indices into the vectors given; none empty).

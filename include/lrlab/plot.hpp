@@ -7,9 +7,17 @@
 
 namespace lrlab {
 
+// How a series' points are drawn: joined in order by a line, or each as a marker of a shape.
+enum class Mark { line, circle, diamond, triangle };
+
 struct Series {
   std::string name;  // shown in the legend; series without a name are left out of it
   std::vector<double> x, y;
+  Mark mark = Mark::line;
+  bool filled = true;  // markers: filled, or outlined
+  // Palette index; negative: the series' own position in the list. Markers that annotate a curve
+  // take the curve's index, so the two read as one.
+  int colour = -1;
 };
 
 struct PlotOptions {
@@ -22,7 +30,10 @@ struct PlotOptions {
 // are not printable UTF-8, become '?'.
 std::string xml_escape(const std::string& text);
 
-// Axes with labelled ticks (powers of ten on log axes), a legend and one colour per series.
+// Axes with labelled ticks, a legend and one colour per series. Log axes tick at powers of ten,
+// and where the data spans less than three decades also at 2 and 5 times them (or at every
+// multiple, for less than about one decade), so a narrow range still gets several labels. The
+// legend goes in the corner of the plot area where it hides the least of the data.
 // Non-finite points (and non-positive ones on a log axis) are skipped and break the line; empty
 // input still gives a valid SVG. Dense series are thinned to a few points per pixel column,
 // keeping each column's extremes. Throws lrlab::Error when a series' x and y differ in length or
