@@ -65,6 +65,13 @@ std::string cell(const char* format, double v) {
 }
 
 
+// Why a best rate at an end of the grid deserves a second look, for the table and the report.
+const char* edge_note(int edge) {
+  return edge > 0 ? "the largest rate tried: extend --lr upward" : edge < 0 ? "the smallest rate tried: extend --lr downward" : "";
+}
+
+const char* edge_name(int edge) { return edge > 0 ? "largest" : edge < 0 ? "smallest" : "inside"; }
+
 // The reader's accessors: every field checked, so a foreign or damaged file is an error, not UB.
 struct Reader {
   const std::string& name;
@@ -125,6 +132,31 @@ std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs) {
   return idx;
 }
 
+std::vector<SweepBest> best_per_optimizer(const SweepResult& r) {
+  std::vector<SweepBest> best;
+  std::vector<std::string> seen;
+  for (size_t i : rank_runs(r.runs)) {
+    const SweepRun& x = r.runs[i];
+    if (x.diverged || x.halted || !std::isfinite(x.best_val_loss)) continue;
+    if (std::find(seen.begin(), seen.end(), x.config.optimizer) != seen.end()) continue;
+    seen.push_back(x.config.optimizer);
+    double lo = x.config.lr, hi = x.config.lr;
+    for (const SweepRun& y : r.runs)
+      if (y.config.optimizer == x.config.optimizer && y.config.schedule == x.config.schedule)
+        lo = std::min(lo, y.config.lr), hi = std::max(hi, y.config.lr);
+    best.push_back({i, lo == hi ? 0 : x.config.lr == hi ? 1 : x.config.lr == lo ? -1 : 0});
+  }
+  // Ranked order found them; the reader looks them up in the order of the command line.
+  auto first_seen = [&r](const SweepBest& b) {
+    for (size_t i = 0; i < r.runs.size(); ++i)
+      if (r.runs[i].config.optimizer == r.runs[b.run].config.optimizer) return i;
+    return r.runs.size();
+  };
+  std::stable_sort(best.begin(), best.end(),
+                   [&](const SweepBest& a, const SweepBest& b) { return first_seen(a) < first_seen(b); });
+  return best;
+}
+
 std::string sweep_results_json(const SweepResult& r) {
   json runs = json::array();
   for (const SweepRun& x : r.runs)
@@ -150,6 +182,15 @@ std::string sweep_results_json(const SweepResult& r) {
               {"seconds", r.seconds},
               {"interrupted", r.interrupted},
               {"runs", runs}};
+  // Derived from the runs (merge recomputes it), for scripts that want the answer without ranking.
+  json best = json::array();
+  for (const SweepBest& b : best_per_optimizer(r)) {
+    const SweepRun& x = r.runs[b.run];
+    best.push_back({{"id", x.config.id}, {"optimizer", x.config.optimizer}, {"schedule", x.config.schedule},
+                    {"lr", x.config.lr}, {"best_val_loss", num(x.best_val_loss)},
+                    {"best_val_accuracy", num(x.best_val_accuracy)}, {"rate_in_grid", edge_name(b.edge)}});
+  }
+  doc["best_per_optimizer"] = best;
   return doc.dump(1) + "\n";
 }
 
@@ -339,6 +380,16 @@ std::string sweep_table(const SweepResult& r) {
                  cell("%.4f", sl).c_str(), acc.c_str(), a.final_loss.size(), a.diverged);
     }
   }
+  const std::vector<SweepBest> best = best_per_optimizer(r);
+  if (!best.empty()) os << "\nbest per optimizer (lowest best validation loss):\n";
+  for (const SweepBest& b : best) {
+    const SweepRun& x = r.runs[b.run];
+    const std::string acc = std::isnan(x.best_val_accuracy) ? "" : ", acc " + cell("%.2f%%", 100 * x.best_val_accuracy);
+    const std::string note = b.edge ? std::string("  <- ") + edge_note(b.edge) : "";
+    os << strf("  %-*s %-*s %9.3g  val loss %s (epoch %lld)%s%s\n", wo, x.config.optimizer.c_str(), ws,
+               x.config.schedule.c_str(), x.config.lr, cell("%.4f", x.best_val_loss).c_str(),
+               static_cast<long long>(x.best_epoch), acc.c_str(), note.c_str());
+  }
   return os.str();
 }
 
@@ -351,6 +402,19 @@ std::string sweep_report_html(const SweepResult& r) {
   h << "<h1>lrlab sweep</h1>\n<p>" << xml_escape(r.data_description) << "; device " << xml_escape(r.device)
     << ", mode " << xml_escape(r.mode) << ", " << r.epochs << " epochs of " << r.steps_per_epoch << " steps, "
     << r.runs.size() << " configurations" << (r.interrupted ? " (interrupted: partial results)" : "") << ".</p>\n";
+  const std::vector<SweepBest> best = best_per_optimizer(r);
+  if (!best.empty()) {
+    h << "<h2>Best per optimizer</h2>\n<table><tr><th>optimizer</th><th>schedule</th><th>lr</th>"
+         "<th>best val loss</th><th>best acc</th><th>best epoch</th><th>note</th></tr>\n";
+    for (const SweepBest& b : best) {
+      const SweepRun& x = r.runs[b.run];
+      h << "<tr><td class=l>" << xml_escape(x.config.optimizer) << "</td><td class=l>" << xml_escape(x.config.schedule)
+        << "</td><td>" << strf("%.3g", x.config.lr) << "</td><td>" << cell("%.4f", x.best_val_loss) << "</td><td>"
+        << cell("%.2f%%", 100 * x.best_val_accuracy) << "</td><td>" << x.best_epoch << "</td><td class=l>"
+        << edge_note(b.edge) << "</td></tr>\n";
+    }
+    h << "</table>\n";
+  }
   h << "<h2>Ranking</h2>\n<table><tr><th>rank</th><th>id</th><th>optimizer</th><th>schedule</th><th>lr</th>"
        "<th>final val loss</th><th>best val loss</th><th>final acc</th><th>best acc</th><th>best epoch</th><th>status</th></tr>\n";
   std::vector<size_t> order = rank_runs(r.runs);

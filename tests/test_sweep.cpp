@@ -456,6 +456,76 @@ TEST(SweepReport, HaltedLaterRanksAboveHaltedEarlier) {
 }
 
 // curves.csv: each value under its own header.
+// A run of `optimizer` and `schedule` at `lr`, finished with best validation loss `loss`.
+SweepRun rated_run(int64_t id, const std::string& optimizer, const std::string& schedule, double lr, double loss) {
+  SweepRun x = hand_run(id, 0, loss, 1 - loss);
+  x.config.optimizer = optimizer;
+  x.config.schedule = schedule;
+  x.config.lr = x.lr[0] = lr;
+  return x;
+}
+
+// The sweep's answer to "which rate": the best run of each optimizer, and a warning where that rate
+// is an end of the rates tried, since the best may then lie beyond the grid.
+TEST(SweepReport, BestPerOptimizerFlagsRatesAtTheEndOfTheGrid) {
+  std::vector<SweepRun> runs = {
+      rated_run(0, "adam()", "constant", 1e-3, 0.9), rated_run(1, "adam()", "constant", 1e-2, 0.5),
+      rated_run(2, "adam()", "constant", 1e-1, 0.3),  // adam's best: the largest rate tried
+      rated_run(3, "sgd()", "constant", 1e-3, 0.4), rated_run(4, "sgd()", "constant", 1e-2, 0.2),
+      rated_run(5, "sgd()", "constant", 1e-1, 0.6),  // sgd's best is inside, and ranks first overall
+      rated_run(6, "sgd()", "constant", 3e-2, 0.1),  // lower still, but diverged
+      rated_run(7, "rmsprop()", "constant", 1e-3, 0.7), rated_run(8, "rmsprop()", "constant", 1e-2, 0.8),
+      rated_run(9, "rmsprop()", "cosine(steps=1ep)", 1e-2, 0.35),  // smallest rate of ITS schedule
+      rated_run(10, "rmsprop()", "cosine(steps=1ep)", 1e-1, 0.95),
+      rated_run(11, "adagrad()", "constant", 1e-2, 0.45),  // one rate only: no end to speak of
+      rated_run(12, "adam()", "constant", 3e-2, 0.05),     // lower, but dropped by halving
+  };
+  runs[6].diverged = true;
+  runs[6].diverged_epoch = 1;
+  runs[12].halted = true;
+  SweepResult r = hand_result(runs, 1);
+  const std::vector<SweepBest> best = best_per_optimizer(r);
+  ASSERT_EQ(best.size(), 4u);
+  // In the order the optimizers come, not in rank order.
+  EXPECT_EQ(best[0].run, 2u);
+  EXPECT_EQ(best[0].edge, 1);
+  EXPECT_EQ(best[1].run, 4u);
+  EXPECT_EQ(best[1].edge, 0);
+  EXPECT_EQ(best[2].run, 9u);
+  EXPECT_EQ(best[2].edge, -1);
+  EXPECT_EQ(best[3].run, 11u);
+  EXPECT_EQ(best[3].edge, 0);
+
+  const std::string table = sweep_table(r);
+  const size_t at = table.find("best per optimizer");
+  ASSERT_NE(at, std::string::npos) << table;
+  const std::string section = table.substr(at);
+  EXPECT_NE(section.find("0.1  val loss 0.3000 (epoch 1), acc 70.00%  <- the largest rate tried: extend --lr upward"),
+            std::string::npos) << section;
+  EXPECT_NE(section.find("0.01  val loss 0.3500 (epoch 1), acc 65.00%  <- the smallest rate tried: extend --lr downward"),
+            std::string::npos) << section;
+  EXPECT_EQ(std::count(section.begin(), section.end(), '<'), 2) << section;
+
+  const std::string html = sweep_report_html(r);
+  ASSERT_NE(html.find("<h2>Best per optimizer</h2>"), std::string::npos);
+  EXPECT_LT(html.find("<h2>Best per optimizer</h2>"), html.find("<h2>Ranking</h2>"));
+  EXPECT_NE(html.find("the smallest rate tried"), std::string::npos);
+
+  const nlohmann::json doc = nlohmann::json::parse(sweep_results_json(r));
+  ASSERT_EQ(doc["best_per_optimizer"].size(), 4u);
+  EXPECT_EQ(doc["best_per_optimizer"][0]["id"], 2);
+  EXPECT_EQ(doc["best_per_optimizer"][0]["rate_in_grid"], "largest");
+  EXPECT_EQ(doc["best_per_optimizer"][1]["rate_in_grid"], "inside");
+  EXPECT_EQ(doc["best_per_optimizer"][2]["rate_in_grid"], "smallest");
+  EXPECT_EQ(doc["best_per_optimizer"][2]["schedule"], "cosine(steps=1ep)");
+
+  // Nothing finished, nothing to recommend: no section.
+  for (SweepRun& x : r.runs) x.diverged = true;
+  EXPECT_TRUE(best_per_optimizer(r).empty());
+  EXPECT_EQ(sweep_table(r).find("best per optimizer"), std::string::npos);
+  EXPECT_EQ(sweep_report_html(r).find("Best per optimizer"), std::string::npos);
+}
+
 TEST(SweepReport, CurvesCsvPutsEachValueUnderItsHeader) {
   SweepRun x = hand_run(0, 0, 0.5, 0.75);
   x.train_loss = {0.25};

@@ -108,12 +108,24 @@ bool sweep_diverged(const std::vector<double>& train_loss, double initial_loss, 
 // Ranking: finished runs by best validation loss, then runs halted by halving, then diverged ones.
 std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs);
 
+// The best finished run of each optimizer (first in rank_runs' order, halted and diverged runs
+// aside), in the order the optimizers first appear, and where its rate lies among the rates the
+// grid tried for that optimizer and schedule: at the largest (edge +1) or the smallest (-1), the
+// sweep cannot tell whether a rate beyond it would do better; 0: inside, or a single rate tried.
+struct SweepBest {
+  size_t run = 0;  // index into SweepResult::runs
+  int edge = 0;
+};
+std::vector<SweepBest> best_per_optimizer(const SweepResult& r);
+
 // results.json (round-trips through read_sweep_results), curves.csv and report.html.
 std::string sweep_results_json(const SweepResult& r);
 SweepResult read_sweep_results(const std::string& json_text, const std::string& name);
 std::string sweep_curves_csv(const SweepResult& r);
 std::string sweep_report_html(const SweepResult& r);
-std::string sweep_table(const SweepResult& r);  // the ranked table printed on the terminal
+// The ranked table printed on the terminal, the spread over data orders (several seeds), and the
+// best run per optimizer with a note where its rate is at an end of the grid.
+std::string sweep_table(const SweepResult& r);
 // Writes results.json, curves.csv and report.html into dir (created if missing), atomically.
 void write_sweep_outputs(const SweepResult& r, const std::string& dir);
 // Joins disjoint shards of one sweep; throws lrlab::Error for overlapping or foreign shards.
