@@ -88,7 +88,8 @@ void sub_decade_ticks(Axis* a, double lo, double hi, int first_decade, int last_
     while (end > begin + 1 && value(all[end - 1]) >= hi * (1 - 1e-9)) --end;
     if (end - begin + 1 < 4 && multiples == &coarse) continue;
     a->ticks.clear();
-    for (size_t i = begin; i <= end; ++i) a->ticks.push_back({std::log10(value(all[i])), log_label(all[i].first, all[i].second)});
+    for (size_t i = begin; i <= end; ++i)
+      a->ticks.push_back({std::log10(value(all[i])), log_label(all[i].first, all[i].second)});
     a->lo = a->ticks.front().value;
     a->hi = a->ticks.back().value;
     return;
@@ -322,7 +323,9 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
 
   std::vector<std::vector<std::vector<Point>>> drawn;
   for (const Series& s : series) drawn.push_back(runs_of(s, ax, ay, left, top, w, h));
-  auto colour_of = [&series](size_t i) { return colour(series[i].colour >= 0 ? static_cast<size_t>(series[i].colour) : i); };
+  auto colour_of = [&series](size_t i) {
+    return colour(series[i].colour >= 0 ? static_cast<size_t>(series[i].colour) : i);
+  };
   for (size_t i = 0; i < series.size(); ++i) {
     for (const std::vector<Point>& run : drawn[i]) {
       if (series[i].mark != Mark::line) {

@@ -67,7 +67,9 @@ std::string cell(const char* format, double v) {
 
 // Why a best rate at an end of the grid deserves a second look, for the table and the report.
 const char* edge_note(int edge) {
-  return edge > 0 ? "the largest rate tried: extend --lr upward" : edge < 0 ? "the smallest rate tried: extend --lr downward" : "";
+  return edge > 0   ? "the largest rate tried: extend --lr upward"
+         : edge < 0 ? "the smallest rate tried: extend --lr downward"
+                    : "";
 }
 
 const char* edge_name(int edge) { return edge > 0 ? "largest" : edge < 0 ? "smallest" : "inside"; }

@@ -158,7 +158,8 @@ TEST(PlotSvg, NarrowLogRangesTickBetweenPowersOfTen) {
   wide.x = {1, 2};
   wide.y = {1.5e5, 9e6};
   labels = text_labels(svg_line_plot({wide}, o));
-  for (const char* tick : {"100000", "200000", "500000", "1e6", "2e6", "5e6", "1e7"}) EXPECT_TRUE(has(labels, tick)) << tick;
+  for (const char* tick : {"100000", "200000", "500000", "1e6", "2e6", "5e6", "1e7"})
+    EXPECT_TRUE(has(labels, tick)) << tick;
   EXPECT_FALSE(has(labels, "3e6"));
 
   // One value, or two a rounding apart, still get an axis of two distinct ticks.
