@@ -134,31 +134,6 @@ std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs) {
   return idx;
 }
 
-std::vector<SweepBest> best_per_optimizer(const SweepResult& r) {
-  std::vector<SweepBest> best;
-  std::vector<std::string> seen;
-  for (size_t i : rank_runs(r.runs)) {
-    const SweepRun& x = r.runs[i];
-    if (x.diverged || x.halted || !std::isfinite(x.best_val_loss)) continue;
-    if (std::find(seen.begin(), seen.end(), x.config.optimizer) != seen.end()) continue;
-    seen.push_back(x.config.optimizer);
-    double lo = x.config.lr, hi = x.config.lr;
-    for (const SweepRun& y : r.runs)
-      if (y.config.optimizer == x.config.optimizer && y.config.schedule == x.config.schedule)
-        lo = std::min(lo, y.config.lr), hi = std::max(hi, y.config.lr);
-    best.push_back({i, lo == hi ? 0 : x.config.lr == hi ? 1 : x.config.lr == lo ? -1 : 0});
-  }
-  // Ranked order found them; the reader looks them up in the order of the command line.
-  auto first_seen = [&r](const SweepBest& b) {
-    for (size_t i = 0; i < r.runs.size(); ++i)
-      if (r.runs[i].config.optimizer == r.runs[b.run].config.optimizer) return i;
-    return r.runs.size();
-  };
-  std::stable_sort(best.begin(), best.end(),
-                   [&](const SweepBest& a, const SweepBest& b) { return first_seen(a) < first_seen(b); });
-  return best;
-}
-
 std::string sweep_results_json(const SweepResult& r) {
   json runs = json::array();
   for (const SweepRun& x : r.runs)
@@ -189,8 +164,9 @@ std::string sweep_results_json(const SweepResult& r) {
   for (const SweepBest& b : best_per_optimizer(r)) {
     const SweepRun& x = r.runs[b.run];
     best.push_back({{"id", x.config.id}, {"optimizer", x.config.optimizer}, {"schedule", x.config.schedule},
-                    {"lr", x.config.lr}, {"best_val_loss", num(x.best_val_loss)},
-                    {"best_val_accuracy", num(x.best_val_accuracy)}, {"rate_in_grid", edge_name(b.edge)}});
+                    {"lr", x.config.lr}, {"best_val_loss", num(b.best_val_loss)},
+                    {"best_val_accuracy", num(b.best_val_accuracy)}, {"data_orders", b.data_orders},
+                    {"rate_in_grid", edge_name(b.edge)}});
   }
   doc["best_per_optimizer"] = best;
   return doc.dump(1) + "\n";
@@ -349,6 +325,56 @@ void mean_std(const std::vector<double>& v, double* mean, double* sd) {
 
 }  // namespace
 
+std::vector<SweepBest> best_per_optimizer(const SweepResult& r) {
+  // With several data orders a grid entry is judged by its mean over them, as halving judges it,
+  // and one that diverged under any of them is not recommended.
+  const int64_t per_seed = std::max<int64_t>(1, r.grid_size / seeds_of(r));
+  struct Entry {
+    size_t first;  // its first run, in id order
+    double loss = 0, accuracy = 0;
+    int64_t runs = 0;
+    bool excluded = false;
+  };
+  std::map<int64_t, Entry> entries;  // by position in the grid
+  for (size_t i = 0; i < r.runs.size(); ++i) {
+    const SweepRun& x = r.runs[i];
+    Entry& e = entries.try_emplace(x.config.id % per_seed, Entry{i}).first->second;
+    if (x.diverged || x.halted || !std::isfinite(x.best_val_loss)) {
+      e.excluded = true;
+      continue;
+    }
+    e.loss += x.best_val_loss;
+    e.accuracy += x.best_val_accuracy;
+    e.runs += 1;
+  }
+  std::vector<std::string> optimizers;  // in the order of the command line
+  std::vector<SweepBest> best;
+  std::vector<bool> found;
+  for (const auto& [key, e] : entries) {
+    const SweepRun& x = r.runs[e.first];
+    const size_t k = std::find(optimizers.begin(), optimizers.end(), x.config.optimizer) - optimizers.begin();
+    if (k == optimizers.size()) optimizers.push_back(x.config.optimizer), best.emplace_back(), found.push_back(false);
+    if (e.excluded || e.runs == 0) continue;
+    const double loss = e.loss / static_cast<double>(e.runs);
+    if (found[k] && !(loss < best[k].best_val_loss)) continue;  // a tie keeps the earlier entry
+    found[k] = true;
+    best[k] = {e.first, 0, loss, e.accuracy / static_cast<double>(e.runs), e.runs};
+  }
+  std::vector<SweepBest> out;
+  for (size_t k = 0; k < best.size(); ++k) {
+    if (!found[k]) continue;
+    SweepBest b = best[k];
+    const SweepRun& x = r.runs[b.run];
+    double lo = x.config.lr, hi = x.config.lr;
+    for (const SweepRun& y : r.runs)
+      if (y.config.optimizer == x.config.optimizer && y.config.schedule == x.config.schedule)
+        lo = std::min(lo, y.config.lr), hi = std::max(hi, y.config.lr);
+    b.edge = lo == hi ? 0 : x.config.lr == hi ? 1 : x.config.lr == lo ? -1 : 0;
+    out.push_back(b);
+  }
+  return out;
+}
+
 std::string sweep_table(const SweepResult& r) {
   std::ostringstream os;
   // Specs are as long as their keys: the columns grow to the longest, so the figures stay aligned.
@@ -386,11 +412,13 @@ std::string sweep_table(const SweepResult& r) {
   if (!best.empty()) os << "\nbest per optimizer (lowest best validation loss):\n";
   for (const SweepBest& b : best) {
     const SweepRun& x = r.runs[b.run];
-    const std::string acc = std::isnan(x.best_val_accuracy) ? "" : ", acc " + cell("%.2f%%", 100 * x.best_val_accuracy);
+    const std::string when = b.data_orders > 1 ? strf("mean of %lld data orders", static_cast<long long>(b.data_orders))
+                                               : strf("epoch %lld", static_cast<long long>(x.best_epoch));
+    const std::string acc = std::isnan(b.best_val_accuracy) ? "" : ", acc " + cell("%.2f%%", 100 * b.best_val_accuracy);
     const std::string note = b.edge ? std::string("  <- ") + edge_note(b.edge) : "";
-    os << strf("  %-*s %-*s %9.3g  val loss %s (epoch %lld)%s%s\n", wo, x.config.optimizer.c_str(), ws,
-               x.config.schedule.c_str(), x.config.lr, cell("%.4f", x.best_val_loss).c_str(),
-               static_cast<long long>(x.best_epoch), acc.c_str(), note.c_str());
+    os << strf("  %-*s %-*s %9.3g  val loss %s (%s)%s%s\n", wo, x.config.optimizer.c_str(), ws,
+               x.config.schedule.c_str(), x.config.lr, cell("%.4f", b.best_val_loss).c_str(), when.c_str(), acc.c_str(),
+               note.c_str());
   }
   return os.str();
 }
@@ -407,12 +435,12 @@ std::string sweep_report_html(const SweepResult& r) {
   const std::vector<SweepBest> best = best_per_optimizer(r);
   if (!best.empty()) {
     h << "<h2>Best per optimizer</h2>\n<table><tr><th>optimizer</th><th>schedule</th><th>lr</th>"
-         "<th>best val loss</th><th>best acc</th><th>best epoch</th><th>note</th></tr>\n";
+         "<th>best val loss</th><th>best acc</th><th>runs</th><th>note</th></tr>\n";
     for (const SweepBest& b : best) {
       const SweepRun& x = r.runs[b.run];
       h << "<tr><td class=l>" << xml_escape(x.config.optimizer) << "</td><td class=l>" << xml_escape(x.config.schedule)
-        << "</td><td>" << strf("%.3g", x.config.lr) << "</td><td>" << cell("%.4f", x.best_val_loss) << "</td><td>"
-        << cell("%.2f%%", 100 * x.best_val_accuracy) << "</td><td>" << x.best_epoch << "</td><td class=l>"
+        << "</td><td>" << strf("%.3g", x.config.lr) << "</td><td>" << cell("%.4f", b.best_val_loss) << "</td><td>"
+        << cell("%.2f%%", 100 * b.best_val_accuracy) << "</td><td>" << b.data_orders << "</td><td class=l>"
         << edge_note(b.edge) << "</td></tr>\n";
     }
     h << "</table>\n";

@@ -525,6 +525,32 @@ TEST(SweepReport, BestPerOptimizerFlagsRatesAtTheEndOfTheGrid) {
   EXPECT_EQ(sweep_report_html(r).find("Best per optimizer"), std::string::npos);
 }
 
+// With several data orders, one lucky order does not make the answer: an entry is judged by its
+// mean over them, and one that diverged under any of them is not recommended.
+TEST(SweepReport, BestPerOptimizerAveragesOverDataOrders) {
+  // Three grid entries (rates 1e-3, 1e-2, 1e-1) over two data orders: ids 0-2 and 3-5.
+  std::vector<SweepRun> runs = {
+      rated_run(0, "adam()", "constant", 1e-3, 0.20), rated_run(1, "adam()", "constant", 1e-2, 0.30),
+      rated_run(2, "adam()", "constant", 1e-1, 0.05), rated_run(3, "adam()", "constant", 1e-3, 0.60),
+      rated_run(4, "adam()", "constant", 1e-2, 0.35), rated_run(5, "adam()", "constant", 1e-1, 0.10),
+  };
+  for (size_t i = 3; i < 6; ++i) runs[i].config.seed_index = 1;
+  runs[5].diverged = true;  // 1e-1 diverged under the second order
+  SweepResult r = hand_result(runs, 2);
+  const std::vector<SweepBest> best = best_per_optimizer(r);
+  ASSERT_EQ(best.size(), 1u);
+  EXPECT_EQ(best[0].run, 1u);  // 1e-2: mean 0.325, against 0.4 for 1e-3
+  EXPECT_EQ(best[0].edge, 0);
+  EXPECT_DOUBLE_EQ(best[0].best_val_loss, 0.325);
+  EXPECT_DOUBLE_EQ(best[0].best_val_accuracy, 0.675);
+  EXPECT_EQ(best[0].data_orders, 2);
+  const std::string table = sweep_table(r);
+  EXPECT_NE(table.find("0.01  val loss 0.3250 (mean of 2 data orders), acc 67.50%\n"), std::string::npos) << table;
+  const nlohmann::json doc = nlohmann::json::parse(sweep_results_json(r));
+  EXPECT_EQ(doc["best_per_optimizer"][0]["data_orders"], 2);
+  EXPECT_DOUBLE_EQ(doc["best_per_optimizer"][0]["best_val_loss"].get<double>(), 0.325);
+}
+
 TEST(SweepReport, CurvesCsvPutsEachValueUnderItsHeader) {
   SweepRun x = hand_run(0, 0, 0.5, 0.75);
   x.train_loss = {0.25};

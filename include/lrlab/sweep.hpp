@@ -108,13 +108,16 @@ bool sweep_diverged(const std::vector<double>& train_loss, double initial_loss, 
 // Ranking: finished runs by best validation loss, then runs halted by halving, then diverged ones.
 std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs);
 
-// The best finished run of each optimizer (first in rank_runs' order, halted and diverged runs
-// aside), in the order the optimizers first appear, and where its rate lies among the rates the
-// grid tried for that optimizer and schedule: at the largest (edge +1) or the smallest (-1), the
-// sweep cannot tell whether a rate beyond it would do better; 0: inside, or a single rate tried.
+// The best grid entry of each optimizer, in the order the optimizers first appear: the lowest best
+// validation loss, averaged over the data orders (--seeds) as halving averages it; an entry that
+// diverged under any data order, or was halted, is left out. `edge` says where its rate lies among
+// the rates the grid tried for that optimizer and schedule: at the largest (+1) or the smallest
+// (-1), the sweep cannot tell whether a rate beyond it would do better; 0: inside, or one rate.
 struct SweepBest {
-  size_t run = 0;  // index into SweepResult::runs
+  size_t run = 0;  // the entry's first run (its first data order), an index into SweepResult::runs
   int edge = 0;
+  double best_val_loss = 0, best_val_accuracy = 0;  // means over the entry's runs
+  int64_t data_orders = 0;                           // its runs
 };
 std::vector<SweepBest> best_per_optimizer(const SweepResult& r);
 
