@@ -223,6 +223,10 @@ std::string marker_svg(Mark mark, Point p, const std::string& colour, bool fille
     case Mark::triangle:
       return "<polygon points=\"" + num(p.x) + "," + num(p.y - 1.2 * r) + " " + num(p.x + r) + "," +
              num(p.y + 0.8 * r) + " " + num(p.x - r) + "," + num(p.y + 0.8 * r) + "\"" + paint;
+    case Mark::cross:
+      return "<path d=\"M" + num(p.x - r) + "," + num(p.y - r) + " L" + num(p.x + r) + "," + num(p.y + r) + " M" +
+             num(p.x - r) + "," + num(p.y + r) + " L" + num(p.x + r) + "," + num(p.y - r) + "\" fill=\"none\" stroke=\"" +
+             colour + "\" stroke-width=\"2\"/>\n";
     case Mark::circle:
     case Mark::line:  // not a marker; drawn as a circle should it ever reach here
       break;

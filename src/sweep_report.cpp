@@ -473,16 +473,29 @@ std::string sweep_report_html(const SweepResult& r) {
   std::vector<Aggregate> agg = aggregate(r);
   for (const std::string& opt : optimizers) {
     std::vector<Series> series;
-    for (const std::string& sched : schedules) {
-      Series s{sched, {}, {}};
+    std::vector<std::vector<double>> failed(schedules.size());  // rates where every run diverged
+    for (size_t j = 0; j < schedules.size(); ++j) {
+      Series s{schedules[j], {}, {}};
       for (const Aggregate& a : agg)
-        if (a.config.optimizer == opt && a.config.schedule == sched) {
+        if (a.config.optimizer == opt && a.config.schedule == schedules[j]) {
           double m, sd;
           mean_std(a.final_loss, &m, &sd);
           s.x.push_back(a.config.lr);
           s.y.push_back(m);
+          if (a.final_loss.empty() && a.diverged > 0) failed[j].push_back(a.config.lr);
         }
       series.push_back(s);
+    }
+    // Such a rate has no loss to draw: a cross at the top of the panel, in its schedule's colour,
+    // shows how far the grid went and where it failed, which the lines alone would hide.
+    double top = 0;
+    for (const Series& s : series)
+      for (double y : s.y)
+        if (std::isfinite(y) && y > 0) top = std::max(top, y);
+    for (size_t j = 0; j < schedules.size(); ++j) {
+      Series cross{"", failed[j], std::vector<double>(failed[j].size(), top > 0 ? top : 1), Mark::cross, false,
+                   static_cast<int>(j)};
+      if (!cross.x.empty()) series.push_back(std::move(cross));
     }
     PlotOptions po;
     po.title = opt;
@@ -491,7 +504,7 @@ std::string sweep_report_html(const SweepResult& r) {
     po.log_x = true;
     po.log_y = true;
     h << svg_line_plot(series, po) << "\n";
-    // Diverged runs have no final loss to draw; where divergence starts is said in words instead.
+    // And in words, with the rates where only some of the data orders diverged.
     std::string diverged;
     for (const std::string& sched : schedules) {
       std::string rates;
@@ -502,7 +515,8 @@ std::string sweep_report_html(const SweepResult& r) {
         }
       if (!rates.empty()) diverged += (diverged.empty() ? "" : "; ") + xml_escape(sched) + " at lr " + rates;
     }
-    if (!diverged.empty()) h << "<p>" << xml_escape(opt) << " diverged: " << diverged << "</p>\n";
+    if (!diverged.empty())
+      h << "<p>" << xml_escape(opt) << " diverged (a cross where every run of a rate did): " << diverged << "</p>\n";
   }
   // Validation loss curves, one panel per optimizer and schedule (first data order).
   h << "<h2>Validation loss per epoch</h2>\n";

@@ -231,6 +231,13 @@ TEST(PlotSvg, MarkerSeriesTakeTheirShapeFillAndColour) {
     EXPECT_EQ(std::count(p.begin(), p.end(), ','), 3) << p;
   // A marker series without a colour index takes its own position's colour (the fourth).
   EXPECT_EQ(all(svg, "(<circle [^>]*fill=\"#76b7b2\" stroke=\"#76b7b2\")").size(), 2u);
+
+  // A cross is two strokes through the point, never filled.
+  Series cross{"failed", {2}, {2}, Mark::cross, true, 2};
+  const std::string with_cross = svg_line_plot({curve, cross}, PlotOptions{});
+  expect_valid(with_cross);
+  const std::vector<std::string> paths = all(with_cross, "(<path d=\"M[^\"]*\" fill=\"none\" stroke=\"#e15759\")");
+  EXPECT_EQ(paths.size(), 2u);  // on the plot and in the legend
 }
 
 TEST(PlotSvg, NonFinitePointsAreSkippedAndBreakTheLine) {

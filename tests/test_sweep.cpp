@@ -9,6 +9,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -549,6 +550,34 @@ TEST(SweepReport, BestPerOptimizerAveragesOverDataOrders) {
   const nlohmann::json doc = nlohmann::json::parse(sweep_results_json(r));
   EXPECT_EQ(doc["best_per_optimizer"][0]["data_orders"], 2);
   EXPECT_DOUBLE_EQ(doc["best_per_optimizer"][0]["best_val_loss"].get<double>(), 0.325);
+}
+
+// A rate where every run diverged has no final loss: the loss-against-rate panel left it out, so the
+// plot's axis stopped short of the grid. It is now a cross at the top of the panel.
+TEST(SweepReport, RatesWhereEveryRunDivergedAreCrossesOnTheLossPlot) {
+  // Rates 1e-3, 1e-2, 1e-1 over two data orders: 1e-1 diverged under both, 1e-3 under one.
+  std::vector<SweepRun> runs;
+  for (int64_t seed = 0; seed < 2; ++seed)
+    for (int64_t k = 0; k < 3; ++k) {
+      SweepRun x = rated_run(3 * seed + k, "sgd()", "constant", std::pow(10.0, k - 3), 0.5);
+      x.config.seed_index = seed;
+      runs.push_back(x);
+    }
+  for (size_t i : {size_t{2}, size_t{5}, size_t{3}}) {
+    runs[i].diverged = true;
+    runs[i].diverged_epoch = 1;
+    runs[i].final_val_loss = runs[i].best_val_loss = NAN;
+  }
+  const std::string html = sweep_report_html(hand_result(runs, 2));
+  const std::regex cross("<path d=\"M([0-9.]+),([0-9.]+) L[^\"]*\" fill=\"none\" stroke=\"#4e79a7\"");
+  std::vector<double> xs;
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), cross); it != std::sregex_iterator(); ++it)
+    xs.push_back(std::stod((*it)[1]));
+  ASSERT_EQ(xs.size(), 1u) << "one cross, for 1e-1; 1e-3 has a finished run";
+  // The x axis runs from 1e-3 to 1e-1 (72 to 696 px): the cross is at its right end.
+  EXPECT_NEAR(xs[0] + 4.5, 696, 0.5);
+  EXPECT_NE(html.find("sgd() diverged (a cross where every run of a rate did): constant at lr 0.001, 0.1"),
+            std::string::npos);
 }
 
 TEST(SweepReport, CurvesCsvPutsEachValueUnderItsHeader) {

@@ -7,8 +7,9 @@
 
 namespace lrlab {
 
-// How a series' points are drawn: joined in order by a line, or each as a marker of a shape.
-enum class Mark { line, circle, diamond, triangle };
+// How a series' points are drawn: joined in order by a line, or each as a marker of a shape (a
+// cross is never filled).
+enum class Mark { line, circle, diamond, triangle, cross };
 
 struct Series {
   std::string name;  // shown in the legend; series without a name are left out of it
