@@ -211,8 +211,9 @@ TEST(Sweep, ADivergingConfigIsMarkedAndDoesNotStopTheOthers) {
   EXPECT_TRUE(r.runs[1].diverged);
   EXPECT_GE(r.runs[1].diverged_epoch, 1);
   EXPECT_EQ(rank_runs(r.runs).back(), 1u);
-  // The final-loss plot has no point for it; the report says where divergence starts.
-  EXPECT_NE(sweep_report_html(r).find("<p>sgd() diverged: constant at lr 1e+03</p>"), std::string::npos);
+  // The final-loss plot has no loss for it, only a cross; the report says where divergence starts.
+  EXPECT_NE(sweep_report_html(r).find("<p>sgd() diverged (a cross where every run of a rate did): constant at lr 1e+03</p>"),
+            std::string::npos);
 }
 
 // A rate that blows the loss up without making it infinite (Adam at 10: huge weights, huge logits)
