@@ -275,6 +275,20 @@ std::string finder_json(const std::vector<FinderCurve>& curves) {
   return json{{"curves", list}}.dump(2) + "\n";
 }
 
+namespace {
+
+// The smoothed loss at `rate`, interpolated in log(rate) between the two steps around it (minimum/10
+// is rarely a rate the ramp stepped on); beyond the ramp's ends, the end's loss.
+double curve_at(const FinderCurve& c, double rate) {
+  const size_t at = std::lower_bound(c.lr.begin(), c.lr.end(), rate) - c.lr.begin();
+  if (at == 0) return c.smoothed.front();
+  if (at == c.lr.size()) return c.smoothed.back();
+  const double t = std::log(rate / c.lr[at - 1]) / std::log(c.lr[at] / c.lr[at - 1]);
+  return c.smoothed[at - 1] + t * (c.smoothed[at] - c.smoothed[at - 1]);
+}
+
+}  // namespace
+
 std::string finder_svg(const std::vector<FinderCurve>& curves) {
   // Like fastai's plot, a curve that diverged is drawn without its last 5 points: the blow-up
   // would otherwise stretch the loss axis until the useful part of the curve is flat.
@@ -295,14 +309,11 @@ std::string finder_svg(const std::vector<FinderCurve>& curves) {
                                                            {"valley", c.valley, Mark::diamond},
                                                            {"min_div10", c.min_div10, Mark::circle}};
     for (const auto& [name, rate, shape] : marks) {
-      // Drawn where the curve is at that rate (or its first point, for min/10 below the ramp).
-      const size_t at = std::min<size_t>(std::lower_bound(c.lr.begin(), c.lr.end(), rate) - c.lr.begin(),
-                                         c.lr.size() - 1);
       const bool recommended = c.recommended == name;
       char value[64];
       std::snprintf(value, sizeof value, "%s %.3g%s", name, rate, recommended ? " *" : "");
       const std::string label = curves.size() > 1 ? c.optimizer + " " + value : value;
-      series.push_back({label, {rate}, {c.smoothed[at]}, shape, recommended, static_cast<int>(ci)});
+      series.push_back({label, {rate}, {curve_at(c, rate)}, shape, recommended, plot_colour(ci)});
     }
   }
   PlotOptions o;

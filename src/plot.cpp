@@ -18,14 +18,17 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
+}  // namespace
 
-std::string colour(size_t i) {
+std::string plot_colour(size_t i) {
   static const char* const palette[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                                         "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
   if (i < 10) return palette[i];
   // Golden-angle hues keep further colours apart from their neighbours.
   return "hsl(" + fmt("%.0f", std::fmod(static_cast<double>(i) * 137.508, 360.0)) + ",65%,45%)";
 }
+
+namespace {
 
 struct Tick {
   double value;
@@ -63,7 +66,7 @@ std::string linear_label(double v, double step, double magnitude) {
   return buf;
 }
 
-// m x 10^k, m in 1..9: plain for everyday magnitudes ("0.002", "500"), "2e-07" beyond them.
+// m x 10^k, m in 1..9: plain for everyday magnitudes ("0.002", "500"), "2e-7" beyond them.
 std::string log_label(int m, int k) {
   if (k >= -4 && k <= 5) return fmt("%g", m * std::pow(10.0, k));
   char buf[32];
@@ -71,7 +74,7 @@ std::string log_label(int m, int k) {
   return buf;
 }
 
-// A log axis over less than three decades. Powers of ten alone would leave one or two labels (a
+// A log axis over less than two decades. Powers of ten alone would leave one or two labels (a
 // validation loss between 0.3 and 0.5 got only 0.1 and 1), so the ticks are 1, 2 and 5 times
 // powers of ten, or every multiple where those still give fewer than four, and the axis ends at
 // the ticks just around the data.
@@ -103,7 +106,8 @@ Axis make_axis(bool log, bool have, double lo, double hi) {
     double l = have ? std::floor(std::log10(lo)) : 0, h = have ? std::ceil(std::log10(hi)) : 1;
     if (h <= l) h = l + 1;
     int decades = static_cast<int>(h - l);
-    if (have && decades < 3 && lo >= 1e-300) {  // below that, m x 10^k could round to 0
+    // Below 1e-300, m x 10^k could round to 0.
+    if (have && std::log10(hi / lo) < 2 && lo >= 1e-300) {
       sub_decade_ticks(&a, lo, hi, static_cast<int>(l), static_cast<int>(h));
       return a;
     }
@@ -151,6 +155,11 @@ struct Point {
 
 // Splits a series into runs of drawable points (in pixels) and thins each run to at most the
 // first, lowest, highest and last point of every pixel column.
+// A marker at y = +inf stands for a value off the scale: drawn on the top edge.
+bool pinned_top(const Series& s, size_t i, const Axis& ax) {
+  return s.mark != Mark::line && s.y[i] == std::numeric_limits<double>::infinity() && ax.usable(s.x[i]);
+}
+
 std::vector<std::vector<Point>> runs_of(const Series& s, const Axis& ax, const Axis& ay, double left,
                                         double top, double w, double h) {
   std::vector<std::vector<Point>> runs;
@@ -173,11 +182,12 @@ std::vector<std::vector<Point>> runs_of(const Series& s, const Axis& ax, const A
     run.clear();
   };
   for (size_t i = 0; i < s.x.size(); ++i) {
-    if (!ax.usable(s.x[i]) || !ay.usable(s.y[i])) {
+    const bool pinned = pinned_top(s, i, ax);
+    if (!pinned && (!ax.usable(s.x[i]) || !ay.usable(s.y[i]))) {
       flush_run();
       continue;
     }
-    Point p{left + ax.frac(s.x[i]) * w, top + (1 - ay.frac(s.y[i])) * h};
+    Point p{left + ax.frac(s.x[i]) * w, pinned ? top : top + (1 - ay.frac(s.y[i])) * h};
     if (!column.empty() && std::floor(column.back().x) != std::floor(p.x)) flush_column();
     column.push_back(p);
   }
@@ -275,18 +285,23 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
   Axis probe_x, probe_y;
   probe_x.log = o.log_x;
   probe_y.log = o.log_y;
-  bool have = false;
+  // A marker pinned to the top edge widens the x axis only.
+  bool have = false, have_y = false;
   double x0 = 0, x1 = 0, y0 = 0, y1 = 0;
   for (const Series& s : series)
     for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!probe_x.usable(s.x[i]) || !probe_y.usable(s.y[i])) continue;
-      if (!have) x0 = x1 = s.x[i], y0 = y1 = s.y[i];
+      const bool pinned = pinned_top(s, i, probe_x);
+      if (!pinned && (!probe_x.usable(s.x[i]) || !probe_y.usable(s.y[i]))) continue;
+      if (!have) x0 = x1 = s.x[i];
       x0 = std::min(x0, s.x[i]), x1 = std::max(x1, s.x[i]);
-      y0 = std::min(y0, s.y[i]), y1 = std::max(y1, s.y[i]);
       have = true;
+      if (pinned) continue;
+      if (!have_y) y0 = y1 = s.y[i];
+      y0 = std::min(y0, s.y[i]), y1 = std::max(y1, s.y[i]);
+      have_y = true;
     }
   Axis ax = make_axis(o.log_x, have, x0, x1);
-  Axis ay = make_axis(o.log_y, have, y0, y1);
+  Axis ay = make_axis(o.log_y, have_y, y0, y1);
 
   const double left = 72, right = 24, top = o.title.empty() ? 16 : 36, bottom = 48;
   const double w = o.width - left - right, h = o.height - top - bottom;
@@ -328,7 +343,7 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
   std::vector<std::vector<std::vector<Point>>> drawn;
   for (const Series& s : series) drawn.push_back(runs_of(s, ax, ay, left, top, w, h));
   auto colour_of = [&series](size_t i) {
-    return colour(series[i].colour >= 0 ? static_cast<size_t>(series[i].colour) : i);
+    return series[i].colour.empty() ? plot_colour(i) : xml_escape(series[i].colour);
   };
   for (size_t i = 0; i < series.size(); ++i) {
     for (const std::vector<Point>& run : drawn[i]) {

@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -73,6 +74,15 @@ const char* edge_note(int edge) {
 }
 
 const char* edge_name(int edge) { return edge > 0 ? "largest" : edge < 0 ? "smallest" : "inside"; }
+
+// Whether the best per optimizer comes from part of the grid.
+std::string partial_note(const SweepResult& r) {
+  if (r.interrupted) return "the sweep was interrupted";
+  if (r.shard_count > 1)
+    return strf("shard %lld/%lld of the grid", static_cast<long long>(r.shard_index),
+                static_cast<long long>(r.shard_count));
+  return "";
+}
 
 // The reader's accessors: every field checked, so a foreign or damaged file is an error, not UB.
 struct Reader {
@@ -227,6 +237,18 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
     if (x.lr_curve_stride < 1) rd.fail("lr_curve_stride must be positive");
     r.runs.push_back(std::move(x));
   }
+  // The grid repeats once per data order, ids running on: the reports find a run's grid entry and
+  // data order from its id, so a file that says otherwise is refused rather than misreported.
+  if (opts.contains("seeds")) {
+    if (!opts["seeds"].is_number_integer() || opts["seeds"].get<int64_t>() < 1 ||
+        r.grid_size % opts["seeds"].get<int64_t>() != 0)
+      rd.fail("the grid size is not a multiple of the options' seeds");
+    const int64_t per_seed = r.grid_size / opts["seeds"].get<int64_t>();
+    for (const SweepRun& x : r.runs)
+      if (x.config.seed_index != x.config.id / per_seed)
+        rd.fail("run " + std::to_string(x.config.id) + " has data order " + std::to_string(x.config.seed_index) +
+                ", not " + std::to_string(x.config.id / per_seed) + " as its place in the grid says");
+  }
   return r;
 }
 
@@ -286,15 +308,37 @@ int64_t seeds_of(const SweepResult& r) {
   return seeds;
 }
 
-// The runs of one grid entry over the data orders, for the spread. The grid repeats itself once per
-// seed, so an entry is its id modulo the size of one repetition; two equal entries of the grid (a
-// rate listed twice) stay apart.
-std::vector<Aggregate> aggregate(const SweepResult& r) {
+// A grid entry: its runs over the data orders. The grid repeats itself once per seed, so an entry
+// is its id modulo the size of one repetition; two equal entries of the grid (a rate listed twice)
+// stay apart. The specs and the rate are part of the key, so that results whose sizes disagree with
+// their runs (built in code; files are checked on reading) still never mix two configurations.
+using EntryKey = std::tuple<std::string, std::string, double, int64_t>;
+
+EntryKey entry_of(const SweepRun& x, const SweepResult& r) {
   const int64_t per_seed = std::max<int64_t>(1, r.grid_size / seeds_of(r));
-  std::map<int64_t, Aggregate> m;
-  std::vector<int64_t> order;
+  return {x.config.optimizer, x.config.schedule, x.config.lr, x.config.id % per_seed};
+}
+
+// The rates the grid tried for an optimizer and schedule: the sweep's --lr, all of them even where
+// this is one shard; where the options do not say (results built in code), the rates of its runs.
+std::vector<double> grid_rates(const SweepResult& r, const SweepConfig& of) {
+  std::vector<double> rates;
+  const json opts = json::parse(r.options_json, nullptr, false);
+  if (opts.is_object() && opts.contains("lrs") && opts["lrs"].is_array())
+    for (const json& v : opts["lrs"])
+      if (v.is_number()) rates.push_back(v.get<double>());
+  if (rates.empty())
+    for (const SweepRun& x : r.runs)
+      if (x.config.optimizer == of.optimizer && x.config.schedule == of.schedule) rates.push_back(x.config.lr);
+  return rates;
+}
+
+// The runs of each grid entry, for the spread.
+std::vector<Aggregate> aggregate(const SweepResult& r) {
+  std::map<EntryKey, Aggregate> m;
+  std::vector<EntryKey> order;
   for (const SweepRun& x : r.runs) {
-    const int64_t key = x.config.id % per_seed;
+    const EntryKey key = entry_of(x, r);
     if (!m.count(key)) {
       order.push_back(key);
       m[key].config = x.config;
@@ -326,54 +370,76 @@ void mean_std(const std::vector<double>& v, double* mean, double* sd) {
 }  // namespace
 
 std::vector<SweepBest> best_per_optimizer(const SweepResult& r) {
-  // With several data orders a grid entry is judged by its mean over them, as halving judges it,
-  // and one that diverged under any of them is not recommended.
-  const int64_t per_seed = std::max<int64_t>(1, r.grid_size / seeds_of(r));
+  // An entry is judged by its mean best loss over the data orders, as halving judges it, and one
+  // that diverged or was halted under any order is not recommended. Runs missing from a shard or
+  // never started in an interrupted sweep leave gaps; entries are then compared over the data
+  // orders all of them finished, so that one lucky order does not beat the mean of two.
   struct Entry {
-    size_t first;  // its first run, in id order
-    double loss = 0, accuracy = 0;
-    int64_t runs = 0;
+    size_t first = 0;                                       // its first finished run
+    std::map<int64_t, std::pair<double, double>> finished;  // data order -> best loss, best accuracy
     bool excluded = false;
   };
-  std::map<int64_t, Entry> entries;  // by position in the grid
+  std::map<EntryKey, size_t> index;
+  std::vector<Entry> entries;
   for (size_t i = 0; i < r.runs.size(); ++i) {
     const SweepRun& x = r.runs[i];
-    Entry& e = entries.try_emplace(x.config.id % per_seed, Entry{i}).first->second;
-    if (x.diverged || x.halted || !std::isfinite(x.best_val_loss)) {
+    const auto [it, fresh] = index.try_emplace(entry_of(x, r), entries.size());
+    if (fresh) entries.emplace_back();
+    Entry& e = entries[it->second];
+    if (x.diverged || x.halted) {
       e.excluded = true;
-      continue;
+    } else if (std::isfinite(x.best_val_loss)) {
+      if (e.finished.empty()) e.first = i;
+      e.finished[x.config.seed_index] = {x.best_val_loss, x.best_val_accuracy};
     }
-    e.loss += x.best_val_loss;
-    e.accuracy += x.best_val_accuracy;
-    e.runs += 1;
   }
   std::vector<std::string> optimizers;  // in the order of the command line
-  std::vector<SweepBest> best;
-  std::vector<bool> found;
-  for (const auto& [key, e] : entries) {
-    const SweepRun& x = r.runs[e.first];
-    const size_t k = std::find(optimizers.begin(), optimizers.end(), x.config.optimizer) - optimizers.begin();
-    if (k == optimizers.size()) optimizers.push_back(x.config.optimizer), best.emplace_back(), found.push_back(false);
-    if (e.excluded || e.runs == 0) continue;
-    const double loss = e.loss / static_cast<double>(e.runs);
-    if (found[k] && !(loss < best[k].best_val_loss)) continue;  // a tie keeps the earlier entry
-    found[k] = true;
-    best[k] = {e.first, 0, loss, e.accuracy / static_cast<double>(e.runs), e.runs};
-  }
+  for (const SweepRun& x : r.runs)
+    if (std::find(optimizers.begin(), optimizers.end(), x.config.optimizer) == optimizers.end())
+      optimizers.push_back(x.config.optimizer);
   std::vector<SweepBest> out;
-  for (size_t k = 0; k < best.size(); ++k) {
-    if (!found[k]) continue;
-    SweepBest b = best[k];
-    const SweepRun& x = r.runs[b.run];
-    double lo = x.config.lr, hi = x.config.lr;
-    for (const SweepRun& y : r.runs)
-      if (y.config.optimizer == x.config.optimizer && y.config.schedule == x.config.schedule)
-        lo = std::min(lo, y.config.lr), hi = std::max(hi, y.config.lr);
-    b.edge = lo == hi ? 0 : x.config.lr == hi ? 1 : x.config.lr == lo ? -1 : 0;
-    out.push_back(b);
+  for (const std::string& opt : optimizers) {
+    std::vector<const Entry*> candidates;
+    for (const Entry& e : entries)
+      if (!e.excluded && !e.finished.empty() && r.runs[e.first].config.optimizer == opt) candidates.push_back(&e);
+    if (candidates.empty()) continue;
+    std::set<int64_t> common;
+    for (const auto& order : candidates[0]->finished) common.insert(order.first);
+    for (const Entry* e : candidates)
+      for (auto it = common.begin(); it != common.end();) it = e->finished.count(*it) ? std::next(it) : common.erase(it);
+    bool found = false;
+    SweepBest best;
+    for (const Entry* e : candidates) {
+      double loss = 0, accuracy = 0;
+      int64_t n = 0;
+      for (const auto& [order, metrics] : e->finished)
+        if (common.empty() || common.count(order)) loss += metrics.first, accuracy += metrics.second, ++n;
+      loss /= static_cast<double>(n);
+      if (found && !(loss < best.best_val_loss)) continue;  // a tie keeps the earlier entry
+      found = true;
+      best = {e->first, 0, loss, accuracy / static_cast<double>(n), n};
+    }
+    const SweepRun& x = r.runs[best.run];
+    const std::vector<double> rates = grid_rates(r, x.config);  // holds x's rate at least
+    const double lo = *std::min_element(rates.begin(), rates.end()), hi = *std::max_element(rates.begin(), rates.end());
+    best.edge = lo == hi ? 0 : x.config.lr >= hi ? 1 : x.config.lr <= lo ? -1 : 0;
+    out.push_back(best);
   }
   return out;
 }
+
+namespace {
+
+// What the best entry's figures are: one run's (at its best epoch), or a mean over data orders,
+// saying how many of the sweep's orders it has where some are missing.
+std::string data_orders_note(const SweepBest& b, const SweepResult& r, int64_t best_epoch) {
+  const long long seeds = seeds_of(r), n = b.data_orders;
+  if (seeds == 1) return strf("epoch %lld", static_cast<long long>(best_epoch));
+  if (n == seeds) return strf("mean of %lld data orders", n);
+  return n == 1 ? strf("1 of %lld data orders", seeds) : strf("mean of %lld of %lld data orders", n, seeds);
+}
+
+}  // namespace
 
 std::string sweep_table(const SweepResult& r) {
   std::ostringstream os;
@@ -409,11 +475,12 @@ std::string sweep_table(const SweepResult& r) {
     }
   }
   const std::vector<SweepBest> best = best_per_optimizer(r);
-  if (!best.empty()) os << "\nbest per optimizer (lowest best validation loss):\n";
+  if (!best.empty())
+    os << "\nbest per optimizer (lowest best validation loss" << (partial_note(r).empty() ? "" : "; ")
+       << partial_note(r) << "):\n";
   for (const SweepBest& b : best) {
     const SweepRun& x = r.runs[b.run];
-    const std::string when = b.data_orders > 1 ? strf("mean of %lld data orders", static_cast<long long>(b.data_orders))
-                                               : strf("epoch %lld", static_cast<long long>(x.best_epoch));
+    const std::string when = data_orders_note(b, r, x.best_epoch);
     const std::string acc = std::isnan(b.best_val_accuracy) ? "" : ", acc " + cell("%.2f%%", 100 * b.best_val_accuracy);
     const std::string note = b.edge ? std::string("  <- ") + edge_note(b.edge) : "";
     os << strf("  %-*s %-*s %9.3g  val loss %s (%s)%s%s\n", wo, x.config.optimizer.c_str(), ws,
@@ -434,14 +501,16 @@ std::string sweep_report_html(const SweepResult& r) {
     << r.runs.size() << " configurations" << (r.interrupted ? " (interrupted: partial results)" : "") << ".</p>\n";
   const std::vector<SweepBest> best = best_per_optimizer(r);
   if (!best.empty()) {
-    h << "<h2>Best per optimizer</h2>\n<table><tr><th>optimizer</th><th>schedule</th><th>lr</th>"
-         "<th>best val loss</th><th>best acc</th><th>runs</th><th>note</th></tr>\n";
+    h << "<h2>Best per optimizer</h2>\n";
+    if (!partial_note(r).empty()) h << "<p>Partial results: " << partial_note(r) << ".</p>\n";
+    h << "<table><tr><th>optimizer</th><th>schedule</th><th>lr</th><th>best val loss</th><th>best acc</th>"
+         "<th>from</th><th>note</th></tr>\n";
     for (const SweepBest& b : best) {
       const SweepRun& x = r.runs[b.run];
       h << "<tr><td class=l>" << xml_escape(x.config.optimizer) << "</td><td class=l>" << xml_escape(x.config.schedule)
         << "</td><td>" << strf("%.3g", x.config.lr) << "</td><td>" << cell("%.4f", b.best_val_loss) << "</td><td>"
-        << cell("%.2f%%", 100 * b.best_val_accuracy) << "</td><td>" << b.data_orders << "</td><td class=l>"
-        << edge_note(b.edge) << "</td></tr>\n";
+        << cell("%.2f%%", 100 * b.best_val_accuracy) << "</td><td class=l>" << data_orders_note(b, r, x.best_epoch)
+        << "</td><td class=l>" << edge_note(b.edge) << "</td></tr>\n";
     }
     h << "</table>\n";
   }
@@ -473,30 +542,26 @@ std::string sweep_report_html(const SweepResult& r) {
   std::vector<Aggregate> agg = aggregate(r);
   for (const std::string& opt : optimizers) {
     std::vector<Series> series;
-    std::vector<std::vector<double>> failed(schedules.size());  // rates where every run diverged
-    for (size_t j = 0; j < schedules.size(); ++j) {
-      Series s{schedules[j], {}, {}};
+    std::vector<double> failed;  // rates where every run of some schedule diverged
+    for (const std::string& sched : schedules) {
+      Series s{sched, {}, {}};
       for (const Aggregate& a : agg)
-        if (a.config.optimizer == opt && a.config.schedule == schedules[j]) {
+        if (a.config.optimizer == opt && a.config.schedule == sched) {
           double m, sd;
           mean_std(a.final_loss, &m, &sd);
           s.x.push_back(a.config.lr);
           s.y.push_back(m);
-          if (a.final_loss.empty() && a.diverged > 0) failed[j].push_back(a.config.lr);
+          if (a.final_loss.empty() && a.diverged > 0 &&
+              std::find(failed.begin(), failed.end(), a.config.lr) == failed.end())
+            failed.push_back(a.config.lr);
         }
       series.push_back(s);
     }
-    // Such a rate has no loss to draw: a cross at the top of the panel, in its schedule's colour,
-    // shows how far the grid went and where it failed, which the lines alone would hide.
-    double top = 0;
-    for (const Series& s : series)
-      for (double y : s.y)
-        if (std::isfinite(y) && y > 0) top = std::max(top, y);
-    for (size_t j = 0; j < schedules.size(); ++j) {
-      Series cross{"", failed[j], std::vector<double>(failed[j].size(), top > 0 ? top : 1), Mark::cross, false,
-                   static_cast<int>(j)};
-      if (!cross.x.empty()) series.push_back(std::move(cross));
-    }
+    // Such a rate has no loss to draw: a cross on the top edge shows how far the grid went and where
+    // it failed, which the lines alone would hide. Which schedules failed there is said below.
+    if (!failed.empty())
+      series.push_back({"every run diverged", failed, std::vector<double>(failed.size(), INFINITY), Mark::cross,
+                        false, "#555555"});
     PlotOptions po;
     po.title = opt;
     po.xlabel = "base learning rate";
@@ -504,7 +569,7 @@ std::string sweep_report_html(const SweepResult& r) {
     po.log_x = true;
     po.log_y = true;
     h << svg_line_plot(series, po) << "\n";
-    // And in words, with the rates where only some of the data orders diverged.
+    // In words, with the schedules, and the rates where only some of the data orders diverged.
     std::string diverged;
     for (const std::string& sched : schedules) {
       std::string rates;
@@ -516,7 +581,7 @@ std::string sweep_report_html(const SweepResult& r) {
       if (!rates.empty()) diverged += (diverged.empty() ? "" : "; ") + xml_escape(sched) + " at lr " + rates;
     }
     if (!diverged.empty())
-      h << "<p>" << xml_escape(opt) << " diverged (a cross where every run of a rate did): " << diverged << "</p>\n";
+      h << "<p>" << xml_escape(opt) << " diverged: " << diverged << "</p>\n";
   }
   // Validation loss curves, one panel per optimizer and schedule (first data order).
   h << "<h2>Validation loss per epoch</h2>\n";

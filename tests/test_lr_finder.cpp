@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <sstream>
+#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -369,7 +371,8 @@ TEST(LrFinder, PlotMarksSuggestionsOnTheirCurves) {
     }
     curves[c].steepest = curves[c].lr[10];
     curves[c].valley = curves[c].lr[20];
-    curves[c].min_div10 = curves[c].lr[30];
+    // Minimum/10 is rarely a rate the ramp stepped on: halfway (in log) between steps 30 and 31.
+    curves[c].min_div10 = std::sqrt(curves[c].lr[30] * curves[c].lr[31]);
     curves[c].recommended = c == 0 ? "valley" : "min_div10";
   }
   const std::string svg = finder_svg(curves);
@@ -394,7 +397,23 @@ TEST(LrFinder, PlotMarksSuggestionsOnTheirCurves) {
   const std::string filled = " fill=\"#4e79a7\"";
   EXPECT_EQ(svg.substr(svg.find(" fill=", diamond), filled.size()), filled);
   EXPECT_NE(svg.find("adam() valley 0.0001 *"), std::string::npos);
-  EXPECT_NE(svg.find("sgd() min_div10 0.001 *"), std::string::npos);
+  EXPECT_NE(svg.find("sgd() min_div10 0.00112 *"), std::string::npos);
+
+  // Curve 0's minimum/10 circle (hollow) sits halfway between the curve's 31st and 32nd points: on
+  // the line, not at the height of the next step.
+  const size_t line = svg.find("<polyline fill=\"none\" stroke=\"#4e79a7\"");
+  ASSERT_NE(line, std::string::npos);
+  std::istringstream points(svg.substr(svg.find("points=\"", line) + 8));
+  std::vector<std::pair<double, double>> xy;
+  double px, py;
+  char comma;
+  while (xy.size() < 50 && points >> px >> comma >> py) xy.push_back({px, py});
+  ASSERT_EQ(xy.size(), 50u);
+  const std::regex circle("<circle cx=\"([0-9.]+)\" cy=\"([0-9.]+)\" r=\"4.50\" fill=\"white\" stroke=\"#4e79a7\"");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(svg, m, circle));
+  EXPECT_NEAR(std::stod(m[1]), (xy[30].first + xy[31].first) / 2, 0.011);
+  EXPECT_NEAR(std::stod(m[2]), (xy[30].second + xy[31].second) / 2, 0.011);
 }
 
 TEST(LrFinder, CliPrintsSuggestionsAndWritesJsonAndSvg) {

@@ -213,8 +213,8 @@ TEST(PlotSvg, LegendGoesToTheCornerThatHidesTheLeast) {
 
 TEST(PlotSvg, MarkerSeriesTakeTheirShapeFillAndColour) {
   Series curve{"curve", {1, 2, 3}, {3, 2, 1}};
-  Series hollow{"hollow diamond", {2}, {2}, Mark::diamond, false, 0};
-  Series solid{"solid triangle", {3}, {1}, Mark::triangle, true, 0};
+  Series hollow{"hollow diamond", {2}, {2}, Mark::diamond, false, plot_colour(0)};
+  Series solid{"solid triangle", {3}, {1}, Mark::triangle, true, plot_colour(0)};
   Series dot{"own colour", {1}, {3}, Mark::circle};
   const std::string svg = svg_line_plot({curve, hollow, solid, dot}, PlotOptions{});
   expect_valid(svg);
@@ -229,15 +229,43 @@ TEST(PlotSvg, MarkerSeriesTakeTheirShapeFillAndColour) {
     EXPECT_EQ(std::count(p.begin(), p.end(), ','), 4) << p;
   for (const std::string& p : all(svg, "<polygon points=\"([^\"]*)\" fill=\"#4e79a7\""))
     EXPECT_EQ(std::count(p.begin(), p.end(), ','), 3) << p;
-  // A marker series without a colour index takes its own position's colour (the fourth).
+  // A marker series without a colour takes its own position's (the fourth).
   EXPECT_EQ(all(svg, "(<circle [^>]*fill=\"#76b7b2\" stroke=\"#76b7b2\")").size(), 2u);
 
-  // A cross is two strokes through the point, never filled.
-  Series cross{"failed", {2}, {2}, Mark::cross, true, 2};
+  // A cross is two strokes through the point, never filled; any SVG colour can be given.
+  Series cross{"failed", {2}, {2}, Mark::cross, true, "#555555"};
   const std::string with_cross = svg_line_plot({curve, cross}, PlotOptions{});
   expect_valid(with_cross);
-  const std::vector<std::string> paths = all(with_cross, "(<path d=\"M[^\"]*\" fill=\"none\" stroke=\"#e15759\")");
+  const std::vector<std::string> paths = all(with_cross, "(<path d=\"M[^\"]*\" fill=\"none\" stroke=\"#555555\")");
   EXPECT_EQ(paths.size(), 2u);  // on the plot and in the legend
+}
+
+// A value off the scale (a run that diverged has no loss) is a marker at y = +inf: on the top edge,
+// widening the x axis to reach it but leaving the y axis to the data.
+TEST(PlotSvg, MarkersAtInfinityStandOnTheTopEdge) {
+  Series curve{"loss", {1e-3, 1e-2}, {0.5, 0.3}};
+  Series off{"diverged", {1e-1, 1.0}, {INFINITY, INFINITY}, Mark::cross};
+  PlotOptions o;  // 720 x 420: the plot area runs from x 72 to 696, y 16 to 372 (no title)
+  o.log_x = true;
+  const std::string svg = svg_line_plot({curve, off}, o);
+  expect_valid(svg);
+  const std::vector<std::string> at = all(svg, "<path d=\"M([0-9.]+,[0-9.]+) ");
+  ASSERT_EQ(at.size(), 3u);  // two on the plot, one in the legend
+  // The x axis runs from 1e-3 to 1: 1e-1's cross is drawn from 4.5 px left of and above
+  // (72 + 624 x 2/3, 16), the top edge.
+  EXPECT_EQ(at[0], "483.50,11.50");
+  std::vector<std::string> labels = text_labels(svg);
+  EXPECT_TRUE(has(labels, "1")) << "the x axis reaches the crosses";
+  EXPECT_FALSE(has(labels, "10"));
+  // The y axis is the line's: 0.3 to 0.5, not stretched.
+  EXPECT_TRUE(has(labels, "0.3"));
+  EXPECT_TRUE(has(labels, "0.5"));
+  // A line at +inf is still skipped, as is a marker at -inf or NaN.
+  Series line_off{"line", {1, 2}, {INFINITY, INFINITY}};
+  Series nan_marker{"not a number", {1, 2}, {-INFINITY, NAN}, Mark::circle};
+  const std::string skipped = svg_line_plot({line_off, nan_marker}, PlotOptions{});
+  expect_valid(skipped);
+  EXPECT_NE(skipped.find("no data"), std::string::npos);
 }
 
 TEST(PlotSvg, NonFinitePointsAreSkippedAndBreakTheLine) {

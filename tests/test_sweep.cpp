@@ -212,8 +212,7 @@ TEST(Sweep, ADivergingConfigIsMarkedAndDoesNotStopTheOthers) {
   EXPECT_GE(r.runs[1].diverged_epoch, 1);
   EXPECT_EQ(rank_runs(r.runs).back(), 1u);
   // The final-loss plot has no loss for it, only a cross; the report says where divergence starts.
-  EXPECT_NE(sweep_report_html(r).find("<p>sgd() diverged (a cross where every run of a rate did): constant at lr 1e+03</p>"),
-            std::string::npos);
+  EXPECT_NE(sweep_report_html(r).find("<p>sgd() diverged: constant at lr 1e+03</p>"), std::string::npos);
 }
 
 // A rate that blows the loss up without making it infinite (Adam at 10: huge weights, huge logits)
@@ -457,7 +456,6 @@ TEST(SweepReport, HaltedLaterRanksAboveHaltedEarlier) {
   EXPECT_EQ(rank_runs({finished, early, later}), (std::vector<size_t>{0, 2, 1}));
 }
 
-// curves.csv: each value under its own header.
 // A run of `optimizer` and `schedule` at `lr`, finished with best validation loss `loss`.
 SweepRun rated_run(int64_t id, const std::string& optimizer, const std::string& schedule, double lr, double loss) {
   SweepRun x = hand_run(id, 0, loss, 1 - loss);
@@ -553,8 +551,74 @@ TEST(SweepReport, BestPerOptimizerAveragesOverDataOrders) {
   EXPECT_DOUBLE_EQ(doc["best_per_optimizer"][0]["best_val_loss"].get<double>(), 0.325);
 }
 
+// Gaps in the data orders (runs an interrupted sweep never started, or a shard's missing runs):
+// entries are compared over the orders all of them finished, not one lucky order against a mean.
+TEST(SweepReport, BestPerOptimizerComparesOverTheDataOrdersAllEntriesFinished) {
+  std::vector<SweepRun> runs = {rated_run(0, "adam()", "constant", 1e-3, 0.40),
+                                rated_run(1, "adam()", "constant", 1e-2, 0.20),
+                                rated_run(2, "adam()", "constant", 1e-3, 0.42),
+                                rated_run(3, "adam()", "constant", 1e-2, 0.20)};
+  runs[2].config.seed_index = runs[3].config.seed_index = 1;
+  // Interrupted before order 1 of 1e-2 began: no epoch, no loss.
+  runs[3].train_loss = runs[3].val_loss = runs[3].val_accuracy = runs[3].lr = {};
+  runs[3].final_val_loss = runs[3].best_val_loss = runs[3].final_val_accuracy = runs[3].best_val_accuracy = NAN;
+  runs[3].best_epoch = 0;
+  SweepResult r = hand_result(runs, 2);
+  r.interrupted = true;
+  std::vector<SweepBest> best = best_per_optimizer(r);
+  ASSERT_EQ(best.size(), 1u);
+  EXPECT_EQ(best[0].run, 1u) << "order 0: 0.20 at 1e-2 against 0.40 at 1e-3";
+  EXPECT_DOUBLE_EQ(best[0].best_val_loss, 0.20);
+  EXPECT_EQ(best[0].data_orders, 1);
+  const std::string table = sweep_table(r);
+  EXPECT_NE(table.find("best per optimizer (lowest best validation loss; the sweep was interrupted):"), std::string::npos)
+      << table;
+  EXPECT_NE(table.find("val loss 0.2000 (1 of 2 data orders)"), std::string::npos) << table;
+
+  // The same run missing altogether (a merge without one shard) gives the same answer.
+  r.runs.pop_back();
+  r.interrupted = false;
+  best = best_per_optimizer(r);
+  ASSERT_EQ(best.size(), 1u);
+  EXPECT_EQ(best[0].run, 1u);
+  EXPECT_EQ(best[0].data_orders, 1);
+}
+
+// A shard holds some of the grid's rates: whether the best is at an end is a question about the
+// grid, which the options give, not about the rates the shard happens to hold.
+TEST(SweepReport, EdgesOfAShardAreTheGridsEdges) {
+  SweepResult r = hand_result({rated_run(0, "adam()", "constant", 1e-3, 0.5), rated_run(3, "adam()", "constant", 1, 0.3)}, 1);
+  r.grid_size = 5;
+  r.shard_index = 0;
+  r.shard_count = 3;
+  r.options_json = R"({"seeds":1,"lrs":[0.001,0.01,0.1,1,10]})";
+  std::vector<SweepBest> best = best_per_optimizer(r);
+  ASSERT_EQ(best.size(), 1u);
+  EXPECT_EQ(best[0].run, 1u);
+  EXPECT_EQ(best[0].edge, 0) << "10 was tried, by another shard";
+  EXPECT_NE(sweep_table(r).find("(lowest best validation loss; shard 0/3 of the grid)"), std::string::npos);
+  EXPECT_NE(sweep_report_html(r).find("<p>Partial results: shard 0/3 of the grid.</p>"), std::string::npos);
+  r.options_json = R"({"seeds":1,"lrs":[0.001,0.01,0.1,1]})";
+  EXPECT_EQ(best_per_optimizer(r)[0].edge, 1);
+}
+
+// The reports find a run's grid entry and data order from its id; a file whose ids, data orders and
+// seeds disagree would mix configurations, and is refused.
+TEST(SweepReport, ResultsWhoseDataOrdersDisagreeWithTheGridAreRefused) {
+  SweepResult r = hand_result({rated_run(0, "adam()", "constant", 1e-3, 0.5), rated_run(1, "sgd()", "constant", 1e-3, 0.1)}, 1);
+  EXPECT_NO_THROW(read_sweep_results(sweep_results_json(r), "ok.json"));
+  r.options_json = R"({"seeds":4})";  // 2 configurations cannot be 4 data orders of a grid
+  EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(sweep_results_json(r), "r.json"); },
+                                      "the grid size is not a multiple of the options' seeds"));
+  r.options_json = R"({"seeds":2})";  // one entry over two orders: run 1 is order 1
+  EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(sweep_results_json(r), "r.json"); },
+                                      "run 1 has data order 0, not 1"));
+  r.runs[1].config.seed_index = 1;
+  EXPECT_NO_THROW(read_sweep_results(sweep_results_json(r), "ok.json"));
+}
+
 // A rate where every run diverged has no final loss: the loss-against-rate panel left it out, so the
-// plot's axis stopped short of the grid. It is now a cross at the top of the panel.
+// plot's axis stopped short of the grid. It is now a cross on the panel's top edge.
 TEST(SweepReport, RatesWhereEveryRunDivergedAreCrossesOnTheLossPlot) {
   // Rates 1e-3, 1e-2, 1e-1 over two data orders: 1e-1 diverged under both, 1e-3 under one.
   std::vector<SweepRun> runs;
@@ -570,17 +634,20 @@ TEST(SweepReport, RatesWhereEveryRunDivergedAreCrossesOnTheLossPlot) {
     runs[i].final_val_loss = runs[i].best_val_loss = NAN;
   }
   const std::string html = sweep_report_html(hand_result(runs, 2));
-  const std::regex cross("<path d=\"M([0-9.]+),([0-9.]+) L[^\"]*\" fill=\"none\" stroke=\"#4e79a7\"");
-  std::vector<double> xs;
+  const std::regex cross("<path d=\"M([0-9.]+),([0-9.]+) L[^\"]*\" fill=\"none\" stroke=\"#555555\"");
+  std::vector<std::pair<double, double>> at;
   for (auto it = std::sregex_iterator(html.begin(), html.end(), cross); it != std::sregex_iterator(); ++it)
-    xs.push_back(std::stod((*it)[1]));
-  ASSERT_EQ(xs.size(), 1u) << "one cross, for 1e-1; 1e-3 has a finished run";
-  // The x axis runs from 1e-3 to 1e-1 (72 to 696 px): the cross is at its right end.
-  EXPECT_NEAR(xs[0] + 4.5, 696, 0.5);
-  EXPECT_NE(html.find("sgd() diverged (a cross where every run of a rate did): constant at lr 0.001, 0.1"),
-            std::string::npos);
+    at.push_back({std::stod((*it)[1]) + 4.5, std::stod((*it)[2]) + 4.5});
+  ASSERT_EQ(at.size(), 2u) << "one cross, for 1e-1 (1e-3 has a finished run), and its legend entry";
+  // The x axis runs from 1e-3 to 1e-1 (72 to 696 px): the cross is at its right end, on the top
+  // edge (36 px, under the title).
+  EXPECT_NEAR(at[0].first, 696, 0.01);
+  EXPECT_NEAR(at[0].second, 36, 0.01);
+  EXPECT_NE(html.find(">every run diverged</text>"), std::string::npos);
+  EXPECT_NE(html.find("<p>sgd() diverged: constant at lr 0.001, 0.1</p>"), std::string::npos);
 }
 
+// curves.csv: each value under its own header.
 TEST(SweepReport, CurvesCsvPutsEachValueUnderItsHeader) {
   SweepRun x = hand_run(0, 0, 0.5, 0.75);
   x.train_loss = {0.25};

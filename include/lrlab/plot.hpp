@@ -16,10 +16,13 @@ struct Series {
   std::vector<double> x, y;
   Mark mark = Mark::line;
   bool filled = true;  // markers: filled, or outlined
-  // Palette index; negative: the series' own position in the list. Markers that annotate a curve
-  // take the curve's index, so the two read as one.
-  int colour = -1;
+  // An SVG colour; empty: plot_colour of the series' position in the list. Markers that annotate a
+  // curve take the curve's colour, so the two read as one.
+  std::string colour;
 };
+
+// The colour a series at position i gets by default.
+std::string plot_colour(size_t i);
 
 struct PlotOptions {
   std::string title, xlabel, ylabel;
@@ -32,13 +35,14 @@ struct PlotOptions {
 std::string xml_escape(const std::string& text);
 
 // Axes with labelled ticks, a legend and one colour per series. Log axes tick at powers of ten,
-// and where the data spans less than three decades also at 2 and 5 times them (or at every
-// multiple, for less than about one decade), so a narrow range still gets several labels. The
-// legend goes in the corner of the plot area where it hides the least of the data.
-// Non-finite points (and non-positive ones on a log axis) are skipped and break the line; empty
-// input still gives a valid SVG. Dense series are thinned to a few points per pixel column,
-// keeping each column's extremes. Throws lrlab::Error when a series' x and y differ in length or
-// the size is outside [160, 16000] x [120, 16000].
+// and where the data spans less than two decades at 1, 2 and 5 times them instead (or at every
+// multiple, where that gives fewer than four), ending at the ticks around the data. The legend goes
+// in the corner of the plot area where it hides the least of the data.
+// Non-finite points (and non-positive ones on a log axis) are skipped and break the line, except a
+// marker at y = +infinity: it is drawn on the top edge, for a value off the scale (a run that
+// diverged). Empty input still gives a valid SVG. Dense series are thinned to a few points per
+// pixel column, keeping each column's extremes. Throws lrlab::Error when a series' x and y differ
+// in length or the size is outside [160, 16000] x [120, 16000].
 std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& options);
 
 }  // namespace lrlab
