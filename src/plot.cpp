@@ -153,12 +153,13 @@ struct Point {
   double x, y;
 };
 
-// Splits a series into runs of drawable points (in pixels) and thins each run to at most the
-// first, lowest, highest and last point of every pixel column.
 // A marker at y = +inf stands for a value off the scale: drawn on the top edge.
 bool pinned_top(const Series& s, size_t i, const Axis& ax) {
   return s.mark != Mark::line && s.y[i] == std::numeric_limits<double>::infinity() && ax.usable(s.x[i]);
 }
+
+// Splits a series into runs of drawable points (in pixels) and thins each run to at most the
+// first, lowest, highest and last point of every pixel column.
 
 std::vector<std::vector<Point>> runs_of(const Series& s, const Axis& ax, const Axis& ay, double left,
                                         double top, double w, double h) {

@@ -314,9 +314,11 @@ int64_t seeds_of(const SweepResult& r) {
 // their runs (built in code; files are checked on reading) still never mix two configurations.
 using EntryKey = std::tuple<std::string, std::string, double, int64_t>;
 
-EntryKey entry_of(const SweepRun& x, const SweepResult& r) {
-  const int64_t per_seed = std::max<int64_t>(1, r.grid_size / seeds_of(r));
-  return {x.config.optimizer, x.config.schedule, x.config.lr, x.config.id % per_seed};
+// The size of one repetition of the grid.
+int64_t entries_per_order(const SweepResult& r) { return std::max<int64_t>(1, r.grid_size / seeds_of(r)); }
+
+EntryKey entry_of(const SweepRun& x, int64_t per_order) {
+  return {x.config.optimizer, x.config.schedule, x.config.lr, x.config.id % per_order};
 }
 
 // The rates the grid tried for an optimizer and schedule: the sweep's --lr, all of them even where
@@ -335,10 +337,11 @@ std::vector<double> grid_rates(const SweepResult& r, const SweepConfig& of) {
 
 // The runs of each grid entry, for the spread.
 std::vector<Aggregate> aggregate(const SweepResult& r) {
+  const int64_t per_order = entries_per_order(r);
   std::map<EntryKey, Aggregate> m;
   std::vector<EntryKey> order;
   for (const SweepRun& x : r.runs) {
-    const EntryKey key = entry_of(x, r);
+    const EntryKey key = entry_of(x, per_order);
     if (!m.count(key)) {
       order.push_back(key);
       m[key].config = x.config;
@@ -379,11 +382,12 @@ std::vector<SweepBest> best_per_optimizer(const SweepResult& r) {
     std::map<int64_t, std::pair<double, double>> finished;  // data order -> best loss, best accuracy
     bool excluded = false;
   };
+  const int64_t per_order = entries_per_order(r);
   std::map<EntryKey, size_t> index;
   std::vector<Entry> entries;
   for (size_t i = 0; i < r.runs.size(); ++i) {
     const SweepRun& x = r.runs[i];
-    const auto [it, fresh] = index.try_emplace(entry_of(x, r), entries.size());
+    const auto [it, fresh] = index.try_emplace(entry_of(x, per_order), entries.size());
     if (fresh) entries.emplace_back();
     Entry& e = entries[it->second];
     if (x.diverged || x.halted) {
@@ -580,8 +584,7 @@ std::string sweep_report_html(const SweepResult& r) {
         }
       if (!rates.empty()) diverged += (diverged.empty() ? "" : "; ") + xml_escape(sched) + " at lr " + rates;
     }
-    if (!diverged.empty())
-      h << "<p>" << xml_escape(opt) << " diverged: " << diverged << "</p>\n";
+    if (!diverged.empty()) h << "<p>" << xml_escape(opt) << " diverged: " << diverged << "</p>\n";
   }
   // Validation loss curves, one panel per optimizer and schedule (first data order).
   h << "<h2>Validation loss per epoch</h2>\n";

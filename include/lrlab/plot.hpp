@@ -18,7 +18,7 @@ struct Series {
   bool filled = true;  // markers: filled, or outlined
   // An SVG colour; empty: plot_colour of the series' position in the list. Markers that annotate a
   // curve take the curve's colour, so the two read as one.
-  std::string colour;
+  std::string colour = "";
 };
 
 // The colour a series at position i gets by default.
