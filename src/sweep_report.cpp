@@ -169,16 +169,20 @@ std::string sweep_results_json(const SweepResult& r) {
               {"seconds", r.seconds},
               {"interrupted", r.interrupted},
               {"runs", runs}};
-  // Derived from the runs (merge recomputes it), for scripts that want the answer without ranking.
-  json best = json::array();
-  for (const SweepBest& b : best_per_optimizer(r)) {
-    const SweepRun& x = r.runs[b.run];
-    best.push_back({{"id", x.config.id}, {"optimizer", x.config.optimizer}, {"schedule", x.config.schedule},
-                    {"lr", x.config.lr}, {"best_val_loss", num(b.best_val_loss)},
-                    {"best_val_accuracy", num(b.best_val_accuracy)}, {"data_orders", b.data_orders},
-                    {"rate_in_grid", edge_name(b.edge)}});
-  }
-  doc["best_per_optimizer"] = best;
+  // Derived from the runs (merge recomputes them), for scripts that want the answer without ranking.
+  auto listed = [&r](const std::vector<SweepBest>& best) {
+    json list = json::array();
+    for (const SweepBest& b : best) {
+      const SweepRun& x = r.runs[b.run];
+      list.push_back({{"id", x.config.id}, {"optimizer", x.config.optimizer}, {"schedule", x.config.schedule},
+                      {"lr", x.config.lr}, {"best_val_loss", num(b.best_val_loss)},
+                      {"best_val_accuracy", num(b.best_val_accuracy)}, {"data_orders", b.data_orders},
+                      {"rate_in_grid", edge_name(b.edge)}});
+    }
+    return list;
+  };
+  doc["best_per_optimizer"] = listed(best_per_optimizer(r));
+  doc["best_per_schedule"] = listed(best_per_schedule(r));
   return doc.dump(1) + "\n";
 }
 
@@ -372,11 +376,14 @@ void mean_std(const std::vector<double>& v, double* mean, double* sd) {
 
 }  // namespace
 
-std::vector<SweepBest> best_per_optimizer(const SweepResult& r) {
-  // An entry is judged by its mean best loss over the data orders, as halving judges it, and one
-  // that diverged or was halted under any order is not recommended. Runs missing from a shard or
-  // never started in an interrupted sweep leave gaps; entries are then compared over the data
-  // orders all of them finished, so that one lucky order does not beat the mean of two.
+namespace {
+
+// The best entry of each group of the grid: of each optimizer, or of each optimizer and schedule.
+// An entry is judged by its mean best loss over the data orders, as halving judges it, and one
+// that diverged or was halted under any order is not recommended. Runs missing from a shard or
+// never started in an interrupted sweep leave gaps; the entries of a group are then compared over
+// the data orders all of them finished, so that one lucky order does not beat the mean of two.
+std::vector<SweepBest> best_in_groups(const SweepResult& r, bool per_schedule) {
   struct Entry {
     size_t first = 0;                                       // its first finished run
     std::map<int64_t, std::pair<double, double>> finished;  // data order -> best loss, best accuracy
@@ -385,8 +392,12 @@ std::vector<SweepBest> best_per_optimizer(const SweepResult& r) {
   const int64_t per_order = entries_per_order(r);
   std::map<EntryKey, size_t> index;
   std::vector<Entry> entries;
+  using Group = std::pair<std::string, std::string>;  // optimizer, and schedule where per_schedule
+  std::vector<Group> groups;                          // in the order of the command line
+  auto group_of = [per_schedule](const SweepConfig& c) { return Group{c.optimizer, per_schedule ? c.schedule : ""}; };
   for (size_t i = 0; i < r.runs.size(); ++i) {
     const SweepRun& x = r.runs[i];
+    if (std::find(groups.begin(), groups.end(), group_of(x.config)) == groups.end()) groups.push_back(group_of(x.config));
     const auto [it, fresh] = index.try_emplace(entry_of(x, per_order), entries.size());
     if (fresh) entries.emplace_back();
     Entry& e = entries[it->second];
@@ -397,15 +408,11 @@ std::vector<SweepBest> best_per_optimizer(const SweepResult& r) {
       e.finished[x.config.seed_index] = {x.best_val_loss, x.best_val_accuracy};
     }
   }
-  std::vector<std::string> optimizers;  // in the order of the command line
-  for (const SweepRun& x : r.runs)
-    if (std::find(optimizers.begin(), optimizers.end(), x.config.optimizer) == optimizers.end())
-      optimizers.push_back(x.config.optimizer);
   std::vector<SweepBest> out;
-  for (const std::string& opt : optimizers) {
+  for (const Group& group : groups) {
     std::vector<const Entry*> candidates;
     for (const Entry& e : entries)
-      if (!e.excluded && !e.finished.empty() && r.runs[e.first].config.optimizer == opt) candidates.push_back(&e);
+      if (!e.excluded && !e.finished.empty() && group_of(r.runs[e.first].config) == group) candidates.push_back(&e);
     if (candidates.empty()) continue;
     std::set<int64_t> common;
     for (const auto& order : candidates[0]->finished) common.insert(order.first);
@@ -432,6 +439,12 @@ std::vector<SweepBest> best_per_optimizer(const SweepResult& r) {
   return out;
 }
 
+}  // namespace
+
+std::vector<SweepBest> best_per_optimizer(const SweepResult& r) { return best_in_groups(r, false); }
+
+std::vector<SweepBest> best_per_schedule(const SweepResult& r) { return best_in_groups(r, true); }
+
 namespace {
 
 // What the best entry's figures are: one run's (at its best epoch), or a mean over data orders,
@@ -441,6 +454,45 @@ std::string data_orders_note(const SweepBest& b, const SweepResult& r, int64_t b
   if (seeds == 1) return strf("epoch %lld", static_cast<long long>(best_epoch));
   if (n == seeds) return strf("mean of %lld data orders", n);
   return n == 1 ? strf("1 of %lld data orders", seeds) : strf("mean of %lld of %lld data orders", n, seeds);
+}
+
+// The best rate of each schedule (rows) and optimizer (columns), in the order of the grid.
+struct ScheduleMatrix {
+  std::vector<std::string> schedules, optimizers;
+  std::vector<SweepBest> best;
+  std::vector<std::vector<int64_t>> cell;  // index into best; -1: no run of that pair finished
+
+  const SweepBest* at(size_t schedule, size_t optimizer) const {
+    const int64_t i = cell[schedule][optimizer];
+    return i < 0 ? nullptr : &best[static_cast<size_t>(i)];
+  }
+};
+
+ScheduleMatrix schedule_matrix(const SweepResult& r) {
+  ScheduleMatrix m;
+  for (const SweepRun& x : r.runs) {
+    if (std::find(m.schedules.begin(), m.schedules.end(), x.config.schedule) == m.schedules.end())
+      m.schedules.push_back(x.config.schedule);
+    if (std::find(m.optimizers.begin(), m.optimizers.end(), x.config.optimizer) == m.optimizers.end())
+      m.optimizers.push_back(x.config.optimizer);
+  }
+  m.best = best_per_schedule(r);
+  m.cell.assign(m.schedules.size(), std::vector<int64_t>(m.optimizers.size(), -1));
+  for (size_t i = 0; i < m.best.size(); ++i) {
+    const SweepConfig& c = r.runs[m.best[i].run].config;
+    const size_t j = std::find(m.schedules.begin(), m.schedules.end(), c.schedule) - m.schedules.begin();
+    const size_t k = std::find(m.optimizers.begin(), m.optimizers.end(), c.optimizer) - m.optimizers.begin();
+    m.cell[j][k] = static_cast<int64_t>(i);
+  }
+  return m;
+}
+
+// " 0.003  0.3024", the rate marked '>' or '<' where it is the largest or smallest tried; "-" where
+// every run diverged or was halted.
+std::string matrix_cell(const SweepResult& r, const SweepBest* b) {
+  if (!b) return "-";
+  return strf("%7.3g%s %s", r.runs[b->run].config.lr, b->edge > 0 ? ">" : b->edge < 0 ? "<" : " ",
+              cell("%.4f", b->best_val_loss).c_str());
 }
 
 }  // namespace
@@ -491,6 +543,20 @@ std::string sweep_table(const SweepResult& r) {
                x.config.schedule.c_str(), x.config.lr, cell("%.4f", b.best_val_loss).c_str(), when.c_str(), acc.c_str(),
                note.c_str());
   }
+  const ScheduleMatrix m = schedule_matrix(r);
+  if (m.schedules.size() > 1 && !best.empty()) {
+    std::vector<int> width;
+    for (const std::string& opt : m.optimizers) width.push_back(std::max(20, static_cast<int>(opt.size()) + 2));
+    os << "\nbest rate per schedule (and its best validation loss; >: the largest rate tried, <: the smallest):\n";
+    std::string header = strf("  %-*s", ws, "schedule");
+    for (size_t k = 0; k < m.optimizers.size(); ++k) header += strf("  %-*s", width[k], m.optimizers[k].c_str());
+    os << header.erase(header.find_last_not_of(' ') + 1) << "\n";
+    for (size_t j = 0; j < m.schedules.size(); ++j) {
+      std::string line = strf("  %-*s", ws, m.schedules[j].c_str());
+      for (size_t k = 0; k < m.optimizers.size(); ++k) line += strf("  %-*s", width[k], matrix_cell(r, m.at(j, k)).c_str());
+      os << line.erase(line.find_last_not_of(' ') + 1) << "\n";
+    }
+  }
   return os.str();
 }
 
@@ -515,6 +581,19 @@ std::string sweep_report_html(const SweepResult& r) {
         << "</td><td>" << strf("%.3g", x.config.lr) << "</td><td>" << cell("%.4f", b.best_val_loss) << "</td><td>"
         << cell("%.2f%%", 100 * b.best_val_accuracy) << "</td><td class=l>" << data_orders_note(b, r, x.best_epoch)
         << "</td><td class=l>" << edge_note(b.edge) << "</td></tr>\n";
+    }
+    h << "</table>\n";
+  }
+  const ScheduleMatrix m = schedule_matrix(r);
+  if (m.schedules.size() > 1 && !best.empty()) {
+    h << "<h2>Best rate per schedule</h2>\n<p>Each schedule at its own best rate, and the best validation loss "
+         "there; &gt; marks the largest rate tried, &lt; the smallest.</p>\n<table><tr><th>schedule</th>";
+    for (const std::string& opt : m.optimizers) h << "<th>" << xml_escape(opt) << "</th>";
+    h << "</tr>\n";
+    for (size_t j = 0; j < m.schedules.size(); ++j) {
+      h << "<tr><td class=l>" << xml_escape(m.schedules[j]) << "</td>";
+      for (size_t k = 0; k < m.optimizers.size(); ++k) h << "<td>" << xml_escape(matrix_cell(r, m.at(j, k))) << "</td>";
+      h << "</tr>\n";
     }
     h << "</table>\n";
   }

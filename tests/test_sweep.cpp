@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -499,7 +500,7 @@ TEST(SweepReport, BestPerOptimizerFlagsRatesAtTheEndOfTheGrid) {
   const std::string table = sweep_table(r);
   const size_t at = table.find("best per optimizer");
   ASSERT_NE(at, std::string::npos) << table;
-  const std::string section = table.substr(at);
+  const std::string section = table.substr(at, table.find("\n\n", at) - at);
   for (const char* line : {"0.1  val loss 0.3000 (epoch 1), acc 70.00%  <- the largest rate tried: extend --lr upward",
                            "0.01  val loss 0.3500 (epoch 1), acc 65.00%  <- the smallest rate tried: extend --lr downward"})
     EXPECT_NE(section.find(line), std::string::npos) << line << "\n" << section;
@@ -549,6 +550,60 @@ TEST(SweepReport, BestPerOptimizerAveragesOverDataOrders) {
   const nlohmann::json doc = nlohmann::json::parse(sweep_results_json(r));
   EXPECT_EQ(doc["best_per_optimizer"][0]["data_orders"], 2);
   EXPECT_DOUBLE_EQ(doc["best_per_optimizer"][0]["best_val_loss"].get<double>(), 0.325);
+}
+
+// Schedules compared fairly: each at its own best rate, per optimizer, as a matrix.
+TEST(SweepReport, BestRatePerScheduleIsAMatrixOfSchedulesByOptimizers) {
+  std::vector<SweepRun> runs;
+  int64_t id = 0;
+  const double loss[2][2][3] = {{{0.9, 0.5, 0.3}, {0.4, 0.45, 0.35}}, {{0.7, 0.8, 0.9}, {0.65, 0.6, 0.7}}};
+  for (const char* opt : {"adam()", "sgd()"})
+    for (const char* sched : {"constant", "cosine(steps=1ep)"})
+      for (int k = 0; k < 3; ++k) {
+        const int o = std::string(opt) == "sgd()", c = std::string(sched) != "constant";
+        runs.push_back(rated_run(id++, opt, sched, std::pow(10.0, k - 3), loss[o][c][k]));
+      }
+  for (size_t i : {size_t{5}, size_t{6}, size_t{7}, size_t{8}}) runs[i].diverged = true;  // adam cosine 0.1; all of sgd constant
+  SweepResult r = hand_result(runs, 1);
+  r.options_json = R"({"seeds":1,"lrs":[0.001,0.01,0.1]})";
+  const std::vector<SweepBest> best = best_per_schedule(r);
+  ASSERT_EQ(best.size(), 3u);
+  EXPECT_EQ(best[0].run, 2u);  // adam, constant: 0.1, the largest rate
+  EXPECT_EQ(best[0].edge, 1);
+  EXPECT_EQ(best[1].run, 3u);  // adam, cosine: 0.001 (0.1 was lower, but diverged)
+  EXPECT_EQ(best[1].edge, -1);
+  EXPECT_EQ(best[2].run, 10u);  // sgd, cosine: 0.01; sgd, constant has no finished run
+  EXPECT_EQ(best[2].edge, 0);
+
+  const std::string table = sweep_table(r);
+  const size_t at = table.find("best rate per schedule");
+  ASSERT_NE(at, std::string::npos) << table;
+  std::istringstream lines(table.substr(at));
+  std::string header, constant, cosine;
+  std::getline(lines, header);
+  std::getline(lines, header);
+  std::getline(lines, constant);
+  std::getline(lines, cosine);
+  EXPECT_NE(header.find("adam()"), std::string::npos);
+  EXPECT_LT(header.find("adam()"), header.find("sgd()"));
+  EXPECT_EQ(constant.rfind("  constant", 0), 0u) << constant;
+  EXPECT_NE(constant.find("    0.1> 0.3000"), std::string::npos) << constant;
+  EXPECT_EQ(constant.back(), '-') << constant;
+  EXPECT_NE(cosine.find("  0.001< 0.4000"), std::string::npos) << cosine;
+  EXPECT_NE(cosine.find("   0.01  0.6000"), std::string::npos) << cosine;
+
+  const std::string html = sweep_report_html(r);
+  EXPECT_NE(html.find("<h2>Best rate per schedule</h2>"), std::string::npos);
+  EXPECT_NE(html.find("<td>    0.1&gt; 0.3000</td>"), std::string::npos);
+  const nlohmann::json doc = nlohmann::json::parse(sweep_results_json(r));
+  ASSERT_EQ(doc["best_per_schedule"].size(), 3u);
+  EXPECT_EQ(doc["best_per_schedule"][1]["schedule"], "cosine(steps=1ep)");
+  EXPECT_EQ(doc["best_per_schedule"][1]["rate_in_grid"], "smallest");
+
+  // One schedule: the matrix would repeat the best per optimizer, and is left out.
+  SweepResult one = hand_result({runs[0], runs[1], runs[2]}, 1);
+  EXPECT_EQ(sweep_table(one).find("best rate per schedule"), std::string::npos);
+  EXPECT_EQ(sweep_report_html(one).find("Best rate per schedule"), std::string::npos);
 }
 
 // Gaps in the data orders (runs an interrupted sweep never started, or a shard's missing runs):

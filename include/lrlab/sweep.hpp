@@ -120,6 +120,9 @@ struct SweepBest {
   int64_t data_orders = 0;                           // its runs
 };
 std::vector<SweepBest> best_per_optimizer(const SweepResult& r);
+// The same for each optimizer and schedule (each schedule at its own best rate, the fair way to
+// compare schedules), in the order of the grid.
+std::vector<SweepBest> best_per_schedule(const SweepResult& r);
 
 // results.json (round-trips through read_sweep_results), curves.csv and report.html.
 std::string sweep_results_json(const SweepResult& r);
