@@ -813,6 +813,18 @@ const char* kSmallCli =
     "--data spirals --samples 900 --hidden 16,16 --epochs 2 --batch 50 --device cpu --quiet "
     "--lr 1e-3:1e-1:3 --schedule constant 'exp(gamma=0.5,every=1ep)' --optimizer 'adam()' 'sgd(momentum=0.9)'";
 
+// Off a terminal, one progress line per epoch: time spent and, but for the last, an estimate left.
+TEST(SweepCli, ProgressLinesSayTimeSpentAndLeft) {
+  auto r = run_cli("sweep --data spirals --samples 600 --hidden 8 --epochs 2 --batch 50 --device cpu --lr 0.01");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(std::regex_search(r.err, std::regex("  epoch 1/2, 1 of 1 configurations training, [0-9]+ s, ~[0-9]+ s left\n")))
+      << r.err;
+  EXPECT_TRUE(std::regex_search(r.err, std::regex("  epoch 2/2, 1 of 1 configurations training, [0-9]+ s\n"))) << r.err;
+  EXPECT_EQ(run_cli("sweep --data spirals --samples 600 --hidden 8 --epochs 2 --batch 50 --device cpu --lr 0.01 --quiet")
+                .err.find("epoch"),
+            std::string::npos);
+}
+
 TEST(SweepCli, WritesOutputsAndRanks) {
   std::string out = temp_path("sweep_out");
   auto r = run_cli(std::string("sweep ") + kSmallCli + " --out " + out);

@@ -2,6 +2,7 @@
 // lrlab merge: join the results of shards (Slurm job arrays) into one report.
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -88,17 +89,27 @@ int run_sweep_command(SweepArgs& a) {
     validate_sweep(o);
     const bool tty = isatty(STDERR_FILENO) && !a.quiet && mpi.rank() == 0;
     SweepObserver obs;
+    std::chrono::steady_clock::time_point t_start;
     obs.on_start = [&] {
       started = true;
+      t_start = std::chrono::steady_clock::now();
       if (mpi.active() && !mpi.agree("")) throw PeerFailed{};
     };
     obs.on_epoch = [&](int64_t e, int64_t E, int64_t alive, int64_t total) {
       if (a.quiet || mpi.rank() != 0) return;
       const std::string share = mpi.active() ? " on rank 0 (of " + std::to_string(mpi.size()) + " ranks)" : "";
-      std::fprintf(stderr, tty ? "\r  epoch %lld/%lld, %lld of %lld configurations training%s   "
-                               : "  epoch %lld/%lld, %lld of %lld configurations training%s\n",
+      // Epochs so far at their mean pace: an upper bound where configurations diverge or are halved.
+      const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      char timing[64];
+      if (e < E)
+        std::snprintf(timing, sizeof timing, ", %.0f s, ~%.0f s left", spent,
+                      spent / static_cast<double>(e) * static_cast<double>(E - e));
+      else
+        std::snprintf(timing, sizeof timing, ", %.0f s", spent);
+      std::fprintf(stderr, tty ? "\r  epoch %lld/%lld, %lld of %lld configurations training%s%s   "
+                               : "  epoch %lld/%lld, %lld of %lld configurations training%s%s\n",
                    static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
-                   static_cast<long long>(total), share.c_str());
+                   static_cast<long long>(total), share.c_str(), timing);
     };
     // What finished survives an interruption. One process rewrites its outputs after every epoch.
     // Under mpirun, which answers Ctrl-C by ending every rank within a second, each rank keeps its own
