@@ -325,17 +325,21 @@ EntryKey entry_of(const SweepRun& x, int64_t per_order) {
   return {x.config.optimizer, x.config.schedule, x.config.lr, x.config.id % per_order};
 }
 
-// The rates the grid tried for an optimizer and schedule: the sweep's --lr, all of them even where
-// this is one shard; where the options do not say (results built in code), the rates of its runs.
-std::vector<double> grid_rates(const SweepResult& r, const SweepConfig& of) {
+// The rates the grid tried: the sweep's --lr, all of them even where this is one shard. Empty where
+// the options do not say (results built in code); see rates_of_runs.
+std::vector<double> grid_rates(const SweepResult& r) {
   std::vector<double> rates;
   const json opts = json::parse(r.options_json, nullptr, false);
   if (opts.is_object() && opts.contains("lrs") && opts["lrs"].is_array())
     for (const json& v : opts["lrs"])
       if (v.is_number()) rates.push_back(v.get<double>());
-  if (rates.empty())
-    for (const SweepRun& x : r.runs)
-      if (x.config.optimizer == of.optimizer && x.config.schedule == of.schedule) rates.push_back(x.config.lr);
+  return rates;
+}
+
+std::vector<double> rates_of_runs(const SweepResult& r, const SweepConfig& of) {
+  std::vector<double> rates;
+  for (const SweepRun& x : r.runs)
+    if (x.config.optimizer == of.optimizer && x.config.schedule == of.schedule) rates.push_back(x.config.lr);
   return rates;
 }
 
@@ -389,17 +393,24 @@ std::vector<SweepBest> best_in_groups(const SweepResult& r, bool per_schedule) {
     std::map<int64_t, std::pair<double, double>> finished;  // data order -> best loss, best accuracy
     bool excluded = false;
   };
+  // Grids of up to a million configurations: entries are found by key and gathered by group, not
+  // searched for.
   const int64_t per_order = entries_per_order(r);
   std::map<EntryKey, size_t> index;
   std::vector<Entry> entries;
   using Group = std::pair<std::string, std::string>;  // optimizer, and schedule where per_schedule
-  std::vector<Group> groups;                          // in the order of the command line
-  auto group_of = [per_schedule](const SweepConfig& c) { return Group{c.optimizer, per_schedule ? c.schedule : ""}; };
+  std::map<Group, size_t> group_index;
+  std::vector<std::vector<size_t>> group_entries;  // groups in the order of the command line
   for (size_t i = 0; i < r.runs.size(); ++i) {
     const SweepRun& x = r.runs[i];
-    if (std::find(groups.begin(), groups.end(), group_of(x.config)) == groups.end()) groups.push_back(group_of(x.config));
     const auto [it, fresh] = index.try_emplace(entry_of(x, per_order), entries.size());
-    if (fresh) entries.emplace_back();
+    if (fresh) {
+      entries.emplace_back();
+      const Group group{x.config.optimizer, per_schedule ? x.config.schedule : ""};
+      const auto [g, new_group] = group_index.try_emplace(group, group_entries.size());
+      if (new_group) group_entries.emplace_back();
+      group_entries[g->second].push_back(it->second);
+    }
     Entry& e = entries[it->second];
     if (x.diverged || x.halted) {
       e.excluded = true;
@@ -408,11 +419,12 @@ std::vector<SweepBest> best_in_groups(const SweepResult& r, bool per_schedule) {
       e.finished[x.config.seed_index] = {x.best_val_loss, x.best_val_accuracy};
     }
   }
+  const std::vector<double> tried = grid_rates(r);
   std::vector<SweepBest> out;
-  for (const Group& group : groups) {
+  for (const std::vector<size_t>& members : group_entries) {
     std::vector<const Entry*> candidates;
-    for (const Entry& e : entries)
-      if (!e.excluded && !e.finished.empty() && group_of(r.runs[e.first].config) == group) candidates.push_back(&e);
+    for (size_t k : members)
+      if (!entries[k].excluded && !entries[k].finished.empty()) candidates.push_back(&entries[k]);
     if (candidates.empty()) continue;
     std::set<int64_t> common;
     for (const auto& order : candidates[0]->finished) common.insert(order.first);
@@ -431,7 +443,7 @@ std::vector<SweepBest> best_in_groups(const SweepResult& r, bool per_schedule) {
       best = {e->first, 0, loss, accuracy / static_cast<double>(n), n};
     }
     const SweepRun& x = r.runs[best.run];
-    const std::vector<double> rates = grid_rates(r, x.config);  // holds x's rate at least
+    const std::vector<double> rates = tried.empty() ? rates_of_runs(r, x.config) : tried;  // never empty
     const double lo = *std::min_element(rates.begin(), rates.end()), hi = *std::max_element(rates.begin(), rates.end());
     best.edge = lo == hi ? 0 : x.config.lr >= hi ? 1 : x.config.lr <= lo ? -1 : 0;
     out.push_back(best);
