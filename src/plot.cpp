@@ -160,7 +160,6 @@ bool pinned_top(const Series& s, size_t i, const Axis& ax) {
 
 // Splits a series into runs of drawable points (in pixels) and thins each run to at most the
 // first, lowest, highest and last point of every pixel column.
-
 std::vector<std::vector<Point>> runs_of(const Series& s, const Axis& ax, const Axis& ay, double left,
                                         double top, double w, double h) {
   std::vector<std::vector<Point>> runs;
@@ -301,6 +300,12 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
       y0 = std::min(y0, s.y[i]), y1 = std::max(y1, s.y[i]);
       have_y = true;
     }
+  // Room above the data for the pinned markers, so that none reads as a point of the data (the
+  // axis ends at the tick around the largest value, which can be that value itself).
+  bool any_pinned = false;
+  for (const Series& s : series)
+    for (size_t i = 0; i < s.x.size() && !any_pinned; ++i) any_pinned = pinned_top(s, i, probe_x);
+  if (any_pinned && have_y) y1 = o.log_y ? y1 * 1.25 : y1 + 0.1 * std::max(y1 - y0, std::fabs(y1));
   Axis ax = make_axis(o.log_x, have, x0, x1);
   Axis ay = make_axis(o.log_y, have_y, y0, y1);
 

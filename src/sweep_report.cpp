@@ -73,7 +73,9 @@ const char* edge_note(int edge) {
                     : "";
 }
 
-const char* edge_name(int edge) { return edge > 0 ? "largest" : edge < 0 ? "smallest" : "inside"; }
+const char* edge_name(const SweepBest& b) {
+  return b.only_rate ? "only" : b.edge > 0 ? "largest" : b.edge < 0 ? "smallest" : "inside";
+}
 
 // Whether the best per optimizer comes from part of the grid.
 std::string partial_note(const SweepResult& r) {
@@ -81,6 +83,8 @@ std::string partial_note(const SweepResult& r) {
   if (r.shard_count > 1)
     return strf("shard %lld/%lld of the grid", static_cast<long long>(r.shard_index),
                 static_cast<long long>(r.shard_count));
+  if (static_cast<int64_t>(r.runs.size()) < r.grid_size)  // a merge that lacks a shard
+    return strf("%zu of the grid's %lld configurations", r.runs.size(), static_cast<long long>(r.grid_size));
   return "";
 }
 
@@ -177,7 +181,7 @@ std::string sweep_results_json(const SweepResult& r) {
       list.push_back({{"id", x.config.id}, {"optimizer", x.config.optimizer}, {"schedule", x.config.schedule},
                       {"lr", x.config.lr}, {"best_val_loss", num(b.best_val_loss)},
                       {"best_val_accuracy", num(b.best_val_accuracy)}, {"data_orders", b.data_orders},
-                      {"rate_in_grid", edge_name(b.edge)}});
+                      {"rate_in_grid", edge_name(b)}});
     }
     return list;
   };
@@ -326,7 +330,7 @@ EntryKey entry_of(const SweepRun& x, int64_t per_order) {
 }
 
 // The rates the grid tried: the sweep's --lr, all of them even where this is one shard. Empty where
-// the options do not say (results built in code); see rates_of_runs.
+// the options do not say (results built in code).
 std::vector<double> grid_rates(const SweepResult& r) {
   std::vector<double> rates;
   const json opts = json::parse(r.options_json, nullptr, false);
@@ -336,12 +340,6 @@ std::vector<double> grid_rates(const SweepResult& r) {
   return rates;
 }
 
-std::vector<double> rates_of_runs(const SweepResult& r, const SweepConfig& of) {
-  std::vector<double> rates;
-  for (const SweepRun& x : r.runs)
-    if (x.config.optimizer == of.optimizer && x.config.schedule == of.schedule) rates.push_back(x.config.lr);
-  return rates;
-}
 
 // The runs of each grid entry, for the spread.
 std::vector<Aggregate> aggregate(const SweepResult& r) {
@@ -382,35 +380,39 @@ void mean_std(const std::vector<double>& v, double* mean, double* sd) {
 
 namespace {
 
-// The best entry of each group of the grid: of each optimizer, or of each optimizer and schedule.
-// An entry is judged by its mean best loss over the data orders, as halving judges it, and one
-// that diverged or was halted under any order is not recommended. Runs missing from a shard or
-// never started in an interrupted sweep leave gaps; the entries of a group are then compared over
-// the data orders all of them finished, so that one lucky order does not beat the mean of two.
+// The best entry of each optimizer, or of each optimizer and schedule. An entry is judged by its
+// mean best loss over the data orders, as halving judges it, and one that diverged or was halted
+// under any order is not recommended. Runs missing from a shard or never started in an interrupted
+// sweep leave gaps: an optimizer's entries are then compared over the data orders all of them
+// finished, or where they share none, over the order most of them finished (the others drop out),
+// so that one lucky order never beats another entry's mean. Both answers use the same orders, so
+// the best of an optimizer is the best of its schedules.
 std::vector<SweepBest> best_in_groups(const SweepResult& r, bool per_schedule) {
   struct Entry {
     size_t first = 0;                                       // its first finished run
     std::map<int64_t, std::pair<double, double>> finished;  // data order -> best loss, best accuracy
     bool excluded = false;
   };
-  // Grids of up to a million configurations: entries are found by key and gathered by group, not
-  // searched for.
+  // Grids of up to a million configurations: everything is found by key, not searched for.
   const int64_t per_order = entries_per_order(r);
   std::map<EntryKey, size_t> index;
   std::vector<Entry> entries;
-  using Group = std::pair<std::string, std::string>;  // optimizer, and schedule where per_schedule
-  std::map<Group, size_t> group_index;
-  std::vector<std::vector<size_t>> group_entries;  // groups in the order of the command line
+  std::map<std::string, size_t> optimizer_index;
+  std::vector<std::vector<size_t>> optimizer_entries;  // in the order of the command line
+  std::map<std::pair<std::string, std::string>, std::pair<double, double>> run_rates;  // lowest, highest
   for (size_t i = 0; i < r.runs.size(); ++i) {
     const SweepRun& x = r.runs[i];
     const auto [it, fresh] = index.try_emplace(entry_of(x, per_order), entries.size());
     if (fresh) {
       entries.emplace_back();
-      const Group group{x.config.optimizer, per_schedule ? x.config.schedule : ""};
-      const auto [g, new_group] = group_index.try_emplace(group, group_entries.size());
-      if (new_group) group_entries.emplace_back();
-      group_entries[g->second].push_back(it->second);
+      const auto [o, new_optimizer] = optimizer_index.try_emplace(x.config.optimizer, optimizer_entries.size());
+      if (new_optimizer) optimizer_entries.emplace_back();
+      optimizer_entries[o->second].push_back(it->second);
     }
+    const auto [range, first_rate] =
+        run_rates.try_emplace({x.config.optimizer, x.config.schedule}, x.config.lr, x.config.lr);
+    if (!first_rate)
+      range->second = {std::min(range->second.first, x.config.lr), std::max(range->second.second, x.config.lr)};
     Entry& e = entries[it->second];
     if (x.diverged || x.halted) {
       e.excluded = true;
@@ -421,7 +423,7 @@ std::vector<SweepBest> best_in_groups(const SweepResult& r, bool per_schedule) {
   }
   const std::vector<double> tried = grid_rates(r);
   std::vector<SweepBest> out;
-  for (const std::vector<size_t>& members : group_entries) {
+  for (const std::vector<size_t>& members : optimizer_entries) {
     std::vector<const Entry*> candidates;
     for (size_t k : members)
       if (!entries[k].excluded && !entries[k].finished.empty()) candidates.push_back(&entries[k]);
@@ -430,23 +432,41 @@ std::vector<SweepBest> best_in_groups(const SweepResult& r, bool per_schedule) {
     for (const auto& order : candidates[0]->finished) common.insert(order.first);
     for (const Entry* e : candidates)
       for (auto it = common.begin(); it != common.end();) it = e->finished.count(*it) ? std::next(it) : common.erase(it);
-    bool found = false;
-    SweepBest best;
+    if (common.empty()) {
+      std::map<int64_t, size_t> finished_by;
+      for (const Entry* e : candidates)
+        for (const auto& order : e->finished) ++finished_by[order.first];
+      const int64_t most = std::max_element(finished_by.begin(), finished_by.end(), [](const auto& a, const auto& b) {
+                             return a.second < b.second;
+                           })->first;
+      common = {most};
+      candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                      [most](const Entry* e) { return !e->finished.count(most); }),
+                       candidates.end());
+    }
+    std::map<std::string, size_t> group_index;  // by schedule, or one group for the optimizer
+    std::vector<SweepBest> best;
     for (const Entry* e : candidates) {
       double loss = 0, accuracy = 0;
-      int64_t n = 0;
-      for (const auto& [order, metrics] : e->finished)
-        if (common.empty() || common.count(order)) loss += metrics.first, accuracy += metrics.second, ++n;
+      for (int64_t order : common) loss += e->finished.at(order).first, accuracy += e->finished.at(order).second;
+      const auto n = static_cast<int64_t>(common.size());
       loss /= static_cast<double>(n);
-      if (found && !(loss < best.best_val_loss)) continue;  // a tie keeps the earlier entry
-      found = true;
-      best = {e->first, 0, loss, accuracy / static_cast<double>(n), n};
+      const auto [g, new_group] =
+          group_index.try_emplace(per_schedule ? r.runs[e->first].config.schedule : std::string(), best.size());
+      if (new_group) best.emplace_back();
+      SweepBest& b = best[g->second];
+      if (!new_group && !(loss < b.best_val_loss)) continue;  // a tie keeps the earlier entry
+      b = {e->first, 0, loss, accuracy / static_cast<double>(n), n};
     }
-    const SweepRun& x = r.runs[best.run];
-    const std::vector<double> rates = tried.empty() ? rates_of_runs(r, x.config) : tried;  // never empty
-    const double lo = *std::min_element(rates.begin(), rates.end()), hi = *std::max_element(rates.begin(), rates.end());
-    best.edge = lo == hi ? 0 : x.config.lr >= hi ? 1 : x.config.lr <= lo ? -1 : 0;
-    out.push_back(best);
+    for (SweepBest& b : best) {
+      const SweepConfig& x = r.runs[b.run].config;
+      double lo, hi;
+      std::tie(lo, hi) = run_rates.at({x.optimizer, x.schedule});
+      if (!tried.empty()) lo = *std::min_element(tried.begin(), tried.end()), hi = *std::max_element(tried.begin(), tried.end());
+      b.edge = lo == hi ? 0 : x.lr >= hi ? 1 : x.lr <= lo ? -1 : 0;
+      b.only_rate = lo == hi;
+      out.push_back(b);
+    }
   }
   return out;
 }
@@ -472,37 +492,34 @@ std::string data_orders_note(const SweepBest& b, const SweepResult& r, int64_t b
 struct ScheduleMatrix {
   std::vector<std::string> schedules, optimizers;
   std::vector<SweepBest> best;
-  std::vector<std::vector<int64_t>> cell;  // index into best; -1: no run of that pair finished
+  std::vector<std::vector<int64_t>> best_at;  // index into best; -1: no run of that pair finished
 
   const SweepBest* at(size_t schedule, size_t optimizer) const {
-    const int64_t i = cell[schedule][optimizer];
+    const int64_t i = best_at[schedule][optimizer];
     return i < 0 ? nullptr : &best[static_cast<size_t>(i)];
   }
 };
 
 ScheduleMatrix schedule_matrix(const SweepResult& r) {
   ScheduleMatrix m;
+  std::map<std::string, size_t> row, column;
   for (const SweepRun& x : r.runs) {
-    if (std::find(m.schedules.begin(), m.schedules.end(), x.config.schedule) == m.schedules.end())
-      m.schedules.push_back(x.config.schedule);
-    if (std::find(m.optimizers.begin(), m.optimizers.end(), x.config.optimizer) == m.optimizers.end())
-      m.optimizers.push_back(x.config.optimizer);
+    if (row.try_emplace(x.config.schedule, m.schedules.size()).second) m.schedules.push_back(x.config.schedule);
+    if (column.try_emplace(x.config.optimizer, m.optimizers.size()).second) m.optimizers.push_back(x.config.optimizer);
   }
   m.best = best_per_schedule(r);
-  m.cell.assign(m.schedules.size(), std::vector<int64_t>(m.optimizers.size(), -1));
+  m.best_at.assign(m.schedules.size(), std::vector<int64_t>(m.optimizers.size(), -1));
   for (size_t i = 0; i < m.best.size(); ++i) {
     const SweepConfig& c = r.runs[m.best[i].run].config;
-    const size_t j = std::find(m.schedules.begin(), m.schedules.end(), c.schedule) - m.schedules.begin();
-    const size_t k = std::find(m.optimizers.begin(), m.optimizers.end(), c.optimizer) - m.optimizers.begin();
-    m.cell[j][k] = static_cast<int64_t>(i);
+    m.best_at[row.at(c.schedule)][column.at(c.optimizer)] = static_cast<int64_t>(i);
   }
   return m;
 }
 
-// " 0.003  0.3024", the rate marked '>' or '<' where it is the largest or smallest tried; "-" where
-// every run diverged or was halted.
+// "  0.003  0.3024", the rate marked '>' or '<' where it is the largest or smallest tried; "-" under
+// the rates where every run of the pair diverged or was halted.
 std::string matrix_cell(const SweepResult& r, const SweepBest* b) {
-  if (!b) return "-";
+  if (!b) return strf("%7s", "-");
   return strf("%7.3g%s %s", r.runs[b->run].config.lr, b->edge > 0 ? ">" : b->edge < 0 ? "<" : " ",
               cell("%.4f", b->best_val_loss).c_str());
 }
@@ -543,10 +560,16 @@ std::string sweep_table(const SweepResult& r) {
     }
   }
   const std::vector<SweepBest> best = best_per_optimizer(r);
+  const ScheduleMatrix m = schedule_matrix(r);
   if (!best.empty())
     os << "\nbest per optimizer (lowest best validation loss" << (partial_note(r).empty() ? "" : "; ")
        << partial_note(r) << "):\n";
-  for (const SweepBest& b : best) {
+  for (size_t k = 0, next = 0; !best.empty() && k < m.optimizers.size(); ++k) {
+    if (next == best.size() || r.runs[best[next].run].config.optimizer != m.optimizers[k]) {
+      os << strf("  %-*s no configuration finished: every one diverged or was halted\n", wo, m.optimizers[k].c_str());
+      continue;
+    }
+    const SweepBest& b = best[next++];
     const SweepRun& x = r.runs[b.run];
     const std::string when = data_orders_note(b, r, x.best_epoch);
     const std::string acc = std::isnan(b.best_val_accuracy) ? "" : ", acc " + cell("%.2f%%", 100 * b.best_val_accuracy);
@@ -555,17 +578,24 @@ std::string sweep_table(const SweepResult& r) {
                x.config.schedule.c_str(), x.config.lr, cell("%.4f", b.best_val_loss).c_str(), when.c_str(), acc.c_str(),
                note.c_str());
   }
-  const ScheduleMatrix m = schedule_matrix(r);
   if (m.schedules.size() > 1 && !best.empty()) {
+    // Columns as wide as their widest cell: a regression's losses can run to many digits.
+    std::vector<std::vector<std::string>> cells(m.schedules.size());
     std::vector<int> width;
-    for (const std::string& opt : m.optimizers) width.push_back(std::max(20, static_cast<int>(opt.size()) + 2));
-    os << "\nbest rate per schedule (and its best validation loss; >: the largest rate tried, <: the smallest):\n";
+    for (const std::string& opt : m.optimizers) width.push_back(static_cast<int>(opt.size()));
+    for (size_t j = 0; j < m.schedules.size(); ++j)
+      for (size_t k = 0; k < m.optimizers.size(); ++k) {
+        cells[j].push_back(matrix_cell(r, m.at(j, k)));
+        width[k] = std::max(width[k], static_cast<int>(cells[j][k].size()));
+      }
+    os << "\nbest rate per schedule (and its best validation loss; >: the largest rate tried, <: the smallest;\n"
+          "-: every run diverged or was halted):\n";
     std::string header = strf("  %-*s", ws, "schedule");
-    for (size_t k = 0; k < m.optimizers.size(); ++k) header += strf("  %-*s", width[k], m.optimizers[k].c_str());
+    for (size_t k = 0; k < m.optimizers.size(); ++k) header += strf("   %-*s", width[k], m.optimizers[k].c_str());
     os << header.erase(header.find_last_not_of(' ') + 1) << "\n";
     for (size_t j = 0; j < m.schedules.size(); ++j) {
       std::string line = strf("  %-*s", ws, m.schedules[j].c_str());
-      for (size_t k = 0; k < m.optimizers.size(); ++k) line += strf("  %-*s", width[k], matrix_cell(r, m.at(j, k)).c_str());
+      for (size_t k = 0; k < m.optimizers.size(); ++k) line += strf("   %-*s", width[k], cells[j][k].c_str());
       os << line.erase(line.find_last_not_of(' ') + 1) << "\n";
     }
   }
@@ -582,12 +612,19 @@ std::string sweep_report_html(const SweepResult& r) {
     << ", mode " << xml_escape(r.mode) << ", " << r.epochs << " epochs of " << r.steps_per_epoch << " steps, "
     << r.runs.size() << " configurations" << (r.interrupted ? " (interrupted: partial results)" : "") << ".</p>\n";
   const std::vector<SweepBest> best = best_per_optimizer(r);
+  const ScheduleMatrix m = schedule_matrix(r);
   if (!best.empty()) {
     h << "<h2>Best per optimizer</h2>\n";
     if (!partial_note(r).empty()) h << "<p>Partial results: " << partial_note(r) << ".</p>\n";
     h << "<table><tr><th>optimizer</th><th>schedule</th><th>lr</th><th>best val loss</th><th>best acc</th>"
          "<th>from</th><th>note</th></tr>\n";
-    for (const SweepBest& b : best) {
+    for (size_t k = 0, next = 0; k < m.optimizers.size(); ++k) {
+      if (next == best.size() || r.runs[best[next].run].config.optimizer != m.optimizers[k]) {
+        h << "<tr><td class=l>" << xml_escape(m.optimizers[k]) << "</td><td class=l colspan=6>no configuration "
+          << "finished: every one diverged or was halted</td></tr>\n";
+        continue;
+      }
+      const SweepBest& b = best[next++];
       const SweepRun& x = r.runs[b.run];
       h << "<tr><td class=l>" << xml_escape(x.config.optimizer) << "</td><td class=l>" << xml_escape(x.config.schedule)
         << "</td><td>" << strf("%.3g", x.config.lr) << "</td><td>" << cell("%.4f", b.best_val_loss) << "</td><td>"
@@ -596,10 +633,10 @@ std::string sweep_report_html(const SweepResult& r) {
     }
     h << "</table>\n";
   }
-  const ScheduleMatrix m = schedule_matrix(r);
   if (m.schedules.size() > 1 && !best.empty()) {
     h << "<h2>Best rate per schedule</h2>\n<p>Each schedule at its own best rate, and the best validation loss "
-         "there; &gt; marks the largest rate tried, &lt; the smallest.</p>\n<table><tr><th>schedule</th>";
+         "there; &gt; marks the largest rate tried, &lt; the smallest, - a schedule under which every run "
+         "diverged or was halted.</p>\n<table><tr><th>schedule</th>";
     for (const std::string& opt : m.optimizers) h << "<th>" << xml_escape(opt) << "</th>";
     h << "</tr>\n";
     for (size_t j = 0; j < m.schedules.size(); ++j) {
@@ -642,20 +679,20 @@ std::string sweep_report_html(const SweepResult& r) {
       Series s{sched, {}, {}};
       for (const Aggregate& a : agg)
         if (a.config.optimizer == opt && a.config.schedule == sched) {
-          double m, sd;
-          mean_std(a.final_loss, &m, &sd);
+          double mean, sd;
+          mean_std(a.final_loss, &mean, &sd);
           s.x.push_back(a.config.lr);
-          s.y.push_back(m);
+          s.y.push_back(mean);
           if (a.final_loss.empty() && a.diverged > 0 &&
               std::find(failed.begin(), failed.end(), a.config.lr) == failed.end())
             failed.push_back(a.config.lr);
         }
       series.push_back(s);
     }
-    // Such a rate has no loss to draw: a cross on the top edge shows how far the grid went and where
+    // Such a rate has no loss to draw: a cross above the lines shows how far the grid went and where
     // it failed, which the lines alone would hide. Which schedules failed there is said below.
     if (!failed.empty())
-      series.push_back({"every run diverged", failed, std::vector<double>(failed.size(), INFINITY), Mark::cross,
+      series.push_back({"every run of a schedule diverged", failed, std::vector<double>(failed.size(), INFINITY), Mark::cross,
                         false, "#555555"});
     PlotOptions po;
     po.title = opt;

@@ -255,11 +255,16 @@ TEST(PlotSvg, MarkersAtInfinityStandOnTheTopEdge) {
   // (72 + 624 x 2/3, 16), the top edge.
   EXPECT_EQ(at[0], "483.50,11.50");
   std::vector<std::string> labels = text_labels(svg);
-  EXPECT_TRUE(has(labels, "1")) << "the x axis reaches the crosses";
+  EXPECT_NE(svg.find(">1</text>"), std::string::npos) << "the x axis reaches the crosses";
   EXPECT_FALSE(has(labels, "10"));
-  // The y axis is the line's: 0.3 to 0.5, not stretched.
+  // The y axis is the line's, 0.3 to 0.5, with room above: the line's highest point (0.5, which
+  // would otherwise be the top tick) stays below the crosses.
   EXPECT_TRUE(has(labels, "0.3"));
   EXPECT_TRUE(has(labels, "0.5"));
+  const std::vector<std::string> pts = all(svg, "points=\"([^\"]*)\"");
+  ASSERT_EQ(pts.size(), 1u);
+  const double highest = std::stod(pts[0].substr(pts[0].find(',') + 1));
+  EXPECT_GT(highest, 16 + 20) << pts[0];
   // A line at +inf is still skipped, as is a marker at -inf or NaN.
   Series line_off{"line", {1, 2}, {INFINITY, INFINITY}};
   Series nan_marker{"not a number", {1, 2}, {-INFINITY, NAN}, Mark::circle};

@@ -580,6 +580,7 @@ TEST(SweepReport, BestRatePerScheduleIsAMatrixOfSchedulesByOptimizers) {
   ASSERT_NE(at, std::string::npos) << table;
   std::istringstream lines(table.substr(at));
   std::string header, constant, cosine;
+  std::getline(lines, header);  // the title and its key, on two lines
   std::getline(lines, header);
   std::getline(lines, header);
   std::getline(lines, constant);
@@ -637,6 +638,62 @@ TEST(SweepReport, BestPerOptimizerComparesOverTheDataOrdersAllEntriesFinished) {
   ASSERT_EQ(best.size(), 1u);
   EXPECT_EQ(best[0].run, 1u);
   EXPECT_EQ(best[0].data_orders, 1);
+}
+
+// Both answers compare an optimizer's entries over the same data orders, so the best of an
+// optimizer is the best of its schedules' cells, and a merge that lacks a shard says so.
+TEST(SweepReport, BestPerScheduleAgreesWithBestPerOptimizerOverGaps) {
+  // One rate, schedules S1 and S2, two data orders; S1's second order is missing (ids 0-1: order 0).
+  SweepRun s1 = rated_run(0, "adam()", "S1", 1e-2, 0.30), s2 = rated_run(1, "adam()", "S2", 1e-2, 0.29),
+           s2b = rated_run(3, "adam()", "S2", 1e-2, 0.35);
+  s2b.config.seed_index = 1;
+  SweepResult r = hand_result({s1, s2, s2b}, 2);
+  r.grid_size = 4;
+  const std::vector<SweepBest> per_optimizer = best_per_optimizer(r), per_schedule = best_per_schedule(r);
+  ASSERT_EQ(per_optimizer.size(), 1u);
+  ASSERT_EQ(per_schedule.size(), 2u);
+  EXPECT_EQ(per_optimizer[0].run, 1u);
+  EXPECT_DOUBLE_EQ(per_optimizer[0].best_val_loss, 0.29);
+  EXPECT_DOUBLE_EQ(per_schedule[0].best_val_loss, 0.30);
+  EXPECT_DOUBLE_EQ(per_schedule[1].best_val_loss, 0.29) << "S2 over order 0 only, as S1";
+  EXPECT_EQ(per_schedule[1].data_orders, 1);
+  EXPECT_EQ(per_optimizer[0].only_rate, true);
+  EXPECT_EQ(nlohmann::json::parse(sweep_results_json(r))["best_per_optimizer"][0]["rate_in_grid"], "only");
+  EXPECT_NE(sweep_table(r).find("(lowest best validation loss; 3 of the grid's 4 configurations)"), std::string::npos)
+      << sweep_table(r);
+}
+
+// Where an optimizer's entries share no data order (a shard of a sweep with seeds), they are
+// compared on the order most of them finished; one lucky order of another entry does not win.
+TEST(SweepReport, EntriesSharingNoDataOrderAreComparedOnTheMostFinishedOne) {
+  // Three rates over three orders (ids 0-2, 3-5, 6-8); shard 0/2 holds ids 0, 2, 4, 6, 8.
+  SweepRun a0 = rated_run(0, "adam()", "constant", 1e-3, 0.20), c0 = rated_run(2, "adam()", "constant", 1e-1, 0.30),
+           b1 = rated_run(4, "adam()", "constant", 1e-2, 0.10), a2 = rated_run(6, "adam()", "constant", 1e-3, 0.40),
+           c2 = rated_run(8, "adam()", "constant", 1e-1, 0.25);
+  b1.config.seed_index = 1;
+  a2.config.seed_index = c2.config.seed_index = 2;
+  SweepResult r = hand_result({a0, c0, b1, a2, c2}, 3);
+  r.grid_size = 9;
+  r.shard_count = 2;
+  const std::vector<SweepBest> best = best_per_optimizer(r);
+  ASSERT_EQ(best.size(), 1u);
+  EXPECT_EQ(best[0].run, 0u) << "order 0: 0.20 at 1e-3 against 0.30 at 1e-1; 1e-2 has only order 1";
+  EXPECT_EQ(best[0].data_orders, 1);
+}
+
+// An optimizer none of whose configurations finished is named, not silently left out; a halted or
+// diverged cell of the matrix is a '-' in the rates' column.
+TEST(SweepReport, OptimizersWithNothingFinishedAreNamed) {
+  std::vector<SweepRun> runs = {rated_run(0, "adam()", "A", 1e-2, 0.2), rated_run(1, "adam()", "B", 1e-2, 0.3),
+                                rated_run(2, "sgd()", "A", 1e-2, 0.1), rated_run(3, "sgd()", "B", 1e-2, 0.1)};
+  runs[1].halted = runs[2].halted = true;
+  runs[3].diverged = true;
+  SweepResult r = hand_result(runs, 1);
+  const std::string table = sweep_table(r);
+  EXPECT_NE(table.find("  sgd()                  no configuration finished: every one diverged or was halted\n"),
+            std::string::npos) << table;
+  EXPECT_TRUE(std::regex_search(table, std::regex("\n  B +- +-\n"))) << table;
+  EXPECT_NE(sweep_report_html(r).find("no configuration finished"), std::string::npos);
 }
 
 // A shard holds some of the grid's rates: whether the best is at an end is a question about the
@@ -698,7 +755,7 @@ TEST(SweepReport, RatesWhereEveryRunDivergedAreCrossesOnTheLossPlot) {
   // edge (36 px, under the title).
   EXPECT_NEAR(at[0].first, 696, 0.01);
   EXPECT_NEAR(at[0].second, 36, 0.01);
-  EXPECT_NE(html.find(">every run diverged</text>"), std::string::npos);
+  EXPECT_NE(html.find(">every run of a schedule diverged</text>"), std::string::npos);
   EXPECT_NE(html.find("<p>sgd() diverged: constant at lr 0.001, 0.1</p>"), std::string::npos);
 }
 
@@ -823,6 +880,12 @@ TEST(SweepCli, ProgressLinesSayTimeSpentAndLeft) {
   EXPECT_EQ(run_cli("sweep --data spirals --samples 600 --hidden 8 --epochs 2 --batch 50 --device cpu --lr 0.01 --quiet")
                 .err.find("epoch"),
             std::string::npos);
+  // Once nothing trains, nothing is left to wait for.
+  auto diverged = run_cli("sweep --data spirals --samples 600 --hidden 8 --epochs 5 --batch 50 --device cpu --lr 1000 "
+                          "--optimizer 'sgd()'");
+  ASSERT_EQ(diverged.status, 0) << diverged.err;
+  EXPECT_TRUE(std::regex_search(diverged.err, std::regex("  epoch 1/5, 0 of 1 configurations training, [0-9]+ s\n")))
+      << diverged.err;
 }
 
 TEST(SweepCli, WritesOutputsAndRanks) {

@@ -39,8 +39,8 @@ std::string xml_escape(const std::string& text);
 // multiple, where that gives fewer than four), ending at the ticks around the data. The legend goes
 // in the corner of the plot area where it hides the least of the data.
 // Non-finite points (and non-positive ones on a log axis) are skipped and break the line, except a
-// marker at y = +infinity: it is drawn on the top edge, for a value off the scale (a run that
-// diverged). Empty input still gives a valid SVG. Dense series are thinned to a few points per
+// marker at y = +infinity: it is drawn on the top edge, with room left between it and the data,
+// for a value off the scale (a run that diverged). Empty input still gives a valid SVG. Dense series are thinned to a few points per
 // pixel column, keeping each column's extremes. Throws lrlab::Error when a series' x and y differ
 // in length or the size is outside [160, 16000] x [120, 16000].
 std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& options);

@@ -110,18 +110,20 @@ std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs);
 
 // The best grid entry of each optimizer, in the order the optimizers first appear: the lowest best
 // validation loss, averaged over the data orders (--seeds) as halving averages it; an entry that
-// diverged under any data order, or was halted, is left out. `edge` says where its rate lies among
-// the rates the grid tried for that optimizer and schedule: at the largest (+1) or the smallest
-// (-1), the sweep cannot tell whether a rate beyond it would do better; 0: inside, or one rate.
+// diverged under any data order, or was halted, is left out. Where runs are missing (an interrupted
+// sweep, a shard), all entries of an optimizer are compared over the same data orders. `edge` says
+// where its rate lies among the rates the grid tried (the sweep's --lr): at the largest (+1) or the
+// smallest (-1), the sweep cannot tell whether a rate beyond it would do better; 0: inside.
 struct SweepBest {
-  size_t run = 0;  // the entry's first run (its first data order), an index into SweepResult::runs
+  size_t run = 0;  // the entry's first finished run, an index into SweepResult::runs
   int edge = 0;
-  double best_val_loss = 0, best_val_accuracy = 0;  // means over the entry's runs
-  int64_t data_orders = 0;                           // its runs
+  double best_val_loss = 0, best_val_accuracy = 0;  // means over the data orders compared
+  int64_t data_orders = 0;                           // how many
+  bool only_rate = false;                            // the grid tried one rate (edge 0)
 };
 std::vector<SweepBest> best_per_optimizer(const SweepResult& r);
 // The same for each optimizer and schedule (each schedule at its own best rate, the fair way to
-// compare schedules), in the order of the grid.
+// compare schedules), in the order of the grid, over the same data orders as best_per_optimizer.
 std::vector<SweepBest> best_per_schedule(const SweepResult& r);
 
 // results.json (round-trips through read_sweep_results), curves.csv and report.html.

@@ -2,10 +2,12 @@
 // lrlab merge: join the results of shards (Slurm job arrays) into one report.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include <cuda_runtime.h>
 
@@ -90,6 +92,7 @@ int run_sweep_command(SweepArgs& a) {
     const bool tty = isatty(STDERR_FILENO) && !a.quiet && mpi.rank() == 0;
     SweepObserver obs;
     std::chrono::steady_clock::time_point t_start;
+    int progress_width = 0;
     obs.on_start = [&] {
       started = true;
       t_start = std::chrono::steady_clock::now();
@@ -98,18 +101,24 @@ int run_sweep_command(SweepArgs& a) {
     obs.on_epoch = [&](int64_t e, int64_t E, int64_t alive, int64_t total) {
       if (a.quiet || mpi.rank() != 0) return;
       const std::string share = mpi.active() ? " on rank 0 (of " + std::to_string(mpi.size()) + " ranks)" : "";
-      // Epochs so far at their mean pace: an upper bound where configurations diverge or are halved.
+      // The epochs to come at the mean pace of those done: an estimate, since configurations that
+      // diverge or are halved stop training. None is left once none trains.
       const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
       char timing[64];
-      if (e < E)
+      if (e < E && alive > 0)
         std::snprintf(timing, sizeof timing, ", %.0f s, ~%.0f s left", spent,
                       spent / static_cast<double>(e) * static_cast<double>(E - e));
       else
         std::snprintf(timing, sizeof timing, ", %.0f s", spent);
-      std::fprintf(stderr, tty ? "\r  epoch %lld/%lld, %lld of %lld configurations training%s%s   "
-                               : "  epoch %lld/%lld, %lld of %lld configurations training%s%s\n",
-                   static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
-                   static_cast<long long>(total), share.c_str(), timing);
+      char line[256];
+      std::snprintf(line, sizeof line, "  epoch %lld/%lld, %lld of %lld configurations training%s%s",
+                    static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
+                    static_cast<long long>(total), share.c_str(), timing);
+      // On a terminal the line is rewritten in place: blanks cover what a longer line left.
+      const int len = static_cast<int>(std::strlen(line));
+      if (tty) std::fprintf(stderr, "\r%s%*s", line, std::max(0, progress_width - len), "");
+      else std::fprintf(stderr, "%s\n", line);
+      progress_width = std::max(progress_width, len);
     };
     // What finished survives an interruption. One process rewrites its outputs after every epoch.
     // Under mpirun, which answers Ctrl-C by ending every rank within a second, each rank keeps its own
