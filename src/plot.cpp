@@ -18,6 +18,9 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
+// A pixel coordinate in the SVG.
+std::string num(double v) { return fmt("%.2f", v); }
+
 }  // namespace
 
 std::string plot_colour(size_t i) {
@@ -222,7 +225,6 @@ double length_inside(Point a, Point b, const Box& box) {
 constexpr double kMarkerRadius = 4.5;
 
 std::string marker_svg(Mark mark, Point p, const std::string& colour, bool filled) {
-  auto num = [](double v) { return fmt("%.2f", v); };
   const std::string paint = " fill=\"" + (filled ? colour : std::string("white")) + "\" stroke=\"" + colour +
                             "\" stroke-width=\"1.5\"/>\n";
   const double r = kMarkerRadius;
@@ -313,7 +315,6 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
   const double w = o.width - left - right, h = o.height - top - bottom;
   std::string svg;
   auto add = [&svg](const std::string& s) { svg += s; };
-  auto num = [](double v) { return fmt("%.2f", v); };
 
   add("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(o.width) + "\" height=\"" +
       std::to_string(o.height) + "\" viewBox=\"0 0 " + std::to_string(o.width) + " " +

@@ -662,13 +662,8 @@ std::string sweep_report_html(const SweepResult& r) {
   }
   h << "</table>\n";
 
-  std::vector<std::string> optimizers, schedules;
-  for (const SweepRun& x : r.runs) {
-    if (std::find(optimizers.begin(), optimizers.end(), x.config.optimizer) == optimizers.end())
-      optimizers.push_back(x.config.optimizer);
-    if (std::find(schedules.begin(), schedules.end(), x.config.schedule) == schedules.end())
-      schedules.push_back(x.config.schedule);
-  }
+  const std::vector<std::string>& optimizers = m.optimizers;  // in the order of the grid
+  const std::vector<std::string>& schedules = m.schedules;
   // Final loss against base rate: one panel per optimizer, one line per schedule.
   h << "<h2>Final validation loss against base rate</h2>\n";
   std::vector<Aggregate> agg = aggregate(r);
