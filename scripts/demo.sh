@@ -11,7 +11,7 @@ mkdir -p "$out"
 
 data=fashion-mnist
 if ! [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "${LRLAB_FASHION_MNIST_DIR:-}" ]; then
-  if [ "$(id -u)" -eq 0 ] && scripts/deps.sh dataset-fashion-mnist >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && scripts/deps.sh >/dev/null 2>&1; then
     :
   else
     echo "note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); using the built-in spirals set"

@@ -2,8 +2,10 @@
 # Installs the Debian packages lrlab builds against, when any is missing. As root it runs apt-get;
 # otherwise it prints the exact command to run and fails.
 set -euo pipefail
+# dataset-fashion-mnist holds the files `--data fashion-mnist` reads: without it their test skips
+# and the demo falls back to a synthetic set.
 pkgs=(cmake ninja-build g++ make libgtest-dev libcli11-dev libopenblas-dev nlohmann-json3-dev
-      zlib1g-dev libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev "$@")
+      zlib1g-dev libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev dataset-fashion-mnist "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
