@@ -69,12 +69,23 @@ std::string linear_label(double v, double step, double magnitude) {
   return buf;
 }
 
-// m x 10^k, m in 1..9: plain for everyday magnitudes ("0.002", "500"), "2e-7" beyond them.
-std::string log_label(int m, int k) {
-  if (k >= -4 && k <= 5) return fmt("%g", m * std::pow(10.0, k));
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%de%d", m, k);
-  return buf;
+// Log ticks m x 10^k (m in 1..9), labelled in one style per axis: plain decimals when every tick is
+// an everyday magnitude ("0.002", "500"), powers of ten otherwise ("2×10⁻⁵", "10³"), so that "5e-5"
+// never sits next to "0.0001" on one axis.
+std::string superscript(int k) {
+  static const char* const digit[] = {"⁰", "¹", "²", "³", "⁴", "⁵", "⁶", "⁷", "⁸", "⁹"};
+  std::string out = k < 0 ? "⁻" : "";
+  for (char c : std::to_string(std::abs(k))) out += digit[c - '0'];
+  return out;
+}
+
+void add_log_ticks(Axis* a, const std::vector<std::pair<int, int>>& mk) {
+  const bool plain = std::all_of(mk.begin(), mk.end(), [](auto t) { return t.second >= -4 && t.second <= 5; });
+  for (auto [m, k] : mk) {
+    std::string label = plain ? fmt("%g", m * std::pow(10.0, k))
+                              : (m == 1 ? "" : std::to_string(m) + "×") + "10" + superscript(k);
+    a->ticks.push_back({std::log10(static_cast<double>(m)) + k, label});
+  }
 }
 
 // A log axis over less than two decades. Powers of ten alone would leave one or two labels (a
@@ -94,8 +105,7 @@ void sub_decade_ticks(Axis* a, double lo, double hi, int first_decade, int last_
     while (end > begin + 1 && value(all[end - 1]) >= hi * (1 - 1e-9)) --end;
     if (end - begin + 1 < 4 && multiples == &coarse) continue;
     a->ticks.clear();
-    for (size_t i = begin; i <= end; ++i)
-      a->ticks.push_back({std::log10(value(all[i])), log_label(all[i].first, all[i].second)});
+    add_log_ticks(a, {all.begin() + begin, all.begin() + end + 1});
     a->lo = a->ticks.front().value;
     a->hi = a->ticks.back().value;
     return;
@@ -117,8 +127,10 @@ Axis make_axis(bool log, bool have, double lo, double hi) {
     int stride = std::max(1, (decades + 9) / 10);
     a.lo = l;
     a.hi = l + std::ceil((h - l) / stride) * stride;
-    for (double k = a.lo; k <= a.hi + 0.5 && a.ticks.size() < kMaxTicks; k += stride)
-      a.ticks.push_back({k, log_label(1, static_cast<int>(k))});
+    std::vector<std::pair<int, int>> powers;
+    for (double k = a.lo; k <= a.hi + 0.5 && powers.size() < kMaxTicks; k += stride)
+      powers.push_back({1, static_cast<int>(k)});
+    add_log_ticks(&a, powers);
     return a;
   }
   if (!have) lo = 0, hi = 1;

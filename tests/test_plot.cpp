@@ -128,8 +128,11 @@ TEST(PlotSvg, LogAxesTickAtPowersOfTen) {
   wide.x = {1, 2};
   wide.y = {1e-12, 1e12};
   std::vector<std::string> wide_labels = text_labels(svg_line_plot({wide}, o));
-  EXPECT_TRUE(has(wide_labels, "1e-12"));
-  EXPECT_TRUE(has(wide_labels, "1e12"));
+  // Beyond everyday magnitudes, powers of ten, and then every label of the axis is one.
+  EXPECT_TRUE(has(wide_labels, "10⁻¹²"));
+  EXPECT_TRUE(has(wide_labels, "10¹²"));
+  EXPECT_TRUE(has(wide_labels, "10⁰"));
+  EXPECT_FALSE(has(wide_labels, "1e-12"));
 }
 
 // A validation loss between 0.3 and 0.65 on a log axis got only the labels 0.1 and 1, with the
@@ -153,14 +156,16 @@ TEST(PlotSvg, NarrowLogRangesTickBetweenPowersOfTen) {
   const double bottom = o.height - 48.0;
   EXPECT_NEAR(std::stod(pts[0].substr(pts[0].rfind(',') + 1)), bottom, 0.01) << pts[0];
 
-  // Over two decades, 1, 2 and 5 times powers of ten; from 10^6 on the labels read 2e6.
+  // Over two decades, 1, 2 and 5 times powers of ten; the ticks reach 10^6, so all of them read
+  // as powers of ten, none as a plain number beside them ("500000" next to "1e6" was hard to read).
   Series wide;
   wide.x = {1, 2};
   wide.y = {1.5e5, 9e6};
   labels = text_labels(svg_line_plot({wide}, o));
-  for (const char* tick : {"100000", "200000", "500000", "1e6", "2e6", "5e6", "1e7"})
+  for (const char* tick : {"10⁵", "2×10⁵", "5×10⁵", "10⁶", "2×10⁶", "5×10⁶", "10⁷"})
     EXPECT_TRUE(has(labels, tick)) << tick;
-  EXPECT_FALSE(has(labels, "3e6"));
+  EXPECT_FALSE(has(labels, "3×10⁶"));
+  EXPECT_FALSE(has(labels, "100000"));
 
   // One value, or two a rounding apart, still get an axis of two distinct ticks.
   for (double v : {0.5, 0.3, 1.0, 1e-300, 4.9e-324}) {
