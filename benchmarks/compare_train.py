@@ -9,7 +9,6 @@ JSON). Prints a table and writes JSON. Needs torch and numpy; not part of the te
 usage: compare_train.py --lrlab build/lrlab [--device cpu|cuda] [--epochs 3] [--json out.json]
 """
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -17,15 +16,7 @@ import subprocess
 import tempfile
 import time
 
-import numpy as np
-
-
-def load_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[0:4], "big")
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(magic & 0xFF)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
+import fashion_mnist
 
 
 def torch_epochs(x, y, epochs, threads, device="cpu"):
@@ -60,11 +51,11 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json")
-    ap.add_argument("--data-dir", default=os.environ.get("LRLAB_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+    ap.add_argument("--data-dir", default=fashion_mnist.DEFAULT_DIR)
     a = ap.parse_args()
 
-    x = load_idx(os.path.join(a.data_dir, "train-images-idx3-ubyte.gz")).reshape(-1, 784).astype(np.float32) / 255
-    y = load_idx(os.path.join(a.data_dir, "train-labels-idx1-ubyte.gz")).astype(np.int64)
+    x, y = fashion_mnist.load(a.data_dir)
+    x /= 255
     x = (x - x.mean()) / x.std()
     x, y = x[:54000], y[:54000]  # lrlab trains on 54000 (10% held out for validation)
 

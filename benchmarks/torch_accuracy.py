@@ -15,19 +15,12 @@ usage: torch_accuracy.py [--data-dir DIR] [--seeds 0,1] [--epochs 10] [--schedul
                          [--variants all|lrlab]
 """
 import argparse
-import gzip
 import itertools
-import os
 
 import numpy as np
 import torch
 
-
-def load_idx(path):
-    b = gzip.open(path).read()
-    nd = b[3]
-    dims = [int.from_bytes(b[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
-    return np.frombuffer(b, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
+import fashion_mnist
 
 
 def run(data, init, scaling, full, seed, epochs, schedule):
@@ -43,15 +36,11 @@ def run(data, init, scaling, full, seed, epochs, schedule):
     x, y = torch.tensor(scale(x)), torch.tensor(y)
     xt, yt = torch.tensor(scale(xte)), torch.tensor(yte)
     torch.manual_seed(seed)
-    layers = [torch.nn.Linear(784, 256), torch.nn.Linear(256, 128), torch.nn.Linear(128, 10)]
     if init == "he":
-        for i, layer in enumerate(layers):
-            if i < 2:
-                torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            else:
-                torch.nn.init.xavier_normal_(layer.weight)
-            torch.nn.init.zeros_(layer.bias)
-    net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+        net = fashion_mnist.lrlab_mlp()
+    else:
+        net = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
+                                  torch.nn.ReLU(), torch.nn.Linear(128, 10))
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     steps = epochs * -(-len(x) // 128)
     per_epoch, per_step = None, None
@@ -78,18 +67,14 @@ def run(data, init, scaling, full, seed, epochs, schedule):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", default=os.environ.get("LRLAB_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+    ap.add_argument("--data-dir", default=fashion_mnist.DEFAULT_DIR)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--schedule", choices=["constant", "step", "cosine", "poly"], default="constant")
     ap.add_argument("--variants", choices=["all", "lrlab"], default="all")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    d = a.data_dir
-    data = (load_idx(f"{d}/train-images-idx3-ubyte.gz").reshape(60000, -1).astype(np.float32),
-            load_idx(f"{d}/train-labels-idx1-ubyte.gz").astype(np.int64),
-            load_idx(f"{d}/t10k-images-idx3-ubyte.gz").reshape(10000, -1).astype(np.float32),
-            load_idx(f"{d}/t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    data = fashion_mnist.load(a.data_dir) + fashion_mnist.load(a.data_dir, "test")
     seeds = [int(s) for s in a.seeds.split(",")]
     print("init   scaling  train  test accuracy per seed")
     variants = itertools.product(["he", "torch"], ["std", "01"], [False, True])
