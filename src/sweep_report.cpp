@@ -181,7 +181,12 @@ std::string sweep_results_json(const SweepResult& r) {
       list.push_back({{"id", x.config.id}, {"optimizer", x.config.optimizer}, {"schedule", x.config.schedule},
                       {"lr", x.config.lr}, {"best_val_loss", num(b.best_val_loss)},
                       {"best_val_accuracy", num(b.best_val_accuracy)}, {"data_orders", b.data_orders},
-                      {"rate_in_grid", edge_name(b)}});
+                      {"rate_in_grid", edge_name(b)}, {"within_noise", json::array()}});
+      for (const SweepRival& v : b.within_noise) {
+        const SweepConfig& c = r.runs[v.run].config;
+        list.back()["within_noise"].push_back({{"id", c.id}, {"schedule", c.schedule}, {"lr", c.lr},
+                                               {"best_val_loss", num(v.best_val_loss)}});
+      }
     }
     return list;
   };
@@ -380,6 +385,19 @@ void mean_std(const std::vector<double>& v, double* mean, double* sd) {
 
 namespace {
 
+// Whether `rival` is worse than `best` beyond the noise of the data orders: a one-sided paired
+// t-test at the 5% level on their losses, order by order, over `orders` (two or more).
+template <typename Entry>
+bool clearly_worse(const Entry& rival, const Entry& best, const std::set<int64_t>& orders) {
+  std::vector<double> d;
+  for (int64_t o : orders) d.push_back(rival.finished.at(o).first - best.finished.at(o).first);
+  double mean, sd;
+  mean_std(d, &mean, &sd);
+  if (!(mean > 0)) return false;
+  if (sd == 0) return true;  // the same difference under every order
+  return mean / (sd / std::sqrt(static_cast<double>(d.size()))) > student_t_95(static_cast<int64_t>(d.size()) - 1);
+}
+
 // The best entry of each optimizer, or of each optimizer and schedule. An entry is judged by its
 // mean best loss over the data orders, as halving judges it, and one that diverged or was halted
 // under any order is not recommended. Runs missing from a shard or never started in an interrupted
@@ -444,19 +462,37 @@ std::vector<SweepBest> best_in_groups(const SweepResult& r, bool per_schedule) {
                                       [most](const Entry* e) { return !e->finished.count(most); }),
                        candidates.end());
     }
+    struct Scored {
+      const Entry* entry;
+      double loss, accuracy;  // means over the common orders
+    };
     std::map<std::string, size_t> group_index;  // by schedule, or one group for the optimizer
-    std::vector<SweepBest> best;
+    std::vector<std::vector<Scored>> groups;
+    const auto n = static_cast<int64_t>(common.size());
     for (const Entry* e : candidates) {
       double loss = 0, accuracy = 0;
       for (int64_t order : common) loss += e->finished.at(order).first, accuracy += e->finished.at(order).second;
-      const auto n = static_cast<int64_t>(common.size());
-      loss /= static_cast<double>(n);
       const auto [g, new_group] =
-          group_index.try_emplace(per_schedule ? r.runs[e->first].config.schedule : std::string(), best.size());
-      if (new_group) best.emplace_back();
-      SweepBest& b = best[g->second];
-      if (!new_group && !(loss < b.best_val_loss)) continue;  // a tie keeps the earlier entry
-      b = {e->first, 0, loss, accuracy / static_cast<double>(n), n};
+          group_index.try_emplace(per_schedule ? r.runs[e->first].config.schedule : std::string(), groups.size());
+      if (new_group) groups.emplace_back();
+      groups[g->second].push_back({e, loss / static_cast<double>(n), accuracy / static_cast<double>(n)});
+    }
+    std::vector<SweepBest> best;
+    for (const std::vector<Scored>& group : groups) {
+      const Scored* top = &group[0];
+      for (const Scored& s : group)
+        if (s.loss < top->loss) top = &s;  // a tie keeps the earlier entry
+      SweepBest b;
+      b.run = top->entry->first;
+      b.best_val_loss = top->loss;
+      b.best_val_accuracy = top->accuracy;
+      b.data_orders = n;
+      for (const Scored& s : group)
+        if (&s != top && n >= 2 && !clearly_worse(*s.entry, *top->entry, common))
+          b.within_noise.push_back({s.entry->first, s.loss});
+      std::stable_sort(b.within_noise.begin(), b.within_noise.end(),
+                       [](const SweepRival& a, const SweepRival& c) { return a.best_val_loss < c.best_val_loss; });
+      best.push_back(std::move(b));
     }
     for (SweepBest& b : best) {
       const SweepConfig& x = r.runs[b.run].config;
@@ -473,6 +509,17 @@ std::vector<SweepBest> best_in_groups(const SweepResult& r, bool per_schedule) {
 
 }  // namespace
 
+double student_t_95(int64_t dof) {
+  LRLAB_REQUIRE(dof >= 1, "student_t_95: degrees of freedom must be at least 1 (got ", dof, ")");
+  static const double table[] = {6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812,
+                                 1.796, 1.782, 1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725,
+                                 1.721, 1.717, 1.714, 1.711, 1.708, 1.706, 1.703, 1.701, 1.699, 1.697};
+  if (dof <= 30) return table[dof - 1];
+  // Beyond the table, the Cornish-Fisher expansion around the normal quantile (within 1e-4 at 31).
+  const double z = 1.6448536, v = static_cast<double>(dof);
+  return z + (z * z * z + z) / (4 * v) + (5 * std::pow(z, 5) + 16 * z * z * z + 3 * z) / (96 * v * v);
+}
+
 std::vector<SweepBest> best_per_optimizer(const SweepResult& r) { return best_in_groups(r, false); }
 
 std::vector<SweepBest> best_per_schedule(const SweepResult& r) { return best_in_groups(r, true); }
@@ -487,6 +534,26 @@ std::string data_orders_note(const SweepBest& b, const SweepResult& r, int64_t b
   if (n == seeds) return strf("mean of %lld data orders", n);
   return n == 1 ? strf("1 of %lld data orders", seeds) : strf("mean of %lld of %lld data orders", n, seeds);
 }
+
+// "step(every=1ep,gamma=0.5) at 0.03 (0.3290), constant at 0.03 (0.3301) and 2 more": the entries
+// a best one cannot be told from within the noise of the data orders.
+std::string rivals_text(const SweepResult& r, const SweepBest& b) {
+  std::string s;
+  const size_t shown = std::min<size_t>(b.within_noise.size(), 4);
+  for (size_t i = 0; i < shown; ++i) {
+    const SweepConfig& c = r.runs[b.within_noise[i].run].config;
+    s += strf("%s%s at %.3g (%s)", i ? ", " : "", c.schedule.c_str(), c.lr, cell("%.4f", b.within_noise[i].best_val_loss).c_str());
+  }
+  if (b.within_noise.size() > shown) s += strf(" and %zu more", b.within_noise.size() - shown);
+  return s;
+}
+
+// Where every answer rests on one data order, nothing separates real differences from its noise.
+bool one_data_order(const std::vector<SweepBest>& best) {
+  return std::all_of(best.begin(), best.end(), [](const SweepBest& b) { return b.data_orders < 2; });
+}
+const char* const kOneOrderNote =
+    "with one data order the sweep cannot tell real differences from that order's noise; --seeds 3 or more can";
 
 // The best rate of each schedule (rows) and optimizer (columns), in the order of the grid.
 struct ScheduleMatrix {
@@ -577,7 +644,10 @@ std::string sweep_table(const SweepResult& r) {
     os << strf("  %-*s %-*s %9.3g  val loss %s (%s)%s%s\n", wo, x.config.optimizer.c_str(), ws,
                x.config.schedule.c_str(), x.config.lr, cell("%.4f", b.best_val_loss).c_str(), when.c_str(), acc.c_str(),
                note.c_str());
+    if (!b.within_noise.empty())
+      os << strf("  %-*s as good within the noise of the data orders: %s\n", wo, "", rivals_text(r, b).c_str());
   }
+  if (!best.empty() && one_data_order(best)) os << "  (" << kOneOrderNote << ")\n";
   if (m.schedules.size() > 1 && !best.empty()) {
     // Columns as wide as their widest cell: a regression's losses can run to many digits.
     std::vector<std::vector<std::string>> cells(m.schedules.size());
@@ -616,11 +686,14 @@ std::string sweep_report_html(const SweepResult& r) {
   if (!best.empty()) {
     h << "<h2>Best per optimizer</h2>\n";
     if (!partial_note(r).empty()) h << "<p>Partial results: " << partial_note(r) << ".</p>\n";
+    const bool rivals = !one_data_order(best);
     h << "<table><tr><th>optimizer</th><th>schedule</th><th>lr</th><th>best val loss</th><th>best acc</th>"
-         "<th>from</th><th>note</th></tr>\n";
+         "<th>from</th><th>note</th>"
+      << (rivals ? "<th>as good within the noise of the data orders</th>" : "") << "</tr>\n";
     for (size_t k = 0, next = 0; k < m.optimizers.size(); ++k) {
       if (next == best.size() || r.runs[best[next].run].config.optimizer != m.optimizers[k]) {
-        h << "<tr><td class=l>" << xml_escape(m.optimizers[k]) << "</td><td class=l colspan=6>no configuration "
+        h << "<tr><td class=l>" << xml_escape(m.optimizers[k]) << "</td><td class=l colspan=" << (rivals ? 7 : 6)
+          << ">no configuration "
           << "finished: every one diverged or was halted</td></tr>\n";
         continue;
       }
@@ -629,9 +702,12 @@ std::string sweep_report_html(const SweepResult& r) {
       h << "<tr><td class=l>" << xml_escape(x.config.optimizer) << "</td><td class=l>" << xml_escape(x.config.schedule)
         << "</td><td>" << strf("%.3g", x.config.lr) << "</td><td>" << cell("%.4f", b.best_val_loss) << "</td><td>"
         << cell("%.2f%%", 100 * b.best_val_accuracy) << "</td><td class=l>" << data_orders_note(b, r, x.best_epoch)
-        << "</td><td class=l>" << edge_note(b.edge) << "</td></tr>\n";
+        << "</td><td class=l>" << edge_note(b.edge) << "</td>";
+      if (rivals) h << "<td class=l>" << (b.within_noise.empty() ? "none" : xml_escape(rivals_text(r, b))) << "</td>";
+      h << "</tr>\n";
     }
     h << "</table>\n";
+    if (!rivals) h << "<p>Note: " << kOneOrderNote << ".</p>\n";
   }
   if (m.schedules.size() > 1 && !best.empty()) {
     h << "<h2>Best rate per schedule</h2>\n<p>Each schedule at its own best rate, and the best validation loss "

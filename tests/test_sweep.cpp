@@ -552,6 +552,61 @@ TEST(SweepReport, BestPerOptimizerAveragesOverDataOrders) {
   EXPECT_DOUBLE_EQ(doc["best_per_optimizer"][0]["best_val_loss"].get<double>(), 0.325);
 }
 
+// Which entries the data orders cannot tell from the best. Each order is one draw (data order and
+// initial weights) shared by every entry, so entries are compared order by order: 1e-2 is worse by
+// 0.02 under every order and is told apart, though its spread overlaps the best's completely; 1e-1
+// is worse on average by as much, but better under one order and far worse under another: noise.
+TEST(SweepReport, BestNamesTheEntriesWithinTheNoiseOfTheDataOrders) {
+  const double losses[3][3] = {{0.30, 0.40, 0.35}, {0.32, 0.42, 0.37}, {0.25, 0.50, 0.36}};  // [rate][order]
+  const double rates[3] = {1e-3, 1e-2, 1e-1};
+  std::vector<SweepRun> runs;
+  for (int order = 0; order < 3; ++order)
+    for (int k = 0; k < 3; ++k) {
+      runs.push_back(rated_run(3 * order + k, "adam()", "constant", rates[k], losses[k][order]));
+      runs.back().config.seed_index = order;
+    }
+  SweepResult r = hand_result(runs, 3);
+  std::vector<SweepBest> best = best_per_optimizer(r);
+  ASSERT_EQ(best.size(), 1u);
+  EXPECT_EQ(best[0].run, 0u);
+  ASSERT_EQ(best[0].within_noise.size(), 1u);
+  EXPECT_EQ(best[0].within_noise[0].run, 2u);
+  EXPECT_DOUBLE_EQ(best[0].within_noise[0].best_val_loss, 0.37);
+  std::string table = sweep_table(r);
+  EXPECT_NE(table.find("as good within the noise of the data orders: constant at 0.1 (0.3700)\n"), std::string::npos)
+      << table;
+  EXPECT_EQ(table.find("one data order"), std::string::npos) << table;
+  const nlohmann::json doc = nlohmann::json::parse(sweep_results_json(r));
+  ASSERT_EQ(doc["best_per_optimizer"][0]["within_noise"].size(), 1u);
+  EXPECT_EQ(doc["best_per_optimizer"][0]["within_noise"][0]["id"], 2);
+  EXPECT_EQ(doc["best_per_schedule"][0]["within_noise"].size(), 1u);
+  EXPECT_NE(sweep_report_html(r).find("constant at 0.1 (0.3700)"), std::string::npos);
+
+  // The same difference under every order is no noise, however small.
+  for (int order = 0; order < 3; ++order) r.runs[3 * order + 2].best_val_loss = losses[0][order] + 1e-4;
+  EXPECT_TRUE(best_per_optimizer(r)[0].within_noise.empty());
+
+  // One data order tells nothing about its noise: no entry is named, and the output says why.
+  runs.resize(3);
+  r = hand_result(runs, 1);
+  best = best_per_optimizer(r);
+  ASSERT_EQ(best.size(), 1u);
+  EXPECT_TRUE(best[0].within_noise.empty());
+  table = sweep_table(r);
+  EXPECT_NE(table.find("with one data order the sweep cannot tell real differences"), std::string::npos) << table;
+  EXPECT_NE(sweep_report_html(r).find("with one data order"), std::string::npos);
+}
+
+// The one-sided 95% quantiles of Student's t, against published tables.
+TEST(SweepReport, StudentTQuantiles) {
+  const std::pair<int64_t, double> known[] = {{1, 6.314}, {2, 2.920}, {5, 2.015}, {10, 1.812}, {30, 1.697},
+                                              {31, 1.696}, {40, 1.684}, {60, 1.671}, {120, 1.658}};
+  for (auto [dof, t] : known) EXPECT_NEAR(student_t_95(dof), t, 1e-3) << dof;
+  EXPECT_NEAR(student_t_95(1000000), 1.6449, 1e-4);
+  for (int64_t dof = 1; dof < 200; ++dof) EXPECT_GT(student_t_95(dof), student_t_95(dof + 1)) << dof;
+  EXPECT_TRUE(throws_error_containing([] { student_t_95(0); }, "at least 1"));
+}
+
 // Schedules compared fairly: each at its own best rate, per optimizer, as a matrix.
 TEST(SweepReport, BestRatePerScheduleIsAMatrixOfSchedulesByOptimizers) {
   std::vector<SweepRun> runs;

@@ -114,13 +114,27 @@ std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs);
 // sweep, a shard), all entries of an optimizer are compared over the same data orders. `edge` says
 // where its rate lies among the rates the grid tried (the sweep's --lr): at the largest (+1) or the
 // smallest (-1), the sweep cannot tell whether a rate beyond it would do better; 0: inside.
+//
+// `within_noise` lists the other entries of the group that the data orders cannot tell from the
+// best: compared order by order (each order is one draw of data order and initial weights, shared
+// by every entry, so pairing removes the draw's own effect), their loss minus the best's is not
+// above zero by a one-sided paired t-test at the 5% level. Best first. It needs two data orders
+// (--seeds 2 or more) and is empty with one, where nothing can be told.
+struct SweepRival {
+  size_t run = 0;            // its first finished run
+  double best_val_loss = 0;  // its mean over the same data orders
+};
 struct SweepBest {
   size_t run = 0;  // the entry's first finished run, an index into SweepResult::runs
   int edge = 0;
   double best_val_loss = 0, best_val_accuracy = 0;  // means over the data orders compared
   int64_t data_orders = 0;                           // how many
   bool only_rate = false;                            // the grid tried one rate (edge 0)
+  std::vector<SweepRival> within_noise;
 };
+
+// The one-sided 95% quantile of Student's t distribution with `dof` degrees of freedom (>= 1).
+double student_t_95(int64_t dof);
 std::vector<SweepBest> best_per_optimizer(const SweepResult& r);
 // The same for each optimizer and schedule (each schedule at its own best rate, the fair way to
 // compare schedules), in the order of the grid, over the same data orders as best_per_optimizer.
