@@ -548,6 +548,10 @@ std::string rivals_text(const SweepResult& r, const SweepBest& b) {
   return s;
 }
 
+// Not "as good": each rival is tested on its own, against the best of many, so a listed entry is one
+// the data orders do not show to be worse, and nothing more.
+const char* const kRivalsLabel = "not told apart from it by the data orders";
+
 // Where every answer rests on one data order, nothing separates real differences from its noise.
 bool one_data_order(const std::vector<SweepBest>& best) {
   return std::all_of(best.begin(), best.end(), [](const SweepBest& b) { return b.data_orders < 2; });
@@ -645,7 +649,9 @@ std::string sweep_table(const SweepResult& r) {
                x.config.schedule.c_str(), x.config.lr, cell("%.4f", b.best_val_loss).c_str(), when.c_str(), acc.c_str(),
                note.c_str());
     if (!b.within_noise.empty())
-      os << strf("  %-*s as good within the noise of the data orders: %s\n", wo, "", rivals_text(r, b).c_str());
+      os << strf("  %-*s %s: %s\n", wo, "", kRivalsLabel, rivals_text(r, b).c_str());
+    else if (b.data_orders < 2 && !one_data_order(best))
+      os << strf("  %-*s compared on one data order (the others missing): cannot tell which others are as good\n", wo, "");
   }
   if (!best.empty() && one_data_order(best)) os << "  (" << kOneOrderNote << ")\n";
   if (m.schedules.size() > 1 && !best.empty()) {
@@ -689,7 +695,7 @@ std::string sweep_report_html(const SweepResult& r) {
     const bool rivals = !one_data_order(best);
     h << "<table><tr><th>optimizer</th><th>schedule</th><th>lr</th><th>best val loss</th><th>best acc</th>"
          "<th>from</th><th>note</th>"
-      << (rivals ? "<th>as good within the noise of the data orders</th>" : "") << "</tr>\n";
+      << (rivals ? std::string("<th>") + kRivalsLabel + "</th>" : "") << "</tr>\n";
     for (size_t k = 0, next = 0; k < m.optimizers.size(); ++k) {
       if (next == best.size() || r.runs[best[next].run].config.optimizer != m.optimizers[k]) {
         h << "<tr><td class=l>" << xml_escape(m.optimizers[k]) << "</td><td class=l colspan=" << (rivals ? 7 : 6)
@@ -703,7 +709,12 @@ std::string sweep_report_html(const SweepResult& r) {
         << "</td><td>" << strf("%.3g", x.config.lr) << "</td><td>" << cell("%.4f", b.best_val_loss) << "</td><td>"
         << cell("%.2f%%", 100 * b.best_val_accuracy) << "</td><td class=l>" << data_orders_note(b, r, x.best_epoch)
         << "</td><td class=l>" << edge_note(b.edge) << "</td>";
-      if (rivals) h << "<td class=l>" << (b.within_noise.empty() ? "none" : xml_escape(rivals_text(r, b))) << "</td>";
+      if (rivals)
+        h << "<td class=l>"
+          << (b.data_orders < 2 ? "cannot tell: compared on one data order"
+              : b.within_noise.empty() ? "none"
+                                       : xml_escape(rivals_text(r, b)))
+          << "</td>";
       h << "</tr>\n";
     }
     h << "</table>\n";

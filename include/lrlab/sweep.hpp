@@ -115,11 +115,12 @@ std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs);
 // where its rate lies among the rates the grid tried (the sweep's --lr): at the largest (+1) or the
 // smallest (-1), the sweep cannot tell whether a rate beyond it would do better; 0: inside.
 //
-// `within_noise` lists the other entries of the group that the data orders cannot tell from the
-// best: compared order by order (each order is one draw of data order and initial weights, shared
-// by every entry, so pairing removes the draw's own effect), their loss minus the best's is not
-// above zero by a one-sided paired t-test at the 5% level. Best first. It needs two data orders
-// (--seeds 2 or more) and is empty with one, where nothing can be told.
+// `within_noise` lists the other entries of the group that the data orders do not tell apart from
+// the best: compared order by order (each order is one draw of data order and initial weights,
+// shared by every entry, so pairing removes what a draw does to all entries alike), their loss
+// minus the best's is not above zero by a one-sided paired t-test at the 5% level, each entry
+// tested on its own. Best first. It needs two data orders and is empty with one; with two the test
+// has one degree of freedom and lists almost everything, so three or more (--seeds 3) are advised.
 struct SweepRival {
   size_t run = 0;            // its first finished run
   double best_val_loss = 0;  // its mean over the same data orders
