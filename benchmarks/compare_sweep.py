@@ -12,6 +12,8 @@ Two figures:
 - speed: lrlab's wall time for the whole sweep (its own process, data loading included) against
   PyTorch's, both one configuration after another (1 thread, PyTorch's fastest on a small machine)
   and with a pool of worker processes, one thread each (the best a PyTorch user can do on N cores);
+  with --device cuda, lrlab's sweep on the GPU (packed) against PyTorch's eager training of one
+  configuration after another on it, the data set on the GPU for both;
 - the answer: each optimizer's best schedule and rate, and each schedule's best rate, from both;
   and the rank correlation of the configurations' best validation losses. The initial weights and
   data orders differ between the two, so losses agree only to within seed noise.
@@ -20,7 +22,7 @@ Prints a table and writes JSON. Needs torch and numpy (Debian: /usr/bin/python3)
 
 usage: compare_sweep.py --lrlab build/lrlab [--epochs 3] [--lrs 3e-4,3e-3,3e-2,0.3]
                         [--optimizers adam,rmsprop,adagrad] [--schedules constant,step,exp,poly]
-                        [--workers N] [--torch-modes sequential,pool] [--json out.json]
+                        [--device cpu|cuda] [--workers N] [--torch-modes sequential,pool] [--json out.json]
 """
 import argparse
 import json
@@ -58,7 +60,8 @@ def diverged(train_loss, initial_val, val):
     return last > DIVERGE_FACTOR * min(train_loss[:-1]) and last > train_loss[0]
 
 
-DATA = None  # (x_train, y_train, x_val, y_val), set before the pool forks
+DATA = None  # (x_train, y_train, x_val, y_val) on DEVICE, set before the pool forks
+DEVICE = "cpu"
 
 
 def torch_run(cfg):
@@ -67,7 +70,7 @@ def torch_run(cfg):
     optimizer, schedule, lr, epochs, seed = cfg
     xtr, ytr, xva, yva = DATA
     torch.manual_seed(seed)
-    net = fashion_mnist.lrlab_mlp()
+    net = fashion_mnist.lrlab_mlp().to(DEVICE)
     opt = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[optimizer](
         net.parameters(), lr=lr)
     per_epoch = -(-len(xtr) // 128)
@@ -88,8 +91,8 @@ def torch_run(cfg):
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     for _ in range(epochs):
-        order = torch.randperm(len(xtr), generator=gen)
-        total, batches = 0.0, 0
+        order = torch.randperm(len(xtr), generator=gen).to(DEVICE)
+        total, batches = torch.zeros((), device=DEVICE), 0  # summed where it is: no sync per step
         for i in range(0, len(xtr), 128):
             b = order[i:i + 128]
             opt.zero_grad(set_to_none=True)
@@ -98,9 +101,9 @@ def torch_run(cfg):
             opt.step()
             if sched is not None:
                 sched.step()
-            total += loss.item()
+            total += loss.detach()
             batches += 1
-        train_loss.append(total / batches)
+        train_loss.append(total.item() / batches)
         val_loss.append(validate())
         if diverged(train_loss, initial, val_loss[-1]):
             return {"diverged": True, "best_val_loss": math.inf, "seconds": time.perf_counter() - t0}
@@ -135,7 +138,7 @@ def spearman(a, b):
 
 
 def main():
-    global DATA
+    global DATA, DEVICE
     ap = argparse.ArgumentParser()
     ap.add_argument("--lrlab", default="build/lrlab")
     ap.add_argument("--epochs", type=int, default=3)
@@ -143,7 +146,8 @@ def main():
     ap.add_argument("--optimizers", default="adam,rmsprop,adagrad")
     ap.add_argument("--schedules", default="constant,step,exp,poly")
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--torch-modes", default="sequential,pool")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--torch-modes", help="sequential and/or pool (CPU only); default: both on the CPU, sequential on the GPU")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json")
     ap.add_argument("--data-dir", default=fashion_mnist.DEFAULT_DIR)
@@ -154,11 +158,14 @@ def main():
     for s in schedules:
         if s not in SCHEDULES:
             ap.error(f"unknown schedule {s}; one of {', '.join(SCHEDULES)}")
-    modes = a.torch_modes.split(",")
+    modes = (a.torch_modes or ("sequential,pool" if a.device == "cpu" else "sequential")).split(",")
+    if a.device == "cuda" and "pool" in modes:
+        ap.error("--torch-modes pool is for the CPU: on one GPU PyTorch runs the configurations one after another")
+    DEVICE = a.device
 
     # lrlab first: its own process, from loading the data to writing results.json.
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [a.lrlab, "sweep", "--data", "fashion-mnist", "--hidden", "256,128", "--device", "cpu",
+        cmd = [a.lrlab, "sweep", "--data", "fashion-mnist", "--hidden", "256,128", "--device", a.device,
                "--lr", ",".join(str(v) for v in lrs), "--epochs", str(a.epochs), "--batch", "128",
                "--seed", str(a.seed), "--out", tmp, "--schedule"] + \
               [SCHEDULES[s].format(E=a.epochs) for s in schedules] + \
@@ -181,8 +188,7 @@ def main():
     val, tr = perm[:len(x) // 10], perm[len(x) // 10:]
     mean, std = x[tr].mean(), x[tr].std()
     x = (x - mean) / std
-    DATA = (torch.from_numpy(x[tr].copy()), torch.from_numpy(y[tr].copy()),
-            torch.from_numpy(x[val].copy()), torch.from_numpy(y[val].copy()))
+    DATA = tuple(torch.from_numpy(v.copy()).to(DEVICE) for v in (x[tr], y[tr], x[val], y[val]))
 
     configs = [(o, s, lr, a.epochs, a.seed) for o in optimizers for s in schedules for lr in lrs]
     torch_times, torch_results = {}, None
@@ -228,12 +234,13 @@ def main():
     print(f"rank correlation of best validation loss over the {len(both)} configurations both finished: {rho:.3f}")
 
     print(f"\n{len(configs)} configurations x {a.epochs} epochs, wall time:")
-    print(f"  lrlab sweep (one process, --device cpu, data loading included): {lrlab_s:7.1f} s")
+    print(f"  lrlab sweep (one process, --device {a.device}, mode {res.get('mode')}, data loading included): {lrlab_s:7.1f} s")
     for mode, s in torch_times.items():
-        label = "one after another, 1 thread" if mode == "sequential" else f"{a.workers} worker processes, 1 thread each"
+        label = ("one after another on the GPU" if a.device == "cuda" else
+                 "one after another, 1 thread" if mode == "sequential" else f"{a.workers} worker processes, 1 thread each")
         print(f"  PyTorch, {label:40}: {s:7.1f} s  (lrlab {s / lrlab_s:.2f}x faster)")
     best_torch = min(torch_times.values())
-    doc = {"benchmark": "compare_sweep", "date": time.strftime("%Y-%m-%d"),
+    doc = {"benchmark": "compare_sweep", "device": a.device, "date": time.strftime("%Y-%m-%d"),
            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
            "torch": torch.__version__, "epochs": a.epochs, "configurations": len(configs),
            "lrlab_seconds": lrlab_s, "lrlab_mode": res.get("mode"), "torch_seconds": torch_times,

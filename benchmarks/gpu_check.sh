@@ -2,7 +2,8 @@
 # lrlab's checks on a machine with an NVIDIA GPU, in one time-boxed run: build against the Debian
 # packages benchmarks/gpu_bundle.sh downloaded (or the system's when there is no bundle), the whole
 # test suite, the GPU tests under compute-sanitizer, bench_optim on the GPU and on the CPU, and
-# PyTorch's optimizers on the same sizes with the lrlab/torch ratios.
+# PyTorch's optimizers on the same sizes with the lrlab/torch ratios; training and a small sweep
+# against eager PyTorch on the GPU, and bench_sweep.
 #
 # Usage: benchmarks/gpu_check.sh OUTDIR
 # Writes three files, each kept up to date as the parts finish (so a run killed from outside still
@@ -269,6 +270,16 @@ run_compare_train() {
   figure "$(tail -n1 "$STATE/compare_train.out")"
 }
 
+# A small sweep (Adam, 4 schedules, 3 rates, 1 epoch) by lrlab on the GPU against PyTorch training
+# the same 12 configurations one after another on it.
+run_compare_sweep() {
+  [[ -n $TORCH_PY ]] || skip "no python with torch"
+  [[ $TORCH_CUDA == 1 ]] || skip "torch has no CUDA here"
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH "$TORCH_PY" benchmarks/compare_sweep.py --lrlab "$BUILD/lrlab" --device cuda \
+    --epochs 1 --optimizers adam --lrs 3e-4,3e-3,3e-2 --json "$1" | tee "$STATE/compare_sweep.out" || exit 1
+  figure "$(grep 'PyTorch, one after another' "$STATE/compare_sweep.out" | tr -s ' ')"
+}
+
 # lrlab's own training run on the GPU (the model of compare_train.py), whether or not PyTorch can
 # use the GPU here: samples/s and test accuracy from its JSON report.
 run_train_lrlab() {
@@ -370,7 +381,7 @@ write_results() {
 }
 
 export -f figure skip unpack_bundle run_configure run_build run_ctest run_loop_tests_cuda run_sanitizer \
-  adam_figure run_bench run_torch run_compare run_compare_train run_train_lrlab run_bench_sweep
+  adam_figure run_bench run_torch run_compare run_compare_train run_train_lrlab run_bench_sweep run_compare_sweep
 
 # ---- the checks ------------------------------------------------------------------------------------------
 part bundle 60 unpack_bundle
@@ -391,6 +402,7 @@ part compare_cuda 20 --gpu --after=bench_cuda,torch_cuda run_compare "$RES/bench
 part train_cuda 90 --gpu --after=build run_compare_train cuda "$RES/compare_train_cuda.json"
 part train_lrlab 60 --gpu --after=build run_train_lrlab cuda "$RES/train_lrlab_cuda.json"
 part sweep_cuda 90 --gpu --after=build run_bench_sweep cuda "$RES/bench_sweep_cuda.json"
+part sweep_torch 45 --gpu --after=build run_compare_sweep "$RES/compare_sweep_cuda.json"
 # The sanitizers after the benchmarks: slower than anything else, they are the first to go when
 # time runs short. They run the kernel-level GPU tests (every kernel, every launch shape), not the
 # long sweeps, range tests and training loops built from the same kernels. Races need shared
