@@ -277,7 +277,7 @@ run_compare_sweep() {
   [[ $TORCH_CUDA == 1 ]] || skip "torch has no CUDA here"
   LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH "$TORCH_PY" benchmarks/compare_sweep.py --lrlab "$BUILD/lrlab" --device cuda \
     --epochs 1 --optimizers adam --lrs 3e-4,3e-3,3e-2 --json "$1" | tee "$STATE/compare_sweep.out" || exit 1
-  figure "$(grep 'PyTorch, one after another' "$STATE/compare_sweep.out" | tr -s ' ')"
+  figure "$(grep -E 'PyTorch, one after another|of which training' "$STATE/compare_sweep.out" | tr -s ' ' | paste -sd ';')"
 }
 
 # lrlab's own training run on the GPU (the model of compare_train.py), whether or not PyTorch can
