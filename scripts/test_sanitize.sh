@@ -28,9 +28,11 @@ export LSAN_OPTIONS="suppressions=$PWD/tests/sanitize/lsan.supp:print_suppressio
 # GCC's libubsan writes to stderr even when log_path is set, hence the scan of the test output.
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
-# RelWithDebInfo: optimised enough that the training tests stay quick, with line numbers in reports.
+# -O1 (as ASan's documentation advises) with line tables only (-g1, all a report needs): half the
+# compile time of RelWithDebInfo's -O2 -g (315 s against 578 s for this build on 2 cores), for
+# tests about 10% slower.
 cmake -S . -B "$build" "${gen[@]}" -DLRLAB_SANITIZE=ON -DLRLAB_NATIVE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DLRLAB_BENCHMARKS=OFF >/dev/null
+  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" -DCMAKE_CUDA_ARCHITECTURES=90 -DLRLAB_BENCHMARKS=OFF >/dev/null
 cmake --build "$build" -j "$jobs"
 built=$SECONDS
 
