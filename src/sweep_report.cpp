@@ -536,7 +536,7 @@ std::string data_orders_note(const SweepBest& b, const SweepResult& r, int64_t b
 }
 
 // "step(every=1ep,gamma=0.5) at 0.03 (0.3290), constant at 0.03 (0.3301) and 2 more": the entries
-// a best one cannot be told from within the noise of the data orders.
+// the data orders do not tell apart from a best one.
 std::string rivals_text(const SweepResult& r, const SweepBest& b) {
   std::string s;
   const size_t shown = std::min<size_t>(b.within_noise.size(), 4);
@@ -651,7 +651,7 @@ std::string sweep_table(const SweepResult& r) {
     if (!b.within_noise.empty())
       os << strf("  %-*s %s: %s\n", wo, "", kRivalsLabel, rivals_text(r, b).c_str());
     else if (b.data_orders < 2 && !one_data_order(best))
-      os << strf("  %-*s compared on one data order (the others missing): cannot tell which others are as good\n", wo, "");
+      os << strf("  %-*s compared on one data order (the others missing): cannot tell which others are worse\n", wo, "");
   }
   if (!best.empty() && one_data_order(best)) os << "  (" << kOneOrderNote << ")\n";
   if (m.schedules.size() > 1 && !best.empty()) {
