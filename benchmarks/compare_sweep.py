@@ -179,7 +179,8 @@ def main():
         if a.device == "cpu":  # as many threads as PyTorch's pool has processes
             cmd += ["--workers", str(a.workers)]
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
+            ap.exit(2, "compare_sweep.py: error: lrlab sweep failed (its message is above)\n")
         lrlab_s = time.perf_counter() - t0
         res = json.load(open(os.path.join(tmp, "results.json")))
     spec_name = {SCHEDULES[s].format(E=a.epochs): s for s in schedules}
@@ -214,7 +215,7 @@ def main():
     rows = []
     for c, t in zip(configs, torch_results):
         if (c[0], c[1], c[2]) not in lrlab_rows:
-            raise SystemExit(f"error: lrlab's results have no run of {c[0]} {c[1]} at {c[2]}")
+            ap.exit(2, f"compare_sweep.py: error: lrlab's results have no run of {c[0]} {c[1]} at {c[2]}\n")
         rows.append({"optimizer": c[0], "schedule": c[1], "lr": c[2],
                      "lrlab": lrlab_rows[(c[0], c[1], c[2])], "torch": t["best_val_loss"]})
 

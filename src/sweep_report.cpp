@@ -632,6 +632,7 @@ std::string sweep_table(const SweepResult& r) {
   }
   const std::vector<SweepBest> best = best_per_optimizer(r);
   const ScheduleMatrix m = schedule_matrix(r);
+  const bool one_order = one_data_order(best);
   if (!best.empty())
     os << "\nbest per optimizer (lowest best validation loss" << (partial_note(r).empty() ? "" : "; ")
        << partial_note(r) << "):\n";
@@ -650,10 +651,10 @@ std::string sweep_table(const SweepResult& r) {
                note.c_str());
     if (!b.within_noise.empty())
       os << strf("  %-*s %s: %s\n", wo, "", kRivalsLabel, rivals_text(r, b).c_str());
-    else if (b.data_orders < 2 && !one_data_order(best))
+    else if (b.data_orders < 2 && !one_order)
       os << strf("  %-*s compared on one data order (the others missing): cannot tell which others are worse\n", wo, "");
   }
-  if (!best.empty() && one_data_order(best)) os << "  (" << kOneOrderNote << ")\n";
+  if (!best.empty() && one_order) os << "  (" << kOneOrderNote << ")\n";
   if (m.schedules.size() > 1 && !best.empty()) {
     // Columns as wide as their widest cell: a regression's losses can run to many digits.
     std::vector<std::vector<std::string>> cells(m.schedules.size());
