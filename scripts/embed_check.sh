@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs lrlab from the build folder and builds and runs examples/embed against it, the way a
 # trainer consumes the CMake package: the package must not name a path of this machine (it is
-# installed into one folder and used from another), and the example and every installed header must
-# compile alone with -Wall -Wextra -Wpedantic -Werror.
+# installed into one folder and used from another), and the example, every installed header and the
+# README's code must compile alone with -Wall -Wextra -Wpedantic -Werror.
 # The library installed is the build folder's own (for `make test`, tuned with LRLAB_NATIVE): the
 # flag is private to liblrlab.a and leaves the package files unchanged, and the example runs here.
 set -euo pipefail
@@ -31,6 +31,21 @@ for h in "$prefix"/include/lrlab/*.hpp; do
     "${CXX:-c++}" -std=c++17 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I "$prefix/include" \
       -isystem "$cuda_include" -x c++ - >>"$log" 2>&1 || fail "${h##*/} does not compile alone"
 done
+# The README's library example, as a function body over the names it leaves to the reader: the
+# example must keep up with the API it shows.
+readme="$build/readme_example.cpp"
+{
+  echo '#include <cuda_runtime.h>'
+  echo '#include <cstdint>'
+  echo '#include <string>'
+  awk '/^```cpp$/ {inside = 1; next} /^```$/ {inside = 0} inside && /^#include/' README.md
+  echo 'void readme_example(int64_t n, int64_t n_weights, cudaStream_t stream, float* d_params, const float* d_grads) {'
+  awk '/^```cpp$/ {inside = 1; next} /^```$/ {inside = 0} inside && !/^#include/' README.md
+  echo '}'
+} >"$readme"
+grep -q 'lrlab::Optimizer opt(' "$readme" || fail "README.md has no library example to check"
+"${CXX:-c++}" -std=c++17 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I "$prefix/include" \
+  -isystem "$cuda_include" "$readme" >>"$log" 2>&1 || fail "README.md's library example does not compile ($readme)"
 { cmake -S examples/embed -B "$build/embed" "${gen[@]}" -DCMAKE_PREFIX_PATH="$(cd "$prefix" && pwd)" &&
   cmake --build "$build/embed"; } >>"$log" 2>&1 || fail "the installed package did not build"
 "$build/embed/embed_example"

@@ -9,7 +9,8 @@
 #   scripts/fuzz.sh [target...]        build and fuzz (all targets when none are named)
 #   scripts/fuzz.sh --build-only       build only
 #   scripts/fuzz.sh --make-corpus      regenerate the binary seeds (idx, checkpoint)
-# Environment: FUZZ_SECONDS, FUZZ_BUILD (default build-fuzz), CLANGXX (default clang++-14).
+# Environment: FUZZ_SECONDS, FUZZ_JOBS (fuzzers run at once, default one per core), FUZZ_BUILD
+# (default build-fuzz), CLANGXX (default clang++-14).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,19 +40,45 @@ all_targets=(schedule optimizer idx csv checkpoint sweep)
 
 flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -Iinclude -Isrc -I"$cuda/include" -fno-sanitize-recover=all)
 
-build_target() {
-  local name=$1 objs=() src obj
+# Compiles and links run FUZZ_JOBS at a time (default: one per core), as do the fuzzers themselves.
+parallel=${FUZZ_JOBS:-$(nproc)}
+# Returns once fewer than $parallel background jobs run; `wait PID` still gives each one's status.
+throttle() { while (( $(jobs -rp | wc -l) >= parallel )); do wait -n || true; done; }
+wait_all() {
+  local pid status=0
+  for pid in "$@"; do wait "$pid" || status=1; done
+  return $status
+}
+
+build_targets() {
+  local name src obj pids=()
+  local -A seen=()
   mkdir -p "$build/obj"
-  for src in ${sources[$name]}; do
-    obj="$build/obj/$(basename "$src" .cpp).o"
-    # Sources are shared between targets; compile each once per change.
-    if [[ ! -f $obj || $src -nt $obj || include -nt $obj ]] || find include src -newer "$obj" -name '*.hpp' | grep -q .; then
-      "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link,address,undefined -c "$src" -o "$obj"
-    fi
-    objs+=("$obj")
+  # Sources are shared between targets: each is compiled once, and only when it or a header changed.
+  for name in "$@"; do
+    for src in ${sources[$name]}; do
+      [[ -z ${seen[$src]:-} ]] || continue
+      seen[$src]=1
+      obj="$build/obj/$(basename "$src" .cpp).o"
+      if [[ ! -f $obj || $src -nt $obj || include -nt $obj ]] || find include src -newer "$obj" -name '*.hpp' | grep -q .; then
+        throttle
+        "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link,address,undefined -c "$src" -o "$obj" &
+        pids+=($!)
+      fi
+    done
   done
-  "$cxx" "${flags[@]}" -fsanitize=fuzzer,address,undefined "tests/fuzz/fuzz_$name.cpp" "${objs[@]}" \
-    ${libs[$name]:-} -o "$build/fuzz_$name"
+  wait_all "${pids[@]}" || { echo "fuzz.sh: compiling failed" >&2; exit 1; }
+  pids=()
+  for name in "$@"; do
+    echo "== building fuzz_$name"
+    local objs=()
+    for src in ${sources[$name]}; do objs+=("$build/obj/$(basename "$src" .cpp).o"); done
+    throttle
+    "$cxx" "${flags[@]}" -fsanitize=fuzzer,address,undefined "tests/fuzz/fuzz_$name.cpp" "${objs[@]}" \
+      ${libs[$name]:-} -o "$build/fuzz_$name" &
+    pids+=($!)
+  done
+  wait_all "${pids[@]}" || { echo "fuzz.sh: building the fuzzers failed" >&2; exit 1; }
 }
 
 if [[ ${1:-} == --make-corpus ]]; then
@@ -68,28 +95,38 @@ targets=("$@")
 
 for name in "${targets[@]}"; do
   [[ -n ${sources[$name]:-} ]] || { echo "fuzz.sh: unknown target '$name' (known: ${all_targets[*]})" >&2; exit 2; }
-  echo "== building fuzz_$name"
-  build_target "$name"
 done
+build_targets "${targets[@]}"
 [[ $build_only == 1 ]] && exit 0
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# Each fuzzer runs on one core: with $parallel side by side, the run takes FUZZ_SECONDS per round of
+# them instead of per target.
+fuzz_one() {
+  local name=$1
+  # The committed seeds stay untouched: new coverage goes to a scratch corpus.
+  local work="$build/corpus/$name" findings="$build/findings/$name"
+  mkdir -p "$work" "$findings"
+  "$build/fuzz_$name" "$work" "tests/fuzz/corpus/$name" -max_total_time="$seconds" -timeout=10 \
+    -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 -artifact_prefix="$findings/" \
+    > "$build/fuzz_$name.log" 2>&1
+}
+declare -A pids=()
+echo "== ${#targets[@]} fuzzers for ${seconds}s each, $parallel at a time"
+for name in "${targets[@]}"; do
+  throttle
+  fuzz_one "$name" &
+  pids[$name]=$!
+done
 failed=()
 for name in "${targets[@]}"; do
-  # The committed seeds stay untouched: new coverage goes to a scratch corpus.
-  work="$build/corpus/$name" findings="$build/findings/$name"
-  mkdir -p "$work" "$findings"
-  echo "== fuzz_$name for ${seconds}s"
-  if ! "$build/fuzz_$name" "$work" "tests/fuzz/corpus/$name" -max_total_time="$seconds" -timeout=10 \
-      -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 -artifact_prefix="$findings/" \
-      > "$build/fuzz_$name.log" 2>&1; then
+  if ! wait "${pids[$name]}"; then
     failed+=("$name")
     tail -n 60 "$build/fuzz_$name.log"
-    echo "fuzz_$name FAILED: see $build/fuzz_$name.log and $findings/"
+    echo "fuzz_$name FAILED: see $build/fuzz_$name.log and $build/findings/$name/"
   else
-    grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$build/fuzz_$name.log" | tr '\n' ' '
-    echo
+    echo "fuzz_$name: $(grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$build/fuzz_$name.log" | tr '\n' ' ')"
   fi
 done
 if [[ ${#failed[@]} -gt 0 ]]; then

@@ -310,7 +310,7 @@ TEST(LrFinderGpu, ConcurrentTestsMatchTheCpu) {
   const std::vector<FinderCurve> cpu = find_lr(base, opts, f);
   base.device = "cuda";
   std::vector<FinderCurve> first;
-  for (int rep = 0; rep < 5; ++rep) {
+  for (int rep = 0; rep < kInterleavingRuns; ++rep) {
     const std::vector<FinderCurve> gpu = find_lr(base, opts, f);
     ASSERT_EQ(gpu.size(), opts.size());
     for (size_t i = 0; i < opts.size(); ++i) {

@@ -97,7 +97,7 @@ int run(const ScheduleArgs& a) {
   return kExitOk;
 }
 
-const Register reg("schedule", "Print a learning-rate schedule (docs/SCHEDULES.md) as csv, a table or an svg curve",
+const Register reg("schedule", "print a learning-rate schedule (docs/SCHEDULES.md) as csv, a table or an svg curve",
                    [](CLI::App& sub) -> std::function<int()> {
                      auto a = std::make_shared<ScheduleArgs>();
                      sub.add_option("spec", a->spec, "Schedule spec, e.g. 'warmup(steps=500) + cosine(steps=20ep)'")
