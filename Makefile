@@ -40,14 +40,15 @@ test-emulated-gpu: deps
 clean:
 	rm -rf $(BUILD) build-emu build-tsan-emu
 
-# Hardening: host code and CPU-path tests under ASan + UBSan (into build-asan), the GPU tests on the
-# device emulator under ThreadSanitizer (into build-tsan-emu), and the libFuzzer targets of
+# Hardening: the CPU path's tests and the CLI under ASan + UBSan (in build-emu, the sanitized build
+# that `make test` runs the GPU tests in), the GPU tests on the device emulator under
+# ThreadSanitizer (into build-tsan-emu), and the libFuzzer targets of
 # tests/fuzz (built with clang into build-fuzz), each run FUZZ_SECONDS.
 FUZZ_SECONDS ?= 30
 .PHONY: test-sanitize fuzz
 
 test-sanitize: deps
-	JOBS=$(JOBS) scripts/test_sanitize.sh build-asan
+	JOBS=$(JOBS) scripts/test_sanitize.sh build-emu
 	JOBS=$(JOBS) scripts/test_emulated_gpu.sh --thread build-tsan-emu
 
 fuzz: deps

@@ -21,7 +21,7 @@ if [[ ${1:-} == --thread ]]; then
 fi
 if ((thread)); then
   build=${1:-build-tsan-emu}
-  sanitize=(-DLRLAB_SANITIZE_THREAD=ON)
+  sanitize=-DLRLAB_SANITIZE_THREAD=ON
   name=test-emulated-gpu-thread
   tests=(-R '^emulated\.')
   reports='ThreadSanitizer|lrlab device emulator:'
@@ -34,9 +34,10 @@ if ((thread)); then
   export GTEST_DEATH_TEST_STYLE=threadsafe
 else
   build=${1:-build-emu}
-  sanitize=(-DLRLAB_SANITIZE=ON)
+  sanitize=-DLRLAB_SANITIZE=ON
   name=test-emulated-gpu
-  tests=()
+  # build-emu also holds the CPU path's tests (cpu.*), which scripts/test_sanitize.sh runs.
+  tests=(-R '^emulated')
   reports='runtime error:|ERROR: (Address|Leak)Sanitizer|lrlab device emulator:'
   export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
@@ -44,15 +45,12 @@ fi
 jobs=${JOBS:-$(nproc)}
 start=$SECONDS
 
-gen=()
-command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
 # The emulator's GEMMs run on the calling thread; OpenBLAS's own idle workers would only compete with
 # the tests' OpenMP teams.
 export OPENBLAS_NUM_THREADS=1
 
-# -O1 -g1, as scripts/test_sanitize.sh explains: about half the compile time of -O2 -g.
-cmake -S . -B "$build" "${gen[@]}" -DLRLAB_DEVICE_EMULATOR=ON -DLRLAB_NATIVE=ON "${sanitize[@]}" \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" -DLRLAB_BENCHMARKS=OFF >/dev/null
+source scripts/emulator_build.sh
+configure_emulator_build "$build" "$sanitize"
 cmake --build "$build" -j "$jobs" --target lrlab_tests
 built=$SECONDS
 

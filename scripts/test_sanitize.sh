@@ -1,39 +1,36 @@
 #!/usr/bin/env bash
-# Builds lrlab's host code, CLI and tests with AddressSanitizer + UndefinedBehaviorSanitizer
-# (LRLAB_SANITIZE=ON; CUDA device code is compiled by nvcc and not instrumented) and runs the
-# tests (all but CrashSafety, see below). Any sanitizer report fails the run: UBSan aborts (-fno-sanitize-recover=all,
-# halt_on_error), ASan/LSan exit non-zero, and reports from processes whose exit status a test may
-# accept (the CLI run by the CLI tests) are caught from their log files and the test output.
+# Runs the tests of the CPU path (the command line's among them; all but CrashSafety, see below)
+# under AddressSanitizer + UndefinedBehaviorSanitizer. They run in build-emu, the build of
+# scripts/test_emulated_gpu.sh (part of `make test`): host code, CLI and tests built with
+# LRLAB_SANITIZE=ON and the CUDA sources compiled as C++ against the device emulator, which an empty
+# CUDA_VISIBLE_DEVICES hides (these tests are cpu.* there; tests/CMakeLists.txt). One sanitized build
+# thus serves the GPU tests and these. Any sanitizer report fails the run: UBSan aborts
+# (-fno-sanitize-recover=all, halt_on_error), ASan/LSan exit non-zero, and reports from processes
+# whose exit status a test may accept (the CLI run by the CLI tests) are caught from their log files
+# and the test output.
 #
-#   scripts/test_sanitize.sh [build-dir]     (default build-asan)
+#   scripts/test_sanitize.sh [build-dir]     (default build-emu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${1:-build-asan}
+build=${1:-build-emu}
 jobs=${JOBS:-$(nproc)}
 start=$SECONDS
 
-gen=()
-command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
 logs="$PWD/$build/sanitizer-logs"
 rm -rf "$logs"
 mkdir -p "$logs"
 
-# protect_shadow_gap=0: the CUDA runtime maps memory in the range ASan reserves as its shadow gap.
-# cudaGetDeviceCount failing without a driver is an ordinary error return, which ASan tolerates.
 # detect_stack_use_after_return stays off: with GCC 12 it crashes inside plain initializer-list
 # copies (PlateauRule.StateRestoresExactly) that run clean under every other check.
-asan="protect_shadow_gap=0:detect_leaks=1:strict_string_checks=1:check_initialization_order=1:log_path=$logs/asan"
+asan="detect_leaks=1:strict_string_checks=1:check_initialization_order=1:log_path=$logs/asan"
 export ASAN_OPTIONS=$asan
 export LSAN_OPTIONS="suppressions=$PWD/tests/sanitize/lsan.supp:print_suppressions=0"
 # GCC's libubsan writes to stderr even when log_path is set, hence the scan of the test output.
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
-# -O1 (as ASan's documentation advises) with line tables only (-g1, all a report needs): half the
-# compile time of RelWithDebInfo's -O2 -g (315 s against 578 s for this build on 2 cores), for
-# tests about 10% slower.
-cmake -S . -B "$build" "${gen[@]}" -DLRLAB_SANITIZE=ON -DLRLAB_NATIVE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" -DCMAKE_CUDA_ARCHITECTURES=90 -DLRLAB_BENCHMARKS=OFF >/dev/null
-cmake --build "$build" -j "$jobs"
+source scripts/emulator_build.sh
+configure_emulator_build "$build" -DLRLAB_SANITIZE=ON
+cmake --build "$build" -j "$jobs" --target lrlab_tests lrlab_host_tests lrlab_cli
 built=$SECONDS
 
 # Tests that run the CLI under mpirun go separately: Open MPI's leaks are suppressed by library
@@ -44,9 +41,9 @@ mpi_tests=Mpi
 # the suite; the file readers it checks are fuzzed (make fuzz) and unit-tested here.
 skipped=CrashSafety
 status=0
-(cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 600 -E "$mpi_tests|$skipped") > "$build/sanitize-ctest.log" 2>&1 || status=$?
+(cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 600 -R '^cpu\.' -E "$mpi_tests|$skipped") > "$build/sanitize-ctest.log" 2>&1 || status=$?
 tail -n 25 "$build/sanitize-ctest.log"
-(cd "$build" && ASAN_OPTIONS="$asan:fast_unwind_on_malloc=0" ctest --output-on-failure --timeout 600 -R "$mpi_tests") \
+(cd "$build" && ASAN_OPTIONS="$asan:fast_unwind_on_malloc=0" ctest --output-on-failure --timeout 600 -R "^cpu\..*$mpi_tests") \
   >> "$build/sanitize-ctest.log" 2>&1 || status=$?
 tail -n 4 "$build/sanitize-ctest.log"
 reports=$(grep -lE 'runtime error:|ERROR: (Address|Leak)Sanitizer|SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer' \

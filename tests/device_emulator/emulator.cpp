@@ -112,6 +112,19 @@ cudaError_t fail(cudaError_t err) {
   return err;
 }
 
+// CUDA_VISIBLE_DEVICES as the CUDA runtime reads it: set without naming device 0 first (empty, "-1",
+// "1") it leaves no device, and every call that needs one fails with cudaErrorNoDevice. An emulator
+// build runs the CPU path's tests that way, with no GPU in sight. Read at each call, so that a test
+// can hide the device in a child process it forks.
+bool device_hidden() {
+  const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
+  return v && !(v[0] == '0' && (v[1] == '\0' || v[1] == ','));
+}
+#define LRLAB_EMU_NEEDS_DEVICE() \
+  do {                           \
+    if (device_hidden()) return fail(cudaErrorNoDevice); \
+  } while (0)
+
 int64_t env_int(const char* name, int64_t fallback) {
   const char* v = std::getenv(name);
   if (!v || !*v) return fallback;
@@ -750,6 +763,7 @@ namespace {
 // counters(); `index`, when given, receives how many items of the stream must finish for it to be done.
 cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, long long Counters::*counter,
                     uint64_t* index = nullptr) {
+  LRLAB_EMU_NEEDS_DEVICE();
   const std::shared_ptr<Stream> s = owner(stream);
   if (s->capturing) {
     // After a capture is invalidated, the stream refuses work until the capture ends.
@@ -910,6 +924,8 @@ void __syncthreads() { lrlab_emu::wait_at(lrlab_emu::FiberState::AtBlockBarrier)
 // ---- Runtime API.
 cudaError_t cudaGetDeviceCount(int* count) {
   if (!count) return fail(cudaErrorInvalidValue);
+  *count = 0;
+  LRLAB_EMU_NEEDS_DEVICE();
   *count = 1;
   return cudaSuccess;
 }
@@ -926,12 +942,17 @@ cudaError_t cudaRuntimeGetVersion(int* version) {
 }
 cudaError_t cudaGetDevice(int* device) {
   if (!device) return fail(cudaErrorInvalidValue);
+  LRLAB_EMU_NEEDS_DEVICE();
   *device = 0;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device) {
+  LRLAB_EMU_NEEDS_DEVICE();
+  return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice);
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (!prop) return fail(cudaErrorInvalidValue);
+  LRLAB_EMU_NEEDS_DEVICE();
   if (device != 0) return fail(cudaErrorInvalidDevice);
   *prop = cudaDeviceProp{};
   std::snprintf(prop->name, sizeof prop->name, "lrlab device emulator");
@@ -946,6 +967,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 }
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (!value) return fail(cudaErrorInvalidValue);
+  LRLAB_EMU_NEEDS_DEVICE();
   if (device != 0) return fail(cudaErrorInvalidDevice);
   switch (attr) {
     case cudaDevAttrMultiProcessorCount: *value = emulated_sms(); return cudaSuccess;
@@ -1001,8 +1023,9 @@ const char* cudaGetErrorString(cudaError_t err) {
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (!ptr) return fail(cudaErrorInvalidValue);
-  if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
   *ptr = nullptr;
+  LRLAB_EMU_NEEDS_DEVICE();
+  if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
   if (bytes == 0) return cudaSuccess;
   Arena& a = arena();
   const size_t rounded = round_up(bytes, kAlign);
@@ -1050,6 +1073,7 @@ cudaError_t cudaFree(void* ptr) {
 
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   if (!free_bytes || !total_bytes) return fail(cudaErrorInvalidValue);
+  LRLAB_EMU_NEEDS_DEVICE();
   std::lock_guard<std::mutex> lock(mem_mutex);
   *total_bytes = emulated_memory();
   *free_bytes = emulated_memory() - allocated;
@@ -1106,6 +1130,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
   // From pageable host memory the copy waits for the legacy stream first (and returns once its source
   // is staged); device to device it does not wait at all; to the host it waits (in cudaMemcpyAsync).
@@ -1125,6 +1150,7 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
 }
 
 cudaError_t cudaDeviceSynchronize() {
+  LRLAB_EMU_NEEDS_DEVICE();
   // It would wait for every stream, a capturing one included: refused in every capture mode.
   {
     std::lock_guard<std::mutex> lock(capture_mutex);
@@ -1137,6 +1163,7 @@ cudaError_t cudaDeviceSynchronize() {
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   if (!stream) return fail(cudaErrorInvalidValue);
+  LRLAB_EMU_NEEDS_DEVICE();
   auto s = std::make_shared<Stream>();
   s->flags = flags;
   *stream = s.get();
@@ -1237,6 +1264,7 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   if (!event) return fail(cudaErrorInvalidValue);
+  LRLAB_EMU_NEEDS_DEVICE();
   *event = new Event;
   return cudaSuccess;
 }
@@ -1283,6 +1311,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
 // ---- cuBLAS.
 cublasStatus_t cublasCreate(cublasHandle_t* handle) {
   if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
+  if (device_hidden()) return CUBLAS_STATUS_NOT_INITIALIZED;
   *handle = new Blas;
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -126,6 +126,29 @@ TEST(EmulatorKernels, BadLaunchConfigurationIsALaunchError) {
   cudaFree(d);
 }
 
+// An emulator build runs the CPU path's tests with CUDA_VISIBLE_DEVICES empty (tests/CMakeLists.txt):
+// as under a real runtime, nothing may then see a device or use one. The child process sets it.
+TEST(EmulatorDevice, AnEmptyCudaVisibleDevicesHidesIt) {
+  EXPECT_EXIT(
+      {
+        setenv("CUDA_VISIBLE_DEVICES", "", 1);
+        int n = -1;
+        void* p = reinterpret_cast<void*>(1);
+        cudaStream_t s = nullptr;
+        cublasHandle_t blas = nullptr;
+        const bool hidden = cudaGetDeviceCount(&n) == cudaErrorNoDevice && n == 0 &&
+                            cudaMalloc(&p, 16) == cudaErrorNoDevice && p == nullptr &&
+                            cudaStreamCreate(&s) == cudaErrorNoDevice && cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS &&
+                            !lrlab::cuda_available() && lrlab::parse_device("auto") == lrlab::Device::CPU;
+        LRLAB_LAUNCH(1, 32, nullptr, fill_index)(nullptr, 0);
+        const bool launch_refused = cudaGetLastError() == cudaErrorNoDevice;
+        setenv("CUDA_VISIBLE_DEVICES", "0", 1);
+        const bool shown = cudaGetDeviceCount(&n) == cudaSuccess && n == 1;
+        std::exit(hidden && launch_refused && shown ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
 TEST(EmulatorKernels, FreshDeviceMemoryIsNaN) {
   float* d = device_alloc<float>(16);
   for (float x : download(d, 16)) EXPECT_TRUE(std::isnan(x));
