@@ -47,7 +47,10 @@ export BUILD=${LRLAB_GPU_CHECK_BUILD:-build-gpucheck$([[ $EMULATE == 1 ]] && ech
 export BUNDLE=${LRLAB_GPU_BUNDLE:-.gpu-bundle/debs}
 export PREFIX=${TMPDIR:-/tmp}/lrlab-gpu-prefix-$(id -u)-$(basename "$ROOT")
 export QUICK=${LRLAB_GPU_CHECK_QUICK:-$EMULATE}
-export GPU_FILTER='*Gpu*:*Cuda*'
+# The suites of GPU tests (OptimizerGpu, AllRules/OptimizerGpuParity, MlpCuda, ...), as a gtest
+# filter and as a ctest pattern; not MlpPlan.GpuPlanComputesWhatTheCpuBackendComputes, a CPU test.
+export GPU_FILTER='*Gpu.*:*GpuParity.*:*Cuda.*'
+export GPU_SUITES='(Gpu|GpuParity|Cuda)\.'
 JOBS=$(nproc)
 export JOBS
 DEADLINE=$((SECONDS + ${LRLAB_GPU_CHECK_BUDGET:-500}))
@@ -198,9 +201,9 @@ run_ctest() {
   local j=$((JOBS / 2)) log=$STATE/ctest.out rc gpu
   ((j < 1)) && j=1
   (cd "$BUILD" && OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j "$j" --timeout 60 \
-    -R 'Gpu|Cuda' --no-tests=error) 2>&1 | tee "$log"
+    -R "$GPU_SUITES" --no-tests=error) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
-  gpu=$(grep -cE 'Test +#[0-9]+: [^ ]*(Gpu|Cuda)[^ ]* \.+ +Passed' "$log")
+  gpu=$(grep -cE "Test +#[0-9]+: [^ ]*$GPU_SUITES[^ ]* \.+ +Passed" "$log")
   figure "$(grep -oE '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1), $(grep -c '(Skipped)' "$log") skipped, $gpu GPU tests passed"
   exit "$rc"
 }
