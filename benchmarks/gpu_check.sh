@@ -98,6 +98,9 @@ if [[ $EMULATE == 1 ]]; then
   # spin for a while after starting, and on a few cores that starves the CPU parts' OpenMP teams
   # (Adam at 1M measured 22 times slower).
   export OPENBLAS_NUM_THREADS=1
+  # The emulator honours CUDA_VISIBLE_DEVICES as the runtime does: a caller's "1" or empty value
+  # would hide its one device.
+  export CUDA_VISIBLE_DEVICES=0
 fi
 export GPU_NAME
 export PY=${TORCH_PY:-$(command -v python3 || true)}

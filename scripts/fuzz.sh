@@ -42,6 +42,7 @@ flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -Iinclude -Isrc -I"$cuda/includ
 
 # Compiles and links run FUZZ_JOBS at a time (default: one per core), as do the fuzzers themselves.
 parallel=${FUZZ_JOBS:-$(nproc)}
+[[ $parallel =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: FUZZ_JOBS=$parallel is not a positive integer" >&2; exit 2; }
 # Returns once fewer than $parallel background jobs run; `wait PID` still gives each one's status.
 throttle() { while (( $(jobs -rp | wc -l) >= parallel )); do wait -n || true; done; }
 wait_all() {
@@ -52,15 +53,22 @@ wait_all() {
 
 build_targets() {
   local name src obj pids=()
-  local -A seen=()
+  local -A seen=() object_of=()
   mkdir -p "$build/obj"
   # Sources are shared between targets: each is compiled once, and only when it or a header changed.
+  # Objects are named by the source's base name, so two sources may not share one (their compiles
+  # run at once and would write the same file).
   for name in "$@"; do
     for src in ${sources[$name]}; do
       [[ -z ${seen[$src]:-} ]] || continue
       seen[$src]=1
       obj="$build/obj/$(basename "$src" .cpp).o"
-      if [[ ! -f $obj || $src -nt $obj || include -nt $obj ]] || find include src -newer "$obj" -name '*.hpp' | grep -q .; then
+      if [[ -n ${object_of[$obj]:-} ]]; then
+        echo "fuzz.sh: $src and ${object_of[$obj]} would both compile to $obj" >&2
+        exit 2
+      fi
+      object_of[$obj]=$src
+      if [[ ! -f $obj || $src -nt $obj || include -nt $obj || -n $(find include src -newer "$obj" -name '*.hpp' -print -quit) ]]; then
         throttle
         "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link,address,undefined -c "$src" -o "$obj" &
         pids+=($!)

@@ -27,7 +27,12 @@
 // ThreadSanitizer (the device emulator's --thread build) a race is reported from the first run that
 // makes the racing accesses, in whichever order they come, so two runs (the second compared with
 // the first) do there what five do elsewhere, at under half the cost of the slowest test there.
-#if defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)  // clang's spelling of GCC's __SANITIZE_THREAD__
+#define LRLAB_TEST_UNDER_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) || defined(LRLAB_TEST_UNDER_TSAN)
 inline constexpr int kInterleavingRuns = 2;
 #else
 inline constexpr int kInterleavingRuns = 5;

@@ -112,13 +112,21 @@ cudaError_t fail(cudaError_t err) {
   return err;
 }
 
-// CUDA_VISIBLE_DEVICES as the CUDA runtime reads it: set without naming device 0 first (empty, "-1",
-// "1") it leaves no device, and every call that needs one fails with cudaErrorNoDevice. An emulator
-// build runs the CPU path's tests that way, with no GPU in sight. Read at each call, so that a test
-// can hide the device in a child process it forks.
+// CUDA_VISIBLE_DEVICES as the CUDA runtime reads it, for the one emulated device: empty, or a list
+// whose first entry is a number other than 0 ("-1", "1,2"), leaves no device, and every call that
+// needs one fails with cudaErrorNoDevice. A first entry that is not a number (a GPU-... or MIG-...
+// UUID, as Slurm may set) is taken to name the emulated device. An emulator build runs the CPU
+// path's tests with it empty (tests/CMakeLists.txt), and pins it to 0 for the GPU tests. Read at each
+// call, unlike the runtime (once, at start-up), so that a test can hide the device in a child
+// process it forks.
 bool device_hidden() {
   const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
-  return v && !(v[0] == '0' && (v[1] == '\0' || v[1] == ','));
+  if (!v) return false;
+  if (!*v) return true;
+  char* end = nullptr;
+  const long first = std::strtol(v, &end, 10);
+  const bool numeric = end != v && (*end == '\0' || *end == ',');
+  return numeric && first != 0;
 }
 #define LRLAB_EMU_NEEDS_DEVICE() \
   do {                           \
@@ -1051,6 +1059,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 }
 
 cudaError_t cudaFree(void* ptr) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
   if (!ptr) return cudaSuccess;
   wait_for_device();  // freeing synchronises the device, so no queued work still uses the memory
@@ -1103,6 +1112,7 @@ bool copy_ok(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
 }  // namespace
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (bytes == 0) return cudaSuccess;
   if (!dst || !src || !copy_ok(dst, src, bytes, kind)) return fail(cudaErrorInvalidValue);
   Stream* s = resolve(stream);
@@ -1139,6 +1149,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 }
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (bytes == 0) return cudaSuccess;
   if (!in_allocation(ptr, bytes)) return fail(cudaErrorInvalidValue);
   return submit(stream, [=]() { std::memset(ptr, value, bytes); });
@@ -1172,6 +1183,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (!stream) return fail(cudaErrorInvalidResourceHandle);
   const std::shared_ptr<Stream> s = owner(stream);
   if (s->capturing) return fail(cudaErrorIllegalState);
@@ -1184,6 +1196,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  LRLAB_EMU_NEEDS_DEVICE();
   Stream* s = resolve(stream);
   if (s->capturing) {
     s->invalidated = true;
@@ -1193,6 +1206,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (!stream) return fail(cudaErrorStreamCaptureUnsupported);  // the legacy stream cannot capture
   if (resolve(stream)->capturing) return fail(cudaErrorIllegalState);
   {
@@ -1209,6 +1223,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
 }
 
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (!stream || !graph) return fail(cudaErrorInvalidValue);
   if (!resolve(stream)->capturing) return fail(cudaErrorIllegalState);
   if (stream->mode != cudaStreamCaptureModeRelaxed && stream->capturer != std::this_thread::get_id())
@@ -1231,6 +1246,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
 }
 
 cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (!status) return fail(cudaErrorInvalidValue);
   Stream* s = resolve(stream);
   *status = !s->capturing ? cudaStreamCaptureStatusNone
@@ -1239,11 +1255,13 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* 
 }
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (!exec || !graph) return fail(cudaErrorInvalidValue);
   *exec = new Graph{graph->work};
   return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (!exec) return fail(cudaErrorInvalidValue);
   auto work = exec->work;
   return enqueue(
@@ -1254,10 +1272,12 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
       &Counters::graph_launches);
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  LRLAB_EMU_NEEDS_DEVICE();
   delete graph;
   return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  LRLAB_EMU_NEEDS_DEVICE();
   delete exec;
   return cudaSuccess;
 }
@@ -1269,10 +1289,12 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) {
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  LRLAB_EMU_NEEDS_DEVICE();
   delete event;  // a record still queued keeps its mark
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   const std::shared_ptr<Stream> s = owner(stream);
   auto mark = std::make_shared<EventMark>();
@@ -1293,6 +1315,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   if (capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
   ++tl_counters.host_waits;
@@ -1301,6 +1324,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  LRLAB_EMU_NEEDS_DEVICE();
   if (!ms || !start || !end) return fail(cudaErrorInvalidValue);
   const EventMark &a = *start->mark, &b = *end->mark;
   if (!a.reached || !b.reached) return fail(cudaErrorNotReady);

@@ -127,24 +127,37 @@ TEST(EmulatorKernels, BadLaunchConfigurationIsALaunchError) {
 }
 
 // An emulator build runs the CPU path's tests with CUDA_VISIBLE_DEVICES empty (tests/CMakeLists.txt):
-// as under a real runtime, nothing may then see a device or use one. The child process sets it.
+// as under a real runtime, nothing may then see a device or use one, not even for work that would do
+// nothing. The child process sets it; exit code 0 means every check held, k the k-th failed.
 TEST(EmulatorDevice, AnEmptyCudaVisibleDevicesHidesIt) {
   EXPECT_EXIT(
       {
+        auto expect = [](int check, bool ok) {
+          if (!ok) std::exit(check);
+        };
         setenv("CUDA_VISIBLE_DEVICES", "", 1);
         int n = -1;
         void* p = reinterpret_cast<void*>(1);
         cudaStream_t s = nullptr;
+        cudaEvent_t e = nullptr;
         cublasHandle_t blas = nullptr;
-        const bool hidden = cudaGetDeviceCount(&n) == cudaErrorNoDevice && n == 0 &&
-                            cudaMalloc(&p, 16) == cudaErrorNoDevice && p == nullptr &&
-                            cudaStreamCreate(&s) == cudaErrorNoDevice && cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS &&
-                            !lrlab::cuda_available() && lrlab::parse_device("auto") == lrlab::Device::CPU;
+        expect(1, cudaGetDeviceCount(&n) == cudaErrorNoDevice && n == 0);
+        expect(2, cudaMalloc(&p, 16) == cudaErrorNoDevice && p == nullptr);
+        expect(3, cudaStreamCreate(&s) == cudaErrorNoDevice && cudaEventCreate(&e) == cudaErrorNoDevice);
+        expect(4, cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS);
+        expect(5, cudaFree(nullptr) == cudaErrorNoDevice && cudaStreamSynchronize(nullptr) == cudaErrorNoDevice &&
+                      cudaDeviceSynchronize() == cudaErrorNoDevice);
+        expect(6, cudaMemcpyAsync(nullptr, nullptr, 0, cudaMemcpyDeviceToHost, nullptr) == cudaErrorNoDevice);
         LRLAB_LAUNCH(1, 32, nullptr, fill_index)(nullptr, 0);
-        const bool launch_refused = cudaGetLastError() == cudaErrorNoDevice;
-        setenv("CUDA_VISIBLE_DEVICES", "0", 1);
-        const bool shown = cudaGetDeviceCount(&n) == cudaSuccess && n == 1;
-        std::exit(hidden && launch_refused && shown ? 0 : 1);
+        expect(7, cudaGetLastError() == cudaErrorNoDevice);
+        expect(8, !lrlab::cuda_available() && lrlab::parse_device("auto") == lrlab::Device::CPU);
+        setenv("CUDA_VISIBLE_DEVICES", "1,0", 1);  // the first entry names a device the machine lacks
+        expect(9, cudaGetDeviceCount(&n) == cudaErrorNoDevice);
+        for (const char* visible : {"0", "0,1", "GPU-8c3f1a2e"}) {
+          setenv("CUDA_VISIBLE_DEVICES", visible, 1);
+          expect(10, cudaGetDeviceCount(&n) == cudaSuccess && n == 1);
+        }
+        std::exit(0);
       },
       ::testing::ExitedWithCode(0), "");
 }
