@@ -47,10 +47,15 @@ export BUILD=${LRLAB_GPU_CHECK_BUILD:-build-gpucheck$([[ $EMULATE == 1 ]] && ech
 export BUNDLE=${LRLAB_GPU_BUNDLE:-.gpu-bundle/debs}
 export PREFIX=${TMPDIR:-/tmp}/lrlab-gpu-prefix-$(id -u)-$(basename "$ROOT")
 export QUICK=${LRLAB_GPU_CHECK_QUICK:-$EMULATE}
-# The suites of GPU tests (OptimizerGpu, AllRules/OptimizerGpuParity, MlpCuda, ...), as a gtest
-# filter and as a ctest pattern; not MlpPlan.GpuPlanComputesWhatTheCpuBackendComputes, a CPU test.
-export GPU_FILTER='*Gpu.*:*GpuParity.*:*Cuda.*'
-export GPU_SUITES='(Gpu|GpuParity|Cuda)\.'
+# The suites of GPU tests (OptimizerGpu, AllRules/OptimizerGpuParity, MlpCuda, ...), as
+# tests/CMakeLists.txt names them for gtest, and as a ctest pattern: *Gpu.*:*Cuda.* -> (Gpu\.|Cuda\.).
+GPU_FILTER=$(sed -n 's/^set(LRLAB_GPU_SUITES "\(.*\)")$/\1/p' "$ROOT/tests/CMakeLists.txt")
+if [[ -z $GPU_FILTER ]]; then
+  echo "gpu_check: LRLAB_GPU_SUITES not found in tests/CMakeLists.txt" >&2
+  exit 2
+fi
+GPU_SUITES="($(tr ':' '\n' <<<"$GPU_FILTER" | sed -e 's/^\*//' -e 's/\*$//' -e 's/\./\\./g' | paste -sd'|'))"
+export GPU_FILTER GPU_SUITES
 JOBS=$(nproc)
 export JOBS
 DEADLINE=$((SECONDS + ${LRLAB_GPU_CHECK_BUDGET:-500}))
