@@ -36,7 +36,9 @@ for deb in "$bundle"/*.deb; do
 done
 hidden+=(libopenmpi-dev openmpi-bin mpi-default-dev mpi-default-bin)
 files=$(mktemp)
-trap 'rm -f "$files"' EXIT
+# The overlay's layers; the overlay itself ends with the namespace.
+layer=$(mktemp -d)
+trap 'rm -f "$files"; rm -rf "$layer"' EXIT
 for p in "${hidden[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || continue
   # Debian 12 merges /lib into /usr/lib: a file listed under /lib is the one under /usr/lib.
@@ -45,10 +47,9 @@ done
 # The alternatives' links (libopenblas.so.0, mpicxx) end in the files above: gone with them.
 echo "gpu_bundle_rehearsal: hiding $(wc -l <"$files") paths of ${#hidden[@]} packages"
 
-export files out
+export files out layer
 unshare -m bash -c '
   set -euo pipefail
-  layer=$(mktemp -d)
   mkdir -p "$layer/upper" "$layer/work"
   mount --make-rprivate /
   mount -t overlay overlay -o "lowerdir=/usr,upperdir=$layer/upper,workdir=$layer/work" /usr

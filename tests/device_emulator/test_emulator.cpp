@@ -148,6 +148,9 @@ TEST(EmulatorDevice, AnEmptyCudaVisibleDevicesHidesIt) {
         expect(5, cudaFree(nullptr) == cudaErrorNoDevice && cudaStreamSynchronize(nullptr) == cudaErrorNoDevice &&
                       cudaDeviceSynchronize() == cudaErrorNoDevice);
         expect(6, cudaMemcpyAsync(nullptr, nullptr, 0, cudaMemcpyDeviceToHost, nullptr) == cudaErrorNoDevice);
+        // The calls above left cudaErrorNoDevice as the last error: clear it, so that only the
+        // launch can set it again.
+        expect(7, cudaGetLastError() == cudaErrorNoDevice && cudaGetLastError() == cudaSuccess);
         LRLAB_LAUNCH(1, 32, nullptr, fill_index)(nullptr, 0);
         expect(7, cudaGetLastError() == cudaErrorNoDevice);
         expect(8, !lrlab::cuda_available() && lrlab::parse_device("auto") == lrlab::Device::CPU);
