@@ -588,11 +588,29 @@ ScheduleMatrix schedule_matrix(const SweepResult& r) {
 }
 
 // "  0.003  0.3024", the rate marked '>' or '<' where it is the largest or smallest tried; "-" under
-// the rates where every run of the pair diverged or was halted.
-std::string matrix_cell(const SweepResult& r, const SweepBest* b) {
+// the rates where every run of the pair diverged or was halted. A cell that is its optimizer's best
+// ends in '*', one the data orders do not tell apart from that best in '~': which schedules are
+// really worse is the question the matrix is read for.
+std::string matrix_cell(const SweepResult& r, const SweepBest* b, const SweepBest* optimizer_best) {
   if (!b) return strf("%7s", "-");
-  return strf("%7.3g%s %s", r.runs[b->run].config.lr, b->edge > 0 ? ">" : b->edge < 0 ? "<" : " ",
-              cell("%.4f", b->best_val_loss).c_str());
+  const char* mark = "";
+  if (optimizer_best && optimizer_best->run == b->run)
+    mark = " *";
+  else if (optimizer_best && std::any_of(optimizer_best->within_noise.begin(), optimizer_best->within_noise.end(),
+                                         [b](const SweepRival& v) { return v.run == b->run; }))
+    mark = " ~";
+  return strf("%7.3g%s %s%s", r.runs[b->run].config.lr, b->edge > 0 ? ">" : b->edge < 0 ? "<" : " ",
+              cell("%.4f", b->best_val_loss).c_str(), mark);
+}
+
+// The best of each of the matrix's optimizer columns (nullptr where none finished).
+std::vector<const SweepBest*> column_best(const ScheduleMatrix& m, const SweepResult& r,
+                                          const std::vector<SweepBest>& best) {
+  std::vector<const SweepBest*> out(m.optimizers.size(), nullptr);
+  for (const SweepBest& b : best)
+    for (size_t k = 0; k < m.optimizers.size(); ++k)
+      if (r.runs[b.run].config.optimizer == m.optimizers[k]) out[k] = &b;
+  return out;
 }
 
 }  // namespace
@@ -660,13 +678,15 @@ std::string sweep_table(const SweepResult& r) {
     std::vector<std::vector<std::string>> cells(m.schedules.size());
     std::vector<int> width;
     for (const std::string& opt : m.optimizers) width.push_back(static_cast<int>(opt.size()));
+    const std::vector<const SweepBest*> top = column_best(m, r, best);
     for (size_t j = 0; j < m.schedules.size(); ++j)
       for (size_t k = 0; k < m.optimizers.size(); ++k) {
-        cells[j].push_back(matrix_cell(r, m.at(j, k)));
+        cells[j].push_back(matrix_cell(r, m.at(j, k), top[k]));
         width[k] = std::max(width[k], static_cast<int>(cells[j][k].size()));
       }
     os << "\nbest rate per schedule (and its best validation loss; >: the largest rate tried, <: the smallest;\n"
-          "-: every run diverged or was halted):\n";
+          "-: every run diverged or was halted; *: the optimizer's best"
+       << (one_order ? "" : ";\n~: a cell the data orders do not tell apart from that best") << "):\n";
     std::string header = strf("  %-*s", ws, "schedule");
     for (size_t k = 0; k < m.optimizers.size(); ++k) header += strf("   %-*s", width[k], m.optimizers[k].c_str());
     os << header.erase(header.find_last_not_of(' ') + 1) << "\n";
@@ -724,12 +744,16 @@ std::string sweep_report_html(const SweepResult& r) {
   if (m.schedules.size() > 1 && !best.empty()) {
     h << "<h2>Best rate per schedule</h2>\n<p>Each schedule at its own best rate, and the best validation loss "
          "there; &gt; marks the largest rate tried, &lt; the smallest, - a schedule under which every run "
-         "diverged or was halted.</p>\n<table><tr><th>schedule</th>";
+         "diverged or was halted, * the optimizer's best"
+      << (one_data_order(best) ? "" : ", ~ a cell the data orders do not tell apart from that best") << ".</p>\n"
+      << "<table><tr><th>schedule</th>";
     for (const std::string& opt : m.optimizers) h << "<th>" << xml_escape(opt) << "</th>";
     h << "</tr>\n";
+    const std::vector<const SweepBest*> top = column_best(m, r, best);
     for (size_t j = 0; j < m.schedules.size(); ++j) {
       h << "<tr><td class=l>" << xml_escape(m.schedules[j]) << "</td>";
-      for (size_t k = 0; k < m.optimizers.size(); ++k) h << "<td>" << xml_escape(matrix_cell(r, m.at(j, k))) << "</td>";
+      for (size_t k = 0; k < m.optimizers.size(); ++k)
+        h << "<td>" << xml_escape(matrix_cell(r, m.at(j, k), top[k])) << "</td>";
       h << "</tr>\n";
     }
     h << "</table>\n";

@@ -640,6 +640,16 @@ TEST(SweepReport, EntriesNotToldApartStayInTheirGroup) {
   EXPECT_TRUE(per_schedule[1].within_noise.empty());
   EXPECT_EQ(ids(per_schedule[2]), (std::vector<int64_t>{4}));
 
+  // The matrix marks each optimizer's best cell '*' and a cell not told apart from it '~'.
+  const std::string table = sweep_table(r);
+  EXPECT_NE(table.find("*: the optimizer's best;\n~: a cell the data orders do not tell apart from that best):\n"), std::string::npos)
+      << table;
+  EXPECT_TRUE(std::regex_search(table, std::regex(R"(\n  constant +0\.001< 0\.3500 ~ +0\.001< 0\.3450 \*\n)")))
+      << table;
+  EXPECT_TRUE(std::regex_search(table, std::regex(R"(\n  step\(every=1,gamma=0\.5\) +0\.001  0\.3475 \* +-\n)")))
+      << table;
+  EXPECT_NE(sweep_report_html(r).find("<td>  0.001&lt; 0.3500 ~</td>"), std::string::npos);
+
   // Where a shard's gaps leave one optimizer a single data order, its row says it cannot tell.
   SweepResult gaps = r;
   gaps.runs.erase(gaps.runs.begin() + 8, gaps.runs.end());  // sgd's second order is missing
@@ -695,14 +705,16 @@ TEST(SweepReport, BestRatePerScheduleIsAMatrixOfSchedulesByOptimizers) {
   EXPECT_NE(header.find("adam()"), std::string::npos);
   EXPECT_LT(header.find("adam()"), header.find("sgd()"));
   EXPECT_EQ(constant.rfind("  constant", 0), 0u) << constant;
-  EXPECT_NE(constant.find("    0.1> 0.3000"), std::string::npos) << constant;
+  EXPECT_NE(constant.find("    0.1> 0.3000 *"), std::string::npos) << constant;
   EXPECT_EQ(constant.back(), '-') << constant;
-  EXPECT_NE(cosine.find("  0.001< 0.4000"), std::string::npos) << cosine;
-  EXPECT_NE(cosine.find("   0.01  0.6000"), std::string::npos) << cosine;
+  EXPECT_NE(cosine.find("  0.001< 0.4000   "), std::string::npos) << cosine;
+  EXPECT_NE(cosine.find("   0.01  0.6000 *"), std::string::npos) << cosine;
+  EXPECT_EQ(table.find("~: a cell"), std::string::npos) << "one data order";
 
   const std::string html = sweep_report_html(r);
   EXPECT_NE(html.find("<h2>Best rate per schedule</h2>"), std::string::npos);
-  EXPECT_NE(html.find("<td>    0.1&gt; 0.3000</td>"), std::string::npos);
+  EXPECT_NE(html.find("<td>    0.1&gt; 0.3000 *</td>"), std::string::npos);
+  EXPECT_NE(html.find("<td>  0.001&lt; 0.4000</td>"), std::string::npos) << "not adam's best; one data order: no '~'";
   const nlohmann::json doc = nlohmann::json::parse(sweep_results_json(r));
   ASSERT_EQ(doc["best_per_schedule"].size(), 3u);
   EXPECT_EQ(doc["best_per_schedule"][1]["schedule"], "cosine(steps=1ep)");
