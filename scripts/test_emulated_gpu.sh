@@ -23,11 +23,12 @@ if ((thread)); then
   build=${1:-build-tsan-emu}
   sanitize=-DLRLAB_SANITIZE_THREAD=ON
   name=test-emulated-gpu-thread
-  tests=(-R '^emulated\.')
+  # And the CPU backend's thread pool (cpu.CpuPool.*), whose synchronisation TSan sees.
+  tests=(-R '^(emulated|cpu\.CpuPool)\.')
   reports='ThreadSanitizer|lrlab device emulator:'
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
-  # The CPU path's OpenMP runtime is not instrumented: its synchronisation is invisible to TSan, so
-  # a team of more than one thread would be reported as racing. The CPU path has its own checks.
+  # OpenMP's runtime is not instrumented, and the CPU path reads its thread count from it: with
+  # one thread the CPU path runs no threads of its own. The pool's tests name their thread counts.
   export OMP_NUM_THREADS=1
   # Death tests run in a new process: a forked child would inherit TSan fibers that TSan's fork
   # handling has ended.

@@ -17,6 +17,12 @@
 
 namespace lrlab::detail {
 
+// The threads the CPU work of the calling thread may use: OpenMP's count for it, which follows
+// OMP_NUM_THREADS, the process's CPU affinity (taskset, a Slurm allocation, mpirun's binding) and
+// omp_set_num_threads. The machine's core count would ignore all three: under `mpirun -np 2` on two
+// cores, each rank bound to one of them would start a team of two.
+inline int64_t cpu_thread_budget() { return std::max(1, omp_get_max_threads()); }
+
 // Runs fn(i) for every i in [0, n) on up to `workers` threads (on the calling thread when that is
 // one), even after some have thrown; then rethrows the exception of the lowest i that threw, so the
 // error reported does not depend on timing.
@@ -57,15 +63,15 @@ inline void parallel_for(int64_t n, int64_t workers, const std::function<void(in
 
 // What a worker thread sets before it touches an engine. On the GPU: the GPU of the thread that
 // built the engines, since new threads start on GPU 0 (an MPI rank picks its local GPU on its main
-// thread). On the CPU: its share of the cores for the CPU backend's OpenMP team.
+// thread). On the CPU: its share of the calling thread's budget for the CPU backend's OpenMP team.
 class WorkerSetup {
  public:
   WorkerSetup(Device device, int64_t workers)
       : device_(device),
         gpu_(device == Device::CUDA ? current_gpu() : 0),
-        omp_threads_(static_cast<int>(std::max<int64_t>(
-            1, static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency())) /
-                   std::max<int64_t>(1, workers)))) {}
+        omp_threads_(static_cast<int>(std::max<int64_t>(1, cpu_thread_budget() / std::max<int64_t>(1, workers)))) {}
+
+  int threads_per_worker() const { return omp_threads_; }
 
   void apply() const {
     if (device_ == Device::CUDA) use_gpu(gpu_);

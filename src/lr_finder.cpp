@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <limits>
 #include <memory>
-#include <thread>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -235,12 +234,12 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
     engines.push_back(std::make_unique<TrainEngine>(ec, data, device_data));
   }
   // One host thread per engine, each with its own stream on the GPU. On the CPU at most one per
-  // core, each with a share of the cores for the CPU backend's OpenMP team (measured when GEMMs
-  // were still threaded by OpenBLAS: on a busy 2-core machine, Adam and SGD tests of 300 steps each
-  // on Fashion-MNIST took 13-14 s one after another and 6 s in two workers).
+  // thread of the budget (cpu_thread_budget), each with a share of it for the CPU backend's OpenMP
+  // team (measured when GEMMs were still threaded by OpenBLAS: on a busy 2-core machine, Adam and
+  // SGD tests of 300 steps each on Fashion-MNIST took 13-14 s one after another and 6 s in two
+  // workers).
   const int64_t n = static_cast<int64_t>(engines.size());
-  const int64_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
-  const int64_t workers = device == Device::CPU ? std::min(n, hw) : n;
+  const int64_t workers = device == Device::CPU ? std::min(n, detail::cpu_thread_budget()) : n;
   const detail::WorkerSetup worker(device, workers);
   std::vector<FinderCurve> curves(n);
   detail::parallel_for(n, workers, [&](int64_t i) {

@@ -17,6 +17,7 @@
 #include <limits>
 #include <utility>
 
+#include "cpu_pool.hpp"
 #include "lrlab/blas_env.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/mlp.hpp"
@@ -81,24 +82,19 @@ MlpCpu::MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch)
   use_single_threaded_blas();
 }
 
-MlpCpu::Work MlpCpu::plan() const {
-  const int64_t threads = std::max(1, omp_get_max_threads());
+MlpCpu::Work MlpCpu::plan(int64_t batch, int passes) const {
+  const double flops = 2.0 * passes * static_cast<double>(batch) * static_cast<double>(layout_.size()) *
+                       static_cast<double>(replicas_);
+  int64_t threads = std::max(1, omp_get_max_threads());
+  if (min_flops_per_thread_ > 0)
+    threads = std::min(threads, std::max<int64_t>(1, static_cast<int64_t>(flops / min_flops_per_thread_)));
   const int64_t slices = std::max<int64_t>(1, threads / replicas_);
   return {slices, std::min(threads, replicas_ * slices)};
 }
 
 template <typename F>
 void MlpCpu::for_each_item(const Work& sp, F&& f) {
-  const int64_t items = replicas_ * sp.slices;
-  if (sp.threads == 1) {
-    for (int64_t i = 0; i < items; ++i) f(i / sp.slices, i % sp.slices);
-    return;
-  }
-#pragma omp parallel num_threads(static_cast<int>(sp.threads))
-  {
-    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
-    for (int64_t i = t; i < items; i += n) f(i / sp.slices, i % sp.slices);
-  }
+  detail::parallel_items(replicas_ * sp.slices, sp.threads, [&](int64_t i) { f(i / sp.slices, i % sp.slices); });
 }
 
 // Rows [r0, r1) of replica k through every layer. Activations are stored [replica][row][unit] for
@@ -140,7 +136,7 @@ void MlpCpu::forward_backward(const float* params, const float* x, const int32_t
   const auto& layers = layout_.layers();
   const int64_t classes = cfg.outputs;
   const float scale = 1.0f / static_cast<float>(batch);
-  const Work sp = plan();
+  const Work sp = plan(batch, 3);
 
   // Rows of the minibatch: forward, loss, and the gradients w.r.t. pre-activations, which for a
   // row depend on that row alone.
@@ -214,7 +210,7 @@ void MlpCpu::forward_backward(const float* params, const float* x, const int32_t
 }
 
 void MlpCpu::run_forward(const float* params, const float* x, int64_t batch) {
-  const Work sp = plan();
+  const Work sp = plan(batch, 1);
   for_each_item(sp, [&](int64_t k, int64_t s) {
     const auto [r0, r1] = part(batch, s, sp.slices);
     forward_rows(params, x, batch, k, r0, r1);

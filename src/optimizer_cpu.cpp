@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu_pool.hpp"
 #include "optimizer_kernels.hpp"
 
 namespace lrlab::detail {
@@ -93,11 +94,11 @@ void update_all(const FusedArgs& a, const ReplicaState* states) {
     run(0, total);
     return;
   }
-#pragma omp parallel
-  {
-    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
-    run(total * t / n, total * (t + 1) / n);
-  }
+  // A few parts per thread, so that a thread whose core is busy elsewhere leaves its parts to the
+  // others (cpu_pool.hpp).
+  const int64_t threads = std::max(1, omp_get_max_threads());
+  const int64_t parts = std::min(threads * 4, (total + kParallelMin / 2 - 1) / (kParallelMin / 2));
+  parallel_items(parts, threads, [&](int64_t t) { run(total * t / parts, total * (t + 1) / parts); });
 }
 
 template <OptimKind K, int NS>
@@ -135,8 +136,12 @@ void cpu_grad_sq(const FusedArgs& a, std::vector<double>& partial, double* grad_
     for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(g[i]) * g[i];
     out[c] = sum;
   };
-#pragma omp parallel for schedule(static) if (a.replicas * a.n >= kParallelMin)
-  for (int64_t c = 0; c < total; ++c) chunk_sum(c);
+  // Sixteen chunks to an item: claiming an item costs an atomic operation.
+  constexpr int64_t kChunksPerItem = 16;
+  const int64_t threads = a.replicas * a.n >= kParallelMin ? std::max(1, omp_get_max_threads()) : 1;
+  parallel_items((total + kChunksPerItem - 1) / kChunksPerItem, threads, [&](int64_t item) {
+    for (int64_t c = item * kChunksPerItem; c < std::min(total, (item + 1) * kChunksPerItem); ++c) chunk_sum(c);
+  });
   for (int64_t r = 0; r < a.replicas; ++r) {
     double sum = 0.0;
     for (int64_t c = 0; c < per_replica; ++c) sum += out[r * per_replica + c];

@@ -8,7 +8,6 @@
 #include <map>
 #include <memory>
 #include <set>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -230,8 +229,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
     lanes[li].runs.push_back(i);
   }
   res.engines = static_cast<int64_t>(lanes.size());
-  const int64_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
-  int64_t workers = o.workers > 0 ? o.workers : (mode == "sequential" ? 1 : device == Device::CUDA ? 16 : hw);
+  int64_t workers = o.workers > 0 ? o.workers : device == Device::CUDA ? 16 : detail::cpu_thread_budget();
   if (mode == "sequential") workers = 1;
   workers = std::min<int64_t>(workers, static_cast<int64_t>(lanes.size()));
   const detail::WorkerSetup worker(device, workers);

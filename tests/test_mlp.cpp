@@ -345,9 +345,10 @@ TEST(MlpCpu, ReplicasMatchSeparateRuns) {
   }
 }
 
-// The backend splits replicas, or minibatch rows and output units, over the OpenMP team. Every
-// split must give the one-thread result up to GEMM rounding: more threads than rows, than replicas,
-// than units of the last layer, and uneven shares included.
+// The backend splits replicas, or minibatch rows and output units, over its threads. Every split
+// must give the one-thread result up to GEMM rounding: more threads than rows, than replicas, than
+// units of the last layer, and uneven shares included. (A model this small would run on one thread
+// by default: set_min_flops_per_thread(0) splits it anyway.)
 TEST(MlpCpu, ThreadSplitsAgreeWithOneThread) {
   const MlpLayout layout(make_config(19, {23, 7}, 3, Activation::Tanh, LossKind::SoftmaxCrossEntropy));
   for (int64_t K : {1, 2, 3}) {
@@ -360,6 +361,7 @@ TEST(MlpCpu, ThreadSplitsAgreeWithOneThread) {
                      std::vector<float>& out) {
         OmpThreads team(threads);
         MlpCpu mlp(layout, K, 9);
+        mlp.set_min_flops_per_thread(0);
         ASSERT_EQ(omp_get_max_threads(), threads) << "building the backend changed the team size";
         grads.assign(K * layout.size(), NAN);
         losses.assign(K, NAN);

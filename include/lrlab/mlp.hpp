@@ -87,10 +87,11 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
                      bool needs_targets = true);
 }  // namespace detail
 
-// The CPU backend: OpenBLAS GEMMs, threaded by lrlab over the OpenMP team of the calling thread
-// (omp_get_max_threads()): whole replicas per thread when there are at least as many replicas as
-// threads, otherwise parts of each replica's minibatch. Every GEMM runs on the thread that calls it,
-// so the constructor calls use_single_threaded_blas() (blas_env.hpp).
+// The CPU backend: OpenBLAS GEMMs, threaded by lrlab with as many threads as OpenMP gives the
+// calling thread (omp_get_max_threads()), fewer for a call with little arithmetic: whole replicas
+// per thread when there are at least as many replicas as threads, otherwise parts of each replica's
+// minibatch. Every GEMM runs on the thread that calls it, so the constructor calls
+// use_single_threaded_blas() (blas_env.hpp).
 // Results do not depend on the number of threads beyond GEMM rounding. All workspace is allocated
 // by the constructor; the methods allocate nothing.
 class MlpCpu {
@@ -116,12 +117,19 @@ class MlpCpu {
   int64_t replicas() const { return replicas_; }
   int64_t max_batch() const { return max_batch_; }
 
+  // A call with less arithmetic than this per thread (2 flops per multiply-add) uses fewer threads:
+  // handing work to a thread costs microseconds, and far more when that thread's core is busy with
+  // another process. 0: every call uses all threads (the tests of the splits set it).
+  static constexpr double kMinFlopsPerThread = 4e6;
+  void set_min_flops_per_thread(double flops) { min_flops_per_thread_ = flops; }
+
  private:
   // How one call is split: each replica into `slices` parts, run on `threads` threads.
   struct Work {
     int64_t slices, threads;
   };
-  Work plan() const;
+  // `passes`: 1 for a forward pass, 3 with the backward pass.
+  Work plan(int64_t batch, int passes) const;
   // Calls f(replica, slice) for every part, spread over the plan's threads.
   template <typename F>
   void for_each_item(const Work& sp, F&& f);
@@ -138,6 +146,7 @@ class MlpCpu {
   std::vector<float> ones_;               // [max_batch] of 1: bias gradients as a GEMV
   std::vector<float> row_loss_;           // [replicas x max_batch]
   std::vector<ParamRange> padding_;
+  double min_flops_per_thread_ = kMinFlopsPerThread;
 };
 
 // The CUDA backend: the same contract with device pointers, run on `stream`. The first layer of all

@@ -1,5 +1,6 @@
 // lrlab sweep: train a grid of rates x schedules x optimizers x data orders at once, and rank them.
 // lrlab merge: join the results of shards (Slurm job arrays) into one report.
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include <cuda_runtime.h>
 
@@ -86,6 +88,10 @@ int run_sweep_command(SweepArgs& a) {
                        mpi.local_size(), gpus, gpus == 1 ? "" : "s");
       } else {
         cudaGetLastError();
+        // The sweep's workers share this thread's OpenMP budget (engine_workers.hpp).
+        omp_set_num_threads(cpu_threads_per_rank(omp_get_max_threads(),
+                                                 static_cast<int>(std::thread::hardware_concurrency()),
+                                                 mpi.local_size()));
       }
     }
     validate_sweep(o);

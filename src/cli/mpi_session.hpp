@@ -2,10 +2,18 @@
 // launcher, so a plain `lrlab` run never touches MPI.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 namespace lrlab::cli {
+
+// The CPU threads for one of `local_ranks` ranks on a node of `cores` cores, where its own budget
+// (OpenMP's: OMP_NUM_THREADS, or the cores mpirun bound it to) is `budget`: an unbound rank takes its
+// share of the node rather than all of it.
+inline int cpu_threads_per_rank(int budget, int cores, int local_ranks) {
+  return std::max(1, std::min(budget, cores / std::max(1, local_ranks)));
+}
 
 // From the environment an MPI launcher (mpirun, mpiexec, srun over PMI or PMIx) gives each rank,
 // before MPI is initialised: whether this process is one of its ranks, and which.

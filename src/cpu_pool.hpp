@@ -1,0 +1,40 @@
+// The CPU backend's parallel loops: items handed out one at a time to the calling thread and to
+// helper threads of its own, where the caller never waits for a helper that has not started.
+//
+// Why not an OpenMP parallel region: a region ends at a barrier that every thread of the team must
+// reach. When another process holds one of the cores, the team's thread there runs in the time
+// slices the scheduler gives it, and every region waits for its next one. Measured on the 2-core
+// development machine with a compiler busy on one core, training the Fashion-MNIST MLP for 2 epochs
+// of 100 steps took 9.5 s with a team of two and 2.2 s with one thread. Here the caller takes the
+// items a descheduled helper has not claimed, and waits only for items already running.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+namespace lrlab::detail {
+
+// A non-owning reference to a callable taking an item index.
+class ItemFn {
+ public:
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, ItemFn>>>
+  ItemFn(F&& f)  // NOLINT(google-explicit-constructor): passed straight from a lambda
+      : obj_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* o, int64_t i) { (*static_cast<std::remove_reference_t<F>*>(o))(i); }) {}
+  void operator()(int64_t i) const { call_(obj_, i); }
+
+ private:
+  void* obj_;
+  void (*call_)(void*, int64_t);
+};
+
+// Runs fn(i) for every i in [0, items) on up to `threads` threads: the calling thread and
+// threads - 1 helpers that belong to it (started on first use, kept for the thread's life). Which
+// thread runs an item is not fixed, so fn(i) must give the same result on any of them; items run
+// in no particular order. An exception from fn is rethrown here after every claimed item has
+// finished (the first one caught; items not yet claimed are skipped). Calls from one thread must not
+// nest.
+void parallel_items(int64_t items, int64_t threads, ItemFn fn);
+
+}  // namespace lrlab::detail

@@ -1,0 +1,153 @@
+// The CPU backend's parallel loops (src/cpu_pool.hpp), and how many threads the CPU work takes.
+// CpuPool.* also runs under ThreadSanitizer (scripts/test_emulated_gpu.sh --thread), which sees the
+// pool's synchronisation.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <omp.h>
+
+#include "cli/mpi_session.hpp"
+#include "cpu_pool.hpp"
+#include "engine_workers.hpp"
+#include "lrlab/error.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using lrlab::detail::parallel_items;
+
+// Each item exactly once, its result visible to the caller on return, for any number of threads
+// against items: fewer, as many, more; and the calls that follow reuse the same helpers.
+TEST(CpuPool, EveryItemRunsOnceAndItsWritesAreSeen) {
+  for (int64_t threads : {1, 2, 3, 8})
+    for (int64_t items : {0, 1, 2, 3, 7, 64, 1000}) {
+      for (int round = 0; round < 3; ++round) {
+        std::vector<int64_t> value(static_cast<size_t>(items), -1);
+        std::vector<std::atomic<int>> runs(static_cast<size_t>(items));
+        parallel_items(items, threads, [&](int64_t i) {
+          runs[static_cast<size_t>(i)].fetch_add(1);
+          value[static_cast<size_t>(i)] = i * i + round;  // plain writes, read by the caller
+        });
+        for (int64_t i = 0; i < items; ++i) {
+          ASSERT_EQ(runs[static_cast<size_t>(i)].load(), 1) << threads << " threads, " << items << " items, item " << i;
+          ASSERT_EQ(value[static_cast<size_t>(i)], i * i + round);
+        }
+      }
+    }
+}
+
+// Helpers take part: with two threads and items that wait until two of them run at once, the job
+// can only finish if a second thread claimed one.
+TEST(CpuPool, HelpersRunItemsBesideTheCaller) {
+  std::atomic<int> inside{0};
+  std::atomic<bool> met{false};
+  parallel_items(2, 2, [&](int64_t) {
+    inside.fetch_add(1);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (inside.load() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    if (inside.load() == 2) met = true;
+  });
+  EXPECT_TRUE(met) << "no helper ran an item while the caller ran the other";
+}
+
+// The first exception comes back to the caller, after every item that had started has finished:
+// nothing runs once parallel_items has returned.
+TEST(CpuPool, AnExceptionComesBackAfterTheRunningItemsEnd) {
+  for (int64_t threads : {1, 2, 4}) {
+    std::atomic<int> finished{0};
+    bool thrown = false;
+    try {
+      parallel_items(40, threads, [&](int64_t i) {
+        if (i == 3) throw std::runtime_error("item 3 failed");
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        finished.fetch_add(1);
+      });
+    } catch (const std::runtime_error& e) {
+      thrown = std::string(e.what()) == "item 3 failed";
+    }
+    EXPECT_TRUE(thrown) << threads << " threads";
+    const int at_return = finished.load();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(finished.load(), at_return) << "an item ran after parallel_items returned (" << threads << " threads)";
+    EXPECT_LT(at_return, 39) << "items not yet claimed when item 3 failed are skipped";
+    // The pool is usable again.
+    std::atomic<int> after{0};
+    parallel_items(10, threads, [&](int64_t) { after.fetch_add(1); });
+    EXPECT_EQ(after.load(), 10);
+  }
+  EXPECT_TRUE(lrlab::testing::throws_error_containing([] { parallel_items(-1, 2, [](int64_t) {}); },
+                                                      "outside [0, 2^31)"));
+}
+
+// A forked child holds the parent's pool but none of its threads: a job there still completes (the
+// child's caller takes every item), and the child ends normally instead of joining threads it does
+// not have.
+TEST(CpuPool, AForkedChildRunsJobsAndExits) {
+  std::atomic<int> count{0};
+  parallel_items(16, 2, [&](int64_t) { count.fetch_add(1); });  // the parent's helper exists now
+  ASSERT_EQ(count.load(), 16);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::atomic<int> n{0};
+    parallel_items(16, 2, [&](int64_t) { n.fetch_add(1); });
+    std::exit(n.load() == 16 ? 0 : 1);  // runs this thread's destructors, the pool's among them
+  }
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 2000 && (done = waitpid(child, &status, WNOHANG)) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (done == 0) {
+    kill(child, SIGKILL);
+    waitpid(child, &status, 0);
+    FAIL() << "the forked child hung";
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "the forked child ended by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// Sweep workers and range tests share the calling thread's OpenMP budget, which follows
+// OMP_NUM_THREADS, the process's CPU affinity and omp_set_num_threads, not the machine's core count.
+TEST(CpuThreads, WorkersShareTheCallersBudget) {
+  using lrlab::detail::WorkerSetup;
+  lrlab::testing::OmpThreads four(4);
+  EXPECT_EQ(lrlab::detail::cpu_thread_budget(), 4);
+  EXPECT_EQ(WorkerSetup(lrlab::Device::CPU, 1).threads_per_worker(), 4);
+  EXPECT_EQ(WorkerSetup(lrlab::Device::CPU, 2).threads_per_worker(), 2);
+  EXPECT_EQ(WorkerSetup(lrlab::Device::CPU, 3).threads_per_worker(), 1);
+  EXPECT_EQ(WorkerSetup(lrlab::Device::CPU, 64).threads_per_worker(), 1);
+  const WorkerSetup two(lrlab::Device::CPU, 2);
+  int seen = 0;
+  std::thread([&] {
+    two.apply();  // a worker thread starts with OpenMP's default, not the caller's setting
+    seen = omp_get_max_threads();
+  }).join();
+  EXPECT_EQ(seen, 2);
+  lrlab::testing::OmpThreads one(1);
+  EXPECT_EQ(WorkerSetup(lrlab::Device::CPU, 2).threads_per_worker(), 1);
+}
+
+// Ranks of `mpirun` on one node: a rank mpirun bound to one core keeps that core; unbound ranks
+// share the node's cores instead of each starting a team of all of them.
+TEST(CpuThreads, MpiRanksShareTheirNode) {
+  using lrlab::cli::cpu_threads_per_rank;
+  EXPECT_EQ(cpu_threads_per_rank(1, 16, 4), 1);    // bound to a core
+  EXPECT_EQ(cpu_threads_per_rank(16, 16, 4), 4);   // unbound
+  EXPECT_EQ(cpu_threads_per_rank(8, 16, 2), 8);    // bound to a socket of 8
+  EXPECT_EQ(cpu_threads_per_rank(16, 16, 1), 16);  // alone on the node
+  EXPECT_EQ(cpu_threads_per_rank(2, 2, 4), 1);     // more ranks than cores
+  EXPECT_EQ(cpu_threads_per_rank(3, 16, 0), 3);
+}
+
+}  // namespace
