@@ -10,7 +10,7 @@ NATIVE ?= ON
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CTEST_ARGS ?=
 
-.PHONY: all deps configure build test test-emulated-gpu demo install-check clean
+.PHONY: all deps configure build test test-emulated-gpu demo clean
 
 all: build
 

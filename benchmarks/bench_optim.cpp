@@ -168,10 +168,13 @@ int main(int argc, char** argv) {
   int reps = 20;
   std::vector<std::string> specs = {"sgd()", "sgd(momentum=0.9)", "adam()", "adamw()", "adam(amsgrad=true)",
                                     "rmsprop()", "rmsprop(momentum=0.9,centered=true)", "adagrad()"};
-  app.add_option("--sizes", sizes, "comma-separated parameter counts (K, M suffixes) and 'mixed'");
-  app.add_option("--device", device, "cpu, cuda or all")->check(CLI::IsMember({"cpu", "cuda", "all"}));
-  app.add_option("--optimizers", specs, "optimizer specs");
-  app.add_option("--reps", reps, "timed repetitions")->check(CLI::Range(3, 10000));
+  app.add_option("--sizes", sizes, "comma-separated parameter counts (K, M suffixes) and 'mixed'")
+      ->capture_default_str();
+  app.add_option("--device", device, "cpu, cuda or all")
+      ->check(CLI::IsMember({"cpu", "cuda", "all"}))
+      ->capture_default_str();
+  app.add_option("--optimizers", specs, "optimizer specs")->capture_default_str();
+  app.add_option("--reps", reps, "timed repetitions")->check(CLI::Range(3, 10000))->capture_default_str();
   app.add_option("--json", out, "write results here");
   CLI11_PARSE(app, argc, argv);
   try {

@@ -32,7 +32,9 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--ks", ks, "numbers of configurations")->capture_default_str();
   app.add_option("--modes", modes, "modes to time")->capture_default_str();
-  app.add_option("--device", device, "cpu, cuda or all")->check(CLI::IsMember({"cpu", "cuda", "all"}));
+  app.add_option("--device", device, "cpu, cuda or all")
+      ->check(CLI::IsMember({"cpu", "cuda", "all"}))
+      ->capture_default_str();
   app.add_option("--json", out, "write results here");
   CLI11_PARSE(app, argc, argv);
   auto split = [](const std::string& s) {

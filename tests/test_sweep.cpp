@@ -1034,9 +1034,15 @@ TEST(SweepCli, WritesOutputsAndRanks) {
   auto none = run_cli("merge " + empty + " --out " + temp_path("merged_none"));
   EXPECT_EQ(none.status, 2);
   EXPECT_EQ(none.err, "error: the inputs hold no configuration results\n");
+  // An output folder that cannot be made is reported before anything is printed.
+  auto nowhere = run_cli("merge " + s0 + " --out /nonexistent/merged");
+  EXPECT_EQ(nowhere.status, 2);
+  EXPECT_EQ(nowhere.err.rfind("error: cannot create directory '/nonexistent/merged'", 0), 0u) << nowhere.err;
+  EXPECT_EQ(nowhere.out, "");
+  // Bit for bit: every configuration trains on one thread, in the whole sweep as in a shard.
   SweepResult whole = read_sweep_results(slurp(out + "/results.json"), "whole");
   SweepResult joined = read_sweep_results(slurp(merged + "/results.json"), "merged");
-  expect_same_runs(whole, joined, 1e-5);
+  expect_same_runs(whole, joined, 0);
 }
 
 // Slurm job arrays: without --shard, SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT pick the shard.

@@ -718,7 +718,26 @@ TEST(TrainCli, ConfigFileSetsOptions) {
     auto l = run_cli("train --config " + cfg + " --quiet --json " + json);
     ASSERT_EQ(l.status, 0) << hidden << ": " << l.err;
     EXPECT_EQ(nlohmann::json::parse(slurp(json))["config"]["hidden"], nlohmann::json({12, 6})) << hidden;
+    EXPECT_EQ(nlohmann::json::parse(slurp(json))["config"]["bias_decay"], true);
   }
+
+  // Sections: the command's own applies, another command's is skipped, a misspelt one is refused.
+  {
+    std::ofstream f(cfg);
+    f << "data = \"blobs\"\ndevice = \"cpu\"\nsamples = 400\n[train]\nepochs = 2\nno-bias-decay = true\n[sweep]\nepochs = 1\nseeds = 3\n";
+  }
+  auto s = run_cli("train --config " + cfg + " --quiet --json " + json);
+  ASSERT_EQ(s.status, 0) << s.err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(json))["config"]["epochs"], 2) << slurp(json);
+  EXPECT_EQ(nlohmann::json::parse(slurp(json))["config"]["bias_decay"], false) << slurp(json);
+  {
+    std::ofstream f(cfg);
+    f << "data = \"blobs\"\n[trian]\nepochs = 2\n";
+  }
+  auto bad = run_cli("train --config " + cfg + " --quiet");
+  EXPECT_EQ(bad.status, 2) << bad.err;
+  EXPECT_EQ(bad.err.rfind("error: config file '" + cfg + "': section [trian] is not a command of lrlab", 0), 0u)
+      << bad.err;
   std::remove(json.c_str());
   std::remove(cfg.c_str());
 }

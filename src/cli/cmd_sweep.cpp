@@ -229,6 +229,7 @@ Register merge_reg("merge", "join the results of sweep shards into one report", 
     }
     SweepResult all = merge_sweeps(shards);
     LRLAB_REQUIRE(!all.runs.empty(), "the inputs hold no configuration results");
+    make_writable_dir(*out);  // before the table: an error is the output's one line
     std::printf("lrlab merge: %zu shards, %zu of %lld configurations\n", shards.size(), all.runs.size(),
                 static_cast<long long>(all.grid_size));
     if (static_cast<int64_t>(all.runs.size()) < all.grid_size)

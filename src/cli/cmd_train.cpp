@@ -129,7 +129,8 @@ Register reg("train", "train an MLP by minibatches, on the GPU when present", []
   sub.add_option("--seed", o.seed, "seed of the data split, data order and initial weights")->check(unsigned_64())->capture_default_str();
   sub.add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
   sub.add_flag("--tf32", o.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
-  sub.add_flag("!--no-bias-decay", o.bias_decay, "no weight decay on biases");
+  // A callback rather than CLI11's "!--flag", which --help would show as "--no-bias-decay{false}".
+  sub.add_flag_callback("--no-bias-decay", [a] { a->o.bias_decay = false; }, "no weight decay on biases");
   sub.add_option("--val-fraction", o.val_fraction, "share of the training set held out for validation")
       ->capture_default_str();
   sub.add_option("--limit-train", o.limit_train, "use only this many training samples (0: all)");

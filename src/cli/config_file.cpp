@@ -10,7 +10,8 @@ namespace lrlab::cli {
 void add_config_option(CLI::App& sub) {
   // Read before parsing by with_config_file(); declared here so that --help lists it.
   sub.add_option("--config", "read options from a TOML or INI file (keys: long option names; "
-                             "command-line options win)");
+                             "command-line options win)")
+      ->type_name("FILE");
 }
 
 namespace {
@@ -66,7 +67,16 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
     std::vector<std::string> extra;
     for (const CLI::ConfigItem& item : items) {
       if (item.name == "++" || item.name == "--") continue;  // section markers
-      if (!item.parents.empty() && item.parents.front() != sub->get_name()) continue;
+      if (!item.parents.empty()) {
+        // One file may hold the options of several commands, each in its section; a section no
+        // command has is a misspelling, whose options would otherwise be dropped unsaid.
+        const std::string& section = item.parents.front();
+        LRLAB_REQUIRE(std::any_of(commands.begin(), commands.end(),
+                                  [&](const CLI::App* c) { return c->get_name() == section; }),
+                      "config file '", path, "': section [", section, "] is not a command of lrlab (expected ",
+                      names, ")");
+        if (section != sub->get_name()) continue;
+      }
       const std::string flag = "--" + item.name;
       CLI::Option* opt = sub->get_option_no_throw(flag);
       LRLAB_REQUIRE(opt && flag != "--config", "config file '", path, "': '", item.name,
