@@ -1,14 +1,22 @@
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <regex>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -740,6 +748,169 @@ TEST(TrainCli, ConfigFileSetsOptions) {
       << bad.err;
   std::remove(json.c_str());
   std::remove(cfg.c_str());
+}
+
+// The per-epoch table with stdout and stderr not terminals (run_cli sends them to files): a header
+// naming every column, then one plain line per epoch with train loss, validation loss and accuracy,
+// the rate of the epoch's last step and samples/s; no progress line, no ETA, no carriage return.
+TEST(TrainCli, EpochLinesCarryEveryFieldAndNoProgressOffATerminal) {
+  // Three epochs of a step schedule halving the rate each epoch: 0.04, 0.02, 0.01. No --quiet: what
+  // keeps the progress line away is that neither stream is a terminal.
+  auto r = run_cli("train --data spirals --samples 600 --hidden 8 --epochs 3 --batch 20 --lr 0.04 "
+                   "--schedule 'step(every=1ep,gamma=0.5)' --check-every 4 --device cpu");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::regex header(R"(^epoch +train loss +val loss +val acc +lr +samples/s +time$)");
+  // epoch, train loss, val loss, val acc (a percentage), lr, samples/s, seconds.
+  const std::regex row(R"(^ *(\d+) +(\S+) +(\S+) +(\S+)% +(\S+) +(\S+) +(\S+)s$)");
+  auto number = [](const std::string& s) {
+    char* end = nullptr;
+    const double v = std::strtod(s.c_str(), &end);
+    return end == s.c_str() + s.size() && !s.empty() ? v : std::nan("");
+  };
+  std::istringstream lines(r.out);
+  std::string line;
+  bool saw_header = false;
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    if (std::regex_match(line, header)) {
+      EXPECT_EQ(rows, 0) << "the header comes before the epochs:\n" << r.out;
+      saw_header = true;
+      continue;
+    }
+    std::smatch m;
+    if (!std::regex_match(line, m, row)) continue;
+    ++rows;
+    EXPECT_EQ(std::stoi(m.str(1)), rows) << line;
+    const double train_loss = number(m[2]), val_loss = number(m[3]), acc = number(m[4]), lr = number(m[5]),
+                 samples_per_s = number(m[6]), seconds = number(m[7]);
+    EXPECT_TRUE(std::isfinite(train_loss) && train_loss > 0) << "train loss: " << line;
+    EXPECT_TRUE(std::isfinite(val_loss) && val_loss > 0) << "validation loss: " << line;
+    EXPECT_TRUE(acc >= 0 && acc <= 100) << "validation accuracy: " << line;
+    EXPECT_NEAR(lr, 0.04 * std::pow(0.5, rows - 1), 1e-9) << "the rate of epoch " << rows << ": " << line;
+    EXPECT_TRUE(std::isfinite(samples_per_s) && samples_per_s > 0) << "samples/s: " << line;
+    EXPECT_TRUE(seconds >= 0) << "time: " << line;
+  }
+  EXPECT_TRUE(saw_header) << r.out;
+  EXPECT_EQ(rows, 3) << "epoch lines with all seven fields (epoch, train loss, val loss, val acc, lr, samples/s, "
+                         "time):\n" << r.out;
+  for (const std::string* s : {&r.out, &r.err}) {
+    EXPECT_EQ(s->find('\r'), std::string::npos) << *s;
+    EXPECT_EQ(s->find('\x1b'), std::string::npos) << *s;
+    EXPECT_EQ(s->find("ETA"), std::string::npos) << *s;
+    EXPECT_EQ(s->find('#'), std::string::npos) << *s;
+  }
+}
+
+// Runs lrlab with `args` on a pseudo-terminal (its stdin, stdout and stderr): everything it writes,
+// its exit status, and whether it had to be killed after `timeout_s`.
+struct PtyRun {
+  int status = -1;
+  bool timed_out = false;
+  std::string out;
+};
+
+PtyRun run_cli_on_a_terminal(const std::vector<std::string>& args, double timeout_s) {
+  std::vector<std::string> words{LRLAB_CLI_PATH};
+  words.insert(words.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(&w[0]);
+  argv.push_back(nullptr);
+  struct winsize ws {};
+  ws.ws_row = 24;
+  ws.ws_col = 120;
+  PtyRun r;
+  int master = -1;
+  const pid_t pid = forkpty(&master, nullptr, nullptr, &ws);
+  if (pid < 0) {
+    r.out = std::string("forkpty: ") + std::strerror(errno);
+    return r;
+  }
+  if (pid == 0) {
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  bool reaped = false;
+  int st = 0;
+  char buf[4096];
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      r.timed_out = true;
+      kill(pid, SIGKILL);
+      break;
+    }
+    pollfd p{master, POLLIN, 0};
+    const int k = poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 200)));
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) break;
+    if (k == 0) {
+      // Nothing to read: if the child is gone (and a process it left behind holds the terminal
+      // open), take what is left and stop.
+      if (waitpid(pid, &st, WNOHANG) == pid) {
+        reaped = true;
+        for (ssize_t n; poll(&p, 1, 0) > 0 && (n = read(master, buf, sizeof buf)) > 0;)
+          r.out.append(buf, static_cast<size_t>(n));
+        break;
+      }
+      continue;
+    }
+    const ssize_t n = read(master, buf, sizeof buf);
+    if (n > 0) {
+      r.out.append(buf, static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;  // EIO: every descriptor of the terminal's other side is closed
+    }
+  }
+  close(master);
+  if (!reaped) waitpid(pid, &st, 0);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// On a terminal the run draws a live progress line on stderr after each --check-every window: the
+// epoch, a bar, the share of the epoch done, the window's loss and the ETA of the whole run, redrawn
+// in place with a carriage return and cleared before each epoch's line of the table.
+TEST(TrainCli, ProgressLineWithEtaOnATerminal) {
+  // 432 training samples in batches of 20: 22 steps an epoch, a progress line every 4 steps, six
+  // an epoch.
+  auto r = run_cli_on_a_terminal({"train", "--data", "spirals", "--samples", "600", "--hidden", "8", "--epochs", "2",
+                                  "--batch", "20", "--check-every", "4", "--device", "cpu"},
+                                 30);
+  ASSERT_FALSE(r.timed_out) << "killed after 30 s:\n" << r.out;
+  ASSERT_EQ(r.status, 0) << r.out;
+  const std::regex progress(R"(\r  epoch (\d+) \[([# ]{24})\] +(\d+)%  loss (\S+)  ETA (\d+)s)");
+  int lines = 0, last_epoch = 0, last_percent = -1;
+  for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), progress); it != std::sregex_iterator(); ++it) {
+    const std::smatch& m = *it;
+    ++lines;
+    const int epoch = std::stoi(m.str(1)), percent = std::stoi(m.str(3));
+    EXPECT_TRUE(epoch == last_epoch || epoch == last_epoch + 1) << m[0];
+    if (epoch != last_epoch) last_percent = -1;
+    EXPECT_GT(percent, last_percent) << m[0];
+    EXPECT_LE(percent, 100) << m[0];
+    const std::string bar = m[2];
+    EXPECT_EQ(std::min<size_t>(bar.find(' '), 24), static_cast<size_t>(std::count(bar.begin(), bar.end(), '#')))
+        << "the bar fills from the left: " << m[0];
+    EXPECT_TRUE(std::isfinite(std::atof(m.str(4).c_str()))) << m[0];
+    last_epoch = epoch;
+    last_percent = percent;
+    if (epoch == 2 && percent == 100) EXPECT_EQ(m.str(5), "0") << "nothing left at the end: " << m[0];
+  }
+  ASSERT_GE(lines, 2 * 6) << "too few progress lines with an ETA (six an epoch):\n" << r.out;
+  EXPECT_EQ(last_epoch, 2) << r.out;
+  EXPECT_EQ(last_percent, 100) << r.out;
+  // The progress line is wiped (a carriage return, 80 blanks, a carriage return) right before each
+  // epoch's row of the table, so the rows start on clean lines.
+  const std::regex cleared_row(R"(\r {80}\r +(\d+) +\S+ +\S+ +\S+% +\S+ +\S+ +\S+s\r?\n)");
+  int rows = 0;
+  for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), cleared_row); it != std::sregex_iterator(); ++it)
+    EXPECT_EQ(std::stoi(it->str(1)), ++rows) << it->str(0);
+  EXPECT_EQ(rows, 2) << "epoch lines, each right after the progress line is cleared:\n" << r.out;
+  EXPECT_NE(r.out.find("test: loss"), std::string::npos) << r.out;
 }
 
 }  // namespace
