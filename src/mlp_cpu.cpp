@@ -6,9 +6,17 @@
 // the elementwise passes for the same cores. Measured on the 2-core development machine for the
 // 784-256-128-10 MLP at batch 128 (GEMMs only): 8 replicas one after another with 2 OpenBLAS threads
 // ran at 128-174 GFLOP/s, the same replicas spread over 2 OpenMP threads with single-threaded GEMMs
-// at 189-215 GFLOP/s. So every GEMM runs on the calling thread and the work is split here: whole
-// replicas per thread when there are at least as many replicas as threads, otherwise each replica's
-// minibatch rows (forward and the propagated gradients) and output units (weight gradients).
+// at 189-215 GFLOP/s. So every GEMM runs on the calling thread and the work is split here, into
+// parts of each replica: its minibatch rows (forward and the propagated gradients) and its output
+// units (weight gradients), kRowsPerSlice rows to a part, handed to the threads (cpu_pool.hpp).
+//
+// The parts do not depend on the number of threads because OpenBLAS's results depend on the shapes
+// it is given: with its SkylakeX kernels, a 128-row GEMM of the last layer (10 units) and the same
+// rows as two 64-row GEMMs differ in the last bits, and so does a bias-gradient GEMV split by
+// columns. With parts fixed, a replica computes the same numbers on any number of threads, packed
+// or alone: a sweep's configuration, its shard under mpirun and `lrlab train` of the same
+// configuration agree bit for bit. The price: one replica uses at most batch / kRowsPerSlice threads
+// (2 at batch 128); configurations trained together use the rest.
 #include <cblas.h>
 #include <omp.h>
 
@@ -88,7 +96,7 @@ MlpCpu::Work MlpCpu::plan(int64_t batch, int passes) const {
   int64_t threads = std::max(1, omp_get_max_threads());
   if (min_flops_per_thread_ > 0)
     threads = std::min(threads, std::max<int64_t>(1, static_cast<int64_t>(flops / min_flops_per_thread_)));
-  const int64_t slices = std::max<int64_t>(1, threads / replicas_);
+  const int64_t slices = (batch + kRowsPerSlice - 1) / kRowsPerSlice;
   return {slices, std::min(threads, replicas_ * slices)};
 }
 

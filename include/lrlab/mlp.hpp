@@ -88,12 +88,11 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
 }  // namespace detail
 
 // The CPU backend: OpenBLAS GEMMs, threaded by lrlab with as many threads as OpenMP gives the
-// calling thread (omp_get_max_threads()), fewer for a call with little arithmetic: whole replicas
-// per thread when there are at least as many replicas as threads, otherwise parts of each replica's
-// minibatch. Every GEMM runs on the thread that calls it, so the constructor calls
-// use_single_threaded_blas() (blas_env.hpp).
-// Results do not depend on the number of threads beyond GEMM rounding. All workspace is allocated
-// by the constructor; the methods allocate nothing.
+// calling thread (omp_get_max_threads()), fewer for a call with little arithmetic, over parts of
+// kRowsPerSlice rows of each replica's minibatch. Every GEMM runs on the thread that calls it, so
+// the constructor calls use_single_threaded_blas() (blas_env.hpp).
+// Results do not depend on the number of threads, bit for bit, nor on the number of replicas packed
+// together. All workspace is allocated by the constructor; the methods allocate nothing.
 class MlpCpu {
  public:
   // Throws lrlab::Error for replicas outside [1, kMaxReplicas], a batch outside [1, 2^31-1] or a
@@ -121,6 +120,10 @@ class MlpCpu {
   // handing work to a thread costs microseconds, and far more when that thread's core is busy with
   // another process. 0: every call uses all threads (the tests of the splits set it).
   static constexpr double kMinFlopsPerThread = 4e6;
+  // Each replica's minibatch is cut into parts of this many rows (and its output units into as many
+  // parts) whatever the number of threads, which only decides who computes which part: a replica's
+  // GEMMs, and so its numbers, are the same on any machine.
+  static constexpr int64_t kRowsPerSlice = 64;
   void set_min_flops_per_thread(double flops) { min_flops_per_thread_ = flops; }
 
  private:
