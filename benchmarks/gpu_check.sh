@@ -417,8 +417,9 @@ part sweep_torch 45 --gpu --after=build run_compare_sweep "$RES/compare_sweep_cu
 # The sanitizers after the benchmarks: slower than anything else, they are the first to go when
 # time runs short. They run the kernel-level GPU tests (every kernel, every launch shape), not the
 # long sweeps, range tests and training loops built from the same kernels. Races need shared
-# memory: the MLP's reductions, and CUB's inside the optimizer's norm.
-part memcheck 120 --gpu --after=build run_sanitizer memcheck "$GPU_FILTER-*SweepGpu*:*LrFinderGpu*:*TrainGpu*:*OutOfMemory*"
+# memory: the MLP's reductions, and CUB's inside the optimizer's norm. OptimizerReferenceGpu's
+# 15,000 small steps launch the kernels (and shapes) of OptimizerGpuParity again, for accuracy.
+part memcheck 120 --gpu --after=build run_sanitizer memcheck "$GPU_FILTER-*SweepGpu*:*LrFinderGpu*:*TrainGpu*:*OutOfMemory*:*OptimizerReferenceGpu*"
 part racecheck 75 --gpu --after=build run_sanitizer racecheck 'MlpCuda*:OptimizerGpu*'
 part bench_cpu 45 --after=build run_bench cpu "$CPU_SIZES" "$RES/bench_optim_cpu.json" --optimizers 'adam()'
 part torch_cpu 45 run_torch cpu "$CPU_SIZES" "$RES/torch_optim_cpu.json"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """How far PyTorch's own fp32 optimizers drift from float64 over 1000 steps: the yardstick for the
-tolerances of lrlab's reference tests (tests/test_optimizer.cpp, OptimizerReference).
+tolerances of lrlab's reference tests (tests/optim_long_run.hpp, run by OptimizerReference on the CPU
+path and OptimizerReferenceGpu on the GPU).
 
 The same problem as the test: 1031 parameters, gradients of a noisy quadratic around a random
 target, rate decaying as 0.999^t, 1000 steps. Prints the max-norm relative error per optimizer.

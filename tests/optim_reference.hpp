@@ -27,6 +27,7 @@ struct RefOptimizer {
             const std::vector<double>& wd_of, double grad_coef = 1.0) {
     ++t;
     const double b1 = h.beta1, b2 = h.beta2, eps = h.eps, mom = h.momentum;
+    const double bc1 = 1 - std::pow(b1, t), bc2 = 1 - std::pow(b2, t);  // Adam's bias corrections
     for (size_t i = 0; i < p.size(); ++i) {
       double g = grad[i] * grad_coef;
       if (h.maximize) g = -g;
@@ -50,7 +51,6 @@ struct RefOptimizer {
           s1[i] = b2 * s1[i] + (1 - b2) * g * g;
           double vv = s1[i];
           if (h.amsgrad) vv = s2[i] = std::max(s2[i], s1[i]);
-          double bc1 = 1 - std::pow(b1, t), bc2 = 1 - std::pow(b2, t);
           p[i] -= (lr / bc1) * s0[i] / (std::sqrt(vv) / std::sqrt(bc2) + eps);
           break;
         }

@@ -11,11 +11,15 @@
 #include "lrlab/rng.hpp"
 #include "lrlab/serialize.hpp"
 #include "lrlab/spec.hpp"
+#include "optim_long_run.hpp"
 #include "optim_reference.hpp"
 #include "optimizer_kernels.hpp"
 #include "test_util.hpp"
 
 using namespace lrlab;
+using lrlab::testing::expect_tracks_float64;
+using lrlab::testing::kLongRunVariants;
+using lrlab::testing::LongRunVariant;
 using lrlab::testing::maxnorm_rel_error;
 using lrlab::testing::RefOptimizer;
 using lrlab::testing::error_of;
@@ -29,79 +33,15 @@ std::vector<float> normal_vector(size_t n, Rng& rng, double scale = 1.0) {
   return v;
 }
 
-// Gradients of a noisy quadratic around a random target: moments, decay and momentum all matter
-// over a long run.
-std::vector<float> quadratic_grad(const std::vector<float>& p, const std::vector<float>& target, Rng& rng) {
-  std::vector<float> g(p.size());
-  for (size_t i = 0; i < p.size(); ++i) g[i] = (p[i] - target[i]) + static_cast<float>(0.5 * rng.normal());
-  return g;
-}
+class OptimizerReference : public ::testing::TestWithParam<LongRunVariant> {};
 
-struct Variant {
-  const char* spec;
-  float lr;
-  double tol;  // max-norm relative error against float64 after 1000 steps; PyTorch's own fp32 on
-               // this problem: 1.0e-6 to 2.1e-6, centered RMSprop 1.1e-5
-               // (benchmarks/torch_reference_error.py)
-};
-
-void PrintTo(const Variant& v, std::ostream* os) { *os << v.spec; }
-
-class OptimizerReference : public ::testing::TestWithParam<Variant> {};
-
-// Two groups (the second at half the rate and without decay, like biases), a decaying schedule
-// table, 1000 steps, n not a multiple of 4.
+// The problem and the tolerances: tests/optim_long_run.hpp (OptimizerReferenceGpu runs the same).
 TEST_P(OptimizerReference, ThousandStepsTrackFloat64) {
-  const Variant v = GetParam();
-  const size_t n = 1031;
-  const int64_t split = 700;
-  Rng rng(42);
-  std::vector<float> p = normal_vector(n, rng);
-  std::vector<float> target = normal_vector(n, rng);
-  OptimizerSetup setup;
-  setup.lr = v.lr;
-  setup.groups = {{0, split, 1.0f, -1.0f}, {split, static_cast<int64_t>(n), 0.5f, 0.0f}};
-  Optimizer opt(v.spec, Device::CPU, n, setup);
-  RefOptimizer ref(opt.hyper(), p);
-  std::vector<double> wd(n), lr(n);
-  for (size_t i = 0; i < n; ++i) wd[i] = static_cast<int64_t>(i) < split ? opt.hyper().weight_decay : 0.0;
-  std::vector<float> table(1000);
-  for (size_t t = 0; t < table.size(); ++t) table[t] = std::pow(0.999f, static_cast<float>(t));
-  opt.set_schedule(table);
-  for (int step = 0; step < 1000; ++step) {
-    std::vector<float> g = quadratic_grad(p, target, rng);
-    EXPECT_FLOAT_EQ(opt.next_lr(), v.lr * table[step]);
-    opt.step(p, g);
-    for (size_t i = 0; i < n; ++i)
-      lr[i] = static_cast<double>(v.lr * table[step]) * (static_cast<int64_t>(i) < split ? 1.0 : 0.5);
-    ref.step(g, lr, wd);
-  }
-  EXPECT_EQ(opt.step_count(), 1000);
-  double err = maxnorm_rel_error(p.data(), ref.p);
-  EXPECT_LT(err, v.tol);
-  RecordProperty("maxnorm_rel_error", std::to_string(err));
-  std::printf("[ error    ] %-50s %.2e\n", v.spec, err);
-  // The run must have moved the parameters: a rule that does nothing would also "track".
-  double moved = 0;
-  Rng rng0(42);
-  std::vector<float> p0 = normal_vector(n, rng0);
-  for (size_t i = 0; i < n; ++i) moved = std::max(moved, std::abs(static_cast<double>(p[i]) - p0[i]));
-  EXPECT_GT(moved, 0.05);
+  expect_tracks_float64(GetParam(), Device::CPU,
+                        [](Optimizer& opt, std::vector<float>& p, const std::vector<float>& g) { opt.step(p, g); });
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllRules, OptimizerReference,
-    ::testing::Values(Variant{"sgd()", 0.05f, 5e-6}, Variant{"sgd(momentum=0.9)", 0.01f, 5e-6},
-                      Variant{"sgd(momentum=0.9,nesterov=true,wd=0.01)", 0.01f, 5e-6},
-                      Variant{"sgd(momentum=0.5,dampening=0.3,maximize=false)", 0.02f, 5e-6},
-                      Variant{"adam()", 1e-2f, 5e-6}, Variant{"adam(amsgrad=true)", 1e-2f, 5e-6},
-                      Variant{"adam(wd=0.05,beta1=0.8,beta2=0.99,eps=1e-6)", 1e-2f, 5e-6},
-                      Variant{"adamw()", 1e-2f, 5e-6}, Variant{"adamw(wd=0.1,amsgrad=true)", 1e-2f, 5e-6},
-                      Variant{"rmsprop()", 1e-3f, 5e-6}, Variant{"rmsprop(momentum=0.9)", 1e-3f, 5e-6},
-                      Variant{"rmsprop(centered=true)", 1e-3f, 1e-5},
-                      Variant{"rmsprop(momentum=0.9,centered=true,wd=0.01)", 1e-3f, 1e-5},
-                      Variant{"adagrad()", 0.1f, 5e-6},
-                      Variant{"adagrad(lr_decay=0.01,initial_accumulator=0.1,wd=0.01)", 0.1f, 5e-6}));
+INSTANTIATE_TEST_SUITE_P(AllRules, OptimizerReference, ::testing::ValuesIn(kLongRunVariants));
 
 TEST(OptimizerReplicas, EachReplicaHasItsOwnRateTableAndStep) {
   const int64_t n = 257, K = 3, ld = 260;

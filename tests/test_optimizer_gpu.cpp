@@ -1,5 +1,5 @@
-// The CUDA optimizer against the CPU path on fresh random data. Skipped, with the reason, where no
-// GPU exists.
+// The CUDA optimizer against the CPU path on fresh random data, and against the float64 reference
+// over 1000 steps. Skipped, with the reason, where no GPU exists.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -12,6 +12,7 @@
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/optimizer.hpp"
 #include "lrlab/rng.hpp"
+#include "optim_long_run.hpp"
 
 using namespace lrlab;
 
@@ -170,6 +171,27 @@ INSTANTIATE_TEST_SUITE_P(AllRules, OptimizerGpuParity,
                                            "adagrad(lr_decay=0.01,initial_accumulator=0.1)",
                                            "adam(clip=0.5)", "sgd(maximize=true,clip=2)",
                                            "adamw(check_finite=true)"));
+
+// The GPU counterpart of OptimizerReference (test_optimizer.cpp): the same 1000 steps, data and
+// tolerances against float64 (tests/optim_long_run.hpp), with the weights and the optimizer's state
+// on the device throughout. Each step's gradients are taken at the device's weights, copied back.
+class OptimizerReferenceGpu : public ::testing::TestWithParam<lrlab::testing::LongRunVariant> {};
+
+TEST_P(OptimizerReferenceGpu, ThousandStepsTrackFloat64) {
+  LRLAB_REQUIRE_GPU();
+  DeviceArray<float> dp(lrlab::testing::kLongRunParams), dg(lrlab::testing::kLongRunParams);
+  bool on_device = false;
+  lrlab::testing::expect_tracks_float64(
+      GetParam(), Device::CUDA, [&](Optimizer& opt, std::vector<float>& p, const std::vector<float>& g) {
+        if (!on_device) dp.upload(p);  // the starting weights; from then on the device's are the weights
+        on_device = true;
+        dg.upload(g);
+        opt.step(dp.ptr, dg.ptr);
+        p = dp.download();
+      });
+}
+
+INSTANTIATE_TEST_SUITE_P(AllRules, OptimizerReferenceGpu, ::testing::ValuesIn(lrlab::testing::kLongRunVariants));
 
 // Replicas in blocks rather than back to back: the MLP's packing (a tensor of all replicas first,
 // on the vector path), and a misaligned one with gaps and a block edge inside a quad. A group edge
