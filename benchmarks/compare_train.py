@@ -67,7 +67,7 @@ def main():
                         "--json", out], check=True, stdout=subprocess.DEVNULL)
         rep = json.load(open(out))
     lr_times = [54000 / e["samples_per_s"] for e in rep["epochs"]]
-    rows.append({"impl": "lrlab", "threads": "GPU" if a.device == "cuda" else f"{os.environ.get('OMP_NUM_THREADS') or len(os.sched_getaffinity(0))} (OpenMP)",
+    rows.append({"impl": "lrlab", "threads": "GPU" if a.device == "cuda" else f"{os.environ.get('OMP_NUM_THREADS') or len(os.sched_getaffinity(0))} (OMP_NUM_THREADS or affinity)",
                  "epoch_s": lr_times, "test_accuracy": rep["test"]["accuracy"]})
     for threads in ((1,) if a.device == "cuda" else (1, 2)):
         t = torch_epochs(x, y, a.epochs, threads, a.device)

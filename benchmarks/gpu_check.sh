@@ -100,7 +100,7 @@ export TORCH_PY TORCH_CUDA
 if [[ $EMULATE == 1 ]]; then
   GPU_NAME="lrlab device emulator (no GPU)" CAP="" TORCH_CUDA=0
   # The emulator's GEMMs pull OpenBLAS into every binary, even bench_optim; its idle pthread workers
-  # spin for a while after starting, and on a few cores that starves the CPU parts' OpenMP teams
+  # spin for a while after starting, and on a few cores that starves the CPU parts' own threads
   # (Adam at 1M measured 22 times slower).
   export OPENBLAS_NUM_THREADS=1
   # The emulator honours CUDA_VISIBLE_DEVICES as the runtime does: a caller's "1" or empty value
@@ -204,7 +204,7 @@ run_build() {
 
 # The GPU tests of the suite (with a GPU present, LRLAB_EXPECT_GPU=1 makes a GPU test that skips
 # itself fail). The CPU tests run in CI; here they would only spend the GPU machine's time. Two
-# OpenMP threads per test (GEMMs on the calling thread) so parallel tests do not oversubscribe cores.
+# CPU threads per test (OMP_NUM_THREADS; GEMMs on the calling thread) so parallel tests do not oversubscribe cores.
 run_ctest() {
   local j=$((JOBS / 2)) log=$STATE/ctest.out rc gpu
   ((j < 1)) && j=1
