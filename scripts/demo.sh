@@ -2,7 +2,7 @@
 # The main job: how should the learning rate go down for a Fashion-MNIST MLP? Trains one model with a
 # step schedule (per-epoch table, loss and rate plot), runs the LR range test for three optimizers, then
 # sweeps constant, step, exponential and polynomial decay for Adam, RMSprop and Adagrad and ranks them.
-# Runs on the GPU when one is present; about a minute on a 2-core CPU.
+# Runs on the GPU when one is present; 53-84 s on an idle 2-core CPU (BENCHMARKS.md).
 set -euo pipefail
 build=${1:-build}
 lrlab="$build/lrlab"
