@@ -29,12 +29,17 @@ class ItemFn {
   void (*call_)(void*, int64_t);
 };
 
-// Runs fn(i) for every i in [0, items) on up to `threads` threads: the calling thread and
-// threads - 1 helpers that belong to it (started on first use, kept for the thread's life). Which
-// thread runs an item is not fixed, so fn(i) must give the same result on any of them; items run
-// in no particular order. An exception from fn is rethrown here after every claimed item has
-// finished (the first one caught; items not yet claimed are skipped). Calls from one thread must not
-// nest.
+// Runs fn(i) for every i in [0, items) on up to min(threads, items) threads: the calling thread and
+// helpers that belong to it (started on first use, kept for the thread's life; a forked child starts
+// its own). Which thread runs an item is not fixed, so fn(i) must give the same result on any of
+// them; items run in no particular order. Helpers do not share the caller's per-thread state (its
+// floating-point environment, say). Every item runs with OpenMP's thread count at 1, on the caller
+// too (its own count is restored after): the items are the split, and a GEMM of an OpenMP build of
+// OpenBLAS inside one stays on its thread. A call made from inside an item runs its items itself,
+// one after another.
+// An exception from fn is rethrown here after every claimed item has finished: the first one
+// caught. Items claimed after it are skipped, but one claimed at the same moment may still run.
+// Helpers that cannot be started (a limit on threads) leave their items to the others.
 void parallel_items(int64_t items, int64_t threads, ItemFn fn);
 
 }  // namespace lrlab::detail

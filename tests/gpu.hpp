@@ -11,6 +11,7 @@
 
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/device.hpp"
+#include "test_util.hpp"
 
 #define LRLAB_REQUIRE_GPU()                                                         \
   do {                                                                              \
@@ -27,16 +28,7 @@
 // ThreadSanitizer (the device emulator's --thread build) a race is reported from the first run that
 // makes the racing accesses, in whichever order they come, so two runs (the second compared with
 // the first) do there what five do elsewhere, at under half the cost of the slowest test there.
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)  // clang's spelling of GCC's __SANITIZE_THREAD__
-#define LRLAB_TEST_UNDER_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__) || defined(LRLAB_TEST_UNDER_TSAN)
-inline constexpr int kInterleavingRuns = 2;
-#else
-inline constexpr int kInterleavingRuns = 5;
-#endif
+inline constexpr int kInterleavingRuns = lrlab::testing::kUnderThreadSanitizer ? 2 : 5;
 
 // A stream of a test's own. Declare it before everything that uses it: it is destroyed after them
 // (an optimizer or MLP synchronises its stream when destroyed).

@@ -61,6 +61,33 @@ TEST(CpuPool, HelpersRunItemsBesideTheCaller) {
   EXPECT_TRUE(met) << "no helper ran an item while the caller ran the other";
 }
 
+// A call from inside an item (on the caller or on a helper) runs its items itself: it must not
+// start a job on the pool that is running the outer one.
+TEST(CpuPool, ACallFromAnItemRunsItsItemsItself) {
+  for (int round = 0; round < 20; ++round) {
+    std::vector<std::atomic<int>> inner(8 * 6);
+    std::atomic<int> outer{0};
+    parallel_items(8, 3, [&](int64_t i) {
+      parallel_items(6, 3, [&](int64_t j) { inner[static_cast<size_t>(i * 6 + j)].fetch_add(1); });
+      outer.fetch_add(1);
+    });
+    ASSERT_EQ(outer.load(), 8) << "round " << round;
+    for (size_t k = 0; k < inner.size(); ++k) ASSERT_EQ(inner[k].load(), 1) << "round " << round << ", item " << k;
+  }
+}
+
+// Items run with OpenMP's thread count at 1 (an OpenMP build of OpenBLAS would otherwise split each
+// GEMM again, over threads the pool already uses), and the caller gets its own count back.
+TEST(CpuPool, ItemsRunWithOneOpenMpThread) {
+  lrlab::testing::OmpThreads three(3);
+  for (int64_t threads : {1, 3}) {
+    std::vector<int> seen(12, 0);
+    parallel_items(12, threads, [&](int64_t i) { seen[static_cast<size_t>(i)] = omp_get_max_threads(); });
+    for (int v : seen) EXPECT_EQ(v, 1) << threads << " threads";
+    EXPECT_EQ(omp_get_max_threads(), 3);
+  }
+}
+
 // The first exception comes back to the caller, after every item that had started has finished:
 // nothing runs once parallel_items has returned.
 TEST(CpuPool, AnExceptionComesBackAfterTheRunningItemsEnd) {
@@ -90,10 +117,12 @@ TEST(CpuPool, AnExceptionComesBackAfterTheRunningItemsEnd) {
                                                       "outside [0, 2^31)"));
 }
 
-// A forked child holds the parent's pool but none of its threads: a job there still completes (the
-// child's caller takes every item), and the child ends normally instead of joining threads it does
-// not have.
+// A forked child holds the parent's pool but none of its threads, and perhaps a lock a helper held
+// at the fork: it leaves that pool alone, starts its own, and ends normally instead of joining
+// threads it does not have.
 TEST(CpuPool, AForkedChildRunsJobsAndExits) {
+  if (lrlab::testing::kUnderThreadSanitizer)
+    GTEST_SKIP() << "ThreadSanitizer ends a forked child that starts threads (die_after_fork)";
   std::atomic<int> count{0};
   parallel_items(16, 2, [&](int64_t) { count.fetch_add(1); });  // the parent's helper exists now
   ASSERT_EQ(count.load(), 16);
@@ -101,12 +130,22 @@ TEST(CpuPool, AForkedChildRunsJobsAndExits) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     std::atomic<int> n{0};
-    parallel_items(16, 2, [&](int64_t) { n.fetch_add(1); });
-    std::exit(n.load() == 16 ? 0 : 1);  // runs this thread's destructors, the pool's among them
+    std::atomic<bool> two_at_once{false};
+    std::atomic<int> inside{0};
+    parallel_items(16, 2, [&](int64_t i) {
+      n.fetch_add(1);
+      if (i > 1) return;
+      // Items 0 and 1 wait for each other: only a helper of the child's own can end this.
+      inside.fetch_add(1);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (inside.load() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+      if (inside.load() == 2) two_at_once = true;
+    });
+    std::exit(n.load() == 16 && two_at_once ? 0 : 1);  // runs this thread's destructors, the pool's among them
   }
   int status = 0;
   pid_t done = 0;
-  for (int i = 0; i < 2000 && (done = waitpid(child, &status, WNOHANG)) == 0; ++i)
+  for (int i = 0; i < 3000 && (done = waitpid(child, &status, WNOHANG)) == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (done == 0) {
     kill(child, SIGKILL);

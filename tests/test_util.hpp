@@ -15,7 +15,20 @@
 #include "lrlab/nn_math.hpp"
 #include "lrlab/train.hpp"
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)  // clang's spelling of GCC's __SANITIZE_THREAD__
+#define LRLAB_TEST_UNDER_TSAN 1
+#endif
+#endif
+
 namespace lrlab::testing {
+
+// Whether this build runs under ThreadSanitizer (the device emulator's --thread build).
+#if defined(__SANITIZE_THREAD__) || defined(LRLAB_TEST_UNDER_TSAN)
+inline constexpr bool kUnderThreadSanitizer = true;
+#else
+inline constexpr bool kUnderThreadSanitizer = false;
+#endif
 
 // The message of the lrlab::Error `fn` throws, or "" when it throws nothing.
 template <typename Fn>
