@@ -39,8 +39,9 @@ void set_blas_threads(int threads) {
 int blas_threads() { return openblas_get_num_threads(); }
 
 void use_single_threaded_blas() {
-  // 1: OpenBLAS's pthread build. Its OpenMP build (2) already runs single-threaded inside an OpenMP
-  // parallel region, and setting its thread count would set the caller's OpenMP team size too.
+  // 1: OpenBLAS's pthread build. Its OpenMP build (2) sizes each GEMM by the calling thread's OpenMP
+  // count, which the CPU backend's loops hold at 1 while they run (src/cpu_pool.hpp), and setting
+  // its thread count would set the caller's OpenMP count too.
   if (openblas_get_parallel() == 1 && blas_threads() != 1) set_blas_threads(1);
 }
 

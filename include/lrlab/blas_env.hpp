@@ -18,9 +18,10 @@ void tune_blas_or_reexec(char** argv);
 // Threads OpenBLAS uses for one GEMM (OPENBLAS_NUM_THREADS, when set, wins).
 void set_blas_threads(int threads);
 int blas_threads();
-// What lrlab's CPU backend needs, since it splits the work over its own OpenMP team: every GEMM
-// on the thread that calls it. Sets OpenBLAS's pthread build (process-wide) to one thread; leaves
-// its OpenMP build alone, which behaves so inside parallel regions already. MlpCpu calls this.
+// What lrlab's CPU backend needs, since it splits the work over its own threads: every GEMM on the
+// thread that calls it. Sets OpenBLAS's pthread build (process-wide) to one thread; leaves its
+// OpenMP build alone, which sizes a GEMM by the calling thread's OpenMP count, and the backend's
+// parallel loops run their items with that count at 1 (src/cpu_pool.hpp). MlpCpu calls this.
 void use_single_threaded_blas();
 
 }  // namespace lrlab
