@@ -63,7 +63,8 @@ inline void parallel_for(int64_t n, int64_t workers, const std::function<void(in
 
 // What a worker thread sets before it touches an engine. On the GPU: the GPU of the thread that
 // built the engines, since new threads start on GPU 0 (an MPI rank picks its local GPU on its main
-// thread). On the CPU: its share of the calling thread's budget for the CPU backend's OpenMP team.
+// thread). On the CPU: its share of the calling thread's budget, as its OpenMP count, which the CPU
+// backend reads as the threads it may use.
 class WorkerSetup {
  public:
   WorkerSetup(Device device, int64_t workers)

@@ -98,7 +98,7 @@ inline TrainOptions small_spirals(int64_t samples, std::vector<int64_t> hidden) 
   return o;
 }
 
-// Sets the calling thread's OpenMP team size for a scope: the CPU paths split their work over it.
+// Sets the calling thread's OpenMP count for a scope: the CPU paths take it as the threads they use.
 class OmpThreads {
  public:
   explicit OmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
