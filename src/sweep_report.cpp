@@ -623,13 +623,17 @@ std::string sweep_table(const SweepResult& r) {
     wo = std::max(wo, static_cast<int>(x.config.optimizer.size()));
     ws = std::max(ws, static_cast<int>(x.config.schedule.size()));
   }
-  os << strf("%4s  %4s  %-*s %-*s %9s  %9s %9s  %8s %8s  %4s  %s\n", "rank", "id", wo, "optimizer", ws,
-             "schedule", "lr", "final val", "best val", "final acc", "best acc", "best", "status");
+  // With several data orders a configuration has a row per order: the order tells them apart.
+  const bool orders = seeds_of(r) > 1;
+  os << strf("%4s  %4s  %s%-*s %-*s %9s  %9s %9s  %8s %8s  %4s  %s\n", "rank", "id", orders ? "order  " : "", wo,
+             "optimizer", ws, "schedule", "lr", "final val", "best val", "final acc", "best acc", "best", "status");
   std::vector<size_t> order = rank_runs(r.runs);
   for (size_t k = 0; k < order.size(); ++k) {
     const SweepRun& x = r.runs[order[k]];
-    os << strf("%4zu  %4lld  %-*s %-*s %9.3g  %9s %9s  %8s %8s  %4s  %s\n", k + 1,
-               static_cast<long long>(x.config.id), wo, x.config.optimizer.c_str(), ws, x.config.schedule.c_str(),
+    const std::string data_order = orders ? strf("%5lld  ", static_cast<long long>(x.config.seed_index)) : "";
+    os << strf("%4zu  %4lld  %s%-*s %-*s %9.3g  %9s %9s  %8s %8s  %4s  %s\n", k + 1,
+               static_cast<long long>(x.config.id), data_order.c_str(), wo, x.config.optimizer.c_str(), ws,
+               x.config.schedule.c_str(),
                x.config.lr, cell("%.4f", x.final_val_loss).c_str(), cell("%.4f", x.best_val_loss).c_str(),
                cell("%.2f%%", 100 * x.final_val_accuracy).c_str(), cell("%.2f%%", 100 * x.best_val_accuracy).c_str(),
                x.best_epoch > 0 ? std::to_string(x.best_epoch).c_str() : "-", status(x, r).c_str());
@@ -758,8 +762,10 @@ std::string sweep_report_html(const SweepResult& r) {
     }
     h << "</table>\n";
   }
-  h << "<h2>Ranking</h2>\n<table><tr><th>rank</th><th>id</th><th>optimizer</th><th>schedule</th><th>lr</th>"
-       "<th>final val loss</th><th>best val loss</th><th>final acc</th><th>best acc</th><th>best epoch</th><th>status</th></tr>\n";
+  const bool orders = seeds_of(r) > 1;
+  h << "<h2>Ranking</h2>\n<table><tr><th>rank</th><th>id</th>" << (orders ? "<th>data order</th>" : "")
+    << "<th>optimizer</th><th>schedule</th><th>lr</th><th>final val loss</th><th>best val loss</th><th>final acc</th>"
+       "<th>best acc</th><th>best epoch</th><th>status</th></tr>\n";
   std::vector<size_t> order = rank_runs(r.runs);
   char buf[256];
   for (size_t k = 0; k < order.size(); ++k) {
@@ -768,7 +774,9 @@ std::string sweep_report_html(const SweepResult& r) {
                   cell("%.4f", x.final_val_loss).c_str(), cell("%.4f", x.best_val_loss).c_str(),
                   cell("%.2f%%", 100 * x.final_val_accuracy).c_str(), cell("%.2f%%", 100 * x.best_val_accuracy).c_str(),
                   x.best_epoch > 0 ? std::to_string(x.best_epoch).c_str() : "-");
-    h << "<tr><td>" << k + 1 << "</td><td>" << x.config.id << "</td><td class=l>" << xml_escape(x.config.optimizer)
+    h << "<tr><td>" << k + 1 << "</td><td>" << x.config.id << "</td>"
+      << (orders ? "<td>" + std::to_string(x.config.seed_index) + "</td>" : "") << "<td class=l>"
+      << xml_escape(x.config.optimizer)
       << "</td><td class=l>" << xml_escape(x.config.schedule) << "</td>" << buf << "<td class=l>" << status(x, r)
       << "</td></tr>\n";
   }

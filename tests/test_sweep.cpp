@@ -613,6 +613,10 @@ TEST(SweepReport, BestNamesTheEntriesWithinTheNoiseOfTheDataOrders) {
             std::string::npos)
       << table;
   EXPECT_EQ(table.find("one data order"), std::string::npos) << table;
+  // The ranking has a row per configuration and data order, and says which order each is.
+  EXPECT_EQ(table.rfind("rank    id  order  optimizer", 0), 0u) << table;
+  EXPECT_TRUE(std::regex_search(table, std::regex(R"(\n +\d+ +12 +2  adam\(\) )"))) << table;
+  EXPECT_NE(sweep_report_html(r).find("<td>12</td><td>2</td><td class=l>adam()</td>"), std::string::npos);
   const nlohmann::json doc = nlohmann::json::parse(sweep_results_json(r));
   ASSERT_EQ(doc["best_per_optimizer"][0]["within_noise"].size(), 2u);
   EXPECT_EQ(doc["best_per_optimizer"][0]["within_noise"][0]["id"], 2);
@@ -750,6 +754,9 @@ TEST(SweepReport, BestRatePerScheduleIsAMatrixOfSchedulesByOptimizers) {
   ASSERT_EQ(doc["best_per_schedule"].size(), 3u);
   EXPECT_EQ(doc["best_per_schedule"][1]["schedule"], "cosine(steps=1ep)");
   EXPECT_EQ(doc["best_per_schedule"][1]["rate_in_grid"], "smallest");
+
+  EXPECT_EQ(table.rfind("rank    id  optimizer", 0), 0u) << "one data order: no order column\n" << table;
+  EXPECT_EQ(html.find("<th>data order</th>"), std::string::npos);
 
   // One schedule: the matrix would repeat the best per optimizer, and is left out.
   SweepResult one = hand_result({runs[0], runs[1], runs[2]}, 1);
