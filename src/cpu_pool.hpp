@@ -9,6 +9,9 @@
 // items a descheduled helper has not claimed, and waits only for items already running.
 #pragma once
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -28,6 +31,12 @@ class ItemFn {
   void* obj_;
   void (*call_)(void*, int64_t);
 };
+
+// The threads the CPU work of the calling thread may use: OpenMP's count for it, which follows
+// OMP_NUM_THREADS, the process's CPU affinity (taskset, a Slurm allocation, mpirun's binding) and
+// omp_set_num_threads. The machine's core count would ignore all three: under `mpirun -np 2` on two
+// cores, each rank bound to one of them would start a team of two.
+inline int64_t cpu_thread_budget() { return std::max(1, omp_get_max_threads()); }
 
 // Runs fn(i) for every i in [0, items) on up to min(threads, items) threads: the calling thread and
 // helpers that belong to it (started on first use, kept for the thread's life; a forked child starts

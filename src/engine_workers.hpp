@@ -13,15 +13,10 @@
 #include <thread>
 #include <vector>
 
+#include "cpu_pool.hpp"
 #include "lrlab/device.hpp"
 
 namespace lrlab::detail {
-
-// The threads the CPU work of the calling thread may use: OpenMP's count for it, which follows
-// OMP_NUM_THREADS, the process's CPU affinity (taskset, a Slurm allocation, mpirun's binding) and
-// omp_set_num_threads. The machine's core count would ignore all three: under `mpirun -np 2` on two
-// cores, each rank bound to one of them would start a team of two.
-inline int64_t cpu_thread_budget() { return std::max(1, omp_get_max_threads()); }
 
 // Runs fn(i) for every i in [0, n) on up to `workers` threads (on the calling thread when that is
 // one), even after some have thrown; then rethrows the exception of the lowest i that threw, so the

@@ -18,7 +18,6 @@
 // configuration agree bit for bit. The price: one replica uses at most batch / kRowsPerSlice threads
 // (2 at batch 128); configurations trained together use the rest.
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -93,7 +92,7 @@ MlpCpu::MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch)
 MlpCpu::Work MlpCpu::plan(int64_t batch, int passes) const {
   const double flops = 2.0 * passes * static_cast<double>(batch) * static_cast<double>(layout_.size()) *
                        static_cast<double>(replicas_);
-  int64_t threads = std::max(1, omp_get_max_threads());
+  int64_t threads = detail::cpu_thread_budget();
   if (min_flops_per_thread_ > 0)
     threads = std::min(threads, std::max<int64_t>(1, static_cast<int64_t>(flops / min_flops_per_thread_)));
   const int64_t slices = (batch + kRowsPerSlice - 1) / kRowsPerSlice;

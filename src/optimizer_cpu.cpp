@@ -1,6 +1,5 @@
 // The fused optimizer on the CPU: the same per-element rules as the kernel (update_rules.hpp), in a
 // loop GCC vectorises (the library builds host code with -fno-math-errno so sqrtf becomes vsqrtps).
-#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -96,7 +95,7 @@ void update_all(const FusedArgs& a, const ReplicaState* states) {
   }
   // A few parts per thread, so that a thread whose core is busy elsewhere leaves its parts to the
   // others (cpu_pool.hpp).
-  const int64_t threads = std::max(1, omp_get_max_threads());
+  const int64_t threads = cpu_thread_budget();
   const int64_t parts = std::min(threads * 4, (total + kParallelMin / 2 - 1) / (kParallelMin / 2));
   parallel_items(parts, threads, [&](int64_t t) { run(total * t / parts, total * (t + 1) / parts); });
 }
@@ -138,7 +137,7 @@ void cpu_grad_sq(const FusedArgs& a, std::vector<double>& partial, double* grad_
   };
   // Sixteen chunks to an item: claiming an item costs an atomic operation.
   constexpr int64_t kChunksPerItem = 16;
-  const int64_t threads = a.replicas * a.n >= kParallelMin ? std::max(1, omp_get_max_threads()) : 1;
+  const int64_t threads = a.replicas * a.n >= kParallelMin ? cpu_thread_budget() : 1;
   parallel_items((total + kChunksPerItem - 1) / kChunksPerItem, threads, [&](int64_t item) {
     for (int64_t c = item * kChunksPerItem; c < std::min(total, (item + 1) * kChunksPerItem); ++c) chunk_sum(c);
   });
