@@ -13,12 +13,29 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+#include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
 
 namespace lrlab::bench {
+
+// Parses a benchmark's options as the lrlab command does: --help prints and exits 0, a bad option
+// is one line starting with `error:` and exit status 2. Returns the exit status, or -1 to go on.
+inline int parse_options(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "error: %s\n", lrlab::detail::one_line(e.what()).c_str());
+    return 2;
+  }
+  return -1;
+}
 
 inline double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();

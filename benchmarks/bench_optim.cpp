@@ -4,13 +4,16 @@
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "bench_common.hpp"
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/device.hpp"
+#include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
 #include "lrlab/optimizer.hpp"
 #include "lrlab/rng.hpp"
@@ -46,14 +49,19 @@ std::vector<Case> cases_from(const std::string& sizes) {
     std::string tok = sizes.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (tok == "mixed") {
       out.push_back(mixed_tensors());
-    } else if (!tok.empty()) {
+    } else {
+      const std::string given = tok;
       double mult = 1;
-      char suffix = tok.back();
+      const char suffix = tok.empty() ? '\0' : tok.back();
       if (suffix == 'M') mult = 1 << 20;
       if (suffix == 'K') mult = 1 << 10;
       if (suffix == 'M' || suffix == 'K') tok.pop_back();
-      out.push_back({tok + (suffix == 'M' ? "M" : suffix == 'K' ? "K" : ""),
-                     static_cast<int64_t>(std::stod(tok) * mult), 1});
+      char* end = nullptr;
+      const double v = tok.empty() ? 0 : std::strtod(tok.c_str(), &end) * mult;
+      // 2^32 floats is 16 GiB per buffer: past any size this benchmark is meant for.
+      LRLAB_REQUIRE(!tok.empty() && end && *end == '\0' && std::isfinite(v) && v >= 1 && v <= 4294967296.0,
+                    "--sizes: '", given, "' is not a parameter count from 1 to 4G (such as 4096, 16M or 'mixed')");
+      out.push_back({tok + (suffix == 'M' ? "M" : suffix == 'K' ? "K" : ""), static_cast<int64_t>(v), 1});
     }
     if (comma == std::string::npos) break;
     start = comma + 1;
@@ -176,7 +184,7 @@ int main(int argc, char** argv) {
   app.add_option("--optimizers", specs, "optimizer specs")->capture_default_str();
   app.add_option("--reps", reps, "timed repetitions")->check(CLI::Range(3, 10000))->capture_default_str();
   app.add_option("--json", out, "write results here");
-  CLI11_PARSE(app, argc, argv);
+  if (const int status = bench::parse_options(app, argc, argv); status >= 0) return status;
   try {
     json rows = json::array();
     std::vector<Case> cases = cases_from(sizes);

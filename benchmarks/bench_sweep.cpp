@@ -4,11 +4,14 @@
 // (train_ratio_to_one: without it).
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "bench_common.hpp"
+#include "lrlab/error.hpp"
+#include "options.hpp"
 #include "lrlab/blas_env.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/device.hpp"
@@ -26,8 +29,10 @@ int main(int argc, char** argv) {
   int64_t steps = 40, batch = 128, repeat = 3;
   app.add_option("--data", data, "data set")->capture_default_str();
   app.add_option("--hidden", hidden, "hidden widths")->capture_default_str();
-  app.add_option("--steps", steps, "training steps per configuration")->capture_default_str();
-  app.add_option("--batch", batch, "minibatch size")->capture_default_str();
+  app.add_option("--steps", steps, "training steps per configuration")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option("--batch", batch, "minibatch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   app.add_option("--repeat", repeat, "timed runs of each case; the median is reported")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -37,19 +42,18 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"cpu", "cuda", "all"}))
       ->capture_default_str();
   app.add_option("--json", out, "write results here");
-  CLI11_PARSE(app, argc, argv);
-  auto split = [](const std::string& s) {
-    std::vector<std::string> v;
-    size_t a = 0;
-    for (;;) {
-      size_t c = s.find(',', a);
-      v.push_back(s.substr(a, c == std::string::npos ? std::string::npos : c - a));
-      if (c == std::string::npos) break;
-      a = c + 1;
-    }
-    return v;
-  };
+  if (const int status = bench::parse_options(app, argc, argv); status >= 0) return status;
   try {
+    const std::vector<int64_t> hidden_widths = cli::parse_int_list(hidden, "--hidden");
+    const std::vector<int64_t> counts = cli::parse_int_list(ks, "--ks");
+    LRLAB_REQUIRE(!counts.empty(), "--ks: no number of configurations given");
+    std::vector<std::string> mode_list;
+    for (size_t a = 0, c = 0; c != std::string::npos; a = c + 1) {
+      c = modes.find(',', a);
+      mode_list.push_back(modes.substr(a, c == std::string::npos ? std::string::npos : c - a));
+      LRLAB_REQUIRE(mode_list.back() == "sequential" || mode_list.back() == "streams" || mode_list.back() == "packed",
+                    "--modes: '", mode_list.back(), "' is not sequential, streams or packed (in '", modes, "')");
+    }
     std::vector<std::string> devices;
     std::string why;
     if (device != "cuda") devices.push_back("cpu");
@@ -61,14 +65,12 @@ int main(int argc, char** argv) {
     json rows = json::array();
     for (const std::string& dev : devices) {
       double t1 = 0, tt1 = 0;
-      for (const std::string& kstr : split(ks)) {
-        const int64_t K = std::stoll(kstr);
-        for (const std::string& mode : split(modes)) {
+      for (const int64_t K : counts) {
+        for (const std::string& mode : mode_list) {
           if (K == 1 && mode != "sequential") continue;  // one configuration is one configuration
           SweepOptions o;
           o.base.data = data;
-          o.base.hidden.clear();
-          for (const std::string& h : split(hidden)) o.base.hidden.push_back(std::stoll(h));
+          o.base.hidden = hidden_widths;
           o.base.epochs = 1;
           o.base.batch = batch;
           o.base.val_fraction = 0.01;
@@ -109,13 +111,20 @@ int main(int argc, char** argv) {
             t1 = t;
             tt1 = tt;
           }
-          const double ratio = t1 > 0 ? t / t1 : 1.0, train_ratio = tt1 > 0 ? tt / tt1 : 1.0;
+          // Ratios only where one configuration was timed (--ks holds 1).
+          const json ratio = t1 > 0 ? json(t / t1) : json(), train_ratio = tt1 > 0 ? json(tt / tt1) : json();
           rows.push_back({{"device", dev}, {"mode", mode}, {"configs", K}, {"steps_per_config", steps},
                           {"seconds", t}, {"seconds_min", times.front()}, {"seconds_max", times.back()},
                           {"ratio_to_one", ratio}, {"configs_per_second_x_steps", K * steps / t},
                           {"train_seconds", tt}, {"train_ratio_to_one", train_ratio}});
-          std::fprintf(stderr, "%-4s %-10s K=%-3lld %8.3f s   %5.2fx the time of one   training alone %8.3f s  %5.2fx\n",
-                       dev.c_str(), mode.c_str(), static_cast<long long>(K), t, ratio, tt, train_ratio);
+          auto times_one = [](const json& r) {
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%5.2fx", r.is_null() ? 0.0 : r.get<double>());
+            return r.is_null() ? std::string("    -") : std::string(buf);
+          };
+          std::fprintf(stderr, "%-4s %-10s K=%-3lld %8.3f s   %s the time of one   training alone %8.3f s  %s\n",
+                       dev.c_str(), mode.c_str(), static_cast<long long>(K), t, times_one(ratio).c_str(), tt,
+                       times_one(train_ratio).c_str());
         }
       }
     }

@@ -29,10 +29,10 @@ inline std::string temp_path(const std::string& name) {
          std::to_string(counter++) + "_" + name;
 }
 
-// `args` is appended to the binary's path as shell words.
-inline CliResult run_cli(const std::string& args) {
+// Runs `program` with `args` appended as shell words.
+inline CliResult run_program(const std::string& program, const std::string& args) {
   std::string out = temp_path("out"), err = temp_path("err");
-  std::string cmd = std::string(LRLAB_CLI_PATH) + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  std::string cmd = program + " " + args + " >" + out + " 2>" + err + " </dev/null";
   int rc = std::system(cmd.c_str());
   CliResult r;
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -42,5 +42,8 @@ inline CliResult run_cli(const std::string& args) {
   std::remove(err.c_str());
   return r;
 }
+
+// The lrlab executable with `args`.
+inline CliResult run_cli(const std::string& args) { return run_program(LRLAB_CLI_PATH, args); }
 
 }  // namespace lrlab::testing

@@ -1,0 +1,134 @@
+// The benchmark binaries, run small on the CPU: the JSON fields that BENCHMARKS.md, the compare
+// scripts and benchmarks/gpu_check.sh read, the ratios they report, and their refusal of bad
+// options. A GPU machine's one timed run depends on these binaries working as documented; here is
+// where a change that breaks them shows first.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "cli_util.hpp"
+
+using lrlab::testing::run_program;
+using lrlab::testing::slurp;
+using lrlab::testing::temp_path;
+using nlohmann::json;
+
+namespace {
+
+json run_for_json(const std::string& program, const std::string& args) {
+  const std::string path = temp_path("bench.json");
+  const auto r = run_program(program, args + " --json " + path);
+  EXPECT_EQ(r.status, 0) << r.err;
+  const std::string text = slurp(path);
+  std::remove(path.c_str());
+  return json::parse(text.empty() ? "null" : text);
+}
+
+constexpr const char* kSmallSweep = "--device cpu --data spirals --hidden 8 --steps 4 --batch 16 --repeat 2";
+
+}  // namespace
+
+TEST(BenchSweepCli, TimesEveryModeWithAndWithoutEngineSetup) {
+  const json doc = run_for_json(LRLAB_BENCH_SWEEP_PATH, std::string(kSmallSweep) + " --ks 1,3");
+  ASSERT_TRUE(doc.is_object());
+  EXPECT_EQ(doc["benchmark"], "bench_sweep");
+  EXPECT_EQ(doc["steps"], 4);
+  EXPECT_TRUE(doc["date"].is_string() && doc["cpu"].is_string());
+  const json& rows = doc["results"];
+  ASSERT_EQ(rows.size(), 4u) << rows.dump(1);  // K=1 sequential; K=3 sequential, streams, packed
+  std::set<std::string> modes_of_three;
+  double one = 0, one_train = 0;
+  for (const json& r : rows) {
+    SCOPED_TRACE(r.dump());
+    EXPECT_EQ(r["device"], "cpu");
+    EXPECT_EQ(r["steps_per_config"], 4);
+    const double s = r["seconds"], train = r["train_seconds"];
+    EXPECT_GT(train, 0.0);
+    // The training part lies inside the whole run's time.
+    EXPECT_LE(train, s);
+    EXPECT_LE(r["seconds_min"].get<double>(), s);
+    EXPECT_GE(r["seconds_max"].get<double>(), s);
+    EXPECT_DOUBLE_EQ(r["configs_per_second_x_steps"].get<double>(), r["configs"].get<double>() * 4 / s);
+    if (r["configs"] == 1) {
+      EXPECT_EQ(r["mode"], "sequential");
+      one = s;
+      one_train = train;
+    } else {
+      EXPECT_EQ(r["configs"], 3);
+      modes_of_three.insert(r["mode"].get<std::string>());
+      ASSERT_GT(one, 0.0) << "the K=1 row comes first";
+      EXPECT_DOUBLE_EQ(r["ratio_to_one"].get<double>(), s / one);
+      EXPECT_DOUBLE_EQ(r["train_ratio_to_one"].get<double>(), train / one_train);
+    }
+  }
+  EXPECT_EQ(modes_of_three, (std::set<std::string>{"sequential", "streams", "packed"}));
+  EXPECT_DOUBLE_EQ(rows[0]["ratio_to_one"].get<double>(), 1.0);
+}
+
+TEST(BenchSweepCli, NoRatioWithoutOneConfigurationTimed) {
+  const json doc = run_for_json(LRLAB_BENCH_SWEEP_PATH, std::string(kSmallSweep) + " --ks 2 --modes packed");
+  ASSERT_TRUE(doc.is_object());
+  ASSERT_EQ(doc["results"].size(), 1u);
+  const json& r = doc["results"][0];
+  EXPECT_EQ(r["mode"], "packed");
+  EXPECT_TRUE(r["ratio_to_one"].is_null()) << r.dump();
+  EXPECT_TRUE(r["train_ratio_to_one"].is_null()) << r.dump();
+  EXPECT_GT(r["seconds"].get<double>(), 0.0);
+}
+
+TEST(BenchOptimCli, EveryOptimizerAndSizeAgainstACopy) {
+  const json doc = run_for_json(LRLAB_BENCH_OPTIM_PATH,
+                                "--device cpu --sizes 4K,mixed --optimizers 'adam()' 'sgd(momentum=0.9)' --reps 3");
+  ASSERT_TRUE(doc.is_object());
+  EXPECT_EQ(doc["benchmark"], "bench_optim");
+  const json& rows = doc["results"];
+  ASSERT_EQ(rows.size(), 4u) << rows.dump(1);
+  std::map<std::string, std::set<std::string>> seen;  // case ("mixed" is labelled by its tensors) -> optimizers
+  for (const json& r : rows) {
+    SCOPED_TRACE(r.dump());
+    EXPECT_EQ(r["device"], "cpu");
+    seen[r["case"].get<std::string>()].insert(r["optimizer"].get<std::string>());
+    // The fields compare_optim.py joins and divides.
+    EXPECT_GT(r["step_ms"].get<double>(), 0.0);
+    EXPECT_GT(r["gbps"].get<double>(), 0.0);
+    EXPECT_GT(r["copy_gbps"].get<double>(), 0.0);
+    EXPECT_NEAR(r["fraction_of_copy"].get<double>(), r["gbps"].get<double>() / r["copy_gbps"].get<double>(),
+                1e-9 * r["fraction_of_copy"].get<double>());
+    if (r["case"] == "4K") EXPECT_EQ(r["params"], 4096);
+  }
+  const std::set<std::string> both{"adam()", "sgd(momentum=0.9)"};
+  EXPECT_EQ(seen, (std::map<std::string, std::set<std::string>>{{"4K", both}, {"1000 tensors", both}}));
+}
+
+TEST(BenchCli, BadOptionsGiveOneErrorLineAndStatus2) {
+  const struct {
+    const char* program;
+    std::string args, says;
+  } cases[] = {
+      {LRLAB_BENCH_SWEEP_PATH, "--ks 1,x", "--ks: 'x' is not a positive whole number"},
+      {LRLAB_BENCH_SWEEP_PATH, "--ks ''", "--ks: no number of configurations"},
+      {LRLAB_BENCH_SWEEP_PATH, "--modes packed,fast", "--modes: 'fast' is not sequential, streams or packed"},
+      {LRLAB_BENCH_SWEEP_PATH, "--hidden 8,-1", "--hidden: '-1' is not a positive whole number"},
+      {LRLAB_BENCH_SWEEP_PATH, "--steps 0", "--steps"},
+      {LRLAB_BENCH_SWEEP_PATH, "--device tpu", "--device"},
+      {LRLAB_BENCH_SWEEP_PATH, "--bogus", "--bogus"},
+      {LRLAB_BENCH_OPTIM_PATH, "--sizes 12Q", "--sizes: '12Q' is not a parameter count"},
+      {LRLAB_BENCH_OPTIM_PATH, "--sizes -5", "--sizes: '-5' is not a parameter count"},
+      {LRLAB_BENCH_OPTIM_PATH, "--sizes 1e30", "--sizes: '1e30' is not a parameter count"},
+      {LRLAB_BENCH_OPTIM_PATH, "--sizes 1M,,2M", "--sizes: '' is not a parameter count"},
+      {LRLAB_BENCH_OPTIM_PATH, "--device cpu --sizes 4K --optimizers 'adamm()'", "adamm"},
+      {LRLAB_BENCH_OPTIM_PATH, "--reps 1", "--reps"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(c.program) + " " + c.args);
+    const auto r = run_program(c.program, c.args);
+    EXPECT_EQ(r.status, 2);
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "one line: " << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+}
