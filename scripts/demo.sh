@@ -9,8 +9,10 @@ lrlab="$build/lrlab"
 out=${LRLAB_DEMO_OUT:-demo-out}
 mkdir -p "$out"
 
-data=fashion-mnist
-if ! [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "${LRLAB_FASHION_MNIST_DIR:-}" ]; then
+# LRLAB_DEMO_DATA=spirals runs the same steps on the built-in set in seconds (the test of this script).
+data=${LRLAB_DEMO_DATA:-fashion-mnist}
+if [ "$data" = fashion-mnist ] && ! [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] &&
+  [ -z "${LRLAB_FASHION_MNIST_DIR:-}" ]; then
   if [ "$(id -u)" -eq 0 ] && scripts/deps.sh >/dev/null 2>&1; then
     :
   else
