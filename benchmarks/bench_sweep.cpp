@@ -8,15 +8,16 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "bench_common.hpp"
-#include "lrlab/error.hpp"
-#include "options.hpp"
 #include "lrlab/blas_env.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/device.hpp"
+#include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
 #include "lrlab/sweep.hpp"
+#include "options.hpp"
 
 using namespace lrlab;
 using nlohmann::json;
@@ -48,12 +49,13 @@ int main(int argc, char** argv) {
     const std::vector<int64_t> counts = cli::parse_int_list(ks, "--ks");
     LRLAB_REQUIRE(!counts.empty(), "--ks: no number of configurations given");
     std::vector<std::string> mode_list;
-    for (size_t a = 0, c = 0; c != std::string::npos; a = c + 1) {
-      c = modes.find(',', a);
-      mode_list.push_back(modes.substr(a, c == std::string::npos ? std::string::npos : c - a));
-      LRLAB_REQUIRE(mode_list.back() == "sequential" || mode_list.back() == "streams" || mode_list.back() == "packed",
-                    "--modes: '", mode_list.back(), "' is not sequential, streams or packed (in '", modes, "')");
+    std::istringstream modes_in(modes);
+    for (std::string m; std::getline(modes_in, m, ',');) {
+      LRLAB_REQUIRE(m == "sequential" || m == "streams" || m == "packed", "--modes: '", m,
+                    "' is not sequential, streams or packed (in '", modes, "')");
+      mode_list.push_back(m);
     }
+    LRLAB_REQUIRE(!mode_list.empty(), "--modes: no mode given");
     std::vector<std::string> devices;
     std::string why;
     if (device != "cuda") devices.push_back("cpu");
@@ -87,7 +89,7 @@ int main(int argc, char** argv) {
             loaded = load_data(o.base.data, data_options(o.base, o.base.seed));
             have = true;
           }
-          // Engine setup (and on the GPU, the upload and graph capture) counts, as in a user's sweep.
+          // Engine setup (and on the GPU, the data's upload) counts, as in a user's sweep.
           // The training alone, from the moment every engine is built, is timed too: with few
           // steps on a GPU the setup (a cuBLAS handle and buffers per engine) can outweigh the
           // steps, and the two ratios then tell different stories. (Each engine's first eager step
@@ -118,9 +120,10 @@ int main(int argc, char** argv) {
                           {"ratio_to_one", ratio}, {"configs_per_second_x_steps", K * steps / t},
                           {"train_seconds", tt}, {"train_ratio_to_one", train_ratio}});
           auto times_one = [](const json& r) {
+            if (r.is_null()) return std::string("    -");
             char buf[32];
-            std::snprintf(buf, sizeof buf, "%5.2fx", r.is_null() ? 0.0 : r.get<double>());
-            return r.is_null() ? std::string("    -") : std::string(buf);
+            std::snprintf(buf, sizeof buf, "%5.2fx", r.get<double>());
+            return std::string(buf);
           };
           std::fprintf(stderr, "%-4s %-10s K=%-3lld %8.3f s   %s the time of one   training alone %8.3f s  %s\n",
                        dev.c_str(), mode.c_str(), static_cast<long long>(K), t, times_one(ratio).c_str(), tt,

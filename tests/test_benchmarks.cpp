@@ -111,6 +111,7 @@ TEST(BenchCli, BadOptionsGiveOneErrorLineAndStatus2) {
       {LRLAB_BENCH_SWEEP_PATH, "--ks 1,x", "--ks: 'x' is not a positive whole number"},
       {LRLAB_BENCH_SWEEP_PATH, "--ks ''", "--ks: no number of configurations"},
       {LRLAB_BENCH_SWEEP_PATH, "--modes packed,fast", "--modes: 'fast' is not sequential, streams or packed"},
+      {LRLAB_BENCH_SWEEP_PATH, "--modes ''", "--modes: no mode given"},
       {LRLAB_BENCH_SWEEP_PATH, "--hidden 8,-1", "--hidden: '-1' is not a positive whole number"},
       {LRLAB_BENCH_SWEEP_PATH, "--steps 0", "--steps"},
       {LRLAB_BENCH_SWEEP_PATH, "--device tpu", "--device"},
