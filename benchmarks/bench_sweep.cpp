@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   std::string data = fashion_mnist_available() ? "fashion-mnist" : "blobs(classes=10,dim=784)";
   std::string hidden = "256,128", device = "all", out, ks = "1,8,64", modes = "sequential,streams,packed";
   int64_t steps = 40, batch = 128, repeat = 3;
+  bool tf32 = false;
   app.add_option("--data", data, "data set")->capture_default_str();
   app.add_option("--hidden", hidden, "hidden widths")->capture_default_str();
   app.add_option("--steps", steps, "training steps per configuration")
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "cpu, cuda or all")
       ->check(CLI::IsMember({"cpu", "cuda", "all"}))
       ->capture_default_str();
+  app.add_flag("--tf32", tf32, "let cuBLAS use TF32 tensor cores (GPU; as lrlab sweep --tf32)");
   app.add_option("--json", out, "write results here");
   if (const int status = bench::parse_options(app, argc, argv); status >= 0) return status;
   try {
@@ -78,6 +80,7 @@ int main(int argc, char** argv) {
           o.base.val_fraction = 0.01;
           o.base.limit_train = steps * batch;
           o.base.device = dev;
+          o.base.tf32 = tf32;
           o.base.synthetic_samples = steps * batch * 2;
           o.mode = mode;
           // K rates around 1e-3: the same work for every configuration.
@@ -132,7 +135,7 @@ int main(int argc, char** argv) {
       }
     }
     bench::write_report({{"benchmark", "bench_sweep"}, {"data", data}, {"hidden", hidden}, {"batch", batch},
-                         {"steps", steps}, {"repeat", repeat}, {"results", rows}},
+                         {"steps", steps}, {"repeat", repeat}, {"tf32", tf32}, {"results", rows}},
                         out);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -307,10 +307,18 @@ EOF
 }
 
 run_bench_sweep() {
-  # One timed run per case (after a warm-up): the part has 90 s.
+  # One timed run per case (after a warm-up): the part has 90 s. Then the largest packed case again
+  # with TF32 GEMMs (the GEMMs' share of a packed step is largest there), on the GPU only.
   "$BUILD/benchmarks/bench_sweep" --device "$1" --ks "$SWEEP_KS" --repeat 1 --json "$2" 2>&1 |
     tee "$STATE/bench_sweep.out" || exit 1
-  figure "$(grep -E 'packed +K=64|packed +K=8' "$STATE/bench_sweep.out" | tail -n1 | tr -s ' ')"
+  local fig
+  fig=$(grep -E 'packed +K=64|packed +K=8' "$STATE/bench_sweep.out" | tail -n1 | tr -s ' ')
+  if [[ $1 == cuda ]]; then
+    "$BUILD/benchmarks/bench_sweep" --device cuda --ks "1,${SWEEP_KS##*,}" --modes sequential,packed --tf32 \
+      --repeat 1 --json "${2%.json}_tf32.json" 2>&1 | tee "$STATE/bench_sweep_tf32.out" || exit 1
+    fig+="; with --tf32: $(grep -E 'packed +K=' "$STATE/bench_sweep_tf32.out" | tail -n1 | tr -s ' ')"
+  fi
+  figure "$fig"
 }
 
 run_compare() {
