@@ -4,10 +4,13 @@
 // where a change that breaks them shows first.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "cli_util.hpp"
 
@@ -132,4 +135,51 @@ TEST(BenchCli, BadOptionsGiveOneErrorLineAndStatus2) {
     EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "one line: " << r.err;
     EXPECT_EQ(r.out, "");
   }
+}
+
+namespace {
+
+// optim_replay reading `input` on its standard input.
+lrlab::testing::CliResult replay(const std::string& args, const std::string& input) {
+  const std::string path = temp_path("replay.txt");
+  {
+    std::ofstream f(path);
+    f << input;
+  }
+  // run_program sends /dev/null to the shell; the replay's own redirection comes inside it.
+  const auto r = run_program("sh -c", "'" + std::string(LRLAB_OPTIM_REPLAY_PATH) + " " + args + " <" + path + "'");
+  std::remove(path.c_str());
+  return r;
+}
+
+}  // namespace
+
+// optim_replay, the lrlab side of compare_updates.py: the parameters after every step of the given
+// gradients, with the schedule applied (here SGD, p -= lr * m(t) * g, m = 0.5^t).
+TEST(OptimReplayCli, PrintsTheParametersAfterEveryStep) {
+  const auto r = replay("--optimizer \"sgd()\" --lr 0.25 --schedule \"exp(gamma=0.5)\"", "3 2\n1 2 3\n0.5 -1 2\n1 1 0\n");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::istringstream out(r.out);
+  std::vector<double> v;
+  for (double x; out >> x;) v.push_back(x);
+  ASSERT_EQ(v.size(), 6u) << r.out;
+  const float lr0 = 0.25f, lr1 = 0.125f;
+  const float p1[3] = {1 - lr0 * 0.5f, 2 - lr0 * -1.0f, 3 - lr0 * 2.0f};
+  const float p2[3] = {p1[0] - lr1 * 1.0f, p1[1] - lr1 * 1.0f, p1[2] - lr1 * 0.0f};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(static_cast<float>(v[i]), p1[i]) << i;
+    EXPECT_EQ(static_cast<float>(v[3 + i]), p2[i]) << i;
+  }
+}
+
+TEST(OptimReplayCli, BadInputIsOneErrorLine) {
+  for (const std::string& in : {"", "3", "0 2", "2 1\n1 x\n", "2 2\n1 2\n0.1 0.2\n"}) {
+    SCOPED_TRACE(in);
+    const auto r = replay("", in);
+    EXPECT_EQ(r.status, 2);
+    EXPECT_EQ(r.err.rfind("error: standard input: ", 0), 0u) << r.err;
+  }
+  const auto r = replay("--optimizer \"adamm()\"", "1 1\n1\n1\n");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("adamm"), std::string::npos) << r.err;
 }
