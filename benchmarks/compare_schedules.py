@@ -17,8 +17,9 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
+
+from run_tool import run_tool
 
 try:
     import torch
@@ -69,15 +70,7 @@ def cases():
 def lrlab_values(binary, spec, spe, n):
     cmd = [binary, "schedule", spec, "--lr", repr(BASE), "--steps", str(n), "--steps-per-epoch", str(spe),
            "--format", "csv"]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except OSError as e:
-        sys.stderr.write(f"error: cannot run {binary}: {e}\n")
-        sys.exit(2)
-    if out.returncode != 0:
-        sys.stderr.write(f"error: {' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()}\n")
-        sys.exit(2)
-    lines = out.stdout.strip().splitlines()
+    lines = run_tool(cmd, timeout=60).strip().splitlines()
     if not lines or lines[0] != "step,lr":
         sys.stderr.write(f"error: {' '.join(cmd)} printed no step,lr header\n")
         sys.exit(2)

@@ -18,8 +18,9 @@ Exits 1 when a variant is past --tol, 2 when the tools cannot be run.
 import argparse
 import json
 import os
-import subprocess
 import sys
+
+from run_tool import run_tool
 
 try:
     import torch
@@ -86,15 +87,8 @@ def lrlab_run(replay, spec, lr, p0, grads):
     lines = [f"{n} {steps}", " ".join(repr(float(x)) for x in p0)]
     lines += [" ".join(repr(float(x)) for x in row) for row in grads]
     cmd = [replay, "--optimizer", spec, "--lr", repr(lr), "--schedule", f"exp(gamma={GAMMA})"]
-    try:
-        r = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=300)
-    except OSError as e:
-        sys.stderr.write(f"error: cannot run {replay}: {e}\n")
-        sys.exit(2)
-    if r.returncode != 0:
-        sys.stderr.write(f"error: {' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}\n")
-        sys.exit(2)
-    rows = [[float(v) for v in line.split()] for line in r.stdout.splitlines()]
+    out = run_tool(cmd, stdin_text="\n".join(lines) + "\n")
+    rows = [[float(v) for v in line.split()] for line in out.splitlines()]
     if len(rows) != steps or any(len(row) != n for row in rows):
         sys.stderr.write(f"error: {' '.join(cmd)} printed {len(rows)} rows, not {steps} of {n}\n")
         sys.exit(2)
