@@ -3,7 +3,8 @@
 # packages benchmarks/gpu_bundle.sh downloaded (or the system's when there is no bundle), the whole
 # test suite, the GPU tests under compute-sanitizer, bench_optim on the GPU and on the CPU, and
 # PyTorch's optimizers on the same sizes with the lrlab/torch ratios; training and a small sweep
-# against eager PyTorch on the GPU, and bench_sweep.
+# against eager PyTorch on the GPU, and bench_sweep; last, lrlab's schedules and update rules
+# against that machine's PyTorch, value by value.
 #
 # Usage: benchmarks/gpu_check.sh OUTDIR
 # Writes three files, each kept up to date as the parts finish (so a run killed from outside still
@@ -291,6 +292,17 @@ run_compare_sweep() {
   figure "$(grep -E 'PyTorch, one after another|of which training' "$STATE/compare_sweep.out" | tr -s ' ' | paste -sd ';')"
 }
 
+# lrlab's schedules and update rules against the PyTorch there, value by value (CPU only, seconds):
+# this machine's PyTorch is far newer than Debian's, against which both scripts were written.
+run_semantics() {
+  [[ -n $TORCH_PY ]] || skip "no python with torch"
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH "$TORCH_PY" benchmarks/compare_schedules.py --lrlab "$BUILD/lrlab" \
+    --json "$RES/compare_schedules.json" | tee "$STATE/compare_schedules.out" || exit 1
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH "$TORCH_PY" benchmarks/compare_updates.py \
+    --replay "$BUILD/benchmarks/optim_replay" --json "$RES/compare_updates.json" | tee "$STATE/compare_updates.out" || exit 1
+  figure "$(tail -n1 "$STATE/compare_schedules.out"); $(tail -n1 "$STATE/compare_updates.out")"
+}
+
 # lrlab's own training run on the GPU (the model of compare_train.py), whether or not PyTorch can
 # use the GPU here: samples/s and test accuracy from its JSON report.
 run_train_lrlab() {
@@ -400,7 +412,8 @@ write_results() {
 }
 
 export -f figure skip unpack_bundle run_configure run_build run_ctest run_loop_tests_cuda run_sanitizer \
-  adam_figure run_bench run_torch run_compare run_compare_train run_train_lrlab run_bench_sweep run_compare_sweep
+  adam_figure run_bench run_torch run_compare run_compare_train run_train_lrlab run_bench_sweep run_compare_sweep \
+  run_semantics
 
 # ---- the checks ------------------------------------------------------------------------------------------
 part bundle 60 unpack_bundle
@@ -432,6 +445,7 @@ part racecheck 75 --gpu --after=build run_sanitizer racecheck 'MlpCuda*:Optimize
 part bench_cpu 45 --after=build run_bench cpu "$CPU_SIZES" "$RES/bench_optim_cpu.json" --optimizers 'adam()'
 part torch_cpu 45 run_torch cpu "$CPU_SIZES" "$RES/torch_optim_cpu.json"
 part compare_cpu 20 --after=bench_cpu,torch_cpu run_compare "$RES/bench_optim_cpu.json" "$RES/torch_optim_cpu.json"
+part semantics 60 --after=build run_semantics
 
 # ---- summary (last) --------------------------------------------------------------------------------------
 bad=0
