@@ -1,6 +1,6 @@
-// The benchmark binaries, run small on the CPU: the JSON fields that BENCHMARKS.md, the compare
-// scripts and benchmarks/gpu_check.sh read, the ratios they report, and their refusal of bad
-// options. A GPU machine's one timed run depends on these binaries working as documented; here is
+// The benchmark binaries and optim_replay (compare_updates.py's lrlab side), run small on the CPU:
+// the JSON fields that BENCHMARKS.md, the compare scripts and benchmarks/gpu_check.sh read, the
+// ratios and numbers they report, and their refusal of bad options. A GPU machine's one timed run depends on these binaries working as documented; here is
 // where a change that breaks them shows first.
 #include <gtest/gtest.h>
 
