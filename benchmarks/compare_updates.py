@@ -6,7 +6,8 @@ magnitudes from 1e-3 to 10, a 100-fold drop halfway, some exact zeros) goes thro
   - torch.optim in float64 (the reference),
   - torch.optim in float32 (PyTorch's own rounding: the yardstick),
   - lrlab's CPU path in float32 (benchmarks/optim_replay),
-with the rate decaying as 0.999^t (LambdaLR in torch, `exp(gamma=0.999)` in lrlab). Printed per
+with the rate decaying as 0.999^t (LambdaLR in torch, `exp(gamma=0.999)` in lrlab), and two variants
+with global-norm clipping (torch.nn.utils.clip_grad_norm_ before each step). Printed per
 variant: the largest max-norm relative error over all steps of each float32 run against the
 float64 one. Same rules give errors of the same size (float32 rounding, about 1e-7 to 1e-5); a rule
 written differently (eps inside the root, a missing bias correction, the first momentum step)
@@ -52,6 +53,12 @@ VARIANTS = [
     ("adagrad(lr_decay=0.01,initial_accumulator=0.1,wd=0.01)", 0.1, O.Adagrad,
      dict(lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.01)),
 ]
+# Global-norm clipping: lrlab's `clip` key against torch.nn.utils.clip_grad_norm_ before each step.
+# The gradients' norm is tens in the first half and below 1 after the drop, so both branches run.
+CLIPPED = [
+    ("adam(clip=1)", 1e-2, O.Adam, dict(), 1.0),
+    ("sgd(momentum=0.9,clip=0.5)", 0.01, O.SGD, dict(momentum=0.9), 0.5),
+]
 GAMMA = 0.999
 
 
@@ -69,13 +76,15 @@ def gradients(n, steps, seed):
     return grads.float()  # what both sides are given: float32 values
 
 
-def torch_run(cls, kw, lr, p0, grads, dtype):
+def torch_run(cls, kw, lr, p0, grads, dtype, clip=None):
     p = p0.clone().to(dtype).requires_grad_(True)
     opt = cls([p], lr=lr, **kw)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: GAMMA ** t)
     out = []
     for gt in grads:
         p.grad = gt.to(dtype).clone()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_([p], clip)
         opt.step()
         sched.step()
         out.append(p.detach().double().clone())
@@ -114,17 +123,20 @@ def main():
     rows = []
     print(f"{'lrlab spec':58} {'torch fp32':>10} {'lrlab fp32':>10}   max-norm relative error against "
           f"torch.optim in float64, worst of {args.steps} steps")
-    for spec, lr, cls, kw in VARIANTS:
+    for spec, lr, cls, kw, clip in [v + (None,) for v in VARIANTS] + CLIPPED:
         try:
-            ref = torch_run(cls, kw, lr, p0, grads, torch.float64)
+            ref = torch_run(cls, kw, lr, p0, grads, torch.float64, clip)
         except TypeError as e:  # a keyword this PyTorch lacks
             print(f"{spec:58} skipped: torch {torch.__version__}: {e}")
             continue
-        t32 = max_rel_error(torch_run(cls, kw, lr, p0, grads, torch.float32), ref)
+        t32 = max_rel_error(torch_run(cls, kw, lr, p0, grads, torch.float32, clip), ref)
         ours = max_rel_error(lrlab_run(args.replay, spec, lr, p0, grads), ref)
         ok = ours <= args.tol
-        rows.append({"spec": spec, "torch": f"{cls.__name__}({', '.join(f'{k}={v}' for k, v in kw.items())})",
-                     "lr": lr, "torch_fp32_error": t32, "lrlab_fp32_error": ours, "ok": ok})
+        torch_call = f"{cls.__name__}({', '.join(f'{k}={v}' for k, v in kw.items())})"
+        if clip is not None:
+            torch_call = f"clip_grad_norm_(max_norm={clip}) + {torch_call}"
+        rows.append({"spec": spec, "torch": torch_call, "lr": lr, "torch_fp32_error": t32, "lrlab_fp32_error": ours,
+                     "ok": ok})
         print(f"{spec:58} {t32:10.2e} {ours:10.2e}" + ("" if ok else "  FAIL"))
     bad = [r for r in rows if not r["ok"]]
     print(f"torch {torch.__version__}: {len(rows) - len(bad)} of {len(rows)} variants within {args.tol:g}")
