@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -35,6 +36,18 @@ inline int parse_options(CLI::App& app, int argc, char** argv) {
     return 2;
   }
   return -1;
+}
+
+// Reads one whitespace-separated number for the replay tools. strtod rather than `>>`, so `nan`
+// and `inf` read as the values they name (a diverged loss is part of what the tools replay).
+inline double read_number(std::istream& in, const char* what) {
+  std::string token;
+  LRLAB_REQUIRE(static_cast<bool>(in >> token), "standard input: expected ", what, " (a number)");
+  char* end = nullptr;
+  const double v = std::strtod(token.c_str(), &end);
+  LRLAB_REQUIRE(end != token.c_str() && *end == '\0', "standard input: expected ", what, " (a number), got '",
+                token, "'");
+  return v;
 }
 
 inline double now_s() {

@@ -14,12 +14,10 @@ Usage: compare_schedules.py --lrlab build/lrlab [--json FILE] [--tol 1e-6]
 Exits 1 when a case differs by more than --tol, 2 when lrlab or torch cannot be run.
 """
 import argparse
-import json
 import math
-import os
 import sys
 
-from run_tool import run_tool
+from run_tool import run_tool, write_json
 
 try:
     import torch
@@ -122,11 +120,8 @@ def main():
     bad = [r for r in rows if not r["ok"]]
     print(f"torch {torch.__version__}, base lr {BASE}: {len(rows) - len(bad)} of {len(rows)} cases within "
           f"{args.tol:g}; largest difference {worst:.1e} of the base rate")
-    if args.json:  # through a temporary file, so an earlier result is never left half-written
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"torch": torch.__version__, "base_lr": BASE, "tol": args.tol, "results": rows}, f, indent=1)
-        os.replace(tmp, args.json)
+    if args.json:
+        write_json(args.json, {"torch": torch.__version__, "base_lr": BASE, "tol": args.tol, "results": rows})
     return 1 if bad else 0
 
 

@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 import fashion_mnist
+from run_tool import write_json
 
 # The lrlab spec of each schedule name; {E} is the number of epochs.
 SCHEDULES = {
@@ -263,9 +264,7 @@ def main():
         for k in ("lrlab", "torch"):
             r[k] = r[k] if math.isfinite(r[k]) else None
     if a.json:
-        with open(a.json + ".tmp", "w") as f:
-            json.dump(doc, f, indent=2)
-        os.replace(a.json + ".tmp", a.json)
+        write_json(a.json, doc)
 
 
 if __name__ == "__main__":

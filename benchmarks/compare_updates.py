@@ -17,11 +17,9 @@ Usage: compare_updates.py --replay build/benchmarks/optim_replay [--steps 300] [
 Exits 1 when a variant is past --tol, 2 when the tools cannot be run.
 """
 import argparse
-import json
-import os
 import sys
 
-from run_tool import run_tool
+from run_tool import run_tool, write_json
 
 try:
     import torch
@@ -140,12 +138,9 @@ def main():
         print(f"{spec:58} {t32:10.2e} {ours:10.2e}" + ("" if ok else "  FAIL"))
     bad = [r for r in rows if not r["ok"]]
     print(f"torch {torch.__version__}: {len(rows) - len(bad)} of {len(rows)} variants within {args.tol:g}")
-    if args.json:  # through a temporary file, so an earlier result is never left half-written
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"torch": torch.__version__, "steps": args.steps, "params": args.params, "tol": args.tol,
-                       "results": rows}, f, indent=1)
-        os.replace(tmp, args.json)
+    if args.json:
+        write_json(args.json, {"torch": torch.__version__, "steps": args.steps, "params": args.params,
+                               "tol": args.tol, "results": rows})
     return 1 if bad else 0
 
 

@@ -292,15 +292,18 @@ run_compare_sweep() {
   figure "$(grep -E 'PyTorch, one after another|of which training' "$STATE/compare_sweep.out" | tr -s ' ' | paste -sd ';')"
 }
 
-# lrlab's schedules and update rules against the PyTorch there, value by value (CPU only, seconds):
-# this machine's PyTorch is far newer than Debian's, against which both scripts were written.
+# lrlab's schedules, update rules and plateau rule against the PyTorch there, value by value (CPU
+# only, seconds): this machine's PyTorch is far newer than Debian's, against which the scripts were
+# written.
 run_semantics() {
   [[ -n $TORCH_PY ]] || skip "no python with torch"
   LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH "$TORCH_PY" benchmarks/compare_schedules.py --lrlab "$BUILD/lrlab" \
     --json "$RES/compare_schedules.json" | tee "$STATE/compare_schedules.out" || exit 1
   LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH "$TORCH_PY" benchmarks/compare_updates.py \
     --replay "$BUILD/benchmarks/optim_replay" --json "$RES/compare_updates.json" | tee "$STATE/compare_updates.out" || exit 1
-  figure "$(tail -n1 "$STATE/compare_schedules.out"); $(tail -n1 "$STATE/compare_updates.out")"
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH "$TORCH_PY" benchmarks/compare_plateau.py \
+    --replay "$BUILD/benchmarks/plateau_replay" --json "$RES/compare_plateau.json" | tee "$STATE/compare_plateau.out" || exit 1
+  figure "$(tail -n1 "$STATE/compare_schedules.out"); $(tail -n1 "$STATE/compare_updates.out"); $(tail -n1 "$STATE/compare_plateau.out")"
 }
 
 # lrlab's own training run on the GPU (the model of compare_train.py), whether or not PyTorch can

@@ -20,16 +20,6 @@
 
 using namespace lrlab;
 
-namespace {
-
-double read_number(std::istream& in, const char* what) {
-  double v = 0;
-  LRLAB_REQUIRE(static_cast<bool>(in >> v), "standard input: expected ", what, " (a number)");
-  return v;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   CLI::App app{"optim_replay: a gradient sequence from standard input through one lrlab optimizer (CPU)"};
   std::string spec = "adam()", schedule = "constant";
@@ -39,13 +29,14 @@ int main(int argc, char** argv) {
   app.add_option("--schedule", schedule, "schedule spec (docs/SCHEDULES.md)")->capture_default_str();
   if (const int status = bench::parse_options(app, argc, argv); status >= 0) return status;
   try {
-    const double n_in = read_number(std::cin, "the parameter count"), steps_in = read_number(std::cin, "the step count");
+    const double n_in = bench::read_number(std::cin, "the parameter count");
+    const double steps_in = bench::read_number(std::cin, "the step count");
     LRLAB_REQUIRE(n_in >= 1 && n_in <= (1 << 24) && steps_in >= 1 && steps_in <= (1 << 20) &&
                       n_in == static_cast<int64_t>(n_in) && steps_in == static_cast<int64_t>(steps_in),
                   "standard input: n must be a whole number in [1, 2^24] and steps one in [1, 2^20]");
     const auto n = static_cast<int64_t>(n_in), steps = static_cast<int64_t>(steps_in);
     std::vector<float> params(n), grads(n);
-    for (float& p : params) p = static_cast<float>(read_number(std::cin, "an initial parameter"));
+    for (float& p : params) p = static_cast<float>(bench::read_number(std::cin, "an initial parameter"));
 
     OptimizerSetup setup;
     setup.lr = static_cast<float>(lr);
@@ -53,7 +44,7 @@ int main(int argc, char** argv) {
     opt.set_schedule(Schedule::parse(schedule).table(steps, lr));
     std::string line;
     for (int64_t t = 0; t < steps; ++t) {
-      for (float& g : grads) g = static_cast<float>(read_number(std::cin, "a gradient"));
+      for (float& g : grads) g = static_cast<float>(bench::read_number(std::cin, "a gradient"));
       opt.step(params, grads);
       line.clear();
       char buf[32];

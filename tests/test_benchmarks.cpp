@@ -1,9 +1,12 @@
-// The benchmark binaries and optim_replay (compare_updates.py's lrlab side), run small on the CPU:
-// the JSON fields that BENCHMARKS.md, the compare scripts and benchmarks/gpu_check.sh read, the
-// ratios and numbers they report, and their refusal of bad options. A GPU machine's one timed run depends on these binaries working as documented; here is
-// where a change that breaks them shows first.
+// The benchmark binaries and the replay tools (optim_replay and plateau_replay, the lrlab side of
+// compare_updates.py and compare_plateau.py), run small on the CPU: the JSON fields that
+// BENCHMARKS.md, the compare scripts and benchmarks/gpu_check.sh read, the ratios and numbers they
+// report, and their refusal of bad options. A GPU machine's one timed run depends on these binaries
+// working as documented; here is where a change that breaks them shows first.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -139,17 +142,21 @@ TEST(BenchCli, BadOptionsGiveOneErrorLineAndStatus2) {
 
 namespace {
 
-// optim_replay reading `input` on its standard input.
-lrlab::testing::CliResult replay(const std::string& args, const std::string& input) {
+// A replay tool reading `input` on its standard input.
+lrlab::testing::CliResult replay_with(const std::string& program, const std::string& args, const std::string& input) {
   const std::string path = temp_path("replay.txt");
   {
     std::ofstream f(path);
     f << input;
   }
   // run_program sends /dev/null to the shell; the replay's own redirection comes inside it.
-  const auto r = run_program("sh -c", "'" + std::string(LRLAB_OPTIM_REPLAY_PATH) + " " + args + " <" + path + "'");
+  const auto r = run_program("sh -c", "'" + program + " " + args + " <" + path + "'");
   std::remove(path.c_str());
   return r;
+}
+
+lrlab::testing::CliResult replay(const std::string& args, const std::string& input) {
+  return replay_with(LRLAB_OPTIM_REPLAY_PATH, args, input);
 }
 
 }  // namespace
@@ -182,4 +189,31 @@ TEST(OptimReplayCli, BadInputIsOneErrorLine) {
   const auto r = replay("--optimizer \"adamm()\"", "1 1\n1\n1\n");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("adamm"), std::string::npos) << r.err;
+}
+
+// plateau_replay, the lrlab side of compare_plateau.py: the rate after each evaluation, cut after
+// patience+1 evaluations without improvement; NaN and +inf never improve, -0.5 does.
+TEST(PlateauReplayCli, PrintsTheRateAfterEveryEvaluation) {
+  const auto r = replay_with(LRLAB_PLATEAU_REPLAY_PATH, "--plateau \"plateau(patience=1,factor=0.5)\" --lr 0.1",
+                             "1 0.9 0.9 0.9\n0.9 nan inf -0.5\n");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::istringstream out(r.out);
+  std::vector<double> v;
+  for (double x; out >> x;) v.push_back(x);
+  EXPECT_EQ(v, (std::vector<double>{0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.025})) << r.out;
+}
+
+TEST(PlateauReplayCli, BadInputIsOneErrorLine) {
+  for (const auto& [args, in, message] : std::vector<std::array<std::string, 3>>{
+           {"", "", "error: standard input: expected at least one metric"},
+           {"", "1 0.5 x\n", "error: standard input: expected a metric (a number), got 'x'"},
+           {"--lr 0", "1\n", "error: --lr must be a finite rate above 0"},
+           {"--plateau \"plateau(fact=1)\"", "1\n", "error: unknown key 'fact'"},
+           {"--lr", "1\n", "error: --lr"}}) {
+    SCOPED_TRACE(args + " <<< " + in);
+    const auto r = replay_with(LRLAB_PLATEAU_REPLAY_PATH, args, in);
+    EXPECT_EQ(r.status, 2);
+    EXPECT_EQ(r.err.rfind(message, 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
 }
