@@ -12,11 +12,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 
 import fashion_mnist
+from run_tool import run_tool
 
 
 def torch_epochs(x, y, epochs, threads, device="cpu"):
@@ -62,9 +62,9 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.json")
-        subprocess.run([a.lrlab, "train", "--data", "fashion-mnist", "--hidden", "256,128", "--optimizer", "adam()",
-                        "--lr", "1e-3", "--epochs", str(a.epochs), "--batch", "128", "--device", a.device, "--quiet",
-                        "--json", out], check=True, stdout=subprocess.DEVNULL)
+        run_tool([a.lrlab, "train", "--data", "fashion-mnist", "--hidden", "256,128", "--optimizer", "adam()",
+                  "--lr", "1e-3", "--epochs", str(a.epochs), "--batch", "128", "--device", a.device, "--quiet",
+                  "--json", out], timeout=None)
         rep = json.load(open(out))
     lr_times = [54000 / e["samples_per_s"] for e in rep["epochs"]]
     rows.append({"impl": "lrlab", "threads": "GPU" if a.device == "cuda" else f"{os.environ.get('OMP_NUM_THREADS') or len(os.sched_getaffinity(0))} (OMP_NUM_THREADS or affinity)",

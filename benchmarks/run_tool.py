@@ -8,7 +8,8 @@ import sys
 
 def run_tool(cmd, stdin_text=None, timeout=300):
     """The tool's standard output, or one `error:` line and exit status 2 when it cannot be started
-    or fails (a comparison without lrlab's side has nothing to say)."""
+    or fails (a comparison without lrlab's side has nothing to say). timeout=None waits as long as
+    the tool runs."""
     try:
         r = subprocess.run(cmd, input=stdin_text, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
