@@ -666,7 +666,9 @@ std::string sweep_table(const SweepResult& r) {
     const SweepBest& b = best[next++];
     const SweepRun& x = r.runs[b.run];
     const std::string when = data_orders_note(b, r, x.best_epoch);
-    const std::string acc = std::isnan(b.best_val_accuracy) ? "" : ", acc " + cell("%.2f%%", 100 * b.best_val_accuracy);
+    // The best accuracy over the epochs, as in the ranked table: not necessarily the best-loss epoch's.
+    const std::string acc =
+        std::isnan(b.best_val_accuracy) ? "" : ", best acc " + cell("%.2f%%", 100 * b.best_val_accuracy);
     const std::string note = b.edge ? std::string("  <- ") + edge_note(b.edge) : "";
     os << strf("  %-*s %-*s %9.3g  val loss %s (%s)%s%s\n", wo, x.config.optimizer.c_str(), ws,
                x.config.schedule.c_str(), x.config.lr, cell("%.4f", b.best_val_loss).c_str(), when.c_str(), acc.c_str(),

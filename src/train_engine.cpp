@@ -68,6 +68,8 @@ struct TrainEngine::Impl {
   MlpLayout layout;
   int64_t K, P, spe, total;
   int64_t epoch = -1, cursor = 0;
+  // Where stash() was called: unstash() trains the minibatches after it again.
+  int64_t stash_epoch = -1, stash_cursor = 0;
   std::vector<std::vector<float>> tables;
   // Created by make_optimizer(); declared before everything that uses it, so destroyed after them.
   struct OwnedStream {
@@ -92,7 +94,7 @@ struct TrainEngine::Impl {
   DeviceBuffer<float> d_params, d_grads, d_xb, d_yb, d_loss, d_ring, d_stash;
   std::vector<float> stash_params;
   DeviceBuffer<int32_t> d_lb, d_perm;
-  DeviceBuffer<int64_t> d_cursor;
+  DeviceBuffer<int64_t> d_cursor, d_stash_cursor;
   std::shared_ptr<const DeviceData> d_data;  // the data set on the device, maybe shared
   cudaGraphExec_t graph_full = nullptr, graph_last = nullptr;
   int eager_full = 0, eager_last = 0;
@@ -194,6 +196,7 @@ struct TrainEngine::Impl {
     d_ring = DeviceBuffer<float>(spe * K);
     d_perm = DeviceBuffer<int32_t>(data.train.n);
     d_cursor = DeviceBuffer<int64_t>(1);
+    d_stash_cursor = DeviceBuffer<int64_t>(1);
     if (d_data) {
       LRLAB_REQUIRE(d_data->source == &data && d_data->device == current_gpu(),
                     "TrainEngine: the shared device data was uploaded from other data or to another GPU");
@@ -378,6 +381,8 @@ void TrainEngine::restore(const Snapshot& s) {
 void TrainEngine::stash() {
   Impl& m = *impl_;
   m.opt.stash();
+  m.stash_epoch = m.epoch;
+  m.stash_cursor = m.cursor;
   if (!m.cuda()) {
     m.stash_params = m.params;
     return;
@@ -385,17 +390,29 @@ void TrainEngine::stash() {
   if (!m.d_stash.size()) m.d_stash = DeviceBuffer<float>(m.d_params.size());
   LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash.get(), m.d_params.get(), m.d_params.size() * sizeof(float),
                                    cudaMemcpyDeviceToDevice, m.stream));
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_stash_cursor.get(), m.d_cursor.get(), sizeof(int64_t),
+                                   cudaMemcpyDeviceToDevice, m.stream));
 }
 
 void TrainEngine::unstash() {
   Impl& m = *impl_;
   m.opt.unstash();
+  // The step counter went back with the optimizer; the data goes back with it, so the step and the
+  // minibatch stay paired (a schedule in epochs ends where the epochs do). A stash from an earlier
+  // epoch rewinds to the current one's start.
+  const bool same_epoch = m.stash_epoch == m.epoch;
+  m.cursor = same_epoch ? m.stash_cursor : 0;
   if (!m.cuda()) {
     m.params = m.stash_params;
     return;
   }
   LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_params.get(), m.d_stash.get(), m.d_params.size() * sizeof(float),
                                    cudaMemcpyDeviceToDevice, m.stream));
+  if (same_epoch)
+    LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.d_cursor.get(), m.d_stash_cursor.get(), sizeof(int64_t),
+                                     cudaMemcpyDeviceToDevice, m.stream));
+  else
+    LRLAB_CUDA_CHECK(cudaMemsetAsync(m.d_cursor.get(), 0, sizeof(int64_t), m.stream));
 }
 
 }  // namespace lrlab

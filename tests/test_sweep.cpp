@@ -532,8 +532,8 @@ TEST(SweepReport, BestPerOptimizerFlagsRatesAtTheEndOfTheGrid) {
   const size_t at = table.find("best per optimizer");
   ASSERT_NE(at, std::string::npos) << table;
   const std::string section = table.substr(at, table.find("\n\n", at) - at);
-  for (const char* line : {"0.1  val loss 0.3000 (epoch 1), acc 70.00%  <- the largest rate tried: extend --lr upward",
-                           "0.01  val loss 0.3500 (epoch 1), acc 65.00%  <- the smallest rate tried: extend --lr downward"})
+  for (const char* line : {"0.1  val loss 0.3000 (epoch 1), best acc 70.00%  <- the largest rate tried: extend --lr upward",
+                           "0.01  val loss 0.3500 (epoch 1), best acc 65.00%  <- the smallest rate tried: extend --lr downward"})
     EXPECT_NE(section.find(line), std::string::npos) << line << "\n" << section;
   EXPECT_EQ(std::count(section.begin(), section.end(), '<'), 2) << section;
 
@@ -577,7 +577,7 @@ TEST(SweepReport, BestPerOptimizerAveragesOverDataOrders) {
   EXPECT_DOUBLE_EQ(best[0].best_val_accuracy, 0.675);
   EXPECT_EQ(best[0].data_orders, 2);
   const std::string table = sweep_table(r);
-  EXPECT_NE(table.find("0.01  val loss 0.3250 (mean of 2 data orders), acc 67.50%\n"), std::string::npos) << table;
+  EXPECT_NE(table.find("0.01  val loss 0.3250 (mean of 2 data orders), best acc 67.50%\n"), std::string::npos) << table;
   const nlohmann::json doc = nlohmann::json::parse(sweep_results_json(r));
   EXPECT_EQ(doc["best_per_optimizer"][0]["data_orders"], 2);
   EXPECT_DOUBLE_EQ(doc["best_per_optimizer"][0]["best_val_loss"].get<double>(), 0.325);

@@ -155,6 +155,31 @@ TEST(Train, EachEpochVisitsEverySampleOnceInItsOwnOrder) {
   EXPECT_NE(other.run(9), epochs[0]) << "another data seed, another order";
 }
 
+// unstash() rolls the data back with the weights and the step: the minibatches after the stash
+// train again, on the same rows (equal losses, bit for bit, from equal state). A stash from an
+// earlier epoch rewinds to the start of the current one.
+TEST(Train, UnstashTrainsTheSameMinibatchesAgain) {
+  const DataSplits data = spirals_without_test();
+  EngineConfig ec = frozen_sgd(data, 11);
+  ec.optimizer = "adam()";
+  TrainEngine eng(ec, data);
+  eng.begin_epoch(0);
+  eng.run(3);
+  eng.stash();
+  const std::vector<float> first = eng.run(4);
+  eng.unstash();
+  EXPECT_EQ(eng.optimizer().step_count(), 3);
+  ASSERT_EQ(eng.steps_left_in_epoch(), 6);
+  EXPECT_EQ(eng.run(4), first);
+  eng.run(2);
+  eng.begin_epoch(1);
+  eng.run(2);
+  eng.unstash();  // to step 3, stashed in epoch 0: epoch 1 from its start
+  EXPECT_EQ(eng.optimizer().step_count(), 3);
+  EXPECT_EQ(eng.steps_left_in_epoch(), 9);
+  EXPECT_EQ(eng.run(9).size(), 9u);
+}
+
 // Validation and test are separate splits: a split with no samples has no loss.
 TEST(Train, EvaluateReadsTheSplitAskedFor) {
   const DataSplits data = spirals_without_test();
@@ -265,6 +290,50 @@ TEST(Train, GuardRecoversFromAHugeRate) {
   EXPECT_TRUE(std::isfinite(r.test_loss));
   EXPECT_GT(r.test_accuracy, 0.6) << "the guard should end with a useful model";
   EXPECT_LT(r.epochs.back().lr, 50.0 / 4);
+}
+
+// After each event the undone steps train again: every epoch keeps all its steps, the step count
+// (the schedule's position) ends at epochs x steps per epoch, and the log lists the undone steps
+// a second time, each under the epoch it trained in.
+TEST(Train, GuardTrainsTheUndoneStepsAgain) {
+  TrainOptions o = small_run();
+  o.lr = 50.0;
+  o.epochs = 3;
+  o.check_every = 5;
+  o.log_csv = temp_path("guard_log.csv");
+  TrainReport r = train(o);
+  ASSERT_FALSE(r.stopped_by_guard);
+  const int64_t spe = 22;
+  // An event names the step after its chunk; chunks start every check_every steps of an epoch (the
+  // last one shorter), so the step each event rolled back to is the chunk's first.
+  std::vector<int64_t> restarts;
+  int64_t undone = 0;
+  for (const TrainEvent& e : r.events) {
+    if (e.kind != "guard") continue;
+    const int64_t epoch_start = (e.step - 1) / spe * spe;
+    restarts.push_back(epoch_start + (e.step - 1 - epoch_start) / o.check_every * o.check_every);
+    undone += e.step - restarts.back();
+  }
+  ASSERT_GE(restarts.size(), 2u);
+  EXPECT_EQ(r.steps, o.epochs * spe);
+  for (const EpochRecord& e : r.epochs) EXPECT_EQ(e.steps_kept, spe) << "epoch " << e.epoch;
+
+  std::istringstream log(slurp(o.log_csv));
+  std::remove(o.log_csv.c_str());
+  std::string line;
+  std::getline(log, line);
+  ASSERT_EQ(line, "step,epoch,lr,loss");
+  std::vector<int64_t> steps, back_to;
+  while (std::getline(log, line)) {
+    long long step = 0, epoch = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "%lld,%lld,", &step, &epoch), 2) << line;
+    EXPECT_EQ(epoch, step / spe + 1) << line;
+    if (!steps.empty() && step <= steps.back()) back_to.push_back(step);
+    steps.push_back(step);
+  }
+  EXPECT_EQ(back_to, restarts);
+  EXPECT_EQ(static_cast<int64_t>(steps.size()), o.epochs * spe + undone);
+  EXPECT_EQ(steps.back(), o.epochs * spe - 1);
 }
 
 TEST(Train, GuardOffLetsTheRunDiverge) {

@@ -103,6 +103,8 @@ class TrainEngine {
 
   // The same kept in place (device memory on the GPU, no host sync): one spare copy of weights and
   // optimizer state that unstash() rolls back to. For a guard that keeps a good state every few steps.
+  // unstash() also rewinds the epoch to the minibatch stash() was called at, so the steps undone
+  // train again on the same data (a stash from an earlier epoch rewinds to the current one's start).
   void stash();
   void unstash();
 
