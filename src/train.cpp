@@ -167,7 +167,7 @@ std::string train_report_json(const TrainOptions& o, const TrainReport& r) {
               {"resume", o.resume}};
   json epochs = json::array();
   for (const EpochRecord& e : r.epochs)
-    epochs.push_back({{"epoch", e.epoch}, {"steps_kept", e.steps_kept}, {"train_loss", e.train_loss}, {"val_loss", e.val_loss},
+    epochs.push_back({{"epoch", e.epoch}, {"train_loss", e.train_loss}, {"val_loss", e.val_loss},
                       {"val_accuracy", e.val_accuracy}, {"lr", e.lr}, {"samples_per_s", e.samples_per_s},
                       {"seconds", e.seconds}});
   json events = json::array();
@@ -368,8 +368,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
     rep.steps = opt.step_count();
     EpochRecord rec;
     rec.epoch = epoch + 1;
-    rec.steps_kept = loss_count;
-    rec.train_loss = loss_count ? loss_sum / loss_count : std::nan("");
+    rec.train_loss = loss_sum / static_cast<double>(loss_count);  // every step of the epoch: undone ones ran again
     TrainEngine::Eval val = eng.evaluate(Split::Val);
     rec.val_loss = val.loss[0];
     rec.val_accuracy = val.accuracy[0];

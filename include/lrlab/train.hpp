@@ -45,7 +45,6 @@ struct TrainOptions {
 
 struct EpochRecord {
   int64_t epoch = 0;  // 1-based
-  int64_t steps_kept = 0;  // steps the guard did not undo; train_loss is their mean (NaN if none)
   // val_loss is NaN when the validation split is empty; val_accuracy also for regression.
   double train_loss = 0, val_loss = 0, val_accuracy = 0;
   double lr = 0;      // the rate of the epoch's last step

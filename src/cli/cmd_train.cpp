@@ -83,7 +83,7 @@ int run_train(TrainArgs& a, CLI::App& sub) {
     char acc[16] = "-";  // regression has no accuracy
     if (!std::isnan(e.val_accuracy)) std::snprintf(acc, sizeof acc, "%.2f%%", 100 * e.val_accuracy);
     std::printf("%5lld  %10s  %10s  %8s  %10.3g  %10.0f  %6.1fs\n", static_cast<long long>(e.epoch),
-                loss_cell(e.train_loss, e.steps_kept == 0).c_str(), loss_cell(e.val_loss, no_val).c_str(), acc, e.lr,
+                loss_cell(e.train_loss, false).c_str(), loss_cell(e.val_loss, no_val).c_str(), acc, e.lr,
                 e.samples_per_s, e.seconds);
     std::fflush(stdout);
   };
