@@ -175,7 +175,7 @@ Built warmup(spec::ArgReader& r, int64_t steps) {
 Built onecycle(spec::ArgReader& r, int64_t steps) {
   int64_t n = need_steps(r, steps);
   double pct = r.number("pct", 0.3);
-  if (!(pct > 0 && pct < 1)) r.fail_value("pct", "must be between 0 and 1 (exclusive)");
+  if (!(pct >= 0 && pct <= 1)) r.fail_value("pct", "must be between 0 and 1");
   double div = positive(r, "div", r.number("div", 25));
   double final_div = positive(r, "final_div", r.number("final_div", 1e4));
   bool cos = r.word("anneal", "cos", {"cos", "linear"}) == "cos";
@@ -194,16 +194,13 @@ Built onecycle(spec::ArgReader& r, int64_t steps) {
   } else {
     phases.push_back({total - 1, 1, lowest});
   }
-  // PyTorch divides by each phase's length; a phase of zero or negative length would give NaN or
-  // run backwards.
-  double prev = 0;
-  for (const Phase& p : phases) {
-    if (!(p.end_step > prev))
-      r.fail_value(three_phase ? "pct" : "steps",
-                   "every onecycle phase must last more than one step (pct*steps > 1" +
-                       std::string(three_phase ? ", pct*steps*2 < steps+1)" : ")"));
-    prev = p.end_step;
-  }
+  // As in PyTorch, a step falls in the first phase whose end it has not passed (the last takes the
+  // rest), and a phase that ends before it begins is never chosen: with pct*steps < 1 the warm-up is
+  // skipped, with 2*pct*steps - 2 beyond steps - 1 the third phase. A step can land only in a phase
+  // of positive length, but for one case: pct*steps = 1 ends the first phase at step 0, where it
+  // begins, and PyTorch divides by zero there.
+  if (phases[0].end_step == 0)
+    r.fail_value("pct", "pct*steps = 1 gives onecycle's first phase no length (0/0 at step 0, as in PyTorch)");
   return {[=](int64_t t, double) {
             double x = static_cast<double>(std::min(t, n - 1));
             double start = 0;
@@ -272,8 +269,8 @@ void require_base_lr(double base_lr) {
 Schedule::Schedule() : Schedule(parse("constant")) {}
 
 Schedule Schedule::parse(const std::string& text, double steps_per_epoch) {
-  LRLAB_REQUIRE(std::isfinite(steps_per_epoch) && steps_per_epoch >= 0,
-                "steps per epoch must be a positive number, got ", steps_per_epoch);
+  LRLAB_REQUIRE(std::isfinite(steps_per_epoch) && steps_per_epoch >= 0 && steps_per_epoch == std::floor(steps_per_epoch),
+                "steps per epoch must be a whole number (0: not known), got ", steps_per_epoch);
   Schedule s{Empty{}};
   s.spec_ = text;
   std::vector<spec::Segment> parsed = spec::parse(text);

@@ -135,9 +135,25 @@ class Parser {
     return seg;
   }
 
+  // A number's 'ep' unit after spaces ("2 ep"): the grammar's VALUE is number 'ep', two tokens.
+  std::string with_unit(std::string v) {
+    const size_t at = i_;
+    skip_ws();
+    const bool unit = i_ > at && (std::isdigit(static_cast<unsigned char>(v.back())) || v.back() == '.') &&
+                      s_.compare(i_, 2, "ep") == 0 &&
+                      (i_ + 2 == s_.size() || !(std::isalnum(static_cast<unsigned char>(s_[i_ + 2])) ||
+                                                 s_[i_ + 2] == '_' || s_[i_ + 2] == '.'));
+    if (!unit) {
+      i_ = at;
+      return v;
+    }
+    i_ += 2;
+    return v + "ep";
+  }
+
   // A value, or a list a;b;c with spaces allowed around each ';'.
   std::string list_value() {
-    std::string v = word(true);
+    std::string v = with_unit(word(true));
     for (;;) {
       const size_t at = i_;
       skip_ws();
@@ -150,7 +166,7 @@ class Parser {
         v += ';';
         skip_ws();
       }
-      v += word(true);
+      v += with_unit(word(true));
     }
   }
 
@@ -186,7 +202,7 @@ const Arg& ArgReader::require(const std::string& key) const {
   // A missing key is often a misspelt one; the keys given are listed so that it shows. (Which of
   // them are unknown is only certain once every key has been read, as finish() does.)
   std::string given;
-  for (const Arg& x : seg_.args) given += (given.empty() ? "" : ", ") + x.key;
+  for (const Arg& x : seg_.args) given += (given.empty() ? "" : ", ") + x.key + " at position " + std::to_string(x.key_pos);
   LRLAB_FAIL(what_, " '", seg_.name, "' at position ", seg_.pos, " needs the key '", key, "'",
              given.empty() ? "" : " (given: " + given + ")");
 }

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -184,6 +185,22 @@ TEST(ScheduleFormulas, OneCycleAtPyTorchPhaseBoundaries) {
   EXPECT_NEAR(m(t3, 44), 0.1 + 0.9 * (1 + std::cos(kPi * 15 / 29)) / 2, 1e-14);
 }
 
+// PyTorch's phase choice where phases end before they begin: OneCycleLR(total_steps=3) ends the
+// warm-up at 0.3*3 - 1 = -0.1, so step 0 is already 0.1 steps into the descent from -0.1 to 2; with
+// pct=0.6 and three phases the ends are 59, 118 and 99, so no step reaches the third phase.
+TEST(ScheduleFormulas, OneCycleDegeneratePhasesAsInPyTorch) {
+  const double initial = 0.04, lowest = 0.04 / 1e4;
+  auto cos_between = [](double from, double to, double frac) { return to + (from - to) * (1 + std::cos(kPi * frac)) / 2; };
+  EXPECT_NEAR(m("onecycle(steps=3)", 0), cos_between(1, lowest, 0.1 / 2.1), 1e-14);
+  EXPECT_NEAR(m("onecycle(steps=3)", 2), lowest, 1e-15);
+  EXPECT_NEAR(m("onecycle(steps=100, pct=0)", 0), cos_between(1, lowest, 1.0 / 100), 1e-14);
+  EXPECT_NEAR(m("onecycle(steps=100, pct=1)", 99), 1, 1e-15);
+  EXPECT_NEAR(m("onecycle(steps=100, pct=1)", 0), initial, 1e-15);
+  const std::string t3 = "onecycle(steps=100, pct=0.6, three_phase=true)";
+  EXPECT_NEAR(m(t3, 59), 1, 1e-15);
+  EXPECT_NEAR(m(t3, 99), cos_between(1, initial, 40.0 / 59), 1e-14);
+}
+
 TEST(ScheduleFormulas, InverseSquareRootPeaksAtWarmup) {
   for (int64_t t : {0, 3, 99, 100, 399}) {
     double s = t + 1.0;
@@ -243,6 +260,17 @@ TEST(ScheduleEpochs, EpValuesUseStepsPerEpoch) {
   EXPECT_DOUBLE_EQ(m("warmup(steps=0.5ep) + constant(value=0.3)", 10, 20), 0.3);
   EXPECT_ERROR_HAS(parse_error("step(every=10ep)"), "steps per epoch");
   EXPECT_ERROR_HAS(parse_error("step(every=1)", -1), "steps per epoch");
+  // An epoch is a whole number of steps; a fraction of one rounds to the nearest step.
+  EXPECT_ERROR_HAS(parse_error("step(every=1)", 7.8125), "whole number");
+  EXPECT_DOUBLE_EQ(m("step(every=0.5ep, gamma=0.5)", 3, 7), 1);    // 3.5 -> every 4 steps
+  EXPECT_DOUBLE_EQ(m("step(every=0.5ep, gamma=0.5)", 4, 7), 0.5);
+  // 'ep' is a token of its own: spaces may stand before it, in lists too.
+  for (const char* spec : {"step(every = 2 ep, gamma=0.5)", "step(every=2 ep , gamma=0.5)",
+                           "multistep(at=2 ep ; 4ep, gamma=0.5)", "multistep(at = 2ep;4 ep,gamma=0.5)"})
+    for (int64_t t : {0, 19, 20, 39, 40})
+      EXPECT_DOUBLE_EQ(m(spec, t, 10), std::pow(0.5, t / 20 < 2 ? t / 20 : 2)) << spec << " at " << t;
+  EXPECT_ERROR_HAS(parse_error("step(every=2 epoch)", 10), "expected ')'");
+  EXPECT_ERROR_HAS(parse_error("exp(gamma=0.5 ep)", 10), "not a number");
 }
 
 TEST(ScheduleErrors, NamesTheTokenAndPosition) {
@@ -251,7 +279,7 @@ TEST(ScheduleErrors, NamesTheTokenAndPosition) {
   EXPECT_ERROR_HAS(parse_error("step(gama=0.5, every=2)"), "unknown key 'gama' at position 6 for schedule 'step'");
   EXPECT_ERROR_HAS(parse_error("step(gamma=0.5)"), "schedule 'step' at position 1 needs the key 'every'");
   // The keys given are listed, so that a misspelt required key shows.
-  EXPECT_ERROR_HAS(parse_error("step(evry=10, gamma=0.5)"), "needs the key 'every' (given: evry, gamma)");
+  EXPECT_ERROR_HAS(parse_error("step(evry=10, gamma=0.5)"), "needs the key 'every' (given: evry at position 6, gamma at position 15)");
   // Whatever the spec holds, the message is one line: a newline is shown escaped, a character
   // outside ASCII whole.
   EXPECT_ERROR_HAS(parse_error("step(every=3\n"), "in 'step(every=3\\n'");
@@ -286,10 +314,10 @@ TEST(ScheduleErrors, RejectsInvalidValues) {
       {"restarts(period=5, mult=0.5)", "mult=0.5 at position 25: must be at least 1"},
       {"linear(steps=5)", "needs the key 'to'"},
       {"warmup(steps=0)", "must be at least 1"},
-      {"onecycle(steps=100, pct=0)", "pct=0"},
-      {"onecycle(steps=100, pct=1)", "pct=1"},
-      {"onecycle(steps=3)", "more than one step"},
-      {"onecycle(steps=100, pct=0.6, three_phase=true)", "more than one step"},
+      {"onecycle(steps=100, pct=-0.1)", "pct=-0.1"},
+      {"onecycle(steps=100, pct=1.5)", "pct=1.5"},
+      {"onecycle(steps=10, pct=0.1)", "pct*steps = 1"},
+      {"onecycle(steps=4, pct=0.25, three_phase=true)", "pct*steps = 1"},
       {"onecycle(steps=100, div=0)", "div=0"},
       {"onecycle(steps=100, anneal=cosine)", "expected one of cos, linear"},
       {"invsqrt(warmup=0)", "warmup=0"},
@@ -433,9 +461,21 @@ TEST(ScheduleCli, OutWritesTheSameBytesToAFile) {
   rmdir(dir.c_str());
 }
 
+// --steps 0: the header and no rows (the spec is still checked); a table and an svg need steps.
+TEST(ScheduleCli, ZeroStepsPrintTheHeaderOnly) {
+  CliResult r = run_cli("'cosine(steps=10)' --steps 0");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "step,lr\n");
+  const std::string table = run_cli("'cosine(steps=10)' --steps 0 --format table").out;
+  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 1) << table;
+  EXPECT_EQ(table.rfind("step", 0), 0u) << table;
+  EXPECT_EQ(run_cli("'cosin(steps=10)' --steps 0").status, 2);
+}
+
 TEST(ScheduleCli, BadInputExitsTwoWithOneErrorLine) {
   const char* bad[] = {"'cosin(steps=3)'", "'step(every=10) + cosine(steps=5)'", "'step(every=3'",
-                       "'constant' --steps 0", "'constant' --lr -1", "'constant' --format png",
+                       "'constant' --steps -1", "'constant' --lr -1", "'constant' --format png",
+                       "'constant' --steps 0 --format svg", "'constant' --steps-per-epoch 7.8125",
                        "'constant' --steps-per-epoch 0", "'range(start=1,end=2,steps=5)' --lr 0",
                        "'exp(gamma=2)' --steps 200", "'constant' --lr 1e300", "'constant' --out /nonexistent-dir/x.csv"};
   for (const char* args : bad) {

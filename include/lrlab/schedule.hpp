@@ -34,8 +34,9 @@ class Schedule {
   Schedule(const Schedule&) = default;
   Schedule& operator=(const Schedule&) = default;
 
-  // Parses and validates; steps_per_epoch > 0 enables 'ep' values. Throws lrlab::Error naming the
-  // offending token and its 1-based position.
+  // Parses and validates; a whole steps_per_epoch > 0 enables 'ep' values (x ep is x * steps_per_epoch
+  // rounded to the nearest whole step). Throws lrlab::Error naming the offending token and its
+  // 1-based position.
   static Schedule parse(const std::string& spec, double steps_per_epoch = 0);
 
   // m(t) for the global step t >= 0, in double. base_lr (> 0) only matters for 'range', whose

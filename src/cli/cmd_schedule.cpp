@@ -40,7 +40,7 @@ std::string render_csv(const std::vector<double>& lr) {
 }
 
 std::string render_table(const std::vector<double>& lr, double base) {
-  int step_width = static_cast<int>(std::max<size_t>(4, std::to_string(lr.size() - 1).size()));
+  int step_width = static_cast<int>(std::max<size_t>(4, std::to_string(lr.empty() ? 0 : lr.size() - 1).size()));
   std::string out;
   char buf[160];
   std::snprintf(buf, sizeof buf, "%*s  %16s  %16s\n", step_width, "step", "lr", "multiplier");
@@ -68,13 +68,17 @@ std::string render_svg(const std::vector<double>& lr, const std::string& spec, b
 
 int run(const ScheduleArgs& a) {
   LRLAB_REQUIRE(std::isfinite(a.lr) && a.lr > 0, "--lr must be a positive number, got ", a.lr);
-  LRLAB_REQUIRE(std::isfinite(a.steps_per_epoch) && a.steps_per_epoch > 0,
-                "--steps-per-epoch must be a positive number, got ", a.steps_per_epoch);
-  LRLAB_REQUIRE(a.steps >= 1 && a.steps <= kMaxTableSteps, "--steps must be between 1 and ", kMaxTableSteps,
+  // An epoch is a count of minibatches; 'ep' values become whole steps (docs/SCHEDULES.md).
+  LRLAB_REQUIRE(std::isfinite(a.steps_per_epoch) && a.steps_per_epoch >= 1 &&
+                    a.steps_per_epoch == std::floor(a.steps_per_epoch),
+                "--steps-per-epoch must be a whole number of steps, at least 1, got ", a.steps_per_epoch);
+  LRLAB_REQUIRE(a.steps >= 0 && a.steps <= kMaxTableSteps, "--steps must be between 0 and ", kMaxTableSteps,
                 ", got ", a.steps);
+  LRLAB_REQUIRE(a.steps >= 1 || a.format != "svg", "--format svg needs at least one step to draw (--steps 0)");
   Schedule schedule = Schedule::parse(a.spec, a.steps_per_epoch);
-  // The float table is what the device reads, so the rows show base * table[t].
-  std::vector<float> table = schedule.table(a.steps, a.lr);
+  // The float table is what the device reads, so the rows show base * table[t]. No steps, no rows:
+  // the spec is still checked.
+  std::vector<float> table = a.steps ? schedule.table(a.steps, a.lr) : std::vector<float>{};
   std::vector<double> lr(table.size());
   for (size_t t = 0; t < table.size(); ++t) {
     lr[t] = a.lr * static_cast<double>(table[t]);
