@@ -39,9 +39,10 @@ struct Window {
   size_t begin, end;
 };
 
-Window trimmed(size_t n, int64_t planned_steps) {
+Window trimmed(size_t n, int64_t planned_steps, int64_t trim_end) {
   const size_t skip_start = static_cast<size_t>(std::max<int64_t>(0, planned_steps / kSkipStartDivisor));
-  if (n >= skip_start + kSkipEnd + 2) return {skip_start, n - kSkipEnd};
+  const size_t skip_end = static_cast<size_t>(std::max<int64_t>(0, trim_end));
+  if (n >= skip_start + skip_end + 2) return {skip_start, n - skip_end};
   return {0, n};  // too short to trim (it diverged very early): use all of it
 }
 
@@ -50,6 +51,17 @@ std::vector<double> slice(const std::vector<double>& v, Window w) {
 }
 
 }  // namespace
+
+// fastai records its smoothed loss at every step and reads [num_it/10, len-5), then cuts at the
+// first NaN. A NaN compares false with the stop threshold, so that test runs on to num_it steps,
+// and the cut keeps every finite point before the NaN that lies below num_it-5. An infinite loss
+// keeps the smoothed one infinite, past the threshold: the test stops with it recorded, and it is
+// one of the 5 points trimmed.
+int64_t fastai_trim_end(int64_t kept, int64_t planned_steps, double ended_by) {
+  if (std::isfinite(ended_by)) return kSkipEnd;
+  if (std::isnan(ended_by)) return std::max<int64_t>(0, kept - (planned_steps - kSkipEnd));
+  return kSkipEnd - 1;
+}
 
 void validate_finder_options(const FinderOptions& o) {
   LRLAB_REQUIRE(std::isfinite(o.start) && o.start > 0, "the start rate must be positive and finite (got ",
@@ -119,10 +131,11 @@ int64_t minimum_index(const std::vector<double>& y) {
   return std::min_element(y.begin(), y.end()) - y.begin();
 }
 
-Suggestions suggest(const std::vector<double>& lr, const std::vector<double>& smoothed, int64_t planned_steps) {
+Suggestions suggest(const std::vector<double>& lr, const std::vector<double>& smoothed, int64_t planned_steps,
+                    int64_t trim_end) {
   LRLAB_REQUIRE(!smoothed.empty() && lr.size() == smoothed.size(), "the rates and losses differ in length (",
                 lr.size(), " and ", smoothed.size(), ") or are empty");
-  const Window w = trimmed(smoothed.size(), planned_steps);
+  const Window w = trimmed(smoothed.size(), planned_steps, trim_end);
   const std::vector<double> x = slice(lr, w), y = slice(smoothed, w);
   Suggestions s;
   s.steepest = static_cast<int64_t>(w.begin) + steepest_index(x, y);
@@ -153,6 +166,7 @@ FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o) {
   const std::vector<float> table = Schedule::parse(finder_schedule(o)).table(o.steps, 1.0);
   FinderCurve c;
   c.optimizer = engine.config().optimizer;
+  double ended_by = 0;  // the non-finite loss that ended the curve, if one did (fastai's window)
   try {
     opt.reset_replica(0);  // a fresh optimizer: no moments from earlier training
     opt.set_lr(1.0f);
@@ -169,6 +183,7 @@ FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o) {
         const double loss = losses[i];
         if (!std::isfinite(loss)) {
           c.stopped_early = true;
+          ended_by = loss;
           break;
         }
         const double smooth = smoothed.add(loss);
@@ -191,7 +206,7 @@ FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o) {
   c.steps_run = static_cast<int64_t>(c.lr.size());
   LRLAB_REQUIRE(c.steps_run > 0, "the loss of the first step (lr ", o.start, ") is not finite; ",
                 "the range test has nothing to suggest from");
-  const Suggestions s = suggest(c.lr, c.smoothed, o.steps);
+  const Suggestions s = suggest(c.lr, c.smoothed, o.steps, fastai_trim_end(c.steps_run, o.steps, ended_by));
   c.steepest = s.steepest_lr;
   c.valley = s.valley_lr;
   c.min_div10 = s.min_div10_lr;
@@ -289,8 +304,9 @@ double curve_at(const FinderCurve& c, double rate) {
 }  // namespace
 
 std::string finder_svg(const std::vector<FinderCurve>& curves) {
-  // Like fastai's plot, a curve that diverged is drawn without its last 5 points: the blow-up
-  // would otherwise stretch the loss axis until the useful part of the curve is flat.
+  // A curve that diverged is drawn without its last 5 points, the blow-up, which would otherwise
+  // stretch the loss axis until the useful part of the curve is flat. (fastai's plot always drops
+  // them; a curve that ran its course keeps them here.)
   std::vector<Series> series;
   for (const FinderCurve& c : curves) {
     size_t shown = c.smoothed.size();

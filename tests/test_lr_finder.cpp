@@ -209,6 +209,24 @@ TEST(LrFinder, SuggestionsSkipTheTrimmedEnds) {
   // Too short to trim: the whole curve is read.
   Suggestions shortc = suggest({1e-3, 1e-2, 1e-1}, {2.0, 1.0, 5.0}, 100);
   EXPECT_EQ(shortc.minimum, 1);
+
+  // With no points trimmed at the end, the deep minimum at 97 is read.
+  EXPECT_EQ(suggest(lr, y, 100, 0).minimum, 97);
+  EXPECT_EQ(suggest(lr, y, 100, 2).minimum, 97);
+  EXPECT_EQ(suggest(lr, y, 100, 3).minimum, 60);
+}
+
+// fastai's window after a non-finite loss, which lrlab's curve does not hold: fastai runs on past a
+// NaN (it never exceeds the stop threshold) to its planned steps, trims the last 5 of those, and
+// cuts at the NaN; an infinite loss stops its test, recorded as the last point, one of the 5 trimmed.
+TEST(LrFinder, TrimsAsFastaiAfterANonFiniteLoss) {
+  const double nan = std::nan(""), inf = INFINITY;
+  EXPECT_EQ(fastai_trim_end(100, 100, 0.0), 5);   // ran its course
+  EXPECT_EQ(fastai_trim_end(40, 100, 0.0), 5);    // stopped at 4x its minimum: that point is kept
+  EXPECT_EQ(fastai_trim_end(40, 100, nan), 0);    // every point before the NaN
+  EXPECT_EQ(fastai_trim_end(95, 100, nan), 0);
+  EXPECT_EQ(fastai_trim_end(97, 100, nan), 2);    // but none from num_it - 5 on
+  EXPECT_EQ(fastai_trim_end(40, 100, inf), 4);
 }
 
 TEST(LrFinder, RestoresTheModelSoTrainingStartsFromTheSameWeights) {

@@ -10,6 +10,15 @@
 //   - steepest (Lightning's suggestion): the most negative slope of loss against log10(lr);
 //   - min_div10: the rate at the lowest loss, divided by 10.
 // A curve that never descends has no valley; then min_div10 is the recommended one.
+//
+// Where lrlab differs from the two (each on purpose):
+//   - the ramp reaches both ends: step i of n is start*(end/start)^(i/(n-1)) (fastai's i/n never
+//     reaches end; Lightning's skips i = 1);
+//   - smoothing and the stop rule are fastai's (Lightning's bias correction runs one step ahead);
+//   - steepest is read in fastai's window, [n/10, len-5), not Lightning's [10, len-1);
+//   - the optimizer starts fresh (moments and step reset; fastai keeps an existing one's state);
+//   - a valley index before the window's start (fastai's idx = -1) is the window's first point,
+//     not the largest rate as Python's lrs[-1] gives.
 #pragma once
 
 #include <cstdint>
@@ -77,7 +86,13 @@ struct Suggestions {
   double steepest_lr = 0, valley_lr = 0, min_div10_lr = 0;
   bool has_valley = true;  // false: the trimmed curve never decreases
 };
-// Applies fastai's trimming for a test planned over `planned_steps`, then the three rules.
-Suggestions suggest(const std::vector<double>& lr, const std::vector<double>& smoothed, int64_t planned_steps);
+// Applies fastai's trimming for a test planned over `planned_steps` (the first planned_steps/10
+// points and the last `trim_end`; the whole curve when too few would remain), then the three rules.
+Suggestions suggest(const std::vector<double>& lr, const std::vector<double>& smoothed, int64_t planned_steps,
+                    int64_t trim_end = 5);
+// How many points fastai's window leaves out at the end of a curve of `kept` finite points that
+// ended with the loss `ended_by`, which the curve does not hold (finite: it did not end with one):
+// 5; after a NaN, only the points from planned_steps-5 on; after an infinite loss, the 4 before it.
+int64_t fastai_trim_end(int64_t kept, int64_t planned_steps, double ended_by);
 
 }  // namespace lrlab
