@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -59,11 +60,10 @@ TEST(Train, LearnsSpirals) {
   EXPECT_TRUE(r.events.empty());
 }
 
-TEST(Train, ResumeIsBitIdenticalToAStraightRun) {
+// Trains `straight` in one run, and again as 2 epochs, saved, then resumed to the end: the same
+// weights, optimizer state, log and test loss. The straight run's report goes to `report`.
+void expect_resume_bit_identical(TrainOptions straight, TrainReport* report) {
   const std::string ck = temp_path("resume.ckpt");
-  TrainOptions straight = small_run();
-  straight.schedule = "step(every=1ep,gamma=0.7)";
-  straight.plateau = "plateau(factor=0.5,patience=0)";
   straight.save = temp_path("straight.ckpt");
   straight.log_csv = temp_path("straight_log.csv");
   TrainReport a = train(straight);
@@ -92,8 +92,45 @@ TEST(Train, ResumeIsBitIdenticalToAStraightRun) {
   EXPECT_GT(ca.guard.start, 0.0) << "the guard's floor is the run's first loss";
   EXPECT_EQ(ca.guard.start, cb.guard.start) << "and survives a resume";
   EXPECT_EQ(a.test_loss, b.test_loss);
+  // The resumed run reports the straight run's events after epoch 2, and no others.
+  std::vector<std::string> later;
+  for (const TrainEvent& e : a.events)
+    if (e.epoch > 2) later.push_back(e.kind + " " + std::to_string(e.step) + " " + e.message);
+  std::vector<std::string> resumed;
+  for (const TrainEvent& e : b.events) resumed.push_back(e.kind + " " + std::to_string(e.step) + " " + e.message);
+  EXPECT_EQ(resumed, later);
   std::remove(ck.c_str());
   std::remove(straight.save.c_str());
+  *report = a;
+}
+
+TEST(Train, ResumeIsBitIdenticalToAStraightRun) {
+  TrainOptions o = small_run();
+  o.schedule = "step(every=1ep,gamma=0.7)";
+  o.plateau = "plateau(factor=0.5,patience=0)";
+  TrainReport r;
+  expect_resume_bit_identical(o, &r);
+}
+
+// The same with the guard acting in both halves: the rate is 1000 times the base in epoch 1 and
+// 10^4 times in epoch 4, so the run resumed after epoch 2 diverges, rolls back and retrains as the
+// straight one does, from the guard's saved scale and smoothed loss.
+TEST(Train, ResumeIsBitIdenticalWhenTheGuardActs) {
+  TrainOptions o = small_run();
+  o.lr = 1e-3;
+  o.check_every = 5;
+  o.guard_threshold = 1.5;
+  o.schedule = "constant(value=1000,steps=1ep) + constant(steps=2ep) + constant(value=1e4)";
+  TrainReport r;
+  expect_resume_bit_identical(o, &r);
+  EXPECT_FALSE(r.stopped_by_guard);
+  std::set<int64_t> epochs_with_events;
+  std::string all;
+  for (const TrainEvent& e : r.events) {
+    epochs_with_events.insert(e.epoch);
+    all += "\n" + e.kind + " " + e.message;
+  }
+  EXPECT_TRUE(epochs_with_events.count(1) && epochs_with_events.count(4)) << all;
 }
 
 // A batch larger than the training set trains on the whole set each step (one step per epoch)
