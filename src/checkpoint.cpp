@@ -15,7 +15,15 @@ constexpr char kMagic[8] = {'L', 'R', 'L', 'A', 'B', 'C', 'K', 'P'};
 constexpr size_t kHeader = 8 + 4 + 8 + 4;  // magic, version, payload length, crc32
 constexpr size_t kMaxCheckpointBytes = size_t(8) << 30;
 
-uint32_t crc_of(const char* p, size_t n) {
+// The guard's record in version 2 files, before it remembered the run's first loss.
+struct GuardStateV2 {
+  double scale;
+  int64_t events;
+  SmoothedLoss loss;
+};
+}  // namespace
+
+uint32_t crc32_of(const char* p, size_t n) {
   uLong crc = crc32(0L, Z_NULL, 0);
   while (n > 0) {
     uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
@@ -25,14 +33,6 @@ uint32_t crc_of(const char* p, size_t n) {
   }
   return static_cast<uint32_t>(crc);
 }
-
-// The guard's record in version 2 files, before it remembered the run's first loss.
-struct GuardStateV2 {
-  double scale;
-  int64_t events;
-  SmoothedLoss loss;
-};
-}  // namespace
 
 std::string encode_checkpoint(const Checkpoint& c) {
   ByteWriter body;
@@ -50,7 +50,7 @@ std::string encode_checkpoint(const Checkpoint& c) {
   w.put_bytes(kMagic, sizeof kMagic);
   w.put(kCheckpointVersion);
   w.put<uint64_t>(payload.size());
-  w.put(crc_of(payload.data(), payload.size()));
+  w.put(crc32_of(payload.data(), payload.size()));
   w.put_bytes(payload.data(), payload.size());
   return w.take();
 }
@@ -67,7 +67,7 @@ Checkpoint decode_checkpoint(const std::string& bytes, const std::string& name) 
   uint32_t crc = head.get<uint32_t>();
   LRLAB_REQUIRE(len == bytes.size() - kHeader, what, ": truncated or padded (header promises ", len,
                 " payload bytes, file holds ", bytes.size() - kHeader, ")");
-  LRLAB_REQUIRE(crc_of(bytes.data() + kHeader, len) == crc, what, ": checksum mismatch (corrupt file)");
+  LRLAB_REQUIRE(crc32_of(bytes.data() + kHeader, len) == crc, what, ": checksum mismatch (corrupt file)");
   ByteReader r(bytes, what, kHeader);
   Checkpoint c;
   c.model = r.get_string();

@@ -674,8 +674,31 @@ std::vector<float> Optimizer::state_buffer(int index) const {
 }
 
 namespace {
-constexpr uint64_t kOptimizerMagic = 0x3274706F626C726CULL;  // "lrlbopt2": with the packing's blocks
+constexpr uint64_t kOptimizerMagicV2 = 0x3274706F626C726CULL;  // "lrlbopt2": with the packing's blocks
+constexpr uint64_t kOptimizerMagic = 0x3374706F626C726CULL;    // "lrlbopt3": and a CRC-32 at the end
+
+// What each state buffer holds, which the kind and the buffer count alone do not fix: RMSprop keeps
+// two with momentum (v, buf) and two centered (v, ga).
+std::string buffer_names(const OptimizerHyper& h) {
+  switch (h.kind) {
+    case OptimKind::SGD: return h.momentum != 0.0f ? "buf" : "none";
+    case OptimKind::Adam:
+    case OptimKind::AdamW: return h.amsgrad ? "m, v, vmax" : "m, v";
+    case OptimKind::RMSprop:
+      return std::string("v") + (h.momentum > 0.0f ? ", buf" : "") + (h.centered ? ", ga" : "");
+    case OptimKind::Adagrad: return "sum";
+  }
+  return "?";
 }
+
+// A saved state fits an optimizer whose buffers mean the same; its other hyperparameters may
+// differ (a resumed run may change them).
+void require_same_buffers(const OptimizerHyper& saved, const OptimizerHyper& mine, const char* what) {
+  LRLAB_REQUIRE(saved.kind == mine.kind && buffer_names(saved) == buffer_names(mine), what, " is for ",
+                optimizer_name(saved.kind), " keeping (", buffer_names(saved), "), not ", optimizer_name(mine.kind),
+                " keeping (", buffer_names(mine), ")");
+}
+}  // namespace
 
 std::string Optimizer::save() const {
   Impl& m = self();
@@ -694,13 +717,16 @@ std::string Optimizer::save() const {
     w.put_vector(m.tables[r]);
   }
   for (int k = 0; k < m.nstate; ++k) w.put_vector(state_buffer(k));
+  put_crc32(w);
   return w.take();
 }
 
 void Optimizer::load(const std::string& bytes) {
   Impl& m = self();
   ByteReader rd(bytes, "optimizer state");
-  LRLAB_REQUIRE(rd.get<uint64_t>() == kOptimizerMagic, "optimizer state: not an lrlab optimizer state");
+  const uint64_t magic = rd.get<uint64_t>();
+  LRLAB_REQUIRE(magic == kOptimizerMagic || magic == kOptimizerMagicV2, "optimizer state: not an lrlab optimizer state");
+  if (magic == kOptimizerMagic) check_crc32(bytes, rd);  // version 2, in older checkpoints, has none
   OptimizerHyper h = rd.get<OptimizerHyper>();
   int64_t n = rd.get<int64_t>(), K = rd.get<int64_t>();
   const int32_t nblocks = rd.get<int32_t>();
@@ -710,9 +736,8 @@ void Optimizer::load(const std::string& bytes) {
   for (ReplicaBlock& b : blocks) b = rd.get<ReplicaBlock>();
   int32_t nstate = rd.get<int32_t>();
   int32_t scaled = rd.get<int32_t>();
-  LRLAB_REQUIRE(h.kind == m.h.kind && nstate == m.nstate, "optimizer state is for ",
-                optimizer_name(h.kind), " with ", nstate, " state buffers, not ",
-                optimizer_name(m.h.kind), " with ", m.nstate);
+  require_same_buffers(h, m.h, "optimizer state");
+  LRLAB_REQUIRE(nstate == m.nstate, "optimizer state: ", nstate, " state buffers for ", buffer_names(h));
   LRLAB_REQUIRE(n == m.n && K == m.K, "optimizer state is for ", K, " x ", n, " parameters, not ", m.K,
                 " x ", m.n);
   LRLAB_REQUIRE(blocks == m.pk.blocks(), "optimizer state: its replicas are packed differently from this optimizer's");
@@ -809,7 +834,7 @@ void Optimizer::unstash() {
 }
 
 namespace {
-constexpr uint64_t kReplicaMagic = 0x3170726C626C726CULL;  // "lrlbrpl1"
+constexpr uint64_t kReplicaMagic = 0x3270726C626C726CULL;  // "lrlbrpl2": the hyperparameters and a CRC-32
 }
 
 std::string Optimizer::save_replica(int64_t replica) const {
@@ -817,12 +842,13 @@ std::string Optimizer::save_replica(int64_t replica) const {
   ReplicaState s = replica_state(replica);
   ByteWriter w;
   w.put(kReplicaMagic);
-  w.put(m.h.kind);
+  w.put(m.h);
   w.put<int32_t>(m.nstate);
   w.put(m.n);
   put_counters(w, s);
   w.put_vector(m.tables[replica]);
   for (int k = 0; k < m.nstate; ++k) w.put_vector(m.read_replica(k, replica));
+  put_crc32(w);
   return w.take();
 }
 
@@ -831,11 +857,13 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
   LRLAB_REQUIRE(replica >= 0 && replica < m.K, "replica ", replica, " out of range (optimizer has ", m.K, ")");
   ByteReader rd(bytes, "optimizer replica state");
   LRLAB_REQUIRE(rd.get<uint64_t>() == kReplicaMagic, "optimizer replica state: not an lrlab replica state");
-  OptimKind kind = rd.get<OptimKind>();
+  check_crc32(bytes, rd);
+  const OptimizerHyper h = rd.get<OptimizerHyper>();
   int32_t nstate = rd.get<int32_t>();
   int64_t n = rd.get<int64_t>();
-  LRLAB_REQUIRE(kind == m.h.kind && nstate == m.nstate && n == m.n, "optimizer replica state is for ",
-                optimizer_name(kind), " over ", n, " parameters, not ", optimizer_name(m.h.kind), " over ", m.n);
+  require_same_buffers(h, m.h, "optimizer replica state");
+  LRLAB_REQUIRE(nstate == m.nstate && n == m.n, "optimizer replica state is for ", nstate, " buffers over ", n,
+                " parameters, not ", m.nstate, " over ", m.n);
   const ReplicaState s = get_counters(rd);
   std::vector<float> table = rd.get_vector<float>();
   std::vector<std::vector<float>> bufs(nstate);

@@ -27,6 +27,16 @@ using lrlab::testing::throws_error_containing;
 
 namespace {
 
+// save() and save_replica() end with a CRC-32 of what precedes it: a test that edits a state takes
+// it off, edits, and puts a new one on.
+std::string unsealed(const std::string& state) { return state.substr(0, state.size() - 4); }
+std::string sealed(const std::string& body) {
+  ByteWriter w;
+  w.put_bytes(body.data(), body.size());
+  put_crc32(w);
+  return w.take();
+}
+
 std::vector<float> normal_vector(size_t n, Rng& rng, double scale = 1.0) {
   std::vector<float> v(n);
   for (float& x : v) x = static_cast<float>(rng.normal() * scale);
@@ -454,6 +464,46 @@ TEST(OptimizerState, ResetReplicaStartsItAfresh) {
   for (int64_t r = 0; r < K; ++r) EXPECT_LT(maxnorm_rel_error(p.data() + r * ld, refs[r].p), 1e-5) << "replica " << r;
 }
 
+// A state whose buffers mean other things is refused, though kind and buffer count agree: RMSprop
+// keeps (v, buf) with momentum and (v, ga) centered. Loaded, the momentum buffer would be read as
+// the mean gradient, and v - ga^2 clamped at 0 would step by g / eps.
+TEST(OptimizerState, LoadRefusesBuffersThatMeanOtherThings) {
+  Optimizer a("rmsprop(momentum=0.9)", Device::CPU, 4);
+  std::vector<float> p = {1, 2, 3, 4}, g = {0.5f, -0.5f, 0.25f, 1};
+  a.step(p, g);
+  Optimizer b("rmsprop(centered=true)", Device::CPU, 4);
+  const std::string message = "is for rmsprop keeping (v, buf), not rmsprop keeping (v, ga)";
+  EXPECT_TRUE(throws_error_containing([&] { b.load(a.save()); }, message));
+  EXPECT_TRUE(throws_error_containing([&] { b.load_replica(0, a.save_replica(0)); }, message));
+  // Other hyperparameters may change (a resumed run's new alpha, say).
+  Optimizer c("rmsprop(momentum=0.5,alpha=0.9)", Device::CPU, 4);
+  c.load(a.save());
+  c.load_replica(0, a.save_replica(0));
+}
+
+// The state ends with a CRC-32: a byte changed anywhere is refused. The previous format (no CRC),
+// which older checkpoints hold, still loads.
+TEST(OptimizerState, LoadChecksTheChecksumAndReadsTheOlderFormat) {
+  Optimizer a("adam(amsgrad=true)", Device::CPU, 6);
+  std::vector<float> p = {1, 2, 3, 4, 5, 6}, g = {0.5f, -0.5f, 0.25f, 1, 2, -3};
+  a.step(p, g);
+  const std::string s = a.save();
+  Optimizer b("adam(amsgrad=true)", Device::CPU, 6);
+  for (size_t at : {size_t(9), s.size() / 3, s.size() / 2, s.size() - 5, s.size() - 1}) {
+    std::string bad = s;
+    bad[at] = static_cast<char>(bad[at] ^ 0x40);
+    EXPECT_TRUE(throws_error_containing([&] { b.load(bad); }, "optimizer state: checksum mismatch")) << at;
+  }
+  std::string v2 = unsealed(s);
+  v2[7] = '2';  // "lrlbopt3" -> "lrlbopt2"
+  b.load(v2);
+  EXPECT_EQ(b.save(), s);
+  std::string replica = a.save_replica(0);
+  replica[replica.size() / 2] ^= 0x01;
+  EXPECT_TRUE(
+      throws_error_containing([&] { b.load_replica(0, replica); }, "optimizer replica state: checksum mismatch"));
+}
+
 TEST(OptimizerState, LoadRefusesForeignOrTruncatedState) {
   Optimizer a("adam()", Device::CPU, 10);
   std::string s = a.save();
@@ -708,14 +758,15 @@ TEST(OptimizerState, LoadRefusesNaNOrNegativeSquares) {
     std::vector<float> p = normal_vector(2 * n, rng), g = normal_vector(2 * n, rng);
     opt.step(p, g);
     const std::string good = opt.save();
-    // The moments end the state: each buffer a count, then both replicas' values back to back.
+    // The moments end the state, before its CRC-32: each buffer a count, then both replicas' values
+    // back to back. An edited state gets a new CRC, so that the values are what load() judges.
     auto poke = [&](int k, int64_t r, int64_t i, float v) {
-      std::string bad = good;
+      std::string bad = unsealed(good);
       const size_t later =
           static_cast<size_t>(opt.num_state_buffers() - 1 - k) * (sizeof(uint64_t) + 2 * n * sizeof(float));
       const size_t from_end = later + sizeof(float) * static_cast<size_t>(2 * n - r * n - i);
       std::memcpy(&bad[bad.size() - from_end], &v, sizeof v);
-      return bad;
+      return sealed(bad);
     };
     Optimizer to(spec, Device::CPU, n, setup);
     to.load(good);
@@ -737,16 +788,15 @@ TEST(OptimizerState, LoadRefusesNaNOrNegativeSquares) {
 
     // One replica moved alone: the same checks.
     Optimizer single(spec, Device::CPU, n);
-    std::string replica = opt.save_replica(1);
-    const size_t last = replica.size() - sizeof(float);
-    std::memcpy(&replica[last], &nan, sizeof nan);
-    EXPECT_THROW(single.load_replica(0, replica), Error);
+    std::string replica = unsealed(opt.save_replica(1));
+    std::memcpy(&replica[replica.size() - sizeof(float)], &nan, sizeof nan);
+    EXPECT_THROW(single.load_replica(0, sealed(replica)), Error);
     // Frozen at scale 0: whatever its moments hold, it is never stepped again.
     opt.set_scale(0.0f, 1);
     Optimizer frozen(spec, Device::CPU, n, setup);
-    std::string frozen_state = opt.save();
+    std::string frozen_state = unsealed(opt.save());
     std::memcpy(&frozen_state[frozen_state.size() - sizeof(float)], &nan, sizeof nan);
-    frozen.load(frozen_state);
+    frozen.load(sealed(frozen_state));
     EXPECT_TRUE(std::isnan(frozen.state_buffer(frozen.num_state_buffers() - 1).back()));
   }
 }

@@ -91,13 +91,17 @@ class Optimizer {
   // Gradients arrive multiplied by this loss scale; they are divided by it in the kernel. The first
   // call turns the finite check on (a step whose gradients hold inf or NaN is skipped and not
   // counted, as with PyTorch's GradScaler), so make it before capturing step() in a CUDA graph;
-  // later calls only change the scale.
+  // later calls only change the scale. A skipped step does not advance the step count, which is
+  // also the schedule's position: the schedule waits too (a PyTorch loop that calls
+  // scheduler.step() every iteration moves on). With `clip`, a non-finite gradient norm skips the
+  // step the same way, check_finite or not (PyTorch's clip_grad_norm_ would write NaN weights).
   void set_grad_scale(float scale);
   // Sets the step count of a replica (0 to 2^52). It is both the schedule position and the t of
   // the update rules: Adam's bias corrections restart with it, and SGD's momentum buffer is replaced
   // by the gradient at the step after a count of 0. Resuming a run restores it with load().
   void set_step(int64_t step, int64_t replica = -1);
-  // Zeroes the moments and counters of one replica (a fresh optimizer for a new configuration).
+  // Zeroes the moments and counters of one replica (step, skipped), as a fresh optimizer starts.
+  // Its base rate, scale and table stay: set them for a new configuration.
   void reset_replica(int64_t replica);
 
   // Host reads (synchronise the stream on the CUDA path; not for the hot loop).
@@ -109,9 +113,10 @@ class Optimizer {
 
   // The whole optimizer state: hyperparameters, counters, scales, tables and moments.
   std::string save() const;
-  // Restores a state saved by an optimizer of the same kind and shape; throws lrlab::Error otherwise
-  // (also for NaN moments, negative running squares or rates that overflow, except in replicas
-  // frozen at scale 0). From the state: each replica's step count, base rate,
+  // Restores a state saved by an optimizer of the same kind, shape and state buffers (rmsprop with
+  // momentum keeps other buffers than centered rmsprop); throws lrlab::Error otherwise (also for a
+  // checksum that does not match, NaN moments, negative running squares or rates that overflow,
+  // except in replicas frozen at scale 0). From the state: each replica's step count, base rate,
   // scale, gradient scale, schedule table and moments, replacing any set before. From this
   // optimizer: the hyperparameters of its spec (a resumed run may change them) and its parameter
   // groups (not part of the state: loading under other groups is not detected).

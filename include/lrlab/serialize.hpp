@@ -43,7 +43,7 @@ class ByteReader {
  public:
   // `what` names the input in errors ("checkpoint 'run.ckpt'").
   ByteReader(const std::string& bytes, std::string what, size_t offset = 0)
-      : b_(bytes), what_(std::move(what)), pos_(offset) {}
+      : b_(bytes), what_(std::move(what)), pos_(offset), end_(bytes.size()) {}
   // It reads the caller's string in place: a temporary would be gone before the first read.
   ByteReader(std::string&&, std::string, size_t = 0) = delete;
 
@@ -72,27 +72,42 @@ class ByteReader {
   template <typename T>
   std::vector<T> get_vector() {
     uint64_t n = get<uint64_t>();
-    LRLAB_REQUIRE(n <= (b_.size() - pos_) / sizeof(T), what_, ": array of ", n,
+    LRLAB_REQUIRE(n <= (end_ - pos_) / sizeof(T), what_, ": array of ", n,
                   " elements at offset ", pos_ - 8, " runs past the end");
     std::vector<T> v(n);
     get_bytes(v.data(), n * sizeof(T));
     return v;
   }
   size_t offset() const { return pos_; }
-  size_t remaining() const { return b_.size() - pos_; }
+  size_t remaining() const { return end_ - pos_; }
+  // Reads no further than `end` (a trailer after it, say a checksum, is not part of the record).
+  void limit(size_t end) { end_ = end < end_ ? end : end_; }
   const std::string& what() const { return what_; }
   void expect_end() const {
-    LRLAB_REQUIRE(pos_ == b_.size(), what_, ": ", b_.size() - pos_, " unexpected bytes at offset ", pos_);
+    LRLAB_REQUIRE(pos_ == end_, what_, ": ", end_ - pos_, " unexpected bytes at offset ", pos_);
   }
 
  private:
   void need(size_t n) const {
-    LRLAB_REQUIRE(n <= b_.size() - pos_, what_, ": truncated at offset ", pos_, " (needs ", n,
-                  " more bytes, has ", b_.size() - pos_, ")");
+    LRLAB_REQUIRE(pos_ <= end_ && n <= end_ - pos_, what_, ": truncated at offset ", pos_, " (needs ", n,
+                  " more bytes, has ", end_ - pos_, ")");
   }
   const std::string& b_;
   std::string what_;
-  size_t pos_;
+  size_t pos_, end_;
 };
+
+// zlib's CRC-32 of n bytes.
+uint32_t crc32_of(const char* p, size_t n);
+// Appends the CRC-32 of everything written so far: a record that can be checked whole.
+inline void put_crc32(ByteWriter& w) { w.put(crc32_of(w.bytes().data(), w.bytes().size())); }
+// Checks the CRC-32 that put_crc32 appended to `bytes` and limits `rd` to what precedes it.
+inline void check_crc32(const std::string& bytes, ByteReader& rd) {
+  LRLAB_REQUIRE(bytes.size() >= 4 + rd.offset(), rd.what(), ": truncated (", bytes.size(), " bytes)");
+  uint32_t stored;
+  std::memcpy(&stored, bytes.data() + bytes.size() - 4, 4);
+  LRLAB_REQUIRE(crc32_of(bytes.data(), bytes.size() - 4) == stored, rd.what(), ": checksum mismatch (corrupt data)");
+  rd.limit(bytes.size() - 4);
+}
 
 }  // namespace lrlab
