@@ -71,13 +71,15 @@ std::string options_json(const SweepOptions& o) {
   return opts.dump();
 }
 
+// Hyperband's rungs (its most aggressive bracket) in whole epochs: epochs / eta^k for k = 1 ..
+// floor(log_eta(epochs)), rounded down, earliest first. 10 epochs at eta 3: after epochs 1 and 3;
+// fewer epochs than eta: none.
 std::vector<int64_t> rung_epochs(int64_t epochs, double eta) {
   std::vector<int64_t> rungs;
   if (eta <= 1) return rungs;
-  for (double e = epochs / eta; e >= 0.5; e /= eta) {
-    int64_t r = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(e - 1e-9)));
-    if (r < epochs && (rungs.empty() || rungs.back() != r)) rungs.push_back(r);
-    if (r == 1) break;
+  for (double p = eta; p <= epochs * (1 + 1e-12); p *= eta) {
+    const int64_t r = static_cast<int64_t>(std::floor(epochs / p + 1e-9));
+    if (r >= 1 && r < epochs && (rungs.empty() || rungs.front() != r)) rungs.insert(rungs.begin(), r);
   }
   return rungs;
 }
@@ -160,6 +162,9 @@ std::vector<SweepConfig> validate_sweep(const SweepOptions& o) {
                 "/", o.shard_count, " is out of range (index must be from 0 to count-1)");
   LRLAB_REQUIRE(o.halving == 0 || o.shard_count == 1,
                 "--halving ranks all configurations together and cannot run split into shards or ranks");
+  LRLAB_REQUIRE(o.halving == 0 || !rung_epochs(o.base.epochs, o.halving).empty(), "--halving ", o.halving,
+                " halts nothing in ", o.base.epochs, " epoch(s): its first rung comes after epochs / eta, so it needs "
+                "--epochs of at least eta");
   LRLAB_REQUIRE(o.diverge_factor > 1, "the divergence factor must be above 1");
   LRLAB_REQUIRE(o.max_packed >= 1 && o.max_packed <= kMaxReplicas, "configurations per packed engine must be in [1, ",
                 kMaxReplicas, "] (got ", o.max_packed, ")");

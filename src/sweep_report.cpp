@@ -307,8 +307,9 @@ namespace {
 
 struct Aggregate {
   SweepConfig config;  // seed_index of the first seed
-  std::vector<double> final_loss, final_acc;
+  std::vector<double> final_loss, final_acc;  // of the runs that trained to the end
   int diverged = 0;
+  int halted = 0;  // by successive halving: their last losses are a rung's, not final
 };
 
 // The sweep's --seeds, from its options (shards and interrupted runs may lack some seeds' runs).
@@ -359,6 +360,7 @@ std::vector<Aggregate> aggregate(const SweepResult& r) {
     }
     Aggregate& a = m[key];
     if (x.diverged) a.diverged += 1;
+    else if (x.halted) a.halted += 1;
     else {
       a.final_loss.push_back(x.final_val_loss);
       a.final_acc.push_back(x.final_val_accuracy);
@@ -643,6 +645,11 @@ std::string sweep_table(const SweepResult& r) {
     std::vector<Aggregate> agg = aggregate(r);
     os << "\nover data orders (mean +- std of the final validation metrics):\n";
     for (const Aggregate& a : agg) {
+      if (a.final_loss.empty() && a.halted > 0) {
+        os << strf("  %-*s %-*s %9.3g  halted by successive halving (%d runs, %d diverged)\n", wo,
+                   a.config.optimizer.c_str(), ws, a.config.schedule.c_str(), a.config.lr, a.halted, a.diverged);
+        continue;
+      }
       double ml, sl, ma, sa;
       mean_std(a.final_loss, &ml, &sl);
       mean_std(a.final_acc, &ma, &sa);
@@ -830,6 +837,11 @@ std::string sweep_report_html(const SweepResult& r) {
       if (!rates.empty()) diverged += (diverged.empty() ? "" : "; ") + xml_escape(sched) + " at lr " + rates;
     }
     if (!diverged.empty()) h << "<p>" << xml_escape(opt) << " diverged: " << diverged << "</p>\n";
+    int halted = 0;
+    for (const Aggregate& a : agg) halted += a.config.optimizer == opt && a.final_loss.empty() && a.halted > 0;
+    if (halted)
+      h << "<p>" << xml_escape(opt) << ": " << halted << " configuration" << (halted > 1 ? "s" : "")
+        << " halted by successive halving, with no final loss, not drawn.</p>\n";
   }
   // Validation loss curves, one panel per optimizer and schedule (first data order).
   h << "<h2>Validation loss per epoch</h2>\n";

@@ -10,7 +10,9 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -335,6 +337,54 @@ TEST(Sweep, HalvingRoundsTheSurvivorsUp) {
   }
   std::sort(epochs_run.begin(), epochs_run.end());
   EXPECT_EQ(epochs_run, (std::vector<size_t>{1, 2, 4}));
+}
+
+// Rungs fall where Hyperband's do, epochs / eta^k rounded down: 6 epochs at eta 2 halt runs after
+// epochs 1 and 3 (not 1, 2 and 3), 10 at eta 3 after 1 and 3. Fewer epochs than eta have no rung:
+// an error, not a sweep that silently halves nothing.
+TEST(Sweep, HalvingRungsFallWhereHyperbandsDo) {
+  for (const auto& [epochs, eta, expected] :
+       {std::tuple<int64_t, double, std::set<size_t>>{6, 2.0, {1, 3, 6}}, {10, 3.0, {1, 3, 10}}}) {
+    SweepOptions o = small_sweep();
+    o.base.synthetic_samples = 300;
+    o.lrs = {1e-3, 2e-3, 3e-3, 5e-3, 7e-3, 1e-2, 2e-2, 3e-2, 5e-2};
+    o.schedules = {"constant"};
+    o.optimizers = {"adam()"};
+    o.base.epochs = epochs;
+    o.halving = eta;
+    std::set<size_t> ends;
+    for (const SweepRun& x : run_sweep(o).runs) {
+      ASSERT_FALSE(x.diverged);
+      ends.insert(x.val_loss.size());
+    }
+    EXPECT_EQ(ends, expected) << epochs << " epochs, eta " << eta;
+  }
+  SweepOptions o = small_sweep();
+  o.base.epochs = 2;
+  o.halving = 3;
+  EXPECT_TRUE(throws_error_containing([&] { validate_sweep(o); }, "--halving 3 halts nothing in 2 epoch(s)"));
+  o.base.epochs = 3;
+  EXPECT_NO_THROW(validate_sweep(o));
+}
+
+// The spread over data orders is of runs that trained to the end: an entry halted at a rung has no
+// final loss to average, and says so, in the table and under the report's final-loss plot.
+TEST(Sweep, HaltedEntriesHaveNoFinalLossInTheSpread) {
+  SweepOptions o = small_sweep();
+  o.schedules = {"constant"};
+  o.optimizers = {"adam()"};
+  o.lrs = {1e-3, 1e-2, 3e-2, 1e-1};
+  o.base.epochs = 2;
+  o.halving = 2;
+  o.seeds = 2;
+  const SweepResult r = run_sweep(o);
+  const std::string table = sweep_table(r);
+  int halted_lines = 0;
+  for (size_t at = table.find("halted by successive halving (2 runs"); at != std::string::npos;
+       at = table.find("halted by successive halving (2 runs", at + 1))
+    ++halted_lines;
+  EXPECT_EQ(halted_lines, 2) << table;  // 4 entries, eta 2: 2 kept
+  EXPECT_NE(sweep_report_html(r).find("adam(): 2 configurations halted by successive halving"), std::string::npos);
 }
 
 // Seed index k of --seeds is data order seed+k and initial weights seed+k: the run equals an engine
