@@ -97,7 +97,7 @@ Dataset sine(spec::ArgReader& args, int64_t n, Rng& rng) {
 }  // namespace
 
 Dataset make_synthetic(const std::string& text, int64_t n, uint64_t seed) {
-  std::vector<spec::Segment> segs = spec::parse(text);
+  std::vector<spec::Segment> segs = spec::parse(text, "data set");
   LRLAB_REQUIRE(segs.size() == 1, "data set '", text, "': expected one synthetic data set, found ", segs.size());
   LRLAB_REQUIRE(n >= 1 && n <= kMaxSyntheticSamples, "data set '", text, "': sample count ", n, " is outside [1, ",
                 kMaxSyntheticSamples, "]");

@@ -42,7 +42,7 @@ float fraction(spec::ArgReader& r, const std::string& key, float fallback, bool 
 }  // namespace
 
 OptimizerHyper parse_optimizer(const std::string& text) {
-  auto segs = spec::parse(text);
+  auto segs = spec::parse(text, "optimizer");
   LRLAB_REQUIRE(segs.size() == 1, "optimizer spec '", text, "' has ", segs.size(),
                 " parts; '+' composes schedules, not optimizers");
   const spec::Segment& seg = segs[0];

@@ -25,7 +25,7 @@ void validate(const PlateauOptions& o) {
 }  // namespace
 
 PlateauOptions parse_plateau(const std::string& text) {
-  std::vector<spec::Segment> segs = spec::parse(text);
+  std::vector<spec::Segment> segs = spec::parse(text, "reduce-on-plateau");
   const spec::Segment& seg = segs.front();
   LRLAB_REQUIRE(seg.name == "plateau", "unknown rule '", seg.name, "' at position ", seg.pos,
                 " (expected 'plateau')");

@@ -273,7 +273,7 @@ Schedule Schedule::parse(const std::string& text, double steps_per_epoch) {
                 "steps per epoch must be a whole number (0: not known), got ", steps_per_epoch);
   Schedule s{Empty{}};
   s.spec_ = text;
-  std::vector<spec::Segment> parsed = spec::parse(text);
+  std::vector<spec::Segment> parsed = spec::parse(text, "schedule");
   int64_t start = 0;
   for (size_t i = 0; i < parsed.size(); ++i) {
     const spec::Segment& seg = parsed[i];

@@ -51,12 +51,12 @@ bool is_value_char(char c) {
 
 class Parser {
  public:
-  explicit Parser(const std::string& s) : s_(s) {}
+  Parser(const std::string& s, const char* what) : s_(s), what_(what) {}
 
   std::vector<Segment> run() {
     std::vector<Segment> out;
     skip_ws();
-    LRLAB_REQUIRE(i_ < s_.size(), "empty spec");
+    LRLAB_REQUIRE(i_ < s_.size(), "empty ", what_, *what_ ? " " : "", "spec");
     for (;;) {
       out.push_back(segment());
       skip_ws();
@@ -171,12 +171,13 @@ class Parser {
   }
 
   const std::string& s_;
+  const char* what_;
   size_t i_ = 0;
 };
 
 }  // namespace
 
-std::vector<Segment> parse(const std::string& text) { return Parser(text).run(); }
+std::vector<Segment> parse(const std::string& text, const char* what) { return Parser(text, what).run(); }
 
 ArgReader::ArgReader(const Segment& seg, std::string what, double steps_per_epoch)
     : seg_(seg), what_(std::move(what)), steps_per_epoch_(steps_per_epoch), used_(seg.args.size()) {}

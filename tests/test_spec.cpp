@@ -5,6 +5,9 @@
 
 #include "lrlab/error.hpp"
 #include "test_util.hpp"
+#include "lrlab/optimizer.hpp"
+#include "lrlab/plateau.hpp"
+#include "lrlab/schedule.hpp"
 #include "lrlab/spec.hpp"
 
 namespace lrlab {
@@ -63,6 +66,10 @@ TEST(SpecParse, SignedAndExponentValuesStayInOneSegment) {
 TEST(SpecParse, SyntaxErrorsNameTheirPosition) {
   EXPECT_NE(parse_error("").find("empty spec"), std::string::npos);
   EXPECT_NE(parse_error("   ").find("empty spec"), std::string::npos);
+  // Each kind of spec says which it is: the text alone cannot.
+  EXPECT_EQ(error_of([] { parse_optimizer(""); }), "empty optimizer spec");
+  EXPECT_EQ(error_of([] { Schedule::parse(" "); }), "empty schedule spec");
+  EXPECT_EQ(error_of([] { parse_plateau(""); }), "empty reduce-on-plateau spec");
   EXPECT_NE(parse_error("step(every=3").find("expected ')' but the spec ended at position 13"), std::string::npos);
   EXPECT_NE(parse_error("step(every)").find("expected '=', found ')' at position 11"), std::string::npos);
   EXPECT_NE(parse_error("step(=3)").find("expected a name, found '=' at position 6"), std::string::npos);

@@ -25,8 +25,9 @@ struct Segment {
   std::vector<Arg> args;
 };
 
-// Throws lrlab::Error on a syntax error ("expected ')' at position 12 in 'step(every=3'").
-std::vector<Segment> parse(const std::string& text);
+// Throws lrlab::Error on a syntax error ("expected ')' at position 12 in 'step(every=3'"). `what`
+// names the kind of spec where the text alone cannot ("empty optimizer spec").
+std::vector<Segment> parse(const std::string& text, const char* what = "");
 
 // Reads one segment's arguments. Each accessor consumes its key; finish() rejects keys nobody read.
 class ArgReader {
