@@ -23,16 +23,16 @@ cuda=${CUDA_HOME:-/usr/local/cuda}
 # under tests/fuzz/corpus/<name>/ and a line here.
 declare -A sources=(
   [schedule]="src/spec.cpp src/schedule.cpp"
-  [optimizer]="src/spec.cpp src/optimizer.cpp src/packing.cpp src/device.cpp tests/fuzz/optimizer_launch_stubs.cpp"
+  [optimizer]="src/spec.cpp src/optimizer.cpp src/packing.cpp src/device.cpp src/serialize.cpp tests/fuzz/optimizer_launch_stubs.cpp"
   [idx]="src/data_idx.cpp src/data_io.cpp"
   [csv]="src/data_csv.cpp"
-  [checkpoint]="src/checkpoint.cpp src/io.cpp"
+  [checkpoint]="src/checkpoint.cpp src/serialize.cpp src/io.cpp"
   [sweep]="src/sweep_report.cpp src/plot.cpp src/io.cpp"
 )
 # Extra link flags: parse_optimizer shares src/optimizer.cpp with the CUDA-backed Optimizer (its
 # update loops are replaced by tests/fuzz/optimizer_launch_stubs.cpp).
 declare -A libs=(
-  [optimizer]="-L$cuda/lib64 -lcudart_static -ldl -lpthread -lrt"
+  [optimizer]="-L$cuda/lib64 -lcudart_static -ldl -lpthread -lrt -lz"
   [idx]="-lz"
   [checkpoint]="-lz"
 )
@@ -91,7 +91,7 @@ build_targets() {
 
 if [[ ${1:-} == --make-corpus ]]; then
   mkdir -p "$build"
-  "$cxx" -std=c++17 -O1 -Iinclude -Isrc tests/fuzz/make_corpus.cpp src/checkpoint.cpp src/io.cpp -lz \
+  "$cxx" -std=c++17 -O1 -Iinclude -Isrc tests/fuzz/make_corpus.cpp src/checkpoint.cpp src/serialize.cpp src/io.cpp -lz \
     -o "$build/make_corpus"
   "$build/make_corpus" tests/fuzz/corpus
   exit 0

@@ -1,7 +1,5 @@
 #include "lrlab/checkpoint.hpp"
 
-#include <zlib.h>
-
 #include <cmath>
 
 #include "lrlab/error.hpp"
@@ -22,17 +20,6 @@ struct GuardStateV2 {
   SmoothedLoss loss;
 };
 }  // namespace
-
-uint32_t crc32_of(const char* p, size_t n) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  while (n > 0) {
-    uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(p), chunk);
-    p += chunk;
-    n -= chunk;
-  }
-  return static_cast<uint32_t>(crc);
-}
 
 std::string encode_checkpoint(const Checkpoint& c) {
   ByteWriter body;
