@@ -692,9 +692,11 @@ std::string buffer_names(const OptimizerHyper& h) {
 }
 
 // A saved state fits an optimizer whose buffers mean the same; its other hyperparameters may
-// differ (a resumed run may change them).
+// differ (a resumed run may change them). Adam and AdamW keep the same moments, so a run may switch
+// between them, as PyTorch's load_state_dict allows.
 void require_same_buffers(const OptimizerHyper& saved, const OptimizerHyper& mine, const char* what) {
-  LRLAB_REQUIRE(saved.kind == mine.kind && buffer_names(saved) == buffer_names(mine), what, " is for ",
+  auto family = [](OptimKind k) { return k == OptimKind::AdamW ? OptimKind::Adam : k; };
+  LRLAB_REQUIRE(family(saved.kind) == family(mine.kind) && buffer_names(saved) == buffer_names(mine), what, " is for ",
                 optimizer_name(saved.kind), " keeping (", buffer_names(saved), "), not ", optimizer_name(mine.kind),
                 " keeping (", buffer_names(mine), ")");
 }

@@ -479,6 +479,16 @@ TEST(OptimizerState, LoadRefusesBuffersThatMeanOtherThings) {
   Optimizer c("rmsprop(momentum=0.5,alpha=0.9)", Device::CPU, 4);
   c.load(a.save());
   c.load_replica(0, a.save_replica(0));
+  // Adam and AdamW keep the same moments: a run may switch, as PyTorch allows. With amsgrad on one
+  // side only, the buffers differ.
+  Optimizer adam("adam()", Device::CPU, 4), adamw("adamw(wd=0.1)", Device::CPU, 4);
+  adam.step(p, g);
+  adamw.load(adam.save());
+  EXPECT_EQ(adamw.step_count(), 1);
+  EXPECT_EQ(adamw.state_buffer(1), adam.state_buffer(1));
+  Optimizer amsgrad("adamw(amsgrad=true)", Device::CPU, 4);
+  EXPECT_TRUE(throws_error_containing([&] { amsgrad.load(adam.save()); },
+                                      "is for adam keeping (m, v), not adamw keeping (m, v, vmax)"));
 }
 
 // The state ends with a CRC-32: a byte changed anywhere is refused. The previous format (no CRC),

@@ -113,13 +113,14 @@ class Optimizer {
 
   // The whole optimizer state: hyperparameters, counters, scales, tables and moments.
   std::string save() const;
-  // Restores a state saved by an optimizer of the same kind, shape and state buffers (rmsprop with
-  // momentum keeps other buffers than centered rmsprop); throws lrlab::Error otherwise (also for a
-  // checksum that does not match, NaN moments, negative running squares or rates that overflow,
-  // except in replicas frozen at scale 0). From the state: each replica's step count, base rate,
-  // scale, gradient scale, schedule table and moments, replacing any set before. From this
-  // optimizer: the hyperparameters of its spec (a resumed run may change them) and its parameter
-  // groups (not part of the state: loading under other groups is not detected).
+  // Restores a state saved by an optimizer of the same kind (Adam and AdamW count as one), shape and
+  // state buffers (rmsprop with momentum keeps other buffers than centered rmsprop); throws
+  // lrlab::Error otherwise (also for a checksum that does not match, NaN moments, negative running
+  // squares or rates that overflow, except in replicas frozen at scale 0). From the state: each
+  // replica's step count, base rate, scale, gradient scale, schedule table and moments, replacing
+  // any set before. From this optimizer: the hyperparameters of its spec (a resumed run may change
+  // them) and its parameter groups (not part of the state: loading under other groups is not
+  // detected).
   void load(const std::string& bytes);
   // One spare copy of the whole state (counters, scales, moments), kept where the state lives: stash()
   // overwrites it, unstash() rolls back to it. On the CUDA path the moments move device to device:
