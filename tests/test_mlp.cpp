@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 #include <vector>
 
@@ -511,6 +512,13 @@ TEST(MlpCpu, GradientDescentLearnsSeparableBlobs) {
 }
 
 TEST(MlpCpu, NamesTheBlasKernels) { EXPECT_FALSE(blas_core_name().empty()); }
+
+// The tests run the GEMM kernels the lrlab command runs (tests/main.cpp): where OpenBLAS fell back
+// to generic ones on a CPU that has better, the test process was re-executed with them.
+TEST(MlpCpu, TestsRunTheTunedBlasKernels) {
+  if (std::getenv("LRLAB_NO_BLAS_TUNE")) GTEST_SKIP() << "LRLAB_NO_BLAS_TUNE is set: OpenBLAS keeps its own choice";
+  EXPECT_EQ(blas_core_override(), "") << "OpenBLAS runs " << blas_core_name();
+}
 
 // ---- CUDA backend --------------------------------------------------------------------------
 

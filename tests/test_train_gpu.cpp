@@ -269,6 +269,26 @@ TEST(TrainEngineGpu, PartialRunsReturnTheirOwnLosses) {
   EXPECT_LT(max_rel(gpu.params(), cpu.params()), 1e-3);
 }
 
+// unstash() rewinds the data on the device as on the host: the steps after the stash train again
+// on the same minibatches, as the CPU engine's do.
+TEST(TrainEngineGpu, UnstashRewindsAsTheCpuEngineDoes) {
+  LRLAB_REQUIRE_GPU();
+  const DataSplits data = spirals();
+  TrainEngine cpu(engine_config(Device::CPU, 2, false), data);
+  TrainEngine gpu(engine_config(Device::CUDA, 2, true), data);
+  for (TrainEngine* e : {&cpu, &gpu}) {
+    e->begin_epoch(0);
+    e->run(3);
+    e->stash();
+    e->run(5);
+    e->unstash();
+  }
+  EXPECT_EQ(gpu.steps_left_in_epoch(), cpu.steps_left_in_epoch());
+  const std::vector<float> lc = cpu.run(4), lg = gpu.run(4);
+  EXPECT_LT(max_rel(lg, lc), 1e-3);
+  EXPECT_LT(max_rel(gpu.params(), cpu.params()), 1e-3);
+}
+
 // Where a GPU can be used, "auto" picks it, as "cuda" and "gpu" name it.
 TEST(DeviceGpu, AutoPicksTheGpu) {
   LRLAB_REQUIRE_GPU();
