@@ -229,6 +229,56 @@ TEST(LrFinder, TrimsAsFastaiAfterANonFiniteLoss) {
   EXPECT_EQ(fastai_trim_end(40, 100, inf), 4);
 }
 
+// fastai's window starts at num_it / 10, a tenth of the steps planned, not of those run: a test
+// planned over 200 steps that stopped after 50 still skips its first 20 points. The window needs
+// two points; with fewer the whole curve is read (100 planned: 10 skipped at the start, 5 at the
+// end, so 17 points are the fewest that are trimmed).
+TEST(LrFinder, TrimmingCountsThePlannedStepsAndNeedsTwoPoints) {
+  std::vector<double> lr = log_ramp(50), y(50);
+  for (size_t i = 0; i < 50; ++i) y[i] = 3.0 - 0.01 * static_cast<double>(i);  // falling
+  y[12] = 0.5;                                                                  // but lowest at 12
+  EXPECT_EQ(suggest(lr, y, 50).minimum, 12);  // skips 5
+  EXPECT_EQ(suggest(lr, y, 200).minimum, 44);  // skips 20; 44 is the last before the 5 trimmed
+
+  for (size_t n : {16, 17}) {
+    std::vector<double> shortc(n, 2.0);
+    shortc[3] = 1.0;   // lowest of all, among the points the start trim skips
+    shortc[11] = 1.5;  // lowest of [10, 12), the window of 17 points
+    const int64_t want = n == 16 ? 3 : 11;
+    EXPECT_EQ(suggest(log_ramp(n), shortc, 100).minimum, want) << n << " points";
+  }
+}
+
+// A suggestion beyond the ramp's ends (minimum/10 below its first rate; a hand-built rate past its
+// last) is marked at the end's loss, level with where the curve stops.
+TEST(LrFinder, PlotMarksBeyondTheRampAtItsEnds) {
+  FinderCurve c;
+  c.optimizer = "adam()";
+  for (int i = 0; i < 20; ++i) {
+    c.lr.push_back(1e-4 * std::pow(10.0, i / 10.0));
+    c.smoothed.push_back(1 + 0.1 * i);  // rising: the two ends are at different heights
+  }
+  c.steepest = c.lr[5];
+  c.valley = 3 * c.lr.back();
+  c.min_div10 = c.lr.front() / 10;
+  c.recommended = "min_div10";
+  const std::string svg = finder_svg({c});
+  const size_t line = svg.find("<polyline fill=\"none\" stroke=\"#4e79a7\"");
+  ASSERT_NE(line, std::string::npos);
+  const size_t begin = svg.find("points=\"", line) + 8;
+  const std::string points = svg.substr(begin, svg.find('"', begin) - begin);
+  const double first_y = std::stod(points.substr(points.find(',') + 1));
+  const std::string last = points.substr(points.rfind(' ') + 1);
+  const double last_y = std::stod(last.substr(last.find(',') + 1));
+  ASSERT_GT(first_y, last_y + 100) << points;
+  std::smatch m;
+  // The first circle and the first diamond are the plot's (the legend's come after).
+  ASSERT_TRUE(std::regex_search(svg, m, std::regex("<circle cx=\"[0-9.]+\" cy=\"([0-9.]+)\" r=\"4.50\"")));
+  EXPECT_NEAR(std::stod(m[1]), first_y, 0.011);
+  ASSERT_TRUE(std::regex_search(svg, m, std::regex("<polygon points=\"[0-9.]+,([0-9.]+) [0-9.]+,[0-9.]+ [0-9.]+,[0-9.]+ [0-9.]+,[0-9.]+\"")));
+  EXPECT_NEAR(std::stod(m[1]) + 4.5, last_y, 0.011);  // a diamond's first corner is 4.5 px above its centre
+}
+
 TEST(LrFinder, RestoresTheModelSoTrainingStartsFromTheSameWeights) {
   const DataSplits data = spirals();
   TrainEngine used(spirals_engine(data, "adam()"), data);

@@ -6,6 +6,7 @@
 #include <limits>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -175,6 +176,16 @@ TEST(PlotSvg, NarrowLogRangesTickBetweenPowersOfTen) {
     const std::string one = svg_line_plot({flat}, o);
     expect_valid(one);
     EXPECT_GE(text_labels(one).size(), 4u) << v;  // two ticks on each axis
+    // Inside the frame (16 to 372 px), subnormal values too: the axis reaches below them.
+    for (const std::string& p : all(one, "points=\"([^\"]*)\"")) {
+      std::istringstream xy(p);
+      double px, py;
+      char comma;
+      while (xy >> px >> comma >> py) {
+        EXPECT_GE(py, 16 - 0.01) << v << ": " << p;
+        EXPECT_LE(py, 372 + 0.01) << v << ": " << p;
+      }
+    }
   }
 }
 
@@ -277,6 +288,49 @@ TEST(PlotSvg, MarkersAtInfinityStandOnTheTopEdge) {
   expect_valid(skipped);
   EXPECT_NE(skipped.find("no data"), std::string::npos);
 }
+
+// Two decades or more tick at powers of ten alone: 1 to 100 gets 1, 10 and 100, not 2 and 5 times
+// them. Where the decades reach below 10^-4, %g would write "1e-05" beside "0.0001": every label of
+// the axis is then a power of ten.
+TEST(PlotSvg, TwoDecadesTickAtPowersOfTenInOneStyle) {
+  PlotOptions o;
+  o.log_y = true;
+  Series s{"s", {0.1, 0.3}, {1, 100}};  // x ticks of tenths: none of the labels below
+  std::vector<std::string> labels = text_labels(svg_line_plot({s}, o));
+  for (const char* tick : {"1", "10", "100"}) EXPECT_TRUE(has(labels, tick)) << tick;
+  for (const char* tick : {"2", "5", "20", "50"}) EXPECT_FALSE(has(labels, tick)) << tick;
+
+  Series small{"s", {0.1, 0.3}, {1e-5, 1e-2}};
+  labels = text_labels(svg_line_plot({small}, o));
+  for (const char* tick : {"10⁻⁵", "10⁻⁴", "10⁻³", "10⁻²"}) EXPECT_TRUE(has(labels, tick)) << tick;
+  for (const std::string& label : labels) EXPECT_EQ(label.find("e-"), std::string::npos) << label;
+}
+
+// A marker at +inf is drawn only where its x is on the axis (positive, on a log axis), and markers
+// at +inf alone, with no other data, still give valid axes, the markers on the top edge.
+TEST(PlotSvg, MarkersAtInfinityNeedADrawableX) {
+  PlotOptions o;  // the plot area runs from y 16 to 372 (no title)
+  o.log_x = true;
+  o.log_y = true;
+  Series curve{"loss", {1e-3, 1e-2}, {0.5, 0.3}};
+  Series off{"diverged", {0, -1, NAN}, {INFINITY, INFINITY, INFINITY}, Mark::cross};
+  const std::string svg = svg_line_plot({curve, off}, o);
+  expect_valid(svg);
+  EXPECT_EQ(all(svg, "(<path d=\"M)").size(), 1u) << "the legend's cross alone";
+
+  Series only{"diverged", {1e-2, 1e-1}, {INFINITY, INFINITY}, Mark::cross};
+  const std::string alone = svg_line_plot({only}, o);
+  expect_valid(alone);
+  const std::vector<std::string> at = all(alone, "<path d=\"M[0-9.]+,([0-9.]+) ");
+  ASSERT_EQ(at.size(), 3u);  // two on the plot, one in the legend
+  EXPECT_EQ(at[0], "11.50");  // 4.5 px above the top edge: the cross's centre is on it
+  EXPECT_EQ(at[1], "11.50");
+  // With no finite y the y axis is the default one, 1 to 10, with its ticks.
+  const std::vector<std::string> labels = text_labels(alone);
+  EXPECT_TRUE(has(labels, "1"));
+  EXPECT_TRUE(has(labels, "10"));
+}
+
 
 TEST(PlotSvg, NonFinitePointsAreSkippedAndBreakTheLine) {
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/sweep_progress.hpp"
 #include "cli_util.hpp"
 #include "engine_workers.hpp"
 #include "gpu.hpp"
@@ -340,11 +341,14 @@ TEST(Sweep, HalvingRoundsTheSurvivorsUp) {
 }
 
 // Rungs fall where Hyperband's do, epochs / eta^k rounded down: 6 epochs at eta 2 halt runs after
-// epochs 1 and 3 (not 1, 2 and 3), 10 at eta 3 after 1 and 3. Fewer epochs than eta have no rung:
-// an error, not a sweep that silently halves nothing.
+// epochs 1 and 3 (not 1, 2 and 3), 10 at eta 3 after 1 and 3. 33 at eta 2.2 after 15, 6, 3 and 1
+// (9 runs: 5 go on after epoch 1, 3 after 3, 2 after 6, 1 after 15); 33 / 2.2 is 15 exactly, though
+// in doubles it comes out a hair below. Fewer epochs than eta have no rung: an error, not a sweep
+// that silently halves nothing.
 TEST(Sweep, HalvingRungsFallWhereHyperbandsDo) {
   for (const auto& [epochs, eta, expected] :
-       {std::tuple<int64_t, double, std::set<size_t>>{6, 2.0, {1, 3, 6}}, {10, 3.0, {1, 3, 10}}}) {
+       {std::tuple<int64_t, double, std::set<size_t>>{6, 2.0, {1, 3, 6}}, {10, 3.0, {1, 3, 10}},
+        {33, 2.2, {1, 3, 6, 15, 33}}}) {
     SweepOptions o = small_sweep();
     o.base.synthetic_samples = 300;
     o.lrs = {1e-3, 2e-3, 3e-3, 5e-3, 7e-3, 1e-2, 2e-2, 3e-2, 5e-2};
@@ -966,6 +970,115 @@ TEST(SweepReport, RatesWhereEveryRunDivergedAreCrossesOnTheLossPlot) {
   EXPECT_NE(html.find("<p>sgd() diverged: constant at lr 0.001, 0.1</p>"), std::string::npos);
 }
 
+// results.json names the best entry and its rivals by their ids in the grid, which are not their
+// places in the file where runs are missing; the rivals come lowest first, whatever their order in
+// the grid; and the figures are means over the data orders. Hand computed: a merge that lacks
+// rate 1e-3 (ids 0 and 4 of 4 rates x 2 orders).
+TEST(SweepReport, JsonAnswersUseGridIdsAndMeansOverDataOrders) {
+  const double rates[3] = {1e-2, 3e-2, 1e-1};
+  // [rate][order]. Against 1e-2, 3e-2 differs by 0.02 and 0.10 (t = 1.5), 1e-1 by 0.04 and 0.00
+  // (t = 1): neither is told apart at 1 degree of freedom (6.314).
+  const double losses[3][2] = {{0.30, 0.40}, {0.32, 0.50}, {0.34, 0.40}};
+  std::vector<SweepRun> runs;
+  for (int order = 0; order < 2; ++order)
+    for (int k = 0; k < 3; ++k) {
+      runs.push_back(rated_run(4 * order + k + 1, "adam()", "constant", rates[k], losses[k][order]));
+      runs.back().config.seed_index = order;
+    }
+  SweepResult r = hand_result(runs, 2);
+  r.grid_size = 8;
+  r.options_json = R"({"seeds":2,"lrs":[0.001,0.01,0.03,0.1]})";
+  const nlohmann::json best = nlohmann::json::parse(sweep_results_json(r))["best_per_optimizer"];
+  ASSERT_EQ(best.size(), 1u);
+  EXPECT_EQ(best[0]["id"], 1);
+  EXPECT_NEAR(best[0]["best_val_loss"].get<double>(), 0.35, 1e-12);
+  EXPECT_NEAR(best[0]["best_val_accuracy"].get<double>(), 0.65, 1e-12);  // rated_run: 1 - loss
+  ASSERT_EQ(best[0]["within_noise"].size(), 2u);
+  EXPECT_EQ(best[0]["within_noise"][0]["id"], 3);  // 1e-1, mean 0.37
+  EXPECT_NEAR(best[0]["within_noise"][0]["best_val_loss"].get<double>(), 0.37, 1e-12);
+  EXPECT_EQ(best[0]["within_noise"][1]["id"], 2);  // 3e-2, mean 0.41
+  EXPECT_NEAR(best[0]["within_noise"][1]["best_val_loss"].get<double>(), 0.41, 1e-12);
+  EXPECT_NE(sweep_table(r).find("constant at 0.1 (0.3700), constant at 0.03 (0.4100)\n"), std::string::npos)
+      << sweep_table(r);
+}
+
+// The table lists at most four rivals and counts the rest. Six rates, each 0.01 worse on average
+// than the one before, with a paired difference of +-0.02 around that: t <= 3 against 6.314.
+TEST(SweepReport, RivalsBeyondFourAreCounted) {
+  std::vector<SweepRun> runs;
+  for (int order = 0; order < 2; ++order)
+    for (int k = 0; k < 7; ++k) {
+      const double loss = (order ? 0.40 : 0.30) + (k ? 0.01 * k + (order ? -0.02 : 0.02) : 0);
+      runs.push_back(rated_run(7 * order + k, "adam()", "constant", 1e-3 * (k + 1), loss));
+      runs.back().config.seed_index = order;
+    }
+  const SweepResult r = hand_result(runs, 2);
+  ASSERT_EQ(best_per_optimizer(r)[0].within_noise.size(), 6u);
+  const std::string table = sweep_table(r);
+  EXPECT_NE(table.find(": constant at 0.002 (0.3600), constant at 0.003 (0.3700), constant at 0.004 (0.3800), "
+                       "constant at 0.005 (0.3900) and 2 more\n"),
+            std::string::npos)
+      << table;
+}
+
+// A whole sweep is not partial: no note in the heading, none in the report. A merge that lacks a
+// shard is (BestPerScheduleAgreesWithBestPerOptimizerOverGaps).
+TEST(SweepReport, AWholeSweepIsNotCalledPartial) {
+  const SweepResult r = hand_result({rated_run(0, "adam()", "constant", 1e-3, 0.5),
+                                     rated_run(1, "adam()", "constant", 1e-2, 0.4)}, 1);
+  EXPECT_NE(sweep_table(r).find("\nbest per optimizer (lowest best validation loss):\n"), std::string::npos)
+      << sweep_table(r);
+  EXPECT_EQ(sweep_report_html(r).find("Partial results"), std::string::npos);
+  // With one data order everywhere, the shared note says why no rivals are named; no row adds that
+  // its own comparison rests on one order.
+  EXPECT_EQ(sweep_table(r).find("the others missing"), std::string::npos) << sweep_table(r);
+}
+
+// Every row of the report's best-per-optimizer table spans the header's columns, the row of an
+// optimizer with nothing finished too, with or without the rivals' column.
+TEST(SweepReport, BestPerOptimizerRowsSpanTheHeader) {
+  for (int64_t seeds : {1, 2}) {
+    std::vector<SweepRun> runs;
+    for (int64_t order = 0; order < seeds; ++order) {
+      runs.push_back(rated_run(2 * order, "adam()", "constant", 1e-2, 0.3 + 0.1 * order));
+      runs.push_back(rated_run(2 * order + 1, "sgd()", "constant", 1e-2, 0.2));
+      runs.back().diverged = true;
+      for (size_t i = runs.size() - 2; i < runs.size(); ++i) runs[i].config.seed_index = order;
+    }
+    const std::string html = sweep_report_html(hand_result(runs, seeds));
+    const size_t begin = html.find("<h2>Best per optimizer</h2>");
+    ASSERT_NE(begin, std::string::npos);
+    const std::string table = html.substr(begin, html.find("</table>", begin) - begin);
+    std::vector<std::string> rows;
+    for (size_t at = table.find("<tr>"); at != std::string::npos; at = table.find("<tr>", at + 1))
+      rows.push_back(table.substr(at, table.find("</tr>", at) - at));
+    ASSERT_EQ(rows.size(), 3u) << table;  // the header, adam, sgd
+    auto columns = [](const std::string& row) {
+      int n = 0;
+      const std::regex cell("<t[hd]( class=l)?( colspan=([0-9]+))?>");
+      for (auto it = std::sregex_iterator(row.begin(), row.end(), cell); it != std::sregex_iterator(); ++it)
+        n += (*it)[3].matched ? std::stoi((*it)[3]) : 1;
+      return n;
+    };
+    const int header = columns(rows[0]);
+    EXPECT_EQ(header, seeds > 1 ? 8 : 7) << rows[0];
+    EXPECT_EQ(columns(rows[1]), header) << rows[1];
+    EXPECT_NE(rows[2].find("no configuration finished"), std::string::npos) << rows[2];
+    EXPECT_EQ(columns(rows[2]), header) << rows[2];
+  }
+}
+
+// Under the loss-against-rate panels, halted configurations are counted per optimizer: a panel
+// without any says nothing of them.
+TEST(SweepReport, HaltedConfigurationsAreCountedUnderTheirOwnOptimizer) {
+  std::vector<SweepRun> runs = {rated_run(0, "adam()", "constant", 1e-3, 0.5), rated_run(1, "adam()", "constant", 1e-2, 0.4),
+                                rated_run(2, "sgd()", "constant", 1e-3, 0.6), rated_run(3, "sgd()", "constant", 1e-2, 0.3)};
+  runs[0].halted = true;
+  const std::string html = sweep_report_html(hand_result(runs, 1));
+  EXPECT_NE(html.find("<p>adam(): 1 configuration halted by successive halving"), std::string::npos);
+  EXPECT_EQ(html.find("sgd(): 1 configuration halted"), std::string::npos);
+}
+
 // curves.csv: each value under its own header.
 TEST(SweepReport, CurvesCsvPutsEachValueUnderItsHeader) {
   SweepRun x = hand_run(0, 0, 0.5, 0.75);
@@ -1093,6 +1206,17 @@ TEST(SweepCli, ProgressLinesSayTimeSpentAndLeft) {
   ASSERT_EQ(diverged.status, 0) << diverged.err;
   EXPECT_TRUE(std::regex_search(diverged.err, std::regex("  epoch 1/5, 0 of 1 configurations training, [0-9]+ s\n")))
       << diverged.err;
+}
+
+// The time left is the epochs to come at the mean pace of those done: 10 s for the first of 4
+// epochs leaves 3 x 10 s; 10 s for two of them, 2 x 5 s.
+TEST(SweepCli, TimeLeftIsTheEpochsToComeAtTheMeanPace) {
+  using lrlab::cli::sweep_progress_timing;
+  EXPECT_EQ(sweep_progress_timing(1, 4, 3, 10.0), ", 10 s, ~30 s left");
+  EXPECT_EQ(sweep_progress_timing(2, 4, 3, 10.0), ", 10 s, ~10 s left");
+  EXPECT_EQ(sweep_progress_timing(3, 4, 1, 10.0), ", 10 s, ~3 s left");
+  EXPECT_EQ(sweep_progress_timing(4, 4, 1, 10.0), ", 10 s");
+  EXPECT_EQ(sweep_progress_timing(1, 4, 0, 10.0), ", 10 s");
 }
 
 TEST(SweepCli, WritesOutputsAndRanks) {

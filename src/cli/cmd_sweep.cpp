@@ -20,6 +20,7 @@
 #include "lrlab/sweep.hpp"
 #include "mpi_session.hpp"
 #include "options.hpp"
+#include "sweep_progress.hpp"
 
 namespace lrlab::cli {
 namespace {
@@ -107,19 +108,11 @@ int run_sweep_command(SweepArgs& a) {
     obs.on_epoch = [&](int64_t e, int64_t E, int64_t alive, int64_t total) {
       if (a.quiet || mpi.rank() != 0) return;
       const std::string share = mpi.active() ? " on rank 0 (of " + std::to_string(mpi.size()) + " ranks)" : "";
-      // The epochs to come at the mean pace of those done: an estimate, since configurations that
-      // diverge or are halved stop training. None is left once none trains.
       const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-      char timing[64];
-      if (e < E && alive > 0)
-        std::snprintf(timing, sizeof timing, ", %.0f s, ~%.0f s left", spent,
-                      spent / static_cast<double>(e) * static_cast<double>(E - e));
-      else
-        std::snprintf(timing, sizeof timing, ", %.0f s", spent);
       char line[256];
       std::snprintf(line, sizeof line, "  epoch %lld/%lld, %lld of %lld configurations training%s%s",
                     static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
-                    static_cast<long long>(total), share.c_str(), timing);
+                    static_cast<long long>(total), share.c_str(), sweep_progress_timing(e, E, alive, spent).c_str());
       // On a terminal the line is rewritten in place: blanks cover what a longer line left.
       const int len = static_cast<int>(std::strlen(line));
       if (tty) std::fprintf(stderr, "\r%s%*s", line, std::max(0, progress_width - len), "");
