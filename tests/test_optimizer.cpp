@@ -514,6 +514,73 @@ TEST(OptimizerState, LoadChecksTheChecksumAndReadsTheOlderFormat) {
       throws_error_containing([&] { b.load_replica(0, replica); }, "optimizer replica state: checksum mismatch"));
 }
 
+// SGD with momentum keeps a buffer that plain SGD has not: a state moving between them is refused
+// in either direction, and the message says what each side keeps.
+TEST(OptimizerState, SgdWithAndWithoutMomentumRefuseEachOthersState) {
+  Optimizer momentum("sgd(momentum=0.9)", Device::CPU, 3), plain("sgd()", Device::CPU, 3);
+  std::vector<float> p = {1, 2, 3}, g = {0.5f, -1, 2};
+  momentum.step(p, g);
+  EXPECT_TRUE(throws_error_containing([&] { plain.load(momentum.save()); },
+                                      "is for sgd keeping (buf), not sgd keeping (none)"));
+  EXPECT_TRUE(throws_error_containing([&] { momentum.load_replica(0, plain.save_replica(0)); },
+                                      "is for sgd keeping (none), not sgd keeping (buf)"));
+}
+
+// The buffer count a state gives must be its kind's: an Adam state (m, v) cut to one buffer, its
+// count edited to match and its CRC-32 redone (or an older state, which has no CRC-32), would load
+// m and leave v as it was.
+TEST(OptimizerState, LoadRefusesABufferCountOtherThanItsKinds) {
+  const int64_t n = 64;
+  Optimizer a("adam()", Device::CPU, n);
+  Rng rng(5);
+  std::vector<float> p = normal_vector(n, rng), g = normal_vector(n, rng);
+  a.step(p, g);
+  std::string body = unsealed(a.save());
+  // magic, hyperparameters, n, K, the block count and blocks, then the buffer count.
+  const size_t at_blocks = sizeof(uint64_t) + sizeof(OptimizerHyper) + 2 * sizeof(int64_t);
+  int32_t nblocks = 0, nstate = 0;
+  std::memcpy(&nblocks, &body[at_blocks], sizeof nblocks);
+  const size_t at_nstate = at_blocks + sizeof(int32_t) + static_cast<size_t>(nblocks) * sizeof(ReplicaBlock);
+  std::memcpy(&nstate, &body[at_nstate], sizeof nstate);
+  ASSERT_EQ(nstate, 2) << "the layout read here is not the state's";
+  // The last buffer: its length, then its n values.
+  const size_t last = sizeof(uint64_t) + n * sizeof(float);
+  uint64_t count = 0;
+  std::memcpy(&count, &body[body.size() - last], sizeof count);
+  ASSERT_EQ(count, static_cast<uint64_t>(n)) << "the layout read here is not the state's";
+  body.resize(body.size() - last);
+  nstate = 1;
+  std::memcpy(&body[at_nstate], &nstate, sizeof nstate);
+  Optimizer b("adam()", Device::CPU, n);
+  EXPECT_TRUE(throws_error_containing([&] { b.load(sealed(body)); }, "1 state buffers for m, v"));
+  EXPECT_EQ(b.step_count(), 0);
+}
+
+// Every piece of every replica's gradient is in its sum of squares (the norm that clipping uses),
+// checked against a double-precision sum over vectors long enough for many pieces per thread.
+TEST(OptimizerClip, SumOfSquaresCoversTheWholeGradient) {
+  const int64_t n = 300007, ld = 300032, K = 2;
+  Rng rng(13);
+  std::vector<float> g = normal_vector(static_cast<size_t>(K * ld), rng);
+  detail::FusedArgs a;
+  a.g = g.data();
+  a.n = n;
+  a.replicas = K;
+  a.blocks.count = 1;
+  a.blocks.end[0] = n;
+  a.blocks.stride[0] = ld;
+  for (int threads : {1, 2, 3}) {
+    lrlab::testing::OmpThreads team(threads);
+    std::vector<double> pieces, out(K);
+    detail::cpu_grad_sq(a, pieces, out.data());
+    for (int64_t r = 0; r < K; ++r) {
+      double want = 0;
+      for (int64_t i = 0; i < n; ++i) want += static_cast<double>(g[r * ld + i]) * g[r * ld + i];
+      EXPECT_NEAR(out[r], want, 1e-12 * want) << threads << " threads, replica " << r;
+    }
+  }
+}
+
 TEST(OptimizerState, LoadRefusesForeignOrTruncatedState) {
   Optimizer a("adam()", Device::CPU, 10);
   std::string s = a.save();
