@@ -270,6 +270,14 @@ TEST(ScheduleEpochs, EpValuesUseStepsPerEpoch) {
     for (int64_t t : {0, 19, 20, 39, 40})
       EXPECT_DOUBLE_EQ(m(spec, t, 10), std::pow(0.5, t / 20 < 2 ? t / 20 : 2)) << spec << " at " << t;
   EXPECT_ERROR_HAS(parse_error("step(every=2 epoch)", 10), "expected ')'");
+  // Every element of a longer list, not the first and last alone.
+  for (int64_t t : {9, 10, 19, 20, 29, 30})
+    EXPECT_DOUBLE_EQ(m("multistep(at=1 ep; 2 ep ;3 ep, gamma=0.5)", t, 10), std::pow(0.5, t / 10)) << t;
+  // A word that only begins with 'ep', or a value that is not a number, takes no unit: the error
+  // is at the word after the space, where the value ended.
+  EXPECT_ERROR_HAS(parse_error("step(every=2 epoch)", 10), "found 'e' at position 14");
+  EXPECT_ERROR_HAS(parse_error("step(every=2 ep_x)", 10), "found 'e' at position 14");
+  EXPECT_ERROR_HAS(parse_error("onecycle(steps=10, anneal=cos ep)", 10), "found 'e' at position 31");
   EXPECT_ERROR_HAS(parse_error("exp(gamma=0.5 ep)", 10), "not a number");
 }
 
@@ -470,6 +478,13 @@ TEST(ScheduleCli, ZeroStepsPrintTheHeaderOnly) {
   EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 1) << table;
   EXPECT_EQ(table.rfind("step", 0), 0u) << table;
   EXPECT_EQ(run_cli("'cosin(steps=10)' --steps 0").status, 2);
+}
+
+// A fraction of a step per epoch is refused by the option's own check, which names it.
+TEST(ScheduleCli, FractionalStepsPerEpochNameTheOption) {
+  CliResult r = run_cli("'constant' --steps-per-epoch 7.5");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--steps-per-epoch must be a whole number"), std::string::npos) << r.err;
 }
 
 TEST(ScheduleCli, BadInputExitsTwoWithOneErrorLine) {
