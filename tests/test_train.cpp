@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -370,6 +371,29 @@ TEST(Train, GuardTrainsTheUndoneStepsAgain) {
   EXPECT_EQ(back_to, restarts);
   EXPECT_EQ(static_cast<int64_t>(steps.size()), o.epochs * spe + undone);
   EXPECT_EQ(steps.back(), o.epochs * spe - 1);
+}
+
+// An epoch's training loss is the mean over its steps of the loss each step kept: a step the guard
+// undid counts once, with the loss of the run that stood.
+TEST(Train, EpochLossIsTheMeanOfTheStepsItKept) {
+  TrainOptions o = small_run();
+  o.lr = 50.0;
+  o.epochs = 3;
+  o.check_every = 5;
+  TrainReport r = train(o);
+  ASSERT_FALSE(r.stopped_by_guard);
+  ASSERT_FALSE(r.events.empty()) << "the guard is to act in this run";
+  const int64_t spe = 22;
+  std::map<int64_t, double> kept;  // the last loss logged for each step is the one that stood
+  for (size_t i = 0; i < r.step_index.size(); ++i) kept[r.step_index[i]] = r.step_loss[i];
+  ASSERT_EQ(static_cast<int64_t>(kept.size()), o.epochs * spe);
+  ASSERT_EQ(r.epochs.size(), static_cast<size_t>(o.epochs));
+  for (int64_t e = 0; e < o.epochs; ++e) {
+    double sum = 0;
+    for (int64_t s = e * spe; s < (e + 1) * spe; ++s) sum += kept.at(s);
+    const double mean = sum / spe;
+    EXPECT_NEAR(r.epochs[e].train_loss, mean, 1e-12 * std::abs(mean)) << "epoch " << e + 1;
+  }
 }
 
 TEST(Train, GuardOffLetsTheRunDiverge) {
