@@ -8,6 +8,8 @@
 #include <csignal>
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -50,13 +52,15 @@ TEST(CpuPool, EveryItemRunsOnceAndItsWritesAreSeen) {
 // Two items on two threads that wait (up to `patience`) until both run at once: true when they
 // met, which only a helper running one of them beside the caller makes possible.
 bool two_threads_met(std::chrono::seconds patience) {
-  std::atomic<int> inside{0};
+  std::atomic<int> inside{0}, left{0};
   std::atomic<bool> met{false};
   parallel_items(2, 2, [&](int64_t) {
     inside.fetch_add(1);
     const auto until = std::chrono::steady_clock::now() + patience;
     while (inside.load() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-    if (inside.load() == 2) met = true;
+    // Both entered and neither has left: one thread running the two items in turn never sees that.
+    if (inside.load() == 2 && left.load() == 0) met = true;
+    left.fetch_add(1);
   });
   return met;
 }
@@ -120,6 +124,66 @@ TEST(CpuPool, AnExceptionComesBackAfterTheRunningItemsEnd) {
   }
   EXPECT_TRUE(lrlab::testing::throws_error_containing([] { parallel_items(-1, 2, [](int64_t) {}); },
                                                       "outside [0, 2^31)"));
+}
+
+// A call asking for fewer threads than an earlier one runs on no more than it asked for: helpers
+// the earlier call started sit out (a sweep worker given one core's share must not spread over all).
+TEST(CpuPool, ACallRunsOnNoMoreThreadsThanItAsksFor) {
+  parallel_items(32, 6, [](int64_t) { std::this_thread::sleep_for(std::chrono::microseconds(200)); });
+  for (int round = 0; round < 5; ++round) {
+    std::mutex mutex;
+    std::set<std::thread::id> ran_on;
+    parallel_items(48, 2, [&](int64_t) {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        ran_on.insert(std::this_thread::get_id());
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    });
+    EXPECT_LE(ran_on.size(), 2u) << "round " << round;
+  }
+}
+
+// With two items failing, the exception that comes back is the first one thrown, though the other
+// item, already running, throws later.
+TEST(CpuPool, TheFirstExceptionThrownComesBack) {
+  for (int round = 0; round < 10; ++round) {
+    std::atomic<bool> second_started{false}, first_thrown{false};
+    std::string caught;
+    try {
+      parallel_items(2, 2, [&](int64_t i) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        if (i == 0) {
+          // Both items running at once, when a helper has taken one (else item 1 is never claimed).
+          while (!second_started.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+          first_thrown = true;
+          throw std::runtime_error("first");
+        }
+        second_started = true;
+        while (!first_thrown.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        throw std::runtime_error("second");
+      });
+    } catch (const std::runtime_error& e) {
+      caught = e.what();
+    }
+    EXPECT_EQ(caught, "first") << "round " << round;
+  }
+}
+
+// A call returns once every item has ended, the last one too when a helper runs it: here a helper's
+// items take far longer than the caller's.
+TEST(CpuPool, EveryItemHasEndedWhenTheCallReturns) {
+  const std::thread::id caller = std::this_thread::get_id();
+  for (int round = 0; round < 10; ++round) {
+    std::vector<std::atomic<bool>> ended(16);
+    parallel_items(16, 2, [&](int64_t i) {
+      const bool on_caller = std::this_thread::get_id() == caller;
+      std::this_thread::sleep_for(std::chrono::milliseconds(on_caller ? 1 : 30));
+      ended[static_cast<size_t>(i)] = true;
+    });
+    for (size_t i = 0; i < ended.size(); ++i) ASSERT_TRUE(ended[i].load()) << "round " << round << ", item " << i;
+  }
 }
 
 // A forked child holds the parent's pool but none of its threads, and perhaps a lock a helper held
