@@ -138,6 +138,8 @@ Suggestions suggest(const std::vector<double>& lr, const std::vector<double>& sm
   const Window w = trimmed(smoothed.size(), planned_steps, trim_end);
   const std::vector<double> x = slice(lr, w), y = slice(smoothed, w);
   Suggestions s;
+  s.window_begin = static_cast<int64_t>(w.begin);
+  s.window_end = static_cast<int64_t>(w.end);
   s.steepest = static_cast<int64_t>(w.begin) + steepest_index(x, y);
   s.valley = static_cast<int64_t>(w.begin) + valley_index(y);
   s.minimum = static_cast<int64_t>(w.begin) + minimum_index(y);
@@ -207,6 +209,8 @@ FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o) {
   LRLAB_REQUIRE(c.steps_run > 0, "the loss of the first step (lr ", o.start, ") is not finite; ",
                 "the range test has nothing to suggest from");
   const Suggestions s = suggest(c.lr, c.smoothed, o.steps, fastai_trim_end(c.steps_run, o.steps, ended_by));
+  c.window_begin = s.window_begin;
+  c.window_end = s.window_end;
   c.steepest = s.steepest_lr;
   c.valley = s.valley_lr;
   c.min_div10 = s.min_div10_lr;
@@ -279,6 +283,7 @@ std::string finder_json(const std::vector<FinderCurve>& curves) {
     list.push_back({{"optimizer", c.optimizer},
                     {"steps_run", c.steps_run},
                     {"stopped_early", c.stopped_early},
+                    {"window", {c.window_begin, c.window_end}},
                     {"suggestions", {{"steepest", num(c.steepest)}, {"valley", num(c.valley)},
                                      {"min_div10", num(c.min_div10)}}},
                     {"recommended", c.recommended},

@@ -8,7 +8,8 @@
 // ran at 128-174 GFLOP/s, the same replicas spread over 2 OpenMP threads with single-threaded GEMMs
 // at 189-215 GFLOP/s. So every GEMM runs on the calling thread and the work is split here, into
 // parts of each replica: its minibatch rows (forward and the propagated gradients) and its output
-// units (weight gradients), kRowsPerSlice rows to a part, handed to the threads (cpu_pool.hpp).
+// units (weight gradients), ceil(batch / kRowsPerSlice) parts of equal size (133 rows: 44, 44, 45),
+// handed to the threads (cpu_pool.hpp).
 //
 // The parts do not depend on the number of threads because OpenBLAS's results depend on the shapes
 // it is given: with its SkylakeX kernels, a 128-row GEMM of the last layer (10 units) and the same

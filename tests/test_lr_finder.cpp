@@ -137,6 +137,31 @@ TEST(LrFinder, StopsEarlyWhenTheRateBlowsUpAndSuggestsBelowIt) {
   EXPECT_EQ(c.suggestion, c.valley);
 }
 
+// With a stop factor no loss can reach, only a non-finite loss ends the test, and fastai's window
+// then ends where its rules for NaN and infinity put it: after a NaN at the first point from
+// planned_steps-5 on (here all points, as the test ends before that), after an infinite loss 4 points
+// before the end. Never 5 points before it, as for a test that ended on its stop rule.
+TEST(LrFinder, ARunEndedByANonFiniteLossReadsFastaisWindow) {
+  const DataSplits data = spirals();
+  TrainEngine eng(spirals_engine(data, "sgd(momentum=0.9)"), data);
+  FinderOptions f = ramp_past_blow_up();
+  f.end = 1e30;
+  f.stop_factor = 1e300;
+  const FinderCurve c = run_range_test(eng, f);
+  ASSERT_TRUE(c.stopped_early);
+  const int64_t kept = c.steps_run;
+  ASSERT_GT(kept, f.steps / 10 + 7);
+  ASSERT_LT(kept, f.steps - 5);
+  EXPECT_EQ(c.window_begin, f.steps / 10);
+  EXPECT_TRUE(c.window_end == kept || c.window_end == kept - 4) << c.window_end << " of " << kept;
+  // The suggestions come from that window.
+  const std::vector<double> x(c.lr.begin() + c.window_begin, c.lr.begin() + c.window_end),
+      y(c.smoothed.begin() + c.window_begin, c.smoothed.begin() + c.window_end);
+  EXPECT_EQ(c.valley, x[valley_index(y)]);
+  EXPECT_EQ(c.steepest, x[steepest_index(x, y)]);
+  EXPECT_EQ(c.min_div10, x[minimum_index(y)] / 10);
+}
+
 // The options are the test's own: beta 0 smooths nothing, and a stop factor of 1.5 stops at the
 // first smoothed loss above 1.5 times the lowest before it.
 TEST(LrFinder, SmoothingAndStopFollowTheOptions) {
@@ -499,6 +524,10 @@ TEST(LrFinder, CliPrintsSuggestionsAndWritesJsonAndSvg) {
     EXPECT_EQ(c["suggestion"].get<double>(), c["suggestions"][rec].get<double>());
     EXPECT_EQ(c["lr"].size(), c["steps_run"].get<size_t>());
     EXPECT_EQ(c["smoothed"].size(), c["lr"].size());
+    ASSERT_EQ(c["window"].size(), 2u);
+    EXPECT_EQ(c["window"][0].get<int64_t>(), 8);  // a tenth of the 80 planned steps
+    EXPECT_LT(c["window"][0].get<int64_t>(), c["window"][1].get<int64_t>());
+    EXPECT_LE(c["window"][1].get<int64_t>(), c["steps_run"].get<int64_t>());
     EXPECT_LT(c["suggestions"]["valley"].get<double>(), c["lr"].back().get<double>());
   }
   const std::string svg = slurp(svg_path);

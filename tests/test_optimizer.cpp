@@ -141,13 +141,8 @@ TEST(OptimizerReplicas, ThreadSharesGiveTheOneThreadResult) {
   }
 }
 
-// The clipping norm's sum of squares in double: a float result hides most orderings, so check the
-// sum itself, on values where the order of additions shows (1e16 swallows a lone 1 but not 8192).
-TEST(OptimizerClip, SumOfSquaresIsTheSameForAnyThreadCount) {
-  const int64_t n = 70001, ld = 70004, K = 2;
-  std::vector<float> g(K * ld, 1.0f);
-  g[0] = 1e8f;
-  g[ld + 40000] = 1e8f;
+// What cpu_grad_sq reads: K replicas' gradients of n floats, `ld` floats apart, as one block.
+detail::FusedArgs grad_sq_args(const std::vector<float>& g, int64_t n, int64_t ld, int64_t K) {
   detail::FusedArgs a;
   a.g = g.data();
   a.n = n;
@@ -155,6 +150,17 @@ TEST(OptimizerClip, SumOfSquaresIsTheSameForAnyThreadCount) {
   a.blocks.count = 1;
   a.blocks.end[0] = n;
   a.blocks.stride[0] = ld;
+  return a;
+}
+
+// The clipping norm's sum of squares in double: a float result hides most orderings, so check the
+// sum itself, on values where the order of additions shows (1e16 swallows a lone 1 but not 8192).
+TEST(OptimizerClip, SumOfSquaresIsTheSameForAnyThreadCount) {
+  const int64_t n = 70001, ld = 70004, K = 2;
+  std::vector<float> g(K * ld, 1.0f);
+  g[0] = 1e8f;
+  g[ld + 40000] = 1e8f;
+  const detail::FusedArgs a = grad_sq_args(g, n, ld, K);
   auto sums = [&](int threads) {
     lrlab::testing::OmpThreads team(threads);
     std::vector<double> blocks, out(K);
@@ -562,13 +568,7 @@ TEST(OptimizerClip, SumOfSquaresCoversTheWholeGradient) {
   const int64_t n = 300007, ld = 300032, K = 2;
   Rng rng(13);
   std::vector<float> g = normal_vector(static_cast<size_t>(K * ld), rng);
-  detail::FusedArgs a;
-  a.g = g.data();
-  a.n = n;
-  a.replicas = K;
-  a.blocks.count = 1;
-  a.blocks.end[0] = n;
-  a.blocks.stride[0] = ld;
+  const detail::FusedArgs a = grad_sq_args(g, n, ld, K);
   for (int threads : {1, 2, 3}) {
     lrlab::testing::OmpThreads team(threads);
     std::vector<double> pieces, out(K);

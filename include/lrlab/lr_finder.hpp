@@ -46,6 +46,9 @@ struct FinderCurve {
   double suggestion = 0;                   // the recommended rate
   bool stopped_early = false;              // diverged before the last planned step
   int64_t steps_run = 0;
+  // The points the suggestions read, [window_begin, window_end): fastai's window, which depends on
+  // how the test ended (see fastai_trim_end).
+  int64_t window_begin = 0, window_end = 0;
 };
 
 // Throws lrlab::Error unless start > 0, end > start (both finite), 2 <= steps <= kMaxTableSteps,
@@ -85,6 +88,7 @@ struct Suggestions {
   int64_t steepest = 0, valley = 0, minimum = 0;  // indices into the whole curve
   double steepest_lr = 0, valley_lr = 0, min_div10_lr = 0;
   bool has_valley = true;  // false: the trimmed curve never decreases
+  int64_t window_begin = 0, window_end = 0;  // the points read, [begin, end)
 };
 // Applies fastai's trimming for a test planned over `planned_steps` (the first planned_steps/10
 // points and the last `trim_end`; the whole curve when too few would remain), then the three rules.
