@@ -142,10 +142,22 @@ TEST(LrFinder, StopsEarlyWhenTheRateBlowsUpAndSuggestsBelowIt) {
 // planned_steps-5 on (here all points, as the test ends before that), after an infinite loss 4 points
 // before the end. Never 5 points before it, as for a test that ended on its stop rule.
 TEST(LrFinder, ARunEndedByANonFiniteLossReadsFastaisWindow) {
-  const DataSplits data = spirals();
-  TrainEngine eng(spirals_engine(data, "sgd(momentum=0.9)"), data);
-  FinderOptions f = ramp_past_blow_up();
+  // A linear model of a regression: once the rate passes 2 / (the loss's largest curvature), plain
+  // SGD multiplies the error by more than 1 at every step, and the growing rate makes that factor
+  // grow too, so the loss overflows a few steps later (no unit can die, as a ReLU's can).
+  DataOptions d;
+  d.seed = 5;
+  d.synthetic_samples = 1500;
+  const DataSplits data = load_data("sine", d);
+  EngineConfig ec = spirals_engine(data, "sgd()");
+  ec.model.outputs = data.train.targets_dim;
+  ec.model.activation = Activation::Identity;
+  ec.model.loss = LossKind::MeanSquaredError;
+  TrainEngine eng(ec, data);
+  FinderOptions f;
+  f.start = 1e-7;  // rate 1 at step 23 of 120, well past the first 12 that fastai's window leaves out
   f.end = 1e30;
+  f.steps = 120;
   f.stop_factor = 1e300;
   const FinderCurve c = run_range_test(eng, f);
   ASSERT_TRUE(c.stopped_early);
