@@ -161,7 +161,8 @@ TEST(CpuPool, TheFirstExceptionThrownComesBack) {
         }
         second_started = true;
         while (!first_thrown.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        // Long enough for the first to be caught and kept even on a loaded machine (under TSan, say).
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
         throw std::runtime_error("second");
       });
     } catch (const std::runtime_error& e) {
