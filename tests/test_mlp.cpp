@@ -636,6 +636,56 @@ TEST(MlpCuda, MatchesCpu) {
   }
 }
 
+// Above the first layer each bias gradient block reduces 32 columns; MatchesCpu's layers there are
+// at most 9 wide, so only a layer wider than 32 (70: three blocks, the last one partial) and an
+// output layer of 37 give the blocks after the first any columns to write.
+TEST(MlpCuda, BiasGradientsOfLayersWiderThan32ColumnsMatchCpu) {
+  LRLAB_REQUIRE_GPU();
+  TestStream stream;
+  for (LossKind loss : kLosses) {
+    const MlpLayout layout(make_config(6, {10, 70}, 37, Activation::Tanh, loss));
+    const int64_t K = 2, batch = 40;
+    std::vector<float> p = replica_params(layout, K, 80);
+    randomise_biases(layout, p, 81);
+    const Minibatch mb = random_minibatch(layout.config(), batch, 82);
+    MlpCpu cpu(layout, K, batch);
+    std::vector<float> grads(K * layout.size()), losses(K);
+    cpu.forward_backward(p.data(), mb.x.data(), mb.labels.data(), mb.y.data(), batch, grads.data(),
+                         losses.data());
+    MlpCuda gpu(layout, K, batch, stream.get());
+    DeviceArray<float> dp(p), dx(mb.x), dy(mb.y), dgrads(K * layout.size()), dloss(K);
+    DeviceArray<int32_t> dl(mb.labels);
+    dgrads.poison();  // a column no block writes stays NaN
+    gpu.forward_backward(dp.get(), dx.get(), dl.get(), dy.get(), batch, dgrads.get(), dloss.get());
+    stream.sync();
+    expect_close(dgrads.download(), grads, 1e-4, 1e-6, loss_name(loss));
+  }
+}
+
+// The first layer's bias-gradient pass also zeroes the alignment padding after each replica's
+// weights and bias, in the warp of the replica's unit 0. With a single unit that warp is the only
+// one a replica has: 13 weights leave 3 floats of padding, and the bias 3 more, which must read as
+// the CPU's zeros rather than whatever the buffer held.
+TEST(MlpCuda, OneUnitFirstLayerWritesItsGradientPadding) {
+  LRLAB_REQUIRE_GPU();
+  TestStream stream;
+  const MlpLayout layout(make_config(13, {1, 6}, 3, Activation::Relu, LossKind::SoftmaxCrossEntropy));
+  const int64_t K = 3, batch = 20;
+  std::vector<float> p = replica_params(layout, K, 90);
+  randomise_biases(layout, p, 91);
+  const Minibatch mb = random_minibatch(layout.config(), batch, 92);
+  MlpCpu cpu(layout, K, batch);
+  std::vector<float> grads(K * layout.size()), losses(K);
+  cpu.forward_backward(p.data(), mb.x.data(), mb.labels.data(), nullptr, batch, grads.data(), losses.data());
+  MlpCuda gpu(layout, K, batch, stream.get());
+  DeviceArray<float> dp(p), dx(mb.x), dgrads(K * layout.size()), dloss(K);
+  DeviceArray<int32_t> dl(mb.labels);
+  dgrads.poison();
+  gpu.forward_backward(dp.get(), dx.get(), dl.get(), nullptr, batch, dgrads.get(), dloss.get());
+  stream.sync();
+  expect_close(dgrads.download(), grads, 1e-4, 1e-6, "grads");
+}
+
 TEST(MlpCuda, Tf32StaysClose) {
   LRLAB_REQUIRE_GPU();
   TestStream stream;

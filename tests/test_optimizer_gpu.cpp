@@ -13,6 +13,7 @@
 #include "lrlab/optimizer.hpp"
 #include "lrlab/rng.hpp"
 #include "optim_long_run.hpp"
+#include "test_util.hpp"
 
 using namespace lrlab;
 
@@ -292,6 +293,42 @@ TEST(OptimizerGpu, GraphReplayEqualsEagerSteps) {
   EXPECT_EQ(eager.state_buffer(1), graphed.state_buffer(1));
   LRLAB_CUDA_CHECK(cudaGraphExecDestroy(exec));
   LRLAB_CUDA_CHECK(cudaGraphDestroy(graph));
+}
+
+// A step captured without gradient statistics has no finite check in its graph: a gradient scale
+// set afterwards would be ignored by every replay, so it is refused. Before any capture, or when
+// the captured step already reads the statistics (check_finite), the scale is accepted.
+TEST(OptimizerGpu, GradScaleAfterCapturingAStepWithoutStatisticsIsRefused) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 1000;
+  Rng rng(23);
+  const TestStream owned;
+  const cudaStream_t stream = owned.get();
+  OptimizerSetup setup;
+  setup.stream = stream;
+  DeviceArray<float> dp(n), dg(n);
+  dp.upload(random_vector(n, rng));
+  dg.upload(random_vector(n, rng));
+  auto capture_one_step = [&](Optimizer& opt) {
+    cudaGraph_t graph;
+    LRLAB_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    opt.step(dp.ptr, dg.ptr);
+    LRLAB_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    LRLAB_CUDA_CHECK(cudaGraphDestroy(graph));
+  };
+
+  Optimizer eager_only("adam()", Device::CUDA, n, setup);
+  eager_only.step(dp.ptr, dg.ptr);
+  EXPECT_NO_THROW(eager_only.set_grad_scale(128.0f));
+
+  Optimizer plain("adam()", Device::CUDA, n, setup);
+  capture_one_step(plain);
+  EXPECT_TRUE(lrlab::testing::throws_error_containing([&] { plain.set_grad_scale(128.0f); }, "before capturing"));
+
+  Optimizer checked("adam(check_finite=true)", Device::CUDA, n, setup);
+  capture_one_step(checked);
+  EXPECT_NO_THROW(checked.set_grad_scale(128.0f));
+  LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 // With a loss scale, a replica whose gradients are not finite skips its whole step (weights,
