@@ -6,6 +6,7 @@
 #include "lrlab/device.hpp"
 #include "lrlab/device_buffer.hpp"
 #include "lrlab/error.hpp"
+#include "cpu_pool.hpp"
 #include "lrlab/schedule.hpp"
 #include "train_kernels.hpp"
 
@@ -171,7 +172,11 @@ struct TrainEngine::Impl {
       opt.set_schedule(tables[r], r);
     }
     std::vector<float> rows(static_cast<size_t>(K * P));
-    for (int64_t r = 0; r < K; ++r) init_params(layout, rows.data() + r * P, cfg.replicas[r].init_seed);
+    // Each replica's weights come from its own seed, so drawing them on several threads gives the
+    // same numbers. On one core the 64 replicas of the Fashion-MNIST MLP took 0.5 s, most of a
+    // packed sweep's set-up on an H200.
+    detail::parallel_items(K, detail::cpu_thread_budget(),
+                           [&](int64_t r) { init_params(layout, rows.data() + r * P, cfg.replicas[r].init_seed); });
     std::vector<float> init = packing.from_replica_major(rows);
     const int64_t B = cfg.batch;
     const int64_t ydim = data.train.targets_dim;
