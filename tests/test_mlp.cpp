@@ -573,6 +573,33 @@ Minibatch random_minibatch(const MlpConfig& c, int64_t batch, uint64_t seed) {
           random_labels(batch, c.outputs, seed + 2)};
 }
 
+// One forward-backward pass of K replicas over a minibatch, on the CPU path and on the GPU path; the
+// GPU's outputs are poisoned first, so a float no kernel writes reads NaN.
+struct BothPaths {
+  std::vector<float> cpu_grads, cpu_loss, gpu_grads, gpu_loss;
+};
+
+BothPaths forward_backward_both(const MlpLayout& layout, int64_t K, const std::vector<float>& p,
+                                const Minibatch& mb, int64_t batch, const TestStream& stream,
+                                bool allow_tf32 = false) {
+  BothPaths r;
+  r.cpu_grads.resize(K * layout.size());
+  r.cpu_loss.resize(K);
+  MlpCpu cpu(layout, K, batch);
+  cpu.forward_backward(p.data(), mb.x.data(), mb.labels.data(), mb.y.data(), batch, r.cpu_grads.data(),
+                       r.cpu_loss.data());
+  MlpCuda gpu(layout, K, batch, stream.get(), allow_tf32);
+  DeviceArray<float> dp(p), dx(mb.x), dy(mb.y), dgrads(K * layout.size()), dloss(K);
+  DeviceArray<int32_t> dl(mb.labels);
+  dgrads.poison();
+  dloss.poison();
+  gpu.forward_backward(dp.get(), dx.get(), dl.get(), dy.get(), batch, dgrads.get(), dloss.get());
+  stream.sync();
+  r.gpu_grads = dgrads.download();
+  r.gpu_loss = dloss.download();
+  return r;
+}
+
 TEST(MlpCuda, MatchesCpu) {
   LRLAB_REQUIRE_GPU();
   TestStream stream;
@@ -648,17 +675,8 @@ TEST(MlpCuda, BiasGradientsOfLayersWiderThan32ColumnsMatchCpu) {
     std::vector<float> p = replica_params(layout, K, 80);
     randomise_biases(layout, p, 81);
     const Minibatch mb = random_minibatch(layout.config(), batch, 82);
-    MlpCpu cpu(layout, K, batch);
-    std::vector<float> grads(K * layout.size()), losses(K);
-    cpu.forward_backward(p.data(), mb.x.data(), mb.labels.data(), mb.y.data(), batch, grads.data(),
-                         losses.data());
-    MlpCuda gpu(layout, K, batch, stream.get());
-    DeviceArray<float> dp(p), dx(mb.x), dy(mb.y), dgrads(K * layout.size()), dloss(K);
-    DeviceArray<int32_t> dl(mb.labels);
-    dgrads.poison();  // a column no block writes stays NaN
-    gpu.forward_backward(dp.get(), dx.get(), dl.get(), dy.get(), batch, dgrads.get(), dloss.get());
-    stream.sync();
-    expect_close(dgrads.download(), grads, 1e-4, 1e-6, loss_name(loss));
+    const BothPaths r = forward_backward_both(layout, K, p, mb, batch, stream);
+    expect_close(r.gpu_grads, r.cpu_grads, 1e-4, 1e-6, loss_name(loss));
   }
 }
 
@@ -674,16 +692,8 @@ TEST(MlpCuda, OneUnitFirstLayerWritesItsGradientPadding) {
   std::vector<float> p = replica_params(layout, K, 90);
   randomise_biases(layout, p, 91);
   const Minibatch mb = random_minibatch(layout.config(), batch, 92);
-  MlpCpu cpu(layout, K, batch);
-  std::vector<float> grads(K * layout.size()), losses(K);
-  cpu.forward_backward(p.data(), mb.x.data(), mb.labels.data(), nullptr, batch, grads.data(), losses.data());
-  MlpCuda gpu(layout, K, batch, stream.get());
-  DeviceArray<float> dp(p), dx(mb.x), dgrads(K * layout.size()), dloss(K);
-  DeviceArray<int32_t> dl(mb.labels);
-  dgrads.poison();
-  gpu.forward_backward(dp.get(), dx.get(), dl.get(), nullptr, batch, dgrads.get(), dloss.get());
-  stream.sync();
-  expect_close(dgrads.download(), grads, 1e-4, 1e-6, "grads");
+  const BothPaths r = forward_backward_both(layout, K, p, mb, batch, stream);
+  expect_close(r.gpu_grads, r.cpu_grads, 1e-4, 1e-6, "grads");
 }
 
 // A smooth activation: under relu, TF32's rounding moves pre-activations near 0 across it, and each
@@ -697,22 +707,12 @@ TEST(MlpCuda, Tf32StaysClose) {
   const int64_t K = 2, batch = 32;
   std::vector<float> p = replica_params(layout, K, 5);
   const Minibatch mb = random_minibatch(layout.config(), batch, 6);
-  MlpCpu cpu(layout, K, batch);
-  std::vector<float> grads(K * layout.size()), losses(K);
-  cpu.forward_backward(p.data(), mb.x.data(), mb.labels.data(), nullptr, batch, grads.data(),
-                       losses.data());
-  MlpCuda gpu(layout, K, batch, stream.get(), /*allow_tf32=*/true);
-  DeviceArray<float> dp(p), dx(mb.x), dgrads(K * layout.size()), dloss(K);
-  DeviceArray<int32_t> dl(mb.labels);
-  dgrads.poison();
-  gpu.forward_backward(dp.get(), dx.get(), dl.get(), nullptr, batch, dgrads.get(), dloss.get());
-  stream.sync();
-  expect_close(dloss.download(), losses, 1e-2, 1e-3, "tf32 loss");
+  const BothPaths r = forward_backward_both(layout, K, p, mb, batch, stream, /*allow_tf32=*/true);
+  expect_close(r.gpu_loss, r.cpu_loss, 1e-2, 1e-3, "tf32 loss");
   // TF32 keeps 10 mantissa bits; compare against the largest gradient rather than elementwise.
-  const std::vector<float> g = dgrads.download();
   float scale = 0;
-  for (float v : grads) scale = std::max(scale, std::fabs(v));
-  for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(g[i], grads[i], 1e-2 * scale) << i;
+  for (float v : r.cpu_grads) scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < r.gpu_grads.size(); ++i) ASSERT_NEAR(r.gpu_grads[i], r.cpu_grads[i], 1e-2 * scale) << i;
 }
 
 TEST(MlpCuda, GraphReplayUsesCurrentBuffers) {
