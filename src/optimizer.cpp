@@ -145,6 +145,7 @@ struct Optimizer::Impl {
   DeviceBuffer<char> d_scratch;
   size_t scratch_bytes = 0;
   int num_sms = 1;
+  int64_t update_blocks = 1;  // cuda_update_resident_blocks()
   int64_t grad_chunk = 0;  // FusedArgs::grad_chunk and grad_parts
   int grad_parts = 1;
 
@@ -548,6 +549,7 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     int dev_id = 0;
     LRLAB_CUDA_CHECK(cudaGetDevice(&dev_id));
     LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, dev_id));
+    m.update_blocks = detail::cuda_update_resident_blocks(m.h.kind, m.nstate, m.num_sms);
     m.d_tables.resize(m.K);
     m.d_states = DeviceBuffer<ReplicaState>(m.K);
     for (int k = 0; k < m.nstate; ++k) m.d_buf[k] = DeviceBuffer<float>(m.pk.span());
@@ -582,7 +584,7 @@ void Optimizer::step(float* params, const float* grads, uint16_t* bf16_copy) {
     m.captured = m.captured || capture != cudaStreamCaptureStatusNone;
     if (a.stats) detail::cuda_grad_sq(a, m.d_grad_sq.get(), m.d_scratch.get(), m.scratch_bytes, m.stream);
     detail::cuda_prepare(m.d_states.get(), m.d_grad_sq.get(), a.grad_parts, m.h, a.stats, m.K, m.stream);
-    detail::cuda_update(a, m.d_states.get(), m.num_sms, m.stream);
+    detail::cuda_update(a, m.d_states.get(), m.update_blocks, m.stream);
   } else {
     if (a.stats) detail::cpu_grad_sq(a, m.host_grad_blocks, m.host_grad_sq.data());
     for (int64_t r = 0; r < m.K; ++r) prepare_step(m.states[r], m.h, a.stats, m.host_grad_sq[r]);

@@ -115,7 +115,10 @@ void cuda_grad_sq(const FusedArgs& a, double* grad_sq, void* scratch, size_t scr
                   cudaStream_t stream);
 void cuda_prepare(ReplicaState* states, const double* grad_sq, int parts, const OptimizerHyper& h,
                   bool stats, int64_t replicas, cudaStream_t stream);
-void cuda_update(const FusedArgs& a, const ReplicaState* states, int num_sms, cudaStream_t stream);
+// How many blocks of the update kernel for `kind` with `nstate` state buffers the whole GPU holds
+// at once (multiprocessors x blocks each fits, given its registers): cuda_update's grid.
+int64_t cuda_update_resident_blocks(OptimKind kind, int nstate, int num_sms);
+void cuda_update(const FusedArgs& a, const ReplicaState* states, int64_t resident_blocks, cudaStream_t stream);
 // p[0..n) = value, enqueued on the stream (state buffers' initial values, with no host staging).
 void cuda_fill(float* p, int64_t n, float value, cudaStream_t stream);
 

@@ -983,6 +983,16 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   }
   return fail(cudaErrorInvalidValue);
 }
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* kernel, int block_size,
+                                                         size_t dynamic_shared_bytes) {
+  if (!blocks || !kernel) return fail(cudaErrorInvalidValue);
+  LRLAB_EMU_NEEDS_DEVICE();
+  if (block_size < 1 || block_size > 1024 || dynamic_shared_bytes > 0) return fail(cudaErrorInvalidValue);
+  // No registers to count: a multiprocessor holds 2048 threads, as a kernel of at most 32
+  // registers per thread would have it.
+  *blocks = 2048 / block_size;
+  return cudaSuccess;
+}
 cudaError_t cudaGetLastError() {
   const cudaError_t e = tl_last_error;
   tl_last_error = cudaSuccess;

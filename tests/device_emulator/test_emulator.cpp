@@ -126,6 +126,16 @@ TEST(EmulatorKernels, BadLaunchConfigurationIsALaunchError) {
   cudaFree(d);
 }
 
+TEST(EmulatorKernels, OccupancyIsAFullMultiprocessorOfThreads) {
+  int blocks = -1;
+  ASSERT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fill_index, 256, 0), cudaSuccess);
+  EXPECT_EQ(blocks, 8);
+  ASSERT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fill_index, 1024, 0), cudaSuccess);
+  EXPECT_EQ(blocks, 2);
+  EXPECT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fill_index, 2048, 0), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+}
+
 // An emulator build runs the CPU path's tests with CUDA_VISIBLE_DEVICES empty (tests/CMakeLists.txt):
 // as under a real runtime, nothing may then see a device or use one, not even for work that would do
 // nothing. The child process sets it; exit code 0 means every check held, k the k-th failed.
