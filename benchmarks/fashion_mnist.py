@@ -26,17 +26,17 @@ def load(data_dir=DEFAULT_DIR, split="train"):
 
 
 def lrlab_mlp(widths=(784, 256, 128, 10)):
-    """lrlab's relu MLP and its initialisation: He normal for the hidden layers, Glorot normal for
+    """lrlab's relu MLP and its initialisation: He uniform for the hidden layers, Glorot uniform for
     the output, zero biases. Seed torch before calling."""
     import torch
     layers = [torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])]
     modules = []
     for i, layer in enumerate(layers):
         if i < len(layers) - 1:
-            torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            torch.nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
             modules += [layer, torch.nn.ReLU()]
         else:
-            torch.nn.init.xavier_normal_(layer.weight)
+            torch.nn.init.xavier_uniform_(layer.weight)
             modules.append(layer)
         torch.nn.init.zeros_(layer.bias)
     return torch.nn.Sequential(*modules)

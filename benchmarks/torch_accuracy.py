@@ -2,7 +2,7 @@
 """Test accuracy of lrlab's Fashion-MNIST setup in PyTorch, under variants of choices a trainer makes.
 
 784-256-128-10 relu MLP, Adam 1e-3, batch 128, 10 epochs; for each combination of initialisation
-(`he`: He normal hidden layers and Glorot normal output, zero biases, as lrlab; `torch`: PyTorch's
+(`he`: He uniform hidden layers and Glorot uniform output, zero biases, as lrlab; `torch`: PyTorch's
 default), input scaling (`std`: standardised with the training set's mean and deviation, as lrlab;
 `01`: divided by 255) and training set (54k with 10% held out, as lrlab's default; or all 60k),
 prints the test accuracy per seed. `--schedule step` halves the rate every 2 epochs, as

@@ -198,6 +198,16 @@ __global__ void accumulate_eval_kernel(const float* __restrict__ row_loss,
   }
 }
 
+// Replica blockIdx.y's weights of one piece (init_pieces): init_weight, as the host draws them.
+__global__ void init_weights_kernel(float* params, const uint64_t* seeds, detail::InitPiece piece) {
+  const int64_t r = blockIdx.y;
+  const uint64_t start = rng_stream_start(seeds[r], static_cast<uint64_t>(piece.layer));
+  float* dst = params + piece.offset + r * piece.stride;
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < piece.count;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[j] = init_weight(start, piece.first + j, piece.limit);
+}
+
 }  // namespace
 
 struct MlpCuda::Impl {
@@ -213,6 +223,7 @@ struct MlpCuda::Impl {
   float* correct = nullptr;
   double* eval_sums = nullptr;  // [replicas x 2]
   int* bad_label = nullptr;     // {flag, first bad label}
+  uint64_t* seeds = nullptr;    // [replicas], init_params's
 
   Impl(const MlpLayout& l, int64_t k, int64_t b, cudaStream_t s)
       : layout(l), packing(mlp_packing(l, k)), replicas(k), max_batch(b), stream(s) {}
@@ -339,6 +350,7 @@ MlpCuda::MlpCuda(const MlpLayout& layout, int64_t replicas, int64_t max_batch,
   m.correct = m.alloc<float>(replicas * max_batch);
   m.eval_sums = m.alloc<double>(replicas * 2);
   m.bad_label = m.alloc<int>(2);
+  m.seeds = m.alloc<uint64_t>(replicas);
   LRLAB_CUDA_CHECK(cudaMemsetAsync(m.bad_label, 0, 2 * sizeof(int), stream));
   void* workspace = m.alloc<char>(kCublasWorkspace);
 
@@ -447,6 +459,21 @@ void MlpCuda::forward(const float* params, const float* x, int64_t batch, float*
   LRLAB_CUDA_CHECK(cudaMemcpyAsync(out, m.pre.back(),
                                    m.replicas * batch * m.layout.config().outputs * sizeof(float),
                                    cudaMemcpyDeviceToDevice, m.stream));
+}
+
+void MlpCuda::init_params(float* params, const std::vector<uint64_t>& seeds, Init init) {
+  Impl& m = *impl_;
+  detail::check_init_seeds(m.packing, seeds, params);
+  const std::vector<detail::InitPiece> pieces = detail::init_pieces(m.layout, m.packing, init);
+  // From pageable memory: the copy takes the seeds before it returns.
+  LRLAB_CUDA_CHECK(cudaMemcpyAsync(m.seeds, seeds.data(), seeds.size() * sizeof(uint64_t), cudaMemcpyHostToDevice,
+                                   m.stream));
+  LRLAB_CUDA_CHECK(cudaMemsetAsync(params, 0, static_cast<size_t>(m.packing.span()) * sizeof(float), m.stream));
+  for (const detail::InitPiece& piece : pieces) {
+    const dim3 grid(std::min(blocks_for(piece.count, kThreads), 1024u), static_cast<unsigned>(m.replicas));
+    LRLAB_LAUNCH(grid, kThreads, m.stream, init_weights_kernel)(params, m.seeds, piece);
+    LRLAB_CUDA_CHECK_LAUNCH();
+  }
 }
 
 void MlpCuda::check_labels() {

@@ -3,9 +3,9 @@
 #include <cmath>
 #include <limits>
 
+#include "cpu_pool.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/mlp.hpp"
-#include "lrlab/rng.hpp"
 
 namespace lrlab {
 
@@ -138,12 +138,15 @@ void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, i
 
 }  // namespace detail
 
-void init_params(const MlpLayout& layout, float* params, uint64_t seed, Init init) {
-  LRLAB_REQUIRE(params != nullptr, "init_params: params is null");
+namespace detail {
+
+std::vector<InitPiece> init_pieces(const MlpLayout& layout, const ReplicaPacking& packing, Init init) {
+  LRLAB_REQUIRE(packing.n() == layout.size(), "init_params: the packing holds replicas of ", packing.n(),
+                " parameters, the layout ", layout.size());
   const Activation act = layout.config().activation;
   const bool rectifier = act == Activation::Relu || act == Activation::Gelu;
-  std::fill(params, params + layout.size(), 0.0f);
   const auto& layers = layout.layers();
+  std::vector<InitPiece> pieces;
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerView& v = layers[l];
     // Auto: He for the layers a rectifier follows; the output layer is linear, and He's factor 2
@@ -152,15 +155,45 @@ void init_params(const MlpLayout& layout, float* params, uint64_t seed, Init ini
     Init layer_init = init;
     if (init == Init::Auto) layer_init = rectifier && l + 1 < layers.size() ? Init::He : Init::Xavier;
     // He keeps the variance of ReLU activations constant through depth (Var W = 2 / fan_in);
-    // Glorot balances forward and backward variance (Var W = 2 / (fan_in + fan_out)).
+    // Glorot balances forward and backward variance (Var W = 2 / (fan_in + fan_out)). A uniform
+    // distribution on [-a, a) has variance a^2 / 3.
     const double var = layer_init == Init::He ? 2.0 / static_cast<double>(v.in)
                                               : 2.0 / static_cast<double>(v.in + v.out);
-    const double stddev = std::sqrt(var);
-    // One stream per layer: changing one layer's shape leaves the others' weights as they were.
-    Rng rng(seed, l);
-    float* w = params + v.w_offset;
-    for (int64_t i = 0; i < v.in * v.out; ++i) w[i] = static_cast<float>(stddev * rng.normal());
+    const double limit = std::sqrt(3.0 * var);
+    const int64_t begin = v.w_offset, end = v.w_offset + v.in * v.out;
+    for (const ReplicaBlock& b : packing.blocks()) {
+      const int64_t lo = std::max(begin, b.begin), hi = std::min(end, b.end);
+      if (lo < hi) pieces.push_back({static_cast<int64_t>(l), lo - begin, hi - lo, b.offset + (lo - b.begin), b.stride, limit});
+    }
   }
+  return pieces;
+}
+
+void check_init_seeds(const ReplicaPacking& packing, const std::vector<uint64_t>& seeds, const float* params) {
+  LRLAB_REQUIRE(params != nullptr, "init_params: params is null");
+  LRLAB_REQUIRE(static_cast<int64_t>(seeds.size()) == packing.replicas(), "init_params: ", seeds.size(),
+                " seeds for ", packing.replicas(), " replicas");
+}
+
+}  // namespace detail
+
+void init_params(const MlpLayout& layout, const ReplicaPacking& packing, const std::vector<uint64_t>& seeds,
+                 float* params, Init init) {
+  detail::check_init_seeds(packing, seeds, params);
+  const std::vector<detail::InitPiece> pieces = detail::init_pieces(layout, packing, init);
+  std::fill(params, params + packing.span(), 0.0f);
+  // One stream per layer: changing one layer's shape leaves the others' weights as they were.
+  detail::parallel_items(packing.replicas(), detail::cpu_thread_budget(), [&](int64_t r) {
+    for (const detail::InitPiece& p : pieces) {
+      const uint64_t start = rng_stream_start(seeds[r], static_cast<uint64_t>(p.layer));
+      float* dst = params + p.offset + r * p.stride;
+      for (int64_t j = 0; j < p.count; ++j) dst[j] = init_weight(start, p.first + j, p.limit);
+    }
+  });
+}
+
+void init_params(const MlpLayout& layout, float* params, uint64_t seed, Init init) {
+  init_params(layout, ReplicaPacking(layout.size(), 1), {seed}, params, init);
 }
 
 }  // namespace lrlab

@@ -209,52 +209,69 @@ struct Optimizer::Impl {
     if (cuda()) LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
-  // A table ready to install for replica r: its host copy, and device memory when the memory the
-  // replica has is too short. Callers that install several tables prepare them all first, so that
-  // running out of memory (host or device) leaves every replica with its old table.
+  // A table to install for a replica: its host copy, and device memory when the memory the replica
+  // has is too short. Callers that install several tables prepare them all first, so that running
+  // out of memory (host or device) leaves every replica with its old table.
   struct NewTable {
+    int64_t replica = 0;
     std::vector<float> host;
     DeviceBuffer<float> room;
   };
-  NewTable prepare_table(int64_t r, const std::vector<float>& table) const {
-    NewTable t{table, {}};
-    if (!cuda() || table.size() <= d_tables[r].size()) return t;
+  std::vector<NewTable> prepare_tables(std::vector<NewTable> ready) const {
+    if (!cuda()) return ready;
+    size_t need = 0, longest = 0;
+    int64_t short_of_room = 0;
+    for (const NewTable& t : ready)
+      if (t.host.size() > d_tables[t.replica].size()) {
+        need += t.host.size() * sizeof(float);
+        longest = std::max(longest, t.host.size());
+        ++short_of_room;
+      }
+    if (!need) return ready;
+    // One query for all: a sweep installs a table for each of its replicas.
     size_t free_bytes = 0, total_bytes = 0;
     LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    LRLAB_REQUIRE(table.size() * sizeof(float) < free_bytes, "a schedule table of ", table.size(),
-                  " steps does not fit in device memory");
-    t.room = DeviceBuffer<float>(table.size());
-    return t;
+    LRLAB_REQUIRE(need < free_bytes, short_of_room == 1 ? "a schedule table of " : "schedule tables of up to ",
+                  longest, " steps", short_of_room == 1 ? "" : " (" + std::to_string(short_of_room) + " of them)",
+                  " do", short_of_room == 1 ? "es" : "", " not fit in device memory");
+    for (NewTable& t : ready)
+      if (t.host.size() > d_tables[t.replica].size()) t.room = DeviceBuffer<float>(t.host.size());
+    return ready;
   }
 
-  // Points replica r at a prepared table; allocates nothing. A table that fits where the old one
-  // was reuses its device memory: swapping tables (a range test's ramp and back) then allocates and
-  // frees nothing, and cudaFree, which synchronises the device, must not run while another thread's
-  // engine is capturing a graph.
-  void install_table(int64_t r, NewTable t) {
-    std::vector<float> host = std::move(t.host);
-    const int64_t len = static_cast<int64_t>(host.size());
+  // Points each replica at its prepared table; allocates nothing. A table that fits where the old
+  // one was reuses its device memory: swapping tables (a range test's ramp and back) then allocates
+  // and frees nothing, and cudaFree, which synchronises the device, must not run while another
+  // thread's engine is capturing a graph. One wait for all the copies.
+  void install_tables(std::vector<NewTable> ready) {
     if (cuda()) {
-      DeviceBuffer<float> fresh = std::move(t.room);
-      // Steps in flight may still read the old table: the copy into reused memory waits for them
-      // in stream order, and memory replaced here is freed (with `fresh`) only after the wait below.
-      DeviceBuffer<float>& dst = fresh.size() ? fresh : d_tables[r];
-      const float* dev_table = len ? dst.get() : nullptr;
-      if (len)
-        LRLAB_CUDA_CHECK(cudaMemcpyAsync(dst.get(), host.data(), host.size() * sizeof(float),
+      for (NewTable& t : ready) {
+        const int64_t len = static_cast<int64_t>(t.host.size());
+        // Steps in flight may still read the old table: the copy into reused memory waits for them
+        // in stream order, and memory replaced here is freed only after the wait below.
+        DeviceBuffer<float>& dst = t.room.size() ? t.room : d_tables[t.replica];
+        const float* dev_table = len ? dst.get() : nullptr;
+        // From pageable memory: each copy takes its source before it returns.
+        if (len)
+          LRLAB_CUDA_CHECK(cudaMemcpyAsync(dst.get(), t.host.data(), t.host.size() * sizeof(float),
+                                           cudaMemcpyHostToDevice, stream));
+        char* base = reinterpret_cast<char*>(d_states.get() + t.replica);
+        LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &dev_table, sizeof dev_table,
                                          cudaMemcpyHostToDevice, stream));
-      char* base = reinterpret_cast<char*>(d_states.get() + r);
-      LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table), &dev_table, sizeof dev_table,
-                                       cudaMemcpyHostToDevice, stream));
-      LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table_len), &len, sizeof len,
-                                       cudaMemcpyHostToDevice, stream));
+        LRLAB_CUDA_CHECK(cudaMemcpyAsync(base + offsetof(ReplicaState, table_len), &len, sizeof len,
+                                         cudaMemcpyHostToDevice, stream));
+      }
       LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
-      if (fresh.size()) std::swap(d_tables[r], fresh);
+      for (NewTable& t : ready)
+        if (t.room.size()) std::swap(d_tables[t.replica], t.room);
     }
-    tables[r] = std::move(host);
-    table_max[r] = tables[r].empty() ? 1.0f : *std::max_element(tables[r].begin(), tables[r].end());
-    states[r].table = tables[r].empty() ? nullptr : tables[r].data();
-    states[r].table_len = len;
+    for (NewTable& t : ready) {
+      const int64_t r = t.replica;
+      tables[r] = std::move(t.host);
+      table_max[r] = tables[r].empty() ? 1.0f : *std::max_element(tables[r].begin(), tables[r].end());
+      states[r].table = tables[r].empty() ? nullptr : tables[r].data();
+      states[r].table_len = static_cast<int64_t>(tables[r].size());
+    }
   }
 
   // How the GPU cuts the gradients for their statistics: one replica in one block is a single
@@ -538,9 +555,22 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
   }
   m.table_max.assign(m.K, 1.0f);
   m.check_rate_product(-1, setup.lr, 1.0, 1.0);
-
+  LRLAB_REQUIRE(setup.lrs.empty() || static_cast<int64_t>(setup.lrs.size()) == m.K, setup.lrs.size(),
+                " learning rates for ", m.K, " replicas");
+  LRLAB_REQUIRE(setup.tables.empty() || static_cast<int64_t>(setup.tables.size()) == m.K, setup.tables.size(),
+                " schedule tables for ", m.K, " replicas");
   m.states.assign(m.K, ReplicaState{});
-  for (ReplicaState& s : m.states) s.base_lr = setup.lr;
+  for (int64_t r = 0; r < m.K; ++r) {
+    const float lr = setup.lrs.empty() ? setup.lr : setup.lrs[r];
+    require_rate(lr, "learning rate");
+    float table_max = 1.0f;
+    if (!setup.tables.empty()) {
+      require_table(setup.tables[r]);
+      if (!setup.tables[r].empty()) table_max = *std::max_element(setup.tables[r].begin(), setup.tables[r].end());
+    }
+    m.check_rate_product(r, lr, 1.0, table_max);
+    m.states[r].base_lr = lr;
+  }
   m.tables.assign(m.K, {});
   m.host_grad_sq.assign(m.K, 0.0);
   if (m.cuda()) {
@@ -561,6 +591,11 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     m.push_states();
   } else {
     for (int k = 0; k < m.nstate; ++k) m.host_buf[k].resize(static_cast<size_t>(m.pk.span()));
+  }
+  if (!setup.tables.empty()) {
+    std::vector<Impl::NewTable> ready;
+    for (int64_t r = 0; r < m.K; ++r) ready.push_back({r, std::move(setup.tables[r]), {}});
+    m.install_tables(m.prepare_tables(std::move(ready)));
   }
   m.fill_initial(0, m.K);
 }
@@ -636,9 +671,9 @@ void Optimizer::set_schedule(const std::vector<float>& table, int64_t replica) {
   m.each_replica(replica,
                  [&](int64_t r) { m.check_rate_product(r, m.states[r].base_lr, m.states[r].scale, table_max); });
   // Every replica's copy first: a failure leaves every replica as it was.
-  std::vector<Impl::NewTable> ready(static_cast<size_t>(m.K));
-  m.each_replica(replica, [&](int64_t r) { ready[r] = m.prepare_table(r, table); });
-  m.each_replica(replica, [&](int64_t r) { m.install_table(r, std::move(ready[r])); });
+  std::vector<Impl::NewTable> ready;
+  m.each_replica(replica, [&](int64_t r) { ready.push_back({r, table, {}}); });
+  m.install_tables(m.prepare_tables(std::move(ready)));
 }
 
 void Optimizer::reset_replica(int64_t replica) {
@@ -772,13 +807,12 @@ void Optimizer::load(const std::string& bytes) {
   // spec (a resumed run may change them), the counters and moments come from the file.
   // All that can fail first (as in set_schedule), then the changes.
   m.check_scaled_grads(scaled, "load a state with a gradient scale");
-  std::vector<Impl::NewTable> ready(static_cast<size_t>(K));
-  for (int64_t r = 0; r < K; ++r) ready[r] = m.prepare_table(r, tables[r]);
+  std::vector<Impl::NewTable> ready;
+  for (int64_t r = 0; r < K; ++r) ready.push_back({r, std::move(tables[r]), {}});
+  ready = m.prepare_tables(std::move(ready));
   m.turn_on_scaled_grads(scaled, "load a state with a gradient scale");
-  for (int64_t r = 0; r < K; ++r) {
-    m.install_table(r, std::move(ready[r]));
-    copy_counters(m.states[r], states[r]);
-  }
+  m.install_tables(std::move(ready));
+  for (int64_t r = 0; r < K; ++r) copy_counters(m.states[r], states[r]);
   m.push_states();
   for (int k = 0; k < nstate; ++k) {
     if (m.cuda())
@@ -882,7 +916,9 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
   m.check_rate_product(replica, s.base_lr, s.scale,
                        table.empty() ? 1.0f : *std::max_element(table.begin(), table.end()),
                        "optimizer replica state: ");
-  m.install_table(replica, m.prepare_table(replica, table));
+  std::vector<Impl::NewTable> ready;
+  ready.push_back({replica, table, {}});
+  m.install_tables(m.prepare_tables(std::move(ready)));
   m.pull_states();
   // The gradient scale belongs to this optimizer (set_grad_scale sets it for every replica), not to
   // the replica that moves in.

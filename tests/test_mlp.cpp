@@ -202,15 +202,23 @@ TEST(MlpInit, HeAndXavierVariances) {
     init_params(layout, p.data(), 42);
     const bool rectifier = act == Activation::Relu || act == Activation::Gelu;
     for (const LayerView& v : layout.layers()) {
-      const auto [mean, var] = weight_stats(p.data() + v.w_offset, v.in * v.out);
+      const int64_t n = v.in * v.out;
+      const auto [mean, var] = weight_stats(p.data() + v.w_offset, n);
       // The linear output layer gets Glorot even in a rectifier network.
       const bool he = rectifier && v.out != 10;
       const double want = he ? 2.0 / v.in : 2.0 / (v.in + v.out);
-      // Relative standard error of a variance from n normal samples is sqrt(2/n) (<= 0.13 here);
-      // 5 standard errors for the smallest (128 x 10) layer.
-      const double tol = 5 * std::sqrt(2.0 / (v.in * v.out));
+      // Relative standard error of a variance from n uniform samples is sqrt(0.8/n) (<= 0.08
+      // here); 5 standard errors for the smallest (128 x 10) layer.
+      const double tol = 5 * std::sqrt(0.8 / n);
       EXPECT_NEAR(var / want, 1.0, tol) << activation_name(act) << " layer " << v.in << "x" << v.out;
-      EXPECT_NEAR(mean, 0.0, 5 * std::sqrt(want / (v.in * v.out)));
+      EXPECT_NEAR(mean, 0.0, 5 * std::sqrt(want / n));
+      // Uniform on [-a, a) with a^2 / 3 the variance: nothing beyond a, and the largest of many
+      // draws close to it (a normal distribution of that variance would pass a by 1.7x).
+      const double a = std::sqrt(3 * want);
+      float largest = 0.0f;
+      for (int64_t i = 0; i < n; ++i) largest = std::max(largest, std::fabs(p[v.w_offset + i]));
+      EXPECT_LE(largest, a);
+      EXPECT_GT(largest, a * (1 - 20.0 / n)) << "layer " << v.in << "x" << v.out;
     }
     for (const ParamRange& r : layout.bias_ranges())
       for (int64_t i = r.begin; i < r.end; ++i) EXPECT_EQ(p[i], 0.0f);
@@ -222,6 +230,45 @@ TEST(MlpInit, HeAndXavierVariances) {
   std::vector<float> p(layout.size());
   init_params(layout, p.data(), 7, Init::He);
   EXPECT_NEAR(weight_stats(p.data(), 512 * 512).second / (2.0 / 512), 1.0, 0.02);
+}
+
+TEST(MlpInit, EachWeightIsADrawOfItsLayersGenerator) {
+  // init_weight reads draw i directly (the GPU's way); it must be the i-th draw the sequential
+  // generator makes, mapped to [-a, a) in double.
+  const MlpLayout layout(make_config(30, {20}, 10, Activation::Relu, LossKind::SoftmaxCrossEntropy));
+  std::vector<float> p(layout.size());
+  const uint64_t seed = 99;
+  init_params(layout, p.data(), seed);
+  for (size_t l = 0; l < layout.layers().size(); ++l) {
+    const LayerView& v = layout.layers()[l];
+    const double a = std::sqrt(3 * (l == 0 ? 2.0 / v.in : 2.0 / (v.in + v.out)));
+    Rng rng(seed, l);
+    for (int64_t i = 0; i < v.in * v.out; ++i)
+      ASSERT_EQ(p[v.w_offset + i], static_cast<float>(a * (2 * rng.uniform() - 1))) << "layer " << l << " weight " << i;
+  }
+}
+
+TEST(MlpInit, PackedReplicasGetTheirOwnSeedsNumbers) {
+  const MlpLayout layout(make_config(13, {37, 9}, 5, Activation::Relu, LossKind::SoftmaxCrossEntropy));
+  const std::vector<uint64_t> seeds = {4, 17, 4, 1000};
+  const ReplicaPacking packing = mlp_packing(layout, 4);
+  std::vector<float> packed(packing.span(), NAN);
+  init_params(layout, packing, seeds, packed.data());
+  std::vector<float> alone(layout.size()), got(layout.size());
+  for (int64_t r = 0; r < 4; ++r) {
+    init_params(layout, alone.data(), seeds[r]);
+    packing.gather(packed.data(), r, got.data());
+    EXPECT_EQ(got, alone) << "replica " << r;
+  }
+  // The packing leaves no float unused here; every one was written.
+  for (float v : packed) ASSERT_FALSE(std::isnan(v));
+  EXPECT_NE(packed.front(), packed[packing.index(1, 0)]);
+
+  EXPECT_TRUE(throws_error_containing([&] { init_params(layout, packing, {1, 2}, packed.data()); },
+                                      "2 seeds for 4 replicas"));
+  const MlpLayout other(make_config(14, {37, 9}, 5, Activation::Relu, LossKind::SoftmaxCrossEntropy));
+  EXPECT_TRUE(throws_error_containing([&] { init_params(other, packing, seeds, packed.data()); },
+                                      "the packing holds replicas of"));
 }
 
 TEST(MlpInit, RectifierNetworksGetGlorotOnTheirLinearOutputLayer) {
@@ -783,6 +830,28 @@ TEST(MlpCuda, ReportsOutOfRangeLabels) {
   EXPECT_THROW(gpu.forward_backward(dp.get(), dx.get(), good.get(), nullptr, batch + 1,
                                     dgrads.get(), dloss.get()),
                Error);
+}
+
+TEST(MlpCuda, InitParamsDrawsTheHostsNumbers) {
+  LRLAB_REQUIRE_GPU();
+  TestStream stream;
+  // Both first-layer packings: one wide matrix (12 x 36) and strided-batched with padding (13 x 37).
+  for (int64_t in : {12, 13}) {
+    const MlpLayout layout(make_config(in, {36 + in - 12, 9}, 5, Activation::Gelu, LossKind::SoftmaxCrossEntropy));
+    const int64_t K = 5;
+    const std::vector<uint64_t> seeds = {3, 1, 4, 1, 5};
+    const ReplicaPacking packing = mlp_packing(layout, K);
+    std::vector<float> want(packing.span(), NAN);
+    init_params(layout, packing, seeds, want.data(), Init::Xavier);
+    MlpCuda gpu(layout, K, 8, stream.get());
+    DeviceArray<float> dp(static_cast<size_t>(packing.span()));
+    dp.poison();
+    gpu.init_params(dp.get(), seeds, Init::Xavier);
+    stream.sync();
+    const std::vector<float> got = dp.download();
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "in=" << in << " float " << i;
+  }
 }
 
 TEST(MlpCuda, MoveKeepsWorking) {

@@ -805,6 +805,53 @@ TEST(OptimizerSetupChecks, ReplicaOnePastTheLastIsRefused) {
   EXPECT_FLOAT_EQ(opt.next_lr(0), 1e-2f);
   EXPECT_FLOAT_EQ(opt.next_lr(1), 1e-2f);
 }
+// Per-replica rates and tables given at construction set what set_lr and set_schedule would.
+TEST(OptimizerSetupChecks, PerReplicaRatesAndTablesAtConstruction) {
+  const std::vector<float> lrs = {1e-2f, 2e-2f, 3e-2f};
+  const std::vector<std::vector<float>> tables = {{1.0f, 0.5f}, {}, {0.25f, 0.125f, 2.0f}};
+  OptimizerSetup given;
+  given.replicas = 3;
+  given.lrs = lrs;
+  given.tables = tables;
+  OptimizerSetup plain;
+  plain.replicas = 3;
+  Optimizer a("adam()", Device::CPU, 5, given), b("adam()", Device::CPU, 5, plain);
+  for (int64_t r = 0; r < 3; ++r) {
+    b.set_lr(lrs[r], r);
+    b.set_schedule(tables[r], r);
+  }
+  EXPECT_EQ(a.save(), b.save());
+  EXPECT_FLOAT_EQ(a.next_lr(0), 1e-2f);
+  EXPECT_FLOAT_EQ(a.next_lr(1), 2e-2f);
+  EXPECT_FLOAT_EQ(a.next_lr(2), 0.25f * 3e-2f);
+  std::vector<float> pa(15, 1.0f), pb(15, 1.0f), g(15, 0.5f);
+  for (int i = 0; i < 3; ++i) {
+    a.step(pa, g);
+    b.step(pb, g);
+  }
+  EXPECT_EQ(pa, pb);
+  EXPECT_FLOAT_EQ(a.next_lr(2), 2.0f * 3e-2f);
+
+  using lrlab::testing::error_of;
+  auto refused = [](OptimizerSetup s) { return error_of([&] { Optimizer("sgd()", Device::CPU, 5, s); }); };
+  OptimizerSetup bad = given;
+  bad.lrs.pop_back();
+  EXPECT_NE(refused(bad).find("2 learning rates for 3 replicas"), std::string::npos);
+  bad = given;
+  bad.tables.push_back({});
+  EXPECT_NE(refused(bad).find("4 schedule tables for 3 replicas"), std::string::npos);
+  bad = given;
+  bad.lrs[1] = -1.0f;
+  EXPECT_NE(refused(bad).find("learning rate must be finite and non-negative"), std::string::npos);
+  bad = given;
+  bad.tables[2][1] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_NE(refused(bad).find("schedule table entry 1"), std::string::npos);
+  bad = given;
+  bad.lrs[2] = 1e30f;
+  bad.tables[2] = {1e10f};
+  EXPECT_NE(refused(bad).find("replica 2: learning rate"), std::string::npos);
+}
+
 // Setting a gradient scale, even 1, turns the finite check on, as PyTorch's GradScaler checks at
 // every scale: a NaN gradient skips the step instead of reaching the weights.
 TEST(OptimizerSkip, AnyGradScaleTurnsTheFiniteCheckOn) {

@@ -418,6 +418,22 @@ TEST(OptimizerGpu, ControlsMatchCpuPath) {
   }
 }
 
+TEST(OptimizerGpu, PerReplicaRatesAndTablesAtConstruction) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 2053, ld = 2056, K = 3;
+  Rng rng(23);
+  OptimizerSetup setup = replicas(K, ld);
+  setup.lrs = {1e-2f, 2e-2f, 3e-2f};
+  setup.tables = {{1.0f, 0.5f, 0.25f}, {}, {0.5f, 2.0f}};
+  Twin t("adam()", n, setup, rng);
+  for (int i = 0; i < 3; ++i) t.step(random_vector(K * ld, rng));
+  t.expect_equal("per-replica rates and tables");
+  for (int64_t r = 0; r < K; ++r) EXPECT_EQ(t.gpu.next_lr(r), t.cpu.next_lr(r)) << "replica " << r;
+  EXPECT_FLOAT_EQ(t.gpu.next_lr(0), 0.25f * 1e-2f);
+  EXPECT_FLOAT_EQ(t.gpu.next_lr(2), 2.0f * 3e-2f);
+  EXPECT_EQ(t.gpu.save(), t.cpu.save());
+}
+
 TEST(OptimizerGpu, UnstashRollsBackOnTheDevice) {
   LRLAB_REQUIRE_GPU();
   const int64_t n = 3001;

@@ -72,14 +72,31 @@ class MlpLayout {
 ReplicaPacking mlp_packing(const MlpLayout& layout, int64_t replicas);
 
 // Auto: He for the hidden layers of relu and gelu networks, Xavier (Glorot) for the linear output
-// layer and for other activations; both normal distributions.
+// layer and for other activations. Both are uniform distributions with the variance their names ask
+// for (He 2 / in, Glorot 2 / (in + out)), as Keras's he_uniform and glorot_uniform and PyTorch's
+// kaiming_uniform_ and xavier_uniform_ are.
 enum class Init { Auto, He, Xavier };
 
 // Fills one replica's parameters (host memory, layout.size() floats) from `seed`: weights drawn
-// per layer, biases and padding zero. The same seed gives the same parameters on every machine.
+// per layer (init_weight in nn_math.hpp), biases and padding zero. The same seed gives the same
+// parameters on every machine, and on the GPU (MlpCuda::init_params).
 void init_params(const MlpLayout& layout, float* params, uint64_t seed, Init init = Init::Auto);
+// Every replica of a packed buffer (host memory, packing.span() floats), replica r from seeds[r]:
+// the numbers init_params gives each alone, where the packing puts them; floats no replica uses
+// are zero. Runs on the CPU backend's threads.
+void init_params(const MlpLayout& layout, const ReplicaPacking& packing, const std::vector<uint64_t>& seeds,
+                 float* params, Init init = Init::Auto);
 
 namespace detail {
+// What init_params draws, cut where the packing cuts: weights [first, first + count) of `layer`,
+// which lie at offset + r * stride for replica r, uniform on [-limit, limit).
+struct InitPiece {
+  int64_t layer, first, count, offset, stride;
+  double limit;
+};
+std::vector<InitPiece> init_pieces(const MlpLayout& layout, const ReplicaPacking& packing, Init init);
+void check_init_seeds(const ReplicaPacking& packing, const std::vector<uint64_t>& seeds, const float* params);
+
 // Host-side argument checks shared by the backends (the CPU one also checks label values).
 void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_batch);
 void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, int64_t max_batch,
@@ -177,6 +194,10 @@ class MlpCuda {
   void evaluate(const float* params, const float* x, const int32_t* labels, const float* y,
                 int64_t n, double* loss, double* accuracy);
   void forward(const float* params, const float* x, int64_t batch, float* out);
+  // Every replica's initial parameters into params (device memory, packing().span() floats),
+  // replica r's from seeds[r]: init_params's numbers, bit for bit, with nothing drawn or staged on
+  // the host. Enqueued on the stream; it copies the seeds from the host, so not capturable.
+  void init_params(float* params, const std::vector<uint64_t>& seeds, Init init = Init::Auto);
   // Throws lrlab::Error if a label seen since the last call was outside [0, outputs), then clears
   // the record. Synchronises the stream, so call it outside graph capture (e.g. once per epoch).
   void check_labels();

@@ -1,5 +1,5 @@
-// The per-element and per-row math of an MLP: activations with their derivatives and the losses
-// with their gradients. The CPU loops and the CUDA kernels both call these, so each formula lives
+// The per-element and per-row math of an MLP: initial weights, activations with their derivatives
+// and the losses with their gradients. The CPU loops and the CUDA kernels both call these, so each formula lives
 // here once. The C math functions (expf, erff, ...) are used on purpose: they exist on the host
 // and, under nvcc, on the device.
 #pragma once
@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "lrlab/hd.hpp"
+#include "lrlab/rng.hpp"
 
 namespace lrlab {
 
@@ -151,6 +152,16 @@ LRLAB_HD int64_t argmax(const float* z, int64_t n) {
   for (int64_t i = 1; i < n; ++i)
     if (z[i] > z[best]) best = i;
   return best;
+}
+
+// Initial weight i of a layer whose generator starts in state `start` (rng_stream_start(seed,
+// layer)): uniform on [-limit, limit), from draw i's top 53 bits. The steps before the one product
+// are exact, and a product is rounded the same way everywhere, so the host and the GPU give the
+// same float for every seed, as any two machines do. (A normal draw needs log and cos, whose last
+// bits differ between libm and the GPU, and costs ten times as much on the CPU.)
+LRLAB_HD float init_weight(uint64_t start, int64_t i, double limit) {
+  const int64_t centred = static_cast<int64_t>(rng_draw_at(start, static_cast<uint64_t>(i)) >> 11) - (int64_t{1} << 52);
+  return static_cast<float>(limit * (static_cast<double>(centred) * 0x1p-52));
 }
 
 }  // namespace lrlab

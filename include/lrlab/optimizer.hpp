@@ -50,6 +50,11 @@ constexpr int kMaxParamGroups = 16;
 struct OptimizerSetup {
   float lr = 1e-3f;                // base rate of every replica
   int64_t replicas = 1;
+  // Per replica, as set_lr(lrs[r], r) and set_schedule(tables[r], r) after construction would set
+  // them, with one wait for the device instead of one per call. Empty: lr for every replica, and
+  // no table (a constant 1).
+  std::vector<float> lrs;
+  std::vector<std::vector<float>> tables;
   int64_t replica_stride = 0;      // floats between replicas; 0 = n_params
   std::vector<ReplicaBlock> blocks;  // or any packing (packing.hpp); empty: back to back
   std::vector<ParamGroup> groups;  // empty: one group over all parameters

@@ -24,17 +24,22 @@ LRLAB_HD uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// The state of Rng(seed, stream) before its first draw.
+LRLAB_HD uint64_t rng_stream_start(uint64_t seed, uint64_t stream) { return mix64(seed ^ mix64(stream + 0x1234567ull)); }
+
+// Draw k (from 0) of next_u64() by a generator that started in state `start`. SplitMix64 is a
+// counter put through a mix, so any draw can be had directly: the GPU makes each in its own thread.
+LRLAB_HD uint64_t rng_draw_at(uint64_t start, uint64_t k) { return mix64(start + k * 0x9E3779B97F4A7C15ull); }
+
 class Rng {
  public:
   // `stream` separates uses of one seed (weights of layer 3, data order of epoch 7, ...).
-  explicit Rng(uint64_t seed, uint64_t stream = 0) : s_(mix64(seed ^ mix64(stream + 0x1234567ull))) {}
+  explicit Rng(uint64_t seed, uint64_t stream = 0) : s_(rng_stream_start(seed, stream)) {}
 
   uint64_t next_u64() {
+    const uint64_t z = mix64(s_);
     s_ += 0x9E3779B97F4A7C15ull;
-    uint64_t z = s_;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return z;
   }
   // Uniform in [0, 1) with 53 random bits.
   double uniform() { return static_cast<double>(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
