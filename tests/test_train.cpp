@@ -195,6 +195,26 @@ TEST(Train, EachEpochVisitsEverySampleOnceInItsOwnOrder) {
   EXPECT_NE(other.run(9), epochs[0]) << "another data seed, another order";
 }
 
+// Each replica of an engine starts from init_params with its own seed, where the packing puts it
+// (on the GPU, drawn there): replicas that share a seed start equal, the others do not.
+TEST(Train, EngineReplicasStartFromTheirOwnSeeds) {
+  const DataSplits data = spirals_without_test();
+  EngineConfig ec = frozen_sgd(data, 11);
+  ec.replicas = {ReplicaSpec{0.1f, "constant", 5}, ReplicaSpec{0.2f, "constant", 9}, ReplicaSpec{0.1f, "constant", 5}};
+  TrainEngine eng(ec, data);
+  const MlpLayout& layout = eng.layout();
+  const int64_t P = layout.size();
+  const std::vector<float> all = eng.params();
+  ASSERT_EQ(static_cast<int64_t>(all.size()), 3 * P);
+  const uint64_t seeds[] = {5, 9, 5};
+  for (int64_t r = 0; r < 3; ++r) {
+    std::vector<float> want(P);
+    init_params(layout, want.data(), seeds[r]);
+    EXPECT_EQ(std::vector<float>(all.begin() + r * P, all.begin() + (r + 1) * P), want) << "replica " << r;
+  }
+  EXPECT_NE(std::vector<float>(all.begin(), all.begin() + P), std::vector<float>(all.begin() + P, all.begin() + 2 * P));
+}
+
 // unstash() rolls the data back with the weights and the step: the minibatches after the stash
 // train again, on the same rows (equal losses, bit for bit, from equal state). A stash from an
 // earlier epoch rewinds to the start of the current one.
