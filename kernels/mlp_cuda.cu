@@ -4,8 +4,8 @@
 // replica. Every GEMM's shape and every index of the kernels come from the host-side plan of
 // src/mlp_plan.hpp, which a test checks against MlpCpu without a GPU. The elementwise and per-row
 // work are small kernels built on the shared formulas of nn_math.hpp. Nothing here allocates,
-// synchronises or touches host memory after the constructor, except evaluate() and check_labels(),
-// which say so.
+// synchronises or touches host memory after the constructor, except evaluate(), check_labels() and
+// init_params(), which say so.
 #include <cub/block/block_reduce.cuh>
 
 #include <algorithm>

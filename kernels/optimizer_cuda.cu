@@ -203,10 +203,8 @@ void cuda_update(const FusedArgs& a, const ReplicaState* states, int64_t residen
   const int64_t quads = (a.n + 3) / 4;
   // One wave of blocks, split across the replicas. Each block strides over an equal share, so a
   // grid larger than the GPU holds at once runs its last blocks as a second, partial wave with too
-  // few loads in flight for the memory. The grid used to ask for 8 blocks per multiprocessor: on an
-  // H200 at 256M parameters, SGD (30-32 registers, 8 blocks fit: one wave) ran at 0.93-0.97 of a
-  // copy, amsgrad (4 fit: two full waves) 0.91-0.92, Adam (5 fit, then 3) 0.82-0.83, and Adagrad
-  // and RMSprop (6, then 2) 0.70-0.73 (BENCHMARKS.md).
+  // few loads in flight for the memory: on an H200, the grid of 8 blocks per multiprocessor it used
+  // to ask for kept Adam (5 blocks fit, then 3) at 0.82 of a copy (BENCHMARKS.md has the table).
   const int64_t want = (quads + kUpdateThreads - 1) / kUpdateThreads;
   const int64_t cap = std::max<int64_t>(1, resident_blocks / a.replicas);
   dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, std::min(want, cap))), static_cast<unsigned>(a.replicas));

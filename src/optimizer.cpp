@@ -141,6 +141,7 @@ struct Optimizer::Impl {
   bool stashed = false;
   bool captured = false;  // step() has been recorded into a CUDA graph
   std::vector<DeviceBuffer<float>> d_tables;  // each at least as long as tables[r]
+  std::vector<DeviceBuffer<float>> orphaned_tables;  // install_tables' memory after a failed copy
   DeviceBuffer<double> d_grad_sq;
   DeviceBuffer<char> d_scratch;
   size_t scratch_bytes = 0;
@@ -233,7 +234,8 @@ struct Optimizer::Impl {
     LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     LRLAB_REQUIRE(need < free_bytes, short_of_room == 1 ? "a schedule table of " : "schedule tables of up to ",
                   longest, " steps", short_of_room == 1 ? "" : " (" + std::to_string(short_of_room) + " of them)",
-                  " do", short_of_room == 1 ? "es" : "", " not fit in device memory");
+                  " do", short_of_room == 1 ? "es" : "", " not fit in device memory (", need, " bytes needed, ",
+                  free_bytes, " free)");
     for (NewTable& t : ready)
       if (t.host.size() > d_tables[t.replica].size()) t.room = DeviceBuffer<float>(t.host.size());
     return ready;
@@ -245,6 +247,18 @@ struct Optimizer::Impl {
   // thread's engine is capturing a graph. One wait for all the copies.
   void install_tables(std::vector<NewTable> ready) {
     if (cuda()) {
+      // A copy that fails (a broken context) may leave replicas already pointed at their new memory
+      // on the device: that memory is kept, not freed, so that no device pointer dangles.
+      struct KeepRooms {
+        std::vector<NewTable>& ready;
+        std::vector<DeviceBuffer<float>>& kept;
+        bool done = false;
+        ~KeepRooms() {
+          if (done) return;
+          for (NewTable& t : ready)
+            if (t.room.size()) kept.push_back(std::move(t.room));
+        }
+      } keep{ready, orphaned_tables};
       for (NewTable& t : ready) {
         const int64_t len = static_cast<int64_t>(t.host.size());
         // Steps in flight may still read the old table: the copy into reused memory waits for them
@@ -262,6 +276,7 @@ struct Optimizer::Impl {
                                          cudaMemcpyHostToDevice, stream));
       }
       LRLAB_CUDA_CHECK(cudaStreamSynchronize(stream));
+      keep.done = true;
       for (NewTable& t : ready)
         if (t.room.size()) std::swap(d_tables[t.replica], t.room);
     }
@@ -555,17 +570,22 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
   }
   m.table_max.assign(m.K, 1.0f);
   m.check_rate_product(-1, setup.lr, 1.0, 1.0);
-  LRLAB_REQUIRE(setup.lrs.empty() || static_cast<int64_t>(setup.lrs.size()) == m.K, setup.lrs.size(),
-                " learning rates for ", m.K, " replicas");
-  LRLAB_REQUIRE(setup.tables.empty() || static_cast<int64_t>(setup.tables.size()) == m.K, setup.tables.size(),
-                " schedule tables for ", m.K, " replicas");
+  LRLAB_REQUIRE(setup.lrs.empty() || static_cast<int64_t>(setup.lrs.size()) == m.K, "OptimizerSetup::lrs: ",
+                setup.lrs.size(), " learning rates for ", m.K, " replicas");
+  LRLAB_REQUIRE(setup.tables.empty() || static_cast<int64_t>(setup.tables.size()) == m.K, "OptimizerSetup::tables: ",
+                setup.tables.size(), " schedule tables for ", m.K, " replicas");
   m.states.assign(m.K, ReplicaState{});
   for (int64_t r = 0; r < m.K; ++r) {
     const float lr = setup.lrs.empty() ? setup.lr : setup.lrs[r];
-    require_rate(lr, "learning rate");
+    const std::string replica = "replica " + std::to_string(r) + ": ";
+    require_rate(lr, (replica + "learning rate").c_str());
     float table_max = 1.0f;
     if (!setup.tables.empty()) {
-      require_table(setup.tables[r]);
+      try {
+        require_table(setup.tables[r]);
+      } catch (const Error& e) {
+        LRLAB_FAIL(replica, e.what());
+      }
       if (!setup.tables[r].empty()) table_max = *std::max_element(setup.tables[r].begin(), setup.tables[r].end());
     }
     m.check_rate_product(r, lr, 1.0, table_max);
@@ -917,7 +937,7 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
                        table.empty() ? 1.0f : *std::max_element(table.begin(), table.end()),
                        "optimizer replica state: ");
   std::vector<Impl::NewTable> ready;
-  ready.push_back({replica, table, {}});
+  ready.push_back({replica, std::move(table), {}});
   m.install_tables(m.prepare_tables(std::move(ready)));
   m.pull_states();
   // The gradient scale belongs to this optimizer (set_grad_scale sets it for every replica), not to

@@ -165,7 +165,7 @@ struct TrainEngine::Impl {
     setup.blocks = mlp_packing(layout, K).blocks();
     setup.groups = make_groups(layout, cfg.bias_decay);
     setup.stream = stream;
-    return Optimizer(cfg.optimizer, cfg.device, layout.size(), setup);
+    return Optimizer(cfg.optimizer, cfg.device, layout.size(), std::move(setup));
   }
 
   void setup_buffers() {
@@ -187,7 +187,8 @@ struct TrainEngine::Impl {
     }
     gpu = std::make_unique<MlpCuda>(layout, K, B, stream, cfg.tf32);
     // Drawn on the device, where they are used: for 64 replicas of the Fashion-MNIST MLP, drawing
-    // on the host, packing and copying 60 MB took most of a packed sweep's set-up on an H200.
+    // them on the host, packing and copying 60 MB was one of the largest parts of a packed sweep's
+    // set-up on an H200.
     d_params = DeviceBuffer<float>(packing.span());
     gpu->init_params(d_params.get(), seeds);
     d_grads = DeviceBuffer<float>(packing.span());

@@ -217,7 +217,7 @@ TEST(MlpInit, HeAndXavierVariances) {
       const double a = std::sqrt(3 * want);
       float largest = 0.0f;
       for (int64_t i = 0; i < n; ++i) largest = std::max(largest, std::fabs(p[v.w_offset + i]));
-      EXPECT_LE(largest, a);
+      EXPECT_LE(largest, static_cast<float>(a));
       EXPECT_GT(largest, a * (1 - 20.0 / n)) << "layer " << v.in << "x" << v.out;
     }
     for (const ParamRange& r : layout.bias_ranges())

@@ -115,9 +115,8 @@ TEST(Train, ResumeIsBitIdenticalToAStraightRun) {
 
 // The same with the guard acting in both halves: the rate is 300 times the base in epoch 1 and
 // 10^4 times in epoch 4, so the run resumed after epoch 2 diverges, rolls back and retrains as the
-// straight one does, from the guard's saved scale and smoothed loss. (Rates that make the guard act
-// without stopping the run depend on the initial weights: 1000 times in epoch 1 did before they
-// were drawn uniform.)
+// straight one does, from the guard's saved scale and smoothed loss. (Which rates make the guard act
+// without stopping the run depends on the trajectory, and so on the initial weights.)
 TEST(Train, ResumeIsBitIdenticalWhenTheGuardActs) {
   TrainOptions o = small_run();
   o.lr = 1e-3;

@@ -89,7 +89,8 @@ void init_params(const MlpLayout& layout, const ReplicaPacking& packing, const s
 
 namespace detail {
 // What init_params draws, cut where the packing cuts: weights [first, first + count) of `layer`,
-// which lie at offset + r * stride for replica r, uniform on [-limit, limit).
+// which lie at offset + r * stride for replica r, uniform on [-limit, limit] (after the rounding to
+// float, which may reach the limit).
 struct InitPiece {
   int64_t layer, first, count, offset, stride;
   double limit;

@@ -155,10 +155,12 @@ LRLAB_HD int64_t argmax(const float* z, int64_t n) {
 }
 
 // Initial weight i of a layer whose generator starts in state `start` (rng_stream_start(seed,
-// layer)): uniform on [-limit, limit), from draw i's top 53 bits. The steps before the one product
-// are exact, and a product is rounded the same way everywhere, so the host and the GPU give the
-// same float for every seed, as any two machines do. (A normal draw needs log and cos, whose last
-// bits differ between libm and the GPU, and costs ten times as much on the CPU.)
+// layer)): uniform on [-limit, limit) before the rounding to float, from draw i's top 53 bits. The
+// steps before the one product are exact, and a product is rounded the same way everywhere, so the
+// host and the GPU give the same float for every seed, as any two machines do. There is no add for
+// a compiler to fuse with the product: an added term would need __dmul_rn/__dadd_rn on the device,
+// since kernels/mlp_cuda.cu is compiled with nvcc's default --fmad=true. (A normal draw needs log
+// and cos, whose last bits differ between libm and the GPU, and cost 25 times as much on the CPU.)
 LRLAB_HD float init_weight(uint64_t start, int64_t i, double limit) {
   const int64_t centred = static_cast<int64_t>(rng_draw_at(start, static_cast<uint64_t>(i)) >> 11) - (int64_t{1} << 52);
   return static_cast<float>(limit * (static_cast<double>(centred) * 0x1p-52));

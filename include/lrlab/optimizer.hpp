@@ -48,7 +48,7 @@ struct ParamGroup {
 constexpr int kMaxParamGroups = 16;
 
 struct OptimizerSetup {
-  float lr = 1e-3f;                // base rate of every replica
+  float lr = 1e-3f;                // base rate of every replica (when lrs is empty; checked either way)
   int64_t replicas = 1;
   // Per replica, as set_lr(lrs[r], r) and set_schedule(tables[r], r) after construction would set
   // them, with one wait for the device instead of one per call. Empty: lr for every replica, and

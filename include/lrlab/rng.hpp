@@ -16,7 +16,8 @@ namespace detail {
 __extension__ typedef unsigned __int128 u128;
 }  // namespace detail
 
-// SplitMix64 finaliser: a good 64-bit mix, also used to derive independent streams from a seed.
+// SplitMix64's step: adds its gamma, then finalises. A good 64-bit mix, also used to derive
+// independent streams from a seed.
 LRLAB_HD uint64_t mix64(uint64_t z) {
   z += 0x9E3779B97F4A7C15ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

@@ -119,6 +119,8 @@ cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
 // Blocks of `block_size` threads that one multiprocessor holds at once (2048 threads' worth here).
+// Stricter than CUDA: a block size outside [1, 1024] or any dynamic shared memory, which lrlab never
+// asks for, is an invalid value.
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* kernel, int block_size,
                                                          size_t dynamic_shared_bytes);
 template <typename... P>
