@@ -10,6 +10,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "../src/optimizer_kernels.hpp"
 #include "bench_common.hpp"
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/device.hpp"
@@ -152,12 +153,16 @@ json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps) {
         flush, flush_bytes, reps);
     LRLAB_CUDA_CHECK(cudaFree(src));
     LRLAB_CUDA_CHECK(cudaFree(dst));
+    // The update kernel's blocks of 256 threads that one multiprocessor holds: its grid is one wave
+    // of them, and the fraction of a copy depended on it when the grid was not (BENCHMARKS.md).
+    const int64_t blocks_per_sm = detail::cuda_update_resident_blocks(opt.hyper().kind, opt.num_state_buffers(), 1);
     rows.push_back({{"device", "cuda"}, {"gpu", prop.name}, {"optimizer", spec}, {"case", c.label},
                     {"params", c.n}, {"tensors", c.tensors}, {"bytes_per_param", bytes_per_param(opt.hyper())},
                     {"step_ms", ms}, {"gbps", bytes / ms / 1e6}, {"copy_gbps", bytes / cms / 1e6},
-                    {"fraction_of_copy", cms / ms}});
-    std::fprintf(stderr, "cuda %-28s %-13s %8.3f ms  %7.1f GB/s  copy %7.1f GB/s  %.2f of copy\n",
-                 spec.c_str(), c.label.c_str(), ms, bytes / ms / 1e6, bytes / cms / 1e6, cms / ms);
+                    {"fraction_of_copy", cms / ms}, {"update_blocks_per_sm", blocks_per_sm}});
+    std::fprintf(stderr, "cuda %-28s %-13s %8.3f ms  %7.1f GB/s  copy %7.1f GB/s  %.2f of copy  %lld blocks/SM\n",
+                 spec.c_str(), c.label.c_str(), ms, bytes / ms / 1e6, bytes / cms / 1e6, cms / ms,
+                 static_cast<long long>(blocks_per_sm));
   }
   LRLAB_CUDA_CHECK(cudaFree(p));
   LRLAB_CUDA_CHECK(cudaFree(g));
