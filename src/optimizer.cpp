@@ -39,6 +39,11 @@ float fraction(spec::ArgReader& r, const std::string& key, float fallback, bool 
   return f;
 }
 
+// A table's largest multiplier: what the rate checks multiply by (no table: a constant 1).
+float largest_multiplier(const std::vector<float>& table) {
+  return table.empty() ? 1.0f : *std::max_element(table.begin(), table.end());
+}
+
 }  // namespace
 
 OptimizerHyper parse_optimizer(const std::string& text) {
@@ -283,7 +288,7 @@ struct Optimizer::Impl {
     for (NewTable& t : ready) {
       const int64_t r = t.replica;
       tables[r] = std::move(t.host);
-      table_max[r] = tables[r].empty() ? 1.0f : *std::max_element(tables[r].begin(), tables[r].end());
+      table_max[r] = largest_multiplier(tables[r]);
       states[r].table = tables[r].empty() ? nullptr : tables[r].data();
       states[r].table_len = static_cast<int64_t>(tables[r].size());
     }
@@ -526,9 +531,10 @@ void require_rate(float v, const char* what) {
   LRLAB_REQUIRE(std::isfinite(v) && v >= 0.0f, what, " must be finite and non-negative (got ", v, ")");
 }
 
-void require_table(const std::vector<float>& table) {
+// `whose`: a prefix naming the replica where the table is one of several ("replica 2: ").
+void require_table(const std::vector<float>& table, const std::string& whose = {}) {
   for (size_t i = 0; i < table.size(); ++i)
-    LRLAB_REQUIRE(std::isfinite(table[i]) && table[i] >= 0.0f, "schedule table entry ", i,
+    LRLAB_REQUIRE(std::isfinite(table[i]) && table[i] >= 0.0f, whose, "schedule table entry ", i,
                   " is negative or not finite");
 }
 
@@ -581,12 +587,8 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     require_rate(lr, (replica + "learning rate").c_str());
     float table_max = 1.0f;
     if (!setup.tables.empty()) {
-      try {
-        require_table(setup.tables[r]);
-      } catch (const Error& e) {
-        LRLAB_FAIL(replica, e.what());
-      }
-      if (!setup.tables[r].empty()) table_max = *std::max_element(setup.tables[r].begin(), setup.tables[r].end());
+      require_table(setup.tables[r], replica);
+      table_max = largest_multiplier(setup.tables[r]);
     }
     m.check_rate_product(r, lr, 1.0, table_max);
     m.states[r].base_lr = lr;
@@ -687,7 +689,7 @@ void Optimizer::set_grad_scale(float scale) {
 void Optimizer::set_schedule(const std::vector<float>& table, int64_t replica) {
   require_table(table);
   Impl& m = self();
-  const float table_max = table.empty() ? 1.0f : *std::max_element(table.begin(), table.end());
+  const float table_max = largest_multiplier(table);
   m.each_replica(replica,
                  [&](int64_t r) { m.check_rate_product(r, m.states[r].base_lr, m.states[r].scale, table_max); });
   // Every replica's copy first: a failure leaves every replica as it was.
@@ -816,7 +818,7 @@ void Optimizer::load(const std::string& bytes) {
   std::vector<float> values(static_cast<size_t>(n));
   for (int64_t r = 0; r < K; ++r) {
     require_table(tables[r]);
-    const float table_max = tables[r].empty() ? 1.0f : *std::max_element(tables[r].begin(), tables[r].end());
+    const float table_max = largest_multiplier(tables[r]);
     m.check_rate_product(r, states[r].base_lr, states[r].scale, table_max, "optimizer state: ");
     for (int k = 0; k < nstate; ++k) {
       m.pk.gather(bufs[k].data(), r, values.data());
@@ -934,7 +936,7 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
   rd.expect_end();
   require_table(table);
   m.check_rate_product(replica, s.base_lr, s.scale,
-                       table.empty() ? 1.0f : *std::max_element(table.begin(), table.end()),
+                       largest_multiplier(table),
                        "optimizer replica state: ");
   std::vector<Impl::NewTable> ready;
   ready.push_back({replica, std::move(table), {}});

@@ -6,7 +6,6 @@
 #include "lrlab/device.hpp"
 #include "lrlab/device_buffer.hpp"
 #include "lrlab/error.hpp"
-#include "cpu_pool.hpp"
 #include "lrlab/schedule.hpp"
 #include "train_kernels.hpp"
 

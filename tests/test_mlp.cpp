@@ -44,9 +44,12 @@ std::vector<int32_t> random_labels(int64_t n, int64_t classes, uint64_t seed) {
 // All replicas' parameters, packed as the backends take them (mlp_packing); replica k initialised
 // from seed + k.
 std::vector<float> replica_params(const MlpLayout& layout, int64_t replicas, uint64_t seed) {
-  std::vector<float> rows(replicas * layout.size());
-  for (int64_t k = 0; k < replicas; ++k) init_params(layout, rows.data() + k * layout.size(), seed + k);
-  return mlp_packing(layout, replicas).from_replica_major(rows);
+  const ReplicaPacking packing = mlp_packing(layout, replicas);
+  std::vector<uint64_t> seeds;
+  for (int64_t k = 0; k < replicas; ++k) seeds.push_back(seed + static_cast<uint64_t>(k));
+  std::vector<float> packed(static_cast<size_t>(packing.span()));
+  init_params(layout, packing, seeds, packed.data());
+  return packed;
 }
 
 int64_t replicas_in(const MlpLayout& layout, const std::vector<float>& packed) {

@@ -842,10 +842,10 @@ TEST(OptimizerSetupChecks, PerReplicaRatesAndTablesAtConstruction) {
   EXPECT_NE(refused(bad).find("4 schedule tables for 3 replicas"), std::string::npos);
   bad = given;
   bad.lrs[1] = -1.0f;
-  EXPECT_NE(refused(bad).find("learning rate must be finite and non-negative"), std::string::npos);
+  EXPECT_NE(refused(bad).find("replica 1: learning rate must be finite and non-negative"), std::string::npos);
   bad = given;
   bad.tables[2][1] = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_NE(refused(bad).find("schedule table entry 1"), std::string::npos);
+  EXPECT_NE(refused(bad).find("replica 2: schedule table entry 1 is negative or not finite"), std::string::npos);
   bad = given;
   bad.lrs[2] = 1e30f;
   bad.tables[2] = {1e10f};
