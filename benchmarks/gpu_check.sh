@@ -70,9 +70,9 @@ mkdir -p "$RES" || exit 2
 : >"$LOG"
 
 if [[ $QUICK == 1 ]]; then
-  export GPU_SIZES=1M,mixed CPU_SIZES=1M REPS=5 SWEEP_KS=1,8
+  export GPU_SIZES=1M,mixed CPU_SIZES=1M REPS=5 SWEEP_KS=1,8 SWEEP_REPEAT=1
 else
-  export GPU_SIZES=1M,16M,256M,mixed CPU_SIZES=1M,16M REPS=20 SWEEP_KS=1,8,64
+  export GPU_SIZES=1M,16M,256M,mixed CPU_SIZES=1M,16M REPS=20 SWEEP_KS=1,8,64 SWEEP_REPEAT=3
 fi
 
 # ---- the machine ------------------------------------------------------------------------------------
@@ -249,8 +249,9 @@ import json, sys
 rows = [r for r in json.load(open(sys.argv[1]))["results"] if r["optimizer"] == "adam()" and r["tensors"] == 1]
 if rows:
     r = max(rows, key=lambda r: r["params"])
+    blocks = f", {r['update_blocks_per_sm']} blocks/SM" if "update_blocks_per_sm" in r else ""
     print(f"adam {r['case']}{' ' + r['impl'] if 'impl' in r else ''}: {r['step_ms']:.3f} ms, "
-          f"{r['gbps']:.1f} GB/s, {r['fraction_of_copy']:.2f} of copy")
+          f"{r['gbps']:.1f} GB/s, {r['fraction_of_copy']:.2f} of copy{blocks}")
 EOF
 )"
 }
@@ -322,15 +323,17 @@ EOF
 }
 
 run_bench_sweep() {
-  # One timed run per case (after a warm-up): the part has 90 s. Then the largest packed case again
-  # with TF32 GEMMs (the GEMMs' share of a packed step is largest there), on the GPU only.
-  "$BUILD/benchmarks/bench_sweep" --device "$1" --ks "$SWEEP_KS" --repeat 1 --json "$2" 2>&1 |
+  # The median of three timed runs per case (after a warm-up; one in the quick mode): one run of the
+  # single configuration is 25 ms on an H200, and its training part alone varied 1.5x between single
+  # runs, which the ratios divide by. All cases three times take about 10 s of the part's 90. Then the largest packed
+  # case again with TF32 GEMMs (the GEMMs' share of a packed step is largest there), on the GPU only.
+  "$BUILD/benchmarks/bench_sweep" --device "$1" --ks "$SWEEP_KS" --repeat "$SWEEP_REPEAT" --json "$2" 2>&1 |
     tee "$STATE/bench_sweep.out" || exit 1
   local fig
   fig=$(grep -E 'packed +K=64|packed +K=8' "$STATE/bench_sweep.out" | tail -n1 | tr -s ' ')
   if [[ $1 == cuda ]]; then
     "$BUILD/benchmarks/bench_sweep" --device cuda --ks "1,${SWEEP_KS##*,}" --modes sequential,packed --tf32 \
-      --repeat 1 --json "${2%.json}_tf32.json" 2>&1 | tee "$STATE/bench_sweep_tf32.out" || exit 1
+      --repeat "$SWEEP_REPEAT" --json "${2%.json}_tf32.json" 2>&1 | tee "$STATE/bench_sweep_tf32.out" || exit 1
     fig+="; with --tf32: $(grep -E 'packed +K=' "$STATE/bench_sweep_tf32.out" | tail -n1 | tr -s ' ')"
   fi
   figure "$fig"
