@@ -244,9 +244,14 @@ struct TrainEngine::Impl {
         throw;
       }
       LRLAB_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-      cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-      cudaGraphDestroy(graph);
+      // Into a local: CUDA leaves the handle unspecified when instantiation fails, and a later
+      // run() must find no graph (and capture again), not launch that.
+      cudaGraphExec_t made = nullptr;
+      const cudaError_t err = cudaGraphInstantiate(&made, graph, 0);
+      const cudaError_t destroyed = cudaGraphDestroy(graph);
       LRLAB_CUDA_CHECK(err);
+      exec = made;
+      LRLAB_CUDA_CHECK(destroyed);
     }
     LRLAB_CUDA_CHECK(cudaGraphLaunch(exec, stream));
     ++graph_launches;
