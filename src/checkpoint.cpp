@@ -32,6 +32,7 @@ std::string encode_checkpoint(const Checkpoint& c) {
   body.put(c.guard);
   body.put<uint8_t>(c.has_plateau);
   body.put(c.plateau);
+  for (int64_t v : {c.batch, c.train_samples, c.val_samples, c.test_samples}) body.put(v);
   const std::string& payload = body.bytes();
   ByteWriter w;
   w.put_bytes(kMagic, sizeof kMagic);
@@ -48,7 +49,7 @@ Checkpoint decode_checkpoint(const std::string& bytes, const std::string& name) 
   LRLAB_REQUIRE(bytes.compare(0, 8, kMagic, 8) == 0, what, ": not an lrlab checkpoint (bad magic)");
   ByteReader head(bytes, what, 8);
   uint32_t version = head.get<uint32_t>();
-  LRLAB_REQUIRE(version == 2 || version == kCheckpointVersion, what, ": version ", version,
+  LRLAB_REQUIRE(version >= 2 && version <= kCheckpointVersion, what, ": version ", version,
                 " is not supported (this lrlab reads versions 2 to ", kCheckpointVersion, ")");
   uint64_t len = head.get<uint64_t>();
   uint32_t crc = head.get<uint32_t>();
@@ -73,9 +74,12 @@ Checkpoint decode_checkpoint(const std::string& bytes, const std::string& name) 
   }
   c.has_plateau = r.get<uint8_t>() != 0;
   c.plateau = r.get<PlateauState>();
+  if (version >= 4)
+    for (int64_t* v : {&c.batch, &c.train_samples, &c.val_samples, &c.test_samples}) *v = r.get<int64_t>();
   r.expect_end();
-  LRLAB_REQUIRE(c.epochs_done >= 0 && c.step >= 0 && c.guard.events >= 0 && c.guard.loss.count >= 0, what,
-                ": negative counters");
+  LRLAB_REQUIRE(c.epochs_done >= 0 && c.step >= 0 && c.guard.events >= 0 && c.guard.loss.count >= 0 &&
+                    c.batch >= 0 && c.train_samples >= 0 && c.val_samples >= 0 && c.test_samples >= 0,
+                what, ": negative counters");
   // The guard only ever lowers the rate; anything else did not come from a run.
   LRLAB_REQUIRE(c.guard.scale > 0 && c.guard.scale <= 1, what, ": the guard's rate factor ", c.guard.scale,
                 " is outside (0, 1]");

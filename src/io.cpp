@@ -8,8 +8,10 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -190,6 +192,34 @@ void remove_files_like(const std::string& dir, const std::string& prefix, const 
 std::string path_join(const std::string& dir, const std::string& name) {
   if (dir.empty()) return name;
   return dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+void require_distinct_files(const std::vector<std::pair<std::string, std::string>>& named_paths) {
+  namespace fs = std::filesystem;
+  auto same = [](const std::string& a, const std::string& b) {
+    std::error_code ec;
+    if (fs::equivalent(a, b, ec)) return true;  // both exist: hard and symbolic links too
+    const fs::path ca = fs::weakly_canonical(a, ec);
+    if (ec) return a == b;
+    const fs::path cb = fs::weakly_canonical(b, ec);
+    return ec ? a == b : ca == cb;
+  };
+  for (size_t i = 0; i < named_paths.size(); ++i)
+    for (size_t j = i + 1; j < named_paths.size(); ++j) {
+      const auto& [opt_a, a] = named_paths[i];
+      const auto& [opt_b, b] = named_paths[j];
+      if (a.empty() || b.empty() || is_stream(a) || is_stream(b)) continue;
+      LRLAB_REQUIRE(!same(a, b), opt_a, " and ", opt_b, " both name '", b, "'", a == b ? "" : " ('" + a + "')",
+                    ": give each its own file");
+    }
+}
+
+std::string csv_number(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
 }
 
 std::string read_file(const std::string& path, size_t max_bytes) {

@@ -77,9 +77,9 @@ std::string csv_log(const TrainReport& r, int64_t steps_per_epoch, const std::st
   std::string out = kLogHeader + earlier_rows;
   char line[128];
   for (size_t i = 0; i < r.step_index.size(); ++i) {
-    std::snprintf(line, sizeof line, "%lld,%lld,%.9g,%.9g\n", static_cast<long long>(r.step_index[i]),
-                  static_cast<long long>(r.step_index[i] / steps_per_epoch + 1), r.step_lr[i], r.step_loss[i]);
-    out += line;
+    std::snprintf(line, sizeof line, "%lld,%lld,", static_cast<long long>(r.step_index[i]),
+                  static_cast<long long>(r.step_index[i] / steps_per_epoch + 1));
+    out += line + csv_number(r.step_lr[i]) + "," + csv_number(r.step_loss[i]) + "\n";
   }
   return out;
 }
@@ -190,7 +190,8 @@ std::string train_report_json(const TrainOptions& o, const TrainReport& r) {
               {"steps", r.steps},
               {"events", events},
               {"notes", r.notes},
-              {"stopped_by_guard", r.stopped_by_guard}};
+              {"stopped_by_guard", r.stopped_by_guard},
+              {"nonfinite_step", r.nonfinite_step >= 0 ? json(r.nonfinite_step) : json(nullptr)}};
   return doc.dump(2) + "\n";
 }
 
@@ -205,6 +206,9 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   LRLAB_REQUIRE(o.guard_max_events >= 1, "the guard's event limit must be at least 1 (got ", o.guard_max_events, ")");
   for (const std::string* out : {&o.save, &o.log_csv, &o.json_out, &o.plot_svg})
     if (!out->empty()) require_writable(*out);
+  // --save may name the --resume file (a run that goes on saving where it left off); the others may not.
+  require_distinct_files({{"--save", o.save}, {"--log", o.log_csv}, {"--json", o.json_out}, {"--plot", o.plot_svg}});
+  require_distinct_files({{"--resume", o.resume}, {"--log", o.log_csv}, {"--json", o.json_out}, {"--plot", o.plot_svg}});
 
   const Device device = parse_device(o.device);
   std::optional<Checkpoint> ckpt;
@@ -252,6 +256,17 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
                   ckpt->model, ") than the one asked for (", identity, ")");
     LRLAB_REQUIRE(ckpt->epochs_done < o.epochs, "checkpoint '", o.resume, "' has already done ",
                   ckpt->epochs_done, " epochs; ask for more with --epochs");
+    // Another batch size would renumber the steps (the schedule's position, the epochs done) and
+    // another split would move samples already trained on into validation.
+    LRLAB_REQUIRE(ckpt->batch == 0 || ckpt->batch == ec.batch, "checkpoint '", o.resume,
+                  "' was trained with --batch ", ckpt->batch, "; resume it with the same batch size (got ",
+                  o.batch, ")");
+    LRLAB_REQUIRE(ckpt->batch == 0 || (ckpt->train_samples == data.train.n && ckpt->val_samples == data.val.n &&
+                                       ckpt->test_samples == data.test.n),
+                  "checkpoint '", o.resume, "' was trained on a split of ", ckpt->train_samples, " training, ",
+                  ckpt->val_samples, " validation and ", ckpt->test_samples, " test samples; these options give ",
+                  data.train.n, ", ", data.val.n, " and ", data.test.n,
+                  " (resume with the --val-fraction, --limit-train and --samples it was trained with)");
     eng.set_params(ckpt->params);
     opt.load(ckpt->optimizer);
     // The schedule follows this run's options (a fine-tuning run may change it); its position
@@ -310,6 +325,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
         chunk_sum += l;
         if (!std::isfinite(l)) {
           diverged = true;
+          if (!o.guard && rep.nonfinite_step < 0) rep.nonfinite_step = first_step + i;
           continue;
         }
         const double smoothed = g.loss.add(l);
@@ -403,6 +419,10 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
       c.guard = guard;
       c.has_plateau = plateau.has_value();
       if (plateau) c.plateau = plateau->state();
+      c.batch = ec.batch;
+      c.train_samples = data.train.n;
+      c.val_samples = data.val.n;
+      c.test_samples = data.test.n;
       save_checkpoint(o.save, c);
     }
     if (obs.on_epoch) obs.on_epoch(rec);

@@ -297,6 +297,33 @@ TEST(Train, ResumeRefusesADifferentModel) {
   std::remove(ck.c_str());
 }
 
+// The step count means minibatches of one size cut from one split: another --batch would renumber
+// the epochs and the schedule's position, another split would validate on samples already trained on.
+TEST(Train, ResumeRefusesAnotherBatchSizeOrSplit) {
+  const std::string ck = temp_path("split.ckpt");
+  TrainOptions o = small_run();
+  o.epochs = 1;
+  o.save = ck;
+  train(o);
+  const Checkpoint saved = load_checkpoint(ck);
+  EXPECT_EQ(saved.batch, o.batch);
+  EXPECT_GT(saved.train_samples, 0);
+  EXPECT_GT(saved.val_samples, 0);
+  auto resumed = [&](auto change) {
+    TrainOptions r = small_run();
+    r.epochs = 2;
+    r.resume = ck;
+    change(r);
+    return lrlab::testing::error_of([&] { train(r); });
+  };
+  EXPECT_NE(resumed([](TrainOptions& r) { r.batch *= 2; }).find("was trained with --batch"), std::string::npos);
+  for (auto change : {+[](TrainOptions& r) { r.val_fraction = 0.3; }, +[](TrainOptions& r) { r.limit_train = 300; },
+                      +[](TrainOptions& r) { r.synthetic_samples = 1200; }})
+    EXPECT_NE(resumed(change).find("was trained on a split of"), std::string::npos);
+  EXPECT_EQ(resumed([](TrainOptions&) {}), "");
+  std::remove(ck.c_str());
+}
+
 // A resumed run keeps the plateau rule's cuts: every evaluation after the first is a bad one
 // (threshold 0.99), so the rate halves after epochs 2, 3, ...; epochs 3 and 4 run at lr/2 and lr/4
 // whether or not the run was interrupted after epoch 2.
@@ -425,6 +452,14 @@ TEST(Train, GuardOffLetsTheRunDiverge) {
   TrainReport r = train(o);
   EXPECT_TRUE(r.events.empty());
   EXPECT_FALSE(r.test_accuracy > 0.6);
+  // A huge loss is still a number; a rate of 1e30 makes it NaN or infinite.
+  for (double lr : {50.0, 1e30}) {
+    o.lr = lr;
+    r = train(o);
+    const auto first = std::find_if(r.step_loss.begin(), r.step_loss.end(), [](float l) { return !std::isfinite(l); });
+    EXPECT_EQ(r.nonfinite_step, first == r.step_loss.end() ? -1 : first - r.step_loss.begin()) << lr;
+    if (lr > 1e6) EXPECT_GE(r.nonfinite_step, 0);
+  }
 }
 
 TEST(Train, GuardStopsAfterTooManyEvents) {
@@ -619,17 +654,19 @@ TEST(Checkpoint, RefusesUnknownVersionsAndNonFiniteWeights) {
             std::string::npos);
 }
 
-// A checkpoint as version 2 wrote it: version 3's bytes without the guard's first loss, the last
-// field of the guard's record (model, epochs, step, seed, weights and optimizer state precede it).
-std::string encode_version2(const Checkpoint& c) {
+// A checkpoint as an older version wrote it. Version 3: version 4's bytes without the batch size
+// and the split's sizes at the end. Version 2: also without the guard's first loss, the last field
+// of the guard's record (model, epochs, step, seed, weights and optimizer state precede it).
+std::string encode_old(const Checkpoint& c, uint32_t version) {
   constexpr size_t kHeader = 8 + 4 + 8 + 4;  // magic, version, payload length, CRC-32
   std::string payload = encode_checkpoint(c).substr(kHeader);
+  payload.resize(payload.size() - 4 * sizeof(int64_t));
   const size_t start = 8 + c.model.size() + 3 * 8 + 8 + c.params.size() * sizeof(float) + 8 + c.optimizer.size() +
                        offsetof(GuardState, start);
-  payload.erase(start, sizeof(double));
+  if (version == 2) payload.erase(start, sizeof(double));
   ByteWriter file;
   file.put_bytes("LRLABCKP", 8);
-  file.put<uint32_t>(2);
+  file.put<uint32_t>(version);
   file.put<uint64_t>(payload.size());
   file.put(static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(payload.data()),
                                        static_cast<uInt>(payload.size()))));
@@ -637,9 +674,10 @@ std::string encode_version2(const Checkpoint& c) {
   return file.take();
 }
 
-// Files written before the guard recorded the run's first loss (version 2) still load and resume;
-// the resumed run's guard has no floor (its first loss is unknown), rather than a wrong one.
-TEST(Checkpoint, ReadsAndResumesVersion2Files) {
+// Files written before the guard recorded the run's first loss (version 2) or the batch size and
+// split (version 3) still load and resume; the resumed run's guard has no floor (its first loss is
+// unknown), rather than a wrong one.
+TEST(Checkpoint, ReadsAndResumesVersion2And3Files) {
   Checkpoint c;
   c.model = "{\"model\":1}";
   c.epochs_done = 3;
@@ -653,7 +691,9 @@ TEST(Checkpoint, ReadsAndResumesVersion2Files) {
   c.guard.start = 9.0;  // not in a version 2 file
   c.has_plateau = true;
   c.plateau.scale = 0.5;
-  Checkpoint back = decode_checkpoint(encode_version2(c), "v2.ckpt");
+  c.batch = 64;  // not in a version 2 or 3 file
+  c.train_samples = 1000;
+  Checkpoint back = decode_checkpoint(encode_old(c, 2), "v2.ckpt");
   EXPECT_EQ(back.model, c.model);
   EXPECT_EQ(back.epochs_done, 3);
   EXPECT_EQ(back.step, 120);
@@ -666,15 +706,25 @@ TEST(Checkpoint, ReadsAndResumesVersion2Files) {
   EXPECT_EQ(back.guard.start, 0.0);
   EXPECT_TRUE(back.has_plateau);
   EXPECT_EQ(back.plateau.scale, 0.5);
+  EXPECT_EQ(back.batch, 0);
+  EXPECT_EQ(back.train_samples, 0);
+  const Checkpoint v3 = decode_checkpoint(encode_old(c, 3), "v3.ckpt");
+  EXPECT_EQ(v3.guard.start, 9.0);
+  EXPECT_EQ(v3.plateau.scale, 0.5);
+  EXPECT_EQ(v3.batch, 0);
+  const Checkpoint v4 = decode_checkpoint(encode_checkpoint(c), "v4.ckpt");
+  EXPECT_EQ(v4.batch, 64);
+  EXPECT_EQ(v4.train_samples, 1000);
 
   TrainOptions first = small_run();
   first.epochs = 1;
   first.save = temp_path("v3.ckpt");
   train(first);
   const std::string v2 = temp_path("v2.ckpt");
-  write_file_atomic(v2, encode_version2(load_checkpoint(first.save)));
+  write_file_atomic(v2, encode_old(load_checkpoint(first.save), 2));
   TrainOptions second = small_run();
   second.epochs = 2;
+  second.batch = first.batch / 2;  // not recorded before version 4, so not checked
   second.resume = v2;
   second.save = temp_path("resumed.ckpt");
   second.lr_given = false;
@@ -742,16 +792,72 @@ TEST(TrainCli, DivergenceStopIsExitStatus3) {
                    "--check-every 3 --device cpu --quiet");
   EXPECT_EQ(r.status, 3) << r.out << r.err;
   EXPECT_NE(r.out.find("[guard]"), std::string::npos) << r.out;
-  EXPECT_NE(r.err.find("error: training diverged"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("error: training diverged 2 times"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("checkpoint"), std::string::npos) << "no --save, no checkpoint to speak of: " << r.err;
 }
 
-// --guard off: no event, however the loss goes.
+// The stop counts the guard's events only (plateau's are events too), and names the checkpoint
+// kept only when an epoch ended and wrote one.
+TEST(TrainCli, DivergenceStopCountsGuardEventsAndNamesTheCheckpointKept) {
+  const std::string ck = temp_path("kept.ckpt");
+  std::remove(ck.c_str());
+  // Epochs 1 and 2 train (the plateau rule cuts after each); the rate then jumps a millionfold.
+  auto r = run_cli("train --data spirals --samples 2000 --hidden 16 --epochs 6 --device cpu --quiet "
+                   "--plateau 'plateau(mode=max,patience=0,factor=0.9)' --schedule "
+                   "'constant(value=1,steps=2ep)+constant(value=1e6)' --guard-max-events 2 --check-every 5 --save " +
+                   ck);
+  EXPECT_EQ(r.status, 3) << r.out << r.err;
+  EXPECT_NE(r.out.find("[plateau]"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("error: training diverged 2 times and was stopped; '" + ck +
+                       "' keeps the checkpoint of epoch 2"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(load_checkpoint(ck).epochs_done, 2);
+  std::remove(ck.c_str());
+  auto fresh = run_cli("train --data spirals --samples 600 --hidden 8 --epochs 1 --lr 1e30 --guard-max-events 1 "
+                       "--check-every 3 --device cpu --quiet --save " + ck);
+  EXPECT_EQ(fresh.status, 3) << fresh.err;
+  EXPECT_NE(fresh.err.find("error: training diverged 1 time and was stopped\n"), std::string::npos) << fresh.err;
+  std::ifstream none(ck);
+  EXPECT_FALSE(none.good()) << "no epoch ended, so no checkpoint was written";
+}
+
+// --guard off: no event, however the loss goes; a loss that turns NaN is still an error at the end,
+// naming the step, and never an exit status of 0.
 TEST(TrainCli, GuardOffTurnsTheGuardOff) {
-  auto r = run_cli("train --data spirals --samples 600 --hidden 8 --epochs 1 --lr 1e6 --guard off --check-every 3 "
-                   "--device cpu --quiet");
-  EXPECT_EQ(r.status, 0) << r.err;
+  const std::string log = temp_path("guard_off.csv");
+  auto r = run_cli("train --data spirals --samples 600 --hidden 8 --epochs 1 --lr 1e30 --guard off --check-every 3 "
+                   "--device cpu --quiet --log " + log);
+  EXPECT_EQ(r.status, 3) << r.err;
   EXPECT_EQ(r.out.find("[guard]"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("error: the training loss was not finite from step "), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("-nan"), std::string::npos) << r.out;
+  const std::string rows = slurp(log);
+  EXPECT_NE(rows.find(",nan\n"), std::string::npos) << rows;
+  EXPECT_EQ(rows.find("-nan"), std::string::npos) << rows;
+  std::remove(log.c_str());
+}
+
+// Two outputs on one file would keep only the last written; a log over the checkpoint being
+// resumed would destroy it. --save may name the --resume file.
+TEST(TrainCli, OutputsMustBeDistinctFiles) {
+  const std::string ck = temp_path("distinct.ckpt"), other = temp_path("distinct.json");
+  const std::string run = "train --data spirals --samples 300 --hidden 4 --device cpu --quiet ";
+  ASSERT_EQ(run_cli(run + "--epochs 1 --save " + ck).status, 0);
+  const std::string before = slurp(ck);
+  const std::string dotted = ck.substr(0, ck.rfind('/')) + "/./" + ck.substr(ck.rfind('/') + 1);
+  for (const std::string& args : {"--epochs 2 --resume " + ck + " --log " + ck, "--epochs 2 --resume " + ck +
+                                      " --json " + dotted, "--epochs 1 --json " + other + " --plot " + other,
+                                  "--epochs 1 --save " + other + " --log " + other}) {
+    auto r = run_cli(run + args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find("both name '"), std::string::npos) << args << "\n" << r.err;
+  }
+  EXPECT_EQ(slurp(ck), before);
+  EXPECT_EQ(run_cli(run + "--epochs 2 --resume " + ck + " --save " + ck).status, 0);
+  EXPECT_EQ(load_checkpoint(ck).epochs_done, 2);
+  std::remove(ck.c_str());
+  std::remove(other.c_str());
 }
 
 // Resuming without --lr continues at the checkpoint's rate, not at --lr's default.

@@ -28,11 +28,16 @@ struct Checkpoint {
   GuardState guard;
   bool has_plateau = false;
   PlateauState plateau;
+  // What the step count and the data order mean: a resumed run must cut the same minibatches from
+  // the same split. 0: not recorded (files before version 4).
+  int64_t batch = 0;
+  int64_t train_samples = 0, val_samples = 0, test_samples = 0;
 };
 
 // 2: the optimizer state records how its replicas are packed (packing.hpp).
-// 3: the guard records the run's first loss (GuardState::start); version 2 files are still read.
-constexpr uint32_t kCheckpointVersion = 3;
+// 3: the guard records the run's first loss (GuardState::start).
+// 4: the batch size and the sizes of the split. Versions 2 and 3 are still read.
+constexpr uint32_t kCheckpointVersion = 4;
 
 std::string encode_checkpoint(const Checkpoint& c);
 // `name` appears in errors. Throws lrlab::Error for a foreign, corrupt, truncated or newer file.

@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace lrlab {
 
@@ -36,5 +38,15 @@ void remove_files_like(const std::string& dir, const std::string& prefix, const 
 
 // dir + "/" + name, without doubling a slash the user typed ("--out sweep/").
 std::string path_join(const std::string& dir, const std::string& name);
+
+// Throws lrlab::Error ("--save and --log both name 'PATH'") when two of the (option, path) pairs
+// name one file (also through a link, or spelled differently); empty paths and streams are left
+// out. Two outputs on one file would keep only the last written, and a log written over the
+// checkpoint a run resumes from would destroy it.
+void require_distinct_files(const std::vector<std::pair<std::string, std::string>>& named_paths);
+
+// A number for a CSV file: %.9g, and non-finite values as nan, inf or -inf (glibc writes a NaN
+// with its sign bit set as -nan), so that a file reads the same from every build.
+std::string csv_number(double v);
 
 }  // namespace lrlab

@@ -67,6 +67,9 @@ struct TrainReport {
   int64_t parameters = 0, steps = 0, start_epoch = 0;
   int64_t train_samples = 0, val_samples = 0, test_samples = 0;  // test_loss is NaN with no test samples
   bool stopped_by_guard = false;
+  // The first step whose training loss was not finite and stayed in the run (-1: none). Only a run
+  // without the guard keeps one: the guard undoes such steps.
+  int64_t nonfinite_step = -1;
   std::vector<std::string> notes;  // what the run did differently from what was asked, and why
   // Per step: (step, lr, loss), for --log and the plot.
   std::vector<int64_t> step_index;

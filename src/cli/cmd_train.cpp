@@ -1,12 +1,14 @@
 // lrlab train: minibatch training of an MLP with the ways of lowering the rate.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
 
 #include "command.hpp"
 #include "lrlab/error.hpp"
+#include "lrlab/io.hpp"
 #include "lrlab/lr_finder.hpp"
 #include "lrlab/train.hpp"
 #include "options.hpp"
@@ -27,7 +29,8 @@ struct TrainArgs {
 std::string loss_cell(double v, bool none) {
   char buf[32];
   if (none) return "-";
-  if (std::isfinite(v) && (v == 0 || (std::fabs(v) >= 1e-3 && std::fabs(v) < 1e5)))
+  if (!std::isfinite(v)) return csv_number(v);  // nan, not glibc's -nan
+  if (v == 0 || (std::fabs(v) >= 1e-3 && std::fabs(v) < 1e5))
     std::snprintf(buf, sizeof buf, "%.4f", v);
   else
     std::snprintf(buf, sizeof buf, "%.3e", v);
@@ -103,8 +106,21 @@ int run_train(TrainArgs& a, CLI::App& sub) {
     std::printf("test: loss %s, accuracy %.2f%% (%.1f s)\n", loss_cell(r.test_loss, false).c_str(),
                 100 * r.test_accuracy, r.seconds);
   if (r.stopped_by_guard) {
-    std::fprintf(stderr, "error: training diverged %zu times and was stopped%s\n", r.events.size() - 1,
-                 o.save.empty() ? "" : "; the last good checkpoint is kept");
+    const auto guard_events = std::count_if(r.events.begin(), r.events.end(),
+                                            [](const TrainEvent& e) { return e.kind == "guard"; });
+    // Checkpoints are written at the end of each epoch (to a stream, at the end of the run only).
+    std::string kept;
+    if (!o.save.empty() && !r.epochs.empty() && !is_stream(o.save))
+      kept = "; '" + o.save + "' keeps the checkpoint of epoch " + std::to_string(r.epochs.back().epoch);
+    std::fprintf(stderr, "error: training diverged %lld time%s and was stopped%s\n",
+                 static_cast<long long>(guard_events), guard_events == 1 ? "" : "s", kept.c_str());
+    return kExitDiverged;
+  }
+  if (r.nonfinite_step >= 0) {
+    std::fprintf(stderr,
+                 "error: the training loss was not finite from step %lld on, with the divergence guard off: the "
+                 "weights are not usable (lower --lr, or leave --guard on)\n",
+                 static_cast<long long>(r.nonfinite_step));
     return kExitDiverged;
   }
   return kExitOk;

@@ -14,7 +14,7 @@ namespace lrlab::cli {
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;     // an internal failure (CUDA error, I/O error on output)
 constexpr int kExitBadInput = 2;    // bad options, specs or files: "error: ..." on stderr
-constexpr int kExitDiverged = 3;    // training stopped by the divergence guard
+constexpr int kExitDiverged = 3;    // training stopped by the divergence guard, or diverged without it
 
 struct Command {
   std::string name;

@@ -25,6 +25,8 @@ std::string with_header(const std::string& payload) {
 bool same(const lrlab::Checkpoint& a, const lrlab::Checkpoint& b) {
   return a.model == b.model && a.epochs_done == b.epochs_done && a.step == b.step && a.data_seed == b.data_seed &&
          a.params == b.params && a.optimizer == b.optimizer && a.has_plateau == b.has_plateau &&
+         a.batch == b.batch && a.train_samples == b.train_samples && a.val_samples == b.val_samples &&
+         a.test_samples == b.test_samples &&
          std::memcmp(&a.guard, &b.guard, sizeof a.guard) == 0 &&
          std::memcmp(&a.plateau, &b.plateau, sizeof a.plateau) == 0;
 }
