@@ -2,6 +2,10 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include "lrlab/cuda_check.hpp"
@@ -46,6 +50,50 @@ Device parse_device(const std::string& name) {
   }
   LRLAB_REQUIRE(name == "auto", "unknown device '", name, "' (expected auto, cpu or cuda)");
   return cuda_available() ? Device::CUDA : Device::CPU;
+}
+
+namespace {
+// The first number on the line of /proc/meminfo (kB) or in a cgroup file that starts with `key`;
+// -1 when absent or unlimited ("max").
+double number_in(const std::string& path, const std::string& key) {
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key, 0) == 0) {
+      const std::string rest = line.substr(key.size());
+      char* end = nullptr;
+      const double v = std::strtod(rest.c_str(), &end);
+      return end == rest.c_str() ? -1 : v;
+    }
+  return -1;
+}
+}  // namespace
+
+size_t available_memory(Device d) {
+  if (d == Device::CUDA) {
+    size_t free_bytes = 0, total_bytes = 0;
+    LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return free_bytes;
+  }
+  const double kb = number_in("/proc/meminfo", "MemAvailable:");
+  if (kb < 0) return 0;
+  double bytes = kb * 1024;
+  // cgroup v2, where the container's limit is set.
+  const double limit = number_in("/sys/fs/cgroup/memory.max", ""), used = number_in("/sys/fs/cgroup/memory.current", "");
+  if (limit > 0 && used >= 0) bytes = std::min(bytes, std::max(0.0, limit - used));
+  return static_cast<size_t>(bytes);
+}
+
+void require_memory(Device d, double bytes, const std::string& what, const std::string& advice) {
+  const size_t room = available_memory(d);
+  if (room == 0) return;
+  auto gb = [](double b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", b / 1e9);
+    return std::string(buf);
+  };
+  LRLAB_REQUIRE(bytes <= static_cast<double>(room), what, " needs at least ", gb(bytes), " GB of ",
+                d == Device::CUDA ? "GPU" : "host", " memory, and ", gb(static_cast<double>(room)),
+                " GB is available (", advice, ")");
 }
 
 const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }

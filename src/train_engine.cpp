@@ -152,6 +152,7 @@ struct TrainEngine::Impl {
       LRLAB_REQUIRE(std::isfinite(r.lr) && r.lr > 0, "learning rate must be positive and finite (got ", r.lr, ")");
       tables.push_back(Schedule::parse(r.schedule, static_cast<double>(spe)).table(total, r.lr));
     }
+    require_room();
     if (cfg.device == Device::CUDA) {
       LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&owned_stream.s, cudaStreamNonBlocking));
       stream = owned_stream.s;
@@ -165,6 +166,21 @@ struct TrainEngine::Impl {
     setup.groups = make_groups(layout, cfg.bias_decay);
     setup.stream = stream;
     return Optimizer(cfg.optimizer, cfg.device, layout.size(), std::move(setup));
+  }
+
+  // What the engine holds at the least: every replica's weights and gradients, and a minibatch's
+  // activations forward and back (the optimizer's moments come on top). A model that cannot fit is
+  // refused before anything of it is allocated.
+  void require_room() const {
+    const std::vector<LayerView>& layers = layout.layers();
+    double activations = 0;  // per sample and replica: pre-activations and their gradients, outputs of hidden layers
+    for (size_t l = 0; l < layers.size(); ++l) activations += (l + 1 < layers.size() ? 3.0 : 2.0) * layers[l].out;
+    const double floats = 2.0 * static_cast<double>(mlp_packing(layout, K).span()) +
+                          static_cast<double>(K) * static_cast<double>(cfg.batch) * activations;
+    std::string what = "a model of " + std::to_string(P) + " parameters";
+    if (K > 1) what = std::to_string(K) + " replicas of " + what;
+    require_memory(cfg.device, floats * sizeof(float), what + " at batch " + std::to_string(cfg.batch),
+                   K > 1 ? "a smaller --hidden or --batch, or --mode streams" : "a smaller --hidden or --batch");
   }
 
   void setup_buffers() {

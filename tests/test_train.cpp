@@ -284,6 +284,18 @@ TEST(Train, ResumeWithANewRateFineTunes) {
   std::remove(ft.log_csv.c_str());
 }
 
+// A model far beyond the memory is refused with a message before it is allocated, not killed by
+// the kernel when its pages are touched (a process that allocated 800 GB would not get to throw).
+TEST(Train, AModelBeyondTheMemoryIsRefusedBeforeItIsAllocated) {
+  TrainOptions o = small_run();
+  o.hidden = {1 << 24};
+  o.batch = 1 << 16;
+  o.synthetic_samples = 1 << 17;  // a training split larger than the batch, which stays 65536
+  const std::string message = lrlab::testing::error_of([&] { train(o); });
+  EXPECT_NE(message.find(" parameters at batch 65536 needs at least "), std::string::npos) << message;
+  EXPECT_NE(message.find("GB of host memory, and "), std::string::npos) << message;
+}
+
 TEST(Train, ResumeRefusesADifferentModel) {
   const std::string ck = temp_path("model.ckpt");
   TrainOptions o = small_run();
@@ -769,6 +781,15 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
            {"sweep --data spirals --device cpu --seed x", "'x' is not a whole number"},
            {"train --data spirals --device cpu --config=", "--config needs a file name"},
            {"train --data CSV:x --device cpu", "unknown data source 'CSV:'"},
+           {"--bogus", "'--bogus' comes before the command: give the command first"},
+           {"--config c.toml train", "'--config' comes before the command"},
+           {"train --data spirals --device cpu --val-fraction ''", "--val-fraction: empty value"},
+           {"train --data spirals --device cpu --resume ''", "--resume: empty value"},
+           {"train --data spirals --device cpu --hidden ''", "--hidden: empty value"},
+           {"sweep --data spirals --device cpu --lr 1e-3 ''", "--lr: empty value"},
+           {"schedule constant --steps ''", "--steps: empty value"},
+           {"train --data spirals --device cpu --config /tmp", "cannot read config file '/tmp': it is a folder"},
+           {"train --data spirals --device cpu --hidden 16777216 --batch 65536", "GB of host memory, and "},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;
@@ -994,8 +1015,39 @@ TEST(TrainCli, ConfigFileSetsOptions) {
   EXPECT_EQ(bad.status, 2) << bad.err;
   EXPECT_EQ(bad.err.rfind("error: config file '" + cfg + "': section [trian] is not a command of lrlab", 0), 0u)
       << bad.err;
+  // A switch is true or false, not anything else read as false; a key set twice is refused rather
+  // than failing as a list; the same key in two sections is two settings.
+  for (const auto& [text, message] : std::vector<std::pair<std::string, std::string>>{
+           {"data = \"blobs\"\nquiet = maybe\n", "'quiet' is a switch: true or false (got 'maybe')"},
+           {"data = \"blobs\"\nepochs = 2\nepochs = 3\n", "'epochs' is set twice"},
+           {"[train]\nepochs = 2\nepochs = 3\n", "'epochs' is set twice in section [train]"}}) {
+    {
+      std::ofstream f(cfg);
+      f << text;
+    }
+    auto r2 = run_cli("train --config " + cfg + " --device cpu");
+    EXPECT_EQ(r2.status, 2) << text << r2.err;
+    EXPECT_NE(r2.err.find(message), std::string::npos) << text << r2.err;
+  }
+  {
+    std::ofstream f(cfg);
+    f << "data = \"blobs\"\ndevice = \"cpu\"\nsamples = 400\nquiet = off\n[train]\nepochs = 1\n[sweep]\nepochs = 3\n";
+  }
+  EXPECT_EQ(run_cli("train --config " + cfg).status, 0);
   std::remove(json.c_str());
   std::remove(cfg.c_str());
+}
+
+// A repeated option takes its last value (an override appended to a command line), as argparse's do.
+TEST(TrainCli, ARepeatedOptionTakesItsLastValue) {
+  const std::string json = temp_path("repeated.json");
+  auto r = run_cli("train --data spirals --samples 300 --hidden 4 --device cpu --quiet --epochs 1 --lr 0.1 --epochs 2 "
+                   "--lr 0.02 --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(slurp(json));
+  EXPECT_EQ(j["epochs"].size(), 2u);
+  EXPECT_DOUBLE_EQ(j["config"]["lr"].get<double>(), 0.02);
+  std::remove(json.c_str());
 }
 
 // The per-epoch table with stdout and stderr not terminals (run_cli sends them to files): a header

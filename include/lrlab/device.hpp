@@ -1,6 +1,7 @@
 // Where lrlab can run: the CPU always, a CUDA GPU when one is present and usable.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace lrlab {
@@ -14,6 +15,16 @@ inline bool cuda_available(std::string* why = nullptr) { return cuda_device_coun
 // "auto" picks CUDA when available. Throws lrlab::Error for "cuda" without a GPU or an unknown name.
 Device parse_device(const std::string& name);
 const char* device_name(Device d);
+
+// Bytes that new allocations can take now: for the CPU, the kernel's MemAvailable, lowered to what
+// the process's cgroup (a container's limit) has left; for CUDA, the current device's free memory.
+// 0 when it cannot be told.
+size_t available_memory(Device d);
+// Throws lrlab::Error ("<what> needs at least N GB of <device> memory, and M GB is available
+// (<advice>)") when `bytes` exceed available_memory(d). On Linux an allocation beyond the memory succeeds and the
+// kernel kills the process when its pages are touched, with no message: a job that cannot fit is
+// refused before it allocates.
+void require_memory(Device d, double bytes, const std::string& what, const std::string& advice);
 
 // CUDA's current device is per host thread, and new threads start on device 0. Code that builds GPU
 // engines on one thread and runs them on workers records the builder's GPU (an MPI rank picks its

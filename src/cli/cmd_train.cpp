@@ -131,7 +131,7 @@ Register reg("train", "train an MLP by minibatches, on the GPU when present", []
   TrainOptions& o = a->o;
   sub.add_option("--data", o.data, "fashion-mnist, idx:DIR, csv:FILE[:regression], spirals, blobs or sine")
       ->capture_default_str();
-  sub.add_option("--hidden", a->hidden, "hidden layer widths, comma-separated")->capture_default_str();
+  sub.add_option("--hidden", a->hidden, "hidden layer widths, comma-separated ('none': a linear model)")->capture_default_str();
   sub.add_option("--activation", o.activation, "relu, gelu, tanh, sigmoid or identity")->capture_default_str();
   sub.add_option("--optimizer", o.optimizer, "optimizer spec, e.g. \"adam(beta2=0.99)\" (see docs/OPTIMIZERS.md)")
       ->capture_default_str();

@@ -1,7 +1,10 @@
 #include "config_file.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <set>
+#include <utility>
 
 #include "lrlab/error.hpp"
 
@@ -20,6 +23,32 @@ bool given(const std::vector<std::string>& args, const std::string& flag) {
     if (a == flag || a.rfind(flag + "=", 0) == 0) return true;
   return false;
 }
+// CLI11 reads a key set twice as one key with a list of values, which then fails as "Could not
+// convert: --epochs = 2,3" (or, for a list option, silently joins them). Bare keys only: a line of a
+// multi-line list may hold "=" inside a quoted string.
+void require_keys_once(const std::string& path) {
+  std::ifstream in(path);
+  std::set<std::pair<std::string, std::string>> seen;  // (section, key)
+  std::string section;
+  for (std::string line; std::getline(in, line);) {
+    const size_t a = line.find_first_not_of(" \t");
+    if (a == std::string::npos) continue;
+    if (line[a] == '[') {
+      const size_t b = line.find(']', a);
+      section = line.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+      continue;
+    }
+    const size_t eq = line.find('=', a);
+    if (eq == std::string::npos) continue;
+    std::string key = line.substr(a, eq - a);
+    key.erase(key.find_last_not_of(" \t") + 1);
+    if (key.empty() || key.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+                           std::string::npos)
+      continue;
+    LRLAB_REQUIRE(seen.insert({section, key}).second, "config file '", path, "': '", key, "' is set twice",
+                  section.empty() ? "" : " in section [" + section + "]");
+  }
+}
 }  // namespace
 
 std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) {
@@ -31,6 +60,13 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
   for (size_t i = 0; i < commands.size(); ++i)
     names += (i == 0 ? "" : i + 1 == commands.size() ? " or " : ", ") + commands[i]->get_name();
   LRLAB_REQUIRE(!args.empty(), "give a command: ", names, " (lrlab --help says what each does)");
+  // Options belong to a command and follow it; before it only help and version are understood
+  // (CLI11 would say "A subcommand is required", or take `--config FILE`'s file for the command).
+  const std::string& first = args.front();
+  const bool top_level = first == "-h" || first == "--help" || first == "--help-all" || first == "--version";
+  LRLAB_REQUIRE(top_level || first.empty() || first[0] != '-', "'", first,
+                "' comes before the command: give the command first (lrlab COMMAND ", first,
+                " ...), one of ", names);
   for (const std::string& a : args) {
     if (a.empty() || a[0] == '-') continue;
     for (CLI::App* c : commands)
@@ -57,13 +93,16 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
   LRLAB_REQUIRE(!config || !path.empty(), "--config needs a file name");
   if (sub && config) {
     std::ifstream probe(path);
-    LRLAB_REQUIRE(probe.good(), "cannot read config file '", path, "'");
+    // A folder opens as a stream too, and reads as an empty file.
+    LRLAB_REQUIRE(probe.good() && !std::filesystem::is_directory(path), "cannot read config file '", path, "'",
+                  std::filesystem::is_directory(path) ? ": it is a folder" : "");
     std::vector<CLI::ConfigItem> items;
     try {
       items = CLI::ConfigTOML().from_file(path);
     } catch (const CLI::Error& e) {
       LRLAB_FAIL("config file '", path, "': ", e.what());
     }
+    require_keys_once(path);
     std::vector<std::string> extra;
     for (const CLI::ConfigItem& item : items) {
       if (item.name == "++" || item.name == "--") continue;  // section markers
@@ -85,7 +124,10 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
       if (opt->get_expected_min() == 0) {
         std::string v = item.inputs.empty() ? "true" : item.inputs.front();
         std::transform(v.begin(), v.end(), v.begin(), ::tolower);
-        if (v == "true" || v == "1" || v == "on" || v == "yes") extra.push_back(flag);
+        const bool on = v == "true" || v == "1" || v == "on" || v == "yes";
+        LRLAB_REQUIRE(on || v == "false" || v == "0" || v == "off" || v == "no", "config file '", path, "': '",
+                      item.name, "' is a switch: true or false (got '", item.inputs.front(), "')");
+        if (on) extra.push_back(flag);
         continue;
       }
       LRLAB_REQUIRE(!item.inputs.empty(), "config file '", path, "': '", item.name, "' has no value");

@@ -10,6 +10,7 @@
 #include "command.hpp"
 #include "config_file.hpp"
 #include "mpi_session.hpp"
+#include "options.hpp"
 #include "lrlab/blas_env.hpp"
 #include "lrlab/error.hpp"
 
@@ -59,9 +60,16 @@ int main(int argc, char** argv) {
     CLI::App* sub = app.add_subcommand(c.name, c.description);
     runners[sub] = c.setup(*sub);
     add_config_option(*sub);
+    // A repeated option takes its last value, as argparse does: a command line grown by appending
+    // an override ("... --epochs 5") runs with the override.
+    for (CLI::Option* opt : sub->get_options())
+      if (opt->get_expected_min() == 1 && opt->get_expected_max() == 1 && opt->get_type_size_max() == 1)
+        opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
   try {
     app.parse(with_config_file(app, argc, argv));
+    for (auto& [sub, run] : runners)
+      if (sub->parsed()) require_values(*sub);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

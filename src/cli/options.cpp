@@ -43,6 +43,13 @@ double parse_rate(const std::string& text, const std::string& option) {
   return v;
 }
 
+void require_values(const CLI::App& sub) {
+  for (const CLI::Option* opt : sub.get_options())
+    if (opt->get_type_size_max() > 0)  // flags take no value
+      for (const std::string& v : opt->results())
+        LRLAB_REQUIRE(!trimmed(v).empty(), opt->get_name(), ": empty value (leave the option out for its default)");
+}
+
 CLI::Validator unsigned_64() {
   return CLI::Validator(
       [](std::string& text) -> std::string {
