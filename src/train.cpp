@@ -255,7 +255,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
     LRLAB_REQUIRE(ckpt->model == identity, "checkpoint '", o.resume, "' holds a different model (",
                   ckpt->model, ") than the one asked for (", identity, ")");
     LRLAB_REQUIRE(ckpt->epochs_done < o.epochs, "checkpoint '", o.resume, "' has already done ",
-                  ckpt->epochs_done, " epochs; ask for more with --epochs");
+                  ckpt->epochs_done, ckpt->epochs_done == 1 ? " epoch" : " epochs", "; ask for more with --epochs");
     // Another batch size would renumber the steps (the schedule's position, the epochs done) and
     // another split would move samples already trained on into validation.
     LRLAB_REQUIRE(ckpt->batch == 0 || ckpt->batch == ec.batch, "checkpoint '", o.resume,

@@ -249,19 +249,24 @@ TEST(Train, EvaluateReadsTheSplitAskedFor) {
   EXPECT_TRUE(std::isnan(eng.evaluate(Split::Test).loss[0]));
 }
 
-TEST(Train, ResumeWithANewRateFineTunes) {
-  const std::string ck = temp_path("ft.ckpt");
+// The checkpoint of small_run() after `epochs`, in a temporary file of that name.
+std::string saved_run(const std::string& name, int64_t epochs) {
   TrainOptions o = small_run();
-  o.epochs = 2;
-  o.save = ck;
+  o.epochs = epochs;
+  o.save = temp_path(name);
   train(o);
+  return o.save;
+}
+
+TEST(Train, ResumeWithANewRateFineTunes) {
+  const std::string ck = saved_run("ft.ckpt", 2);
   TrainOptions ft = small_run();
   ft.epochs = 3;
   ft.resume = ck;
   ft.lr = 1e-4;
   ft.lr_given = true;
   ft.log_csv = temp_path("ft.csv");
-  ft.seed = o.seed + 1;
+  ft.seed = small_run().seed + 1;
   std::remove(ft.log_csv.c_str());
   TrainReport r = train(ft);
   ASSERT_EQ(r.epochs.size(), 1u);
@@ -297,11 +302,7 @@ TEST(Train, AModelBeyondTheMemoryIsRefusedBeforeItIsAllocated) {
 }
 
 TEST(Train, ResumeRefusesADifferentModel) {
-  const std::string ck = temp_path("model.ckpt");
-  TrainOptions o = small_run();
-  o.epochs = 1;
-  o.save = ck;
-  train(o);
+  const std::string ck = saved_run("model.ckpt", 1);
   TrainOptions other = small_run();
   other.hidden = {16};
   other.resume = ck;
@@ -312,13 +313,9 @@ TEST(Train, ResumeRefusesADifferentModel) {
 // The step count means minibatches of one size cut from one split: another --batch would renumber
 // the epochs and the schedule's position, another split would validate on samples already trained on.
 TEST(Train, ResumeRefusesAnotherBatchSizeOrSplit) {
-  const std::string ck = temp_path("split.ckpt");
-  TrainOptions o = small_run();
-  o.epochs = 1;
-  o.save = ck;
-  train(o);
+  const std::string ck = saved_run("split.ckpt", 1);
   const Checkpoint saved = load_checkpoint(ck);
-  EXPECT_EQ(saved.batch, o.batch);
+  EXPECT_EQ(saved.batch, small_run().batch);
   EXPECT_GT(saved.train_samples, 0);
   EXPECT_GT(saved.val_samples, 0);
   auto resumed = [&](auto change) {
