@@ -49,6 +49,52 @@ bool is_value_char(char c) {
          c == '+' || c == ';';
 }
 
+// PyTorch's and Keras's names for settings lrlab spells otherwise, and lrlab's: a hint where the
+// segment accepts the latter (decay_steps is exp's every but poly's steps).
+struct Spelling {
+  const char* theirs;
+  const char* ours;   // the key that must be accepted for the hint to apply
+  const char* hint;
+};
+constexpr Spelling kSpellings[] = {
+    {"betas", "beta1", "PyTorch's betas=(b1, b2) are beta1=b1, beta2=b2"},
+    {"beta_1", "beta1", "Keras's beta_1 is beta1"},
+    {"beta_2", "beta2", "Keras's beta_2 is beta2"},
+    {"rho", "alpha", "Keras's rho is alpha"},
+    {"epsilon", "eps", "Keras's epsilon is eps"},
+    {"clipnorm", "clip", "Keras's clipnorm is clip (one norm over all gradients)"},
+    {"global_clipnorm", "clip", "Keras's global_clipnorm is clip"},
+    {"max_norm", "clip", "clip_grad_norm_'s max_norm is clip"},
+    {"step_size", "every", "PyTorch's step_size is every"},
+    {"milestones", "at", "PyTorch's milestones are at=a;b;c"},
+    {"T_max", "steps", "PyTorch's T_max is steps"},
+    {"T_0", "period", "PyTorch's T_0 is period"},
+    {"T_mult", "mult", "PyTorch's T_mult is mult"},
+    {"eta_min", "min", "PyTorch's eta_min is min, a multiplier of the base rate"},
+    {"total_iters", "steps", "PyTorch's total_iters is steps"},
+    {"total_steps", "steps", "PyTorch's total_steps is steps"},
+    {"start_factor", "from", "PyTorch's start_factor is from"},
+    {"end_factor", "to", "PyTorch's end_factor is to"},
+    {"pct_start", "pct", "PyTorch's pct_start is pct"},
+    {"div_factor", "div", "PyTorch's div_factor is div"},
+    {"final_div_factor", "final_div", "PyTorch's final_div_factor is final_div"},
+    {"anneal_strategy", "anneal", "PyTorch's anneal_strategy is anneal"},
+    {"decay_rate", "gamma", "Keras's decay_rate is gamma"},
+    {"decay_rate", "rate", "Keras's decay_rate is rate"},
+    {"decay_steps", "every", "Keras's decay_steps is every"},
+    {"decay_steps", "steps", "Keras's decay_steps is steps"},
+    {"end_learning_rate", "end", "Keras's end_learning_rate is end, a multiplier of the base rate"},
+    {"min_lr", "min_scale", "PyTorch's min_lr is min_scale, a multiplier of the base rate"},
+};
+
+// "; <hint>" where `theirs` is another library's name for a key `accepts` says this segment takes.
+template <typename Accepts>
+std::string spelling_hint(const std::string& theirs, Accepts accepts) {
+  for (const Spelling& s : kSpellings)
+    if (theirs == s.theirs && accepts(s.ours)) return std::string("; ") + s.hint;
+  return "";
+}
+
 class Parser {
  public:
   Parser(const std::string& s, const char* what) : s_(s), what_(what) {}
@@ -182,7 +228,12 @@ std::vector<Segment> parse(const std::string& text, const char* what) { return P
 ArgReader::ArgReader(const Segment& seg, std::string what, double steps_per_epoch)
     : seg_(seg), what_(std::move(what)), steps_per_epoch_(steps_per_epoch), used_(seg.args.size()) {}
 
+void ArgReader::note_asked(const std::string& key) const {
+  if (std::find(asked_.begin(), asked_.end(), key) == asked_.end()) asked_.push_back(key);
+}
+
 const Arg* ArgReader::find(const std::string& key) const {
+  note_asked(key);
   for (size_t i = 0; i < seg_.args.size(); ++i)
     if (seg_.args[i].key == key) {
       used_[i] = true;
@@ -192,6 +243,7 @@ const Arg* ArgReader::find(const std::string& key) const {
 }
 
 bool ArgReader::has(const std::string& key) const {
+  note_asked(key);
   for (const Arg& a : seg_.args)
     if (a.key == key) return true;
   return false;
@@ -202,10 +254,13 @@ const Arg& ArgReader::require(const std::string& key) const {
   if (a) return *a;
   // A missing key is often a misspelt one; the keys given are listed so that it shows. (Which of
   // them are unknown is only certain once every key has been read, as finish() does.)
-  std::string given;
-  for (const Arg& x : seg_.args) given += (given.empty() ? "" : ", ") + x.key + " at position " + std::to_string(x.key_pos);
+  std::string given, hint;
+  for (const Arg& x : seg_.args) {
+    given += (given.empty() ? "" : ", ") + x.key + " at position " + std::to_string(x.key_pos);
+    if (hint.empty()) hint = spelling_hint(x.key, [&](const std::string& ours) { return ours == key; });
+  }
   LRLAB_FAIL(what_, " '", seg_.name, "' at position ", seg_.pos, " needs the key '", key, "'",
-             given.empty() ? "" : " (given: " + given + ")");
+             given.empty() ? "" : " (given: " + given + ")", hint);
 }
 
 void ArgReader::fail_value(const std::string& key, const std::string& problem) const {
@@ -213,7 +268,8 @@ void ArgReader::fail_value(const std::string& key, const std::string& problem) c
   for (const Arg& x : seg_.args)
     if (x.key == key) a = &x;
   if (a)
-    LRLAB_FAIL(what_, " '", seg_.name, "': ", key, "=", a->value, " at position ", a->value_pos, ": ", problem);
+    LRLAB_FAIL(what_, " '", seg_.name, "': ", key, "=", a->value, " at position ", a->value_pos, ": ", problem,
+               epochs_note(*a));
   LRLAB_FAIL(what_, " '", seg_.name, "': ", key, ": ", problem);
 }
 
@@ -227,7 +283,8 @@ double ArgReader::to_number(const Arg& a, bool allow_negative) const {
   if (!std::isfinite(v) || errno == ERANGE) fail_value(a.key, "not a finite number");
   if (!is_decimal(a.value)) fail_value(a.key, "not a decimal number");
   if (!allow_negative && v < 0) fail_value(a.key, "must not be negative");
-  return v;
+  // "-0" is no negative number, but it prints as -0 (gamma=-0 would give rows of -0).
+  return v == 0 ? 0.0 : v;
 }
 
 double ArgReader::number(const std::string& key, double fallback, bool allow_negative) {
@@ -251,12 +308,28 @@ int64_t ArgReader::to_steps(const Arg& a) const {
   if (x < 0) fail_value(a.key, "must not be negative");
   if (epochs) {
     if (steps_per_epoch_ <= 0) fail_value(a.key, "epochs ('ep') need the number of steps per epoch");
-    x = std::round(x * steps_per_epoch_);
+    x = epochs_to_steps(x);
   } else if (x != std::floor(x)) {
     fail_value(a.key, "a step count must be a whole number (or use 'ep' for epochs)");
   }
   if (x > 9.0e15) fail_value(a.key, "too many steps");
   return static_cast<int64_t>(x);
+}
+
+// + 0.0: -0ep is 0 steps, not -0.
+double ArgReader::epochs_to_steps(double epochs) const { return std::round(epochs * steps_per_epoch_) + 0.0; }
+
+// " (0.1ep at 1 step per epoch is 0 steps)" for a value in epochs that converts; "" otherwise.
+std::string ArgReader::epochs_note(const Arg& a) const {
+  const std::string& v = a.value;
+  if (steps_per_epoch_ <= 0 || v.size() <= 2 || v.compare(v.size() - 2, 2, "ep") != 0) return "";
+  const std::string number = v.substr(0, v.size() - 2);
+  char* end = nullptr;
+  const double epochs = std::strtod(number.c_str(), &end);
+  if (!is_decimal(number) || !std::isfinite(epochs) || epochs < 0) return "";
+  const double steps = epochs_to_steps(epochs);
+  return detail::concat(" (", v, " at ", steps_per_epoch_, steps_per_epoch_ == 1 ? " step" : " steps",
+                        " per epoch rounds to ", steps, steps == 1 ? " step" : " steps", ")");
 }
 
 int64_t ArgReader::steps(const std::string& key, int64_t fallback) {
@@ -301,11 +374,18 @@ std::string ArgReader::word(const std::string& key, const std::string& fallback,
   fail_value(key, "expected one of " + list);
 }
 
+
 void ArgReader::finish() const {
-  for (size_t i = 0; i < seg_.args.size(); ++i)
-    if (!used_[i])
-      LRLAB_FAIL("unknown key '", seg_.args[i].key, "' at position ", seg_.args[i].key_pos, " for ",
-                 what_, " '", seg_.name, "'");
+  for (size_t i = 0; i < seg_.args.size(); ++i) {
+    if (used_[i]) continue;
+    const std::string& key = seg_.args[i].key;
+    const std::string hint = spelling_hint(
+        key, [&](const std::string& ours) { return std::find(asked_.begin(), asked_.end(), ours) != asked_.end(); });
+    std::string known;
+    for (const std::string& k : asked_) known += (known.empty() ? "" : ", ") + k;
+    LRLAB_FAIL("unknown key '", key, "' at position ", seg_.args[i].key_pos, " for ", what_, " '", seg_.name, "'",
+               hint, known.empty() ? " (it takes none)" : " (known: " + known + ")");
+  }
 }
 
 }  // namespace lrlab::spec

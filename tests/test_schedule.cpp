@@ -487,12 +487,36 @@ TEST(ScheduleCli, FractionalStepsPerEpochNameTheOption) {
   EXPECT_NE(r.err.find("--steps-per-epoch must be a whole number"), std::string::npos) << r.err;
 }
 
+// --lr is checked as train and sweep check it: a rate fp32 rounds to 0 (or to a subnormal) printed
+// rows of 0. --steps one past int64_t is out of range, not the largest int64_t.
+TEST(ScheduleCli, RateAndStepsOutsideTheirRangesAreRefused) {
+  CliResult tiny = run_cli("'constant' --lr 1e-50 --steps 2");
+  EXPECT_EQ(tiny.status, 2);
+  EXPECT_EQ(tiny.out, "");
+  EXPECT_EQ(tiny.err, error_of([] { check_base_rate(1e-50, "--lr"); }).insert(0, "error: ") + "\n");
+  CliResult huge = run_cli("'constant' --steps 9223372036854775808");
+  EXPECT_EQ(huge.status, 2);
+  EXPECT_NE(huge.err.find("9223372036854775808 not in range 0 to " + std::to_string(kMaxTableSteps)),
+            std::string::npos) << huge.err;
+}
+
+// gamma=-0 reads as 0: no -0 in the CSV or the table.
+TEST(ScheduleCli, MinusZeroPrintsAsZeroEverywhere) {
+  for (const char* format : {"csv", "table"}) {
+    CliResult r = run_cli(std::string("'step(every=2,gamma=-0)' --steps 4 --format ") + format);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out.find("-0"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(format == std::string("csv") ? "\n3,0\n" : " 0\n"), std::string::npos) << r.out;
+  }
+}
+
 TEST(ScheduleCli, BadInputExitsTwoWithOneErrorLine) {
   const char* bad[] = {"'cosin(steps=3)'", "'step(every=10) + cosine(steps=5)'", "'step(every=3'",
                        "'constant' --steps -1", "'constant' --lr -1", "'constant' --format png",
                        "'constant' --steps 0 --format svg", "'constant' --steps-per-epoch 7.8125",
                        "'constant' --steps-per-epoch 0", "'range(start=1,end=2,steps=5)' --lr 0",
-                       "'exp(gamma=2)' --steps 200", "'constant' --lr 1e300", "'constant' --out /nonexistent-dir/x.csv"};
+                       "'exp(gamma=2)' --steps 200", "'constant' --lr 1e300", "'constant' --out /nonexistent-dir/x.csv",
+                       "'constant' --lr 1e-50", "'constant' --steps 9223372036854775808"};
   for (const char* args : bad) {
     CliResult r = run_cli(args);
     EXPECT_EQ(r.status, 2) << args;

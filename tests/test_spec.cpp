@@ -1,6 +1,7 @@
 // The spec grammar shared by schedules and optimizers: segments, keys, values, positions in errors.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 
 #include "lrlab/error.hpp"
@@ -156,11 +157,61 @@ TEST(SpecArgs, BadValuesNameKeyAndPosition) {
   EXPECT_NE(error_of([&] { r.required_number("missing"); }).find("needs the key 'missing'"), std::string::npos);
 }
 
-TEST(SpecArgs, FinishRejectsUnreadKeys) {
+// An unknown key is listed with the keys the segment takes: every key asked for, read or not.
+TEST(SpecArgs, FinishRejectsUnreadKeysAndListsTheKnownOnes) {
   auto seg = spec::parse("step(every=3, gama=0.5)")[0];
   spec::ArgReader r(seg, "schedule");
+  r.has("steps");
   r.steps("every", 0);
-  EXPECT_EQ(error_of([&] { r.finish(); }), "unknown key 'gama' at position 15 for schedule 'step'");
+  r.number("gamma", 0.1);
+  EXPECT_EQ(error_of([&] { r.finish(); }),
+            "unknown key 'gama' at position 15 for schedule 'step' (known: steps, every, gamma)");
+  auto none = spec::parse("x(a=1)")[0];
+  EXPECT_EQ(error_of([&] { spec::ArgReader(none, "data set").finish(); }),
+            "unknown key 'a' at position 3 for data set 'x' (it takes none)");
+}
+
+// PyTorch's and Keras's names for lrlab's keys say which key they are, where the segment takes it.
+TEST(SpecArgs, OtherLibrariesSpellingsNameLrlabsKey) {
+  EXPECT_NE(error_of([] { parse_optimizer("adam(betas=0.9)"); }).find("betas=(b1, b2) are beta1=b1, beta2=b2 (known: "),
+            std::string::npos);
+  const std::string rho = error_of([] { parse_optimizer("rmsprop(rho=0.9)"); });
+  EXPECT_NE(rho.find("Keras's rho is alpha"), std::string::npos) << rho;
+  EXPECT_NE(rho.find("known: weight_decay, wd, maximize, clip, check_finite, alpha, eps, momentum, centered)"),
+            std::string::npos) << rho;
+  // SGD has no alpha: no hint, the list alone.
+  EXPECT_EQ(error_of([] { parse_optimizer("sgd(rho=0.9)"); }).find("alpha"), std::string::npos);
+  // A required key given under another library's name.
+  EXPECT_NE(error_of([] { Schedule::parse("step(step_size=3)"); }).find("needs the key 'every' (given: step_size at "
+                                                                        "position 6); PyTorch's step_size is every"),
+            std::string::npos);
+  // One name, two keys: Keras's decay_rate is exp's gamma but invtime's rate.
+  EXPECT_NE(error_of([] { Schedule::parse("invtime(decay_rate=1)"); }).find("decay_rate is rate"), std::string::npos);
+  EXPECT_NE(error_of([] { Schedule::parse("exp(decay_rate=1)"); }).find("decay_rate is gamma"), std::string::npos);
+}
+
+// "-0" is no negative number; it reads as 0, so no output shows -0 (gamma=-0 gave rows of -0).
+TEST(SpecArgs, MinusZeroReadsAsZero) {
+  auto seg = spec::parse("s(a=-0, b=-0.0e5, c=-0)")[0];
+  spec::ArgReader r(seg, "schedule");
+  for (const char* key : {"a", "b"}) {
+    const double v = r.number(key, 1);
+    EXPECT_EQ(v, 0) << key;
+    EXPECT_FALSE(std::signbit(v)) << key;
+  }
+  EXPECT_FALSE(std::signbit(r.number("c", 1, true)));
+  EXPECT_FALSE(std::signbit(Schedule::parse("step(every=2,gamma=-0)").multiplier(3, 1)));
+}
+
+// A count of epochs that rounds to too few steps says what it rounded to.
+TEST(SpecArgs, EpochValuesSayWhatTheyRoundedTo) {
+  EXPECT_NE(error_of([] { Schedule::parse("step(every=0.1ep)", 1); })
+                .find("every=0.1ep at position 12: must be at least 1 (0.1ep at 1 step per epoch rounds to 0 steps)"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { Schedule::parse("warmup(steps=0.2ep)", 2); }).find("at 2 steps per epoch rounds to 0 steps"),
+            std::string::npos);
+  // A value in steps has nothing to explain.
+  EXPECT_EQ(error_of([] { Schedule::parse("step(every=0)", 2); }).find("rounds"), std::string::npos);
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ class ArgReader {
   ArgReader(Segment&&, std::string, double = 0) = delete;
 
   bool has(const std::string& key) const;
-  // A finite number >= 0 (or any finite number with allow_negative).
+  // A finite number >= 0 (or any finite number with allow_negative); -0 reads as 0.
   double number(const std::string& key, double fallback, bool allow_negative = false);
   double required_number(const std::string& key, bool allow_negative = false);
   // A step count: a non-negative integer or, with steps_per_epoch, a number of epochs ('2ep',
@@ -51,20 +51,27 @@ class ArgReader {
   // One of `allowed`, e.g. anneal=cos|linear.
   std::string word(const std::string& key, const std::string& fallback,
                    const std::vector<std::string>& allowed);
+  // Rejects keys nobody read, listing those the segment accepts: every key asked for (by has() or an
+  // accessor) before it, so call it after reading them all.
   void finish() const;
 
+  // Where the key's value is in epochs, the message also says how many steps it rounded to.
   [[noreturn]] void fail_value(const std::string& key, const std::string& problem) const;
 
  private:
   const Arg* find(const std::string& key) const;
+  void note_asked(const std::string& key) const;
   const Arg& require(const std::string& key) const;
   int64_t to_steps(const Arg& a) const;
   double to_number(const Arg& a, bool allow_negative) const;
+  double epochs_to_steps(double epochs) const;
+  std::string epochs_note(const Arg& a) const;
 
   const Segment& seg_;
   std::string what_;
   double steps_per_epoch_;
   mutable std::vector<bool> used_;  // which keys an accessor has read
+  mutable std::vector<std::string> asked_;  // the keys the segment accepts, in the order asked for
 };
 
 }  // namespace lrlab::spec

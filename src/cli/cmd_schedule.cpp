@@ -67,13 +67,12 @@ std::string render_svg(const std::vector<double>& lr, const std::string& spec, b
 }
 
 int run(const ScheduleArgs& a) {
-  LRLAB_REQUIRE(std::isfinite(a.lr) && a.lr > 0, "--lr must be a positive number, got ", a.lr);
+  // As train and sweep take it: a rate fp32 rounds to 0 would print a column of zeros.
+  check_base_rate(a.lr, "--lr");
   // An epoch is a count of minibatches; 'ep' values become whole steps (docs/SCHEDULES.md).
   LRLAB_REQUIRE(std::isfinite(a.steps_per_epoch) && a.steps_per_epoch >= 1 &&
                     a.steps_per_epoch == std::floor(a.steps_per_epoch),
                 "--steps-per-epoch must be a whole number of steps, at least 1, got ", a.steps_per_epoch);
-  LRLAB_REQUIRE(a.steps >= 0 && a.steps <= kMaxTableSteps, "--steps must be between 0 and ", kMaxTableSteps,
-                ", got ", a.steps);
   LRLAB_REQUIRE(a.steps >= 1 || a.format != "svg", "--format svg needs at least one step to draw (--steps 0)");
   Schedule schedule = Schedule::parse(a.spec, a.steps_per_epoch);
   // The float table is what the device reads, so the rows show base * table[t]. No steps, no rows:
@@ -107,7 +106,10 @@ const Register reg("schedule", "print a learning-rate schedule (docs/SCHEDULES.m
                      sub.add_option("spec", a->spec, "Schedule spec, e.g. 'warmup(steps=500) + cosine(steps=20ep)'")
                          ->required();
                      sub.add_option("--lr", a->lr, "Base learning rate")->capture_default_str();
-                     sub.add_option("--steps", a->steps, "Number of steps to print")->capture_default_str();
+                     // CLI11's conversion alone would take 9223372036854775808 as the largest int64_t.
+                     sub.add_option("--steps", a->steps, "Number of steps to print")
+                         ->check(CLI::Range(int64_t{0}, kMaxTableSteps))
+                         ->capture_default_str();
                      sub.add_option("--steps-per-epoch", a->steps_per_epoch, "Steps per epoch, for 'ep' values")
                          ->capture_default_str();
                      sub.add_option("--format", a->format, "Output format")
