@@ -24,9 +24,6 @@ namespace {
 // Losses are read back this many steps at a time (one host sync each on the GPU); the steps run
 // past a divergence are dropped from the curve.
 constexpr int64_t kCheckEvery = 8;
-// fastai's lr_find trims the curve to [num_it / 10, len - 5) before suggesting.
-constexpr int64_t kSkipStartDivisor = 10;
-constexpr int64_t kSkipEnd = 5;
 
 std::string number(double v) {
   char buf[64];
@@ -39,11 +36,13 @@ struct Window {
   size_t begin, end;
 };
 
+// fastai's lr_find trims the curve to [num_it / 10, len - 5) before suggesting. A curve too short
+// for that gives a window shorter than kFinderMinPoints, possibly empty, never reversed.
 Window trimmed(size_t n, int64_t planned_steps, int64_t trim_end) {
-  const size_t skip_start = static_cast<size_t>(std::max<int64_t>(0, planned_steps / kSkipStartDivisor));
+  const size_t skip_start = static_cast<size_t>(std::max<int64_t>(0, planned_steps / kFinderSkipStartDivisor));
   const size_t skip_end = static_cast<size_t>(std::max<int64_t>(0, trim_end));
-  if (n >= skip_start + skip_end + 2) return {skip_start, n - skip_end};
-  return {0, n};  // too short to trim (it diverged very early): use all of it
+  const size_t begin = std::min(skip_start, n);
+  return {begin, std::max(begin, n - std::min(skip_end, n))};
 }
 
 std::vector<double> slice(const std::vector<double>& v, Window w) {
@@ -58,9 +57,9 @@ std::vector<double> slice(const std::vector<double>& v, Window w) {
 // keeps the smoothed one infinite, past the threshold: the test stops with it recorded, and it is
 // one of the 5 points trimmed.
 int64_t fastai_trim_end(int64_t kept, int64_t planned_steps, double ended_by) {
-  if (std::isfinite(ended_by)) return kSkipEnd;
-  if (std::isnan(ended_by)) return std::max<int64_t>(0, kept - (planned_steps - kSkipEnd));
-  return kSkipEnd - 1;
+  if (std::isfinite(ended_by)) return kFinderSkipEnd;
+  if (std::isnan(ended_by)) return std::max<int64_t>(0, kept - (planned_steps - kFinderSkipEnd));
+  return kFinderSkipEnd - 1;
 }
 
 void validate_finder_options(const FinderOptions& o) {
@@ -72,12 +71,17 @@ void validate_finder_options(const FinderOptions& o) {
   LRLAB_REQUIRE(o.start >= std::numeric_limits<float>::min() && o.end <= std::numeric_limits<float>::max(),
                 "the rates must lie within the float range [", std::numeric_limits<float>::min(), ", ",
                 std::numeric_limits<float>::max(), "] (got ", o.start, " to ", o.end, ")");
-  LRLAB_REQUIRE(o.steps >= 2 && o.steps <= kMaxTableSteps, "the range test needs between 2 and ", kMaxTableSteps,
-                " steps (got ", o.steps, ")");
+  LRLAB_REQUIRE(o.steps >= kMinFinderSteps && o.steps <= kMaxTableSteps, "the range test needs between ",
+                kMinFinderSteps, " and ", kMaxTableSteps, " steps (got ", o.steps, "): ", finder_window_rule());
   LRLAB_REQUIRE(std::isfinite(o.beta) && o.beta >= 0 && o.beta < 1, "the smoothing beta must be in [0, 1) (got ",
                 o.beta, ")");
   LRLAB_REQUIRE(std::isfinite(o.stop_factor) && o.stop_factor > 1, "the stop factor must be above 1 (got ",
                 o.stop_factor, ")");
+}
+
+std::string finder_window_rule() {
+  return detail::concat("the suggestions need ", kFinderMinPoints, " points after leaving out the first tenth of ",
+                        "the planned steps and the last ", kFinderSkipEnd);
 }
 
 std::string finder_schedule(const FinderOptions& o) {
@@ -136,10 +140,17 @@ Suggestions suggest(const std::vector<double>& lr, const std::vector<double>& sm
   LRLAB_REQUIRE(!smoothed.empty() && lr.size() == smoothed.size(), "the rates and losses differ in length (",
                 lr.size(), " and ", smoothed.size(), ") or are empty");
   const Window w = trimmed(smoothed.size(), planned_steps, trim_end);
-  const std::vector<double> x = slice(lr, w), y = slice(smoothed, w);
   Suggestions s;
   s.window_begin = static_cast<int64_t>(w.begin);
   s.window_end = static_cast<int64_t>(w.end);
+  // Below two points no rule means anything: one point is its own minimum, valley and steepest
+  // descent, whatever the loss did.
+  s.enough_points = s.window_end - s.window_begin >= kFinderMinPoints;
+  if (!s.enough_points) {
+    s.steepest_lr = s.valley_lr = s.min_div10_lr = std::numeric_limits<double>::quiet_NaN();
+    return s;
+  }
+  const std::vector<double> x = slice(lr, w), y = slice(smoothed, w);
   s.steepest = static_cast<int64_t>(w.begin) + steepest_index(x, y);
   s.valley = static_cast<int64_t>(w.begin) + valley_index(y);
   s.minimum = static_cast<int64_t>(w.begin) + minimum_index(y);
@@ -147,7 +158,6 @@ Suggestions suggest(const std::vector<double>& lr, const std::vector<double>& sm
   s.valley_lr = lr[s.valley];
   s.min_div10_lr = lr[s.minimum] / 10;
   // A valley needs some point below an earlier one.
-  s.has_valley = false;
   double highest = y[0];
   for (size_t i = 1; i < y.size() && !s.has_valley; ++i) {
     s.has_valley = y[i] < highest;
@@ -156,9 +166,34 @@ Suggestions suggest(const std::vector<double>& lr, const std::vector<double>& sm
   return s;
 }
 
+namespace {
+
+// "1 point", "3 points".
+std::string counted(int64_t n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
+// Why `c` has no suggestion, or "" when it has one: a point or two are no curve (the test diverged
+// at once), and a minimum / 10 below the first rate is a rate the test never tried.
+std::string why_no_suggestion(const FinderCurve& c, const Suggestions& s) {
+  using detail::concat;
+  if (!s.enough_points)
+    return concat("the test recorded ", counted(c.steps_run, "point"),
+                  c.stopped_early ? concat(" before the loss diverged at lr ", c.lr.back()) : "", ", and ",
+                  finder_window_rule(), " (", s.window_end - s.window_begin,
+                  " left here): start the ramp lower or give it more steps");
+  if (!s.has_valley && !(s.min_div10_lr >= c.lr.front()))
+    return concat("the loss never decreased and was lowest at lr ", c.lr[s.minimum],
+                  ", so minimum/10 lies below the range tested (from ", c.lr.front(), "): start the ramp lower");
+  return "";
+}
+
+}  // namespace
+
 // ---- running the test --------------------------------------------------------------------------
 
-FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o) {
+FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o,
+                           const std::function<void(int64_t steps_done)>& progress) {
   validate_finder_options(o);
   LRLAB_REQUIRE(engine.replicas() == 1, "the range test trains one model (the engine has ", engine.replicas(),
                 " replicas)");
@@ -198,7 +233,7 @@ FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o) {
         }
       }
       done += n;
-      if (c.stopped_early) break;
+      if (progress) progress(done);
     }
   } catch (...) {
     engine.restore(before);
@@ -214,13 +249,18 @@ FinderCurve run_range_test(TrainEngine& engine, const FinderOptions& o) {
   c.steepest = s.steepest_lr;
   c.valley = s.valley_lr;
   c.min_div10 = s.min_div10_lr;
-  c.recommended = s.has_valley ? "valley" : "min_div10";
-  c.suggestion = s.has_valley ? c.valley : c.min_div10;
+  c.no_suggestion = why_no_suggestion(c, s);
+  c.recommended = !c.no_suggestion.empty() ? "" : s.has_valley ? "valley" : "min_div10";
+  c.suggestion = c.recommended.empty() ? std::numeric_limits<double>::quiet_NaN()
+                 : s.has_valley        ? c.valley
+                                       : c.min_div10;
+  LRLAB_REQUIRE(!o.require_suggestion || c.no_suggestion.empty(), "the range test of ", c.optimizer,
+                " suggests no rate: ", c.no_suggestion);
   return c;
 }
 
 std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std::string>& optimizers,
-                                 const FinderOptions& options) {
+                                 const FinderOptions& options, const FinderProgress& progress) {
   validate_finder_options(options);
   LRLAB_REQUIRE(!optimizers.empty(), "the range test needs at least one optimizer spec");
   for (const std::string& spec : optimizers) parse_optimizer(spec);
@@ -263,7 +303,9 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
   std::vector<FinderCurve> curves(n);
   detail::parallel_for(n, workers, [&](int64_t i) {
     worker.apply();
-    curves[i] = run_range_test(*engines[i], options);
+    std::function<void(int64_t)> own_progress;
+    if (progress) own_progress = [&progress, i](int64_t done) { progress(static_cast<size_t>(i), done); };
+    curves[i] = run_range_test(*engines[i], options, own_progress);
   });
   return curves;
 }
@@ -273,6 +315,7 @@ std::vector<FinderCurve> find_lr(const TrainOptions& base, const std::vector<std
 std::string finder_json(const std::vector<FinderCurve>& curves) {
   using json = nlohmann::json;
   auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  auto text = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
   auto nums = [&](const std::vector<double>& v) {
     json a = json::array();
     for (double x : v) a.push_back(num(x));
@@ -286,8 +329,9 @@ std::string finder_json(const std::vector<FinderCurve>& curves) {
                     {"window", {c.window_begin, c.window_end}},
                     {"suggestions", {{"steepest", num(c.steepest)}, {"valley", num(c.valley)},
                                      {"min_div10", num(c.min_div10)}}},
-                    {"recommended", c.recommended},
+                    {"recommended", text(c.recommended)},
                     {"suggestion", num(c.suggestion)},
+                    {"no_suggestion", text(c.no_suggestion)},
                     {"lr", nums(c.lr)},
                     {"loss", nums(c.loss)},
                     {"smoothed", nums(c.smoothed)}});
@@ -315,7 +359,7 @@ std::string finder_svg(const std::vector<FinderCurve>& curves) {
   std::vector<Series> series;
   for (const FinderCurve& c : curves) {
     size_t shown = c.smoothed.size();
-    if (c.stopped_early && shown > 2 * kSkipEnd) shown -= kSkipEnd;
+    if (c.stopped_early && shown > 2 * kFinderSkipEnd) shown -= kFinderSkipEnd;
     Series s{c.optimizer, {c.lr.begin(), c.lr.begin() + shown},
              {c.smoothed.begin(), c.smoothed.begin() + shown}};
     series.push_back(std::move(s));
@@ -329,6 +373,7 @@ std::string finder_svg(const std::vector<FinderCurve>& curves) {
                                                            {"valley", c.valley, Mark::diamond},
                                                            {"min_div10", c.min_div10, Mark::circle}};
     for (const auto& [name, rate, shape] : marks) {
+      if (!std::isfinite(rate)) continue;  // too few points for the rules
       const bool recommended = c.recommended == name;
       char value[64];
       std::snprintf(value, sizeof value, "%s %.3g%s", name, rate, recommended ? " *" : "");

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 #include <regex>
 
@@ -243,9 +244,15 @@ TEST(LrFinder, SuggestionsSkipTheTrimmedEnds) {
   EXPECT_EQ(r.minimum, 10);
   EXPECT_DOUBLE_EQ(r.min_div10_lr, lr[10] / 10);
 
-  // Too short to trim: the whole curve is read.
+  // Too short to trim: no rule is applied (the whole curve was read once, so that 1e-4 came out
+  // of a 3-point test of 1e-3 to 1e-1).
   Suggestions shortc = suggest({1e-3, 1e-2, 1e-1}, {2.0, 1.0, 5.0}, 100);
-  EXPECT_EQ(shortc.minimum, 1);
+  EXPECT_FALSE(shortc.enough_points);
+  EXPECT_FALSE(shortc.has_valley);
+  EXPECT_EQ(shortc.minimum, -1);
+  EXPECT_TRUE(std::isnan(shortc.min_div10_lr) && std::isnan(shortc.valley_lr) && std::isnan(shortc.steepest_lr));
+  EXPECT_EQ(shortc.window_begin, 3);  // clipped to the curve: [3, 3), empty
+  EXPECT_EQ(shortc.window_end, 3);
 
   // With no points trimmed at the end, the deep minimum at 97 is read.
   EXPECT_EQ(suggest(lr, y, 100, 0).minimum, 97);
@@ -268,8 +275,8 @@ TEST(LrFinder, TrimsAsFastaiAfterANonFiniteLoss) {
 
 // fastai's window starts at num_it / 10, a tenth of the steps planned, not of those run: a test
 // planned over 200 steps that stopped after 50 still skips its first 20 points. The window needs
-// two points; with fewer the whole curve is read (100 planned: 10 skipped at the start, 5 at the
-// end, so 17 points are the fewest that are trimmed).
+// two points; with fewer there are no suggestions (100 planned: 10 skipped at the start, 5 at the
+// end, so 17 points are the fewest that give any).
 TEST(LrFinder, TrimmingCountsThePlannedStepsAndNeedsTwoPoints) {
   std::vector<double> lr = log_ramp(50), y(50);
   for (size_t i = 0; i < 50; ++i) y[i] = 3.0 - 0.01 * static_cast<double>(i);  // falling
@@ -281,8 +288,111 @@ TEST(LrFinder, TrimmingCountsThePlannedStepsAndNeedsTwoPoints) {
     std::vector<double> shortc(n, 2.0);
     shortc[3] = 1.0;   // lowest of all, among the points the start trim skips
     shortc[11] = 1.5;  // lowest of [10, 12), the window of 17 points
-    const int64_t want = n == 16 ? 3 : 11;
-    EXPECT_EQ(suggest(log_ramp(n), shortc, 100).minimum, want) << n << " points";
+    const Suggestions s = suggest(log_ramp(n), shortc, 100);
+    EXPECT_EQ(s.enough_points, n == 17) << n << " points";
+    EXPECT_EQ(s.minimum, n == 17 ? 11 : -1) << n << " points";
+    EXPECT_EQ(s.window_end - s.window_begin, n == 17 ? 2 : 1) << n << " points";
+  }
+}
+
+// The fewest steps a test may plan are those that leave two points after fastai's trimming when
+// every step is run: one fewer is refused, and a test of exactly that many suggests from two.
+TEST(LrFinder, TheFewestStepsLeaveTwoPointsToSuggestFrom) {
+  EXPECT_EQ(kMinFinderSteps - kMinFinderSteps / kFinderSkipStartDivisor - kFinderSkipEnd, kFinderMinPoints);
+  FinderOptions f;
+  f.start = 1e-4;
+  f.end = 1e-2;  // too low to diverge
+  f.steps = kMinFinderSteps - 1;
+  const std::string refused = lrlab::testing::error_of([&] { validate_finder_options(f); });
+  EXPECT_NE(refused.find("between " + std::to_string(kMinFinderSteps) + " and"), std::string::npos) << refused;
+  EXPECT_NE(refused.find(finder_window_rule()), std::string::npos) << refused;
+  f.steps = kMinFinderSteps;
+  const DataSplits data = spirals();
+  TrainEngine eng(spirals_engine(data, "sgd()"), data);
+  f.require_suggestion = false;
+  const FinderCurve c = run_range_test(eng, f);
+  ASSERT_EQ(c.steps_run, kMinFinderSteps);
+  EXPECT_EQ(c.window_end - c.window_begin, kFinderMinPoints);
+  EXPECT_TRUE(std::isfinite(c.steepest) && std::isfinite(c.valley) && std::isfinite(c.min_div10));
+}
+
+// A ramp that starts past where the loss blows up records a point or two: the test made no
+// suggestion then, not one outside the ramp (1e+19 here, from a 1-point "curve"). By default that
+// is an error, which `train --lr find` reports; find-lr asks for the curve with the reason instead.
+TEST(LrFinder, ACurveThatDivergesAtOnceSuggestsNothing) {
+  const DataSplits data = spirals();
+  TrainEngine eng(spirals_engine(data, "sgd()"), data);
+  FinderOptions f;
+  f.start = 1e20;
+  f.end = 1e30;
+  EXPECT_TRUE(throws_error_containing([&] { run_range_test(eng, f); }, "the range test of sgd() suggests no rate"));
+  f.require_suggestion = false;
+  const FinderCurve c = run_range_test(eng, f);
+  ASSERT_TRUE(c.stopped_early);
+  ASSERT_LT(c.steps_run, f.steps / kFinderSkipStartDivisor + kFinderSkipEnd + kFinderMinPoints);
+  EXPECT_TRUE(std::isnan(c.suggestion));
+  EXPECT_TRUE(std::isnan(c.valley) && std::isnan(c.steepest) && std::isnan(c.min_div10));
+  EXPECT_EQ(c.recommended, "");
+  EXPECT_NE(c.no_suggestion.find("start the ramp lower"), std::string::npos) << c.no_suggestion;
+  EXPECT_LE(c.window_begin, c.window_end);
+  EXPECT_LE(c.window_end, c.steps_run);
+
+  // The JSON has nulls where there is no rate, and the reason.
+  const nlohmann::json doc = nlohmann::json::parse(finder_json({c}))["curves"][0];
+  EXPECT_TRUE(doc["suggestion"].is_null());
+  EXPECT_TRUE(doc["recommended"].is_null());
+  EXPECT_TRUE(doc["suggestions"]["valley"].is_null());
+  EXPECT_EQ(doc["no_suggestion"], c.no_suggestion);
+  // The plot draws the curve without markers at rates that do not exist.
+  EXPECT_EQ(finder_svg({c}).find("valley"), std::string::npos);
+
+  // What `lrlab train --lr find` calls.
+  TrainOptions base = small_base();
+  FinderOptions defaults;
+  defaults.start = 1e20;
+  defaults.end = 1e30;
+  EXPECT_TRUE(throws_error_containing([&] { find_lr(base, {"sgd()"}, defaults); }, "suggests no rate"));
+}
+
+// Gradient ascent on the whole training set raises the loss from the first step: no valley, and
+// the minimum sits at the window's first point, within a decade of the start, so minimum/10 is a
+// rate below the ramp. It is shown, but not recommended.
+TEST(LrFinder, MinimumOverTenBelowTheRampIsNotRecommended) {
+  const DataSplits data = spirals();
+  EngineConfig ec = spirals_engine(data, "sgd(maximize=true)");
+  ec.batch = data.train.n;
+  ec.epochs = 60;
+  TrainEngine eng(ec, data);
+  FinderOptions f;
+  f.start = 1e-3;
+  f.end = 1e-1;  // the first tenth of the ramp spans 0.2 of a decade
+  f.steps = 50;
+  f.require_suggestion = false;
+  const FinderCurve c = run_range_test(eng, f);
+  ASSERT_EQ(c.steps_run, 50);
+  for (size_t i = 1; i < c.smoothed.size(); ++i) ASSERT_GT(c.smoothed[i], c.smoothed[i - 1]) << i;
+  EXPECT_LT(c.min_div10, c.lr.front());
+  EXPECT_EQ(c.recommended, "");
+  EXPECT_TRUE(std::isnan(c.suggestion));
+  EXPECT_NE(c.no_suggestion.find("below the range tested"), std::string::npos) << c.no_suggestion;
+}
+
+// The progress callback hears every curve's steps as they run, from each curve's own thread.
+TEST(LrFinder, ProgressCountsEachCurvesSteps) {
+  FinderOptions f;
+  f.steps = 40;
+  f.end = 1e-2;  // too low to diverge: each test runs its 40 steps
+  std::mutex m;
+  std::vector<std::vector<int64_t>> heard(2);
+  find_lr(small_base(), {"adam()", "sgd()"}, f, [&](size_t curve, int64_t done) {
+    std::lock_guard<std::mutex> lock(m);
+    heard.at(curve).push_back(done);
+  });
+  for (const std::vector<int64_t>& h : heard) {
+    ASSERT_FALSE(h.empty());
+    EXPECT_TRUE(std::is_sorted(h.begin(), h.end()));
+    EXPECT_GT(h.front(), 0);
+    EXPECT_EQ(h.back(), f.steps);
   }
 }
 
@@ -553,12 +663,62 @@ TEST(LrFinder, CliPrintsSuggestionsAndWritesJsonAndSvg) {
   std::remove(json_path.c_str());
   std::remove(svg_path.c_str());
 
-  for (const char* bad : {"--optimizer 'nosuch()'", "--start 1 --end 0.5", "--steps 1", "--mode cubic",
-                          "--start abc"}) {
+  for (const char* bad : {"--optimizer 'nosuch()'", "--start 1 --end 0.5", "--steps 1", "--steps 6", "--mode cubic",
+                          "--start abc", "--steps 9223372036854775808"}) {
     auto e = run_cli(std::string("find-lr --data spirals --samples 600 --hidden 8 --device cpu ") + bad);
     EXPECT_EQ(e.status, 2) << bad << "\n" << e.out << e.err;
     EXPECT_EQ(e.err.rfind("error:", 0), 0u) << bad << "\n" << e.err;
   }
+}
+
+// --steps below the minimum says what the minimum is and why; one past int64_t is out of range,
+// not read as the largest int64_t.
+TEST(LrFinder, CliStepsNamesTheMinimumAndTheLimit) {
+  const auto few = run_cli("find-lr --data spirals --samples 600 --hidden 8 --device cpu --steps " +
+                           std::to_string(kMinFinderSteps - 1));
+  EXPECT_EQ(few.status, 2);
+  EXPECT_NE(few.err.find("not in range " + std::to_string(kMinFinderSteps) + " to"), std::string::npos) << few.err;
+  EXPECT_NE(few.err.find(finder_window_rule()), std::string::npos) << few.err;
+  const auto huge = run_cli("find-lr --data spirals --device cpu --steps 9223372036854775808");
+  EXPECT_EQ(huge.status, 2);
+  EXPECT_NE(huge.err.find("9223372036854775808 not in range"), std::string::npos) << huge.err;
+  const auto help = run_cli("find-lr --help");
+  EXPECT_NE(help.out.find(finder_window_rule()), std::string::npos) << help.out;
+}
+
+// A test that diverges at once is reported, with a warning that says why there is no rate and what
+// to change, and nulls in the JSON; other curves keep theirs.
+TEST(LrFinder, CliWarnsWhenACurveHasNoSuggestion) {
+  const std::string json_path = temp_path("finder_none.json");
+  auto r = run_cli("find-lr --data spirals --samples 600 --hidden 8 --batch 50 --device cpu --start 1e20 --end 1e30 "
+                   "--optimizer 'sgd()' --json " + json_path);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(r.err.rfind("warning: sgd(): no rate suggested: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("start the ramp lower"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("recommended"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("e+19"), std::string::npos) << r.out;
+  const nlohmann::json doc = nlohmann::json::parse(slurp(json_path));
+  EXPECT_TRUE(doc["curves"][0]["suggestion"].is_null());
+  std::remove(json_path.c_str());
+}
+
+// --quiet, --tf32 and --no-bias-decay are train's: the last reaches the engine (with weight decay
+// the curve changes once biases move), the others are accepted (no progress line off a terminal;
+// TF32 is a GPU setting).
+TEST(LrFinder, CliTakesTrainsQuietTf32AndNoBiasDecay) {
+  auto losses = [](const std::string& extra) {
+    const std::string json_path = temp_path("finder_flags.json");
+    auto r = run_cli("find-lr --data spirals --samples 600 --hidden 8 --batch 50 --device cpu --steps 30 "
+                     "--end 0.1 --optimizer 'sgd(momentum=0.9,wd=0.5)' --json " + json_path + " " + extra);
+    EXPECT_EQ(r.status, 0) << extra << "\n" << r.out << r.err;
+    const nlohmann::json doc = nlohmann::json::parse(slurp(json_path));
+    std::remove(json_path.c_str());
+    return doc["curves"][0]["loss"].get<std::vector<double>>();
+  };
+  const std::vector<double> plain = losses("--quiet --tf32"), no_bias_decay = losses("--no-bias-decay");
+  EXPECT_EQ(plain.size(), 30u);
+  EXPECT_NE(plain, no_bias_decay);
 }
 
 // --mode linear ramps the rate by equal steps.

@@ -1,7 +1,11 @@
 // lrlab find-lr: the learning-rate range test, one curve per optimizer spec.
+#include <unistd.h>
+
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -10,6 +14,7 @@
 #include "lrlab/io.hpp"
 #include "lrlab/lr_finder.hpp"
 #include "lrlab/optimizer.hpp"
+#include "lrlab/schedule.hpp"
 #include "options.hpp"
 
 namespace lrlab::cli {
@@ -23,6 +28,7 @@ struct FindLrArgs {
   int64_t steps = 100;
   std::string mode = "exp";
   std::string json_out, plot_svg;
+  bool quiet = false;
 };
 
 void print_curve(const FinderCurve& c, int64_t planned) {
@@ -38,10 +44,45 @@ void print_curve(const FinderCurve& c, int64_t planned) {
     double rate;
   } rows[] = {{"valley", "valley", c.valley}, {"steepest", "steepest", c.steepest},
               {"min_div10", "minimum/10", c.min_div10}};
-  for (const auto& r : rows)
-    std::printf("  %-11s %10.3g%s\n", r.label, r.rate, c.recommended == r.key ? "  <- recommended" : "");
-  if (c.recommended != "valley") std::printf("  (the loss never decreased: no valley, minimum/10 recommended)\n");
+  for (const auto& r : rows) {
+    char rate[32] = "-";  // too few points for the rule
+    if (std::isfinite(r.rate)) std::snprintf(rate, sizeof rate, "%.3g", r.rate);
+    std::printf("  %-11s %10s%s\n", r.label, rate, c.recommended == r.key ? "  <- recommended" : "");
+  }
+  if (!c.no_suggestion.empty())
+    std::printf("  (no rate suggested: see the warning)\n");
+  else if (c.recommended != "valley")
+    std::printf("  (the loss never decreased: no valley, minimum/10 recommended)\n");
 }
+
+// A live line on a terminal (stderr) while the tests run: the steps of all curves together.
+class Progress {
+ public:
+  Progress(bool on, size_t curves, int64_t steps) : on_(on), done_(curves, 0), planned_(steps) {}
+
+  FinderProgress observer() {
+    if (!on_) return {};
+    return [this](size_t curve, int64_t done) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_[curve] = done;
+      int64_t all = 0;
+      for (int64_t d : done_) all += d;
+      const int64_t total = planned_ * static_cast<int64_t>(done_.size());
+      std::fprintf(stderr, "\r  range test: %lld of %lld steps   ", static_cast<long long>(all),
+                   static_cast<long long>(total));
+      std::fflush(stderr);
+    };
+  }
+  void clear() {
+    if (on_) std::fprintf(stderr, "\r%60s\r", "");
+  }
+
+ private:
+  bool on_;
+  std::mutex mutex_;
+  std::vector<int64_t> done_;
+  int64_t planned_;
+};
 
 int run_find_lr(FindLrArgs& a) {
   TrainOptions& o = a.o;
@@ -51,8 +92,9 @@ int run_find_lr(FindLrArgs& a) {
   f.end = parse_rate(a.end, "--end");
   f.steps = a.steps;
   f.linear = a.mode == "linear";
+  // A curve without a suggestion is reported with the others, not an error.
+  f.require_suggestion = false;
   LRLAB_REQUIRE(f.end > f.start, "--end (", a.end, ") must be above --start (", a.start, ")");
-  LRLAB_REQUIRE(f.steps >= 2, "--steps must be at least 2 (got ", f.steps, ")");
   validate_finder_options(f);
   for (const std::string& spec : a.optimizers) parse_optimizer(spec);
   const char* device = device_name(parse_device(o.device));
@@ -63,10 +105,22 @@ int run_find_lr(FindLrArgs& a) {
               static_cast<long long>(f.steps), f.start, f.end, a.mode.c_str(), device);
   std::fflush(stdout);
   const auto t0 = std::chrono::steady_clock::now();
-  const std::vector<FinderCurve> curves = find_lr(o, a.optimizers, f);
+  Progress progress(isatty(STDERR_FILENO) && !a.quiet, a.optimizers.size(), f.steps);
+  std::vector<FinderCurve> curves;
+  try {
+    curves = find_lr(o, a.optimizers, f, progress.observer());
+  } catch (...) {
+    progress.clear();  // the error gets a line of its own
+    throw;
+  }
+  progress.clear();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (const FinderCurve& c : curves) print_curve(c, f.steps);
   std::printf("\n%.1f s\n", seconds);
+  std::fflush(stdout);
+  for (const FinderCurve& c : curves)
+    if (!c.no_suggestion.empty())
+      std::fprintf(stderr, "warning: %s: no rate suggested: %s\n", c.optimizer.c_str(), c.no_suggestion.c_str());
   if (!a.json_out.empty()) write_file_atomic(a.json_out, finder_json(curves));
   if (!a.plot_svg.empty()) write_file_atomic(a.plot_svg, finder_svg(curves));
   return kExitOk;
@@ -85,7 +139,21 @@ Register reg("find-lr", "learning-rate range test: suggests a rate per optimizer
       ->capture_default_str();
   sub.add_option("--start", a->start, "first learning rate")->capture_default_str();
   sub.add_option("--end", a->end, "last learning rate")->capture_default_str();
-  sub.add_option("--steps", a->steps, "minibatches in the test (over several epochs if needed)")
+  // CLI11's own range check, with the reason for the minimum: its conversion alone would take
+  // 9223372036854775808 as the largest int64_t.
+  const CLI::Range steps_range(kMinFinderSteps, kMaxTableSteps);
+  sub.add_option("--steps", a->steps,
+                 "minibatches in the test (over several epochs if needed); at least " +
+                     std::to_string(kMinFinderSteps) + ", as " + finder_window_rule())
+      ->check(CLI::Validator(
+          [steps_range](std::string& text) {
+            std::string problem = steps_range(text);
+            int64_t steps = 0;
+            if (!problem.empty() && CLI::detail::lexical_cast(text, steps) && steps < kMinFinderSteps)
+              problem += " (" + finder_window_rule() + ")";
+            return problem;
+          },
+          steps_range.get_description()))
       ->capture_default_str();
   sub.add_option("--mode", a->mode, "how the rate grows: exp or linear")
       ->check(CLI::IsMember({"exp", "linear"}))
@@ -93,12 +161,16 @@ Register reg("find-lr", "learning-rate range test: suggests a rate per optimizer
   sub.add_option("--batch", o.batch, "minibatch size")->capture_default_str();
   sub.add_option("--seed", o.seed, "seed of the data split, data order and initial weights")->check(unsigned_64())->capture_default_str();
   sub.add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
+  sub.add_flag("--tf32", o.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
+  // A callback rather than CLI11's "!--flag", which --help would show as "--no-bias-decay{false}".
+  sub.add_flag_callback("--no-bias-decay", [a] { a->o.bias_decay = false; }, "no weight decay on biases");
   sub.add_option("--val-fraction", o.val_fraction, "share of the training set held out for validation")
       ->capture_default_str();
   sub.add_option("--limit-train", o.limit_train, "use only this many training samples (0: all)");
   sub.add_option("--samples", o.synthetic_samples, "samples of a synthetic data set")->capture_default_str();
   sub.add_option("--json", a->json_out, "write the curves and suggestions as JSON");
   sub.add_option("--plot", a->plot_svg, "write an SVG of the smoothed loss against the rate, with the suggestions");
+  sub.add_flag("--quiet", a->quiet, "no live progress line");
   return [a] { return run_find_lr(*a); };
 });
 
