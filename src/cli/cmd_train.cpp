@@ -45,7 +45,11 @@ int run_train(TrainArgs& a, CLI::App& sub) {
     // The range test on this run's model, data and optimizer; training then starts from the same
     // initial weights with the recommended rate.
     LRLAB_REQUIRE(o.resume.empty(), "--lr find starts a new run; it cannot be combined with --resume");
-    FinderCurve c = find_lr(o, {o.optimizer}, FinderOptions{}).at(0);
+    FinderOptions finder;
+    finder.require_suggestion = false;  // its reason is said below, with what to do about it here
+    FinderCurve c = find_lr(o, {o.optimizer}, finder).at(0);
+    LRLAB_REQUIRE(c.no_suggestion.empty(), "--lr find: the range test of ", o.optimizer, " suggests no rate (",
+                  c.no_suggestion, "); give --lr a rate, or look at the curve with lrlab find-lr");
     std::printf("lrlab find-lr: %s suggests lr %.3g (%s; steepest %.3g, valley %.3g, minimum/10 %.3g)\n",
                 o.optimizer.c_str(), c.suggestion, c.recommended.c_str(), c.steepest, c.valley, c.min_div10);
     o.lr = c.suggestion;

@@ -91,6 +91,18 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
     else if (args[i].rfind("--config=", 0) == 0) path = args[i].substr(9), config = true;
   }
   LRLAB_REQUIRE(!config || !path.empty(), "--config needs a file name");
+  // An empty value is read by CLI11 as 0 or the default, or refused by a range check that prints
+  // it as nothing; the command line's are found here, before any of that (a config file's, after
+  // parsing: require_values).
+  for (size_t i = 0; i < args.size(); ++i) {
+    const bool joined = args[i].rfind("--", 0) == 0 && args[i].back() == '=';
+    if (!args[i].empty() && !joined) continue;
+    std::string option = joined ? args[i].substr(0, args[i].size() - 1) : "";
+    for (size_t j = i; option.empty() && j-- > 0;)
+      if (args[j].rfind("-", 0) == 0 && args[j].size() > 1) option = args[j].substr(0, args[j].find('='));
+    LRLAB_REQUIRE(!option.empty(), "an empty argument after '", sub ? sub->get_name() : "lrlab", "'");
+    LRLAB_FAIL(option, ": empty value (leave the option out for its default)");
+  }
   if (sub && config) {
     std::ifstream probe(path);
     // A folder opens as a stream too, and reads as an empty file.
