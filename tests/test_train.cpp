@@ -787,6 +787,8 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
            {"schedule constant --steps ''", "--steps: empty value"},
            {"train --data spirals --device cpu --config /tmp", "cannot read config file '/tmp': it is a folder"},
            {"train --data spirals --device cpu --hidden 16777216 --batch 65536", "GB of host memory, and "},
+           {"train --data spirals --device cpu --epochs 010", "'010' has a leading zero"},
+           {"schedule constant --steps=-012", "'-012' has a leading zero"},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.status, 2) << c.args << "\n" << r.err;

@@ -49,6 +49,16 @@ void require_keys_once(const std::string& path) {
                   section.empty() ? "" : " in section [" + section + "]");
   }
 }
+// CLI11 converts whole numbers in base 0, as strtoll does: "--epochs 010" would run 8 epochs.
+void require_no_octal(const std::string& arg) {
+  const std::string value = arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos ? arg.substr(arg.find('=') + 1) : arg;
+  const size_t digits = value.find_first_not_of("+-");
+  if (digits == std::string::npos || digits > 1 || value.size() < digits + 2 || value[digits] != '0' ||
+      value.find_first_not_of('0', digits) == std::string::npos)
+    return;
+  LRLAB_REQUIRE(value.find_first_not_of("0123456789", digits) != std::string::npos, "'", value,
+                "' has a leading zero, which would be read as an octal number: write it without");
+}
 }  // namespace
 
 std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) {
@@ -95,6 +105,7 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
   // it as nothing; the command line's are found here, before any of that (a config file's, after
   // parsing: require_values).
   for (size_t i = 0; i < args.size(); ++i) {
+    require_no_octal(args[i]);
     const bool joined = args[i].rfind("--", 0) == 0 && args[i].back() == '=';
     if (!args[i].empty() && !joined) continue;
     std::string option = joined ? args[i].substr(0, args[i].size() - 1) : "";
@@ -152,7 +163,10 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
         extra.push_back(joined);
         continue;
       }
-      for (const std::string& in : item.inputs) extra.push_back(in);
+      for (const std::string& in : item.inputs) {
+        require_no_octal(in);
+        extra.push_back(in);
+      }
     }
     args.insert(args.end(), extra.begin(), extra.end());
   }
