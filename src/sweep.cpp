@@ -16,6 +16,7 @@
 #include "lrlab/optimizer.hpp"
 #include "lrlab/packing.hpp"
 #include "lrlab/schedule.hpp"
+#include "lrlab/spec.hpp"
 #include "lrlab/train_engine.hpp"
 
 namespace lrlab {
@@ -38,7 +39,7 @@ struct Lane {
 };
 
 std::vector<float> sample_curve(const std::vector<float>& table, double lr, int64_t* stride) {
-  *stride = std::max<int64_t>(1, (static_cast<int64_t>(table.size()) + 199) / 200);
+  *stride = std::max<int64_t>(1, (static_cast<int64_t>(table.size()) + kLrCurvePoints - 1) / kLrCurvePoints);
   std::vector<float> out;
   for (size_t t = 0; t < table.size(); t += *stride) out.push_back(static_cast<float>(lr * table[t]));
   return out;
@@ -67,8 +68,57 @@ std::string options_json(const SweepOptions& o) {
                          {"batch", o.base.batch}, {"epochs", o.base.epochs}, {"seed", o.base.seed},
                          {"lrs", o.lrs}, {"schedules", o.schedules}, {"optimizers", o.optimizers},
                          {"seeds", o.seeds}, {"halving", o.halving}, {"val_fraction", o.base.val_fraction},
-                         {"limit_train", o.base.limit_train}, {"samples", o.base.synthetic_samples}};
+                         {"limit_train", o.base.limit_train}, {"samples", o.base.synthetic_samples},
+                         {"bias_decay", o.base.bias_decay}};
   return opts.dump();
+}
+
+// A schedule spec less what does not change the schedule: spaces, the order of its keys, and how
+// a number is spelled ("0.5", ".5", "5e-1"). Equal keys train the same schedule; specs that differ
+// only in a key left at its default keep different keys, a repeat the grid then trains twice.
+std::string schedule_key(const std::string& text) {
+  std::string key;
+  for (const spec::Segment& seg : spec::parse(text, "schedule")) {
+    std::vector<std::pair<std::string, std::string>> args;
+    for (const spec::Arg& a : seg.args) {
+      char* end = nullptr;
+      const double v = std::strtod(a.value.c_str(), &end);
+      char number[32];
+      std::snprintf(number, sizeof number, "%.17g", v);
+      args.push_back({a.key, end == a.value.c_str() ? a.value : number + std::string(end)});  // "2ep": the unit stays
+    }
+    std::sort(args.begin(), args.end());
+    key += "+" + seg.name + "(";
+    for (const auto& [k, v] : args) key += k + "=" + v + ",";
+    key += ")";
+  }
+  return key;
+}
+
+// The grid lists each value once: a repeat would train every configuration it is part of twice.
+void require_once(std::map<std::string, std::string>& seen, const std::string& key, const std::string& text,
+                  const char* option) {
+  const auto [at, first] = seen.emplace(key, text);
+  if (first) return;
+  LRLAB_REQUIRE(at->second != text, option, ": '", text, "' is listed twice");
+  LRLAB_FAIL(option, ": '", text, "' is the same as '", at->second, "', listed before it");
+}
+
+void require_distinct_grid(const SweepOptions& o) {
+  std::map<std::string, std::string> rates, schedules, optimizers;
+  for (double lr : o.lrs) {
+    char key[32], text[32];
+    std::snprintf(key, sizeof key, "%.17g", lr);  // "1e-3" and "0.001" are one rate
+    std::snprintf(text, sizeof text, "%.12g", lr);
+    require_once(rates, key, text, "--lr");
+  }
+  for (const std::string& s : o.schedules) require_once(schedules, schedule_key(s), s, "--schedule");
+  // Optimizers compare by their settings, defaults and aliases resolved ("adam" is "adam()" is
+  // "adam(beta1=0.9)"). Their fields are all 4 bytes wide, so the bytes are the settings.
+  for (const std::string& s : o.optimizers) {
+    const OptimizerHyper h = parse_optimizer(s);
+    require_once(optimizers, std::string(reinterpret_cast<const char*>(&h), sizeof h), s, "--optimizer");
+  }
 }
 
 // Hyperband's rungs (its most aggressive bracket) in whole epochs: epochs / eta^k for k = 1 ..
@@ -129,21 +179,10 @@ bool sweep_diverged(const std::vector<double>& train_loss, double initial_loss, 
 }
 
 std::vector<SweepConfig> sweep_grid(const SweepOptions& o) {
-  LRLAB_REQUIRE(!o.lrs.empty() && !o.schedules.empty() && !o.optimizers.empty(),
-                "empty grid: give at least one rate, schedule and optimizer");
-  LRLAB_REQUIRE(o.seeds >= 1 && o.seeds <= 1000, "--seeds must be from 1 to 1000 (got ", o.seeds, ")");
-  const double size = static_cast<double>(o.lrs.size()) * o.schedules.size() * o.optimizers.size() * o.seeds;
-  LRLAB_REQUIRE(size <= kMaxSweepConfigs, "the grid has ", size, " configurations; at most ", kMaxSweepConfigs,
-                " can be trained in one sweep (split it with --shard)");
+  std::vector<SweepConfig> grid = grid_configs(o);
   for (double lr : o.lrs) check_base_rate(lr, "--lr");
-  // Parse every spec up front, so a typo fails before any training.
   for (const std::string& s : o.schedules) Schedule::parse(s, 1000);
   for (const std::string& s : o.optimizers) parse_optimizer(s);
-  std::vector<SweepConfig> grid;
-  for (int64_t seed = 0; seed < o.seeds; ++seed)
-    for (const std::string& opt : o.optimizers)
-      for (const std::string& sched : o.schedules)
-        for (double lr : o.lrs) grid.push_back({static_cast<int64_t>(grid.size()), lr, sched, opt, seed});
   return grid;
 }
 
@@ -169,7 +208,11 @@ std::vector<SweepConfig> validate_sweep(const SweepOptions& o) {
   LRLAB_REQUIRE(o.max_packed >= 1 && o.max_packed <= kMaxReplicas, "configurations per packed engine must be in [1, ",
                 kMaxReplicas, "] (got ", o.max_packed, ")");
   LRLAB_REQUIRE(o.base.epochs >= 1, "--epochs must be at least 1 (got ", o.base.epochs, ")");
+  LRLAB_REQUIRE(o.workers >= 0, "--workers must be 0 (automatic) or more (got ", o.workers, ")");
   const std::vector<SweepConfig> grid = sweep_grid(o);
+  // After sweep_grid, whose checks name a malformed spec; results files written before repeats were
+  // refused still read (grid_configs alone rebuilds their grid).
+  require_distinct_grid(o);
   LRLAB_REQUIRE(o.shard_count <= static_cast<int64_t>(grid.size()), "more shards or ranks (", o.shard_count,
                 ") than configurations (", grid.size(), ")");
   return grid;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -117,6 +118,16 @@ struct Reader {
     if (!v.is_boolean()) fail(std::string("field '") + key + "' is not true or false");
     return v.get<bool>();
   }
+  std::vector<std::string> texts(const json& obj, const char* key) const {
+    const json& v = field(obj, key);
+    if (!v.is_array()) fail(std::string("field '") + key + "' is not an array");
+    std::vector<std::string> out;
+    for (const json& x : v) {
+      if (!x.is_string()) fail(std::string("field '") + key + "' holds a non-string");
+      out.push_back(x.get<std::string>());
+    }
+    return out;
+  }
   template <typename T>
   std::vector<T> array(const json& obj, const char* key) const {
     const json& v = field(obj, key);
@@ -195,6 +206,39 @@ std::string sweep_results_json(const SweepResult& r) {
   return doc.dump(1) + "\n";
 }
 
+namespace {
+
+// A number in as few digits as read back to it: "0.1", not "0.10000000000000001".
+std::string shortest(double v) {
+  for (int digits = 6;; ++digits) {
+    const std::string text = strf("%.*g", digits, v);
+    if (digits >= 17 || std::strtod(text.c_str(), nullptr) == v) return text;
+  }
+}
+
+// The grid a results file's options describe, enumerated as the sweep enumerated it.
+std::vector<SweepConfig> stored_grid(const Reader& rd, const json& opts) {
+  SweepOptions o;
+  o.lrs = rd.array<double>(opts, "lrs");
+  o.schedules = rd.texts(opts, "schedules");
+  o.optimizers = rd.texts(opts, "optimizers");
+  o.seeds = rd.integer(opts, "seeds");
+  for (double lr : o.lrs)
+    if (!(lr > 0) || !std::isfinite(lr)) rd.fail("field 'options': its lrs hold " + shortest(lr) + ", not a rate");
+  try {
+    return grid_configs(o);
+  } catch (const Error& e) {
+    rd.fail(std::string("field 'options': ") + e.what());
+  }
+}
+
+// Per-epoch values that are either missing (null: NaN) or in [lo, hi].
+bool in_range(const std::vector<double>& values, double lo, double hi) {
+  return std::all_of(values.begin(), values.end(), [&](double v) { return std::isnan(v) || (v >= lo && v <= hi); });
+}
+
+}  // namespace
+
 SweepResult read_sweep_results(const std::string& text, const std::string& name) {
   Reader rd{name};
   json doc = json::parse(text, nullptr, false);
@@ -202,6 +246,7 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
   if (!doc.is_object() || !doc.contains("format") || doc["format"] != kFormat) rd.fail("not an lrlab sweep results file");
   if (rd.integer(doc, "version") != kVersion) rd.fail("unsupported version");
   SweepResult r;
+  r.source = name;
   const json& opts = rd.field(doc, "options");
   if (!opts.is_object()) rd.fail("field 'options' is not an object");
   r.options_json = opts.dump();
@@ -216,8 +261,22 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
   r.shard_count = rd.integer(shard, "count");
   r.seconds = rd.number(doc, "seconds");
   r.interrupted = rd.boolean(doc, "interrupted");
-  if (r.epochs < 1 || r.grid_size < 1 || r.shard_count < 1 || r.shard_index < 0 || r.shard_index >= r.shard_count)
-    rd.fail("inconsistent sizes");
+  // The reports find a run's grid entry, data order and rate range from its id and the options: a
+  // file whose sizes or runs say otherwise is refused rather than misreported.
+  const std::vector<SweepConfig> grid = stored_grid(rd, opts);
+  const auto configs = static_cast<int64_t>(grid.size());
+  if (r.grid_size != configs)
+    rd.fail("field 'grid_size' is " + std::to_string(r.grid_size) + ", but the grid of its options has " +
+            std::to_string(configs) + " configuration" + (configs == 1 ? "" : "s"));
+  if (r.epochs < 1) rd.fail("field 'epochs' is not positive");
+  if (r.epochs != rd.integer(opts, "epochs"))
+    rd.fail("field 'epochs' is " + std::to_string(r.epochs) + ", not the options' " +
+            std::to_string(rd.integer(opts, "epochs")));
+  if (r.steps_per_epoch < 1) rd.fail("field 'steps_per_epoch' is not positive");
+  if (r.shard_count < 1 || r.shard_count > configs || r.shard_index < 0 || r.shard_index >= r.shard_count)
+    rd.fail("field 'shard' is out of range (" + std::to_string(r.shard_index) + "/" + std::to_string(r.shard_count) +
+            " of " + std::to_string(configs) + " configurations)");
+  if (!(r.seconds >= 0) || !std::isfinite(r.seconds)) rd.fail("field 'seconds' is not a time");
   const json& runs = rd.field(doc, "runs");
   if (!runs.is_array()) rd.fail("field 'runs' is not an array");
   std::set<int64_t> ids;
@@ -226,12 +285,29 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
     x.config.id = rd.integer(j, "id");
     if (x.config.id < 0 || x.config.id >= r.grid_size || !ids.insert(x.config.id).second)
       rd.fail("run id " + std::to_string(x.config.id) + " is out of range or repeated");
+    const std::string run = "run " + std::to_string(x.config.id) + ": ";
+    if (x.config.id % r.shard_count != r.shard_index)
+      rd.fail(run + "not a configuration of shard " + std::to_string(r.shard_index) + "/" +
+              std::to_string(r.shard_count));
     x.config.lr = rd.number(j, "lr");
     x.config.schedule = rd.text(j, "schedule");
     x.config.optimizer = rd.text(j, "optimizer");
     x.config.seed_index = rd.integer(j, "seed_index");
+    const SweepConfig& want = grid[static_cast<size_t>(x.config.id)];
+    auto differs = [&](const char* field, const std::string& got, const std::string& grid_has) {
+      rd.fail(run + "field '" + field + "' is " + got + ", but the grid's configuration " +
+              std::to_string(x.config.id) + " has " + grid_has);
+    };
+    if (x.config.lr != want.lr) differs("lr", shortest(x.config.lr), shortest(want.lr));
+    if (x.config.schedule != want.schedule)
+      differs("schedule", "'" + x.config.schedule + "'", "'" + want.schedule + "'");
+    if (x.config.optimizer != want.optimizer)
+      differs("optimizer", "'" + x.config.optimizer + "'", "'" + want.optimizer + "'");
+    if (x.config.seed_index != want.seed_index)
+      differs("seed_index", std::to_string(x.config.seed_index), std::to_string(want.seed_index));
     x.diverged = rd.boolean(j, "diverged");
     x.halted = rd.boolean(j, "halted");
+    if (x.diverged && x.halted) rd.fail(run + "both diverged and halted");
     x.diverged_epoch = rd.integer(j, "diverged_epoch");
     x.train_loss = rd.array<double>(j, "train_loss");
     x.val_loss = rd.array<double>(j, "val_loss");
@@ -240,47 +316,68 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
     if (x.val_loss.size() > static_cast<size_t>(r.epochs) || x.train_loss.size() != x.val_loss.size() ||
         x.val_accuracy.size() != x.val_loss.size() || x.lr.size() != x.val_loss.size())
       rd.fail("run " + std::to_string(x.config.id) + " has curves of inconsistent lengths");
+    const auto epochs_run = static_cast<int64_t>(x.val_loss.size());
+    if (x.diverged ? x.diverged_epoch < 1 || x.diverged_epoch > epochs_run : x.diverged_epoch != 0)
+      rd.fail(run + "field 'diverged_epoch' is " + std::to_string(x.diverged_epoch) + ", out of range for a run of " +
+              std::to_string(epochs_run) + " epoch" + (epochs_run == 1 ? "" : "s") +
+              (x.diverged ? "" : " that did not diverge"));
+    // Losses are never negative, accuracies are fractions; null (NaN) is a metric the run lacks.
+    auto require_in_range = [&](const char* field, const std::vector<double>& values, double hi) {
+      if (!in_range(values, 0, hi)) rd.fail(run + "field '" + field + "' holds a value out of range");
+    };
+    require_in_range("train_loss", x.train_loss, INFINITY);
+    require_in_range("val_loss", x.val_loss, INFINITY);
+    require_in_range("val_accuracy", x.val_accuracy, 1);
+    if (!std::all_of(x.lr.begin(), x.lr.end(), [](double v) { return v >= 0 && std::isfinite(v); }))
+      rd.fail(run + "field 'lr_per_epoch' holds a value that is not a rate");
     x.final_val_loss = rd.number(j, "final_val_loss");
     x.best_val_loss = rd.number(j, "best_val_loss");
     x.final_val_accuracy = rd.number(j, "final_val_accuracy");
     x.best_val_accuracy = rd.number(j, "best_val_accuracy");
+    require_in_range("final_val_loss", {x.final_val_loss}, INFINITY);
+    require_in_range("best_val_loss", {x.best_val_loss}, INFINITY);
+    require_in_range("final_val_accuracy", {x.final_val_accuracy}, 1);
+    require_in_range("best_val_accuracy", {x.best_val_accuracy}, 1);
     x.best_epoch = rd.integer(j, "best_epoch");
+    if (x.best_epoch < 0 || x.best_epoch > epochs_run)
+      rd.fail(run + "field 'best_epoch' is " + std::to_string(x.best_epoch) + ", out of range for a run of " +
+              std::to_string(epochs_run) + " epoch" + (epochs_run == 1 ? "" : "s"));
     x.lr_curve = rd.array<float>(j, "lr_curve");
+    if (static_cast<int64_t>(x.lr_curve.size()) > kLrCurvePoints ||
+        !std::all_of(x.lr_curve.begin(), x.lr_curve.end(), [](float v) { return v >= 0 && std::isfinite(v); }))
+      rd.fail(run + "field 'lr_curve' has more than " + std::to_string(kLrCurvePoints) +
+              " points or a value that is not a rate");
     x.lr_curve_stride = rd.integer(j, "lr_curve_stride");
     if (x.lr_curve_stride < 1) rd.fail("lr_curve_stride must be positive");
     r.runs.push_back(std::move(x));
-  }
-  // The grid repeats once per data order, ids running on: the reports find a run's grid entry and
-  // data order from its id, so a file that says otherwise is refused rather than misreported.
-  if (opts.contains("seeds")) {
-    if (!opts["seeds"].is_number_integer() || opts["seeds"].get<int64_t>() < 1 ||
-        r.grid_size % opts["seeds"].get<int64_t>() != 0)
-      rd.fail("the grid size is not a multiple of the options' seeds");
-    const int64_t per_seed = r.grid_size / opts["seeds"].get<int64_t>();
-    for (const SweepRun& x : r.runs)
-      if (x.config.seed_index != x.config.id / per_seed)
-        rd.fail("run " + std::to_string(x.config.id) + " has data order " + std::to_string(x.config.seed_index) +
-                ", not " + std::to_string(x.config.id / per_seed) + " as its place in the grid says");
   }
   return r;
 }
 
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
   LRLAB_REQUIRE(!shards.empty(), "nothing to merge");
+  auto input = [&](size_t i) {
+    return shards[i].source.empty() ? "input " + std::to_string(i + 1) : "'" + shards[i].source + "'";
+  };
   SweepResult out = shards[0];
   out.runs.clear();
   out.shard_index = 0;
   out.shard_count = 1;
   out.seconds = 0;
   out.interrupted = false;
-  std::set<int64_t> ids;
+  out.source.clear();
+  std::map<int64_t, size_t> input_of;  // config id -> the input that holds it
   for (size_t i = 0; i < shards.size(); ++i) {
     const SweepResult& s = shards[i];
-    LRLAB_REQUIRE(s.options_json == shards[0].options_json && s.grid_size == shards[0].grid_size &&
-                      s.epochs == shards[0].epochs,
-                  "results ", i + 1, " belong to a different sweep (options, grid or epochs differ)");
+    const char* differs = s.options_json != shards[0].options_json ? "its options differ"
+                          : s.grid_size != shards[0].grid_size    ? "its grid size differs"
+                          : s.epochs != shards[0].epochs          ? "its epochs differ"
+                                                                  : nullptr;
+    LRLAB_REQUIRE(!differs, input(i), " belongs to a different sweep than ", input(0), ": ", differs);
     for (const SweepRun& r : s.runs) {
-      LRLAB_REQUIRE(ids.insert(r.config.id).second, "configuration ", r.config.id, " appears in more than one input");
+      const auto [at, added] = input_of.emplace(r.config.id, i);
+      LRLAB_REQUIRE(added, "configuration ", r.config.id, " appears in ", input(at->second),
+                    at->second == i ? " twice" : " and in " + input(i));
       out.runs.push_back(r);
     }
     out.seconds = std::max(out.seconds, s.seconds);
@@ -295,10 +392,11 @@ std::string sweep_curves_csv(const SweepResult& r) {
   std::string out = "id,optimizer,schedule,base_lr,seed_index,epoch,train_loss,val_loss,val_accuracy,lr\n";
   for (const SweepRun& x : r.runs)
     for (size_t e = 0; e < x.val_loss.size(); ++e) {
-      out += strf("%lld,\"%s\",\"%s\",%.9g,%lld,%zu,%.9g,%.9g,%.9g,%.9g\n",
-                  static_cast<long long>(x.config.id), x.config.optimizer.c_str(), x.config.schedule.c_str(),
-                  x.config.lr, static_cast<long long>(x.config.seed_index), e + 1, x.train_loss[e], x.val_loss[e],
-                  x.val_accuracy[e], x.lr[e]);
+      out += strf("%lld,\"%s\",\"%s\",%.9g,%lld,%zu,%s,%s,%s,%s\n", static_cast<long long>(x.config.id),
+                  x.config.optimizer.c_str(), x.config.schedule.c_str(), x.config.lr,
+                  static_cast<long long>(x.config.seed_index), e + 1, csv_number(x.train_loss[e]).c_str(),
+                  csv_number(x.val_loss[e]).c_str(), csv_number(x.val_accuracy[e]).c_str(),
+                  csv_number(x.lr[e]).c_str());
     }
   return out;
 }
@@ -646,17 +744,19 @@ std::string sweep_table(const SweepResult& r) {
     os << "\nover data orders (mean +- std of the final validation metrics):\n";
     for (const Aggregate& a : agg) {
       if (a.final_loss.empty() && a.halted > 0) {
-        os << strf("  %-*s %-*s %9.3g  halted by successive halving (%d runs, %d diverged)\n", wo,
-                   a.config.optimizer.c_str(), ws, a.config.schedule.c_str(), a.config.lr, a.halted, a.diverged);
+        os << strf("  %-*s %-*s %9.3g  halted by successive halving (%d run%s, %d diverged)\n", wo,
+                   a.config.optimizer.c_str(), ws, a.config.schedule.c_str(), a.config.lr, a.halted,
+                   a.halted == 1 ? "" : "s", a.diverged);
         continue;
       }
       double ml, sl, ma, sa;
       mean_std(a.final_loss, &ml, &sl);
       mean_std(a.final_acc, &ma, &sa);
       const std::string acc = std::isnan(ma) ? "" : "  acc " + cell("%.2f%%", 100 * ma) + " +- " + cell("%.2f%%", 100 * sa);
-      os << strf("  %-*s %-*s %9.3g  loss %s +- %s%s  (%zu runs, %d diverged)\n", wo,
+      os << strf("  %-*s %-*s %9.3g  loss %s +- %s%s  (%zu run%s, %d diverged)\n", wo,
                  a.config.optimizer.c_str(), ws, a.config.schedule.c_str(), a.config.lr, cell("%.4f", ml).c_str(),
-                 cell("%.4f", sl).c_str(), acc.c_str(), a.final_loss.size(), a.diverged);
+                 cell("%.4f", sl).c_str(), acc.c_str(), a.final_loss.size(), a.final_loss.size() == 1 ? "" : "s",
+                 a.diverged);
     }
   }
   const std::vector<SweepBest> best = best_per_optimizer(r);
@@ -719,8 +819,10 @@ std::string sweep_report_html(const SweepResult& r) {
        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td.l{text-align:left}h2{margin-top:1.5em}</style>"
        "</head><body>\n";
   h << "<h1>lrlab sweep</h1>\n<p>" << xml_escape(r.data_description) << "; device " << xml_escape(r.device)
-    << ", mode " << xml_escape(r.mode) << ", " << r.epochs << " epochs of " << r.steps_per_epoch << " steps, "
-    << r.runs.size() << " configurations" << (r.interrupted ? " (interrupted: partial results)" : "") << ".</p>\n";
+    << ", mode " << xml_escape(r.mode) << ", " << r.epochs << (r.epochs == 1 ? " epoch of " : " epochs of ")
+    << r.steps_per_epoch << (r.steps_per_epoch == 1 ? " step, " : " steps, ") << r.runs.size()
+    << (r.runs.size() == 1 ? " configuration" : " configurations")
+    << (r.interrupted ? " (interrupted: partial results)" : "") << ".</p>\n";
   const std::vector<SweepBest> best = best_per_optimizer(r);
   const ScheduleMatrix m = schedule_matrix(r);
   if (!best.empty()) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <regex>
 #include <set>
@@ -124,6 +125,48 @@ TEST(SweepGrid, EnumeratesEveryCombinationWithStableIds) {
   SweepOptions bad_spec = o;
   bad_spec.schedules.push_back("cosin(steps=3)");
   EXPECT_THROW(sweep_grid(bad_spec), Error);
+}
+
+// A repeated rate, schedule or optimizer would train its configurations twice over; the same value
+// written another way ("1e-3" and "0.001", keys in another order, an optimizer's defaults spelled
+// out) is still a repeat.
+TEST(SweepGrid, RefusesValuesListedTwice) {
+  SweepOptions o = small_sweep();
+  EXPECT_NO_THROW(validate_sweep(o));
+  struct Case {
+    std::function<void(SweepOptions&)> change;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {[](SweepOptions& x) { x.lrs = {1e-3, 1e-2, 0.001}; }, "--lr: '0.001' is listed twice"},
+           {[](SweepOptions& x) {
+              x.lrs = parse_rates("1e-3:1e-1:3");
+              x.lrs.push_back(0.1);
+            },
+            "--lr: '0.1' is listed twice"},
+           {[](SweepOptions& x) { x.schedules.push_back("constant"); }, "--schedule: 'constant' is listed twice"},
+           {[](SweepOptions& x) { x.schedules.push_back(" step( gamma=.5, every=1ep )"); },
+            "--schedule: ' step( gamma=.5, every=1ep )' is the same as 'step(every=1ep,gamma=0.5)'"},
+           {[](SweepOptions& x) { x.optimizers.push_back("adam()"); }, "--optimizer: 'adam()' is listed twice"},
+           {[](SweepOptions& x) { x.optimizers.push_back("adam(beta1=0.9)"); },
+            "--optimizer: 'adam(beta1=0.9)' is the same as 'adam()'"},
+       }) {
+    SweepOptions x = o;
+    c.change(x);
+    EXPECT_TRUE(throws_error_containing([&] { validate_sweep(x); }, c.error));
+  }
+  // Values that differ are a grid.
+  o.schedules = {"step(every=1ep,gamma=0.5)", "step(every=2ep,gamma=0.5)", "step(every=1ep,gamma=0.25)"};
+  o.optimizers = {"adam()", "adam(beta2=0.99)", "adamw()"};
+  EXPECT_NO_THROW(validate_sweep(o));
+}
+
+TEST(SweepGrid, RefusesNegativeWorkers) {
+  SweepOptions o = small_sweep();
+  o.workers = 0;  // automatic
+  EXPECT_NO_THROW(validate_sweep(o));
+  o.workers = -1;
+  EXPECT_TRUE(throws_error_containing([&] { validate_sweep(o); }, "--workers must be 0 (automatic) or more (got -1)"));
 }
 
 void expect_same_runs(const SweepResult& a, const SweepResult& b, double tol) {
@@ -447,11 +490,11 @@ TEST(Sweep, SummaryAndRatesFollowTheCurves) {
   }
 }
 
-// The spread over data orders is of --seeds; a rate listed twice is two entries, not two seeds.
+// The spread over data orders is of --seeds, not of the grid's other entries.
 TEST(SweepReport, SpreadIsOverSeedsOnly) {
   SweepOptions o = small_sweep();
   o.base.epochs = 1;
-  o.lrs = {1e-2, 1e-2};
+  o.lrs = {1e-2, 2e-2};
   o.schedules = {"constant"};
   o.optimizers = {"adam()"};
   std::string table = sweep_table(run_sweep(o));
@@ -925,17 +968,24 @@ TEST(SweepReport, EdgesOfAShardAreTheGridsEdges) {
   EXPECT_EQ(best_per_optimizer(r)[0].edge, 1);
 }
 
-// The reports find a run's grid entry and data order from its id; a file whose ids, data orders and
-// seeds disagree would mix configurations, and is refused.
-TEST(SweepReport, ResultsWhoseDataOrdersDisagreeWithTheGridAreRefused) {
+// The reports find a run's grid entry and data order from its id; a file whose grid size or runs
+// disagree with the grid its options describe would mix configurations, and is refused.
+TEST(SweepReport, ResultsWhoseRunsDisagreeWithTheGridAreRefused) {
   SweepResult r = hand_result({rated_run(0, "adam()", "constant", 1e-3, 0.5), rated_run(1, "sgd()", "constant", 1e-3, 0.1)}, 1);
+  r.options_json = R"J({"epochs":1,"lrs":[0.001],"optimizers":["adam()","sgd()"],"schedules":["constant"],"seeds":1})J";
   EXPECT_NO_THROW(read_sweep_results(sweep_results_json(r), "ok.json"));
-  r.options_json = R"({"seeds":4})";  // 2 configurations cannot be 4 data orders of a grid
+  // 2 configurations cannot be 2 optimizers over 2 data orders.
+  r.options_json = R"J({"epochs":1,"lrs":[0.001],"optimizers":["adam()","sgd()"],"schedules":["constant"],"seeds":2})J";
   EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(sweep_results_json(r), "r.json"); },
-                                      "the grid size is not a multiple of the options' seeds"));
-  r.options_json = R"({"seeds":2})";  // one entry over two orders: run 1 is order 1
+                                      "sweep results 'r.json': field 'grid_size' is 2, but the grid of its options "
+                                      "has 4 configurations"));
+  // One entry over two orders: run 1 is adam() on order 1.
+  r.options_json = R"J({"epochs":1,"lrs":[0.001],"optimizers":["adam()"],"schedules":["constant"],"seeds":2})J";
   EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(sweep_results_json(r), "r.json"); },
-                                      "run 1 has data order 0, not 1"));
+                                      "run 1: field 'optimizer' is 'sgd()', but the grid's configuration 1 has 'adam()'"));
+  r.runs[1].config.optimizer = "adam()";
+  EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(sweep_results_json(r), "r.json"); },
+                                      "run 1: field 'seed_index' is 0, but the grid's configuration 1 has 1"));
   r.runs[1].config.seed_index = 1;
   EXPECT_NO_THROW(read_sweep_results(sweep_results_json(r), "ok.json"));
 }
@@ -1108,6 +1158,18 @@ TEST(SweepReport, CurvesCsvPutsEachValueUnderItsHeader) {
   EXPECT_EQ(at["epoch"], "1") << csv;
 }
 
+// Diverged runs' losses are NaN or infinite: spelled nan, inf and -inf on every platform (glibc's
+// printf writes a NaN with its sign bit set as "-nan").
+TEST(SweepReport, CurvesCsvSpellsNonFiniteValuesPortably) {
+  SweepRun x = hand_run(0, 0, -std::nan(""), 0.75);
+  x.train_loss = {INFINITY};
+  x.val_accuracy = {-INFINITY};
+  x.lr = {std::nan("")};
+  const std::string csv = sweep_curves_csv(hand_result({x}, 1));
+  EXPECT_NE(csv.find(",1,inf,nan,-inf,nan\n"), std::string::npos) << csv;
+  EXPECT_EQ(csv.find("-nan"), std::string::npos) << csv;
+}
+
 TEST(SweepResults, JsonRoundTripsAndShardsMergeToTheWhole) {
   SweepOptions o = small_sweep();
   SweepResult whole = run_sweep(o);
@@ -1159,13 +1221,82 @@ TEST(SweepResults, MergeRefusesShardsOfAnotherSweep) {
   b.runs.erase(b.runs.begin());
   EXPECT_EQ(merge_sweeps({a, b}).runs.size(), 2u);
   b.options_json = "{\"lrs\":[0.001,0.1]}";
-  EXPECT_NE(lrlab::testing::error_of([&] { merge_sweeps({a, b}); }).find("belong to a different sweep"),
-            std::string::npos);
+  EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, b}); },
+                                      "input 2 belongs to a different sweep than input 1: its options differ"));
+  // Inputs read from files are named by their file.
+  a.source = "a/results.json";
+  b.source = "b/results.json";
+  EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, b}); },
+                                      "'b/results.json' belongs to a different sweep than 'a/results.json'"));
+  b.options_json = a.options_json;
+  b.runs = a.runs;
+  EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, b}); },
+                                      "configuration 0 appears in 'a/results.json' and in 'b/results.json'"));
+}
+
+// A results file is one sweep's as lrlab writes it, or refused by name: merge would otherwise put a
+// grid of 2^62 configurations, a rate the grid never had or an epoch past the last into its report.
+TEST(SweepResults, ReaderRefusesFilesThatContradictThemselves) {
+  SweepOptions o = small_sweep();
+  o.base.epochs = 2;
+  o.lrs = {1e-2, 1e-1};
+  o.schedules = {"constant"};
+  const std::string good = sweep_results_json(run_sweep(o));
+  EXPECT_NO_THROW(read_sweep_results(good, "f.json"));
+  using nlohmann::json;
+  struct Case {
+    std::function<void(json&)> change;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {[](json& j) { j["grid_size"] = int64_t(1) << 62; }, "field 'grid_size' is 4611686018427387904, but the grid "
+                                                                "of its options has 4 configurations"},
+           {[](json& j) { j["epochs"] = 3; }, "field 'epochs' is 3, not the options' 2"},
+           {[](json& j) { j["steps_per_epoch"] = 0; }, "field 'steps_per_epoch'"},
+           {[](json& j) { j["seconds"] = -1; }, "field 'seconds'"},
+           {[](json& j) { j["shard"]["count"] = 5; }, "field 'shard' is out of range"},
+           {[](json& j) { j["shard"]["count"] = 2; }, "run 1: not a configuration of shard 0/2"},
+           {[](json& j) { j["options"]["lrs"] = {0.01, -1}; }, "field 'options': "},
+           {[](json& j) { j["options"].erase("schedules"); }, "missing field 'schedules'"},
+           {[](json& j) { j["runs"][1]["lr"] = -1; }, "run 1: field 'lr' is -1, but the grid's configuration 1 has 0.1"},
+           {[](json& j) { j["runs"][1]["schedule"] = "exp(gamma=0.5)"; }, "run 1: field 'schedule'"},
+           {[](json& j) { j["runs"][1]["seed_index"] = 1; }, "run 1: field 'seed_index'"},
+           {[](json& j) { j["runs"][1]["best_epoch"] = 1000; },
+            "run 1: field 'best_epoch' is 1000, out of range for a run of 2 epochs"},
+           {[](json& j) { j["runs"][1]["best_epoch"] = -1; }, "run 1: field 'best_epoch'"},
+           {[](json& j) { j["runs"][1]["diverged_epoch"] = 1; }, "run 1: field 'diverged_epoch'"},
+           {[](json& j) {
+              j["runs"][1]["diverged"] = true;
+              j["runs"][1]["diverged_epoch"] = 3;
+            },
+            "run 1: field 'diverged_epoch' is 3, out of range for a run of 2 epochs"},
+           {[](json& j) {
+              j["runs"][1]["diverged"] = true;
+              j["runs"][1]["halted"] = true;
+            },
+            "run 1: both diverged and halted"},
+           {[](json& j) { j["runs"][1]["val_loss"][0] = -0.5; }, "run 1: field 'val_loss' holds a value out of range"},
+           {[](json& j) { j["runs"][1]["train_loss"][1] = -0.5; }, "run 1: field 'train_loss'"},
+           {[](json& j) { j["runs"][1]["val_accuracy"][0] = 1.5; }, "run 1: field 'val_accuracy'"},
+           {[](json& j) { j["runs"][1]["lr_per_epoch"][0] = nullptr; }, "run 1: field 'lr_per_epoch'"},
+           {[](json& j) { j["runs"][1]["best_val_loss"] = -1; }, "run 1: field 'best_val_loss'"},
+           {[](json& j) { j["runs"][1]["final_val_accuracy"] = 2; }, "run 1: field 'final_val_accuracy'"},
+           {[](json& j) { j["runs"][1]["lr_curve"] = std::vector<float>(kLrCurvePoints + 1, 0.1f); },
+            "run 1: field 'lr_curve'"},
+           {[](json& j) { j["runs"][1]["lr_curve"][0] = -1; }, "run 1: field 'lr_curve'"},
+       }) {
+    json j = json::parse(good);
+    c.change(j);
+    EXPECT_TRUE(
+        throws_error_containing([&] { read_sweep_results(j.dump(), "f.json"); }, "sweep results 'f.json': " + c.error));
+  }
 }
 
 // Every per-epoch curve of a run in results.json has one value per epoch run.
 TEST(SweepResults, ReaderRefusesCurvesOfUnequalLengths) {
-  const std::string good = sweep_results_json(hand_result({hand_run(0, 0, 1.0, 0.5)}, 1));
+  SweepResult r = hand_result({hand_run(0, 0, 1.0, 0.5)}, 1);
+  r.options_json = R"J({"epochs":1,"lrs":[0.01],"optimizers":["adam()"],"schedules":["constant"],"seeds":1})J";
+  const std::string good = sweep_results_json(r);
   EXPECT_NO_THROW(read_sweep_results(good, "x"));
   for (const char* curve : {"train_loss", "val_accuracy", "lr_per_epoch"}) {
     auto j = nlohmann::json::parse(good);
@@ -1192,19 +1323,22 @@ const char* kSmallCli =
 
 // Off a terminal, one progress line per epoch: time spent and, but for the last, an estimate left.
 TEST(SweepCli, ProgressLinesSayTimeSpentAndLeft) {
-  auto r = run_cli("sweep --data spirals --samples 600 --hidden 8 --epochs 2 --batch 50 --device cpu --lr 0.01");
+  auto r = run_cli("sweep --data spirals --samples 600 --hidden 8 --epochs 2 --batch 50 --device cpu --lr 0.01 0.02");
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_TRUE(std::regex_search(r.err, std::regex("  epoch 1/2, 1 of 1 configurations training, [0-9]+ s, ~[0-9]+ s left\n")))
+  EXPECT_TRUE(std::regex_search(r.err, std::regex("  epoch 1/2, 2 of 2 configurations training, [0-9]+ s, ~[0-9]+ s left\n")))
       << r.err;
-  EXPECT_TRUE(std::regex_search(r.err, std::regex("  epoch 2/2, 1 of 1 configurations training, [0-9]+ s\n"))) << r.err;
-  EXPECT_EQ(run_cli("sweep --data spirals --samples 600 --hidden 8 --epochs 2 --batch 50 --device cpu --lr 0.01 --quiet")
-                .err.find("epoch"),
-            std::string::npos);
+  EXPECT_TRUE(std::regex_search(r.err, std::regex("  epoch 2/2, 2 of 2 configurations training, [0-9]+ s\n"))) << r.err;
+  EXPECT_NE(r.out.find("; 2 configurations (streams, cpu), 2 epochs, "), std::string::npos) << r.out;
+  // One of each is singular.
+  auto one = run_cli("sweep --data spirals --samples 600 --hidden 8 --epochs 1 --batch 50 --device cpu --lr 0.01 --quiet");
+  ASSERT_EQ(one.status, 0) << one.err;
+  EXPECT_EQ(one.err.find("epoch"), std::string::npos) << one.err;
+  EXPECT_NE(one.out.find("; 1 configuration (streams, cpu), 1 epoch, "), std::string::npos) << one.out;
   // Once nothing trains, nothing is left to wait for.
   auto diverged = run_cli("sweep --data spirals --samples 600 --hidden 8 --epochs 5 --batch 50 --device cpu --lr 1000 "
                           "--optimizer 'sgd()'");
   ASSERT_EQ(diverged.status, 0) << diverged.err;
-  EXPECT_TRUE(std::regex_search(diverged.err, std::regex("  epoch 1/5, 0 of 1 configurations training, [0-9]+ s\n")))
+  EXPECT_TRUE(std::regex_search(diverged.err, std::regex("  epoch 1/5, 0 of 1 configuration training, [0-9]+ s\n")))
       << diverged.err;
 }
 
@@ -1237,7 +1371,18 @@ TEST(SweepCli, WritesOutputsAndRanks) {
   EXPECT_EQ(m.err.find("warning"), std::string::npos) << m.err;
   auto half = run_cli("merge " + s0 + " --out " + temp_path("merged_half"));
   EXPECT_EQ(half.status, 0) << half.err;
+  EXPECT_NE(half.out.find("lrlab merge: 1 shard, 6 of 12 configurations\n"), std::string::npos) << half.out;
   EXPECT_NE(half.err.find("warning: 6 of the sweep's 12 configurations are missing"), std::string::npos) << half.err;
+  // A shard that contradicts itself is refused by name, not merged into the report.
+  auto bad = nlohmann::json::parse(slurp(s0 + "/results.json"));
+  bad["grid_size"] = int64_t(1) << 62;
+  const std::string bad_shard = temp_path("bad_shard.json");
+  write_file_atomic(bad_shard, bad.dump());
+  auto refused = run_cli("merge " + s1 + " " + bad_shard + " --out " + temp_path("merged_bad"));
+  EXPECT_EQ(refused.status, 2);
+  EXPECT_EQ(refused.err.rfind("error: sweep results '" + bad_shard + "': field 'grid_size' is 4611686018427387904", 0),
+            0u)
+      << refused.err;
   // A shard file whose runs were all removed is nothing to merge.
   auto shard = nlohmann::json::parse(slurp(s0 + "/results.json"));
   shard["runs"] = nlohmann::json::array();
@@ -1273,6 +1418,74 @@ TEST(SweepCli, SlurmArrayVariablesPickTheShard) {
   for (const SweepRun& x : s.runs) EXPECT_EQ(x.config.id % 2, 1) << x.config.id;
 }
 
+// Malformed Slurm variables are named: the user set them, not --shard.
+TEST(SweepCli, MalformedSlurmVariablesAreNamed) {
+  struct Case {
+    const char *id, *count, *error;
+  };
+  for (const Case& c : {Case{"x", "2", "error: SLURM_ARRAY_TASK_ID: malformed 'x'"},
+                        Case{"1", "two", "error: SLURM_ARRAY_TASK_COUNT: malformed 'two'"},
+                        Case{"2", "2", "error: SLURM_ARRAY_TASK_ID 2 is out of range for SLURM_ARRAY_TASK_COUNT 2"},
+                        Case{"18446744073709551617", "2",
+                             "error: SLURM_ARRAY_TASK_ID: 18446744073709551617 is out of range"}}) {
+    setenv("SLURM_ARRAY_TASK_ID", c.id, 1);
+    setenv("SLURM_ARRAY_TASK_COUNT", c.count, 1);
+    auto r = run_cli("sweep --data spirals --device cpu --lr 0.1 0.2 0.3");
+    unsetenv("SLURM_ARRAY_TASK_ID");
+    unsetenv("SLURM_ARRAY_TASK_COUNT");
+    EXPECT_EQ(r.status, 2) << c.id << "/" << c.count;
+    EXPECT_EQ(r.err.rfind(c.error, 0), 0u) << r.err;
+    EXPECT_EQ(r.err.find("--shard"), std::string::npos) << r.err;
+  }
+}
+
+// --no-bias-decay, as train has it: a sweep's configuration trains as `lrlab train --no-bias-decay`
+// trains it, and results.json keeps the option, so that merge joins only shards that agree on it.
+TEST(SweepCli, NoBiasDecayReproducesTrain) {
+  const std::string common = "--data spirals --samples 600 --hidden 8 --epochs 2 --batch 50 --device cpu --quiet "
+                             "--optimizer 'adamw(wd=0.5)'";
+  const std::string trained = temp_path("no_bias_decay_train.json");
+  auto t = run_cli("train " + common + " --lr 0.01 --no-bias-decay --json " + trained);
+  ASSERT_EQ(t.status, 0) << t.err;
+  std::string with = temp_path("bias_decay"), without = temp_path("no_bias_decay");
+  ASSERT_EQ(run_cli("sweep " + common + " --lr 0.01 0.03 --out " + with).status, 0);
+  auto r = run_cli("sweep " + common + " --lr 0.01 0.03 --no-bias-decay --out " + without);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto train_json = nlohmann::json::parse(slurp(trained));
+  const SweepResult a = read_sweep_results(slurp(with + "/results.json"), "with");
+  const SweepResult b = read_sweep_results(slurp(without + "/results.json"), "without");
+  EXPECT_TRUE(nlohmann::json::parse(a.options_json)["bias_decay"].get<bool>());
+  EXPECT_FALSE(nlohmann::json::parse(b.options_json)["bias_decay"].get<bool>());
+  ASSERT_EQ(b.runs[0].val_loss.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    const double want = train_json["epochs"][e]["val_loss"].get<double>();
+    EXPECT_NEAR(b.runs[0].val_loss[e], want, 1e-6 * want) << "epoch " << e + 1;
+    EXPECT_NE(a.runs[0].val_loss[e], want) << "epoch " << e + 1;  // the biases decayed
+  }
+  // Shards of the two sweeps are of different sweeps.
+  std::string s0 = temp_path("no_bias_decay_shard0"), s1 = temp_path("bias_decay_shard1");
+  ASSERT_EQ(run_cli("sweep " + common + " --lr 0.01 0.03 --no-bias-decay --shard 0/2 --out " + s0).status, 0);
+  ASSERT_EQ(run_cli("sweep " + common + " --lr 0.01 0.03 --shard 1/2 --out " + s1).status, 0);
+  auto m = run_cli("merge " + s0 + " " + s1 + " --out " + temp_path("bias_decay_merged"));
+  EXPECT_EQ(m.status, 2);
+  EXPECT_NE(m.err.find("belongs to a different sweep"), std::string::npos) << m.err;
+}
+
+// The rank shares an MPI run keeps in --out are its own business: a run without mpirun leaves every
+// rank-*.json there alone, a share of an interrupted mpirun (for `lrlab merge OUT/rank-*.json`) and a
+// user's file alike.
+TEST(SweepCli, OneProcessLeavesRankFilesAlone) {
+  const std::string out = temp_path("rank_files");
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --shard 1/2 --out " + out).status, 0);
+  const std::string share = slurp(out + "/results.json");
+  write_file_atomic(out + "/rank-1.json", share);
+  write_file_atomic(out + "/rank-notes.json", "{\"mine\": true}");
+  auto r = run_cli(std::string("sweep ") + kSmallCli + " --shard 0/2 --out " + out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(slurp(out + "/rank-1.json"), share);
+  EXPECT_EQ(slurp(out + "/rank-notes.json"), "{\"mine\": true}");
+}
+
 TEST(SweepCli, BadInputGivesErrorAndStatus2) {
   std::string foreign = temp_path("foreign.json");
   write_file_atomic(foreign, "{\"format\": \"something else\"}");
@@ -1287,6 +1500,15 @@ TEST(SweepCli, BadInputGivesErrorAndStatus2) {
            {"sweep --data spirals --device cpu --lr 0.1 --shard 0/5", "more shards"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard x", "--shard"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard ''", "--shard: malformed ''"},
+           {"sweep --data spirals --device cpu --lr 0.1 --shard 1/18446744073709551617",
+            "--shard: 18446744073709551617 is out of range"},
+           {"sweep --data spirals --device cpu --lr 0.1 --shard -1/2", "--shard: malformed '-1/2'"},
+           {"sweep --data spirals --device cpu --lr 0.1 0.2 --workers -1", "--workers must be 0 (automatic) or more"},
+           {"sweep --data spirals --device cpu --lr 1e-3 0.001", "--lr: '0.001' is listed twice"},
+           {"sweep --data spirals --device cpu --lr 0.1 --optimizer 'adam()' 'adam()'",
+            "--optimizer: 'adam()' is listed twice"},
+           {"sweep --data spirals --device cpu --lr 0.1 --schedule constant 'constant()'",
+            "--schedule: 'constant()' is the same as 'constant'"},
            {"sweep --data spirals --device cpu --lr 0.1 --optimizer 'adamx()'", "unknown optimizer"},
            {"sweep --data spirals --device cpu --lr 0.1 --halving 1", "halving"},
            {"sweep --data spirals --device cpu --lr 0.1 --halving inf", "halving must be a finite number"},
@@ -1309,9 +1531,12 @@ TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
   if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
   std::string one = temp_path("mpi_one"), two = temp_path("mpi_two");
   ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + one).status, 0);
-  // A share an earlier sweep with more ranks left in the folder would be merged with this one's.
+  // A share an earlier sweep with more ranks left in the folder would be merged with this one's;
+  // files that are not shares stay.
   make_writable_dir(two);
-  write_file_atomic(two + "/rank-7.json", "{}");
+  write_file_atomic(two + "/rank-7.json", slurp(one + "/results.json"));
+  write_file_atomic(two + "/rank-8.json", "{}");
+  write_file_atomic(two + "/rank-notes.json", slurp(one + "/results.json"));
   std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np 2 " + std::string(LRLAB_CLI_PATH) + " sweep " +
                     kSmallCli + " --out " + two + " >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
@@ -1322,6 +1547,8 @@ TEST(SweepCli, TwoMpiRanksEqualOneProcess) {
   EXPECT_FALSE(std::ifstream(two + "/rank-0.json").good()) << "the ranks' shares are removed once joined";
   EXPECT_FALSE(std::ifstream(two + "/rank-1.json").good());
   EXPECT_FALSE(std::ifstream(two + "/rank-7.json").good());
+  EXPECT_EQ(slurp(two + "/rank-8.json"), "{}");
+  EXPECT_EQ(slurp(two + "/rank-notes.json"), slurp(one + "/results.json"));
   std::string three = temp_path("mpi_many");
   // Every rank reaches the same verdict on its options, data, device and output folder before
   // training; it is said once, by rank 0, and every rank ends with status 2.

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "lrlab/error.hpp"
 #include "lrlab/packing.hpp"
 #include "lrlab/train.hpp"
 
@@ -48,6 +49,9 @@ struct SweepOptions {
   int64_t shard_index = 0, shard_count = 1;  // this process trains configs with id % count == index
 };
 
+// The points of a run's sampled rate curve, at most.
+constexpr int64_t kLrCurvePoints = 200;
+
 struct SweepRun {
   SweepConfig config;
   std::vector<double> train_loss, val_loss, val_accuracy, lr;  // per epoch run
@@ -57,7 +61,7 @@ struct SweepRun {
   // Summary (NaN when no epoch finished).
   double final_val_loss = 0, best_val_loss = 0, final_val_accuracy = 0, best_val_accuracy = 0;
   int64_t best_epoch = 0;
-  std::vector<float> lr_curve;  // the rate per step, sampled (at most 200 points)
+  std::vector<float> lr_curve;  // the rate per step, sampled (at most kLrCurvePoints)
   int64_t lr_curve_stride = 1;
 };
 
@@ -70,6 +74,7 @@ struct SweepResult {
   double seconds = 0;
   bool interrupted = false;
   std::string options_json;     // the sweep's options, for the report
+  std::string source;           // the name read_sweep_results read it as, for merge's errors (not saved)
 };
 
 struct SweepObserver {
@@ -83,6 +88,25 @@ struct SweepObserver {
 // A grid larger than this is refused (its bookkeeping alone would take gigabytes); shards split it.
 constexpr double kMaxSweepConfigs = 1e6;
 
+// The grid in id order: rates vary fastest, then schedules, optimizers and data orders. It checks
+// only what needs no parsing (a rate, schedule and optimizer at least, --seeds from 1 to 1000, at
+// most kMaxSweepConfigs). Inline: read_sweep_results rebuilds a file's grid with it, and the
+// results fuzzer links that without the specs' parsers or the training code.
+inline std::vector<SweepConfig> grid_configs(const SweepOptions& o) {
+  LRLAB_REQUIRE(!o.lrs.empty() && !o.schedules.empty() && !o.optimizers.empty(),
+                "empty grid: give at least one rate, schedule and optimizer");
+  LRLAB_REQUIRE(o.seeds >= 1 && o.seeds <= 1000, "--seeds must be from 1 to 1000 (got ", o.seeds, ")");
+  const double size = static_cast<double>(o.lrs.size()) * o.schedules.size() * o.optimizers.size() * o.seeds;
+  LRLAB_REQUIRE(size <= kMaxSweepConfigs, "the grid has ", size, " configurations; at most ", kMaxSweepConfigs,
+                " can be trained in one sweep (split it with --shard)");
+  std::vector<SweepConfig> grid;
+  for (int64_t seed = 0; seed < o.seeds; ++seed)
+    for (const std::string& opt : o.optimizers)
+      for (const std::string& sched : o.schedules)
+        for (double lr : o.lrs) grid.push_back({static_cast<int64_t>(grid.size()), lr, sched, opt, seed});
+  return grid;
+}
+// grid_configs, once every rate and spec is checked (parsed), so that a typo fails before training.
 std::vector<SweepConfig> sweep_grid(const SweepOptions& options);
 // Every check of the options alone (grid, mode, halving, shards), before data or devices: the same
 // options give the same answer on every MPI rank. Returns the grid.
@@ -143,6 +167,9 @@ std::vector<SweepBest> best_per_schedule(const SweepResult& r);
 
 // results.json (round-trips through read_sweep_results), curves.csv and report.html.
 std::string sweep_results_json(const SweepResult& r);
+// Throws lrlab::Error, naming `name` and the field, for a file that is not one sweep's results as
+// lrlab writes them: its grid is rebuilt from its stored options (grid_configs), and every run must be
+// that grid's entry of its id, with curves and summaries in range.
 SweepResult read_sweep_results(const std::string& json_text, const std::string& name);
 std::string sweep_curves_csv(const SweepResult& r);
 std::string sweep_report_html(const SweepResult& r);
@@ -151,7 +178,8 @@ std::string sweep_report_html(const SweepResult& r);
 std::string sweep_table(const SweepResult& r);
 // Writes results.json, curves.csv and report.html into dir (created if missing), atomically.
 void write_sweep_outputs(const SweepResult& r, const std::string& dir);
-// Joins disjoint shards of one sweep; throws lrlab::Error for overlapping or foreign shards.
+// Joins disjoint shards of one sweep; throws lrlab::Error, naming the inputs by their source, for
+// overlapping or foreign shards.
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards);
 
 }  // namespace lrlab

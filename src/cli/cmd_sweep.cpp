@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include <cuda_runtime.h>
@@ -31,17 +33,56 @@ extern "C" void on_interrupt(int) {
   std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
 }
 
+// A shard's index or count as text gives it: false unless it is all digits; an error, naming
+// `source`, where it is too large to hold.
+bool shard_number(const std::string& text, const std::string& source, int64_t* value) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) return false;
+  errno = 0;
+  const long long v = std::strtoll(text.c_str(), nullptr, 10);
+  LRLAB_REQUIRE(errno != ERANGE, source, ": ", text, " is out of range");
+  *value = v;
+  return true;
+}
+
 // "2/8" -> (2, 8).
 void parse_shard(const std::string& text, int64_t* index, int64_t* count) {
-  size_t slash = text.find('/');
-  char *e1 = nullptr, *e2 = nullptr;
-  long long i = slash == std::string::npos ? -1 : std::strtoll(text.c_str(), &e1, 10);
-  long long n = slash == std::string::npos ? -1 : std::strtoll(text.c_str() + slash + 1, &e2, 10);
-  LRLAB_REQUIRE(slash != std::string::npos && e1 == text.c_str() + slash && *e2 == '\0' && n >= 1,
+  const size_t slash = text.find('/');
+  LRLAB_REQUIRE(slash != std::string::npos && shard_number(text.substr(0, slash), "--shard", index) &&
+                    shard_number(text.substr(slash + 1), "--shard", count) && *count >= 1,
                 "--shard: malformed '", text, "' (expected INDEX/COUNT, e.g. 0/4)");
-  LRLAB_REQUIRE(i >= 0 && i < n, "--shard: index ", i, " is out of range for ", n, " shards (0 to ", n - 1, ")");
-  *index = i;
-  *count = n;
+  LRLAB_REQUIRE(*index < *count, "--shard: index ", *index, " is out of range for ", *count, " shards (0 to ",
+                *count - 1, ")");
+}
+
+// A Slurm job array's task: the errors name the variables, which the user set rather than --shard.
+void slurm_shard(const std::string& id, const std::string& count, int64_t* index, int64_t* tasks) {
+  LRLAB_REQUIRE(shard_number(id, "SLURM_ARRAY_TASK_ID", index), "SLURM_ARRAY_TASK_ID: malformed '", id,
+                "' (expected the task's index in the job array, from 0)");
+  LRLAB_REQUIRE(shard_number(count, "SLURM_ARRAY_TASK_COUNT", tasks) && *tasks >= 1,
+                "SLURM_ARRAY_TASK_COUNT: malformed '", count, "' (expected the job array's number of tasks)");
+  LRLAB_REQUIRE(*index < *tasks, "SLURM_ARRAY_TASK_ID ", *index, " is out of range for SLURM_ARRAY_TASK_COUNT ",
+                *tasks, " (number the array from 0: --array=0-", *tasks - 1, ")");
+}
+
+// Under mpirun each rank keeps its share in DIR/rank-N.json. Shares an earlier sweep left there (a
+// run of more ranks leaves some that this one never overwrites) would be joined with this sweep's
+// by the `lrlab merge OUT/rank-*.json` of an interruption, so they go before training: a file named
+// as a share that holds sweep results, and no other (a user's rank-notes.json stays).
+void remove_stale_shares(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool share_name = name.size() > std::strlen("rank-.json") && name.rfind("rank-", 0) == 0 &&
+                            name.compare(name.size() - 5, 5, ".json") == 0 &&
+                            name.find_first_not_of("0123456789", 5) == name.size() - 5;
+    if (!share_name) continue;
+    try {
+      read_sweep_results(read_file(entry.path().string(), size_t(1) << 30), name);
+    } catch (const Error&) {
+      continue;
+    }
+    std::filesystem::remove(entry.path(), ec);
+  }
 }
 
 struct SweepArgs {
@@ -73,7 +114,7 @@ int run_sweep_command(SweepArgs& a) {
     } else if (const char* id = std::getenv("SLURM_ARRAY_TASK_ID")) {
       const char* count = std::getenv("SLURM_ARRAY_TASK_COUNT");
       LRLAB_REQUIRE(count, "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not");
-      parse_shard(std::string(id) + "/" + count, &o.shard_index, &o.shard_count);
+      slurm_shard(id, count, &o.shard_index, &o.shard_count);
     }
     if (mpi.active()) {
       LRLAB_REQUIRE(a.shard_option->count() == 0, "give either --shard or mpirun ranks, not both");
@@ -110,9 +151,10 @@ int run_sweep_command(SweepArgs& a) {
       const std::string share = mpi.active() ? " on rank 0 (of " + std::to_string(mpi.size()) + " ranks)" : "";
       const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
       char line[256];
-      std::snprintf(line, sizeof line, "  epoch %lld/%lld, %lld of %lld configurations training%s%s",
+      std::snprintf(line, sizeof line, "  epoch %lld/%lld, %lld of %lld configuration%s training%s%s",
                     static_cast<long long>(e), static_cast<long long>(E), static_cast<long long>(alive),
-                    static_cast<long long>(total), share.c_str(), sweep_progress_timing(e, E, alive, spent).c_str());
+                    static_cast<long long>(total), total == 1 ? "" : "s", share.c_str(),
+                    sweep_progress_timing(e, E, alive, spent).c_str());
       // On a terminal the line is rewritten in place: blanks cover what a longer line left.
       const int len = static_cast<int>(std::strlen(line));
       if (tty) std::fprintf(stderr, "\r%s%*s", line, std::max(0, progress_width - len), "");
@@ -122,12 +164,13 @@ int run_sweep_command(SweepArgs& a) {
     // What finished survives an interruption. One process rewrites its outputs after every epoch.
     // Under mpirun, which answers Ctrl-C by ending every rank within a second, each rank keeps its own
     // share up to date instead, for `lrlab merge` to join; rank 0 removes them once it has written
-    // the joined results, and before training those an earlier sweep left in the folder.
+    // the joined results, and before training those an earlier sweep left in the folder. A run
+    // without mpirun writes no shares, and leaves those in the folder as they are.
     auto rank_file = [&](int rank) { return path_join(a.out, "rank-" + std::to_string(rank) + ".json"); };
     if (!a.out.empty()) {
       // Before any training: a folder that cannot be written would lose the whole sweep at its end.
       make_writable_dir(a.out);
-      if (mpi.rank() == 0) remove_files_like(a.out, "rank-", ".json");
+      if (mpi.active() && mpi.rank() == 0) remove_stale_shares(a.out);
     }
     if (!a.out.empty() && !mpi.active())
       obs.on_partial = [&](const SweepResult& partial) { write_sweep_outputs(partial, a.out); };
@@ -147,8 +190,9 @@ int run_sweep_command(SweepArgs& a) {
       all = merge_sweeps(shards);
       all.mode = mine.mode;
     }
-    std::printf("lrlab sweep: %s; %zu configurations (%s, %s), %lld epochs, %.1f s%s\n", all.data_description.c_str(),
-                all.runs.size(), all.mode.c_str(), all.device.c_str(), static_cast<long long>(all.epochs), all.seconds,
+    std::printf("lrlab sweep: %s; %zu configuration%s (%s, %s), %lld epoch%s, %.1f s%s\n",
+                all.data_description.c_str(), all.runs.size(), all.runs.size() == 1 ? "" : "s", all.mode.c_str(),
+                all.device.c_str(), static_cast<long long>(all.epochs), all.epochs == 1 ? "" : "s", all.seconds,
                 all.interrupted ? " -- interrupted, partial results" : "");
     std::fputs(sweep_table(all).c_str(), stdout);
     if (!a.out.empty()) {
@@ -202,6 +246,8 @@ Register sweep_reg("sweep", "train a grid of learning rates, schedules and optim
   sub.add_option("--val-fraction", o.base.val_fraction, "share of the training set held out for validation")
       ->capture_default_str();
   sub.add_flag("--tf32", o.base.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
+  // As train has it, so that a trained run can be swept: a callback, which --help shows plainly.
+  sub.add_flag_callback("--no-bias-decay", [a] { a->o.base.bias_decay = false; }, "no weight decay on biases");
   sub.add_option("--out", a->out, "write results.json, curves.csv and report.html here");
   a->shard_option = sub.add_option("--shard", a->shard, "train only shard INDEX/COUNT of the grid (default from SLURM_ARRAY_TASK_ID/COUNT)");
   sub.add_flag("--quiet", a->quiet, "no progress lines");
@@ -223,12 +269,14 @@ Register merge_reg("merge", "join the results of sweep shards into one report", 
     SweepResult all = merge_sweeps(shards);
     LRLAB_REQUIRE(!all.runs.empty(), "the inputs hold no configuration results");
     make_writable_dir(*out);  // before the table: an error is the output's one line
-    std::printf("lrlab merge: %zu shards, %zu of %lld configurations\n", shards.size(), all.runs.size(),
-                static_cast<long long>(all.grid_size));
-    if (static_cast<int64_t>(all.runs.size()) < all.grid_size)
-      std::fprintf(stderr, "warning: %lld of the sweep's %lld configurations are missing (a shard not given?)\n",
-                   static_cast<long long>(all.grid_size - static_cast<int64_t>(all.runs.size())),
-                   static_cast<long long>(all.grid_size));
+    std::printf("lrlab merge: %zu shard%s, %zu of %lld configuration%s\n", shards.size(),
+                shards.size() == 1 ? "" : "s", all.runs.size(), static_cast<long long>(all.grid_size),
+                all.grid_size == 1 ? "" : "s");
+    const int64_t missing = all.grid_size - static_cast<int64_t>(all.runs.size());
+    if (missing > 0)
+      std::fprintf(stderr, "warning: %lld of the sweep's %lld configurations %s missing (a shard not given?)\n",
+                   static_cast<long long>(missing), static_cast<long long>(all.grid_size),
+                   missing == 1 ? "is" : "are");
     std::fputs(sweep_table(all).c_str(), stdout);
     write_sweep_outputs(all, *out);
     std::printf("report: %s\n", path_join(*out, "report.html").c_str());
