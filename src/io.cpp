@@ -1,6 +1,5 @@
 #include "lrlab/io.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -173,20 +172,6 @@ void make_writable_dir(const std::string& dir) {
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) LRLAB_FAIL("'", dir, "' is not a directory");
   if (::access(dir.c_str(), W_OK | X_OK) != 0)
     LRLAB_FAIL("cannot write in directory '", dir, "': ", std::strerror(errno));
-}
-
-void remove_files_like(const std::string& dir, const std::string& prefix, const std::string& suffix) {
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return;
-  std::vector<std::string> names;
-  while (const dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name.size() >= prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-      names.push_back(name);
-  }
-  ::closedir(d);
-  for (const std::string& name : names) ::unlink(path_join(dir, name).c_str());
 }
 
 std::string path_join(const std::string& dir, const std::string& name) {

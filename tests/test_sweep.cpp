@@ -1499,7 +1499,7 @@ TEST(SweepCli, BadInputGivesErrorAndStatus2) {
            {"sweep --data spirals --device cpu --lr 0.1 --shard 3/2", "out of range"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard 0/5", "more shards"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard x", "--shard"},
-           {"sweep --data spirals --device cpu --lr 0.1 --shard ''", "--shard: malformed ''"},
+           {"sweep --data spirals --device cpu --lr 0.1 --shard ''", "--shard: empty value"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard 1/18446744073709551617",
             "--shard: 18446744073709551617 is out of range"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard -1/2", "--shard: malformed '-1/2'"},

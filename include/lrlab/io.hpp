@@ -32,9 +32,6 @@ void require_writable(const std::string& path);
 // writable folder.
 void make_writable_dir(const std::string& dir);
 
-// Removes the files in `dir` whose names start with `prefix` and end with `suffix` (left-overs of an
-// earlier run); a missing folder has none.
-void remove_files_like(const std::string& dir, const std::string& prefix, const std::string& suffix);
 
 // dir + "/" + name, without doubling a slash the user typed ("--out sweep/").
 std::string path_join(const std::string& dir, const std::string& name);
