@@ -6,10 +6,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/error.hpp"
+#include "lrlab/io.hpp"
 
 namespace lrlab {
 
@@ -53,47 +55,60 @@ Device parse_device(const std::string& name) {
 }
 
 namespace {
-// The first number on the line of /proc/meminfo (kB) or in a cgroup file that starts with `key`;
-// -1 when absent or unlimited ("max").
-double number_in(const std::string& path, const std::string& key) {
+// The number after `key` on the first line of the file that starts with it; nothing when the file
+// or the line is missing, or says "max" (a cgroup without a limit).
+std::optional<double> number_in(const std::string& path, const std::string& key) {
   std::ifstream in(path);
   for (std::string line; std::getline(in, line);)
     if (line.rfind(key, 0) == 0) {
       const std::string rest = line.substr(key.size());
       char* end = nullptr;
       const double v = std::strtod(rest.c_str(), &end);
-      return end == rest.c_str() ? -1 : v;
+      if (end == rest.c_str()) return std::nullopt;
+      return v;
     }
-  return -1;
+  return std::nullopt;
 }
 }  // namespace
 
-size_t available_memory(Device d) {
+namespace detail {
+std::optional<double> host_memory_available(const std::string& meminfo, const std::string& cgroup) {
+  const std::optional<double> kb = number_in(meminfo, "MemAvailable:");
+  if (!kb) return std::nullopt;
+  double bytes = *kb * 1024;
+  // The cgroup's limit less what it holds; the page cache of files not in use (inactive_file) is
+  // counted in its usage but is given back before the kernel kills anything, so it counts as room.
+  const std::optional<double> limit = number_in(path_join(cgroup, "memory.max"), "");
+  const std::optional<double> used = number_in(path_join(cgroup, "memory.current"), "");
+  if (limit && used) {
+    const double cache = number_in(path_join(cgroup, "memory.stat"), "inactive_file ").value_or(0);
+    bytes = std::min(bytes, *limit - std::max(0.0, *used - cache));
+  }
+  return std::max(0.0, bytes);
+}
+}  // namespace detail
+
+std::optional<double> available_memory(Device d) {
   if (d == Device::CUDA) {
     size_t free_bytes = 0, total_bytes = 0;
     LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    return free_bytes;
+    return static_cast<double>(free_bytes);
   }
-  const double kb = number_in("/proc/meminfo", "MemAvailable:");
-  if (kb < 0) return 0;
-  double bytes = kb * 1024;
-  // cgroup v2, where the container's limit is set.
-  const double limit = number_in("/sys/fs/cgroup/memory.max", ""), used = number_in("/sys/fs/cgroup/memory.current", "");
-  if (limit > 0 && used >= 0) bytes = std::min(bytes, std::max(0.0, limit - used));
-  return static_cast<size_t>(bytes);
+  // cgroup v2 as a container sees it: its own group at the root of its namespace. Elsewhere (cgroup
+  // v1, a process in a sub-group) the files are missing or the host's, and MemAvailable alone counts.
+  return detail::host_memory_available("/proc/meminfo", "/sys/fs/cgroup");
 }
 
 void require_memory(Device d, double bytes, const std::string& what, const std::string& advice) {
-  const size_t room = available_memory(d);
-  if (room == 0) return;
+  const std::optional<double> room = available_memory(d);
+  if (!room) return;
   auto gb = [](double b) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.3g", b / 1e9);
     return std::string(buf);
   };
-  LRLAB_REQUIRE(bytes <= static_cast<double>(room), what, " needs at least ", gb(bytes), " GB of ",
-                d == Device::CUDA ? "GPU" : "host", " memory, and ", gb(static_cast<double>(room)),
-                " GB is available (", advice, ")");
+  LRLAB_REQUIRE(bytes <= *room, what, " needs at least ", gb(bytes), " GB of ", d == Device::CUDA ? "GPU" : "host",
+                " memory, and ", gb(*room), " GB is available (", advice, ")");
 }
 
 const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }

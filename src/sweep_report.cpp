@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <sstream>
@@ -352,6 +353,28 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
     r.runs.push_back(std::move(x));
   }
   return r;
+}
+
+std::string share_path(const std::string& dir, int64_t rank) {
+  return path_join(dir, "rank-" + std::to_string(rank) + ".json");
+}
+
+void remove_stale_shares(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const size_t digits = std::strlen("rank-"), suffix = std::strlen(".json");
+    const bool share_name = name.size() > digits + suffix && name.rfind("rank-", 0) == 0 &&
+                            name.compare(name.size() - suffix, suffix, ".json") == 0 &&
+                            name.find_first_not_of("0123456789", digits) == name.size() - suffix;
+    if (!share_name) continue;
+    try {
+      read_sweep_results(read_file(entry.path().string(), size_t(1) << 30), name);
+    } catch (const Error&) {
+      continue;
+    }
+    std::filesystem::remove(entry.path(), ec);
+  }
 }
 
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {

@@ -195,6 +195,14 @@ std::string train_report_json(const TrainOptions& o, const TrainReport& r) {
   return doc.dump(2) + "\n";
 }
 
+void check_train_outputs(const TrainOptions& o) {
+  for (const std::string* out : {&o.save, &o.log_csv, &o.json_out, &o.plot_svg})
+    if (!out->empty()) require_writable(*out);
+  // --save may name the --resume file (a run that goes on saving where it left off); the others may not.
+  require_distinct_files({{"--save", o.save}, {"--log", o.log_csv}, {"--json", o.json_out}, {"--plot", o.plot_svg}});
+  require_distinct_files({{"--resume", o.resume}, {"--log", o.log_csv}, {"--json", o.json_out}, {"--plot", o.plot_svg}});
+}
+
 TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   const auto t_start = std::chrono::steady_clock::now();
   LRLAB_REQUIRE(o.epochs >= 1, "--epochs must be at least 1 (got ", o.epochs, ")");
@@ -204,11 +212,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   LRLAB_REQUIRE(o.guard_factor > 0 && o.guard_factor < 1, "the guard's factor must be in (0, 1)");
   LRLAB_REQUIRE(o.guard_threshold > 1, "the guard's threshold must be above 1");
   LRLAB_REQUIRE(o.guard_max_events >= 1, "the guard's event limit must be at least 1 (got ", o.guard_max_events, ")");
-  for (const std::string* out : {&o.save, &o.log_csv, &o.json_out, &o.plot_svg})
-    if (!out->empty()) require_writable(*out);
-  // --save may name the --resume file (a run that goes on saving where it left off); the others may not.
-  require_distinct_files({{"--save", o.save}, {"--log", o.log_csv}, {"--json", o.json_out}, {"--plot", o.plot_svg}});
-  require_distinct_files({{"--resume", o.resume}, {"--log", o.log_csv}, {"--json", o.json_out}, {"--plot", o.plot_svg}});
+  check_train_outputs(o);
 
   const Device device = parse_device(o.device);
   std::optional<Checkpoint> ckpt;
@@ -258,8 +262,8 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
                   ckpt->epochs_done, ckpt->epochs_done == 1 ? " epoch" : " epochs", "; ask for more with --epochs");
     // Another batch size would renumber the steps (the schedule's position, the epochs done) and
     // another split would move samples already trained on into validation.
-    LRLAB_REQUIRE(ckpt->batch == 0 || ckpt->batch == ec.batch, "checkpoint '", o.resume,
-                  "' was trained with --batch ", ckpt->batch, "; resume it with the same batch size (got ",
+    LRLAB_REQUIRE(ckpt->batch == 0 || ckpt->batch == eng.config().batch, "checkpoint '", o.resume,
+                  "' was trained with minibatches of ", ckpt->batch, "; resume it with the same --batch (got ",
                   o.batch, ")");
     LRLAB_REQUIRE(ckpt->batch == 0 || (ckpt->train_samples == data.train.n && ckpt->val_samples == data.val.n &&
                                        ckpt->test_samples == data.test.n),
@@ -419,7 +423,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
       c.guard = guard;
       c.has_plateau = plateau.has_value();
       if (plateau) c.plateau = plateau->state();
-      c.batch = ec.batch;
+      c.batch = eng.config().batch;  // as the engine cut them: a --batch above the split's size is the split
       c.train_samples = data.train.n;
       c.val_samples = data.val.n;
       c.test_samples = data.test.n;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "lrlab/device.hpp"
 #include "lrlab/error.hpp"
 #include "test_util.hpp"
 #include "lrlab/io.hpp"
@@ -160,6 +161,26 @@ TEST_F(AtomicIo, ReadFailures) {
   EXPECT_EQ(read_file(path, 10), "0123456789");
   EXPECT_NE(error_of([&] { read_file(path, 9); }).find("larger than 9 bytes"), std::string::npos);
   EXPECT_NE(error_of([&] { read_file(dir_, 10); }).find("cannot read '" + dir_ + "'"), std::string::npos);
+}
+
+// The host's room for a job: MemAvailable, lowered to what a cgroup's limit leaves, where the idle
+// file cache counts as room (the kernel gives it back before killing anything).
+TEST_F(AtomicIo, HostMemoryIsMemAvailableWithinTheCgroupsLimit) {
+  const std::string meminfo = dir_ + "/meminfo", cgroup = dir_ + "/missing-cgroup";
+  write_file_atomic(meminfo, "MemTotal:       16000000 kB\nMemAvailable:    8000000 kB\n");
+  EXPECT_EQ(detail::host_memory_available(meminfo, cgroup), 8000000.0 * 1024);
+  write_file_atomic(dir_ + "/memory.max", "max\n");
+  write_file_atomic(dir_ + "/memory.current", "3000000000\n");
+  EXPECT_EQ(detail::host_memory_available(meminfo, dir_), 8000000.0 * 1024) << "no limit";
+  write_file_atomic(dir_ + "/memory.max", "4000000000\n");
+  EXPECT_EQ(detail::host_memory_available(meminfo, dir_), 1e9);
+  write_file_atomic(dir_ + "/memory.stat", "active_file 500\ninactive_file 2000000000\nanon 1\n");
+  EXPECT_EQ(detail::host_memory_available(meminfo, dir_), 3e9);
+  write_file_atomic(dir_ + "/memory.current", "9000000000\n");
+  EXPECT_EQ(detail::host_memory_available(meminfo, dir_), 0.0) << "over its limit: no room, not unknown";
+  write_file_atomic(meminfo, "MemTotal:       16000000 kB\nMemFree:    8000000 kB\n");
+  EXPECT_FALSE(detail::host_memory_available(meminfo, dir_).has_value()) << "no MemAvailable: unknown";
+  EXPECT_FALSE(detail::host_memory_available(dir_ + "/nothing", dir_).has_value());
 }
 
 }  // namespace

@@ -1486,6 +1486,28 @@ TEST(SweepCli, OneProcessLeavesRankFilesAlone) {
   EXPECT_EQ(slurp(out + "/rank-notes.json"), "{\"mine\": true}");
 }
 
+// What an MPI sweep clears from its folder before training: the shares an earlier sweep left, and
+// nothing else.
+TEST(SweepResults, RemoveStaleSharesTakesOnlySweepShares) {
+  const std::string out = temp_path("stale_shares");
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + out).status, 0);
+  const std::string results = slurp(out + "/results.json");
+  EXPECT_EQ(share_path(out, 7), out + "/rank-7.json");
+  write_file_atomic(share_path(out, 7), results);
+  write_file_atomic(share_path(out, 12), results);
+  write_file_atomic(share_path(out, 8), "{}");
+  for (const std::string& name : {"rank-notes.json", "rank-.json", "rank-7.json.bak"})
+    write_file_atomic(out + "/" + name, results);
+  remove_stale_shares(out);
+  auto present = [&](const std::string& path) { return std::ifstream(path).good(); };
+  EXPECT_FALSE(present(share_path(out, 7)));
+  EXPECT_FALSE(present(share_path(out, 12)));
+  EXPECT_TRUE(present(share_path(out, 8))) << "not sweep results";
+  for (const std::string& name : {"rank-notes.json", "rank-.json", "rank-7.json.bak", "results.json"})
+    EXPECT_TRUE(present(out + "/" + name)) << name;
+  EXPECT_NO_THROW(remove_stale_shares(out + "/missing"));
+}
+
 TEST(SweepCli, BadInputGivesErrorAndStatus2) {
   std::string foreign = temp_path("foreign.json");
   write_file_atomic(foreign, "{\"format\": \"something else\"}");
@@ -1499,7 +1521,7 @@ TEST(SweepCli, BadInputGivesErrorAndStatus2) {
            {"sweep --data spirals --device cpu --lr 0.1 --shard 3/2", "out of range"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard 0/5", "more shards"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard x", "--shard"},
-           {"sweep --data spirals --device cpu --lr 0.1 --shard ''", "--shard: empty value"},
+           {"sweep --data spirals --device cpu --lr 0.1 --shard ''", "--shard: malformed ''"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard 1/18446744073709551617",
             "--shard: 18446744073709551617 is out of range"},
            {"sweep --data spirals --device cpu --lr 0.1 --shard -1/2", "--shard: malformed '-1/2'"},

@@ -1,7 +1,7 @@
 // Where lrlab can run: the CPU always, a CUDA GPU when one is present and usable.
 #pragma once
 
-#include <cstddef>
+#include <optional>
 #include <string>
 
 namespace lrlab {
@@ -16,15 +16,21 @@ inline bool cuda_available(std::string* why = nullptr) { return cuda_device_coun
 Device parse_device(const std::string& name);
 const char* device_name(Device d);
 
-// Bytes that new allocations can take now: for the CPU, the kernel's MemAvailable, lowered to what
-// the process's cgroup (a container's limit) has left; for CUDA, the current device's free memory.
-// 0 when it cannot be told.
-size_t available_memory(Device d);
+// Bytes that new allocations can take now: for the CPU, the kernel's MemAvailable, lowered to the
+// room left under the limit of the process's cgroup (cgroup v2, a container's own group); for CUDA,
+// the current device's free memory. Nothing when it cannot be told.
+std::optional<double> available_memory(Device d);
 // Throws lrlab::Error ("<what> needs at least N GB of <device> memory, and M GB is available
-// (<advice>)") when `bytes` exceed available_memory(d). On Linux an allocation beyond the memory succeeds and the
-// kernel kills the process when its pages are touched, with no message: a job that cannot fit is
-// refused before it allocates.
+// (<advice>)") when `bytes` exceed available_memory(d). On Linux an allocation beyond the memory
+// succeeds and the kernel kills the process when its pages are touched, with no message: a job that
+// cannot fit is refused before it allocates.
 void require_memory(Device d, double bytes, const std::string& what, const std::string& advice);
+
+namespace detail {
+// available_memory's host figure from a meminfo file and a cgroup v2 folder (memory.max,
+// memory.current, memory.stat), which tests give as files of their own.
+std::optional<double> host_memory_available(const std::string& meminfo, const std::string& cgroup);
+}  // namespace detail
 
 // CUDA's current device is per host thread, and new threads start on device 0. Code that builds GPU
 // engines on one thread and runs them on workers records the builder's GPU (an MPI rank picks its

@@ -178,6 +178,14 @@ std::string sweep_report_html(const SweepResult& r);
 std::string sweep_table(const SweepResult& r);
 // Writes results.json, curves.csv and report.html into dir (created if missing), atomically.
 void write_sweep_outputs(const SweepResult& r, const std::string& dir);
+// Under mpirun each rank keeps its share of a sweep in DIR/rank-N.json, for `lrlab merge` to join
+// after an interruption.
+std::string share_path(const std::string& dir, int64_t rank);
+// Removes the shares an earlier sweep left in `dir` (a run of more ranks leaves some that a later one
+// never overwrites, and `merge OUT/rank-*.json` would join them): files named as shares that hold
+// sweep results, and no other (a user's rank-notes.json stays). A missing folder has none.
+void remove_stale_shares(const std::string& dir);
+
 // Joins disjoint shards of one sweep; throws lrlab::Error, naming the inputs by their source, for
 // overlapping or foreign shards.
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards);

@@ -90,6 +90,11 @@ struct TrainObserver {
 DataOptions data_options(const TrainOptions& options, uint64_t seed);
 MlpConfig model_for(const TrainOptions& options, const Dataset& train);
 
+// Throws lrlab::Error unless every output file (--save, --log, --json, --plot) can be written and
+// each is its own file, none the --resume file but --save. train() checks this first; a caller with
+// work to do before training (the range test of --lr find) checks it before that.
+void check_train_outputs(const TrainOptions& options);
+
 // Throws lrlab::Error for bad options, data or checkpoints.
 TrainReport train(const TrainOptions& options, const TrainObserver& observer = {});
 

@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <thread>
 
 #include <cuda_runtime.h>
@@ -62,27 +61,6 @@ void slurm_shard(const std::string& id, const std::string& count, int64_t* index
                 "SLURM_ARRAY_TASK_COUNT: malformed '", count, "' (expected the job array's number of tasks)");
   LRLAB_REQUIRE(*index < *tasks, "SLURM_ARRAY_TASK_ID ", *index, " is out of range for SLURM_ARRAY_TASK_COUNT ",
                 *tasks, " (number the array from 0: --array=0-", *tasks - 1, ")");
-}
-
-// Under mpirun each rank keeps its share in DIR/rank-N.json. Shares an earlier sweep left there (a
-// run of more ranks leaves some that this one never overwrites) would be joined with this sweep's
-// by the `lrlab merge OUT/rank-*.json` of an interruption, so they go before training: a file named
-// as a share that holds sweep results, and no other (a user's rank-notes.json stays).
-void remove_stale_shares(const std::string& dir) {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    const bool share_name = name.size() > std::strlen("rank-.json") && name.rfind("rank-", 0) == 0 &&
-                            name.compare(name.size() - 5, 5, ".json") == 0 &&
-                            name.find_first_not_of("0123456789", 5) == name.size() - 5;
-    if (!share_name) continue;
-    try {
-      read_sweep_results(read_file(entry.path().string(), size_t(1) << 30), name);
-    } catch (const Error&) {
-      continue;
-    }
-    std::filesystem::remove(entry.path(), ec);
-  }
 }
 
 struct SweepArgs {
@@ -166,7 +144,7 @@ int run_sweep_command(SweepArgs& a) {
     // share up to date instead, for `lrlab merge` to join; rank 0 removes them once it has written
     // the joined results, and before training those an earlier sweep left in the folder. A run
     // without mpirun writes no shares, and leaves those in the folder as they are.
-    auto rank_file = [&](int rank) { return path_join(a.out, "rank-" + std::to_string(rank) + ".json"); };
+    auto rank_file = [&](int rank) { return share_path(a.out, rank); };
     if (!a.out.empty()) {
       // Before any training: a folder that cannot be written would lose the whole sweep at its end.
       make_writable_dir(a.out);

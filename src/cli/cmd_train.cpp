@@ -41,6 +41,8 @@ int run_train(TrainArgs& a, CLI::App& sub) {
   TrainOptions& o = a.o;
   o.hidden = parse_int_list(a.hidden, "--hidden");
   o.lr_given = sub.count("--lr") > 0 || o.resume.empty();
+  // Before the range test, which would otherwise run in full before a bad output is refused.
+  check_train_outputs(o);
   if (a.lr == "find") {
     // The range test on this run's model, data and optimizer; training then starts from the same
     // initial weights with the recommended rate.
@@ -122,9 +124,9 @@ int run_train(TrainArgs& a, CLI::App& sub) {
   }
   if (r.nonfinite_step >= 0) {
     std::fprintf(stderr,
-                 "error: the training loss was not finite from step %lld on, with the divergence guard off: the "
-                 "weights are not usable (lower --lr, or leave --guard on)\n",
-                 static_cast<long long>(r.nonfinite_step));
+                 "error: the training loss was first NaN or infinite at step %lld, with the divergence guard off: "
+                 "the weights are not usable (lower --lr, or leave --guard on)\n",
+                 static_cast<long long>(r.nonfinite_step + 1));  // counted from 1, as the guard's events are
     return kExitDiverged;
   }
   return kExitOk;

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "lrlab/error.hpp"
+#include "options.hpp"
 
 namespace lrlab::cli {
 
@@ -46,18 +47,8 @@ void require_keys_once(const std::string& path) {
                            std::string::npos)
       continue;
     LRLAB_REQUIRE(seen.insert({section, key}).second, "config file '", path, "': '", key, "' is set twice",
-                  section.empty() ? "" : " in section [" + section + "]");
+                  section.empty() ? "" : " in section [" + section + "]", "; keep one");
   }
-}
-// CLI11 converts whole numbers in base 0, as strtoll does: "--epochs 010" would run 8 epochs.
-void require_no_octal(const std::string& arg) {
-  const std::string value = arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos ? arg.substr(arg.find('=') + 1) : arg;
-  const size_t digits = value.find_first_not_of("+-");
-  if (digits == std::string::npos || digits > 1 || value.size() < digits + 2 || value[digits] != '0' ||
-      value.find_first_not_of('0', digits) == std::string::npos)
-    return;
-  LRLAB_REQUIRE(value.find_first_not_of("0123456789", digits) != std::string::npos, "'", value,
-                "' has a leading zero, which would be read as an octal number: write it without");
 }
 }  // namespace
 
@@ -101,19 +92,18 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
     else if (args[i].rfind("--config=", 0) == 0) path = args[i].substr(9), config = true;
   }
   LRLAB_REQUIRE(!config || !path.empty(), "--config needs a file name");
-  // An empty value is read by CLI11 as 0 or the default, or refused by a range check that prints
-  // it as nothing; the command line's are found here, before any of that (a config file's, after
-  // parsing: require_values).
-  for (size_t i = 0; i < args.size(); ++i) {
-    require_no_octal(args[i]);
-    const bool joined = args[i].rfind("--", 0) == 0 && args[i].back() == '=';
-    if (!args[i].empty() && !joined) continue;
-    std::string option = joined ? args[i].substr(0, args[i].size() - 1) : "";
-    for (size_t j = i; option.empty() && j-- > 0;)
-      if (args[j].rfind("-", 0) == 0 && args[j].size() > 1) option = args[j].substr(0, args[j].find('='));
-    LRLAB_REQUIRE(!option.empty(), "an empty argument after '", sub ? sub->get_name() : "lrlab", "'");
-    LRLAB_FAIL(option, ": empty value (leave the option out for its default)");
-  }
+  // A number left empty on the command line: CLI11 would read it as 0, or its range check would
+  // print it as nothing. An empty text is that option's "none" (--plateau '' turns off a config
+  // file's plateau). The parsed values are checked again after parsing (require_values).
+  if (sub)
+    for (size_t i = 0; i < args.size(); ++i) {
+      const bool joined = args[i].rfind("--", 0) == 0 && args[i].back() == '=';
+      if (!args[i].empty() && !joined) continue;
+      std::string name = joined ? args[i].substr(0, args[i].size() - 1) : "";
+      for (size_t j = i; name.empty() && j-- > 0;)
+        if (args[j].rfind("-", 0) == 0 && args[j].size() > 1) name = args[j].substr(0, args[j].find('='));
+      if (const CLI::Option* opt = name.empty() ? nullptr : sub->get_option_no_throw(name)) check_value(*opt, "");
+    }
   if (sub && config) {
     std::ifstream probe(path);
     // A folder opens as a stream too, and reads as an empty file.
@@ -164,7 +154,7 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
         continue;
       }
       for (const std::string& in : item.inputs) {
-        require_no_octal(in);
+        check_value(*opt, in, "config file '" + path + "': ");
         extra.push_back(in);
       }
     }

@@ -43,11 +43,26 @@ double parse_rate(const std::string& text, const std::string& option) {
   return v;
 }
 
+void check_value(const CLI::Option& opt, const std::string& value, const std::string& where) {
+  // CLI11's type name, before the validators' descriptions it appends after ':'.
+  const std::string full = opt.get_type_name(), type = full.substr(0, full.find(':'));
+  const bool whole = type == "INT" || type == "UINT";
+  if (!whole && type != "FLOAT") return;
+  const std::string v = trimmed(value);
+  LRLAB_REQUIRE(!v.empty(), where, opt.get_name(), ": empty value; give a number");
+  const size_t digits = v.find_first_not_of("+-");
+  if (!whole || digits > 1 || digits == std::string::npos || v.size() < digits + 2 || v[digits] != '0' ||
+      v.find_first_not_of("0123456789", digits) != std::string::npos)
+    return;
+  const size_t first = v.find_first_not_of('0', digits);
+  LRLAB_REQUIRE(first == std::string::npos, where, opt.get_name(), ": '", v,
+                "' has a leading zero, which would be read as an octal number: write ", v.substr(0, digits),
+                v.substr(first == std::string::npos ? v.size() - 1 : first));
+}
+
 void require_values(const CLI::App& sub) {
   for (const CLI::Option* opt : sub.get_options())
-    if (opt->get_type_size_max() > 0)  // flags take no value
-      for (const std::string& v : opt->results())
-        LRLAB_REQUIRE(!trimmed(v).empty(), opt->get_name(), ": empty value (leave the option out for its default)");
+    for (const std::string& v : opt->results()) check_value(*opt, v);
 }
 
 CLI::Validator unsigned_64() {

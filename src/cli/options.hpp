@@ -15,8 +15,11 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
 // A positive finite number; throws lrlab::Error naming the option.
 double parse_rate(const std::string& text, const std::string& option);
 
-// Throws lrlab::Error naming the option when one of `sub`'s options was given an empty value
-// (`--val-fraction ""`): CLI11 reads it as 0 or as the option's default, silently.
+// Throws lrlab::Error ("<where><option>: ...") for a value CLI11 would misread silently: an empty
+// one where a number is wanted (read as 0), or a whole number with a leading zero (CLI11 converts
+// in base 0, so --epochs 010 would be 8).
+void check_value(const CLI::Option& opt, const std::string& value, const std::string& where = "");
+// check_value over every value `sub`'s options were given.
 void require_values(const CLI::App& sub);
 
 // Accepts a whole number from 0 to 2^64-1 written in decimal: CLI11 alone would take "-1" as
