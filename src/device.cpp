@@ -11,7 +11,6 @@
 
 #include "lrlab/cuda_check.hpp"
 #include "lrlab/error.hpp"
-#include "lrlab/io.hpp"
 
 namespace lrlab {
 
@@ -78,10 +77,10 @@ std::optional<double> host_memory_available(const std::string& meminfo, const st
   double bytes = *kb * 1024;
   // The cgroup's limit less what it holds; the page cache of files not in use (inactive_file) is
   // counted in its usage but is given back before the kernel kills anything, so it counts as room.
-  const std::optional<double> limit = number_in(path_join(cgroup, "memory.max"), "");
-  const std::optional<double> used = number_in(path_join(cgroup, "memory.current"), "");
+  const std::optional<double> limit = number_in(cgroup + "/memory.max", "");
+  const std::optional<double> used = number_in(cgroup + "/memory.current", "");
   if (limit && used) {
-    const double cache = number_in(path_join(cgroup, "memory.stat"), "inactive_file ").value_or(0);
+    const double cache = number_in(cgroup + "/memory.stat", "inactive_file ").value_or(0);
     bytes = std::min(bytes, *limit - std::max(0.0, *used - cache));
   }
   return std::max(0.0, bytes);

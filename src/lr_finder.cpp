@@ -168,15 +168,11 @@ Suggestions suggest(const std::vector<double>& lr, const std::vector<double>& sm
 
 namespace {
 
-// "1 point", "3 points".
-std::string counted(int64_t n, const std::string& noun) {
-  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
-}
-
 // Why `c` has no suggestion, or "" when it has one: a point or two are no curve (the test diverged
 // at once), and a minimum / 10 below the first rate is a rate the test never tried.
 std::string why_no_suggestion(const FinderCurve& c, const Suggestions& s) {
   using detail::concat;
+  using detail::counted;
   if (!s.enough_points)
     return concat("the test recorded ", counted(c.steps_run, "point"),
                   c.stopped_early ? concat(" before the loss diverged at lr ", c.lr.back()) : "", ", and ",

@@ -268,7 +268,7 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
   const auto configs = static_cast<int64_t>(grid.size());
   if (r.grid_size != configs)
     rd.fail("field 'grid_size' is " + std::to_string(r.grid_size) + ", but the grid of its options has " +
-            std::to_string(configs) + " configuration" + (configs == 1 ? "" : "s"));
+            detail::counted(configs, "configuration"));
   if (r.epochs < 1) rd.fail("field 'epochs' is not positive");
   if (r.epochs != rd.integer(opts, "epochs"))
     rd.fail("field 'epochs' is " + std::to_string(r.epochs) + ", not the options' " +
@@ -320,8 +320,7 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
     const auto epochs_run = static_cast<int64_t>(x.val_loss.size());
     if (x.diverged ? x.diverged_epoch < 1 || x.diverged_epoch > epochs_run : x.diverged_epoch != 0)
       rd.fail(run + "field 'diverged_epoch' is " + std::to_string(x.diverged_epoch) + ", out of range for a run of " +
-              std::to_string(epochs_run) + " epoch" + (epochs_run == 1 ? "" : "s") +
-              (x.diverged ? "" : " that did not diverge"));
+              detail::counted(epochs_run, "epoch") + (x.diverged ? "" : " that did not diverge"));
     // Losses are never negative, accuracies are fractions; null (NaN) is a metric the run lacks.
     auto require_in_range = [&](const char* field, const std::vector<double>& values, double hi) {
       if (!in_range(values, 0, hi)) rd.fail(run + "field '" + field + "' holds a value out of range");
@@ -342,7 +341,7 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
     x.best_epoch = rd.integer(j, "best_epoch");
     if (x.best_epoch < 0 || x.best_epoch > epochs_run)
       rd.fail(run + "field 'best_epoch' is " + std::to_string(x.best_epoch) + ", out of range for a run of " +
-              std::to_string(epochs_run) + " epoch" + (epochs_run == 1 ? "" : "s"));
+              detail::counted(epochs_run, "epoch"));
     x.lr_curve = rd.array<float>(j, "lr_curve");
     if (static_cast<int64_t>(x.lr_curve.size()) > kLrCurvePoints ||
         !std::all_of(x.lr_curve.begin(), x.lr_curve.end(), [](float v) { return v >= 0 && std::isfinite(v); }))

@@ -76,6 +76,11 @@ std::string concat(const Args&... args) {
   (os << ... << args);
   return os.str();
 }
+
+// "1 epoch", "3 epochs": a count and its noun, for messages.
+inline std::string counted(int64_t n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
 }  // namespace detail
 
 }  // namespace lrlab
