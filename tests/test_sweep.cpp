@@ -1489,8 +1489,13 @@ TEST(SweepCli, OneProcessLeavesRankFilesAlone) {
 // What an MPI sweep clears from its folder before training: the shares an earlier sweep left, and
 // nothing else.
 TEST(SweepResults, RemoveStaleSharesTakesOnlySweepShares) {
+  SweepOptions o = small_sweep();
+  o.base.epochs = 1;
+  o.lrs = {1e-2};
+  o.schedules = {"constant"};
+  o.optimizers = {"adam()"};
   const std::string out = temp_path("stale_shares");
-  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + out).status, 0);
+  write_sweep_outputs(run_sweep(o), out);
   const std::string results = slurp(out + "/results.json");
   EXPECT_EQ(share_path(out, 7), out + "/rank-7.json");
   write_file_atomic(share_path(out, 7), results);
