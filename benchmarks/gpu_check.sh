@@ -324,8 +324,8 @@ EOF
 
 run_bench_sweep() {
   # The median of three timed runs per case (after a warm-up; one in the quick mode): one run of the
-  # single configuration is 25 ms on an H200, and its training part alone varied 1.5x between single
-  # runs, which the ratios divide by. All cases three times take about 10 s of the part's 90. Then the largest packed
+  # single configuration, which every ratio divides by, is 23-25 ms on an H200, and single runs of it
+  # differed by 9% between two calls. All cases three times take about 10 s of the part's 90. Then the largest packed
   # case again with TF32 GEMMs (the GEMMs' share of a packed step is largest there), on the GPU only.
   "$BUILD/benchmarks/bench_sweep" --device "$1" --ks "$SWEEP_KS" --repeat "$SWEEP_REPEAT" --json "$2" 2>&1 |
     tee "$STATE/bench_sweep.out" || exit 1
