@@ -55,9 +55,9 @@ void check_value(const CLI::Option& opt, const std::string& value, const std::st
       v.find_first_not_of("0123456789", digits) != std::string::npos)
     return;
   const size_t first = v.find_first_not_of('0', digits);
-  LRLAB_REQUIRE(first == std::string::npos, where, opt.get_name(), ": '", v,
-                "' has a leading zero, which would be read as an octal number: write ", v.substr(0, digits),
-                v.substr(first == std::string::npos ? v.size() - 1 : first));
+  if (first == std::string::npos) return;  // all zeros: 0 in any base
+  LRLAB_FAIL(where, opt.get_name(), ": '", v, "' has a leading zero, which would be read as an octal number: write ",
+             v.substr(0, digits), v.substr(first));
 }
 
 void require_values(const CLI::App& sub) {
