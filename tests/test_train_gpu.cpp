@@ -320,6 +320,26 @@ TEST(TrainEngineGpu, StepsNeitherWaitNorUpload) {
   EXPECT_LE(after.host_waits - before.host_waits, 2);    // the same download, and its synchronisation
   for (float l : losses) EXPECT_TRUE(std::isfinite(l));
 }
+
+// A graph whose instantiation fails is not kept: the error reaches the caller, and the next run()
+// captures again and trains as an engine that never failed (CUDA leaves the handle of a failed
+// instantiation unspecified; the emulator leaves one that faults when launched).
+TEST(TrainEngineGpu, AFailedGraphInstantiationIsNotLaunchedLater) {
+  LRLAB_REQUIRE_GPU();
+  DataSplits data = spirals();
+  TrainEngine failed(engine_config(Device::CUDA, 2, true), data), plain(engine_config(Device::CUDA, 2, true), data);
+  failed.begin_epoch(0);
+  plain.begin_epoch(0);
+  std::vector<float> a = failed.run(1), b = plain.run(1);  // the eager first step of the shape
+  lrlab_emu::fail_graph_instantiations(1);
+  EXPECT_THROW(failed.run(1), CudaError);
+  lrlab_emu::fail_graph_instantiations(0);
+  failed.begin_epoch(0);  // the step that failed was never enqueued as a graph: train the epoch again
+  plain.begin_epoch(0);
+  a = failed.run(failed.steps_per_epoch());
+  b = plain.run(plain.steps_per_epoch());
+  EXPECT_EQ(a, b);
+}
 #endif
 
 }  // namespace

@@ -106,6 +106,9 @@ namespace {
 
 thread_local cudaError_t tl_last_error = cudaSuccess;
 thread_local Counters tl_counters;
+thread_local int tl_failing_instantiations = 0;  // fail_graph_instantiations()
+// What a failed instantiation leaves in *exec: no graph's handle.
+const cudaGraphExec_t kNotAGraph = reinterpret_cast<cudaGraphExec_t>(alignof(std::max_align_t));
 
 cudaError_t fail(cudaError_t err) {
   tl_last_error = err;
@@ -829,6 +832,8 @@ void invalidate_capture(cudaStream_t stream) {
 
 Counters counters() { return tl_counters; }
 
+void fail_graph_instantiations(int count) { tl_failing_instantiations = count; }
+
 bool check_launch(dim3 grid, dim3 block) {
   const unsigned long long threads = static_cast<unsigned long long>(block.x) * block.y * block.z;
   const bool ok = grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535 &&
@@ -1267,12 +1272,18 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   LRLAB_EMU_NEEDS_DEVICE();
   if (!exec || !graph) return fail(cudaErrorInvalidValue);
+  if (lrlab_emu::tl_failing_instantiations > 0) {
+    --lrlab_emu::tl_failing_instantiations;
+    *exec = lrlab_emu::kNotAGraph;
+    return fail(cudaErrorMemoryAllocation);
+  }
   *exec = new Graph{graph->work};
   return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   LRLAB_EMU_NEEDS_DEVICE();
   if (!exec) return fail(cudaErrorInvalidValue);
+  if (exec == lrlab_emu::kNotAGraph) lrlab_emu::fault("cudaGraphLaunch of the handle a failed cudaGraphInstantiate left");
   auto work = exec->work;
   return enqueue(
       stream,

@@ -201,6 +201,10 @@ struct Counters {
   long long graph_launches = 0;
 };
 Counters counters();
+// The calling thread's next `count` cudaGraphInstantiate calls fail with cudaErrorMemoryAllocation and
+// leave a handle no graph has in *exec, which CUDA does not promise to leave alone: for tests of
+// what a caller does after a failed instantiation.
+void fail_graph_instantiations(int count);
 // Stops the process with a message: the emulator's equivalent of a device fault.
 [[noreturn]] void fault(const char* what, const void* kernel = nullptr);
 // Runs one grid; `thread` runs the kernel body for the current thread.
