@@ -115,6 +115,13 @@ export PY=${TORCH_PY:-$(command -v python3 || true)}
 [[ -n $GPU_NAME ]] && export LRLAB_EXPECT_GPU=1
 export CUDA_ARCH=${LRLAB_CUDA_ARCH:-$([[ -n $CAP ]] && echo "${CAP/./}" || echo 90)}
 
+NCU=$(command -v ncu || true)
+for f in /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu; do
+  [[ -z $NCU && -x $f ]] && NCU=$f
+done
+[[ $EMULATE == 1 ]] && NCU=""
+export NCU
+
 SANITIZER=$(command -v compute-sanitizer || true)
 [[ -z $SANITIZER && -x /usr/local/cuda/bin/compute-sanitizer ]] && SANITIZER=/usr/local/cuda/bin/compute-sanitizer
 [[ $EMULATE == 1 ]] && SANITIZER=""
@@ -125,7 +132,7 @@ export SANITIZER
   echo "GPU: ${GPU_NAME:-none} ${CAP:+(compute capability $CAP)}, CUDA architecture $CUDA_ARCH"
   echo "nvcc: $( (nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null) | tail -n1)"
   echo "cmake: $(cmake --version 2>/dev/null | head -n1); c++: $(c++ --version 2>/dev/null | head -n1)"
-  echo "python with torch: ${TORCH_PY:-none} (CUDA: $TORCH_CUDA); compute-sanitizer: ${SANITIZER:-none}"
+  echo "python with torch: ${TORCH_PY:-none} (CUDA: $TORCH_CUDA); compute-sanitizer: ${SANITIZER:-none}; ncu: ${NCU:-none}"
 } | tee -a "$LOG"
 
 # ---- helpers available to every part ------------------------------------------------------------------
@@ -339,6 +346,54 @@ run_bench_sweep() {
   figure "$fig"
 }
 
+# Where the time goes, read from the hardware's counters by Nsight Compute (--clock-control none:
+# the GPU's clocks stay as they are). Diagnoses for the targets the bench parts measure: the fused
+# update at 256M parameters, one launch each of Adam and of Adagrad (the lowest fraction of a copy
+# in the first runs), with its DRAM throughput, occupancy, registers, waves and warp states; and
+# the GPU time of each kernel in whole steps of `lrlab train` (graph replays) and of bench_sweep's
+# 64 packed configurations, against the step times the other parts measure. The step profiles
+# leave the caches alone (--cache-control none), as a training loop finds them.
+run_profile() {
+  [[ -n $NCU ]] || skip "no ncu"
+  [[ -n $PY ]] || skip "no python"
+  set -o pipefail
+  local ncu=("$NCU" --clock-control none --target-processes all --csv) spec name csv fig=""
+  ncu_run() {
+    local log=$STATE/ncu.out
+    "${ncu[@]}" "$@" >"$log" 2>&1
+    local rc=$?
+    cat "$log"
+    grep -qE 'Failed to initialize the profiler|ERR_NVGPUCTRPERM|LibraryNotLoaded' "$log" &&
+      skip "ncu cannot read the counters here: $(grep -m1 -oE '==ERROR==.*' "$log")"
+    ((rc == 0)) || exit 1
+  }
+  for spec in 'adam()' 'adagrad()'; do
+    name=${spec%%(*}
+    csv=$RES/ncu_update_$name.csv
+    ncu_run --log-file "$csv" --kernel-name regex:update_kernel --launch-skip 2 --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      "$BUILD/benchmarks/bench_optim" --device cuda --optimizers "$spec" --sizes 256M --reps 3 --json "$STATE/ncu_bench.json"
+    "$PY" benchmarks/ncu_summary.py kernel "$csv" --json "$RES/profile_update_$name.json" | tee "$STATE/ncu_sum.out" || exit 1
+    fig+="$name $(tail -n1 "$STATE/ncu_sum.out" | grep -oE 'DRAM [0-9]+%|[0-9.]+ waves' | paste -sd' '); "
+  done
+  # 200 steps; the window (about 10 steps) lies well after the first, eager step and the capture.
+  csv=$RES/ncu_train_step.csv
+  ncu_run --log-file "$csv" --metrics gpu__time_duration.sum --cache-control none --launch-skip 1500 --launch-count 220 \
+    "$BUILD/lrlab" train --data fashion-mnist --hidden 256,128 --optimizer 'adam()' --lr 1e-3 --epochs 1 --batch 128 \
+    --limit-train 25600 --device cuda
+  "$PY" benchmarks/ncu_summary.py step "$csv" --marker update_kernel --json "$RES/profile_train_step.json" |
+    tee "$STATE/ncu_sum.out" || exit 1
+  fig+="train $(tail -n1 "$STATE/ncu_sum.out" | grep -oE '^[0-9.]+ kernels, [0-9.]+ us' | sed 's/ kernels,/ k/'); "
+  # The warm-up run's 40 steps of 64 packed configurations.
+  csv=$RES/ncu_sweep_step.csv
+  ncu_run --log-file "$csv" --metrics gpu__time_duration.sum --cache-control none --launch-skip 300 --launch-count 150 \
+    "$BUILD/benchmarks/bench_sweep" --device cuda --ks 64 --modes packed --repeat 1 --json "$STATE/ncu_sweep.json"
+  "$PY" benchmarks/ncu_summary.py step "$csv" --marker update_kernel --json "$RES/profile_sweep_step.json" |
+    tee "$STATE/ncu_sum.out" || exit 1
+  fig+="packed 64 $(tail -n1 "$STATE/ncu_sum.out" | grep -oE '^[0-9.]+ kernels, [0-9.]+ us' | sed 's/ kernels,/ k/')"
+  figure "$fig"
+}
+
 run_compare() {
   [[ -f $1 && -f $2 ]] || skip "missing $(basename "$1") or $(basename "$2")"
   [[ -n $PY ]] || skip "no python"
@@ -419,7 +474,7 @@ write_results() {
 
 export -f figure skip unpack_bundle run_configure run_build run_ctest run_loop_tests_cuda run_sanitizer \
   adam_figure run_bench run_torch run_compare run_compare_train run_train_lrlab run_bench_sweep run_compare_sweep \
-  run_semantics
+  run_semantics run_profile
 
 # ---- the checks ------------------------------------------------------------------------------------------
 part bundle 60 unpack_bundle
@@ -441,6 +496,7 @@ part train_cuda 90 --gpu --after=build run_compare_train cuda "$RES/compare_trai
 part train_lrlab 60 --gpu --after=build run_train_lrlab cuda "$RES/train_lrlab_cuda.json"
 part sweep_cuda 90 --gpu --after=build run_bench_sweep cuda "$RES/bench_sweep_cuda.json"
 part sweep_torch 45 --gpu --after=build run_compare_sweep "$RES/compare_sweep_cuda.json"
+part profile 90 --gpu --after=build run_profile
 # The sanitizers after the benchmarks: slower than anything else, they are the first to go when
 # time runs short. They run the kernel-level GPU tests (every kernel, every launch shape), not the
 # long sweeps, range tests and training loops built from the same kernels. Races need shared
