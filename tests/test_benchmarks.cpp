@@ -85,6 +85,39 @@ TEST(BenchSweepCli, NoRatioWithoutOneConfigurationTimed) {
   EXPECT_GT(r["seconds"].get<double>(), 0.0);
 }
 
+TEST(BenchSweepCli, BreaksDownOnePackedEnginesSetUpPerCount) {
+  const json doc = run_for_json(LRLAB_BENCH_SWEEP_PATH, std::string(kSmallSweep) + " --ks 1,3 --modes packed");
+  ASSERT_TRUE(doc.is_object());
+  const json& setups = doc["setup"];
+  ASSERT_EQ(setups.size(), 2u) << setups.dump(1);
+  for (size_t i = 0; i < setups.size(); ++i) {
+    const json& r = setups[i];
+    SCOPED_TRACE(r.dump());
+    EXPECT_EQ(r["device"], "cpu");
+    EXPECT_EQ(r["configs"], i == 0 ? 1 : 3);
+    EXPECT_TRUE(r["upload_seconds"].is_null()) << "the CPU engine reads the host's data";
+    // 4 steps: the first, the second and 2 later ones.
+    EXPECT_EQ(r["later_steps"], 2);
+    for (const char* key : {"construct_seconds", "first_eval_seconds", "eager_step_seconds",
+                            "second_step_seconds", "later_step_seconds", "destroy_seconds"}) {
+      ASSERT_TRUE(r[key].is_number()) << key;
+      EXPECT_GE(r[key].get<double>(), 0.0) << key;
+    }
+    EXPECT_GT(r["eager_step_seconds"].get<double>(), 0.0);
+  }
+}
+
+TEST(BenchSweepCli, SetUpBreakdownLeavesOutTheStepsAnEpochDoesNotHave) {
+  const json doc = run_for_json(LRLAB_BENCH_SWEEP_PATH,
+                                "--device cpu --data spirals --hidden 8 --steps 2 --batch 16 --repeat 1 --ks 2 --modes packed");
+  ASSERT_TRUE(doc.is_object());
+  ASSERT_EQ(doc["setup"].size(), 1u);
+  const json& r = doc["setup"][0];
+  EXPECT_TRUE(r["second_step_seconds"].is_number()) << r.dump();
+  EXPECT_TRUE(r["later_step_seconds"].is_null()) << r.dump();
+  EXPECT_EQ(r["later_steps"], 0);
+}
+
 TEST(BenchOptimCli, EveryOptimizerAndSizeAgainstACopy) {
   const json doc = run_for_json(LRLAB_BENCH_OPTIM_PATH,
                                 "--device cpu --sizes 4K,mixed --optimizers 'adam()' 'sgd(momentum=0.9)' --reps 3");
