@@ -22,6 +22,32 @@ import sys
 TIME_UNITS = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}  # to microseconds
 
 
+def short_name(name):
+    """A kernel's name without its return type, namespaces and parameter list, keeping template
+    arguments: ncu prints demangled names such as
+    'void lrlab::(anonymous namespace)::update_kernel<(lrlab::OptimKind)1, 2>(lrlab::FusedArgs, ...)'."""
+    name = name.strip()
+    if name.endswith(")"):  # drop the parameter list: the last parenthesis group at depth 0
+        depth = 0
+        for i in range(len(name) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(name[i], 0)
+            if depth == 0:
+                if name[:i].rstrip():
+                    name = name[:i].rstrip()
+                break
+    depth, cut = 0, 0
+    for i, c in enumerate(name):
+        if c in "<(":
+            depth += 1
+        elif c in ">)":
+            depth -= 1
+        elif depth == 0 and c == " ":
+            cut = i + 1  # after a return type such as "void "
+        elif depth == 0 and name.startswith("::", i):
+            cut = i + 2
+    return name[cut:] or name
+
+
 class Launch:
     def __init__(self, launch_id, name):
         self.id = launch_id
@@ -42,7 +68,7 @@ def read_launches(path):
             launch_id = int(row["ID"])
         except (KeyError, TypeError, ValueError):
             continue
-        launch = launches.setdefault(launch_id, Launch(launch_id, row.get("Kernel Name", "?")))
+        launch = launches.setdefault(launch_id, Launch(launch_id, short_name(row.get("Kernel Name", "?"))))
         text = (row.get("Metric Value") or "").replace(",", "")
         try:
             value = float(text)
