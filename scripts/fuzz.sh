@@ -28,6 +28,7 @@ declare -A sources=(
   [csv]="src/data_csv.cpp"
   [checkpoint]="src/checkpoint.cpp src/serialize.cpp src/io.cpp"
   [sweep]="src/sweep_report.cpp src/plot.cpp src/io.cpp"
+  [config]="src/cli/config_file.cpp src/cli/options.cpp"
 )
 # Extra link flags: parse_optimizer shares src/optimizer.cpp with the CUDA-backed Optimizer (its
 # update loops are replaced by tests/fuzz/optimizer_launch_stubs.cpp).
@@ -36,7 +37,7 @@ declare -A libs=(
   [idx]="-lz"
   [checkpoint]="-lz"
 )
-all_targets=(schedule optimizer idx csv checkpoint sweep)
+all_targets=(schedule optimizer idx csv checkpoint sweep config)
 
 flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -Iinclude -Isrc -I"$cuda/include" -fno-sanitize-recover=all)
 

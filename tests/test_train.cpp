@@ -1059,6 +1059,51 @@ TEST(TrainCli, ConfigFileSetsOptions) {
   std::remove(cfg.c_str());
 }
 
+// What CLI11 would read as something else is refused with its line: an unclosed list was one value
+// ("epochs = [1," trained), a multi-line list became keys named after its lines, words separated by
+// spaces became a list, and "[train" an option. What it reads correctly still reads.
+TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
+  const std::string cfg = temp_path("malformed.toml"), json = temp_path("malformed.json");
+  const std::string at = "error: config file '" + cfg + "', line ";
+  for (const auto& [text, message] : std::vector<std::pair<std::string, std::string>>{
+           {"epochs = [1,\n", "1: the list of 'epochs' is not closed on its line"},
+           {"data = \"blobs\"\nhidden = [\n  12,\n  6\n]\n", "2: the list of 'hidden' is not closed on its line"},
+           {"epochs = \"1\n", "1: the string of 'epochs' has no closing \""},
+           {"data = 'blobs\n", "1: the string of 'data' has no closing '"},
+           {"data = \"\"\"blobs\"\"\"\n", "1: strings over several lines are not read"},
+           {"schedule = warmup(steps=5) + cosine(steps=10)\n",
+            "1: schedule = warmup(steps=5) + cosine(steps=10): quote a value that holds spaces"},
+           {"epochs = 1 2\n", "1: epochs = 1 2: quote a value"},
+           {"\n[train\nepochs = 1\n", "2: '[train' is not a section header"},
+           {"[ train ]\n", "1: '[ train ]' is not a section header"},
+           {"[train] # the training options\n", "1: '[train] # the training options' is not a section header"},
+           {"quiet\n", "1: 'quiet' has no '='; write key = value (quiet = true for a switch)"},
+           {"\"epochs\" = 1\n", "1: '\"epochs\"' is not a key"}}) {
+    {
+      std::ofstream f(cfg);
+      f << text;
+    }
+    auto r = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200");
+    EXPECT_EQ(r.status, 2) << text << r.err;
+    EXPECT_EQ(r.err.rfind(at + message, 0), 0u) << text << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  {
+    std::ofstream f(cfg);
+    f << "# lrlab's options\r\n; an INI comment\r\ndata = 'blobs'   # a comment after a value\r\nhidden = 12, 6\r\n"
+         "device = \"cpu\"\r\nsamples = 300\r\n[train]\r\nschedule = step(every=2,gamma=0.5)\r\n"
+         "optimizer = \"sgd(momentum=0.9, nesterov=true)\"\r\nepochs = 1\r\n";
+  }
+  auto ok = run_cli("train --config " + cfg + " --quiet --json " + json);
+  ASSERT_EQ(ok.status, 0) << ok.err;
+  const nlohmann::json c = nlohmann::json::parse(slurp(json))["config"];
+  EXPECT_EQ(c["hidden"], nlohmann::json({12, 6})) << c.dump();
+  EXPECT_EQ(c["schedule"], "step(every=2,gamma=0.5)") << c.dump();
+  EXPECT_EQ(c["optimizer"], "sgd(momentum=0.9, nesterov=true)") << c.dump();
+  std::remove(json.c_str());
+  std::remove(cfg.c_str());
+}
+
 // A repeated option takes its last value (an override appended to a command line), as argparse's do.
 TEST(TrainCli, ARepeatedOptionTakesItsLastValue) {
   const std::string json = temp_path("repeated.json");

@@ -1,6 +1,7 @@
 #include "config_file.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -24,28 +25,102 @@ bool given(const std::vector<std::string>& args, const std::string& flag) {
     if (a == flag || a.rfind(flag + "=", 0) == 0) return true;
   return false;
 }
-// CLI11 reads a key set twice as one key with a list of values, which then fails as "Could not
-// convert: --epochs = 2,3" (or, for a list option, silently joins them). Bare keys only: a line of a
-// multi-line list may hold "=" inside a quoted string.
-void require_keys_once(const std::string& path) {
+bool is_key_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }
+
+// The value after `key =` on line `n`, as CLI11 2.1 reads it: elements separated by commas, each a
+// quoted string, a one-line [list] or a bare word (quotes and brackets inside a word are its own), a
+// '#' outside quotes starting a comment. CLI11 itself would read what breaks these rules as something
+// else: an unclosed list or string as the value with its bracket or quote, a multi-line list as keys
+// named after its lines, and words separated by spaces as a list ("warmup(steps=5) + cosine(...)"
+// becomes three values).
+void check_value_syntax(const std::string& path, size_t n, const std::string& key, const std::string& v) {
+  auto fail = [&](const std::string& what) {
+    LRLAB_FAIL("config file '", path, "', line ", n, ": ", what);
+  };
+  int depth = 0;
+  bool element_done = false;  // an element ended; only a separator, a ']' or a comment may follow
+  size_t i = 0;
+  while (i < v.size()) {
+    const char c = v[i];
+    if (c == ' ' || c == '\t') {
+      ++i;
+      continue;
+    }
+    if (c == '#') break;
+    if (c == ',') {
+      element_done = false;
+      ++i;
+      continue;
+    }
+    if (c == ']' && depth > 0) {
+      --depth;
+      element_done = true;
+      ++i;
+      continue;
+    }
+    if (element_done) {
+      std::string shown = v.substr(0, v.find('#'));
+      shown.erase(0, shown.find_first_not_of(" \t"));
+      shown.erase(shown.find_last_not_of(" \t") + 1);
+      fail(key + " = " + shown + ": quote a value that holds spaces, and separate list items with commas");
+    }
+    if (c == '"' || c == '\'') {
+      if (v.compare(i, 3, std::string(3, c)) == 0) fail("strings over several lines are not read; keep '" + key + "' on one line");
+      size_t j = i + 1;
+      while (j < v.size() && v[j] != c) j += (c == '"' && v[j] == '\\') ? 2 : 1;
+      if (j >= v.size()) fail("the string of '" + key + "' has no closing " + std::string(1, c));
+      i = j + 1;
+      element_done = true;
+      continue;
+    }
+    if (c == '[') {
+      ++depth;
+      ++i;
+      continue;
+    }
+    while (i < v.size() && v[i] != ' ' && v[i] != '\t' && v[i] != ',' && v[i] != '#' && !(v[i] == ']' && depth > 0))
+      ++i;
+    element_done = true;
+  }
+  if (depth > 0) fail("the list of '" + key + "' is not closed on its line (a list goes on one line: " + key + " = [a, b])");
+}
+
+// What CLI11 would misread rather than refuse: a malformed section header (read as an option named
+// "[train"), a line with no '=' (read as a switch), the values above, and a key set twice (read as one
+// key with a list of values, which then fails as "Could not convert: --epochs = 2,3" or, for a list
+// option, silently joins them).
+void check_syntax(const std::string& path) {
   std::ifstream in(path);
   std::set<std::pair<std::string, std::string>> seen;  // (section, key)
   std::string section;
+  size_t n = 0;
   for (std::string line; std::getline(in, line);) {
+    ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
     const size_t a = line.find_first_not_of(" \t");
-    if (a == std::string::npos) continue;
+    if (a == std::string::npos || line[a] == '#' || line[a] == ';') continue;
     if (line[a] == '[') {
       const size_t b = line.find(']', a);
-      section = line.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+      // CLI11 reads "[ train ]" as an option, not as a section: no spaces inside the brackets.
+      const size_t name_at = a + 1, name_end = b;
+      const size_t rest = b == std::string::npos ? b : line.find_first_not_of(" \t", b + 1);
+      const bool ok = b != std::string::npos && name_at < name_end &&
+                      std::all_of(line.begin() + static_cast<long>(name_at), line.begin() + static_cast<long>(name_end),
+                                  [](char c) { return is_key_char(c) || c == '.'; }) &&
+                      rest == std::string::npos;  // CLI11 takes "[train] # x" for an option too
+      LRLAB_REQUIRE(ok, "config file '", path, "', line ", n, ": '", line.substr(a),
+                    "' is not a section header (write [train], [sweep], ... alone on the line)");
+      section = line.substr(name_at, name_end - name_at);
       continue;
     }
     const size_t eq = line.find('=', a);
-    if (eq == std::string::npos) continue;
-    std::string key = line.substr(a, eq - a);
+    std::string key = line.substr(a, eq == std::string::npos ? std::string::npos : eq - a);
     key.erase(key.find_last_not_of(" \t") + 1);
-    if (key.empty() || key.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
-                           std::string::npos)
-      continue;
+    LRLAB_REQUIRE(eq != std::string::npos, "config file '", path, "', line ", n, ": '", key,
+                  "' has no '='; write key = value (", key, " = true for a switch)");
+    LRLAB_REQUIRE(!key.empty() && std::all_of(key.begin(), key.end(), is_key_char), "config file '", path,
+                  "', line ", n, ": '", key, "' is not a key; keys are option names such as epochs or hidden");
+    check_value_syntax(path, n, key, line.substr(eq + 1));
     LRLAB_REQUIRE(seen.insert({section, key}).second, "config file '", path, "': '", key, "' is set twice",
                   section.empty() ? "" : " in section [" + section + "]", "; keep one");
   }
@@ -109,13 +184,13 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
     // A folder opens as a stream too, and reads as an empty file.
     LRLAB_REQUIRE(probe.good() && !std::filesystem::is_directory(path), "cannot read config file '", path, "'",
                   std::filesystem::is_directory(path) ? ": it is a folder" : "");
+    check_syntax(path);
     std::vector<CLI::ConfigItem> items;
     try {
       items = CLI::ConfigTOML().from_file(path);
     } catch (const CLI::Error& e) {
       LRLAB_FAIL("config file '", path, "': ", e.what());
     }
-    require_keys_once(path);
     std::vector<std::string> extra;
     for (const CLI::ConfigItem& item : items) {
       if (item.name == "++" || item.name == "--") continue;  // section markers
