@@ -401,7 +401,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
         apply_scale();
         std::ostringstream msg;
         msg << (data.val.n ? "validation" : "training") << " loss has not improved for "
-            << plateau->options().patience + 1 << " epochs: rate x" << plateau->scale() / before << " -> lr "
+            << detail::counted(plateau->options().patience + 1, "epoch") << ": rate x" << plateau->scale() / before << " -> lr "
             << lr_at(rep.steps);
         report_event({"plateau", epoch + 1, rep.steps, guard.scale * plateau_scale(), msg.str()});
       }

@@ -449,6 +449,28 @@ TEST(LrFinder, RestoresTheModelSoTrainingStartsFromTheSameWeights) {
   EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
 }
 
+// A range test stopped from outside (its progress callback throws, as a cancelled one would) still
+// puts the weights and the optimizer back before the exception goes on.
+TEST(LrFinder, RestoresTheModelWhenStoppedByAnException) {
+  const DataSplits data = spirals();
+  TrainEngine eng(spirals_engine(data, "adam()"), data);
+  const std::vector<float> p0 = eng.params();
+  const std::string opt0 = eng.optimizer().save();
+  FinderOptions f;
+  f.steps = 60;
+  int64_t heard = 0;
+  EXPECT_THROW(run_range_test(eng, f,
+                              [&](int64_t done) {
+                                heard = done;
+                                if (done >= 20) throw std::runtime_error("cancelled");
+                              }),
+               std::runtime_error);
+  EXPECT_GE(heard, 20) << "steps ran before the stop";
+  EXPECT_EQ(eng.params(), p0);
+  EXPECT_EQ(eng.optimizer().save(), opt0);
+  EXPECT_EQ(eng.optimizer().step_count(), 0);
+}
+
 // The test starts from the engine's weights with a fresh optimizer: after some training, its curve
 // is that of a new engine given the trained weights.
 TEST(LrFinder, StartsWithAFreshOptimizerFromTheCurrentWeights) {

@@ -743,6 +743,21 @@ TEST(Checkpoint, ReadsAndResumesVersion2And3Files) {
   for (const std::string& f : {first.save, v2, second.save}) std::remove(f.c_str());
 }
 
+// Without the data set, every command that names it says where it looked and how to get it.
+TEST(TrainCli, MissingFashionMnistSaysWhereItLookedAndHowToInstallIt) {
+  const std::string dir = temp_path("no-fashion-mnist");
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  for (const std::string& args : {"train --data fashion-mnist --epochs 1", "sweep --data fashion-mnist --lr 1e-3",
+                                  "find-lr --data fashion-mnist"}) {
+    auto r = lrlab::testing::run_program("env LRLAB_FASHION_MNIST_DIR=" + dir + " " + LRLAB_CLI_PATH, args + " --device cpu");
+    EXPECT_EQ(r.status, 2) << args << r.err;
+    EXPECT_EQ(r.err, "error: Fashion-MNIST not found: no " + dir +
+                         "/train-images-idx3-ubyte[.gz] (install dataset-fashion-mnist or set LRLAB_FASHION_MNIST_DIR)\n")
+        << args;
+  }
+  ::rmdir(dir.c_str());
+}
+
 TEST(TrainCli, BadInputGivesErrorAndStatus2) {
   struct Case {
     std::string args, fragment;
@@ -1057,6 +1072,70 @@ TEST(TrainCli, ConfigFileSetsOptions) {
       << empty.err;
   std::remove(json.c_str());
   std::remove(cfg.c_str());
+}
+
+// The JSON report lists every event as the terminal shows it: the guard's, its stop, plateau's.
+TEST(TrainCli, JsonReportListsTheEvents) {
+  const std::string json = temp_path("events.json");
+  auto g = run_cli("train --data spirals --samples 600 --hidden 8 --epochs 2 --lr 1e6 --guard-max-events 2 "
+                   "--check-every 3 --device cpu --quiet --json " + json);
+  ASSERT_EQ(g.status, 3) << g.err;
+  nlohmann::json doc = nlohmann::json::parse(slurp(json));
+  const nlohmann::json& events = doc["events"];
+  ASSERT_EQ(events.size(), 3u) << events.dump(1);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(events[i]["kind"], "guard");
+    EXPECT_EQ(events[i]["epoch"], 1);
+    EXPECT_EQ(events[i]["step"], 3) << "the check after steps 1-3 saw it";
+    EXPECT_DOUBLE_EQ(events[i]["scale"].get<double>(), i == 0 ? 0.5 : 0.25);
+    EXPECT_NE(g.out.find("[guard] epoch 1 step 3: " + events[i]["message"].get<std::string>()), std::string::npos)
+        << g.out;
+  }
+  EXPECT_EQ(events[2]["kind"], "stop");
+  EXPECT_EQ(doc["stopped_by_guard"], true);
+
+  // With patience 0 the rule acts after one epoch without improvement, and says so in the singular.
+  auto p = run_cli("train --data spirals --samples 600 --hidden 8 --epochs 3 --device cpu --quiet "
+                   "--plateau 'plateau(mode=max,patience=0,factor=0.5)' --json " + json);
+  ASSERT_EQ(p.status, 0) << p.err;
+  doc = nlohmann::json::parse(slurp(json));
+  ASSERT_EQ(doc["events"].size(), 2u) << doc["events"].dump(1);
+  for (const nlohmann::json& e : doc["events"]) {
+    EXPECT_EQ(e["kind"], "plateau");
+    EXPECT_EQ(e["message"].get<std::string>().rfind("validation loss has not improved for 1 epoch: rate x0.5", 0), 0u)
+        << e.dump();
+  }
+  EXPECT_DOUBLE_EQ(doc["events"][1]["scale"].get<double>(), 0.25);
+  std::remove(json.c_str());
+}
+
+// A resumed run's --log continues the earlier run's rows only when the file holds them; another
+// file restarts at the resumed step, and the run says so (on the terminal and in the report).
+TEST(TrainCli, ResumeWithAnotherRunsLogRestartsItAndSaysSo) {
+  const std::string ck = temp_path("relog.ckpt"), log = temp_path("relog.csv"), other = temp_path("other.csv"),
+                    json = temp_path("relog.json");
+  const std::string run = "train --data spirals --samples 300 --hidden 4 --device cpu --quiet ";
+  ASSERT_EQ(run_cli(run + "--epochs 1 --save " + ck + " --log " + log).status, 0);
+  {
+    std::ofstream f(other);
+    f << "step,epoch,lr,loss\n5,1,0.001,0.5\n";
+  }
+  auto r = run_cli(run + "--epochs 2 --resume " + ck + " --log " + other + " --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string note = "--log '" + other + "' does not hold this run's steps 0-1; it restarts at step 2";
+  EXPECT_NE(r.out.find("note: " + note), std::string::npos) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(slurp(json))["notes"], nlohmann::json::array({note}));
+  const std::string rows = slurp(other);
+  EXPECT_EQ(rows.rfind("step,epoch,lr,loss\n2,2,", 0), 0u) << rows;
+  // The run's own log continues: steps 0-1, then 2-3.
+  auto own = run_cli(run + "--epochs 2 --resume " + ck + " --log " + log + " --json " + json);
+  ASSERT_EQ(own.status, 0) << own.err;
+  EXPECT_EQ(own.out.find("note:"), std::string::npos) << own.out;
+  const std::string continued = slurp(log);
+  EXPECT_EQ(std::count(continued.begin(), continued.end(), '\n'), 5) << continued;
+  EXPECT_NE(continued.find("\n0,1,"), std::string::npos) << continued;
+  EXPECT_NE(continued.find("\n3,2,"), std::string::npos) << continued;
+  for (const std::string& f : {ck, log, other, json}) std::remove(f.c_str());
 }
 
 // What CLI11 would read as something else is refused with its line: an unclosed list was one value
