@@ -1149,7 +1149,7 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
            {"data = \"blobs\"\nhidden = [\n  12,\n  6\n]\n", "2: the list of 'hidden' is not closed on its line"},
            {"epochs = \"1\n", "1: the string of 'epochs' has no closing \""},
            {"data = 'blobs\n", "1: the string of 'data' has no closing '"},
-           {"data = \"\"\"blobs\"\"\"\n", "1: strings over several lines are not read"},
+           {"data = \"\"\"blobs\"\"\"\n", "1: the value of 'data' is in triple quotes, which are not read; quote it with one \" or '"},
            {"schedule = warmup(steps=5) + cosine(steps=10)\n",
             "1: schedule = warmup(steps=5) + cosine(steps=10): quote a value that holds spaces"},
            {"epochs = 1 2\n", "1: epochs = 1 2: quote a value"},

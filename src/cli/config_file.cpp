@@ -65,7 +65,8 @@ void check_value_syntax(const std::string& path, size_t n, const std::string& ke
       fail(key + " = " + shown + ": quote a value that holds spaces, and separate list items with commas");
     }
     if (c == '"' || c == '\'') {
-      if (v.compare(i, 3, std::string(3, c)) == 0) fail("strings over several lines are not read; keep '" + key + "' on one line");
+      if (v.compare(i, 3, std::string(3, c)) == 0)
+        fail("the value of '" + key + "' is in triple quotes, which are not read; quote it with one \" or '");
       size_t j = i + 1;
       while (j < v.size() && v[j] != c) j += (c == '"' && v[j] == '\\') ? 2 : 1;
       if (j >= v.size()) fail("the string of '" + key + "' has no closing " + std::string(1, c));
