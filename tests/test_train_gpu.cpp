@@ -340,6 +340,32 @@ TEST(TrainEngineGpu, AFailedGraphInstantiationIsNotLaunchedLater) {
   b = plain.run(plain.steps_per_epoch());
   EXPECT_EQ(a, b);
 }
+
+// A capture that fails part-way (a kernel launch, a GEMM, the optimizer's or the loss record's work)
+// throws, ends the capture and leaves the stream usable; nothing it recorded ever runs, so the
+// engine then trains as one that never failed, capturing the step again.
+TEST(TrainEngineGpu, AFailedCaptureLeavesTheEngineTrainingAsOneThatNeverFailed) {
+  LRLAB_REQUIRE_GPU();
+  DataSplits data = spirals();
+  for (const int item : {0, 1, 7, 14, 19}) {
+    SCOPED_TRACE("the capture fails at its piece of work " + std::to_string(item));
+    TrainEngine failed(engine_config(Device::CUDA, 2, true), data), plain(engine_config(Device::CUDA, 2, true), data);
+    failed.begin_epoch(0);
+    plain.begin_epoch(0);
+    std::vector<float> a = failed.run(1), b = plain.run(1);  // the eager first step of the shape
+    lrlab_emu::fail_capture_at(item);
+    EXPECT_THROW(failed.run(1), CudaError);
+    lrlab_emu::fail_capture_at(-1);
+    EXPECT_EQ(failed.optimizer().step_count(), plain.optimizer().step_count());
+    failed.begin_epoch(0);
+    plain.begin_epoch(0);
+    a = failed.run(failed.steps_per_epoch());
+    b = plain.run(plain.steps_per_epoch());
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(failed.params(), plain.params());
+    EXPECT_GT(failed.graph_launches(), 0) << "the step was captured again";
+  }
+}
 #endif
 
 }  // namespace

@@ -107,6 +107,7 @@ namespace {
 thread_local cudaError_t tl_last_error = cudaSuccess;
 thread_local Counters tl_counters;
 thread_local int tl_failing_instantiations = 0;  // fail_graph_instantiations()
+thread_local int tl_capture_items_left = -1;     // fail_capture_at(); -1: none
 // What a failed instantiation leaves in *exec: no graph's handle.
 const cudaGraphExec_t kNotAGraph = reinterpret_cast<cudaGraphExec_t>(alignof(std::max_align_t));
 
@@ -777,6 +778,7 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, long long C
   LRLAB_EMU_NEEDS_DEVICE();
   const std::shared_ptr<Stream> s = owner(stream);
   if (s->capturing) {
+    if (tl_capture_items_left >= 0 && tl_capture_items_left-- == 0) s->invalidated = true;
     // After a capture is invalidated, the stream refuses work until the capture ends.
     if (s->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
     std::lock_guard<std::mutex> lock(s->record);
@@ -833,6 +835,8 @@ void invalidate_capture(cudaStream_t stream) {
 Counters counters() { return tl_counters; }
 
 void fail_graph_instantiations(int count) { tl_failing_instantiations = count; }
+
+void fail_capture_at(int item) { tl_capture_items_left = item; }
 
 bool check_launch(dim3 grid, dim3 block) {
   const unsigned long long threads = static_cast<unsigned long long>(block.x) * block.y * block.z;

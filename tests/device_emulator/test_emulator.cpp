@@ -572,6 +572,33 @@ TEST(EmulatorCapture, ForbiddenCallsInvalidateTheCapture) {
   cudaFree(d);
 }
 
+// fail_capture_at(n): the n-th piece of work recorded (from 0, over the captures that follow) fails
+// and invalidates its capture; work outside captures does not count, and the next capture records.
+TEST(EmulatorCapture, ACaptureFailsAtTheWorkItIsToldTo) {
+  const TestStream st;
+  int* d = device_alloc<int>(4);
+  lrlab_emu::fail_capture_at(2);
+  EXPECT_EQ(cudaMemsetAsync(d, 0, 16, st.get()), cudaSuccess) << "not captured: not counted";
+  ASSERT_EQ(cudaStreamBeginCapture(st.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  EXPECT_EQ(cudaMemsetAsync(d, 1, 16, st.get()), cudaSuccess);
+  cudaGraph_t g = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(st.get(), &g), cudaSuccess);
+  ASSERT_EQ(cudaGraphDestroy(g), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(st.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  EXPECT_EQ(cudaMemsetAsync(d, 2, 16, st.get()), cudaSuccess);
+  EXPECT_EQ(cudaMemsetAsync(d, 3, 16, st.get()), cudaErrorStreamCaptureInvalidated);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorStreamCaptureInvalidated);
+  EXPECT_EQ(cudaMemsetAsync(d, 4, 16, st.get()), cudaErrorStreamCaptureInvalidated) << "and the rest of it";
+  EXPECT_EQ(cudaStreamEndCapture(st.get(), &g), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  ASSERT_EQ(cudaStreamBeginCapture(st.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  EXPECT_EQ(cudaMemsetAsync(d, 5, 16, st.get()), cudaSuccess) << "fails once";
+  ASSERT_EQ(cudaStreamEndCapture(st.get(), &g), cudaSuccess);
+  ASSERT_EQ(cudaGraphDestroy(g), cudaSuccess);
+  lrlab_emu::fail_capture_at(-1);
+  cudaFree(d);
+}
+
 TEST(EmulatorCapture, GemmsNeedAWorkspaceSetAfterTheStream) {
   const TestStream st;
   cublasHandle_t h = nullptr;

@@ -205,6 +205,11 @@ Counters counters();
 // leave a handle no graph has in *exec, which CUDA does not promise to leave alone: for tests of
 // what a caller does after a failed instantiation.
 void fail_graph_instantiations(int count);
+// The calling thread's captures fail at their piece of work number `item` (from 0, counted over the
+// captures that follow): that submission invalidates the capture and fails with
+// cudaErrorStreamCaptureInvalidated, as work after an illegal call during a capture does, and so does
+// the rest until the capture ends. -1 fails none.
+void fail_capture_at(int item);
 // Stops the process with a message: the emulator's equivalent of a device fault.
 [[noreturn]] void fault(const char* what, const void* kernel = nullptr);
 // Runs one grid; `thread` runs the kernel body for the current thread.
