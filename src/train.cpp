@@ -363,7 +363,8 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
         report_event(e);
         if (guard.events >= o.guard_max_events) {
           rep.stopped_by_guard = true;
-          report_event({"stop", epoch + 1, first_step, guard.scale,
+          // At the step the guard gave up, as its last event; the state kept is first_step's.
+          report_event({"stop", epoch + 1, first_step + n, guard.scale,
                         "stopped after " + std::to_string(guard.events) +
                             " divergence events; try a lower --lr"});
           break;

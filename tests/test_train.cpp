@@ -1092,6 +1092,8 @@ TEST(TrainCli, JsonReportListsTheEvents) {
         << g.out;
   }
   EXPECT_EQ(events[2]["kind"], "stop");
+  EXPECT_EQ(events[2]["step"], 3) << "where the guard gave up, as its last event";
+  EXPECT_NE(g.out.find("[stop] epoch 1 step 3: stopped after 2 divergence events"), std::string::npos) << g.out;
   EXPECT_EQ(doc["stopped_by_guard"], true);
 
   // With patience 0 the rule acts after one epoch without improvement, and says so in the singular.
