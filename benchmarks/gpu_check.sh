@@ -358,19 +358,23 @@ run_profile() {
   [[ -n $PY ]] || skip "no python"
   set -o pipefail
   local ncu=("$NCU" --clock-control none --target-processes all --csv) spec name csv fig=""
+  # ncu_run CSV ARGS...: ncu's own messages (==PROF==, ==ERROR==) go to its --log-file CSV too.
   ncu_run() {
-    local log=$STATE/ncu.out
-    "${ncu[@]}" "$@" >"$log" 2>&1
-    local rc=$?
+    local log=$STATE/ncu.out csv=$1 rc
+    shift
+    "${ncu[@]}" --log-file "$csv" "$@" >"$log" 2>&1
+    rc=$?
     cat "$log"
-    grep -qE 'Failed to initialize the profiler|ERR_NVGPUCTRPERM|LibraryNotLoaded' "$log" &&
-      skip "ncu cannot read the counters here: $(grep -m1 -oE '==ERROR==.*' "$log")"
+    grep -h '^==' "$csv" 2>/dev/null
+    if grep -qE 'Failed to initialize the profiler|ERR_NVGPUCTRPERM|LibraryNotLoaded' "$log" "$csv" 2>/dev/null; then
+      skip "ncu cannot read the counters here: $(grep -h -m1 -oE '==ERROR==.*' "$log" "$csv" 2>/dev/null | head -n1)"
+    fi
     ((rc == 0)) || exit 1
   }
   for spec in 'adam()' 'adagrad()'; do
     name=${spec%%(*}
     csv=$RES/ncu_update_$name.csv
-    ncu_run --log-file "$csv" --kernel-name regex:update_kernel --launch-skip 2 --launch-count 1 \
+    ncu_run "$csv" --kernel-name regex:update_kernel --launch-skip 2 --launch-count 1 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       "$BUILD/benchmarks/bench_optim" --device cuda --optimizers "$spec" --sizes 256M --reps 3 --json "$STATE/ncu_bench.json"
     "$PY" benchmarks/ncu_summary.py kernel "$csv" --json "$RES/profile_update_$name.json" | tee "$STATE/ncu_sum.out" || exit 1
@@ -378,7 +382,7 @@ run_profile() {
   done
   # 200 steps; the window (about 10 steps) lies well after the first, eager step and the capture.
   csv=$RES/ncu_train_step.csv
-  ncu_run --log-file "$csv" --metrics gpu__time_duration.sum --cache-control none --launch-skip 1500 --launch-count 220 \
+  ncu_run "$csv" --metrics gpu__time_duration.sum --cache-control none --launch-skip 1500 --launch-count 220 \
     "$BUILD/lrlab" train --data fashion-mnist --hidden 256,128 --optimizer 'adam()' --lr 1e-3 --epochs 1 --batch 128 \
     --limit-train 25600 --device cuda
   "$PY" benchmarks/ncu_summary.py step "$csv" --marker update_kernel --json "$RES/profile_train_step.json" |
@@ -386,7 +390,7 @@ run_profile() {
   fig+="train $(tail -n1 "$STATE/ncu_sum.out" | grep -oE '^[0-9.]+ kernels, [0-9.]+ us' | sed 's/ kernels,/ k/'); "
   # The warm-up run's 40 steps of 64 packed configurations.
   csv=$RES/ncu_sweep_step.csv
-  ncu_run --log-file "$csv" --metrics gpu__time_duration.sum --cache-control none --launch-skip 300 --launch-count 150 \
+  ncu_run "$csv" --metrics gpu__time_duration.sum --cache-control none --launch-skip 300 --launch-count 150 \
     "$BUILD/benchmarks/bench_sweep" --device cuda --ks 64 --modes packed --repeat 1 --json "$STATE/ncu_sweep.json"
   "$PY" benchmarks/ncu_summary.py step "$csv" --marker update_kernel --json "$RES/profile_sweep_step.json" |
     tee "$STATE/ncu_sum.out" || exit 1

@@ -107,7 +107,7 @@ TEST(BenchSweepCli, BreaksDownOnePackedEnginesSetUpPerCount) {
   }
 }
 
-TEST(BenchSweepCli, SetUpBreakdownLeavesOutTheStepsAnEpochDoesNotHave) {
+TEST(BenchSweepCli, SetUpBreakdownLeavesOutTheStepsItDoesNotRun) {
   const json doc = run_for_json(LRLAB_BENCH_SWEEP_PATH,
                                 "--device cpu --data spirals --hidden 8 --steps 2 --batch 16 --repeat 1 --ks 2 --modes packed");
   ASSERT_TRUE(doc.is_object());

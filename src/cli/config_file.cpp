@@ -1,7 +1,8 @@
 #include "config_file.hpp"
 
 #include <algorithm>
-#include <cctype>
+#include <cstdlib>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -25,106 +26,121 @@ bool given(const std::vector<std::string>& args, const std::string& flag) {
     if (a == flag || a.rfind(flag + "=", 0) == 0) return true;
   return false;
 }
-bool is_key_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }
+std::string trimmed(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t\r");
+  return a == std::string::npos ? "" : s.substr(a, s.find_last_not_of(" \t\r") - a + 1);
+}
 
-// The value after `key =` on line `n`, as CLI11 2.1 reads it: elements separated by commas, each a
-// quoted string, a one-line [list] or a bare word (quotes and brackets inside a word are its own), a
-// '#' outside quotes starting a comment. CLI11 itself would read what breaks these rules as something
-// else: an unclosed list or string as the value with its bracket or quote, a multi-line list as keys
-// named after its lines, and words separated by spaces as a list ("warmup(steps=5) + cosine(...)"
-// becomes three values).
-void check_value_syntax(const std::string& path, size_t n, const std::string& key, const std::string& v) {
-  auto fail = [&](const std::string& what) {
-    LRLAB_FAIL("config file '", path, "', line ", n, ": ", what);
-  };
-  int depth = 0;
-  bool element_done = false;  // an element ended; only a separator, a ']' or a comment may follow
+// A value's elements as CLI11 2.1 splits them: quoted strings and bare words, separated by commas
+// or spaces. What it would misread: a string with no closing quote (kept with its quote), text
+// right after a closing quote (dropped), triple quotes (read with two of their quotes).
+void check_elements(const std::string& where, const std::string& key, const std::string& v) {
   size_t i = 0;
   while (i < v.size()) {
     const char c = v[i];
-    if (c == ' ' || c == '\t') {
+    if (c == ' ' || c == '\t' || c == ',') {
       ++i;
       continue;
-    }
-    if (c == '#') break;
-    if (c == ',') {
-      element_done = false;
-      ++i;
-      continue;
-    }
-    if (c == ']' && depth > 0) {
-      --depth;
-      element_done = true;
-      ++i;
-      continue;
-    }
-    if (element_done) {
-      std::string shown = v.substr(0, v.find('#'));
-      shown.erase(0, shown.find_first_not_of(" \t"));
-      shown.erase(shown.find_last_not_of(" \t") + 1);
-      fail(key + " = " + shown + ": quote a value that holds spaces, and separate list items with commas");
     }
     if (c == '"' || c == '\'') {
-      if (v.compare(i, 3, std::string(3, c)) == 0)
-        fail("the value of '" + key + "' is in triple quotes, which are not read; quote it with one \" or '");
-      size_t j = i + 1;
-      while (j < v.size() && v[j] != c) j += (c == '"' && v[j] == '\\') ? 2 : 1;
-      if (j >= v.size()) fail("the string of '" + key + "' has no closing " + std::string(1, c));
-      i = j + 1;
-      element_done = true;
+      LRLAB_REQUIRE(v.compare(i, 3, std::string(3, c)) != 0, where, "the value of '", key,
+                    "' is in triple quotes, which are not read; quote it with one \" or '");
+      const size_t close = v.find(c, i + 1);
+      LRLAB_REQUIRE(close != std::string::npos, where, "the string of '", key, "' has no closing ", std::string(1, c));
+      i = close + 1;
+      LRLAB_REQUIRE(i == v.size() || v[i] == ' ' || v[i] == '\t' || v[i] == ',', where, "'", v.substr(i),
+                    "' right after the closing quote of '", key, "' would be dropped; put it inside the quotes");
       continue;
     }
-    if (c == '[') {
-      ++depth;
-      ++i;
-      continue;
-    }
-    while (i < v.size() && v[i] != ' ' && v[i] != '\t' && v[i] != ',' && v[i] != '#' && !(v[i] == ']' && depth > 0))
-      ++i;
-    element_done = true;
+    while (i < v.size() && v[i] != ' ' && v[i] != '\t' && v[i] != ',') ++i;
   }
-  if (depth > 0) fail("the list of '" + key + "' is not closed on its line (a list goes on one line: " + key + " = [a, b])");
 }
 
-// What CLI11 would misread rather than refuse: a malformed section header (read as an option named
-// "[train"), a line with no '=' (read as a switch), the values above, and a key set twice (read as one
-// key with a list of values, which then fails as "Could not convert: --epochs = 2,3" or, for a list
-// option, silently joins them).
-void check_syntax(const std::string& path) {
+// Reads `path` as CLI11 2.1 does (CLI/Config.hpp, ConfigBase::from_config) and refuses, with the
+// line's number, what CLI11 would read as something other than what the line says (it refuses none
+// of it itself):
+//   - a '#' inside quotes: CLI11 ends the value there;
+//   - a list that never closes: CLI11 reads the rest of the file into it, keys and sections included;
+//     a '[' alone on its line is no list at all, and a comment on a list's later line becomes one of
+//     its values;
+//   - the strings above (check_elements);
+//   - "[train" or "[train] # note": read as options, not sections;
+//   - a key set twice: read as one key with a list of values, which then fails as "Could not
+//     convert: --epochs = 2,3" or, for a list option, silently joins them.
+// Returns each key's value as written (comment cut, list lines joined), by (section, key), for
+// with_config_file to tell a value CLI11 split at its spaces.
+std::map<std::pair<std::string, std::string>, std::string> check_syntax(const std::string& path) {
   std::ifstream in(path);
-  std::set<std::pair<std::string, std::string>> seen;  // (section, key)
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(trimmed(line));
+  std::map<std::pair<std::string, std::string>, std::string> values;
   std::string section;
-  size_t n = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++n;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    const size_t a = line.find_first_not_of(" \t");
-    if (a == std::string::npos || line[a] == '#' || line[a] == ';') continue;
-    if (line[a] == '[') {
-      const size_t b = line.find(']', a);
-      // CLI11 reads "[ train ]" as an option, not as a section: no spaces inside the brackets.
-      const size_t name_at = a + 1, name_end = b;
-      const size_t rest = b == std::string::npos ? b : line.find_first_not_of(" \t", b + 1);
-      const bool ok = b != std::string::npos && name_at < name_end &&
-                      std::all_of(line.begin() + static_cast<long>(name_at), line.begin() + static_cast<long>(name_end),
-                                  [](char c) { return is_key_char(c) || c == '.'; }) &&
-                      rest == std::string::npos;  // CLI11 takes "[train] # x" for an option too
-      LRLAB_REQUIRE(ok, "config file '", path, "', line ", n, ": '", line.substr(a),
-                    "' is not a section header (write [train], [sweep], ... alone on the line)");
-      section = line.substr(name_at, name_end - name_at);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string& line = lines[i];
+    const std::string where = "config file '" + path + "', line " + std::to_string(i + 1) + ": ";
+    // CLI11 skips lines shorter than 3 characters, and comment lines.
+    if (line.size() < 3 || line[0] == '#' || line[0] == ';') continue;
+    if (line[0] == '[') {
+      std::string name = line.back() == ']' ? line.substr(1, line.size() - 2) : "";
+      if (name.size() > 1 && name.front() == '[' && name.back() == ']') name = name.substr(1, name.size() - 2);
+      LRLAB_REQUIRE(!trimmed(name).empty(), where, "'", line,
+                    "' is not a section header: write [train], [sweep], ... alone on its line");
+      section = name;
       continue;
     }
-    const size_t eq = line.find('=', a);
-    std::string key = line.substr(a, eq == std::string::npos ? std::string::npos : eq - a);
-    key.erase(key.find_last_not_of(" \t") + 1);
-    LRLAB_REQUIRE(eq != std::string::npos, "config file '", path, "', line ", n, ": '", key,
-                  "' has no '='; write key = value (", key, " = true for a switch)");
-    LRLAB_REQUIRE(!key.empty() && std::all_of(key.begin(), key.end(), is_key_char), "config file '", path,
-                  "', line ", n, ": '", key, "' is not a key; keys are option names such as epochs or hidden");
-    check_value_syntax(path, n, key, line.substr(eq + 1));
-    LRLAB_REQUIRE(seen.insert({section, key}).second, "config file '", path, "': '", key, "' is set twice",
-                  section.empty() ? "" : " in section [" + section + "]", "; keep one");
+    const size_t eq = line.find('=');
+    std::string key = trimmed(line.substr(0, eq)), value;
+    if (eq != std::string::npos) {
+      value = trimmed(line.substr(eq + 1));
+      char quote = 0;
+      for (const char c : value) {
+        if (quote == 0 && (c == '"' || c == '\'')) quote = c;
+        else if (c == quote) quote = 0;
+        else if (c == '#' && quote != 0)
+          LRLAB_FAIL(where, "a '#' in the value of '", key,
+                     "' starts a comment even inside quotes, and the value would end before it; leave it out");
+      }
+      value = trimmed(value.substr(0, value.find('#')));
+      if (!value.empty() && value[0] == '[') {
+        LRLAB_REQUIRE(value.size() > 1, where, "'", key, " = [' alone is not read as a list; start the items on ",
+                      "this line (", key, " = [a, b])");
+        const size_t first = i;
+        while (value.back() != ']') {
+          LRLAB_REQUIRE(i + 1 < lines.size(), "config file '", path, "', line ", first + 1, ": the list of '", key,
+                        "' is never closed (a ']' must end a line)");
+          const std::string& next = lines[++i];
+          LRLAB_REQUIRE(next.find('#') == std::string::npos && next.find('=') == std::string::npos &&
+                            (next.empty() || next[0] != '['),
+                        "config file '", path, "', line ", i + 1, ": the list of '", key, "' from line ", first + 1,
+                        " is still open here, and this line would be read into it (close it with ']' first)");
+          value += next;
+        }
+        check_elements(where, key, value.substr(1, value.size() - 2));
+      } else {
+        check_elements(where, key, value);
+      }
+    } else {
+      key = trimmed(key.substr(0, key.find('#')));
+      value = "true";  // a switch
+    }
+    // CLI11 reads "a.b = 1" as key b of section a, and "\"key\" = 1" as key.
+    std::string sect = section;
+    if (const size_t dot = key.rfind('.'); dot != std::string::npos) {
+      sect += (sect.empty() ? "" : ".") + key.substr(0, dot);
+      key = key.substr(dot + 1);
+    } else if (key.size() >= 2 && (key[0] == '"' || key[0] == '\'') && key.back() == key[0]) {
+      key = key.substr(1, key.size() - 2);
+    }
+    LRLAB_REQUIRE(values.emplace(std::make_pair(sect, key), value).second, "config file '", path, "': '", key,
+                  "' is set twice", sect.empty() ? "" : " in section [" + sect + "]", "; keep one");
   }
+  return values;
+}
+
+bool is_number(const std::string& s) {
+  char* end = nullptr;
+  (void)std::strtod(s.c_str(), &end);
+  return !s.empty() && end == s.c_str() + s.size();
 }
 }  // namespace
 
@@ -185,7 +201,7 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
     // A folder opens as a stream too, and reads as an empty file.
     LRLAB_REQUIRE(probe.good() && !std::filesystem::is_directory(path), "cannot read config file '", path, "'",
                   std::filesystem::is_directory(path) ? ": it is a folder" : "");
-    check_syntax(path);
+    const auto written = check_syntax(path);
     std::vector<CLI::ConfigItem> items;
     try {
       items = CLI::ConfigTOML().from_file(path);
@@ -221,15 +237,30 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
       }
       LRLAB_REQUIRE(!item.inputs.empty(), "config file '", path, "': '", item.name, "' has no value");
       extra.push_back(flag);
-      if (opt->get_expected_max() == 1 && item.inputs.size() > 1) {
-        // `hidden = [256, 128]` (TOML) or `hidden = 256,128` (INI) for an option that takes one
-        // comma-separated value on the command line.
+      // CLI11 keeps the spaces around a list's items ("[1e-3 , 1e-2]").
+      std::vector<std::string> inputs;
+      for (const std::string& in : item.inputs) inputs.push_back(trimmed(in));
+      if (opt->get_expected_max() == 1 && inputs.size() > 1) {
+        std::string sect;
+        for (const std::string& p : item.parents) sect += (sect.empty() ? "" : ".") + p;
+        const auto w = written.find({sect, item.name});
+        const std::string& text = w == written.end() ? "" : w->second;
+        // Words CLI11 split at their spaces (no brackets, no commas) are one value, as written
+        // (`schedule = warmup(steps=5) + cosine(steps=10)`), unless they are numbers: then, as
+        // `hidden = [256, 128]` (TOML) or `hidden = 256,128` (INI), the comma-separated value the
+        // option takes on the command line.
+        const bool split_at_spaces = !text.empty() && text[0] != '[' && text.find(',') == std::string::npos;
+        if (split_at_spaces && !std::all_of(inputs.begin(), inputs.end(), is_number)) {
+          check_value(*opt, text, "config file '" + path + "': ");
+          extra.push_back(text);
+          continue;
+        }
         std::string joined;
-        for (size_t i = 0; i < item.inputs.size(); ++i) joined += (i ? "," : "") + item.inputs[i];
+        for (size_t i = 0; i < inputs.size(); ++i) joined += (i ? "," : "") + inputs[i];
         extra.push_back(joined);
         continue;
       }
-      for (const std::string& in : item.inputs) {
+      for (const std::string& in : inputs) {
         check_value(*opt, in, "config file '" + path + "': ");
         extra.push_back(in);
       }

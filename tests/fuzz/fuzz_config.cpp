@@ -1,10 +1,10 @@
 // The whole input is a config file (`lrlab train --config FILE`). Reading it against a command with
 // options of each kind (a number, a text, a list, a switch) either adds arguments or throws
 // lrlab::Error; it never crashes, and CLI11's own exceptions never escape.
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -12,13 +12,12 @@
 #include "fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/lrlab_fuzz_config_" + std::to_string(::getpid()) + ".toml";
-  if (FILE* f = std::fopen(path.c_str(), "wb")) {
-    std::fwrite(data, 1, size, f);
-    std::fclose(f);
-  } else {
+  // In memory, named by a path the reader opens like any file's: nothing is left on disk.
+  static const int fd = ::memfd_create("lrlab_fuzz_config", 0);
+  if (fd < 0 || ::ftruncate(fd, 0) != 0 ||
+      ::pwrite(fd, data, size, 0) != static_cast<ssize_t>(size))
     return 0;
-  }
+  const std::string path = "/proc/self/fd/" + std::to_string(fd);
   CLI::App app{"lrlab"};
   int64_t epochs = 1;
   std::string schedule;
