@@ -250,3 +250,88 @@ TEST(PlateauReplayCli, BadInputIsOneErrorLine) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
 }
+
+// benchmarks/ncu_summary.py reads what Nsight Compute writes for gpu_check.sh's profile part, on a
+// machine where it runs once: its CSV as ncu lays it out (its own "==" lines, quoted fields,
+// thousands separators, times in several units, demangled names). Python's standard library only;
+// skipped where there is no python3.
+namespace {
+
+std::string ncu_row(int id, const std::string& kernel, const std::string& metric, const std::string& unit,
+                    const std::string& value) {
+  return "\"" + std::to_string(id) + "\",\"7\",\"lrlab\",\"host\",\"" + kernel +
+         "\",\"1\",\"13\",\"(256, 1, 1)\",\"(660, 1, 1)\",\"0\",\"9.0\",\"Section\",\"" + metric + "\",\"" + unit +
+         "\",\"" + value + "\"\n";
+}
+
+const char* const kNcuHeader =
+    "\"ID\",\"Process ID\",\"Process Name\",\"Host Name\",\"Kernel Name\",\"Context\",\"Stream\",\"Block Size\","
+    "\"Grid Size\",\"Device\",\"CC\",\"Section Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"\n";
+
+json run_ncu_summary(const std::string& args, const std::string& csv_text) {
+  const std::string csv = temp_path("ncu.csv"), out = temp_path("ncu.json");
+  {
+    std::ofstream f(csv);
+    f << csv_text;
+  }
+  const auto r = run_program("python3", std::string(LRLAB_SOURCE_DIR) + "/benchmarks/ncu_summary.py " + args + " " +
+                                            csv + " --json " + out);
+  EXPECT_EQ(r.status, 0) << r.err;
+  const std::string text = slurp(out);
+  std::remove(csv.c_str());
+  std::remove(out.c_str());
+  return json::parse(text.empty() ? "null" : text);
+}
+
+}  // namespace
+
+TEST(NcuSummaryScript, SumsTheKernelsOfWholeStepsOnly) {
+  if (std::system("command -v python3 >/dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  const std::string update =
+      "void lrlab::detail::(anonymous namespace)::update_kernel<(lrlab::OptimKind)1, 2>(lrlab::detail::FusedArgs, "
+      "const lrlab::detail::ReplicaState *)";
+  const std::string gather =
+      "lrlab::detail::(anonymous namespace)::gather_kernel(const float *, const int *, const float *, long, long, "
+      "const int *, const long *, long, long, float *, int *, float *)";
+  const std::string gemm = "sm90_xmma_gemm_f32f32_f32f32_f32_tn_n_tilesize64x64x8_stage3_warpsize2x2x1_ffma";
+  const std::string t = "gpu__time_duration.sum";
+  // A window that starts and ends inside a step: the first and last launches belong to no whole step.
+  const std::string csv = std::string("==PROF== Connected to process 7 (/x/lrlab)\n") + kNcuHeader +
+                          ncu_row(0, gemm, t, "nsecond", "9,000") + ncu_row(1, update, t, "usecond", "3.5") +
+                          ncu_row(2, gather, t, "nsecond", "1,500") + ncu_row(3, gemm, t, "usecond", "12.25") +
+                          ncu_row(4, update, t, "nsecond", "3,500") + ncu_row(5, gather, t, "nsecond", "1,700") +
+                          ncu_row(6, gemm, t, "usecond", "11.75") + ncu_row(7, update, t, "usecond", "3.5") +
+                          ncu_row(8, gather, t, "usecond", "1") + "==PROF== Disconnected from process 7\n";
+  const json s = run_ncu_summary("step --marker update_kernel", csv);
+  ASSERT_TRUE(s.is_object());
+  EXPECT_EQ(s["steps"], 2);
+  EXPECT_DOUBLE_EQ(s["launches_per_step"].get<double>(), 3.0);
+  EXPECT_NEAR(s["kernel_us_per_step"].get<double>(), 1.6 + 12.0 + 3.5, 1e-9);
+  std::map<std::string, double> per_step;
+  for (const json& k : s["kernels"]) per_step[k["kernel"].get<std::string>()] = k["us_per_step"].get<double>();
+  EXPECT_EQ(per_step.size(), 3u) << s.dump(1);
+  EXPECT_NEAR(per_step["update_kernel<(lrlab::OptimKind)1, 2>"], 3.5, 1e-9);
+  EXPECT_NEAR(per_step["gather_kernel"], 1.6, 1e-9);
+  EXPECT_NEAR(per_step[gemm], 12.0, 1e-9);
+}
+
+TEST(NcuSummaryScript, ReadsTheSectionsOfOneKernel) {
+  if (std::system("command -v python3 >/dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  const std::string k = "void lrlab::detail::(anonymous namespace)::update_kernel<(lrlab::OptimKind)1, 2>(int)";
+  const std::string csv = std::string("==PROF== Connected to process 7\n") + kNcuHeader +
+                          ncu_row(0, k, "DRAM Throughput", "%", "88.52") + ncu_row(0, k, "Duration", "msecond", "2.13") +
+                          ncu_row(0, k, "Achieved Occupancy", "%", "58.1") +
+                          ncu_row(0, k, "Registers Per Thread", "register/thread", "46") +
+                          ncu_row(0, k, "Waves Per SM", "", "1.00") + ncu_row(0, k, "Grid Size", "", "1,320") +
+                          ncu_row(0, k, "Note", "", "see the rule");
+  const json s = run_ncu_summary("kernel", csv);
+  ASSERT_TRUE(s.is_object());
+  ASSERT_EQ(s["kernels"].size(), 1u) << s.dump(1);
+  const json& r = s["kernels"][0];
+  EXPECT_EQ(r["kernel"], "update_kernel<(lrlab::OptimKind)1, 2>");
+  EXPECT_NEAR(r["duration_us"].get<double>(), 2130.0, 1e-9);
+  EXPECT_DOUBLE_EQ(r["dram_pct"].get<double>(), 88.52);
+  EXPECT_DOUBLE_EQ(r["registers"].get<double>(), 46);
+  EXPECT_DOUBLE_EQ(r["grid"].get<double>(), 1320);
+  EXPECT_FALSE(r["all_metrics"].contains("Note")) << "a rule's text is no number";
+}
