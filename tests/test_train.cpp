@@ -1193,6 +1193,13 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
     ASSERT_EQ(r.status, 0) << text << r.err;
     EXPECT_EQ(nlohmann::json::parse(slurp(json))["config"][key], value) << text;
   }
+  // A bare key is a switch set to true; for any other option it is a value left out.
+  write("quiet\n");
+  EXPECT_EQ(run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200 --epochs 1").status, 0);
+  write("epochs\n");
+  auto bare = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200");
+  EXPECT_EQ(bare.status, 2);
+  EXPECT_EQ(bare.err, "error: config file '" + cfg + "': 'epochs' is not a switch: give it a value (epochs = ...)\n");
   // A list's items lose the spaces CLI11 keeps around them.
   write("lr = [1e-3 , 1e-2]\n");
   auto sweep = run_cli("sweep --config " + cfg + " --device cpu --data spirals --hidden 4 --samples 300 --epochs 1");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -67,13 +68,14 @@ void check_elements(const std::string& where, const std::string& key, const std:
 //   - "[train" or "[train] # note": read as options, not sections;
 //   - a key set twice: read as one key with a list of values, which then fails as "Could not
 //     convert: --epochs = 2,3" or, for a list option, silently joins them.
-// Returns each key's value as written (comment cut, list lines joined), by (section, key), for
+// Returns each key's value as written (comment cut, list lines joined; none for a bare key, which
+// CLI11 reads as "true"), by (section, key), for
 // with_config_file to tell a value CLI11 split at its spaces.
-std::map<std::pair<std::string, std::string>, std::string> check_syntax(const std::string& path) {
+std::map<std::pair<std::string, std::string>, std::optional<std::string>> check_syntax(const std::string& path) {
   std::ifstream in(path);
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(trimmed(line));
-  std::map<std::pair<std::string, std::string>, std::string> values;
+  std::map<std::pair<std::string, std::string>, std::optional<std::string>> values;
   std::string section;
   for (size_t i = 0; i < lines.size(); ++i) {
     const std::string& line = lines[i];
@@ -89,9 +91,10 @@ std::map<std::pair<std::string, std::string>, std::string> check_syntax(const st
       continue;
     }
     const size_t eq = line.find('=');
-    std::string key = trimmed(line.substr(0, eq)), value;
+    std::string key = trimmed(line.substr(0, eq));
+    std::optional<std::string> written;
     if (eq != std::string::npos) {
-      value = trimmed(line.substr(eq + 1));
+      std::string value = trimmed(line.substr(eq + 1));
       char quote = 0;
       for (const char c : value) {
         if (quote == 0 && (c == '"' || c == '\'')) quote = c;
@@ -119,9 +122,9 @@ std::map<std::pair<std::string, std::string>, std::string> check_syntax(const st
       } else {
         check_elements(where, key, value);
       }
+      written = value;
     } else {
       key = trimmed(key.substr(0, key.find('#')));
-      value = "true";  // a switch
     }
     // CLI11 reads "a.b = 1" as key b of section a, and "\"key\" = 1" as key.
     std::string sect = section;
@@ -131,7 +134,7 @@ std::map<std::pair<std::string, std::string>, std::string> check_syntax(const st
     } else if (key.size() >= 2 && (key[0] == '"' || key[0] == '\'') && key.back() == key[0]) {
       key = key.substr(1, key.size() - 2);
     }
-    LRLAB_REQUIRE(values.emplace(std::make_pair(sect, key), value).second, "config file '", path, "': '", key,
+    LRLAB_REQUIRE(values.emplace(std::make_pair(sect, key), written).second, "config file '", path, "': '", key,
                   "' is set twice", sect.empty() ? "" : " in section [" + sect + "]", "; keep one");
   }
   return values;
@@ -226,6 +229,10 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
       LRLAB_REQUIRE(opt && flag != "--config", "config file '", path, "': '", item.name,
                     "' is not an option of 'lrlab ", sub->get_name(), "'");
       if (given(args, flag)) continue;
+      std::string sect;
+      for (const std::string& p : item.parents) sect += (sect.empty() ? "" : ".") + p;
+      const auto w = written.find({sect, item.name});
+      const bool bare = w != written.end() && !w->second;
       if (opt->get_expected_min() == 0) {
         std::string v = item.inputs.empty() ? "true" : item.inputs.front();
         std::transform(v.begin(), v.end(), v.begin(), ::tolower);
@@ -235,16 +242,15 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
         if (on) extra.push_back(flag);
         continue;
       }
+      LRLAB_REQUIRE(!bare, "config file '", path, "': '", item.name, "' is not a switch: give it a value (",
+                    item.name, " = ...)");
       LRLAB_REQUIRE(!item.inputs.empty(), "config file '", path, "': '", item.name, "' has no value");
       extra.push_back(flag);
       // CLI11 keeps the spaces around a list's items ("[1e-3 , 1e-2]").
       std::vector<std::string> inputs;
       for (const std::string& in : item.inputs) inputs.push_back(trimmed(in));
       if (opt->get_expected_max() == 1 && inputs.size() > 1) {
-        std::string sect;
-        for (const std::string& p : item.parents) sect += (sect.empty() ? "" : ".") + p;
-        const auto w = written.find({sect, item.name});
-        const std::string& text = w == written.end() ? "" : w->second;
+        const std::string text = w == written.end() ? "" : w->second.value_or("");
         // Words CLI11 split at their spaces (no brackets, no commas) are one value, as written
         // (`schedule = warmup(steps=5) + cosine(steps=10)`), unless they are numbers: then, as
         // `hidden = [256, 128]` (TOML) or `hidden = 256,128` (INI), the comma-separated value the
