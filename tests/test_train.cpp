@@ -1160,8 +1160,13 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
            {"epochs = \"1\n", "1: the string of 'epochs' has no closing \""},
            {"data = 'blobs\n", "1: the string of 'data' has no closing '"},
            {"data = \"\"\"blobs\"\"\"\n", "1: the value of 'data' is in triple quotes, which are not read"},
-           {"data = \"blobs\"x\n", "1: 'x' right after the closing quote of 'data' would be dropped"},
+           {"hidden = [64\n32]\n", "2: this line and the one before it would be read as one item of the list of 'hidden'"},
+           {"data = \"blobs\"x\n", "1: 'x' right after the closing quote in the value of 'data' is not read as written"},
+           {"hidden = [\"64\" , \"32\"]\n", "1: a space between a closing quote and its comma in the value of 'hidden'"},
            {"log = \"run#1.csv\"\n", "1: a '#' in the value of 'log' starts a comment even inside quotes"},
+           {"log = `run#1.csv`\n", "1: a '#' in the value of 'log' starts a comment even inside quotes"},
+           {"log = out.csv ; per-step losses\n", "1: a ';' after the value of 'log' is not read as a comment"},
+           {"tf32 # a=b\n", "1: the '=' comes after a '#', so the key would be read with the comment"},
            {"\n[train\nepochs = 1\n", "2: '[train' is not a section header"},
            {"[train] # the training options\n", "1: '[train] # the training options' is not a section header"}}) {
     write(text);
@@ -1187,11 +1192,27 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
            {"[[train]]\nhidden = 8\n", "hidden", {8}},
            {"train.hidden = 8\n", "hidden", {8}},
            {"\"hidden\" = \"8\"\n", "hidden", {8}},
-           {"schedule = warmup(steps=5) + cosine(steps=10)\n", "schedule", "warmup(steps=5) + cosine(steps=10)"}}) {
+           {"schedule = warmup(steps=5) + cosine(steps=10)\n", "schedule", "warmup(steps=5) + cosine(steps=10)"},
+           {"[DEFAULT]\nschedule = warmup(steps=5) + cosine(steps=10)\n", "schedule", "warmup(steps=5) + cosine(steps=10)"},
+           {"[\"train\"]\nhidden = [ \"64\", \"32\" ]\n", "hidden", {64, 32}},
+           {"batch = 16 # it's #1\n", "batch", 16}}) {
     write(text);
     auto r = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200 --epochs 1 --quiet --json " + json);
     ASSERT_EQ(r.status, 0) << text << r.err;
     EXPECT_EQ(nlohmann::json::parse(slurp(json))["config"][key], value) << text;
+  }
+  // Refused when CLI11 has read the file: a key set twice (both lines named), a subsection (CLI11
+  // drops it), a switch given a list, a byte-order mark.
+  for (const auto& [text, message] : std::vector<std::pair<std::string, std::string>>{
+           {"batch = 32\n[default]\nbatch = 16\n", "'batch' is set twice (lines 1 and 3); keep one"},
+           {"[train]\n[train.extra]\nhidden = 8\n", "section [train.extra] is not a command of lrlab: there are no subsections"},
+           {"tf32 = false true\n", "'tf32' is a switch: give it one value, true or false"},
+           {"\xEF\xBB\xBF" "batch = 16\n", "starts with a byte-order mark"}}) {
+    write(text);
+    auto r = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200");
+    EXPECT_EQ(r.status, 2) << text << r.err;
+    EXPECT_EQ(r.err.rfind("error: config file '" + cfg + "'", 0), 0u) << text << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << text << r.err;
   }
   // A bare key is a switch set to true; for any other option it is a value left out.
   write("quiet\n");
@@ -1200,11 +1221,16 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
   auto bare = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200");
   EXPECT_EQ(bare.status, 2);
   EXPECT_EQ(bare.err, "error: config file '" + cfg + "': 'epochs' is not a switch: give it a value (epochs = ...)\n");
-  // A list's items lose the spaces CLI11 keeps around them.
+  // A list's items lose the spaces CLI11 keeps around them; quoted items may hold '=' on a list's
+  // later lines.
   write("lr = [1e-3 , 1e-2]\n");
   auto sweep = run_cli("sweep --config " + cfg + " --device cpu --data spirals --hidden 4 --samples 300 --epochs 1");
   ASSERT_EQ(sweep.status, 0) << sweep.err;
   EXPECT_NE(sweep.out.find("2 configurations"), std::string::npos) << sweep.out;
+  write("lr = 1e-3\nschedule = [\"constant\",\n  \"step(every=1,gamma=0.5)\"]\n");
+  sweep = run_cli("sweep --config " + cfg + " --device cpu --data spirals --hidden 4 --samples 300 --epochs 1");
+  ASSERT_EQ(sweep.status, 0) << sweep.err;
+  EXPECT_NE(sweep.out.find("step(every=1,gamma=0.5)"), std::string::npos) << sweep.out;
   std::remove(json.c_str());
   std::remove(cfg.c_str());
 }

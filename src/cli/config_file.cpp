@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <utility>
 
 #include "lrlab/error.hpp"
@@ -32,50 +34,128 @@ std::string trimmed(const std::string& s) {
   return a == std::string::npos ? "" : s.substr(a, s.find_last_not_of(" \t\r") - a + 1);
 }
 
-// A value's elements as CLI11 2.1 splits them: quoted strings and bare words, separated by commas
-// or spaces. What it would misread: a string with no closing quote (kept with its quote), text
-// right after a closing quote (dropped), triple quotes (read with two of their quotes).
-void check_elements(const std::string& where, const std::string& key, const std::string& v) {
-  size_t i = 0;
-  while (i < v.size()) {
+bool is_quote(char c) { return c == '"' || c == '\'' || c == '`'; }
+
+// CLI11's remove_quotes: one pair of matching " or ' around the whole text.
+std::string unquoted(std::string s) {
+  if (s.size() > 1 && (s[0] == '"' || s[0] == '\'') && s.back() == s[0]) s = s.substr(1, s.size() - 2);
+  return s;
+}
+
+// Which characters of `v` lie in quoted elements, quotes included: a quote opens one only where an
+// element starts (at the start, after a separator or a '['), \" does not close it, and one never
+// closed runs to the end.
+std::vector<bool> quoted_mask(const std::string& v) {
+  std::vector<bool> in(v.size(), false);
+  bool at_start = true;
+  for (size_t i = 0; i < v.size(); ++i) {
     const char c = v[i];
-    if (c == ' ' || c == '\t' || c == ',') {
-      ++i;
+    if (at_start && is_quote(c)) {
+      size_t close = v.find(c, i + 1);
+      while (close != std::string::npos && v[close - 1] == '\\') close = v.find(c, close + 1);
+      const size_t end = close == std::string::npos ? v.size() - 1 : close;
+      std::fill(in.begin() + static_cast<std::ptrdiff_t>(i), in.begin() + static_cast<std::ptrdiff_t>(end) + 1, true);
+      i = end;
+      at_start = false;
       continue;
     }
-    if (c == '"' || c == '\'') {
+    at_start = c == ',' || c == ' ' || c == '\t' || c == '[';
+  }
+  return in;
+}
+
+// The first of `chars` in `v` outside quoted elements, or npos.
+size_t find_outside_quotes(const std::string& v, const char* chars) {
+  const std::vector<bool> in = quoted_mask(v);
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!in[i] && std::strchr(chars, v[i])) return i;
+  return std::string::npos;
+}
+
+// Where CLI11 cuts a value's first line: at its first '#', inside quotes or not. One inside quotes
+// is refused.
+size_t comment_cut(const std::string& where, const std::string& key, const std::string& v) {
+  const size_t hash = v.find('#');
+  LRLAB_REQUIRE(hash == std::string::npos || hash == find_outside_quotes(v, "#"), where, "a '#' in the value of '",
+                key, "' starts a comment even inside quotes, and the value would end before it; leave it out");
+  return hash;
+}
+
+// The elements of a value as CLI11 2.1 splits them (CLI/StringTools.hpp, split_up): at `delim` (a
+// space or a tab when ' '), a quoted element (", ' or `, where \" does not close) running to its
+// closing quote, after which CLI11 skips one character, taking it for the delimiter. What it would
+// misread: a quote never closed (read without its opening quote), a character after a closing
+// quote that is no delimiter (dropped), two delimiters in a row (an empty element), triple quotes
+// (two quotes kept).
+void check_elements(const std::string& where, const std::string& key, const std::string& value, char delim) {
+  const std::string v = trimmed(value);  // as split_up trims
+  auto is_delim = [delim](char c) { return delim == ' ' ? c == ' ' || c == '\t' : c == delim; };
+  size_t i = v.find_first_not_of(" \t");
+  while (i != std::string::npos && i < v.size()) {
+    const char c = v[i];
+    LRLAB_REQUIRE(c != delim, where, "an empty item in the value of '", key,
+                  "' (two commas in a row, or a space between a closing quote and its comma)");
+    if (is_quote(c)) {
       LRLAB_REQUIRE(v.compare(i, 3, std::string(3, c)) != 0, where, "the value of '", key,
                     "' is in triple quotes, which are not read; quote it with one \" or '");
-      const size_t close = v.find(c, i + 1);
+      size_t close = v.find(c, i + 1);
+      while (close != std::string::npos && v[close - 1] == '\\') close = v.find(c, close + 1);
       LRLAB_REQUIRE(close != std::string::npos, where, "the string of '", key, "' has no closing ", std::string(1, c));
       i = close + 1;
-      LRLAB_REQUIRE(i == v.size() || v[i] == ' ' || v[i] == '\t' || v[i] == ',', where, "'", v.substr(i),
-                    "' right after the closing quote of '", key, "' would be dropped; put it inside the quotes");
-      continue;
+      if (i < v.size()) {
+        LRLAB_REQUIRE(delim != ',' || v[i] == ',' || v.find_first_not_of(" \t", i) == std::string::npos ||
+                          v[v.find_first_not_of(" \t", i)] != ',',
+                      where, "a space between a closing quote and its comma in the value of '", key,
+                      "' would be read as an empty item; put the comma right after the quote");
+        const size_t shown = v.find_first_not_of(" \t", i);
+        LRLAB_REQUIRE(is_delim(v[i]), where, "'", v.substr(shown, v.find_first_of(" \t,", shown) - shown),
+                      "' right after the closing quote in the value of '", key,
+                      "' is not read as written; put it inside the quotes",
+                      delim == ',' ? ", or the comma right after the quote" : "");
+        ++i;
+      }
+    } else {
+      while (i < v.size() && !is_delim(v[i])) ++i;
+      if (i < v.size()) ++i;
     }
-    while (i < v.size() && v[i] != ' ' && v[i] != '\t' && v[i] != ',') ++i;
+    i = v.find_first_not_of(" \t", i);
   }
 }
 
-// Reads `path` as CLI11 2.1 does (CLI/Config.hpp, ConfigBase::from_config) and refuses, with the
-// line's number, what CLI11 would read as something other than what the line says (it refuses none
-// of it itself):
-//   - a '#' inside quotes: CLI11 ends the value there;
-//   - a list that never closes: CLI11 reads the rest of the file into it, keys and sections included;
-//     a '[' alone on its line is no list at all, and a comment on a list's later line becomes one of
-//     its values;
-//   - the strings above (check_elements);
-//   - "[train" or "[train] # note": read as options, not sections;
+// How CLI11 splits a value that is no list (its first line, comment cut): at commas when there is
+// one, else at spaces (a value with neither is one element either way).
+char split_of(const std::string& v) { return v.find(',') != std::string::npos ? ',' : ' '; }
+
+// Reads `path` as CLI11 2.1 does (CLI/Config.hpp, ConfigBase::from_config, generate_parents) and
+// refuses, with the line's number, what CLI11 would read as something other than what the line
+// says; CLI11 itself refuses none of it:
+//   - a list that never closes takes in the rest of the file, keys and sections included; a '[' alone
+//     on its line is no list; a later line of a list keeps its comment, and two lines with no comma
+//     between them are joined into one item ([64 / 32] reads 6432);
+//   - the strings and separators of check_elements; a '#' before the '=' (the key takes it in);
+//   - "[train" or "[train] # note" (read as options, not sections), a ';' after a value (no comment
+//     there), a byte-order mark (read into the first key);
 //   - a key set twice: read as one key with a list of values, which then fails as "Could not
 //     convert: --epochs = 2,3" or, for a list option, silently joins them.
 // Returns each key's value as written (comment cut, list lines joined; none for a bare key, which
-// CLI11 reads as "true"), by (section, key), for
+// CLI11 reads as "true"), by (section, key) as CLI11 names them (parents joined with '.'), for
 // with_config_file to tell a value CLI11 split at its spaces.
 std::map<std::pair<std::string, std::string>, std::optional<std::string>> check_syntax(const std::string& path) {
   std::ifstream in(path);
   std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(trimmed(line));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  LRLAB_REQUIRE(lines.empty() || lines[0].rfind("\xEF\xBB\xBF", 0) != 0, "config file '", path,
+                "' starts with a byte-order mark, which would be read into its first key; save it without one");
+  for (std::string& line : lines) line = trimmed(line);
   std::map<std::pair<std::string, std::string>, std::optional<std::string>> values;
+  std::map<std::pair<std::string, std::string>, size_t> line_of;
+  // CLI11's parents: split at '.', each without its quotes; its section "default" (any case) is none.
+  auto parents_of = [](std::string text) {
+    std::string out, part;
+    std::istringstream parts(text);
+    while (std::getline(parts, part, '.')) out += (out.empty() ? "" : ".") + unquoted(part);
+    return out;
+  };
   std::string section;
   for (size_t i = 0; i < lines.size(); ++i) {
     const std::string& line = lines[i];
@@ -87,24 +167,22 @@ std::map<std::pair<std::string, std::string>, std::optional<std::string>> check_
       if (name.size() > 1 && name.front() == '[' && name.back() == ']') name = name.substr(1, name.size() - 2);
       LRLAB_REQUIRE(!trimmed(name).empty(), where, "'", line,
                     "' is not a section header: write [train], [sweep], ... alone on its line");
-      section = name;
+      std::string lower = name;
+      std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+      section = lower == "default" ? "" : parents_of(name);
       continue;
     }
     const size_t eq = line.find('=');
+    const size_t hash = line.find('#');
+    LRLAB_REQUIRE(eq == std::string::npos || hash == std::string::npos || hash > eq, where,
+                  "the '=' comes after a '#', so the key would be read with the comment; move the comment after the value");
     std::string key = trimmed(line.substr(0, eq));
     std::optional<std::string> written;
     if (eq != std::string::npos) {
       std::string value = trimmed(line.substr(eq + 1));
-      char quote = 0;
-      for (const char c : value) {
-        if (quote == 0 && (c == '"' || c == '\'')) quote = c;
-        else if (c == quote) quote = 0;
-        else if (c == '#' && quote != 0)
-          LRLAB_FAIL(where, "a '#' in the value of '", key,
-                     "' starts a comment even inside quotes, and the value would end before it; leave it out");
-      }
-      value = trimmed(value.substr(0, value.find('#')));
+      value = trimmed(value.substr(0, comment_cut(where, key, value)));
       if (!value.empty() && value[0] == '[') {
+        // A list: its first line's comment is cut, then its lines are joined until one ends in ']'.
         LRLAB_REQUIRE(value.size() > 1, where, "'", key, " = [' alone is not read as a list; start the items on ",
                       "this line (", key, " = [a, b])");
         const size_t first = i;
@@ -112,30 +190,42 @@ std::map<std::pair<std::string, std::string>, std::optional<std::string>> check_
           LRLAB_REQUIRE(i + 1 < lines.size(), "config file '", path, "', line ", first + 1, ": the list of '", key,
                         "' is never closed (a ']' must end a line)");
           const std::string& next = lines[++i];
-          LRLAB_REQUIRE(next.find('#') == std::string::npos && next.find('=') == std::string::npos &&
-                            (next.empty() || next[0] != '['),
-                        "config file '", path, "', line ", i + 1, ": the list of '", key, "' from line ", first + 1,
-                        " is still open here, and this line would be read into it (close it with ']' first)");
+          const std::string at = "config file '" + path + "', line " + std::to_string(i + 1) + ": ";
+          LRLAB_REQUIRE(find_outside_quotes(next, "#=") == std::string::npos && (next.empty() || next[0] != '['), at,
+                        "the list of '", key, "' from line ", first + 1,
+                        " is still open here, and this line would be read into it, comments and keys included ",
+                        "(close the list first)");
+          LRLAB_REQUIRE(next.empty() || value.back() == '[' || value.back() == ',' || next[0] == ',' || next[0] == ']',
+                        at, "this line and the one before it would be read as one item of the list of '", key,
+                        "'; end the line before it with a comma");
           value += next;
         }
-        check_elements(where, key, value.substr(1, value.size() - 2));
+        check_elements(where, key, value.substr(1, value.size() - 2), ',');
       } else {
-        check_elements(where, key, value);
+        check_elements(where, key, value, split_of(value));
+        const std::vector<bool> in = quoted_mask(value);
+        for (size_t j = 1; j < value.size(); ++j)
+          LRLAB_REQUIRE(value[j] != ';' || in[j] || (value[j - 1] != ' ' && value[j - 1] != '\t'), where,
+                        "a ';' after the value of '", key, "' is not read as a comment (only '#' is); remove it or write '#'");
       }
       written = value;
     } else {
-      key = trimmed(key.substr(0, key.find('#')));
+      key = trimmed(key.substr(0, hash));
     }
-    // CLI11 reads "a.b = 1" as key b of section a, and "\"key\" = 1" as key.
+    // CLI11 reads "a.b = 1" as key b under a, and "\"key\" = 1" as key.
     std::string sect = section;
     if (const size_t dot = key.rfind('.'); dot != std::string::npos) {
-      sect += (sect.empty() ? "" : ".") + key.substr(0, dot);
-      key = key.substr(dot + 1);
-    } else if (key.size() >= 2 && (key[0] == '"' || key[0] == '\'') && key.back() == key[0]) {
-      key = key.substr(1, key.size() - 2);
+      const std::string more = parents_of(key.substr(0, dot));
+      sect += (sect.empty() || more.empty() ? "" : ".") + more;
+      key = unquoted(key.substr(dot + 1));
+    } else {
+      key = unquoted(key);
     }
-    LRLAB_REQUIRE(values.emplace(std::make_pair(sect, key), written).second, "config file '", path, "': '", key,
-                  "' is set twice", sect.empty() ? "" : " in section [" + sect + "]", "; keep one");
+    const auto id = std::make_pair(sect, key);
+    LRLAB_REQUIRE(!line_of.count(id), "config file '", path, "': '", key, "' is set twice",
+                  sect.empty() ? "" : " in section [" + sect + "]", " (lines ", line_of[id], " and ", i + 1, "); keep one");
+    line_of[id] = i + 1;
+    values.emplace(id, written);
   }
   return values;
 }
@@ -216,7 +306,12 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
       if (item.name == "++" || item.name == "--") continue;  // section markers
       if (!item.parents.empty()) {
         // One file may hold the options of several commands, each in its section; a section no
-        // command has is a misspelling, whose options would otherwise be dropped unsaid.
+        // command has is a misspelling, whose options would otherwise be dropped unsaid, and so is
+        // a subsection, which CLI11 would drop too.
+        std::string sect;
+        for (const std::string& p : item.parents) sect += (sect.empty() ? "" : ".") + p;
+        LRLAB_REQUIRE(item.parents.size() == 1, "config file '", path, "': section [", sect,
+                      "] is not a command of lrlab: there are no subsections (expected ", names, ")");
         const std::string& section = item.parents.front();
         LRLAB_REQUIRE(std::any_of(commands.begin(), commands.end(),
                                   [&](const CLI::App* c) { return c->get_name() == section; }),
@@ -234,6 +329,8 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
       const auto w = written.find({sect, item.name});
       const bool bare = w != written.end() && !w->second;
       if (opt->get_expected_min() == 0) {
+        LRLAB_REQUIRE(bare || item.inputs.size() == 1, "config file '", path, "': '", item.name,
+                      "' is a switch: give it one value, true or false");
         std::string v = item.inputs.empty() ? "true" : item.inputs.front();
         std::transform(v.begin(), v.end(), v.begin(), ::tolower);
         const bool on = v == "true" || v == "1" || v == "on" || v == "yes";
