@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
     CLI::App* sub = app.add_subcommand(c.name, c.description);
     runners[sub] = c.setup(*sub);
     add_config_option(*sub);
+    add_number_checks(*sub);
     // A repeated option takes its last value, as argparse does: a command line grown by appending
     // an override ("... --epochs 5") runs with the override.
     for (CLI::Option* opt : sub->get_options())

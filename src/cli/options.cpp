@@ -65,6 +65,30 @@ void require_values(const CLI::App& sub) {
     for (const std::string& v : opt->results()) check_value(*opt, v);
 }
 
+void add_number_checks(CLI::App& sub) {
+  for (CLI::Option* opt : sub.get_options()) {
+    const std::string full = opt->get_type_name(), type = full.substr(0, full.find(':'));
+    if (type != "INT" && type != "UINT" && type != "FLOAT") continue;
+    opt->check(CLI::Validator(
+        [type](std::string& text) -> std::string {
+          // As CLI11 converts: base 0 for whole numbers (leading zeros are check_value's), the whole
+          // text consumed.
+          const char* s = text.c_str();
+          char* end = nullptr;
+          errno = 0;
+          if (type == "FLOAT") (void)std::strtold(s, &end);
+          else if (type == "INT") (void)std::strtoll(s, &end, 0);
+          else (void)std::strtoull(s, &end, 0);
+          const char* what = type == "FLOAT" ? "a number" : type == "INT" ? "a whole number" : "a whole number from 0 up";
+          if (text.empty() || end != s + text.size() || (type == "UINT" && text.find('-') != std::string::npos))
+            return "'" + text + "' is not " + what;
+          if (errno == ERANGE) return "'" + text + "' is out of range";
+          return {};
+        },
+        ""));
+  }
+}
+
 CLI::Validator unsigned_64() {
   return CLI::Validator(
       [](std::string& text) -> std::string {

@@ -22,6 +22,12 @@ void check_value(const CLI::Option& opt, const std::string& value, const std::st
 // check_value over every value `sub`'s options were given.
 void require_values(const CLI::App& sub);
 
+// Adds to every option of `sub` that takes numbers a check that names what is wrong with a value
+// CLI11 cannot convert ("--epochs: 'abc' is not a whole number", where CLI11 alone says "Could not
+// convert: --epochs = abc") or would convert to something else: a number past the type's range
+// (CLI11 takes the largest one), a negative one for an unsigned option (CLI11 wraps it around).
+void add_number_checks(CLI::App& sub);
+
 // Accepts a whole number from 0 to 2^64-1 written in decimal: CLI11 alone would take "-1" as
 // 2^64-1 and clamp larger numbers to it, so two different seeds typed would run as one.
 CLI::Validator unsigned_64();
