@@ -805,6 +805,7 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
             "--epochs: '99999999999999999999' is out of range"},
            {"train --data spirals --device cpu --guard-factor x", "--guard-factor: 'x' is not a number"},
            {"train --data spirals --device cpu --guard-factor 1e5000", "--guard-factor: '1e5000' is out of range"},
+           {"train --data spirals --device cpu --val-fraction 1e-400", "--val-fraction: '1e-400' is out of range"},
            {"sweep --data spirals --device cpu --lr 1e-3 --seeds x", "--seeds: 'x' is not a whole number"},
            {"train --data spirals --device cpu --epochs=", "--epochs: empty value; give a number"},
            {"schedule constant --steps ''", "--steps: empty value; give a number"},
@@ -1163,7 +1164,7 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
   for (const auto& [text, message] : std::vector<std::pair<std::string, std::string>>{
            {"epochs = [1,\n", "1: the list of 'epochs' is never closed"},
            {"data = \"blobs\"\nhidden = [\n  12,\n  6\n]\n", "2: 'hidden = [' alone is not read as a list"},
-           {"hidden = [12,\n  6] # widths\n", "2: the list of 'hidden' from line 1 is still open here"},
+           {"hidden = [12,\n  6] # widths\n", "2: a comment after the ']' closing the list of 'hidden' on a later line"},
            {"hidden = [12,\n6,\nschedule = \"constant\"\n", "3: the list of 'hidden' from line 1 is still open here"},
            {"epochs = \"1\n", "1: the string of 'epochs' has no closing \""},
            {"data = 'blobs\n", "1: the string of 'data' has no closing '"},
@@ -1175,6 +1176,8 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
            {"log = `run#1.csv`\n", "1: a '#' in the value of 'log' starts a comment even inside quotes"},
            {"log = out.csv ; per-step losses\n", "1: a ';' after the value of 'log' is not read as a comment"},
            {"tf32 # a=b\n", "1: the '=' comes after a '#', so the key would be read with the comment"},
+           {"plot = `p.svg`\n", "1: the value of 'plot' would keep its backticks"},
+           {"plot = \"a\\\"b.svg\"\n", "1: the value of 'plot' would keep the backslash of its \\\""},
            {"\n[train\nepochs = 1\n", "2: '[train' is not a section header"},
            {"[train] # the training options\n", "1: '[train] # the training options' is not a section header"}}) {
     write(text);
@@ -1203,7 +1206,10 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
            {"schedule = warmup(steps=5) + cosine(steps=10)\n", "schedule", "warmup(steps=5) + cosine(steps=10)"},
            {"[DEFAULT]\nschedule = warmup(steps=5) + cosine(steps=10)\n", "schedule", "warmup(steps=5) + cosine(steps=10)"},
            {"[\"train\"]\nhidden = [ \"64\", \"32\" ]\n", "hidden", {64, 32}},
-           {"batch = 16 # it's #1\n", "batch", 16}}) {
+           {"batch = 16 # it's #1\n", "batch", 16},
+           // The command's own section wins over the top of the file, wherever each stands.
+           {"[train]\nbatch = 32\n[default]\nbatch = 64\n", "batch", 32},
+           {"train.batch = 32\nbatch = 64\n", "batch", 32}}) {
     write(text);
     auto r = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200 --epochs 1 --quiet --json " + json);
     ASSERT_EQ(r.status, 0) << text << r.err;
@@ -1215,6 +1221,8 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
            {"batch = 32\n[default]\nbatch = 16\n", "'batch' is set twice (lines 1 and 3); keep one"},
            {"[train]\n[train.extra]\nhidden = 8\n", "section [train.extra] is not a command of lrlab: there are no subsections"},
            {"tf32 = false true\n", "'tf32' is a switch: give it one value, true or false"},
+           {"help\n", "'help' is not an option of 'lrlab train'"},
+           {"batch = abc\n", "--batch: 'abc' is not a whole number"},
            {"\xEF\xBB\xBF" "batch = 16\n", "starts with a byte-order mark"}}) {
     write(text);
     auto r = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200");
@@ -1239,6 +1247,18 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
   sweep = run_cli("sweep --config " + cfg + " --device cpu --data spirals --hidden 4 --samples 300 --epochs 1");
   ASSERT_EQ(sweep.status, 0) << sweep.err;
   EXPECT_NE(sweep.out.find("step(every=1,gamma=0.5)"), std::string::npos) << sweep.out;
+  // In a list option, the pieces of a spec CLI11 split at its commas, spaces or '+' go back together.
+  write("lr = 1e-3\n[sweep]\noptimizer = [sgd(momentum=0.9, nesterov=true),\n  adam(beta2=0.99)]\n"
+        "schedule = warmup(steps=5) + cosine(steps=10)\n");
+  sweep = run_cli("sweep --config " + cfg + " --device cpu --data spirals --hidden 4 --samples 300 --epochs 1");
+  ASSERT_EQ(sweep.status, 0) << sweep.err;
+  EXPECT_NE(sweep.out.find("2 configurations"), std::string::npos) << sweep.out;
+  EXPECT_NE(sweep.out.find("sgd(momentum=0.9,nesterov=true)"), std::string::npos) << sweep.out;
+  EXPECT_NE(sweep.out.find("warmup(steps=5) + cosine(steps=10)"), std::string::npos) << sweep.out;
+  // A name too long to look up is a file that cannot be read, not a crash.
+  auto too_long = run_cli("train --config " + std::string(300, 'a'));
+  EXPECT_EQ(too_long.status, 2);
+  EXPECT_EQ(too_long.err.rfind("error: cannot read config file 'aaa", 0), 0u) << too_long.err;
   std::remove(json.c_str());
   std::remove(cfg.c_str());
 }

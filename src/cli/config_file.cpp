@@ -191,7 +191,15 @@ std::map<std::pair<std::string, std::string>, std::optional<std::string>> check_
                         "' is never closed (a ']' must end a line)");
           const std::string& next = lines[++i];
           const std::string at = "config file '" + path + "', line " + std::to_string(i + 1) + ": ";
-          LRLAB_REQUIRE(find_outside_quotes(next, "#=") == std::string::npos && (next.empty() || next[0] != '['), at,
+          const size_t comment = find_outside_quotes(next, "#");
+          const size_t close = next.find(']');
+          LRLAB_REQUIRE(comment == std::string::npos || close > comment, at, "a comment after the ']' closing the list of '",
+                        key, "' on a later line keeps the list open (its later lines are read whole); remove it");
+          // A key line: a bare name before an '=' (a spec's "steps=5" follows a '(').
+          const size_t eq2 = find_outside_quotes(next, "=");
+          const bool key_line = eq2 != std::string::npos && eq2 > 0 &&
+                                next.find_first_of("(,[") > eq2;
+          LRLAB_REQUIRE(comment == std::string::npos && !key_line && (next.empty() || next[0] != '['), at,
                         "the list of '", key, "' from line ", first + 1,
                         " is still open here, and this line would be read into it, comments and keys included ",
                         "(close the list first)");
@@ -202,6 +210,12 @@ std::map<std::pair<std::string, std::string>, std::optional<std::string>> check_
         }
         check_elements(where, key, value.substr(1, value.size() - 2), ',');
       } else {
+        // Unsplit, CLI11 takes off only " or ' around the whole value, with no escapes.
+        const bool split = value.find_first_of(", \t") != std::string::npos;
+        LRLAB_REQUIRE(split || value.empty() || value[0] != '`', where, "the value of '", key,
+                      "' would keep its backticks; quote it with \" or '");
+        LRLAB_REQUIRE(split || value.find("\\\"") == std::string::npos, where, "the value of '", key,
+                      "' would keep the backslash of its \\\"; quote it with ' instead");
         check_elements(where, key, value, split_of(value));
         const std::vector<bool> in = quoted_mask(value);
         for (size_t j = 1; j < value.size(); ++j)
@@ -291,9 +305,11 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
     }
   if (sub && config) {
     std::ifstream probe(path);
-    // A folder opens as a stream too, and reads as an empty file.
-    LRLAB_REQUIRE(probe.good() && !std::filesystem::is_directory(path), "cannot read config file '", path, "'",
-                  std::filesystem::is_directory(path) ? ": it is a folder" : "");
+    // A folder opens as a stream too, and reads as an empty file. (The error_code form: a name too
+    // long, or a folder on the way that cannot be searched, must not throw.)
+    std::error_code ec;
+    const bool folder = std::filesystem::is_directory(path, ec);
+    LRLAB_REQUIRE(probe.good() && !folder, "cannot read config file '", path, "'", folder ? ": it is a folder" : "");
     const auto written = check_syntax(path);
     std::vector<CLI::ConfigItem> items;
     try {
@@ -301,7 +317,20 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
     } catch (const CLI::Error& e) {
       LRLAB_FAIL("config file '", path, "': ", e.what());
     }
-    std::vector<std::string> extra;
+    // What the file sets, by option: a setting in the command's own section wins over one at the
+    // top of the file, wherever each stands.
+    struct Setting {
+      bool in_section = false, on = true;
+      std::vector<std::string> values;
+    };
+    std::map<std::string, Setting> chosen;
+    std::vector<std::string> order;
+    auto set = [&](const std::string& flag, Setting v) {
+      auto it = chosen.find(flag);
+      if (it == chosen.end()) order.push_back(flag);
+      if (it == chosen.end() || v.in_section || !it->second.in_section) chosen[flag] = std::move(v);
+    };
+    const std::string where = "config file '" + path + "': ";
     for (const CLI::ConfigItem& item : items) {
       if (item.name == "++" || item.name == "--") continue;  // section markers
       if (!item.parents.empty()) {
@@ -310,63 +339,78 @@ std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) 
         // a subsection, which CLI11 would drop too.
         std::string sect;
         for (const std::string& p : item.parents) sect += (sect.empty() ? "" : ".") + p;
-        LRLAB_REQUIRE(item.parents.size() == 1, "config file '", path, "': section [", sect,
+        LRLAB_REQUIRE(item.parents.size() == 1, where, "section [", sect,
                       "] is not a command of lrlab: there are no subsections (expected ", names, ")");
         const std::string& section = item.parents.front();
         LRLAB_REQUIRE(std::any_of(commands.begin(), commands.end(),
                                   [&](const CLI::App* c) { return c->get_name() == section; }),
-                      "config file '", path, "': section [", section, "] is not a command of lrlab (expected ",
-                      names, ")");
+                      where, "section [", section, "] is not a command of lrlab (expected ", names, ")");
         if (section != sub->get_name()) continue;
       }
       const std::string flag = "--" + item.name;
       CLI::Option* opt = sub->get_option_no_throw(flag);
-      LRLAB_REQUIRE(opt && flag != "--config", "config file '", path, "': '", item.name,
-                    "' is not an option of 'lrlab ", sub->get_name(), "'");
+      LRLAB_REQUIRE(opt && flag != "--config" && opt != sub->get_help_ptr() && opt != sub->get_help_all_ptr(), where,
+                    "'", item.name, "' is not an option of 'lrlab ", sub->get_name(), "'");
       if (given(args, flag)) continue;
-      std::string sect;
-      for (const std::string& p : item.parents) sect += (sect.empty() ? "" : ".") + p;
-      const auto w = written.find({sect, item.name});
+      const auto w = written.find({item.parents.empty() ? "" : item.parents.front(), item.name});
       const bool bare = w != written.end() && !w->second;
+      Setting setting;
+      setting.in_section = !item.parents.empty();
       if (opt->get_expected_min() == 0) {
-        LRLAB_REQUIRE(bare || item.inputs.size() == 1, "config file '", path, "': '", item.name,
+        LRLAB_REQUIRE(bare || item.inputs.size() == 1, where, "'", item.name,
                       "' is a switch: give it one value, true or false");
         std::string v = item.inputs.empty() ? "true" : item.inputs.front();
         std::transform(v.begin(), v.end(), v.begin(), ::tolower);
-        const bool on = v == "true" || v == "1" || v == "on" || v == "yes";
-        LRLAB_REQUIRE(on || v == "false" || v == "0" || v == "off" || v == "no", "config file '", path, "': '",
-                      item.name, "' is a switch: true or false (got '", item.inputs.front(), "')");
-        if (on) extra.push_back(flag);
+        setting.on = v == "true" || v == "1" || v == "on" || v == "yes";
+        LRLAB_REQUIRE(setting.on || v == "false" || v == "0" || v == "off" || v == "no", where, "'", item.name,
+                      "' is a switch: true or false (got '", item.inputs.front(), "')");
+        set(flag, setting);
         continue;
       }
-      LRLAB_REQUIRE(!bare, "config file '", path, "': '", item.name, "' is not a switch: give it a value (",
-                    item.name, " = ...)");
-      LRLAB_REQUIRE(!item.inputs.empty(), "config file '", path, "': '", item.name, "' has no value");
-      extra.push_back(flag);
+      LRLAB_REQUIRE(!bare, where, "'", item.name, "' is not a switch: give it a value (", item.name, " = ...)");
+      LRLAB_REQUIRE(!item.inputs.empty(), where, "'", item.name, "' has no value");
       // CLI11 keeps the spaces around a list's items ("[1e-3 , 1e-2]").
       std::vector<std::string> inputs;
       for (const std::string& in : item.inputs) inputs.push_back(trimmed(in));
+      const std::string text = w == written.end() ? "" : w->second.value_or("");
+      const bool listed = !text.empty() && text[0] == '[';
       if (opt->get_expected_max() == 1 && inputs.size() > 1) {
-        const std::string text = w == written.end() ? "" : w->second.value_or("");
-        // Words CLI11 split at their spaces (no brackets, no commas) are one value, as written
+        // Words CLI11 split at their spaces or commas are one value, as written
         // (`schedule = warmup(steps=5) + cosine(steps=10)`), unless they are numbers: then, as
         // `hidden = [256, 128]` (TOML) or `hidden = 256,128` (INI), the comma-separated value the
         // option takes on the command line.
-        const bool split_at_spaces = !text.empty() && text[0] != '[' && text.find(',') == std::string::npos;
-        if (split_at_spaces && !std::all_of(inputs.begin(), inputs.end(), is_number)) {
-          check_value(*opt, text, "config file '" + path + "': ");
-          extra.push_back(text);
-          continue;
+        if (!listed && !text.empty() && !std::all_of(inputs.begin(), inputs.end(), is_number)) {
+          inputs = {text};
+        } else {
+          std::string joined;
+          for (size_t i = 0; i < inputs.size(); ++i) joined += (i ? "," : "") + inputs[i];
+          inputs = {joined};
         }
-        std::string joined;
-        for (size_t i = 0; i < inputs.size(); ++i) joined += (i ? "," : "") + inputs[i];
-        extra.push_back(joined);
-        continue;
+      } else if (inputs.size() > 1) {
+        // A list option (sweep's --schedule, --optimizer): CLI11 split at every comma or space,
+        // inside a spec's parentheses and around a '+' too. The pieces of one spec go back together.
+        const char glue = listed || text.find(',') != std::string::npos ? ',' : ' ';
+        std::vector<std::string> specs;
+        int depth = 0;
+        for (const std::string& piece : inputs) {
+          const bool joins = !specs.empty() && (depth > 0 || piece == "+" || piece[0] == '+' ||
+                                                (!specs.back().empty() && specs.back().back() == '+'));
+          if (joins) specs.back() += (glue == ',' && depth > 0 ? "," : " ") + piece;
+          else specs.push_back(piece);
+          for (const char c : piece) depth += c == '(' ? 1 : c == ')' ? -1 : 0;
+        }
+        inputs = specs;
       }
-      for (const std::string& in : inputs) {
-        check_value(*opt, in, "config file '" + path + "': ");
-        extra.push_back(in);
-      }
+      for (const std::string& in : inputs) check_value(*opt, in, where);
+      setting.values = inputs;
+      set(flag, setting);
+    }
+    std::vector<std::string> extra;
+    for (const std::string& flag : order) {
+      const Setting& v = chosen[flag];
+      if (!v.on) continue;
+      extra.push_back(flag);
+      extra.insert(extra.end(), v.values.begin(), v.values.end());
     }
     args.insert(args.end(), extra.begin(), extra.end());
   }

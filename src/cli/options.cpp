@@ -43,21 +43,43 @@ double parse_rate(const std::string& text, const std::string& option) {
   return v;
 }
 
-void check_value(const CLI::Option& opt, const std::string& value, const std::string& where) {
-  // CLI11's type name, before the validators' descriptions it appends after ':'.
+namespace {
+// What is wrong with `text` as a value of an option of CLI11 type `type` (INT, UINT or FLOAT), or
+// "". As CLI11 converts, in base 0 for whole numbers (leading zeros are check_value's), the whole
+// text consumed; and as the option stores it: a double, a signed or unsigned 64-bit number.
+std::string number_error(const std::string& type, const std::string& text) {
+  const char* s = text.c_str();
+  char* end = nullptr;
+  errno = 0;
+  if (type == "FLOAT") (void)std::strtod(s, &end);
+  else if (type == "INT") (void)std::strtoll(s, &end, 0);
+  else (void)std::strtoull(s, &end, 0);
+  const char* what = type == "FLOAT" ? "a number" : type == "INT" ? "a whole number" : "a whole number from 0 up";
+  if (text.empty() || end != s + text.size() || (type == "UINT" && text.find('-') != std::string::npos))
+    return "'" + text + "' is not " + what;
+  if (errno == ERANGE) return "'" + text + "' is out of range";
+  return "";
+}
+
+std::string number_type(const CLI::Option& opt) {
   const std::string full = opt.get_type_name(), type = full.substr(0, full.find(':'));
-  const bool whole = type == "INT" || type == "UINT";
-  if (!whole && type != "FLOAT") return;
+  return type == "INT" || type == "UINT" || type == "FLOAT" ? type : "";
+}
+}  // namespace
+
+void check_value(const CLI::Option& opt, const std::string& value, const std::string& where) {
+  const std::string type = number_type(opt);
+  if (type.empty()) return;
   const std::string v = trimmed(value);
   LRLAB_REQUIRE(!v.empty(), where, opt.get_name(), ": empty value; give a number");
   const size_t digits = v.find_first_not_of("+-");
-  if (!whole || digits > 1 || digits == std::string::npos || v.size() < digits + 2 || v[digits] != '0' ||
-      v.find_first_not_of("0123456789", digits) != std::string::npos)
-    return;
-  const size_t first = v.find_first_not_of('0', digits);
-  if (first == std::string::npos) return;  // all zeros: 0 in any base
-  LRLAB_FAIL(where, opt.get_name(), ": '", v, "' has a leading zero, which would be read as an octal number: write ",
-             v.substr(0, digits), v.substr(first));
+  const bool octal = type != "FLOAT" && digits <= 1 && digits != std::string::npos && v.size() >= digits + 2 &&
+                     v[digits] == '0' && v.find_first_not_of("0123456789", digits) == std::string::npos;
+  const size_t first = octal ? v.find_first_not_of('0', digits) : std::string::npos;
+  if (first != std::string::npos)  // not all zeros, which are 0 in any base
+    LRLAB_FAIL(where, opt.get_name(), ": '", v, "' has a leading zero, which would be read as an octal number: write ",
+               v.substr(0, digits), v.substr(first));
+  if (const std::string e = number_error(type, v); !e.empty()) LRLAB_FAIL(where, opt.get_name(), ": ", e);
 }
 
 void require_values(const CLI::App& sub) {
@@ -66,27 +88,9 @@ void require_values(const CLI::App& sub) {
 }
 
 void add_number_checks(CLI::App& sub) {
-  for (CLI::Option* opt : sub.get_options()) {
-    const std::string full = opt->get_type_name(), type = full.substr(0, full.find(':'));
-    if (type != "INT" && type != "UINT" && type != "FLOAT") continue;
-    opt->check(CLI::Validator(
-        [type](std::string& text) -> std::string {
-          // As CLI11 converts: base 0 for whole numbers (leading zeros are check_value's), the whole
-          // text consumed.
-          const char* s = text.c_str();
-          char* end = nullptr;
-          errno = 0;
-          if (type == "FLOAT") (void)std::strtold(s, &end);
-          else if (type == "INT") (void)std::strtoll(s, &end, 0);
-          else (void)std::strtoull(s, &end, 0);
-          const char* what = type == "FLOAT" ? "a number" : type == "INT" ? "a whole number" : "a whole number from 0 up";
-          if (text.empty() || end != s + text.size() || (type == "UINT" && text.find('-') != std::string::npos))
-            return "'" + text + "' is not " + what;
-          if (errno == ERANGE) return "'" + text + "' is out of range";
-          return {};
-        },
-        ""));
-  }
+  for (CLI::Option* opt : sub.get_options())
+    if (const std::string type = number_type(*opt); !type.empty())
+      opt->check(CLI::Validator([type](std::string& text) { return number_error(type, text); }, ""));
 }
 
 CLI::Validator unsigned_64() {
