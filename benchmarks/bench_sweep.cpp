@@ -37,17 +37,9 @@ json setup_breakdown(const SweepOptions& o, const DataSplits& data, int64_t K, i
   auto sync = [gpu] {
     if (gpu) LRLAB_CUDA_CHECK(cudaDeviceSynchronize());
   };
-  EngineConfig ec;
-  ec.model = model_for(o.base, data.train);
-  ec.optimizer = "adam()";
-  ec.replicas.clear();
+  EngineConfig ec = sweep_engine_config(o, model_for(o.base, data.train), o.optimizers.front(), 0, device);
   for (int64_t k = 0; k < K; ++k)
-    ec.replicas.push_back({static_cast<float>(o.lrs[static_cast<size_t>(k)]), "constant", o.base.seed});
-  ec.batch = o.base.batch;
-  ec.epochs = 1;
-  ec.data_seed = o.base.seed;
-  ec.device = device;
-  ec.tf32 = o.base.tf32;
+    ec.replicas.push_back({static_cast<float>(o.lrs[static_cast<size_t>(k)]), o.schedules.front(), o.base.seed});
   double t = bench::now_s();
   auto lap = [&t, &sync] {
     sync();

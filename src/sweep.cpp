@@ -221,6 +221,21 @@ std::vector<SweepConfig> validate_sweep(const SweepOptions& o) {
   return grid;
 }
 
+EngineConfig sweep_engine_config(const SweepOptions& o, const MlpConfig& model, const std::string& optimizer,
+                                 int64_t seed_index, Device device) {
+  EngineConfig ec;
+  ec.model = model;
+  ec.optimizer = optimizer;
+  ec.replicas.clear();
+  ec.batch = o.base.batch;
+  ec.epochs = o.base.epochs;
+  ec.data_seed = o.base.seed + static_cast<uint64_t>(seed_index);
+  ec.device = device;
+  ec.tf32 = o.base.tf32;
+  ec.bias_decay = o.base.bias_decay;
+  return ec;
+}
+
 SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const SweepObserver& obs,
                          const volatile int* stop) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -264,16 +279,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       li = lanes.size();
       lanes.emplace_back();
       group_of[key] = li;
-      EngineConfig& ec = lanes[li].config;
-      ec.model = model;
-      ec.optimizer = c.optimizer;
-      ec.replicas.clear();
-      ec.batch = o.base.batch;
-      ec.epochs = o.base.epochs;
-      ec.data_seed = o.base.seed + static_cast<uint64_t>(c.seed_index);
-      ec.device = device;
-      ec.tf32 = o.base.tf32;
-      ec.bias_decay = o.base.bias_decay;
+      lanes[li].config = sweep_engine_config(o, model, c.optimizer, c.seed_index, device);
     }
     lanes[li].config.replicas.push_back(
         {static_cast<float>(c.lr), c.schedule, o.base.seed + static_cast<uint64_t>(c.seed_index)});

@@ -17,6 +17,7 @@
 #include "lrlab/error.hpp"
 #include "lrlab/packing.hpp"
 #include "lrlab/train.hpp"
+#include "lrlab/train_engine.hpp"
 
 namespace lrlab {
 
@@ -111,6 +112,11 @@ std::vector<SweepConfig> sweep_grid(const SweepOptions& options);
 // Every check of the options alone (grid, mode, halving, shards), before data or devices: the same
 // options give the same answer on every MPI rank. Returns the grid.
 std::vector<SweepConfig> validate_sweep(const SweepOptions& options);
+
+// The engine a sweep trains the runs of one (optimizer, data order) on, as yet without replicas:
+// each run adds {rate, schedule, options.base.seed + seed_index}.
+EngineConfig sweep_engine_config(const SweepOptions& options, const MlpConfig& model, const std::string& optimizer,
+                                 int64_t seed_index, Device device);
 
 // Throws lrlab::Error for bad options. `stop` (may be null) is polled between epochs: when it
 // becomes true the sweep ends early and returns what it has, with `interrupted` set.

@@ -29,11 +29,6 @@ bool given(const std::vector<std::string>& args, const std::string& flag) {
     if (a == flag || a.rfind(flag + "=", 0) == 0) return true;
   return false;
 }
-std::string trimmed(const std::string& s) {
-  const size_t a = s.find_first_not_of(" \t\r");
-  return a == std::string::npos ? "" : s.substr(a, s.find_last_not_of(" \t\r") - a + 1);
-}
-
 bool is_quote(char c) { return c == '"' || c == '\'' || c == '`'; }
 
 // CLI11's remove_quotes: one pair of matching " or ' around the whole text.

@@ -8,12 +8,10 @@
 
 namespace lrlab::cli {
 
-namespace {
 std::string trimmed(const std::string& s) {
-  const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  const size_t a = s.find_first_not_of(" \t\r"), b = s.find_last_not_of(" \t\r");
   return a == std::string::npos ? "" : s.substr(a, b - a + 1);
 }
-}  // namespace
 
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& option) {
   std::vector<int64_t> out;

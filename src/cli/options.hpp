@@ -9,6 +9,9 @@
 
 namespace lrlab::cli {
 
+// `s` without the spaces, tabs and carriage returns around it.
+std::string trimmed(const std::string& s);
+
 // "256,128" -> {256, 128} (spaces around the numbers allowed; "none" or "": no hidden layer);
 // throws lrlab::Error naming the option.
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& option);
