@@ -239,11 +239,7 @@ std::map<std::pair<std::string, std::string>, std::optional<std::string>> check_
   return values;
 }
 
-bool is_number(const std::string& s) {
-  char* end = nullptr;
-  (void)std::strtod(s.c_str(), &end);
-  return !s.empty() && end == s.c_str() + s.size();
-}
+bool is_number(const std::string& s) { return number_error("FLOAT", s).empty(); }
 }  // namespace
 
 std::vector<std::string> with_config_file(CLI::App& app, int argc, char** argv) {

@@ -41,7 +41,6 @@ double parse_rate(const std::string& text, const std::string& option) {
   return v;
 }
 
-namespace {
 // What is wrong with `text` as a value of an option of CLI11 type `type` (INT, UINT or FLOAT), or
 // "". As CLI11 converts, in base 0 for whole numbers (leading zeros are check_value's), the whole
 // text consumed; and as the option stores it: a double, a signed or unsigned 64-bit number.
@@ -59,6 +58,7 @@ std::string number_error(const std::string& type, const std::string& text) {
   return "";
 }
 
+namespace {
 std::string number_type(const CLI::Option& opt) {
   const std::string full = opt.get_type_name(), type = full.substr(0, full.find(':'));
   return type == "INT" || type == "UINT" || type == "FLOAT" ? type : "";

@@ -25,6 +25,10 @@ void check_value(const CLI::Option& opt, const std::string& value, const std::st
 // check_value over every value `sub`'s options were given.
 void require_values(const CLI::App& sub);
 
+// What is wrong with `text` as a value of a CLI11 option of type INT, UINT or FLOAT, or "" when
+// nothing is: CLI11's own conversion, checked against the type's range.
+std::string number_error(const std::string& type, const std::string& text);
+
 // Adds to every option of `sub` that takes numbers a check that names what is wrong with a value
 // CLI11 cannot convert ("--epochs: 'abc' is not a whole number", where CLI11 alone says "Could not
 // convert: --epochs = abc") or would convert to something else: a number past the type's range
