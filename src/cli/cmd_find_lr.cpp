@@ -130,10 +130,7 @@ Register reg("find-lr", "learning-rate range test: suggests a rate per optimizer
              [](CLI::App& sub) {
   auto a = std::make_shared<FindLrArgs>();
   TrainOptions& o = a->o;
-  sub.add_option("--data", o.data, "fashion-mnist, idx:DIR, csv:FILE[:regression], spirals, blobs or sine")
-      ->capture_default_str();
-  sub.add_option("--hidden", a->hidden, "hidden layer widths, comma-separated")->capture_default_str();
-  sub.add_option("--activation", o.activation, "relu, gelu, tanh, sigmoid or identity")->capture_default_str();
+  add_run_options(sub, o, a->hidden, "seed of the data split, data order and initial weights");
   sub.add_option("--optimizer", a->optimizers, "one or more optimizer specs, each tested on its own")
       ->expected(1, -1)
       ->capture_default_str();
@@ -158,16 +155,6 @@ Register reg("find-lr", "learning-rate range test: suggests a rate per optimizer
   sub.add_option("--mode", a->mode, "how the rate grows: exp or linear")
       ->check(CLI::IsMember({"exp", "linear"}))
       ->capture_default_str();
-  sub.add_option("--batch", o.batch, "minibatch size")->capture_default_str();
-  sub.add_option("--seed", o.seed, "seed of the data split, data order and initial weights")->check(unsigned_64())->capture_default_str();
-  sub.add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
-  sub.add_flag("--tf32", o.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
-  // A callback rather than CLI11's "!--flag", which --help would show as "--no-bias-decay{false}".
-  sub.add_flag_callback("--no-bias-decay", [a] { a->o.bias_decay = false; }, "no weight decay on biases");
-  sub.add_option("--val-fraction", o.val_fraction, "share of the training set held out for validation")
-      ->capture_default_str();
-  sub.add_option("--limit-train", o.limit_train, "use only this many training samples (0: all)");
-  sub.add_option("--samples", o.synthetic_samples, "samples of a synthetic data set")->capture_default_str();
   sub.add_option("--json", a->json_out, "write the curves and suggestions as JSON");
   sub.add_option("--plot", a->plot_svg, "write an SVG of the smoothed loss against the rate, with the suggestions");
   sub.add_flag("--quiet", a->quiet, "no live progress line");

@@ -197,10 +197,7 @@ Register sweep_reg("sweep", "train a grid of learning rates, schedules and optim
   auto a = std::make_shared<SweepArgs>();
   SweepOptions& o = a->o;
   o.base.epochs = 10;
-  sub.add_option("--data", o.base.data, "fashion-mnist, idx:DIR, csv:FILE[:regression], spirals, blobs or sine")
-      ->capture_default_str();
-  sub.add_option("--hidden", a->hidden, "hidden layer widths, comma-separated")->capture_default_str();
-  sub.add_option("--activation", o.base.activation, "relu, gelu, tanh, sigmoid or identity")->capture_default_str();
+  add_run_options(sub, o.base, a->hidden, "seed of the data split, first data order and initial weights");
   sub.add_option("--lr", a->lrs, "base rates: a list (1e-3 3e-3, or 1e-3,3e-3) or a log range START:END:COUNT")
       ->expected(1, -1)
       ->capture_default_str();
@@ -209,23 +206,12 @@ Register sweep_reg("sweep", "train a grid of learning rates, schedules and optim
   sub.add_option("--seeds", o.seeds, "data orders to repeat every configuration with (reports the spread)")
       ->capture_default_str();
   sub.add_option("--epochs", o.base.epochs, "epochs")->capture_default_str();
-  sub.add_option("--batch", o.base.batch, "minibatch size")->capture_default_str();
-  sub.add_option("--seed", o.base.seed, "seed of the data split, first data order and initial weights")
-      ->check(unsigned_64())->capture_default_str();
-  sub.add_option("--device", o.base.device, "auto, cpu or cuda")->capture_default_str();
   sub.add_option("--mode", o.mode, "auto (packed on the GPU, streams on the CPU), packed, streams or sequential")
       ->check(CLI::IsMember({"auto", "packed", "streams", "sequential"}))
       ->capture_default_str();
   sub.add_option("--halving", o.halving, "successive halving: keep the best 1/ETA at each rung (ETA > 1)");
   sub.add_option("--workers", o.workers, "concurrent engines (CPU threads or GPU streams); 0: automatic")
       ->capture_default_str();
-  sub.add_option("--samples", o.base.synthetic_samples, "samples of a synthetic data set")->capture_default_str();
-  sub.add_option("--limit-train", o.base.limit_train, "use only this many training samples (0: all)");
-  sub.add_option("--val-fraction", o.base.val_fraction, "share of the training set held out for validation")
-      ->capture_default_str();
-  sub.add_flag("--tf32", o.base.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
-  // As train has it, so that a trained run can be swept: a callback, which --help shows plainly.
-  sub.add_flag_callback("--no-bias-decay", [a] { a->o.base.bias_decay = false; }, "no weight decay on biases");
   sub.add_option("--out", a->out, "write results.json, curves.csv and report.html here");
   a->shard_option = sub.add_option("--shard", a->shard, "train only shard INDEX/COUNT of the grid (default from SLURM_ARRAY_TASK_ID/COUNT)");
   sub.add_flag("--quiet", a->quiet, "no progress lines");

@@ -135,10 +135,7 @@ int run_train(TrainArgs& a, CLI::App& sub) {
 Register reg("train", "train an MLP by minibatches, on the GPU when present", [](CLI::App& sub) {
   auto a = std::make_shared<TrainArgs>();
   TrainOptions& o = a->o;
-  sub.add_option("--data", o.data, "fashion-mnist, idx:DIR, csv:FILE[:regression], spirals, blobs or sine")
-      ->capture_default_str();
-  sub.add_option("--hidden", a->hidden, "hidden layer widths, comma-separated ('none': a linear model)")->capture_default_str();
-  sub.add_option("--activation", o.activation, "relu, gelu, tanh, sigmoid or identity")->capture_default_str();
+  add_run_options(sub, o, a->hidden, "seed of the data split, data order and initial weights");
   sub.add_option("--optimizer", o.optimizer, "optimizer spec, e.g. \"adam(beta2=0.99)\" (see docs/OPTIMIZERS.md)")
       ->capture_default_str();
   sub.add_option("--lr", a->lr, "base learning rate, or 'find' to run the range test first (with --resume: a new rate for fine-tuning)")
@@ -147,16 +144,6 @@ Register reg("train", "train an MLP by minibatches, on the GPU when present", []
       ->capture_default_str();
   sub.add_option("--plateau", o.plateau, "reduce-on-plateau on the validation loss, e.g. \"plateau(factor=0.5,patience=2)\"");
   sub.add_option("--epochs", o.epochs, "epochs in all (a resumed run continues up to this)")->capture_default_str();
-  sub.add_option("--batch", o.batch, "minibatch size")->capture_default_str();
-  sub.add_option("--seed", o.seed, "seed of the data split, data order and initial weights")->check(unsigned_64())->capture_default_str();
-  sub.add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
-  sub.add_flag("--tf32", o.tf32, "let cuBLAS use TF32 tensor cores (GPU)");
-  // A callback rather than CLI11's "!--flag", which --help would show as "--no-bias-decay{false}".
-  sub.add_flag_callback("--no-bias-decay", [a] { a->o.bias_decay = false; }, "no weight decay on biases");
-  sub.add_option("--val-fraction", o.val_fraction, "share of the training set held out for validation")
-      ->capture_default_str();
-  sub.add_option("--limit-train", o.limit_train, "use only this many training samples (0: all)");
-  sub.add_option("--samples", o.synthetic_samples, "samples of a synthetic data set")->capture_default_str();
   sub.add_option("--guard", a->guard, "divergence guard: on or off")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();

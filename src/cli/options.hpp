@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "lrlab/train.hpp"
+
 namespace lrlab::cli {
 
 // `s` without the spaces, tabs and carriage returns around it.
@@ -34,6 +36,11 @@ std::string number_error(const std::string& type, const std::string& text);
 // convert: --epochs = abc") or would convert to something else: a number past the type's range
 // (CLI11 takes the largest one), a negative one for an unsigned option (CLI11 wraps it around).
 void add_number_checks(CLI::App& sub);
+
+// The options of the run that train, find-lr and sweep share: the data, the model, the minibatch,
+// the seed, the device and the numerics, worded alike in each command's --help. --hidden's text goes
+// to `hidden`, for parse_int_list. `o` and `hidden` must outlive the parse.
+void add_run_options(CLI::App& sub, TrainOptions& o, std::string& hidden, const std::string& seed_help);
 
 // Accepts a whole number from 0 to 2^64-1 written in decimal: CLI11 alone would take "-1" as
 // 2^64-1 and clamp larger numbers to it, so two different seeds typed would run as one.
