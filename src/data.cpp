@@ -13,6 +13,7 @@
 #include "lrlab/data.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/rng.hpp"
+#include "lrlab/serialize.hpp"
 
 namespace lrlab {
 namespace {
@@ -251,6 +252,26 @@ void validate_dataset(const Dataset& d, const std::string& name) {
   }
 }
 
+namespace {
+
+template <typename T>
+uint32_t crc_of(const std::vector<T>& v, uint32_t crc) {
+  return crc32_of(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T), crc);
+}
+
+// Each split's shape goes in too: the same values cut into other splits are other data.
+uint32_t fingerprint(const DataSplits& s) {
+  uint32_t crc = 0;
+  for (const Dataset* d : {&s.train, &s.val, &s.test}) {
+    const int64_t shape[4] = {d->n, d->dim, d->num_classes, d->targets_dim};
+    crc = crc32_of(reinterpret_cast<const char*>(shape), sizeof shape, crc);
+    crc = crc_of(d->y, crc_of(d->labels, crc_of(d->x, crc)));
+  }
+  return crc;
+}
+
+}  // namespace
+
 DataSplits load_data(const std::string& source, const DataOptions& opt) {
   check_options(opt);
   LRLAB_REQUIRE(!source.empty(), "empty data source");
@@ -294,6 +315,7 @@ DataSplits load_data(const std::string& source, const DataOptions& opt) {
     const int64_t classes = std::max({s.train.num_classes, s.val.num_classes, s.test.num_classes});
     s.train.num_classes = s.val.num_classes = s.test.num_classes = classes;
   }
+  s.fingerprint = fingerprint(s);
   standardise(&s, !images);
   s.description = describe(label, s);
   return s;

@@ -6,8 +6,7 @@
 
 namespace lrlab {
 
-uint32_t crc32_of(const char* p, size_t n) {
-  uLong crc = crc32(0L, Z_NULL, 0);
+uint32_t crc32_of(const char* p, size_t n, uint32_t crc) {
   while (n > 0) {  // zlib's length is a uInt: a state past 4 GiB goes in pieces
     uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
     crc = crc32(crc, reinterpret_cast<const Bytef*>(p), chunk);

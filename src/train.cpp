@@ -33,10 +33,32 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string model_identity(const MlpConfig& m, const std::string& data) {
+// What a checkpoint's weights belong to: the architecture, and the data, told by its contents
+// (DataSplits::fingerprint). "data" is the source as written, for people reading the file.
+std::string model_identity(const MlpConfig& m, const DataSplits& data, const std::string& source) {
   json j = {{"inputs", m.inputs}, {"hidden", m.hidden}, {"outputs", m.outputs},
-            {"activation", activation_name(m.activation)}, {"loss", loss_name(m.loss)}, {"data", data}};
+            {"activation", activation_name(m.activation)}, {"loss", loss_name(m.loss)}, {"data", source},
+            {"data_crc32", data.fingerprint}};
   return j.dump();
+}
+
+// A model identity taken apart: the architecture, and the data's fingerprint and source.
+struct Identity {
+  bool valid = false;
+  json arch, source, crc;
+};
+
+Identity read_identity(const std::string& text) {
+  Identity id;
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_object()) return id;
+  id.valid = true;
+  if (j.contains("data")) id.source = j["data"];
+  if (j.contains("data_crc32")) id.crc = j["data_crc32"];
+  j.erase("data");
+  j.erase("data_crc32");
+  id.arch = j;
+  return id;
 }
 
 constexpr const char* kLogHeader = "step,epoch,lr,loss\n";
@@ -226,7 +248,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
 
   DataSplits data = load_data(o.data, data_options(o, data_seed));
   const MlpConfig model = model_for(o, data.train);
-  const std::string identity = model_identity(model, o.data);
+  const std::string identity = model_identity(model, data, o.data);
 
   EngineConfig ec;
   ec.model = model;
@@ -256,8 +278,9 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   int64_t start_epoch = 0;
 
   if (ckpt) {
-    LRLAB_REQUIRE(ckpt->model == identity, "checkpoint '", o.resume, "' holds a different model (",
-                  ckpt->model, ") than the one asked for (", identity, ")");
+    const Identity saved = read_identity(ckpt->model), asked = read_identity(identity);
+    LRLAB_REQUIRE(saved.valid && saved.arch == asked.arch, "checkpoint '", o.resume, "' holds a different model (",
+                  saved.valid ? saved.arch.dump() : ckpt->model, ") than the one asked for (", asked.arch.dump(), ")");
     LRLAB_REQUIRE(ckpt->epochs_done < o.epochs, "checkpoint '", o.resume, "' has already done ",
                   ckpt->epochs_done, ckpt->epochs_done == 1 ? " epoch" : " epochs", "; ask for more with --epochs");
     // Another batch size would renumber the steps (the schedule's position, the epochs done) and
@@ -271,6 +294,13 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
                   ckpt->val_samples, " validation and ", ckpt->test_samples, " test samples; these options give ",
                   data.train.n, ", ", data.val.n, " and ", data.test.n,
                   " (resume with the --val-fraction, --limit-train and --samples it was trained with)");
+    // The same data wherever it is read from: a job that copies the data set into its own scratch
+    // directory resumes the last job's checkpoint. Checkpoints written before the fingerprint are
+    // told by the source as written.
+    LRLAB_REQUIRE(saved.crc.is_null() ? saved.source == asked.source : saved.crc == asked.crc, "checkpoint '",
+                  o.resume, "' was trained on other data than --data '", o.data, "' gives",
+                  saved.source.is_string() ? " (its --data was '" + saved.source.get<std::string>() + "')" : "",
+                  "; resume it on the data it was trained on");
     eng.set_params(ckpt->params);
     opt.load(ckpt->optimizer);
     // The schedule follows this run's options (a fine-tuning run may change it); its position

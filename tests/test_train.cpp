@@ -827,6 +827,65 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
 }
 
 // Regression has no accuracy: the epoch table says so with '-', not "nan%".
+// A checkpoint belongs to its architecture and to its data, told by the data's contents: the same
+// samples read from another path (a job's own scratch copy) or spelled another way resume; other
+// samples of the same shape do not.
+TEST(TrainCli, ResumeTellsTheDataByItsContentsNotItsName) {
+  const std::string a = temp_path("resume_a.csv"), b = temp_path("resume_b.csv"), c = temp_path("resume_c.csv");
+  const std::string ck = temp_path("resume_data.ckpt");
+  {
+    std::ofstream fa(a), fb(b), fc(c);
+    Rng rng(4);
+    for (int i = 0; i < 300; ++i) {
+      const double x = rng.normal(), y = rng.normal();
+      fa << (x + y > 0) << "," << x << "," << y << "\n";
+      fb << (x + y > 0) << "," << x << "," << y << "\n";
+      fc << (x + y > 0) << "," << x << "," << y + (i == 17 ? 1e-3 : 0.0) << "\n";  // one value moved
+    }
+  }
+  const std::string common = " --hidden 4 --device cpu --quiet --save " + ck;
+  auto first = run_cli("train --data csv:" + a + " --epochs 1" + common);
+  ASSERT_EQ(first.status, 0) << first.err;
+  const std::string saved = slurp(ck);
+  auto moved = run_cli("train --data csv:" + b + " --epochs 2 --resume " + ck + common);
+  EXPECT_EQ(moved.status, 0) << moved.err;
+  write_file_atomic(ck, saved);
+  auto other = run_cli("train --data csv:" + c + " --epochs 2 --resume " + ck + common);
+  EXPECT_EQ(other.status, 2);
+  EXPECT_NE(other.err.find("error: checkpoint '" + ck + "' was trained on other data than --data 'csv:" + c +
+                           "' gives (its --data was 'csv:" + a + "'); resume it on the data it was trained on"),
+            std::string::npos) << other.err;
+  auto wider = run_cli("train --data csv:" + a + " --epochs 2 --resume " + ck + common + " --hidden 5");
+  EXPECT_EQ(wider.status, 2);
+  EXPECT_NE(wider.err.find("holds a different model ({\"activation\":\"relu\",\"hidden\":[4]"), std::string::npos)
+      << wider.err;
+
+  // A built-in set, spelled with and without its parentheses; another draw of it is other data.
+  auto spirals = run_cli("train --data 'spirals()' --samples 300 --epochs 1" + common);
+  ASSERT_EQ(spirals.status, 0) << spirals.err;
+  const std::string spirals_saved = slurp(ck);
+  EXPECT_EQ(run_cli("train --data spirals --samples 300 --epochs 2 --resume " + ck + common).status, 0);
+  write_file_atomic(ck, spirals_saved);
+  auto noisier = run_cli("train --data 'spirals(noise=0.3)' --samples 300 --epochs 2 --resume " + ck + common);
+  EXPECT_EQ(noisier.status, 2);
+  EXPECT_NE(noisier.err.find("was trained on other data than --data 'spirals(noise=0.3)' gives (its --data was "
+                             "'spirals()')"), std::string::npos) << noisier.err;
+
+  // A checkpoint from before the fingerprint is told by its source as written.
+  Checkpoint old = decode_checkpoint(spirals_saved, ck);
+  nlohmann::json model = nlohmann::json::parse(old.model);
+  ASSERT_TRUE(model.contains("data_crc32")) << old.model;
+  model.erase("data_crc32");
+  old.model = model.dump();
+  write_file_atomic(ck, encode_checkpoint(old));
+  auto respelled = run_cli("train --data spirals --samples 300 --epochs 2 --resume " + ck + common);
+  EXPECT_EQ(respelled.status, 2);
+  EXPECT_NE(respelled.err.find("(its --data was 'spirals()')"), std::string::npos) << respelled.err;
+  write_file_atomic(ck, encode_checkpoint(old));
+  EXPECT_EQ(run_cli("train --data 'spirals()' --samples 300 --epochs 2 --resume " + ck + common).status, 0);
+  for (const std::string& f : {a, b, c, ck}) std::remove(f.c_str());
+}
+
 TEST(TrainCli, RegressionPrintsNoAccuracy) {
   auto r = run_cli("train --data sine --samples 400 --hidden 8 --epochs 2 --device cpu --quiet");
   ASSERT_EQ(r.status, 0) << r.err;

@@ -41,6 +41,9 @@ struct DataSplits {
   // The standardisation applied to all three splits, x' = (x - mean) / std, taken from the
   // training set: one value for images (all pixels share it), else one per feature.
   std::vector<float> feature_mean, feature_std;
+  // CRC-32 of the three splits as loaded, before the standardisation (whose sums a build may
+  // vectorise differently): the same data gives the same value wherever it was read from.
+  uint32_t fingerprint = 0;
 };
 
 // Resource limits: input beyond them is refused before it is allocated.

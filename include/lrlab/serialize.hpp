@@ -97,8 +97,8 @@ class ByteReader {
   size_t pos_, end_;
 };
 
-// zlib's CRC-32 of n bytes.
-uint32_t crc32_of(const char* p, size_t n);
+// zlib's CRC-32 of n bytes; with `crc`, of the bytes that gave `crc` followed by these.
+uint32_t crc32_of(const char* p, size_t n, uint32_t crc = 0);
 // Appends the CRC-32 of everything written so far: a record that can be checked whole.
 inline void put_crc32(ByteWriter& w) { w.put(crc32_of(w.bytes().data(), w.bytes().size())); }
 // Checks the CRC-32 that put_crc32 appended to `bytes` and limits `rd` to what precedes it.
