@@ -63,13 +63,15 @@ void summarize(SweepResult& res) {
   }
 }
 
-std::string options_json(const SweepOptions& o) {
+// The data is named as written and told by its contents (DataSplits::fingerprint): merge takes
+// the shards of a job array whose tasks each read their own copy of the data as one sweep.
+std::string options_json(const SweepOptions& o, const DataSplits& data) {
   nlohmann::json opts = {{"data", o.base.data}, {"hidden", o.base.hidden}, {"activation", o.base.activation},
                          {"batch", o.base.batch}, {"epochs", o.base.epochs}, {"seed", o.base.seed},
                          {"lrs", o.lrs}, {"schedules", o.schedules}, {"optimizers", o.optimizers},
                          {"seeds", o.seeds}, {"halving", o.halving}, {"val_fraction", o.base.val_fraction},
                          {"limit_train", o.base.limit_train}, {"samples", o.base.synthetic_samples},
-                         {"bias_decay", o.base.bias_decay}};
+                         {"bias_decay", o.base.bias_decay}, {"data_crc32", data.fingerprint}};
   return opts.dump();
 }
 
@@ -249,7 +251,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
                 "(raise --val-fraction)");
 
   SweepResult res;
-  res.options_json = options_json(o);
+  res.options_json = options_json(o, data);
   res.data_description = data.description;
   res.device = device_name(device);
   res.mode = mode;

@@ -1223,6 +1223,16 @@ TEST(SweepResults, MergeRefusesShardsOfAnotherSweep) {
   b.options_json = "{\"lrs\":[0.001,0.1]}";
   EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, b}); },
                                       "input 2 belongs to a different sweep than input 1: its options differ"));
+  // The data is told by its contents: a task that read its own copy of it belongs to the sweep.
+  a.options_json = "{\"data\":\"idx:/scratch/1\",\"data_crc32\":7,\"lrs\":[0.01,0.1]}";
+  b.options_json = "{\"data\":\"idx:/scratch/2\",\"data_crc32\":7,\"lrs\":[0.01,0.1]}";
+  EXPECT_EQ(merge_sweeps({a, b}).runs.size(), 2u);
+  b.options_json = "{\"data\":\"idx:/scratch/1\",\"data_crc32\":8,\"lrs\":[0.01,0.1]}";
+  EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, b}); }, "its options differ"));
+  b.options_json = "{\"data\":\"idx:/scratch/2\",\"lrs\":[0.01,0.1]}";  // written before the fingerprint
+  EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, b}); }, "its options differ"));
+  b.options_json = "{\"lrs\":[0.001,0.1]}";
+  a.options_json = "{\"lrs\":[0.01,0.1]}";
   // Inputs read from files are named by their file.
   a.source = "a/results.json";
   b.source = "b/results.json";
