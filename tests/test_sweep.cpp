@@ -1428,6 +1428,56 @@ TEST(SweepCli, SlurmArrayVariablesPickTheShard) {
   for (const SweepRun& x : s.runs) EXPECT_EQ(x.config.id % 2, 1) << x.config.id;
 }
 
+// A job array numbered from 1, or in steps, makes the same shards as one numbered from 0: the task's
+// place among the array's indices. An array whose indices are not evenly spaced is refused.
+TEST(SweepCli, SlurmArraysNumberedFromOneOrInStepsCoverEveryShard) {
+  const char* vars[] = {"SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+                        "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP"};
+  struct Case {
+    std::vector<const char*> values;  // as vars; nullptr: unset
+    int64_t shard;                    // -1: refused with `error`
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {{"8", "8", "1", "8", "1"}, 7, ""},         // --array=1-8
+      {{"1", "8", "1", "8", "1"}, 0, ""},
+      {{"14", "8", "0", "14", "2"}, 7, ""},       // --array=0-14:2
+      {{"9", "4", "3", "12", nullptr}, 2, ""},    // a list 3,6,9,12: the step follows from the others
+      {{"5", "3", "5", nullptr, nullptr}, 0, ""},  // no MAX: steps of 1
+      {{"4", "3", "1", "8", nullptr}, -1,  // a list 1,4,8
+       "error: the job array's 3 indices from SLURM_ARRAY_TASK_MIN 1 to SLURM_ARRAY_TASK_MAX 8 are not 3 apart"},
+      {{"3", "4", "1", "9", "1"}, -1, "are not 1 apart: number its tasks as a range (--array=0-3), or give each "
+                                      "task its --shard INDEX/COUNT"},
+      {{"4", "4", "0", "14", "2"}, -1, "error: the job array's 4 indices"},
+      {{"3", "8", "0", "14", "2"}, -1,
+       "error: SLURM_ARRAY_TASK_ID 3 is not an index of a job array from SLURM_ARRAY_TASK_MIN 0 in steps of 2"},
+      {{"0", "8", "1", nullptr, nullptr}, -1, "is not an index of a job array from SLURM_ARRAY_TASK_MIN 1"},
+      {{"9", "8", "1", nullptr, nullptr}, -1,
+       "error: SLURM_ARRAY_TASK_ID 9 is out of range for SLURM_ARRAY_TASK_COUNT 8 (task 8 of an array from index 1"},
+      {{"1", "8", "1", nullptr, "0"}, -1, "error: SLURM_ARRAY_TASK_STEP: malformed '0'"},
+      {{"1", "8", "one", nullptr, nullptr}, -1, "error: SLURM_ARRAY_TASK_MIN: malformed 'one'"},
+  };
+  for (const Case& c : cases) {
+    for (size_t v = 0; v < 5; ++v)
+      if (c.values[v]) setenv(vars[v], c.values[v], 1);
+    const std::string out = temp_path("slurm_steps");
+    auto r = run_cli("sweep --data spirals --samples 300 --hidden 4 --epochs 1 --device cpu --quiet "
+                     "--lr 0.01:0.1:8 --out " + out);
+    for (const char* var : vars) unsetenv(var);
+    const std::string label = std::string(c.values[0]) + " of " + c.values[1];
+    if (c.shard < 0) {
+      EXPECT_EQ(r.status, 2) << label;
+      EXPECT_NE(r.err.find(c.error), std::string::npos) << label << ": " << r.err;
+      continue;
+    }
+    ASSERT_EQ(r.status, 0) << label << ": " << r.err;
+    const SweepResult s = read_sweep_results(slurp(out + "/results.json"), "slurm");
+    EXPECT_EQ(s.shard_index, c.shard) << label;
+    EXPECT_EQ(s.shard_count, std::stoll(c.values[1])) << label;
+    std::filesystem::remove_all(out);
+  }
+}
+
 // Malformed Slurm variables are named: the user set them, not --shard.
 TEST(SweepCli, MalformedSlurmVariablesAreNamed) {
   struct Case {

@@ -54,13 +54,37 @@ void parse_shard(const std::string& text, int64_t* index, int64_t* count) {
 }
 
 // A Slurm job array's task: the errors name the variables, which the user set rather than --shard.
-void slurm_shard(const std::string& id, const std::string& count, int64_t* index, int64_t* tasks) {
-  LRLAB_REQUIRE(shard_number(id, "SLURM_ARRAY_TASK_ID", index), "SLURM_ARRAY_TASK_ID: malformed '", id,
-                "' (expected the task's index in the job array, from 0)");
-  LRLAB_REQUIRE(shard_number(count, "SLURM_ARRAY_TASK_COUNT", tasks) && *tasks >= 1,
-                "SLURM_ARRAY_TASK_COUNT: malformed '", count, "' (expected the job array's number of tasks)");
-  LRLAB_REQUIRE(*index < *tasks, "SLURM_ARRAY_TASK_ID ", *index, " is out of range for SLURM_ARRAY_TASK_COUNT ",
-                *tasks, " (number the array from 0: --array=0-", *tasks - 1, ")");
+// The shard is the task's place among the array's indices, which run from SLURM_ARRAY_TASK_MIN in
+// steps of SLURM_ARRAY_TASK_STEP (`--array=0-7`, `--array=1-8` and `--array=0-14:2` all make shards
+// 0 to 7). Where a variable is unset: from 0, in steps that reach SLURM_ARRAY_TASK_MAX, else of 1.
+void slurm_shard(int64_t* index, int64_t* tasks) {
+  auto read = [](const char* name, const char* expected, int64_t fallback) {
+    const char* text = std::getenv(name);
+    int64_t v = fallback;
+    LRLAB_REQUIRE(!text || shard_number(text, name, &v), name, ": malformed '", text ? text : "", "' (expected ",
+                  expected, ")");
+    return v;
+  };
+  LRLAB_REQUIRE(std::getenv("SLURM_ARRAY_TASK_COUNT"), "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not");
+  const int64_t id = read("SLURM_ARRAY_TASK_ID", "the task's index in the job array", 0);
+  *tasks = read("SLURM_ARRAY_TASK_COUNT", "the job array's number of tasks", 0);
+  LRLAB_REQUIRE(*tasks >= 1, "SLURM_ARRAY_TASK_COUNT: malformed '0' (expected the job array's number of tasks)");
+  const int64_t min = read("SLURM_ARRAY_TASK_MIN", "the job array's lowest index", 0);
+  const bool has_max = std::getenv("SLURM_ARRAY_TASK_MAX") != nullptr;
+  const int64_t max = read("SLURM_ARRAY_TASK_MAX", "the job array's highest index", 0);
+  const int64_t spread = max - min;
+  const int64_t step = read("SLURM_ARRAY_TASK_STEP", "the job array's index step, at least 1",
+                            has_max && *tasks > 1 && spread > 0 ? std::max<int64_t>(1, spread / (*tasks - 1)) : 1);
+  LRLAB_REQUIRE(step >= 1, "SLURM_ARRAY_TASK_STEP: malformed '0' (expected the job array's index step, at least 1)");
+  LRLAB_REQUIRE(!has_max || (spread >= 0 && spread % step == 0 && spread / step == *tasks - 1), "the job array's ", *tasks,
+                " indices from SLURM_ARRAY_TASK_MIN ", min, " to SLURM_ARRAY_TASK_MAX ", max, " are not ", step,
+                " apart: number its tasks as a range (--array=0-", *tasks - 1,
+                "), or give each task its --shard INDEX/COUNT");
+  LRLAB_REQUIRE(id >= min && (id - min) % step == 0, "SLURM_ARRAY_TASK_ID ", id,
+                " is not an index of a job array from SLURM_ARRAY_TASK_MIN ", min, " in steps of ", step);
+  *index = (id - min) / step;
+  LRLAB_REQUIRE(*index < *tasks, "SLURM_ARRAY_TASK_ID ", id, " is out of range for SLURM_ARRAY_TASK_COUNT ", *tasks,
+                " (task ", *index, " of an array from index ", min, " in steps of ", step, ")");
 }
 
 struct SweepArgs {
@@ -89,10 +113,8 @@ int run_sweep_command(SweepArgs& a) {
       for (double v : parse_rates(t)) o.lrs.push_back(v);
     if (a.shard_option->count() > 0) {
       parse_shard(a.shard, &o.shard_index, &o.shard_count);
-    } else if (const char* id = std::getenv("SLURM_ARRAY_TASK_ID")) {
-      const char* count = std::getenv("SLURM_ARRAY_TASK_COUNT");
-      LRLAB_REQUIRE(count, "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not");
-      slurm_shard(id, count, &o.shard_index, &o.shard_count);
+    } else if (std::getenv("SLURM_ARRAY_TASK_ID")) {
+      slurm_shard(&o.shard_index, &o.shard_count);
     }
     if (mpi.active()) {
       LRLAB_REQUIRE(a.shard_option->count() == 0, "give either --shard or mpirun ranks, not both");
