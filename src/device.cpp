@@ -120,4 +120,17 @@ int current_gpu() {
 
 void use_gpu(int gpu) { LRLAB_CUDA_CHECK(cudaSetDevice(gpu)); }
 
+std::string gpu_uuid(int gpu) {
+  cudaDeviceProp prop{};
+  LRLAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, gpu));
+  std::string text = "GPU";
+  for (int i = 0; i < 16; ++i) {
+    char hex[4];
+    std::snprintf(hex, sizeof hex, "%02x", static_cast<unsigned char>(prop.uuid.bytes[i]));
+    if (i == 0 || i == 4 || i == 6 || i == 8 || i == 10) text += '-';
+    text += hex;
+  }
+  return text;
+}
+
 }  // namespace lrlab

@@ -252,4 +252,21 @@ TEST(CpuThreads, MpiRanksShareTheirNode) {
   EXPECT_EQ(cpu_threads_per_rank(3, 16, 0), 3);
 }
 
+// Ranks on one GPU are told by its UUID: ranks that each see their own GPU as device 0 (a launcher's
+// CUDA_VISIBLE_DEVICES) share nothing.
+TEST(MpiRanks, SharedGpusAreToldByTheirUuid) {
+  using lrlab::cli::shared_gpu_warning;
+  EXPECT_EQ(shared_gpu_warning({"GPU-a", "GPU-b", "GPU-c", ""}), "");
+  EXPECT_EQ(shared_gpu_warning({"", "", ""}), "");  // CPU ranks
+  EXPECT_EQ(shared_gpu_warning({"GPU-b", "GPU-a", "GPU-b", "GPU-a"}),
+            "ranks 0 and 2 share GPU-b; ranks 1 and 3 share GPU-a (one rank per GPU trains fastest)");
+  std::vector<std::string> eight(8, "GPU-x");
+  eight[5] = "";
+  EXPECT_EQ(shared_gpu_warning(eight), "ranks 0-4 and 6-7 share GPU-x (one rank per GPU trains fastest)");
+  std::vector<std::string> pairs;
+  for (int g = 0; g < 5; ++g) pairs.insert(pairs.end(), 2, "GPU-" + std::to_string(g));
+  EXPECT_EQ(shared_gpu_warning(pairs), "ranks 0-1 share GPU-0; ranks 2-3 share GPU-1; ranks 4-5 share GPU-2; and 2 "
+                                       "more GPUs (one rank per GPU trains fastest)");
+}
+
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <regex>
 #include <thread>
 
 #include "gpu.hpp"
@@ -90,6 +91,17 @@ void expect_engines_agree(const EngineConfig& cpu_cfg, const EngineConfig& gpu_c
   }
   EXPECT_EQ(gpu.optimizer().step_count(0), cpu_cfg.epochs * gpu.steps_per_epoch());
   EXPECT_GT(gpu.graph_launches(), 0);
+}
+
+// An MPI rank names its GPU by UUID to find ranks that share one (shared_gpu_warning).
+TEST(DeviceGpu, UuidIsNvidiaSmisFormOfTheDevicesOwn) {
+  LRLAB_REQUIRE_GPU();
+  const std::string uuid = gpu_uuid(current_gpu());
+  EXPECT_TRUE(std::regex_match(uuid, std::regex("GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")))
+      << uuid;
+  EXPECT_NE(uuid, "GPU-00000000-0000-0000-0000-000000000000");
+  EXPECT_EQ(gpu_uuid(current_gpu()), uuid);
+  EXPECT_THROW(gpu_uuid(-1), CudaError);
 }
 
 TEST(TrainEngineGpu, MatchesTheCpuEngine) {

@@ -37,5 +37,8 @@ std::optional<double> host_memory_available(const std::string& meminfo, const st
 // local one on its main thread) and has each worker adopt it. Both throw lrlab::CudaError on failure.
 int current_gpu();
 void use_gpu(int gpu);
+// The GPU's UUID as nvidia-smi writes it ("GPU-8f6c...-..."): the same GPU in every process, however
+// CUDA_VISIBLE_DEVICES numbers it there.
+std::string gpu_uuid(int gpu);
 
 }  // namespace lrlab

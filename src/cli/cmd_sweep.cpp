@@ -106,6 +106,7 @@ int run_sweep_command(SweepArgs& a) {
   // failed their checks or set-up (options, data, device, --out) say so there, rank 0 reports it
   // once and every rank ends with status 2, no MPI abort. A failure after that ends all ranks.
   bool started = false;
+  std::string gpu;  // this rank's GPU, "" on the CPU
   try {
     o.base.hidden = parse_int_list(a.hidden, "--hidden");
     o.lrs.clear();
@@ -125,9 +126,7 @@ int run_sweep_command(SweepArgs& a) {
       int gpus = 0;
       if (o.base.device != "cpu" && cudaGetDeviceCount(&gpus) == cudaSuccess && gpus > 0) {
         use_gpu(mpi.local_rank() % gpus);
-        if (mpi.local_size() > gpus && mpi.local_rank() == 0)
-          std::fprintf(stderr, "warning: %d ranks on this node share %d GPU%s; one rank per GPU trains fastest\n",
-                       mpi.local_size(), gpus, gpus == 1 ? "" : "s");
+        gpu = gpu_uuid(current_gpu());
       } else {
         cudaGetLastError();
         // The sweep's workers share this thread's OpenMP budget (engine_workers.hpp).
@@ -145,6 +144,12 @@ int run_sweep_command(SweepArgs& a) {
       started = true;
       t_start = std::chrono::steady_clock::now();
       if (mpi.active() && !mpi.agree("")) throw PeerFailed{};
+      if (mpi.active()) {
+        // Every rank has its engines built: each reaches this collective.
+        const std::vector<std::string> gpus = mpi.gather(gpu);
+        const std::string shared = mpi.rank() == 0 ? shared_gpu_warning(gpus) : "";
+        if (!shared.empty()) std::fprintf(stderr, "warning: %s\n", shared.c_str());
+      }
     };
     obs.on_epoch = [&](int64_t e, int64_t E, int64_t alive, int64_t total) {
       if (a.quiet || mpi.rank() != 0) return;

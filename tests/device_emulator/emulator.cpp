@@ -32,6 +32,7 @@ void AnnotateIgnoreWritesEnd(const char* file, int line);
 #include <cstdio>
 #include <deque>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -980,6 +981,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->l2CacheSize = 4 << 20;
   prop->warpSize = 32;
   prop->maxThreadsPerBlock = 1024;
+  const char uuid[] = "lrlab emulator 0";  // 16 bytes, as a real device's are nonzero
+  std::memcpy(prop->uuid.bytes, uuid, sizeof prop->uuid.bytes);
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
