@@ -369,15 +369,48 @@ std::string share_path(const std::string& dir, int64_t rank) {
   return path_join(dir, "rank-" + std::to_string(rank) + ".json");
 }
 
+std::string shard_path(const std::string& dir, int64_t index, int64_t count) {
+  return path_join(dir, "shard-" + std::to_string(index) + "-of-" + std::to_string(count) + ".json");
+}
+
+namespace {
+
+// `text` from `at` on is digits, then `rest` and nothing more.
+bool digits_then(const std::string& text, size_t at, const std::string& rest) {
+  const size_t end = std::min(text.find_first_not_of("0123456789", at), text.size());
+  return end > at && text.compare(end, std::string::npos, rest) == 0;
+}
+
+bool rank_share_name(const std::string& name) { return name.rfind("rank-", 0) == 0 && digits_then(name, 5, ".json"); }
+
+bool shard_share_name(const std::string& name) {
+  if (name.rfind("shard-", 0) != 0) return false;
+  const size_t of = name.find("-of-", 6);
+  return of != std::string::npos && digits_then(name.substr(0, of), 6, "") && digits_then(name, of + 4, ".json");
+}
+
+}  // namespace
+
+std::vector<std::string> merge_inputs_in(const std::string& dir) {
+  std::vector<std::string> shares;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (rank_share_name(name) || shard_share_name(name)) shares.push_back(entry.path().string());
+  }
+  std::sort(shares.begin(), shares.end());
+  if (!shares.empty()) return shares;
+  const std::string results = path_join(dir, "results.json");
+  LRLAB_REQUIRE(std::filesystem::is_regular_file(results, ec), "'", dir,
+                "' holds no sweep results (results.json, shard-I-of-N.json or rank-N.json)");
+  return {results};
+}
+
 void remove_stale_shares(const std::string& dir) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    const size_t digits = std::strlen("rank-"), suffix = std::strlen(".json");
-    const bool share_name = name.size() > digits + suffix && name.rfind("rank-", 0) == 0 &&
-                            name.compare(name.size() - suffix, suffix, ".json") == 0 &&
-                            name.find_first_not_of("0123456789", digits) == name.size() - suffix;
-    if (!share_name) continue;
+    if (!rank_share_name(name)) continue;
     try {
       read_sweep_results(read_file(entry.path().string(), size_t(1) << 30), name);
     } catch (const Error&) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -1384,7 +1385,7 @@ TEST(SweepCli, WritesOutputsAndRanks) {
   EXPECT_NE(half.out.find("lrlab merge: 1 shard, 6 of 12 configurations\n"), std::string::npos) << half.out;
   EXPECT_NE(half.err.find("warning: 6 of the sweep's 12 configurations are missing"), std::string::npos) << half.err;
   // A shard that contradicts itself is refused by name, not merged into the report.
-  auto bad = nlohmann::json::parse(slurp(s0 + "/results.json"));
+  auto bad = nlohmann::json::parse(slurp(shard_path(s0, 0, 2)));
   bad["grid_size"] = int64_t(1) << 62;
   const std::string bad_shard = temp_path("bad_shard.json");
   write_file_atomic(bad_shard, bad.dump());
@@ -1394,7 +1395,7 @@ TEST(SweepCli, WritesOutputsAndRanks) {
             0u)
       << refused.err;
   // A shard file whose runs were all removed is nothing to merge.
-  auto shard = nlohmann::json::parse(slurp(s0 + "/results.json"));
+  auto shard = nlohmann::json::parse(slurp(shard_path(s0, 0, 2)));
   shard["runs"] = nlohmann::json::array();
   const std::string empty = temp_path("empty_shard.json");
   write_file_atomic(empty, shard.dump());
@@ -1412,6 +1413,44 @@ TEST(SweepCli, WritesOutputsAndRanks) {
   expect_same_runs(whole, joined, 0);
 }
 
+// The tasks of a job array may all write to one folder: each shard keeps its own file there, which
+// `merge DIR` finds, again after a merge has written the report beside them.
+TEST(SweepCli, ShardsShareAFolderThatMergeJoins) {
+  const std::string out = temp_path("shards_one_folder"), whole = temp_path("shards_whole");
+  std::filesystem::remove_all(out);
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + whole).status, 0);
+  for (int i : {0, 1}) {
+    auto r = run_cli(std::string("sweep ") + kSmallCli + " --shard " + std::to_string(i) + "/2 --out " + out);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("shard " + std::to_string(i) + "/2: " + shard_path(out, i, 2) +
+                         " (when every shard is done: lrlab merge " + out + " --out " + out + ")"),
+              std::string::npos) << r.out;
+  }
+  EXPECT_FALSE(std::filesystem::exists(out + "/results.json")) << "a shard writes no report of its own";
+  for (int pass = 0; pass < 2; ++pass) {  // the second merge finds the shards beside the first's report
+    auto m = run_cli("merge " + out + " --out " + out);
+    ASSERT_EQ(m.status, 0) << m.err;
+    EXPECT_NE(m.out.find("lrlab merge: 2 shards, 12 of 12 configurations"), std::string::npos) << m.out;
+    expect_same_runs(read_sweep_results(slurp(whole + "/results.json"), "whole"),
+                     read_sweep_results(slurp(out + "/results.json"), "merged"), 0);
+  }
+  // An interrupted mpirun's shares are found the same way.
+  const std::string ranks = temp_path("shards_rank_files");
+  std::filesystem::create_directories(ranks);
+  write_file_atomic(share_path(ranks, 0), slurp(shard_path(out, 0, 2)));
+  auto half = run_cli("merge " + ranks + " --out " + ranks);
+  EXPECT_EQ(half.status, 0) << half.err;
+  EXPECT_NE(half.out.find("lrlab merge: 1 shard, 6 of 12 configurations"), std::string::npos) << half.out;
+  // A folder of something else says what it lacks.
+  const std::string empty = temp_path("shards_none");
+  std::filesystem::create_directories(empty);
+  write_file_atomic(empty + "/shard-notes.json", "{}");
+  auto none = run_cli("merge " + empty + " --out " + empty);
+  EXPECT_EQ(none.status, 2);
+  EXPECT_EQ(none.err, "error: '" + empty + "' holds no sweep results (results.json, shard-I-of-N.json or rank-N.json)\n");
+  for (const std::string& d : {out, whole, ranks, empty}) std::filesystem::remove_all(d);
+}
+
 // Slurm job arrays: without --shard, SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT pick the shard.
 TEST(SweepCli, SlurmArrayVariablesPickTheShard) {
   const std::string out = temp_path("slurm_shard");
@@ -1421,7 +1460,7 @@ TEST(SweepCli, SlurmArrayVariablesPickTheShard) {
   unsetenv("SLURM_ARRAY_TASK_ID");
   unsetenv("SLURM_ARRAY_TASK_COUNT");
   ASSERT_EQ(r.status, 0) << r.err;
-  SweepResult s = read_sweep_results(slurp(out + "/results.json"), "slurm");
+  SweepResult s = read_sweep_results(slurp(shard_path(out, 1, 2)), "slurm");
   EXPECT_EQ(s.shard_index, 1);
   EXPECT_EQ(s.shard_count, 2);
   ASSERT_EQ(s.runs.size(), 6u);
@@ -1471,7 +1510,7 @@ TEST(SweepCli, SlurmArraysNumberedFromOneOrInStepsCoverEveryShard) {
       continue;
     }
     ASSERT_EQ(r.status, 0) << label << ": " << r.err;
-    const SweepResult s = read_sweep_results(slurp(out + "/results.json"), "slurm");
+    const SweepResult s = read_sweep_results(slurp(shard_path(out, c.shard, std::stoll(c.values[1]))), "slurm");
     EXPECT_EQ(s.shard_index, c.shard) << label;
     EXPECT_EQ(s.shard_count, std::stoll(c.values[1])) << label;
     std::filesystem::remove_all(out);
@@ -1537,7 +1576,7 @@ TEST(SweepCli, NoBiasDecayReproducesTrain) {
 TEST(SweepCli, OneProcessLeavesRankFilesAlone) {
   const std::string out = temp_path("rank_files");
   ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --shard 1/2 --out " + out).status, 0);
-  const std::string share = slurp(out + "/results.json");
+  const std::string share = slurp(shard_path(out, 1, 2));
   write_file_atomic(out + "/rank-1.json", share);
   write_file_atomic(out + "/rank-notes.json", "{\"mine\": true}");
   auto r = run_cli(std::string("sweep ") + kSmallCli + " --shard 0/2 --out " + out);

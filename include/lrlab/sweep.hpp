@@ -187,6 +187,13 @@ void write_sweep_outputs(const SweepResult& r, const std::string& dir);
 // Under mpirun each rank keeps its share of a sweep in DIR/rank-N.json, for `lrlab merge` to join
 // after an interruption.
 std::string share_path(const std::string& dir, int64_t rank);
+// A sweep run as shard INDEX of COUNT (--shard, a Slurm job array's task) keeps its results in
+// DIR/shard-INDEX-of-COUNT.json: the tasks of one array may all write to one folder.
+std::string shard_path(const std::string& dir, int64_t index, int64_t count);
+// What `lrlab merge DIR` reads from a folder, sorted by name: its shares (shard-I-of-N.json, and
+// rank-N.json that an interrupted mpirun left) where it has any, else its results.json. Throws
+// lrlab::Error where it has neither.
+std::vector<std::string> merge_inputs_in(const std::string& dir);
 // Removes the shares an earlier sweep left in `dir` (a run of more ranks leaves some that a later one
 // never overwrites, and `merge OUT/rank-*.json` would join them): files named as shares that hold
 // sweep results, and no other (a user's rank-notes.json stays). A missing folder has none.

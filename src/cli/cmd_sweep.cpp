@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -177,8 +178,15 @@ int run_sweep_command(SweepArgs& a) {
       make_writable_dir(a.out);
       if (mpi.active() && mpi.rank() == 0) remove_stale_shares(a.out);
     }
+    // A shard without mpirun (--shard, a Slurm job array's task) writes only its share, named by
+    // the shard: an array's tasks may share one folder, which `lrlab merge DIR` then joins.
+    const bool shard_alone = !mpi.active() && o.shard_count > 1;
+    const std::string shard_file = shard_alone && !a.out.empty() ? shard_path(a.out, o.shard_index, o.shard_count) : "";
     if (!a.out.empty() && !mpi.active())
-      obs.on_partial = [&](const SweepResult& partial) { write_sweep_outputs(partial, a.out); };
+      obs.on_partial = [&](const SweepResult& partial) {
+        if (shard_alone) write_file_atomic(shard_file, sweep_results_json(partial));
+        else write_sweep_outputs(partial, a.out);
+      };
     if (!a.out.empty() && mpi.active())
       obs.on_partial = [&](const SweepResult& partial) {
         write_file_atomic(rank_file(mpi.rank()), sweep_results_json(partial));
@@ -200,7 +208,12 @@ int run_sweep_command(SweepArgs& a) {
                 all.device.c_str(), static_cast<long long>(all.epochs), all.epochs == 1 ? "" : "s", all.seconds,
                 all.interrupted ? " -- interrupted, partial results" : "");
     std::fputs(sweep_table(all).c_str(), stdout);
-    if (!a.out.empty()) {
+    if (!a.out.empty() && shard_alone) {
+      write_file_atomic(shard_file, sweep_results_json(all));
+      std::printf("shard %lld/%lld: %s (when every shard is done: lrlab merge %s --out %s)\n",
+                  static_cast<long long>(o.shard_index), static_cast<long long>(o.shard_count), shard_file.c_str(),
+                  a.out.c_str(), a.out.c_str());
+    } else if (!a.out.empty()) {
       write_sweep_outputs(all, a.out);
       if (mpi.active())
         for (int rank = 0; rank < mpi.size(); ++rank) std::remove(rank_file(rank).c_str());
@@ -239,7 +252,7 @@ Register sweep_reg("sweep", "train a grid of learning rates, schedules and optim
   sub.add_option("--halving", o.halving, "successive halving: keep the best 1/ETA at each rung (ETA > 1)");
   sub.add_option("--workers", o.workers, "concurrent engines (CPU threads or GPU streams); 0: automatic")
       ->capture_default_str();
-  sub.add_option("--out", a->out, "write results.json, curves.csv and report.html here");
+  sub.add_option("--out", a->out, "write results.json, curves.csv and report.html here (a shard: its shard-I-of-N.json)");
   a->shard_option = sub.add_option("--shard", a->shard, "train only shard INDEX/COUNT of the grid (default from SLURM_ARRAY_TASK_ID/COUNT)");
   sub.add_flag("--quiet", a->quiet, "no progress lines");
   return [a] { return run_sweep_command(*a); };
@@ -248,14 +261,20 @@ Register sweep_reg("sweep", "train a grid of learning rates, schedules and optim
 Register merge_reg("merge", "join the results of sweep shards into one report", [](CLI::App& sub) {
   auto inputs = std::make_shared<std::vector<std::string>>();
   auto out = std::make_shared<std::string>();
-  sub.add_option("inputs", *inputs, "shard output directories (or their results.json files)")->required()->expected(1, -1);
+  sub.add_option("inputs", *inputs, "sweep output folders (each one's shard-I-of-N.json and rank-N.json files, else its results.json), or results files")
+      ->required()
+      ->expected(1, -1);
   sub.add_option("--out", *out, "write the merged results.json, curves.csv and report.html here")->required();
   return [inputs, out] {
     std::vector<SweepResult> shards;
     for (const std::string& in : *inputs) {
-      std::string path = in;
-      if (path.size() < 5 || path.compare(path.size() - 5, 5, ".json") != 0) path += "/results.json";
-      shards.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
+      std::error_code ec;
+      const bool file = in.size() >= 5 && in.compare(in.size() - 5, 5, ".json") == 0;
+      const std::vector<std::string> paths = file                                   ? std::vector<std::string>{in}
+                                             : std::filesystem::is_directory(in, ec) ? merge_inputs_in(in)
+                                                                                     : std::vector<std::string>{in + "/results.json"};
+      for (const std::string& path : paths)
+        shards.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
     }
     SweepResult all = merge_sweeps(shards);
     LRLAB_REQUIRE(!all.runs.empty(), "the inputs hold no configuration results");
