@@ -704,6 +704,9 @@ TEST(LrFinder, CliStepsNamesTheMinimumAndTheLimit) {
   const auto huge = run_cli("find-lr --data spirals --device cpu --steps 9223372036854775808");
   EXPECT_EQ(huge.status, 2);
   EXPECT_NE(huge.err.find("9223372036854775808 not in range"), std::string::npos) << huge.err;
+  const auto word = run_cli("find-lr --data spirals --device cpu --steps 1e3");
+  EXPECT_EQ(word.status, 2);
+  EXPECT_EQ(word.err, "error: --steps: '1e3' is not a whole number\n");
   const auto help = run_cli("find-lr --help");
   EXPECT_NE(help.out.find(finder_window_rule()), std::string::npos) << help.out;
 }

@@ -498,6 +498,12 @@ TEST(ScheduleCli, RateAndStepsOutsideTheirRangesAreRefused) {
   EXPECT_EQ(huge.status, 2);
   EXPECT_NE(huge.err.find("9223372036854775808 not in range 0 to " + std::to_string(kMaxTableSteps)),
             std::string::npos) << huge.err;
+  // A value that is no whole number is told as such, not as one outside the range.
+  for (const char* steps : {"abc", "1e3", "2.5"}) {
+    CliResult bad = run_cli(std::string("'constant' --steps ") + steps);
+    EXPECT_EQ(bad.status, 2);
+    EXPECT_EQ(bad.err, std::string("error: --steps: '") + steps + "' is not a whole number\n");
+  }
 }
 
 // gamma=-0 reads as 0: no -0 in the CSV or the table.

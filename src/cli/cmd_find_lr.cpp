@@ -136,9 +136,9 @@ Register reg("find-lr", "learning-rate range test: suggests a rate per optimizer
       ->capture_default_str();
   sub.add_option("--start", a->start, "first learning rate")->capture_default_str();
   sub.add_option("--end", a->end, "last learning rate")->capture_default_str();
-  // CLI11's own range check, with the reason for the minimum: its conversion alone would take
+  // A range check, with the reason for the minimum: CLI11's conversion alone would take
   // 9223372036854775808 as the largest int64_t.
-  const CLI::Range steps_range(kMinFinderSteps, kMaxTableSteps);
+  const CLI::Validator steps_range = whole_range(kMinFinderSteps, kMaxTableSteps);
   sub.add_option("--steps", a->steps,
                  "minibatches in the test (over several epochs if needed); at least " +
                      std::to_string(kMinFinderSteps) + ", as " + finder_window_rule())

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "command.hpp"
+#include "options.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
 #include "lrlab/plot.hpp"
@@ -108,7 +109,7 @@ const Register reg("schedule", "print a learning-rate schedule (docs/SCHEDULES.m
                      sub.add_option("--lr", a->lr, "Base learning rate")->capture_default_str();
                      // CLI11's conversion alone would take 9223372036854775808 as the largest int64_t.
                      sub.add_option("--steps", a->steps, "Number of steps to print")
-                         ->check(CLI::Range(int64_t{0}, kMaxTableSteps))
+                         ->check(whole_range(0, kMaxTableSteps))
                          ->capture_default_str();
                      sub.add_option("--steps-per-epoch", a->steps_per_epoch, "Steps per epoch, for 'ep' values")
                          ->capture_default_str();

@@ -44,7 +44,10 @@ double parse_rate(const std::string& text, const std::string& option) {
 // What is wrong with `text` as a value of an option of CLI11 type `type` (INT, UINT or FLOAT), or
 // "". As CLI11 converts, in base 0 for whole numbers (leading zeros are check_value's), the whole
 // text consumed; and as the option stores it: a double, a signed or unsigned 64-bit number.
-std::string number_error(const std::string& type, const std::string& text) {
+namespace {
+// number_error's first half: what is wrong with `text` as it is written, whatever its size. Sets
+// errno as the conversion left it.
+std::string malformed_number(const std::string& type, const std::string& text) {
   const char* s = text.c_str();
   char* end = nullptr;
   errno = 0;
@@ -54,8 +57,24 @@ std::string number_error(const std::string& type, const std::string& text) {
   const char* what = type == "FLOAT" ? "a number" : type == "INT" ? "a whole number" : "a whole number from 0 up";
   if (text.empty() || end != s + text.size() || (type == "UINT" && text.find('-') != std::string::npos))
     return "'" + text + "' is not " + what;
+  return "";
+}
+}  // namespace
+
+std::string number_error(const std::string& type, const std::string& text) {
+  if (std::string bad = malformed_number(type, text); !bad.empty()) return bad;
   if (errno == ERANGE) return "'" + text + "' is out of range";
   return "";
+}
+
+CLI::Validator whole_range(int64_t lo, int64_t hi) {
+  const CLI::Range range(lo, hi);
+  return CLI::Validator(
+      [range](std::string& text) {
+        const std::string bad = malformed_number("INT", text);
+        return bad.empty() ? range(text) : bad;
+      },
+      range.get_description());
 }
 
 namespace {

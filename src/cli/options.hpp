@@ -31,6 +31,10 @@ void require_values(const CLI::App& sub);
 // nothing is: CLI11's own conversion, checked against the type's range.
 std::string number_error(const std::string& type, const std::string& text);
 
+// CLI11's Range for a whole-number option, saying first what is wrong with a value that is no whole
+// number ("'abc' is not a whole number", where Range says "Value abc not in range 0 to 10").
+CLI::Validator whole_range(int64_t lo, int64_t hi);
+
 // Adds to every option of `sub` that takes numbers a check that names what is wrong with a value
 // CLI11 cannot convert ("--epochs: 'abc' is not a whole number", where CLI11 alone says "Could not
 // convert: --epochs = abc") or would convert to something else: a number past the type's range
