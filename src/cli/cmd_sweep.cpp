@@ -27,10 +27,15 @@
 namespace lrlab::cli {
 namespace {
 
-volatile int g_stop = 0;
-extern "C" void on_interrupt(int) {
+// Ctrl-C, and SIGTERM, which batch systems send at a job's time limit (Slurm, a grace period before
+// SIGKILL) and `docker stop` and `kill` send by default: the sweep ends after the epoch in progress
+// and writes what finished. The status is the shell's for the signal, 128 + its number.
+volatile sig_atomic_t g_stop = 0;
+volatile sig_atomic_t g_signal = 0;
+extern "C" void on_interrupt(int sig) {
   g_stop = 1;
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+  g_signal = sig;
+  std::signal(sig, SIG_DFL);  // a second one ends the process at once
 }
 
 // A shard's index or count as text gives it: false unless it is all digits; an error, naming
@@ -192,6 +197,7 @@ int run_sweep_command(SweepArgs& a) {
         write_file_atomic(rank_file(mpi.rank()), sweep_results_json(partial));
       };
     std::signal(SIGINT, on_interrupt);
+    std::signal(SIGTERM, on_interrupt);
     SweepResult mine = run_sweep(o, obs, &g_stop);
     if (tty) std::fprintf(stderr, "\n");
     std::vector<std::string> parts = mpi.gather(sweep_results_json(mine));
@@ -219,7 +225,7 @@ int run_sweep_command(SweepArgs& a) {
         for (int rank = 0; rank < mpi.size(); ++rank) std::remove(rank_file(rank).c_str());
       std::printf("report: %s\n", path_join(a.out, "report.html").c_str());
     }
-    return all.interrupted ? 130 : kExitOk;
+    return all.interrupted ? 128 + (g_signal ? g_signal : SIGINT) : kExitOk;
   } catch (const PeerFailed&) {
     return kExitBadInput;
   } catch (const std::exception& e) {
