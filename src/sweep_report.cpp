@@ -244,6 +244,25 @@ bool same_options(const std::string& a, const std::string& b) {
   return ja == jb;
 }
 
+// Two records of one run, as results files and shares hold them (NaN, written as null, equals NaN).
+bool same_run(const SweepRun& a, const SweepRun& b) {
+  auto same = [](const auto& x, const auto& y) {
+    return x.size() == y.size() && std::equal(x.begin(), x.end(), y.begin(), [](double u, double v) {
+             return u == v || (std::isnan(u) && std::isnan(v));
+           });
+  };
+  return a.config.id == b.config.id && a.diverged == b.diverged && a.halted == b.halted &&
+         a.diverged_epoch == b.diverged_epoch && same(a.train_loss, b.train_loss) && same(a.val_loss, b.val_loss) &&
+         same(a.val_accuracy, b.val_accuracy) && same(a.lr, b.lr) && same(a.lr_curve, b.lr_curve) &&
+         a.lr_curve_stride == b.lr_curve_stride;
+}
+
+const SweepRun* run_in(const SweepResult& r, int64_t id) {
+  for (const SweepRun& x : r.runs)
+    if (x.config.id == id) return &x;
+  return nullptr;
+}
+
 // Per-epoch values that are either missing (null: NaN) or in [lo, hi].
 bool in_range(const std::vector<double>& values, double lo, double hi) {
   return std::all_of(values.begin(), values.end(), [&](double v) { return std::isnan(v) || (v >= lo && v <= hi); });
@@ -392,18 +411,15 @@ bool shard_share_name(const std::string& name) {
 }  // namespace
 
 std::vector<std::string> merge_inputs_in(const std::string& dir) {
-  std::vector<std::string> shares;
+  std::vector<std::string> inputs;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (rank_share_name(name) || shard_share_name(name)) shares.push_back(entry.path().string());
+    if (name == "results.json" || rank_share_name(name) || shard_share_name(name)) inputs.push_back(entry.path().string());
   }
-  std::sort(shares.begin(), shares.end());
-  if (!shares.empty()) return shares;
-  const std::string results = path_join(dir, "results.json");
-  LRLAB_REQUIRE(std::filesystem::is_regular_file(results, ec), "'", dir,
-                "' holds no sweep results (results.json, shard-I-of-N.json or rank-N.json)");
-  return {results};
+  LRLAB_REQUIRE(!inputs.empty(), "'", dir, "' holds no sweep results (results.json, shard-I-of-N.json or rank-N.json)");
+  std::sort(inputs.begin(), inputs.end());
+  return inputs;
 }
 
 void remove_stale_shares(const std::string& dir) {
@@ -442,8 +458,10 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
     LRLAB_REQUIRE(!differs, input(i), " belongs to a different sweep than ", input(0), ": ", differs);
     for (const SweepRun& r : s.runs) {
       const auto [at, added] = input_of.emplace(r.config.id, i);
+      if (!added && at->second != i && same_run(r, *run_in(out, r.config.id))) continue;  // a copy
       LRLAB_REQUIRE(added, "configuration ", r.config.id, " appears in ", input(at->second),
-                    at->second == i ? " twice" : " and in " + input(i));
+                    at->second == i ? " twice" : " and in " + input(i) + " with other results (one of them an "
+                                                  "earlier run's? keep the one wanted)");
       out.runs.push_back(r);
     }
     out.seconds = std::max(out.seconds, s.seconds);

@@ -285,15 +285,19 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
                   ckpt->epochs_done, ckpt->epochs_done == 1 ? " epoch" : " epochs", "; ask for more with --epochs");
     // Another batch size would renumber the steps (the schedule's position, the epochs done) and
     // another split would move samples already trained on into validation.
-    LRLAB_REQUIRE(ckpt->batch == 0 || ckpt->batch == eng.config().batch, "checkpoint '", o.resume,
-                  "' was trained with minibatches of ", ckpt->batch, "; resume it with the same --batch (got ",
-                  o.batch, ")");
     LRLAB_REQUIRE(ckpt->batch == 0 || (ckpt->train_samples == data.train.n && ckpt->val_samples == data.val.n &&
                                        ckpt->test_samples == data.test.n),
                   "checkpoint '", o.resume, "' was trained on a split of ", ckpt->train_samples, " training, ",
                   ckpt->val_samples, " validation and ", ckpt->test_samples, " test samples; these options give ",
                   data.train.n, ", ", data.val.n, " and ", data.test.n,
-                  " (resume with the --val-fraction, --limit-train and --samples it was trained with)");
+                  " (resume with the --val-fraction, --limit-train and --samples it was trained with, on its data",
+                  saved.source.is_string() ? ": --data '" + saved.source.get<std::string>() + "'" : "", ")");
+    LRLAB_REQUIRE(ckpt->batch == 0 || ckpt->batch == eng.config().batch, "checkpoint '", o.resume,
+                  "' was trained with minibatches of ", ckpt->batch, "; resume it with the same --batch (got ",
+                  eng.config().batch,
+                  eng.config().batch == o.batch ? std::string() : ", --batch " + std::to_string(o.batch) +
+                                                                        " cut to the training samples",
+                  ")");
     // The same data wherever it is read from: a job that copies the data set into its own scratch
     // directory resumes the last job's checkpoint. Checkpoints written before the fingerprint are
     // told by the source as written.

@@ -27,6 +27,7 @@
 #include "lrlab/device.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/io.hpp"
+#include "lrlab/rng.hpp"
 #include "lrlab/sweep.hpp"
 #include "lrlab/train_engine.hpp"
 
@@ -1186,8 +1187,12 @@ TEST(SweepResults, JsonRoundTripsAndShardsMergeToTheWhole) {
   SweepResult back = read_sweep_results(sweep_results_json(whole), "x");
   expect_same_runs(whole, back, 0);
   EXPECT_EQ(back.runs[4].lr_curve, whole.runs[4].lr_curve);
-  // Overlapping shards and foreign sweeps are refused.
-  EXPECT_THROW(merge_sweeps({shards[0], shards[0]}), Error);
+  // A shard given twice is taken once; shards that hold one configuration with other results, and
+  // foreign sweeps, are refused.
+  EXPECT_EQ(merge_sweeps({shards[0], shards[0]}).runs.size(), shards[0].runs.size());
+  SweepResult retrained = shards[0];
+  retrained.runs[1].val_loss.back() *= 1.0000001;
+  EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({shards[0], retrained}); }, " with other results"));
   SweepOptions other = o;
   other.base.epochs = 2;
   other.shard_count = 3;
@@ -1241,8 +1246,11 @@ TEST(SweepResults, MergeRefusesShardsOfAnotherSweep) {
                                       "'b/results.json' belongs to a different sweep than 'a/results.json'"));
   b.options_json = a.options_json;
   b.runs = a.runs;
+  EXPECT_EQ(merge_sweeps({a, b}).runs.size(), 1u) << "the same run in two files is one run";
+  b.runs[0].val_loss.push_back(0.25);
   EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, b}); },
-                                      "configuration 0 appears in 'a/results.json' and in 'b/results.json'"));
+                                      "configuration 0 appears in 'a/results.json' and in 'b/results.json' with "
+                                      "other results (one of them an earlier run's? keep the one wanted)"));
 }
 
 // A results file is one sweep's as lrlab writes it, or refused by name: merge would otherwise put a
@@ -1382,7 +1390,7 @@ TEST(SweepCli, WritesOutputsAndRanks) {
   EXPECT_EQ(m.err.find("warning"), std::string::npos) << m.err;
   auto half = run_cli("merge " + s0 + " --out " + temp_path("merged_half"));
   EXPECT_EQ(half.status, 0) << half.err;
-  EXPECT_NE(half.out.find("lrlab merge: 1 shard, 6 of 12 configurations\n"), std::string::npos) << half.out;
+  EXPECT_NE(half.out.find("lrlab merge: 1 results file, 6 of 12 configurations\n"), std::string::npos) << half.out;
   EXPECT_NE(half.err.find("warning: 6 of the sweep's 12 configurations are missing"), std::string::npos) << half.err;
   // A shard that contradicts itself is refused by name, not merged into the report.
   auto bad = nlohmann::json::parse(slurp(shard_path(s0, 0, 2)));
@@ -1430,17 +1438,30 @@ TEST(SweepCli, ShardsShareAFolderThatMergeJoins) {
   for (int pass = 0; pass < 2; ++pass) {  // the second merge finds the shards beside the first's report
     auto m = run_cli("merge " + out + " --out " + out);
     ASSERT_EQ(m.status, 0) << m.err;
-    EXPECT_NE(m.out.find("lrlab merge: 2 shards, 12 of 12 configurations"), std::string::npos) << m.out;
+    EXPECT_NE(m.out.find(pass == 0 ? "lrlab merge: 2 results files, 12 of 12 configurations"
+                                   : "lrlab merge: 3 results files, 12 of 12 configurations"),
+              std::string::npos) << m.out;
     expect_same_runs(read_sweep_results(slurp(whole + "/results.json"), "whole"),
                      read_sweep_results(slurp(out + "/results.json"), "merged"), 0);
   }
+  // A merged results.json beside the shares it came from is the same runs, taken once; a share of
+  // an earlier, other run of one configuration is refused, not taken over the report's.
+  auto shard0 = nlohmann::json::parse(slurp(shard_path(out, 0, 2)));
+  shard0["runs"][0]["val_loss"][0] = shard0["runs"][0]["val_loss"][0].get<double>() * 1.5;
+  write_file_atomic(share_path(out, 0), shard0.dump());
+  auto stale = run_cli("merge " + out + " --out " + out);
+  EXPECT_EQ(stale.status, 2);
+  EXPECT_NE(stale.err.find("configuration 0 appears in '" + out + "/rank-0.json' and in '" + out +
+                           "/results.json' with other results"), std::string::npos) << stale.err;
+  expect_same_runs(read_sweep_results(slurp(whole + "/results.json"), "whole"),
+                   read_sweep_results(slurp(out + "/results.json"), "kept"), 0);
   // An interrupted mpirun's shares are found the same way.
   const std::string ranks = temp_path("shards_rank_files");
   std::filesystem::create_directories(ranks);
   write_file_atomic(share_path(ranks, 0), slurp(shard_path(out, 0, 2)));
   auto half = run_cli("merge " + ranks + " --out " + ranks);
   EXPECT_EQ(half.status, 0) << half.err;
-  EXPECT_NE(half.out.find("lrlab merge: 1 shard, 6 of 12 configurations"), std::string::npos) << half.out;
+  EXPECT_NE(half.out.find("lrlab merge: 1 results file, 6 of 12 configurations"), std::string::npos) << half.out;
   // A folder of something else says what it lacks.
   const std::string empty = temp_path("shards_none");
   std::filesystem::create_directories(empty);
@@ -1449,6 +1470,38 @@ TEST(SweepCli, ShardsShareAFolderThatMergeJoins) {
   EXPECT_EQ(none.status, 2);
   EXPECT_EQ(none.err, "error: '" + empty + "' holds no sweep results (results.json, shard-I-of-N.json or rank-N.json)\n");
   for (const std::string& d : {out, whole, ranks, empty}) std::filesystem::remove_all(d);
+}
+
+// Shards record their data by its contents: tasks that each read their own copy of the data (a job's
+// scratch directory) are one sweep; a shard of other data is not.
+TEST(SweepCli, ShardsOfCopiesOfTheDataAreOneSweep) {
+  const std::string a = temp_path("sweep_copy_a.csv"), b = temp_path("sweep_copy_b.csv"),
+                    c = temp_path("sweep_copy_c.csv"), out = temp_path("sweep_copies");
+  std::filesystem::remove_all(out);
+  {
+    std::ofstream fa(a), fb(b), fc(c);
+    Rng rng(9);
+    for (int i = 0; i < 300; ++i) {
+      const double x = rng.normal(), y = rng.normal();
+      fa << (x > y) << "," << x << "," << y << "\n";
+      fb << (x > y) << "," << x << "," << y << "\n";
+      fc << (x > y) << "," << x << "," << y + (i == 5 ? 1e-3 : 0.0) << "\n";
+    }
+  }
+  const std::string common = " --hidden 4 --epochs 1 --device cpu --quiet --lr 0.01 0.1 --out " + out;
+  ASSERT_EQ(run_cli("sweep --data csv:" + a + " --shard 0/2" + common).status, 0);
+  ASSERT_EQ(run_cli("sweep --data csv:" + b + " --shard 1/2" + common).status, 0);
+  auto m = run_cli("merge " + out + " --out " + out);
+  ASSERT_EQ(m.status, 0) << m.err;
+  EXPECT_NE(m.out.find("2 results files, 2 of 2 configurations"), std::string::npos) << m.out;
+  ASSERT_EQ(run_cli("sweep --data csv:" + c + " --shard 1/2" + common).status, 0);
+  std::filesystem::remove(out + "/results.json");
+  auto other = run_cli("merge " + out + " --out " + out);
+  EXPECT_EQ(other.status, 2);
+  EXPECT_NE(other.err.find("belongs to a different sweep than '" + shard_path(out, 0, 2) + "': its options differ"),
+            std::string::npos) << other.err;
+  for (const std::string& f : {a, b, c}) std::remove(f.c_str());
+  std::filesystem::remove_all(out);
 }
 
 // Slurm job arrays: without --shard, SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT pick the shard.
@@ -1481,10 +1534,16 @@ TEST(SweepCli, SlurmArraysNumberedFromOneOrInStepsCoverEveryShard) {
       {{"8", "8", "1", "8", "1"}, 7, ""},         // --array=1-8
       {{"1", "8", "1", "8", "1"}, 0, ""},
       {{"14", "8", "0", "14", "2"}, 7, ""},       // --array=0-14:2
-      {{"9", "4", "3", "12", nullptr}, 2, ""},    // a list 3,6,9,12: the step follows from the others
-      {{"5", "3", "5", nullptr, nullptr}, 0, ""},  // no MAX: steps of 1
-      {{"4", "3", "1", "8", nullptr}, -1,  // a list 1,4,8
-       "error: the job array's 3 indices from SLURM_ARRAY_TASK_MIN 1 to SLURM_ARRAY_TASK_MAX 8 are not 3 apart"},
+      {{"5", "3", "5", nullptr, nullptr}, 0, ""},  // no MAX, no STEP: steps of 1
+      {{"6", "3", "4", "6", nullptr}, 2, ""},
+      // A list, 3,6,9,12 or 0,2,3,6, gives no step: only STEP tells whether its indices are even.
+      {{"9", "4", "3", "12", nullptr}, -1,
+       "error: the job array's 4 indices from SLURM_ARRAY_TASK_MIN 3 to SLURM_ARRAY_TASK_MAX 12 are not 1 apart"},
+      {{"2", "4", "0", "6", nullptr}, -1, "are not 1 apart"},
+      // One task of an 8-task array submitted again (--array=3).
+      {{"3", "1", "3", "3", "1"}, -1,
+       "error: SLURM_ARRAY_TASK_COUNT is 1: a job array of one task (task 3 of a larger array submitted again?) "
+       "does not tell the shard; give --shard INDEX/COUNT"},
       {{"3", "4", "1", "9", "1"}, -1, "are not 1 apart: number its tasks as a range (--array=0-3), or give each "
                                       "task its --shard INDEX/COUNT"},
       {{"4", "4", "0", "14", "2"}, -1, "error: the job array's 4 indices"},

@@ -826,7 +826,6 @@ TEST(TrainCli, BadInputGivesErrorAndStatus2) {
   std::remove(bad_ck.c_str());
 }
 
-// Regression has no accuracy: the epoch table says so with '-', not "nan%".
 // A checkpoint belongs to its architecture and to its data, told by the data's contents: the same
 // samples read from another path (a job's own scratch copy) or spelled another way resume; other
 // samples of the same shape do not.
@@ -855,6 +854,14 @@ TEST(TrainCli, ResumeTellsTheDataByItsContentsNotItsName) {
   EXPECT_NE(other.err.find("error: checkpoint '" + ck + "' was trained on other data than --data 'csv:" + c +
                            "' gives (its --data was 'csv:" + a + "'); resume it on the data it was trained on"),
             std::string::npos) << other.err;
+  // Other data of another size: the split's sizes differ first, and the message names the data too.
+  const std::string shorter = temp_path("resume_short.csv");
+  write_file_atomic(shorter, slurp(a).substr(0, slurp(a).find('\n', slurp(a).size() / 2) + 1));
+  auto resized = run_cli("train --data csv:" + shorter + " --epochs 2 --resume " + ck + common);
+  EXPECT_EQ(resized.status, 2);
+  EXPECT_NE(resized.err.find("(resume with the --val-fraction, --limit-train and --samples it was trained with, on "
+                             "its data: --data 'csv:" + a + "')"), std::string::npos) << resized.err;
+  std::remove(shorter.c_str());
   auto wider = run_cli("train --data csv:" + a + " --epochs 2 --resume " + ck + common + " --hidden 5");
   EXPECT_EQ(wider.status, 2);
   EXPECT_NE(wider.err.find("holds a different model ({\"activation\":\"relu\",\"hidden\":[4]"), std::string::npos)
@@ -886,6 +893,7 @@ TEST(TrainCli, ResumeTellsTheDataByItsContentsNotItsName) {
   for (const std::string& f : {a, b, c, ck}) std::remove(f.c_str());
 }
 
+// Regression has no accuracy: the epoch table says so with '-', not "nan%".
 TEST(TrainCli, RegressionPrintsNoAccuracy) {
   auto r = run_cli("train --data sine --samples 400 --hidden 8 --epochs 2 --device cpu --quiet");
   ASSERT_EQ(r.status, 0) << r.err;

@@ -190,17 +190,18 @@ std::string share_path(const std::string& dir, int64_t rank);
 // A sweep run as shard INDEX of COUNT (--shard, a Slurm job array's task) keeps its results in
 // DIR/shard-INDEX-of-COUNT.json: the tasks of one array may all write to one folder.
 std::string shard_path(const std::string& dir, int64_t index, int64_t count);
-// What `lrlab merge DIR` reads from a folder, sorted by name: its shares (shard-I-of-N.json, and
-// rank-N.json that an interrupted mpirun left) where it has any, else its results.json. Throws
-// lrlab::Error where it has neither.
+// What `lrlab merge DIR` reads from a folder, sorted by name: its results.json and its shares
+// (shard-I-of-N.json, and rank-N.json that an interrupted mpirun left). Throws lrlab::Error where it
+// has none.
 std::vector<std::string> merge_inputs_in(const std::string& dir);
 // Removes the shares an earlier sweep left in `dir` (a run of more ranks leaves some that a later one
 // never overwrites, and `merge OUT/rank-*.json` would join them): files named as shares that hold
 // sweep results, and no other (a user's rank-notes.json stays). A missing folder has none.
 void remove_stale_shares(const std::string& dir);
 
-// Joins disjoint shards of one sweep; throws lrlab::Error, naming the inputs by their source, for
-// overlapping or foreign shards.
+// Joins the shards of one sweep; throws lrlab::Error, naming the inputs by their source, for foreign
+// shards and for a configuration two inputs hold with different results. One with the same results
+// in two inputs (a merged results.json beside the shares it came from) is taken once.
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards);
 
 }  // namespace lrlab

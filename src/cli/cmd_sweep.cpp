@@ -62,7 +62,8 @@ void parse_shard(const std::string& text, int64_t* index, int64_t* count) {
 // A Slurm job array's task: the errors name the variables, which the user set rather than --shard.
 // The shard is the task's place among the array's indices, which run from SLURM_ARRAY_TASK_MIN in
 // steps of SLURM_ARRAY_TASK_STEP (`--array=0-7`, `--array=1-8` and `--array=0-14:2` all make shards
-// 0 to 7). Where a variable is unset: from 0, in steps that reach SLURM_ARRAY_TASK_MAX, else of 1.
+// 0 to 7); from 0 in steps of 1 where those are unset. An array of one task is refused: it is most
+// likely one task of a larger array submitted again (--array=3), whose place nothing here tells.
 void slurm_shard(int64_t* index, int64_t* tasks) {
   auto read = [](const char* name, const char* expected, int64_t fallback) {
     const char* text = std::getenv(name);
@@ -75,12 +76,13 @@ void slurm_shard(int64_t* index, int64_t* tasks) {
   const int64_t id = read("SLURM_ARRAY_TASK_ID", "the task's index in the job array", 0);
   *tasks = read("SLURM_ARRAY_TASK_COUNT", "the job array's number of tasks", 0);
   LRLAB_REQUIRE(*tasks >= 1, "SLURM_ARRAY_TASK_COUNT: malformed '0' (expected the job array's number of tasks)");
+  LRLAB_REQUIRE(*tasks > 1, "SLURM_ARRAY_TASK_COUNT is 1: a job array of one task (task ", id,
+                " of a larger array submitted again?) does not tell the shard; give --shard INDEX/COUNT");
   const int64_t min = read("SLURM_ARRAY_TASK_MIN", "the job array's lowest index", 0);
   const bool has_max = std::getenv("SLURM_ARRAY_TASK_MAX") != nullptr;
   const int64_t max = read("SLURM_ARRAY_TASK_MAX", "the job array's highest index", 0);
   const int64_t spread = max - min;
-  const int64_t step = read("SLURM_ARRAY_TASK_STEP", "the job array's index step, at least 1",
-                            has_max && *tasks > 1 && spread > 0 ? std::max<int64_t>(1, spread / (*tasks - 1)) : 1);
+  const int64_t step = read("SLURM_ARRAY_TASK_STEP", "the job array's index step, at least 1", 1);
   LRLAB_REQUIRE(step >= 1, "SLURM_ARRAY_TASK_STEP: malformed '0' (expected the job array's index step, at least 1)");
   LRLAB_REQUIRE(!has_max || (spread >= 0 && spread % step == 0 && spread / step == *tasks - 1), "the job array's ", *tasks,
                 " indices from SLURM_ARRAY_TASK_MIN ", min, " to SLURM_ARRAY_TASK_MAX ", max, " are not ", step,
@@ -285,7 +287,7 @@ Register merge_reg("merge", "join the results of sweep shards into one report", 
     SweepResult all = merge_sweeps(shards);
     LRLAB_REQUIRE(!all.runs.empty(), "the inputs hold no configuration results");
     make_writable_dir(*out);  // before the table: an error is the output's one line
-    std::printf("lrlab merge: %zu shard%s, %zu of %lld configuration%s\n", shards.size(),
+    std::printf("lrlab merge: %zu results file%s, %zu of %lld configuration%s\n", shards.size(),
                 shards.size() == 1 ? "" : "s", all.runs.size(), static_cast<long long>(all.grid_size),
                 all.grid_size == 1 ? "" : "s");
     const int64_t missing = all.grid_size - static_cast<int64_t>(all.runs.size());
