@@ -63,6 +63,9 @@ void summarize(SweepResult& res) {
   }
 }
 
+constexpr const char* kNoHalvingResume =
+    "a successive-halving sweep (--halving) cannot be resumed: its rungs rank every configuration together";
+
 // The data is named as written and told by its contents (DataSplits::fingerprint): merge takes
 // the shards of a job array whose tasks each read their own copy of the data as one sweep.
 std::string options_json(const SweepOptions& o, const DataSplits& data) {
@@ -191,10 +194,12 @@ std::vector<SweepConfig> sweep_grid(const SweepOptions& o) {
   return grid;
 }
 
-SweepResult run_sweep(const SweepOptions& o, const SweepObserver& obs, const volatile int* stop) {
+SweepResult run_sweep(const SweepOptions& o, const SweepObserver& obs, const volatile int* stop,
+                      const SweepResult* earlier) {
   validate_sweep(o);  // bad options fail before the data is read
+  LRLAB_REQUIRE(!earlier || o.halving == 0, kNoHalvingResume);
   DataSplits data = load_data(o.base.data, data_options(o.base, o.base.seed));
-  return run_sweep_on(o, data, obs, stop);
+  return run_sweep_on(o, data, obs, stop, earlier);
 }
 
 std::vector<SweepConfig> validate_sweep(const SweepOptions& o) {
@@ -239,7 +244,7 @@ EngineConfig sweep_engine_config(const SweepOptions& o, const MlpConfig& model, 
 }
 
 SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const SweepObserver& obs,
-                         const volatile int* stop) {
+                         const volatile int* stop, const SweepResult* earlier) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<SweepConfig> grid = validate_sweep(o);
   const Device device = parse_device(o.base.device);
@@ -265,12 +270,30 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       r.config = c;
       res.runs.push_back(r);
     }
+  // A resumed sweep keeps what the earlier run finished and trains the rest from the start: a
+  // configuration's data order and weights follow from its seed alone, so it trains as it would have.
+  std::vector<bool> kept(res.runs.size(), false);
+  if (earlier) {
+    LRLAB_REQUIRE(o.halving == 0, kNoHalvingResume);
+    const std::string differs = sweep_difference(res, *earlier);
+    LRLAB_REQUIRE(differs.empty(), "the results to resume are of another sweep than these options describe: ", differs,
+                  " (resume with the options, and data, the sweep ran with)");
+    std::map<int64_t, const SweepRun*> finished;
+    for (const SweepRun& r : earlier->runs)
+      if (sweep_run_finished(r, o.base.epochs)) finished[r.config.id] = &r;
+    for (size_t i = 0; i < res.runs.size(); ++i)
+      if (auto at = finished.find(res.runs[i].config.id); at != finished.end()) {
+        res.runs[i] = *at->second;
+        kept[i] = true;
+      }
+  }
 
   // Lanes: packed groups share (optimizer, seed), at most max_packed to an engine; the other modes
   // give each run its own lane.
   std::vector<Lane> lanes;
   std::map<std::pair<std::string, int64_t>, size_t> group_of;
   for (size_t i = 0; i < res.runs.size(); ++i) {
+    if (kept[i]) continue;
     const SweepConfig& c = res.runs[i].config;
     size_t li;
     auto key = std::make_pair(c.optimizer, c.seed_index);
@@ -310,12 +333,12 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       initial_loss[lane.runs[r]] = untrained.loss[r];
     }
   });
-  res.steps_per_epoch = lanes.empty() ? 0 : lanes[0].engine->steps_per_epoch();
+  res.steps_per_epoch = !lanes.empty() ? lanes[0].engine->steps_per_epoch() : earlier ? earlier->steps_per_epoch : 0;
   const std::vector<int64_t> rungs = rung_epochs(o.base.epochs, o.halving);
   if (obs.on_start) obs.on_start();
 
   auto alive = [&](const SweepRun& r) { return !r.diverged && !r.halted; };
-  for (int64_t epoch = 0; epoch < o.base.epochs; ++epoch) {
+  for (int64_t epoch = 0; epoch < o.base.epochs && !lanes.empty(); ++epoch) {
     if (stop && *stop) {
       res.interrupted = true;
       break;
@@ -409,8 +432,8 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       next.push_back(std::move(compact));
     }
     lanes = std::move(next);
-    int64_t n_alive = 0;
-    for (const SweepRun& r : res.runs) n_alive += alive(r);
+    int64_t n_alive = 0;  // the runs still training (runs a resumed sweep kept are in no lane)
+    for (const Lane& lane : lanes) n_alive += static_cast<int64_t>(lane.runs.size());
     if (obs.on_epoch) obs.on_epoch(epoch + 1, o.base.epochs, n_alive, static_cast<int64_t>(res.runs.size()));
     if (obs.on_partial && epoch + 1 < o.base.epochs && n_alive > 0) {
       SweepResult partial = res;

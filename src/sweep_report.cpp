@@ -417,7 +417,6 @@ std::vector<std::string> merge_inputs_in(const std::string& dir) {
     const std::string name = entry.path().filename().string();
     if (name == "results.json" || rank_share_name(name) || shard_share_name(name)) inputs.push_back(entry.path().string());
   }
-  LRLAB_REQUIRE(!inputs.empty(), "'", dir, "' holds no sweep results (results.json, shard-I-of-N.json or rank-N.json)");
   std::sort(inputs.begin(), inputs.end());
   return inputs;
 }
@@ -436,6 +435,13 @@ void remove_stale_shares(const std::string& dir) {
   }
 }
 
+std::string sweep_difference(const SweepResult& a, const SweepResult& b) {
+  return !same_options(a.options_json, b.options_json) ? "its options differ"
+         : a.grid_size != b.grid_size                  ? "its grid size differs"
+         : a.epochs != b.epochs                        ? "its epochs differ"
+                                                       : "";
+}
+
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
   LRLAB_REQUIRE(!shards.empty(), "nothing to merge");
   auto input = [&](size_t i) {
@@ -451,11 +457,8 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
   std::map<int64_t, size_t> input_of;  // config id -> the input that holds it
   for (size_t i = 0; i < shards.size(); ++i) {
     const SweepResult& s = shards[i];
-    const char* differs = !same_options(s.options_json, shards[0].options_json) ? "its options differ"
-                          : s.grid_size != shards[0].grid_size    ? "its grid size differs"
-                          : s.epochs != shards[0].epochs          ? "its epochs differ"
-                                                                  : nullptr;
-    LRLAB_REQUIRE(!differs, input(i), " belongs to a different sweep than ", input(0), ": ", differs);
+    const std::string differs = sweep_difference(shards[0], s);
+    LRLAB_REQUIRE(differs.empty(), input(i), " belongs to a different sweep than ", input(0), ": ", differs);
     for (const SweepRun& r : s.runs) {
       const auto [at, added] = input_of.emplace(r.config.id, i);
       if (!added && at->second != i && same_run(r, *run_in(out, r.config.id))) continue;  // a copy

@@ -186,6 +186,47 @@ void expect_same_runs(const SweepResult& a, const SweepResult& b, double tol) {
   }
 }
 
+// A resumed sweep keeps the runs the earlier one finished, as they are, and trains the others
+// (unfinished or missing) from the start: the whole grid as one uninterrupted sweep trains it.
+TEST(Sweep, ResumeKeepsFinishedRunsAndTrainsTheRest) {
+  const SweepOptions o = small_sweep();
+  const SweepResult whole = run_sweep(o);
+  SweepResult earlier = whole;
+  earlier.interrupted = true;
+  SweepRun& unfinished = earlier.runs[1];
+  for (auto* curve : {&unfinished.train_loss, &unfinished.val_loss, &unfinished.val_accuracy, &unfinished.lr})
+    curve->resize(1);
+  earlier.runs[7].val_loss.back() = 123.0;  // kept, not trained again
+  earlier.runs.erase(earlier.runs.begin() + 4);
+  SweepResult resumed = run_sweep(o, {}, nullptr, &earlier);
+  EXPECT_FALSE(resumed.interrupted);
+  ASSERT_EQ(resumed.runs.size(), whole.runs.size());
+  EXPECT_EQ(resumed.runs[7].val_loss.back(), 123.0);
+  resumed.runs[7] = whole.runs[7];
+  expect_same_runs(whole, resumed, 1e-5);
+  EXPECT_EQ(resumed.runs[4].val_loss.size(), 3u);
+
+  // A shard resumes its own share of the earlier results.
+  SweepOptions shard = o;
+  shard.shard_index = 1;
+  shard.shard_count = 2;
+  const SweepResult half = run_sweep(shard, {}, nullptr, &earlier);
+  ASSERT_EQ(half.runs.size(), 6u);
+  EXPECT_EQ(half.runs[3].config.id, 7);
+  EXPECT_EQ(half.runs[3].val_loss.back(), 123.0);
+
+  // Another sweep's results, and successive halving, are refused.
+  SweepOptions other = o;
+  other.base.epochs = 2;
+  EXPECT_TRUE(throws_error_containing([&] { run_sweep(other, {}, nullptr, &earlier); },
+                                      "the results to resume are of another sweep than these options describe: "
+                                      "its options differ"));
+  SweepOptions halving = o;
+  halving.halving = 2;
+  EXPECT_TRUE(throws_error_containing([&] { run_sweep(halving, {}, nullptr, &earlier); },
+                                      "a successive-halving sweep (--halving) cannot be resumed"));
+}
+
 TEST(Sweep, PackedStreamsAndSequentialAgree) {
   SweepOptions o = small_sweep();
   o.mode = "sequential";
@@ -1502,6 +1543,60 @@ TEST(SweepCli, ShardsOfCopiesOfTheDataAreOneSweep) {
             std::string::npos) << other.err;
   for (const std::string& f : {a, b, c}) std::remove(f.c_str());
   std::filesystem::remove_all(out);
+}
+
+// `--resume` continues the sweep in --out: what it finished is kept, the rest trained, and the
+// folder ends as an uninterrupted sweep leaves it. Under mpirun too, from an interrupted run's shares.
+TEST(SweepCli, ResumeFinishesAnInterruptedSweep) {
+  const std::string whole = temp_path("resume_whole"), out = temp_path("resume_out");
+  std::filesystem::remove_all(out);
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + whole).status, 0);
+  auto interrupted = nlohmann::json::parse(slurp(whole + "/results.json"));
+  interrupted["interrupted"] = true;
+  for (const char* curve : {"train_loss", "val_loss", "val_accuracy", "lr_per_epoch"})
+    interrupted["runs"][1][curve].erase(1);
+  nlohmann::json& cut = interrupted["runs"][1];
+  cut["best_epoch"] = 1;
+  cut["best_val_loss"] = cut["final_val_loss"] = cut["val_loss"][0];
+  cut["best_val_accuracy"] = cut["final_val_accuracy"] = cut["val_accuracy"][0];
+  interrupted["runs"].erase(4);
+  make_writable_dir(out);
+  write_file_atomic(out + "/results.json", interrupted.dump());
+  auto r = run_cli(std::string("sweep ") + kSmallCli + " --resume --out " + out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("resuming '" + out + "': 10 of 12 configurations finished there; training the other 2"),
+            std::string::npos) << r.err;
+  const SweepResult expected = read_sweep_results(slurp(whole + "/results.json"), "whole");
+  const SweepResult resumed = read_sweep_results(slurp(out + "/results.json"), "resumed");
+  EXPECT_FALSE(resumed.interrupted);
+  expect_same_runs(expected, resumed, 0);  // each configuration trains on one thread either way
+  auto again = run_cli(std::string("sweep ") + kSmallCli + " --resume --out " + out);
+  EXPECT_NE(again.err.find("resuming '" + out + "': all 12 configurations finished there"), std::string::npos)
+      << again.err;
+  auto other = run_cli(std::string("sweep ") + kSmallCli + " --epochs 3 --resume --out " + out);
+  EXPECT_EQ(other.status, 2);
+  EXPECT_NE(other.err.find("error: the results to resume are of another sweep"), std::string::npos) << other.err;
+  auto nowhere = run_cli(std::string("sweep ") + kSmallCli + " --resume");
+  EXPECT_EQ(nowhere.err, "error: --resume continues the sweep whose results are in --out: give --out\n");
+  const std::string fresh = temp_path("resume_fresh");
+  std::filesystem::remove_all(fresh);
+  auto empty = run_cli(std::string("sweep ") + kSmallCli + " --resume --out " + fresh);
+  EXPECT_EQ(empty.status, 0) << empty.err;
+  EXPECT_NE(empty.err.find("note: --resume: '" + fresh + "' holds no results of an earlier run"), std::string::npos);
+
+  if (LRLAB_CLI_HAS_MPI && std::system("command -v mpirun >/dev/null 2>&1") == 0) {
+    const std::string ranks = temp_path("resume_ranks");
+    std::filesystem::remove_all(ranks);
+    make_writable_dir(ranks);
+    write_file_atomic(share_path(ranks, 3), interrupted.dump());  // a share an interrupted mpirun left
+    const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np 2 " + std::string(LRLAB_CLI_PATH) +
+                            " sweep " + kSmallCli + " --resume --out " + ranks + " >/dev/null 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    expect_same_runs(expected, read_sweep_results(slurp(ranks + "/results.json"), "mpi"), 0);
+    EXPECT_FALSE(std::filesystem::exists(share_path(ranks, 3))) << "the share resumed from is in results.json now";
+    std::filesystem::remove_all(ranks);
+  }
+  for (const std::string& d : {whole, out, fresh}) std::filesystem::remove_all(d);
 }
 
 // Slurm job arrays: without --shard, SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT pick the shard.

@@ -120,11 +120,19 @@ EngineConfig sweep_engine_config(const SweepOptions& options, const MlpConfig& m
 
 // Throws lrlab::Error for bad options. `stop` (may be null) is polled between epochs: when it
 // becomes true the sweep ends early and returns what it has, with `interrupted` set.
+// `earlier` (may be null) continues an interrupted sweep: its finished runs (sweep_run_finished) of
+// this shard are kept as they are, the others trained; it must be the same sweep (sweep_difference),
+// without successive halving, whose rungs rank every configuration together.
 SweepResult run_sweep(const SweepOptions& options, const SweepObserver& observer = {},
-                      const volatile int* stop = nullptr);
+                      const volatile int* stop = nullptr, const SweepResult* earlier = nullptr);
 // The same on data already loaded (with data_options(options.base, options.base.seed)).
 SweepResult run_sweep_on(const SweepOptions& options, const DataSplits& data, const SweepObserver& observer = {},
-                         const volatile int* stop = nullptr);
+                         const volatile int* stop = nullptr, const SweepResult* earlier = nullptr);
+
+// A run that needs no more training: it diverged, or it trained every one of the sweep's epochs.
+inline bool sweep_run_finished(const SweepRun& run, int64_t epochs) {
+  return run.diverged || static_cast<int64_t>(run.val_loss.size()) == epochs;
+}
 
 // Whether a run diverged in the last epoch of `train_loss` (its per-epoch mean training losses):
 // a non-finite training or validation loss; a validation loss (the model as the epoch left it) above
@@ -190,14 +198,18 @@ std::string share_path(const std::string& dir, int64_t rank);
 // A sweep run as shard INDEX of COUNT (--shard, a Slurm job array's task) keeps its results in
 // DIR/shard-INDEX-of-COUNT.json: the tasks of one array may all write to one folder.
 std::string shard_path(const std::string& dir, int64_t index, int64_t count);
-// What `lrlab merge DIR` reads from a folder, sorted by name: its results.json and its shares
-// (shard-I-of-N.json, and rank-N.json that an interrupted mpirun left). Throws lrlab::Error where it
-// has none.
+// What `lrlab merge DIR` and `lrlab sweep --resume` read from a folder, sorted by name: its
+// results.json and its shares (shard-I-of-N.json, and rank-N.json that an interrupted mpirun left).
 std::vector<std::string> merge_inputs_in(const std::string& dir);
 // Removes the shares an earlier sweep left in `dir` (a run of more ranks leaves some that a later one
 // never overwrites, and `merge OUT/rank-*.json` would join them): files named as shares that hold
 // sweep results, and no other (a user's rank-notes.json stays). A missing folder has none.
 void remove_stale_shares(const std::string& dir);
+
+// Why `b` is not of the same sweep as `a` ("its options differ", "its grid size differs", "its epochs
+// differ"), or "" when it is. Options that differ only in where the data was read from, both
+// recording the data's fingerprint, are the same.
+std::string sweep_difference(const SweepResult& a, const SweepResult& b);
 
 // Joins the shards of one sweep; throws lrlab::Error, naming the inputs by their source, for foreign
 // shards and for a configuration two inputs hold with different results. One with the same results

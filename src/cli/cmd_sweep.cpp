@@ -4,13 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <thread>
 
 #include <cuda_runtime.h>
@@ -101,6 +102,7 @@ struct SweepArgs {
   std::vector<std::string> lrs = {"1e-4:1e-1:4"};
   std::string shard, out;
   CLI::Option* shard_option = nullptr;
+  bool resume = false;
   bool quiet = false;
 };
 
@@ -144,6 +146,40 @@ int run_sweep_command(SweepArgs& a) {
       }
     }
     validate_sweep(o);
+    // --resume: the results an earlier run of this sweep left in --out, read by every rank before
+    // anything there changes (an MPI run then keeps the shares an earlier one left until its end).
+    std::optional<SweepResult> earlier;
+    std::vector<std::string> resumed_files;
+    if (a.resume) {
+      LRLAB_REQUIRE(!a.out.empty(), "--resume continues the sweep whose results are in --out: give --out");
+      std::error_code ec;
+      if (std::filesystem::is_directory(a.out, ec)) resumed_files = merge_inputs_in(a.out);
+      std::vector<SweepResult> parts;
+      for (const std::string& path : resumed_files)
+        parts.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
+      if (!parts.empty()) earlier = merge_sweeps(parts);
+    }
+    // Said once the earlier results are known to be this sweep's (run_sweep has checked them).
+    auto say_resumed = [&] {
+      if (!a.resume || mpi.rank() != 0) return;
+      if (!earlier) {
+        std::fprintf(stderr, "note: --resume: '%s' holds no results of an earlier run; training every configuration\n",
+                     a.out.c_str());
+        return;
+      }
+      int64_t done = 0;  // of this process's share, or of the whole grid under mpirun
+      for (const SweepRun& r : earlier->runs)
+        done += sweep_run_finished(r, o.base.epochs) && (mpi.active() || r.config.id % o.shard_count == o.shard_index);
+      const int64_t share = mpi.active() ? earlier->grid_size
+                                         : (earlier->grid_size - o.shard_index + o.shard_count - 1) / o.shard_count;
+      if (done == share)
+        std::fprintf(stderr, "resuming '%s': all %lld configurations finished there\n", a.out.c_str(),
+                     static_cast<long long>(share));
+      else
+        std::fprintf(stderr, "resuming '%s': %lld of %lld configurations finished there; training the other %lld\n",
+                     a.out.c_str(), static_cast<long long>(done), static_cast<long long>(share),
+                     static_cast<long long>(share - done));
+    };
     const bool tty = isatty(STDERR_FILENO) && !a.quiet && mpi.rank() == 0;
     SweepObserver obs;
     std::chrono::steady_clock::time_point t_start;
@@ -152,6 +188,7 @@ int run_sweep_command(SweepArgs& a) {
       started = true;
       t_start = std::chrono::steady_clock::now();
       if (mpi.active() && !mpi.agree("")) throw PeerFailed{};
+      say_resumed();
       if (mpi.active()) {
         // Every rank has its engines built: each reaches this collective.
         const std::vector<std::string> gpus = mpi.gather(gpu);
@@ -183,7 +220,7 @@ int run_sweep_command(SweepArgs& a) {
     if (!a.out.empty()) {
       // Before any training: a folder that cannot be written would lose the whole sweep at its end.
       make_writable_dir(a.out);
-      if (mpi.active() && mpi.rank() == 0) remove_stale_shares(a.out);
+      if (mpi.active() && mpi.rank() == 0 && !a.resume) remove_stale_shares(a.out);
     }
     // A shard without mpirun (--shard, a Slurm job array's task) writes only its share, named by
     // the shard: an array's tasks may share one folder, which `lrlab merge DIR` then joins.
@@ -200,7 +237,7 @@ int run_sweep_command(SweepArgs& a) {
       };
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
-    SweepResult mine = run_sweep(o, obs, &g_stop);
+    SweepResult mine = run_sweep(o, obs, &g_stop, earlier ? &*earlier : nullptr);
     if (tty) std::fprintf(stderr, "\n");
     std::vector<std::string> parts = mpi.gather(sweep_results_json(mine));
     if (mpi.rank() != 0) return kExitOk;
@@ -225,6 +262,10 @@ int run_sweep_command(SweepArgs& a) {
       write_sweep_outputs(all, a.out);
       if (mpi.active())
         for (int rank = 0; rank < mpi.size(); ++rank) std::remove(rank_file(rank).c_str());
+      // The shares it resumed from are in results.json now, their unfinished runs trained anew: left
+      // there, they would contradict it.
+      for (const std::string& f : resumed_files)
+        if (std::filesystem::path(f).filename() != "results.json") std::remove(f.c_str());
       std::printf("report: %s\n", path_join(a.out, "report.html").c_str());
     }
     return all.interrupted ? 128 + (g_signal ? g_signal : SIGINT) : kExitOk;
@@ -262,6 +303,7 @@ Register sweep_reg("sweep", "train a grid of learning rates, schedules and optim
       ->capture_default_str();
   sub.add_option("--out", a->out, "write results.json, curves.csv and report.html here (a shard: its shard-I-of-N.json)");
   a->shard_option = sub.add_option("--shard", a->shard, "train only shard INDEX/COUNT of the grid (default from SLURM_ARRAY_TASK_ID/COUNT)");
+  sub.add_flag("--resume", a->resume, "continue the sweep whose results are in --out: keep its finished configurations, train the others");
   sub.add_flag("--quiet", a->quiet, "no progress lines");
   return [a] { return run_sweep_command(*a); };
 });
@@ -281,6 +323,7 @@ Register merge_reg("merge", "join the results of sweep shards into one report", 
       const std::vector<std::string> paths = file                                   ? std::vector<std::string>{in}
                                              : std::filesystem::is_directory(in, ec) ? merge_inputs_in(in)
                                                                                      : std::vector<std::string>{in + "/results.json"};
+      LRLAB_REQUIRE(!paths.empty(), "'", in, "' holds no sweep results (results.json, shard-I-of-N.json or rank-N.json)");
       for (const std::string& path : paths)
         shards.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
     }
