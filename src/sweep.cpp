@@ -63,9 +63,6 @@ void summarize(SweepResult& res) {
   }
 }
 
-constexpr const char* kNoHalvingResume =
-    "a successive-halving sweep (--halving) cannot be resumed: its rungs rank every configuration together";
-
 // The data is named as written and told by its contents (DataSplits::fingerprint): merge takes
 // the shards of a job array whose tasks each read their own copy of the data as one sweep.
 std::string options_json(const SweepOptions& o, const DataSplits& data) {
@@ -74,7 +71,8 @@ std::string options_json(const SweepOptions& o, const DataSplits& data) {
                          {"lrs", o.lrs}, {"schedules", o.schedules}, {"optimizers", o.optimizers},
                          {"seeds", o.seeds}, {"halving", o.halving}, {"val_fraction", o.base.val_fraction},
                          {"limit_train", o.base.limit_train}, {"samples", o.base.synthetic_samples},
-                         {"bias_decay", o.base.bias_decay}, {"data_crc32", data.fingerprint}};
+                         {"bias_decay", o.base.bias_decay}, {"tf32", o.base.tf32},
+                         {"data_crc32", data.fingerprint}};
   return opts.dump();
 }
 
@@ -195,9 +193,9 @@ std::vector<SweepConfig> sweep_grid(const SweepOptions& o) {
 }
 
 SweepResult run_sweep(const SweepOptions& o, const SweepObserver& obs, const volatile int* stop,
-                      const SweepResult* earlier) {
+                      const std::vector<SweepResult>& earlier) {
   validate_sweep(o);  // bad options fail before the data is read
-  LRLAB_REQUIRE(!earlier || o.halving == 0, kNoHalvingResume);
+  LRLAB_REQUIRE(earlier.empty() || o.halving == 0, kNoHalvingResume);
   DataSplits data = load_data(o.base.data, data_options(o.base, o.base.seed));
   return run_sweep_on(o, data, obs, stop, earlier);
 }
@@ -244,7 +242,7 @@ EngineConfig sweep_engine_config(const SweepOptions& o, const MlpConfig& model, 
 }
 
 SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const SweepObserver& obs,
-                         const volatile int* stop, const SweepResult* earlier) {
+                         const volatile int* stop, const std::vector<SweepResult>& earlier) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<SweepConfig> grid = validate_sweep(o);
   const Device device = parse_device(o.base.device);
@@ -273,19 +271,31 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
   // A resumed sweep keeps what the earlier run finished and trains the rest from the start: a
   // configuration's data order and weights follow from its seed alone, so it trains as it would have.
   std::vector<bool> kept(res.runs.size(), false);
-  if (earlier) {
-    LRLAB_REQUIRE(o.halving == 0, kNoHalvingResume);
-    const std::string differs = sweep_difference(res, *earlier);
-    LRLAB_REQUIRE(differs.empty(), "the results to resume are of another sweep than these options describe: ", differs,
+  double earlier_seconds = 0;
+  LRLAB_REQUIRE(earlier.empty() || o.halving == 0, kNoHalvingResume);
+  std::vector<SweepResult> finished_earlier;  // each input's finished runs
+  for (const SweepResult& e : earlier) {
+    const std::string differs = sweep_difference(res, e, "these options");
+    LRLAB_REQUIRE(differs.empty(), e.source.empty() ? std::string("results to resume") : "'" + e.source + "'",
+                  " are another sweep's than these options describe: ", differs,
                   " (resume with the options, and data, the sweep ran with)");
-    std::map<int64_t, const SweepRun*> finished;
-    for (const SweepRun& r : earlier->runs)
-      if (sweep_run_finished(r, o.base.epochs)) finished[r.config.id] = &r;
+    finished_earlier.push_back(e);
+    SweepResult& f = finished_earlier.back();
+    f.runs.erase(std::remove_if(f.runs.begin(), f.runs.end(),
+                                [&](const SweepRun& r) { return !sweep_run_finished(r, o.base.epochs); }),
+                 f.runs.end());
+  }
+  if (!finished_earlier.empty()) {
+    const SweepResult done = merge_sweeps(finished_earlier);  // two finished records must agree
+    std::map<int64_t, const SweepRun*> by_id;
+    for (const SweepRun& r : done.runs) by_id[r.config.id] = &r;
     for (size_t i = 0; i < res.runs.size(); ++i)
-      if (auto at = finished.find(res.runs[i].config.id); at != finished.end()) {
+      if (auto at = by_id.find(res.runs[i].config.id); at != by_id.end()) {
         res.runs[i] = *at->second;
         kept[i] = true;
       }
+    // The time that trained the kept runs: the longest of the inputs, which ran side by side.
+    for (const SweepResult& e : earlier) earlier_seconds = std::max(earlier_seconds, e.seconds);
   }
 
   // Lanes: packed groups share (optimizer, seed), at most max_packed to an engine; the other modes
@@ -333,7 +343,9 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       initial_loss[lane.runs[r]] = untrained.loss[r];
     }
   });
-  res.steps_per_epoch = !lanes.empty() ? lanes[0].engine->steps_per_epoch() : earlier ? earlier->steps_per_epoch : 0;
+  res.steps_per_epoch = !lanes.empty()     ? lanes[0].engine->steps_per_epoch()
+                        : !earlier.empty() ? earlier[0].steps_per_epoch
+                                           : 0;
   const std::vector<int64_t> rungs = rung_epochs(o.base.epochs, o.halving);
   if (obs.on_start) obs.on_start();
 
@@ -438,14 +450,15 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
     if (obs.on_partial && epoch + 1 < o.base.epochs && n_alive > 0) {
       SweepResult partial = res;
       partial.interrupted = true;
-      partial.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      partial.seconds =
+          earlier_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       summarize(partial);
       obs.on_partial(partial);
     }
     if (n_alive == 0) break;
   }
   summarize(res);
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.seconds = earlier_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }
 

@@ -233,15 +233,32 @@ std::vector<SweepConfig> stored_grid(const Reader& rd, const json& opts) {
   }
 }
 
-// Two shards' options describe one sweep. Where both tell the data by its contents, the path it
-// was read from may differ (each task of a job array reading its own copy); results written before
-// the fingerprint compare as written.
-bool same_options(const std::string& a, const std::string& b) {
+// What differs between two shards' options ("" when they describe one sweep): the keys whose values
+// differ, each with b's value and a's, which `a_name` names. Where both tell the data by its contents, the path it was read from
+// may differ (each task of a job array reading its own copy); results written before the
+// fingerprint compare as written.
+std::string options_difference(const std::string& a, const std::string& b, const std::string& a_name) {
   json ja = json::parse(a, nullptr, false), jb = json::parse(b, nullptr, false);
-  if (!ja.is_object() || !jb.is_object() || !ja.contains("data_crc32") || !jb.contains("data_crc32")) return a == b;
-  ja.erase("data");
-  jb.erase("data");
-  return ja == jb;
+  if (!ja.is_object() || !jb.is_object()) return a == b ? "" : "its options differ";
+  if (ja.contains("data_crc32") && jb.contains("data_crc32")) {
+    ja.erase("data");
+    jb.erase("data");
+  }
+  std::set<std::string> keys;
+  for (const json* j : {&ja, &jb})
+    for (const auto& item : j->items()) keys.insert(item.key());
+  std::string out;
+  for (const std::string& k : keys) {
+    const json va = ja.contains(k) ? ja[k] : json(), vb = jb.contains(k) ? jb[k] : json();
+    if (va == vb) continue;
+    auto shown = [](const json& v) {
+      const std::string t = v.is_null() ? "none" : v.dump();
+      return t.size() > 60 ? t.substr(0, 57) + "..." : t;
+    };
+    out += (out.empty() ? "its options differ: " : "; ") + (k == "data_crc32" ? "the data (data_crc32)" : k) + " " +
+           shown(vb) + " (" + shown(va) + " in " + a_name + ")";
+  }
+  return out;
 }
 
 // Two records of one run, as results files and shares hold them (NaN, written as null, equals NaN).
@@ -257,8 +274,8 @@ bool same_run(const SweepRun& a, const SweepRun& b) {
          a.lr_curve_stride == b.lr_curve_stride;
 }
 
-const SweepRun* run_in(const SweepResult& r, int64_t id) {
-  for (const SweepRun& x : r.runs)
+SweepRun* run_in(SweepResult& r, int64_t id) {
+  for (SweepRun& x : r.runs)
     if (x.config.id == id) return &x;
   return nullptr;
 }
@@ -435,11 +452,12 @@ void remove_stale_shares(const std::string& dir) {
   }
 }
 
-std::string sweep_difference(const SweepResult& a, const SweepResult& b) {
-  return !same_options(a.options_json, b.options_json) ? "its options differ"
-         : a.grid_size != b.grid_size                  ? "its grid size differs"
-         : a.epochs != b.epochs                        ? "its epochs differ"
-                                                       : "";
+std::string sweep_difference(const SweepResult& a, const SweepResult& b, const std::string& a_name) {
+  const std::string options = options_difference(a.options_json, b.options_json, a_name);
+  return !options.empty()           ? options
+         : a.grid_size != b.grid_size ? "its grid size differs"
+         : a.epochs != b.epochs       ? "its epochs differ"
+                                      : "";
 }
 
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
@@ -457,19 +475,33 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
   std::map<int64_t, size_t> input_of;  // config id -> the input that holds it
   for (size_t i = 0; i < shards.size(); ++i) {
     const SweepResult& s = shards[i];
-    const std::string differs = sweep_difference(shards[0], s);
+    const std::string differs = sweep_difference(shards[0], s, input(0));
     LRLAB_REQUIRE(differs.empty(), input(i), " belongs to a different sweep than ", input(0), ": ", differs);
     for (const SweepRun& r : s.runs) {
       const auto [at, added] = input_of.emplace(r.config.id, i);
-      if (!added && at->second != i && same_run(r, *run_in(out, r.config.id))) continue;  // a copy
-      LRLAB_REQUIRE(added, "configuration ", r.config.id, " appears in ", input(at->second),
-                    at->second == i ? " twice" : " and in " + input(i) + " with other results (one of them an "
-                                                  "earlier run's? keep the one wanted)");
-      out.runs.push_back(r);
+      if (added) {
+        out.runs.push_back(r);
+        continue;
+      }
+      LRLAB_REQUIRE(at->second != i, "configuration ", r.config.id, " appears in ", input(i), " twice");
+      // Two records of one configuration: a copy, or an interrupted run's and a later one's. The
+      // record that trained further is kept; two that both finished must agree.
+      SweepRun& kept = *run_in(out, r.config.id);
+      if (same_run(r, kept)) continue;
+      const bool done_r = sweep_run_finished(r, s.epochs), done_kept = sweep_run_finished(kept, s.epochs);
+      LRLAB_REQUIRE(!(done_r && done_kept), "configuration ", r.config.id, " finished in ", input(at->second),
+                    " and in ", input(i), " with other results (one of them an earlier run's? keep the one wanted)");
+      if (done_r || (!done_kept && r.val_loss.size() > kept.val_loss.size())) {
+        kept = r;
+        at->second = i;
+      }
     }
     out.seconds = std::max(out.seconds, s.seconds);
-    out.interrupted = out.interrupted || s.interrupted;
   }
+  // Interrupted where a configuration it holds still had epochs to train (a later record may have
+  // finished what an interrupted input left).
+  out.interrupted = std::any_of(out.runs.begin(), out.runs.end(),
+                                [&](const SweepRun& r) { return !sweep_run_finished(r, out.epochs); });
   std::sort(out.runs.begin(), out.runs.end(),
             [](const SweepRun& a, const SweepRun& b) { return a.config.id < b.config.id; });
   return out;

@@ -193,12 +193,13 @@ TEST(Sweep, ResumeKeepsFinishedRunsAndTrainsTheRest) {
   const SweepResult whole = run_sweep(o);
   SweepResult earlier = whole;
   earlier.interrupted = true;
+  earlier.source = "earlier.json";
   SweepRun& unfinished = earlier.runs[1];
   for (auto* curve : {&unfinished.train_loss, &unfinished.val_loss, &unfinished.val_accuracy, &unfinished.lr})
     curve->resize(1);
   earlier.runs[7].val_loss.back() = 123.0;  // kept, not trained again
   earlier.runs.erase(earlier.runs.begin() + 4);
-  SweepResult resumed = run_sweep(o, {}, nullptr, &earlier);
+  SweepResult resumed = run_sweep(o, {}, nullptr, {earlier});
   EXPECT_FALSE(resumed.interrupted);
   ASSERT_EQ(resumed.runs.size(), whole.runs.size());
   EXPECT_EQ(resumed.runs[7].val_loss.back(), 123.0);
@@ -210,21 +211,34 @@ TEST(Sweep, ResumeKeepsFinishedRunsAndTrainsTheRest) {
   SweepOptions shard = o;
   shard.shard_index = 1;
   shard.shard_count = 2;
-  const SweepResult half = run_sweep(shard, {}, nullptr, &earlier);
+  const SweepResult half = run_sweep(shard, {}, nullptr, {earlier});
   ASSERT_EQ(half.runs.size(), 6u);
   EXPECT_EQ(half.runs[3].config.id, 7);
   EXPECT_EQ(half.runs[3].val_loss.back(), 123.0);
 
-  // Another sweep's results, and successive halving, are refused.
+  // Of several inputs (an interrupted run's shares, and a later run's), an unfinished record gives
+  // way to a finished one; two finished ones must agree.
+  SweepResult later = whole;
+  later.source = "later.json";
+  later.runs.resize(3);
+  later.runs[1].val_loss.back() = 321.0;
+  const SweepResult both = run_sweep(o, {}, nullptr, {earlier, later});
+  EXPECT_EQ(both.runs[1].val_loss.back(), 321.0) << "the finished record of run 1, not a retrained one";
+  later.runs[1] = earlier.runs[1];
+  later.runs[2].val_loss.back() += 1.0;
+  EXPECT_TRUE(throws_error_containing([&] { run_sweep(o, {}, nullptr, {earlier, later}); },
+                                      "configuration 2 finished in 'earlier.json' and in 'later.json' with other "
+                                      "results"));
+
+  // Another sweep's results are refused by name, saying what differs; so is successive halving.
   SweepOptions other = o;
   other.base.epochs = 2;
-  EXPECT_TRUE(throws_error_containing([&] { run_sweep(other, {}, nullptr, &earlier); },
-                                      "the results to resume are of another sweep than these options describe: "
-                                      "its options differ"));
+  EXPECT_TRUE(throws_error_containing([&] { run_sweep(other, {}, nullptr, {earlier}); },
+                                      "'earlier.json' are another sweep's than these options describe: its options "
+                                      "differ: epochs 3 (2 in these options)"));
   SweepOptions halving = o;
   halving.halving = 2;
-  EXPECT_TRUE(throws_error_containing([&] { run_sweep(halving, {}, nullptr, &earlier); },
-                                      "a successive-halving sweep (--halving) cannot be resumed"));
+  EXPECT_TRUE(throws_error_containing([&] { run_sweep(halving, {}, nullptr, {earlier}); }, kNoHalvingResume));
 }
 
 TEST(Sweep, PackedStreamsAndSequentialAgree) {
@@ -1288,10 +1302,16 @@ TEST(SweepResults, MergeRefusesShardsOfAnotherSweep) {
   b.options_json = a.options_json;
   b.runs = a.runs;
   EXPECT_EQ(merge_sweeps({a, b}).runs.size(), 1u) << "the same run in two files is one run";
-  b.runs[0].val_loss.push_back(0.25);
+  b.runs[0].val_loss[0] = 0.25;
   EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, b}); },
-                                      "configuration 0 appears in 'a/results.json' and in 'b/results.json' with "
+                                      "configuration 0 finished in 'a/results.json' and in 'b/results.json' with "
                                       "other results (one of them an earlier run's? keep the one wanted)"));
+  // An unfinished record (an interrupted run's) gives way to a finished one, wherever it stands.
+  b.runs[0] = a.runs[0];
+  b.runs[0].val_loss.clear();
+  b.runs[0].train_loss.clear();
+  EXPECT_EQ(merge_sweeps({b, a}).runs[0].val_loss, a.runs[0].val_loss);
+  EXPECT_EQ(merge_sweeps({a, b}).runs[0].val_loss, a.runs[0].val_loss);
 }
 
 // A results file is one sweep's as lrlab writes it, or refused by name: merge would otherwise put a
@@ -1492,7 +1512,7 @@ TEST(SweepCli, ShardsShareAFolderThatMergeJoins) {
   write_file_atomic(share_path(out, 0), shard0.dump());
   auto stale = run_cli("merge " + out + " --out " + out);
   EXPECT_EQ(stale.status, 2);
-  EXPECT_NE(stale.err.find("configuration 0 appears in '" + out + "/rank-0.json' and in '" + out +
+  EXPECT_NE(stale.err.find("configuration 0 finished in '" + out + "/rank-0.json' and in '" + out +
                            "/results.json' with other results"), std::string::npos) << stale.err;
   expect_same_runs(read_sweep_results(slurp(whole + "/results.json"), "whole"),
                    read_sweep_results(slurp(out + "/results.json"), "kept"), 0);
@@ -1562,8 +1582,12 @@ TEST(SweepCli, ResumeFinishesAnInterruptedSweep) {
   interrupted["runs"].erase(4);
   make_writable_dir(out);
   write_file_atomic(out + "/results.json", interrupted.dump());
+  write_file_atomic(out + "/rank-9.json", "{}");  // named as a share, and none: a sweep leaves it there
   auto r = run_cli(std::string("sweep ") + kSmallCli + " --resume --out " + out);
   ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: --resume: '" + out + "/rank-9.json' is left out: sweep results '" + out +
+                       "/rank-9.json'"), std::string::npos) << r.err;
+  EXPECT_EQ(slurp(out + "/rank-9.json"), "{}");
   EXPECT_NE(r.err.find("resuming '" + out + "': 10 of 12 configurations finished there; training the other 2"),
             std::string::npos) << r.err;
   const SweepResult expected = read_sweep_results(slurp(whole + "/results.json"), "whole");
@@ -1575,7 +1599,8 @@ TEST(SweepCli, ResumeFinishesAnInterruptedSweep) {
       << again.err;
   auto other = run_cli(std::string("sweep ") + kSmallCli + " --epochs 3 --resume --out " + out);
   EXPECT_EQ(other.status, 2);
-  EXPECT_NE(other.err.find("error: the results to resume are of another sweep"), std::string::npos) << other.err;
+  EXPECT_NE(other.err.find("error: '" + out + "/results.json' are another sweep's than these options describe: its "
+                           "options differ: epochs 2 (3 in these options)"), std::string::npos) << other.err;
   auto nowhere = run_cli(std::string("sweep ") + kSmallCli + " --resume");
   EXPECT_EQ(nowhere.err, "error: --resume continues the sweep whose results are in --out: give --out\n");
   const std::string fresh = temp_path("resume_fresh");

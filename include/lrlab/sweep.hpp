@@ -120,19 +120,25 @@ EngineConfig sweep_engine_config(const SweepOptions& options, const MlpConfig& m
 
 // Throws lrlab::Error for bad options. `stop` (may be null) is polled between epochs: when it
 // becomes true the sweep ends early and returns what it has, with `interrupted` set.
-// `earlier` (may be null) continues an interrupted sweep: its finished runs (sweep_run_finished) of
-// this shard are kept as they are, the others trained; it must be the same sweep (sweep_difference),
-// without successive halving, whose rungs rank every configuration together.
+// `earlier` (may be empty) continues an interrupted sweep from what it left: results files of it
+// (read_sweep_results), each of which must be of this sweep (sweep_difference, naming the file that
+// is not). Runs of this shard that one of them finished (sweep_run_finished) are kept as they are,
+// the others trained from the start. Successive halving, whose rungs rank every configuration
+// together, cannot be resumed.
 SweepResult run_sweep(const SweepOptions& options, const SweepObserver& observer = {},
-                      const volatile int* stop = nullptr, const SweepResult* earlier = nullptr);
+                      const volatile int* stop = nullptr, const std::vector<SweepResult>& earlier = {});
 // The same on data already loaded (with data_options(options.base, options.base.seed)).
 SweepResult run_sweep_on(const SweepOptions& options, const DataSplits& data, const SweepObserver& observer = {},
-                         const volatile int* stop = nullptr, const SweepResult* earlier = nullptr);
+                         const volatile int* stop = nullptr, const std::vector<SweepResult>& earlier = {});
 
-// A run that needs no more training: it diverged, or it trained every one of the sweep's epochs.
+// A run that needs no more training: it diverged, successive halving dropped it, or it trained
+// every one of the sweep's epochs.
 inline bool sweep_run_finished(const SweepRun& run, int64_t epochs) {
-  return run.diverged || static_cast<int64_t>(run.val_loss.size()) == epochs;
+  return run.diverged || run.halted || static_cast<int64_t>(run.val_loss.size()) == epochs;
 }
+
+inline constexpr const char* kNoHalvingResume =
+    "a successive-halving sweep (--halving) cannot be resumed: its rungs rank every configuration together";
 
 // Whether a run diverged in the last epoch of `train_loss` (its per-epoch mean training losses):
 // a non-finite training or validation loss; a validation loss (the model as the epoch left it) above
@@ -206,10 +212,10 @@ std::vector<std::string> merge_inputs_in(const std::string& dir);
 // sweep results, and no other (a user's rank-notes.json stays). A missing folder has none.
 void remove_stale_shares(const std::string& dir);
 
-// Why `b` is not of the same sweep as `a` ("its options differ", "its grid size differs", "its epochs
-// differ"), or "" when it is. Options that differ only in where the data was read from, both
-// recording the data's fingerprint, are the same.
-std::string sweep_difference(const SweepResult& a, const SweepResult& b);
+// Why `b` is not of the same sweep as `a`, or "" when it is: "its options differ: epochs 2 (3 in
+// A_NAME)", "its grid size differs", "its epochs differ". Options that differ only in where the
+// data was read from, both recording the data's fingerprint, are the same.
+std::string sweep_difference(const SweepResult& a, const SweepResult& b, const std::string& a_name);
 
 // Joins the shards of one sweep; throws lrlab::Error, naming the inputs by their source, for foreign
 // shards and for a configuration two inputs hold with different results. One with the same results

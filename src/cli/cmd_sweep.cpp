@@ -11,7 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <optional>
+#include <set>
+#include <set>
 #include <thread>
 
 #include <cuda_runtime.h>
@@ -148,37 +149,48 @@ int run_sweep_command(SweepArgs& a) {
     validate_sweep(o);
     // --resume: the results an earlier run of this sweep left in --out, read by every rank before
     // anything there changes (an MPI run then keeps the shares an earlier one left until its end).
-    std::optional<SweepResult> earlier;
+    std::vector<SweepResult> earlier;
     std::vector<std::string> resumed_files;
     if (a.resume) {
       LRLAB_REQUIRE(!a.out.empty(), "--resume continues the sweep whose results are in --out: give --out");
+      LRLAB_REQUIRE(o.halving == 0, kNoHalvingResume);
       std::error_code ec;
-      if (std::filesystem::is_directory(a.out, ec)) resumed_files = merge_inputs_in(a.out);
-      std::vector<SweepResult> parts;
-      for (const std::string& path : resumed_files)
-        parts.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
-      if (!parts.empty()) earlier = merge_sweeps(parts);
+      for (const std::string& path : std::filesystem::is_directory(a.out, ec) ? merge_inputs_in(a.out)
+                                                                              : std::vector<std::string>{}) {
+        const bool share = std::filesystem::path(path).filename() != "results.json";
+        try {
+          earlier.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
+          resumed_files.push_back(path);
+        } catch (const Error& e) {
+          // A file named as a share that holds no sweep results is not one (a sweep leaves it there).
+          if (!share) throw;
+          if (mpi.rank() == 0) std::fprintf(stderr, "warning: --resume: '%s' is left out: %s\n", path.c_str(), e.what());
+        }
+      }
     }
     // Said once the earlier results are known to be this sweep's (run_sweep has checked them).
     auto say_resumed = [&] {
       if (!a.resume || mpi.rank() != 0) return;
-      if (!earlier) {
+      if (earlier.empty()) {
         std::fprintf(stderr, "note: --resume: '%s' holds no results of an earlier run; training every configuration\n",
                      a.out.c_str());
         return;
       }
-      int64_t done = 0;  // of this process's share, or of the whole grid under mpirun
-      for (const SweepRun& r : earlier->runs)
-        done += sweep_run_finished(r, o.base.epochs) && (mpi.active() || r.config.id % o.shard_count == o.shard_index);
-      const int64_t share = mpi.active() ? earlier->grid_size
-                                         : (earlier->grid_size - o.shard_index + o.shard_count - 1) / o.shard_count;
-      if (done == share)
+      std::set<int64_t> done;  // of this process's share, or of the whole grid under mpirun
+      for (const SweepResult& e : earlier)
+        for (const SweepRun& r : e.runs)
+          if (sweep_run_finished(r, o.base.epochs) && (mpi.active() || r.config.id % o.shard_count == o.shard_index))
+            done.insert(r.config.id);
+      const int64_t grid = earlier[0].grid_size;
+      const int64_t share = mpi.active() ? grid : (grid - o.shard_index + o.shard_count - 1) / o.shard_count;
+      const auto n = static_cast<int64_t>(done.size());
+      if (n == share)
         std::fprintf(stderr, "resuming '%s': all %lld configurations finished there\n", a.out.c_str(),
                      static_cast<long long>(share));
       else
         std::fprintf(stderr, "resuming '%s': %lld of %lld configurations finished there; training the other %lld\n",
-                     a.out.c_str(), static_cast<long long>(done), static_cast<long long>(share),
-                     static_cast<long long>(share - done));
+                     a.out.c_str(), static_cast<long long>(n), static_cast<long long>(share),
+                     static_cast<long long>(share - n));
     };
     const bool tty = isatty(STDERR_FILENO) && !a.quiet && mpi.rank() == 0;
     SweepObserver obs;
@@ -237,8 +249,11 @@ int run_sweep_command(SweepArgs& a) {
       };
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
-    SweepResult mine = run_sweep(o, obs, &g_stop, earlier ? &*earlier : nullptr);
+    SweepResult mine = run_sweep(o, obs, &g_stop, earlier);
     if (tty) std::fprintf(stderr, "\n");
+    // A rank's last epoch reaches its share before the ranks meet: mpirun may end them all while
+    // rank 0 joins the results (on_partial writes every epoch but the last).
+    if (!a.out.empty() && mpi.active()) write_file_atomic(rank_file(mpi.rank()), sweep_results_json(mine));
     std::vector<std::string> parts = mpi.gather(sweep_results_json(mine));
     if (mpi.rank() != 0) return kExitOk;
     SweepResult all = mine;
