@@ -1565,12 +1565,9 @@ TEST(SweepCli, ShardsOfCopiesOfTheDataAreOneSweep) {
   std::filesystem::remove_all(out);
 }
 
-// `--resume` continues the sweep in --out: what it finished is kept, the rest trained, and the
-// folder ends as an uninterrupted sweep leaves it. Under mpirun too, from an interrupted run's shares.
-TEST(SweepCli, ResumeFinishesAnInterruptedSweep) {
-  const std::string whole = temp_path("resume_whole"), out = temp_path("resume_out");
-  std::filesystem::remove_all(out);
-  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + whole).status, 0);
+// The results of kSmallCli's sweep, in `whole`, as an interruption would leave them: configuration 1
+// after one of its two epochs, configuration 4 not started.
+nlohmann::json interrupted_small_sweep(const std::string& whole) {
   auto interrupted = nlohmann::json::parse(slurp(whole + "/results.json"));
   interrupted["interrupted"] = true;
   for (const char* curve : {"train_loss", "val_loss", "val_accuracy", "lr_per_epoch"})
@@ -1580,6 +1577,16 @@ TEST(SweepCli, ResumeFinishesAnInterruptedSweep) {
   cut["best_val_loss"] = cut["final_val_loss"] = cut["val_loss"][0];
   cut["best_val_accuracy"] = cut["final_val_accuracy"] = cut["val_accuracy"][0];
   interrupted["runs"].erase(4);
+  return interrupted;
+}
+
+// `--resume` continues the sweep in --out: what it finished is kept, the rest trained, and the
+// folder ends as an uninterrupted sweep leaves it.
+TEST(SweepCli, ResumeFinishesAnInterruptedSweep) {
+  const std::string whole = temp_path("resume_whole"), out = temp_path("resume_out");
+  std::filesystem::remove_all(out);
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + whole).status, 0);
+  const nlohmann::json interrupted = interrupted_small_sweep(whole);
   make_writable_dir(out);
   write_file_atomic(out + "/results.json", interrupted.dump());
   write_file_atomic(out + "/rank-9.json", "{}");  // named as a share, and none: a sweep leaves it there
@@ -1608,20 +1615,26 @@ TEST(SweepCli, ResumeFinishesAnInterruptedSweep) {
   auto empty = run_cli(std::string("sweep ") + kSmallCli + " --resume --out " + fresh);
   EXPECT_EQ(empty.status, 0) << empty.err;
   EXPECT_NE(empty.err.find("note: --resume: '" + fresh + "' holds no results of an earlier run"), std::string::npos);
-
-  if (LRLAB_CLI_HAS_MPI && std::system("command -v mpirun >/dev/null 2>&1") == 0) {
-    const std::string ranks = temp_path("resume_ranks");
-    std::filesystem::remove_all(ranks);
-    make_writable_dir(ranks);
-    write_file_atomic(share_path(ranks, 3), interrupted.dump());  // a share an interrupted mpirun left
-    const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np 2 " + std::string(LRLAB_CLI_PATH) +
-                            " sweep " + kSmallCli + " --resume --out " + ranks + " >/dev/null 2>&1";
-    ASSERT_EQ(std::system(cmd.c_str()), 0);
-    expect_same_runs(expected, read_sweep_results(slurp(ranks + "/results.json"), "mpi"), 0);
-    EXPECT_FALSE(std::filesystem::exists(share_path(ranks, 3))) << "the share resumed from is in results.json now";
-    std::filesystem::remove_all(ranks);
-  }
   for (const std::string& d : {whole, out, fresh}) std::filesystem::remove_all(d);
+}
+
+// Under mpirun, from the share an interrupted mpirun left: the ranks read it before anything in the
+// folder changes, and it is gone once results.json holds its runs.
+TEST(SweepCli, MpiRanksResumeAnInterruptedSweep) {
+  if (!LRLAB_CLI_HAS_MPI) GTEST_SKIP() << "lrlab was built without MPI (Open MPI not found at configure time)";
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  const std::string whole = temp_path("mpi_resume_whole"), ranks = temp_path("mpi_resume_ranks");
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + whole).status, 0);
+  std::filesystem::remove_all(ranks);
+  make_writable_dir(ranks);
+  write_file_atomic(share_path(ranks, 3), interrupted_small_sweep(whole).dump());
+  const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np 2 " + std::string(LRLAB_CLI_PATH) +
+                          " sweep " + kSmallCli + " --resume --out " + ranks + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  expect_same_runs(read_sweep_results(slurp(whole + "/results.json"), "whole"),
+                   read_sweep_results(slurp(ranks + "/results.json"), "mpi"), 0);
+  EXPECT_FALSE(std::filesystem::exists(share_path(ranks, 3))) << "the share resumed from is in results.json now";
+  for (const std::string& d : {whole, ranks}) std::filesystem::remove_all(d);
 }
 
 // Slurm job arrays: without --shard, SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT pick the shard.
