@@ -12,7 +12,6 @@
 #include <cstring>
 #include <filesystem>
 #include <set>
-#include <set>
 #include <thread>
 
 #include <cuda_runtime.h>
@@ -86,10 +85,10 @@ void slurm_shard(int64_t* index, int64_t* tasks) {
   const int64_t spread = max - min;
   const int64_t step = read("SLURM_ARRAY_TASK_STEP", "the job array's index step, at least 1", 1);
   LRLAB_REQUIRE(step >= 1, "SLURM_ARRAY_TASK_STEP: malformed '0' (expected the job array's index step, at least 1)");
-  LRLAB_REQUIRE(!has_max || (spread >= 0 && spread % step == 0 && spread / step == *tasks - 1), "the job array's ", *tasks,
-                " indices from SLURM_ARRAY_TASK_MIN ", min, " to SLURM_ARRAY_TASK_MAX ", max, " are not ", step,
-                " apart: number its tasks as a range (--array=0-", *tasks - 1,
-                "), or give each task its --shard INDEX/COUNT");
+  const bool even = !has_max || (spread >= 0 && spread % step == 0 && spread / step == *tasks - 1);
+  LRLAB_REQUIRE(even, "the job array's ", *tasks, " indices from SLURM_ARRAY_TASK_MIN ", min,
+                " to SLURM_ARRAY_TASK_MAX ", max, " are not ", step, " apart: number its tasks as a range (--array=0-",
+                *tasks - 1, "), or give each task its --shard INDEX/COUNT");
   LRLAB_REQUIRE(id >= min && (id - min) % step == 0, "SLURM_ARRAY_TASK_ID ", id,
                 " is not an index of a job array from SLURM_ARRAY_TASK_MIN ", min, " in steps of ", step);
   *index = (id - min) / step;
@@ -164,7 +163,8 @@ int run_sweep_command(SweepArgs& a) {
         } catch (const Error& e) {
           // A file named as a share that holds no sweep results is not one (a sweep leaves it there).
           if (!share) throw;
-          if (mpi.rank() == 0) std::fprintf(stderr, "warning: --resume: '%s' is left out: %s\n", path.c_str(), e.what());
+          if (mpi.rank() == 0)
+            std::fprintf(stderr, "warning: --resume: '%s' is left out: %s\n", path.c_str(), e.what());
         }
       }
     }

@@ -131,19 +131,24 @@ void add_run_options(CLI::App& sub, TrainOptions& o, std::string& hidden, const 
   sub.add_option("--hidden", hidden, "hidden layer widths, comma-separated ('none': a linear model)")
       ->capture_default_str()
       ->group(group);
-  sub.add_option("--activation", o.activation, "relu, gelu, tanh, sigmoid or identity")->capture_default_str()->group(group);
+  sub.add_option("--activation", o.activation, "relu, gelu, tanh, sigmoid or identity")
+      ->capture_default_str()
+      ->group(group);
   sub.add_option("--batch", o.batch, "minibatch size")->capture_default_str()->group(group);
   sub.add_option("--seed", o.seed, seed_help)->check(unsigned_64())->capture_default_str()->group(group);
   sub.add_option("--val-fraction", o.val_fraction, "share of the training set held out for validation")
       ->capture_default_str()
       ->group(group);
   sub.add_option("--limit-train", o.limit_train, "use only this many training samples (0: all)")->group(group);
-  sub.add_option("--samples", o.synthetic_samples, "samples of a synthetic data set")->capture_default_str()->group(group);
+  sub.add_option("--samples", o.synthetic_samples, "samples of a synthetic data set")
+      ->capture_default_str()
+      ->group(group);
   sub.add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str()->group(group);
   sub.add_flag("--tf32", o.tf32, "let cuBLAS use TF32 tensor cores (GPU)")->group(group);
   // A callback rather than CLI11's "!--flag", which --help would show as "--no-bias-decay{false}".
   TrainOptions* run = &o;
-  sub.add_flag_callback("--no-bias-decay", [run] { run->bias_decay = false; }, "no weight decay on biases")->group(group);
+  sub.add_flag_callback("--no-bias-decay", [run] { run->bias_decay = false; }, "no weight decay on biases")
+      ->group(group);
 }
 
 }  // namespace lrlab::cli
