@@ -274,12 +274,6 @@ bool same_run(const SweepRun& a, const SweepRun& b) {
          a.lr_curve_stride == b.lr_curve_stride;
 }
 
-SweepRun* run_in(SweepResult& r, int64_t id) {
-  for (SweepRun& x : r.runs)
-    if (x.config.id == id) return &x;
-  return nullptr;
-}
-
 // Per-epoch values that are either missing (null: NaN) or in [lo, hi].
 bool in_range(const std::vector<double>& values, double lo, double hi) {
   return std::all_of(values.begin(), values.end(), [&](double v) { return std::isnan(v) || (v >= lo && v <= hi); });
@@ -432,7 +426,8 @@ std::vector<std::string> merge_inputs_in(const std::string& dir) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name == "results.json" || rank_share_name(name) || shard_share_name(name)) inputs.push_back(entry.path().string());
+    if (name == "results.json" || rank_share_name(name) || shard_share_name(name))
+      inputs.push_back(entry.path().string());
   }
   std::sort(inputs.begin(), inputs.end());
   return inputs;
@@ -472,7 +467,7 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
   out.seconds = 0;
   out.interrupted = false;
   out.source.clear();
-  std::map<int64_t, size_t> input_of;  // config id -> the input that holds it
+  std::map<int64_t, size_t> input_of, index_of;  // config id -> the input that holds it, its place in out.runs
   for (size_t i = 0; i < shards.size(); ++i) {
     const SweepResult& s = shards[i];
     const std::string differs = sweep_difference(shards[0], s, input(0));
@@ -480,13 +475,14 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
     for (const SweepRun& r : s.runs) {
       const auto [at, added] = input_of.emplace(r.config.id, i);
       if (added) {
+        index_of[r.config.id] = out.runs.size();
         out.runs.push_back(r);
         continue;
       }
       LRLAB_REQUIRE(at->second != i, "configuration ", r.config.id, " appears in ", input(i), " twice");
       // Two records of one configuration: a copy, or an interrupted run's and a later one's. The
       // record that trained further is kept; two that both finished must agree.
-      SweepRun& kept = *run_in(out, r.config.id);
+      SweepRun& kept = out.runs[index_of[r.config.id]];
       if (same_run(r, kept)) continue;
       const bool done_r = sweep_run_finished(r, s.epochs), done_kept = sweep_run_finished(kept, s.epochs);
       LRLAB_REQUIRE(!(done_r && done_kept), "configuration ", r.config.id, " finished in ", input(at->second),
