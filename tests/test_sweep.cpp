@@ -1618,6 +1618,42 @@ TEST(SweepCli, ResumeFinishesAnInterruptedSweep) {
   for (const std::string& d : {whole, out, fresh}) std::filesystem::remove_all(d);
 }
 
+// Under mpirun a rank that has finished keeps its whole share on disk while it waits for the others:
+// mpirun may end every rank while rank 0 joins the results. Rank 1's one configuration diverges in
+// its first epochs; rank 0 trains two for 100 epochs, so rank 1 waits long.
+TEST(SweepCli, MpiRankSavesItsLastEpochBeforeTheRanksMeet) {
+  if (!LRLAB_CLI_HAS_MPI) GTEST_SKIP() << "lrlab was built without MPI (Open MPI not found at configure time)";
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  const std::string out = temp_path("mpi_last_epoch");
+  std::filesystem::remove_all(out);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    execlp("mpirun", "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", LRLAB_CLI_PATH, "sweep", "--data",
+           "spirals", "--samples", "20000", "--hidden", "32,32", "--epochs", "100", "--device", "cpu", "--quiet",
+           "--lr", "1e-3", "10", "2e-3", "--out", out.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  bool whole_share = false;  // rank 1's share records the divergence that ended its one run
+  for (int i = 0; i < 6000 && !whole_share; ++i) {
+    usleep(10000);
+    std::ifstream f(out + "/rank-1.json");
+    if (!f) continue;
+    const nlohmann::json share = nlohmann::json::parse(f, nullptr, false);
+    whole_share = share.is_object() && share.contains("runs") && share["runs"].size() == 1 &&
+                  share["runs"][0]["diverged"] == true;
+    if (std::ifstream(out + "/results.json").good()) break;  // joined: the shares are gone
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(whole_share) << "rank 1's share on disk never held the end of its run";
+  std::filesystem::remove_all(out);
+}
+
 // Under mpirun, from the share an interrupted mpirun left: the ranks read it before anything in the
 // folder changes, and it is gone once results.json holds its runs.
 TEST(SweepCli, MpiRanksResumeAnInterruptedSweep) {
