@@ -395,6 +395,10 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
   return r;
 }
 
+SweepResult read_sweep_results_file(const std::string& path) {
+  return read_sweep_results(read_file(path, size_t(1) << 30), path);
+}
+
 std::string share_path(const std::string& dir, int64_t rank) {
   return path_join(dir, "rank-" + std::to_string(rank) + ".json");
 }
@@ -439,7 +443,7 @@ void remove_stale_shares(const std::string& dir) {
     const std::string name = entry.path().filename().string();
     if (!rank_share_name(name)) continue;
     try {
-      read_sweep_results(read_file(entry.path().string(), size_t(1) << 30), name);
+      read_sweep_results_file(entry.path().string());
     } catch (const Error&) {
       continue;
     }

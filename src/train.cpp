@@ -35,22 +35,21 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // What a checkpoint's weights belong to: the architecture, and the data, told by its contents
 // (DataSplits::fingerprint). "data" is the source as written, for people reading the file.
-std::string model_identity(const MlpConfig& m, const DataSplits& data, const std::string& source) {
-  json j = {{"inputs", m.inputs}, {"hidden", m.hidden}, {"outputs", m.outputs},
-            {"activation", activation_name(m.activation)}, {"loss", loss_name(m.loss)}, {"data", source},
-            {"data_crc32", data.fingerprint}};
-  return j.dump();
+json model_identity(const MlpConfig& m, const DataSplits& data, const std::string& source) {
+  return {{"inputs", m.inputs}, {"hidden", m.hidden}, {"outputs", m.outputs},
+          {"activation", activation_name(m.activation)}, {"loss", loss_name(m.loss)}, {"data", source},
+          {"data_crc32", data.fingerprint}};
 }
 
-// A model identity taken apart: the architecture, and the data's fingerprint and source.
+// A model identity taken apart: the architecture, and the data's fingerprint and source. Not valid
+// where a checkpoint's text is no JSON object.
 struct Identity {
   bool valid = false;
   json arch, source, crc;
 };
 
-Identity read_identity(const std::string& text) {
+Identity split_identity(json j) {
   Identity id;
-  json j = json::parse(text, nullptr, false);
   if (!j.is_object()) return id;
   id.valid = true;
   if (j.contains("data")) id.source = j["data"];
@@ -248,7 +247,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
 
   DataSplits data = load_data(o.data, data_options(o, data_seed));
   const MlpConfig model = model_for(o, data.train);
-  const std::string identity = model_identity(model, data, o.data);
+  const json identity = model_identity(model, data, o.data);
 
   EngineConfig ec;
   ec.model = model;
@@ -278,7 +277,8 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   int64_t start_epoch = 0;
 
   if (ckpt) {
-    const Identity saved = read_identity(ckpt->model), asked = read_identity(identity);
+    const Identity saved = split_identity(json::parse(ckpt->model, nullptr, false));
+    const Identity asked = split_identity(identity);
     LRLAB_REQUIRE(saved.valid && saved.arch == asked.arch, "checkpoint '", o.resume, "' holds a different model (",
                   saved.valid ? saved.arch.dump() : ckpt->model, ") than the one asked for (", asked.arch.dump(), ")");
     LRLAB_REQUIRE(ckpt->epochs_done < o.epochs, "checkpoint '", o.resume, "' has already done ",
@@ -449,7 +449,7 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
       write_file_atomic(o.log_csv, csv_log(rep, spe, log_before));
     if (!o.save.empty() && (last || !is_stream(o.save))) {
       Checkpoint c;
-      c.model = identity;
+      c.model = identity.dump();
       c.epochs_done = epoch + 1;
       c.step = rep.steps;
       c.data_seed = data_seed;

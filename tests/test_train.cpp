@@ -862,6 +862,11 @@ TEST(TrainCli, ResumeTellsTheDataByItsContentsNotItsName) {
   EXPECT_NE(resized.err.find("(resume with the --val-fraction, --limit-train and --samples it was trained with, on "
                              "its data: --data 'csv:" + a + "')"), std::string::npos) << resized.err;
   std::remove(shorter.c_str());
+  // A batch larger than the training set is cut to it, and the message says so.
+  auto larger = run_cli("train --data csv:" + a + " --epochs 2 --batch 500 --resume " + ck + common);
+  EXPECT_EQ(larger.status, 2);
+  EXPECT_NE(larger.err.find("was trained with minibatches of 128; resume it with the same --batch (got 216, --batch "
+                            "500 cut to the training samples)"), std::string::npos) << larger.err;
   auto wider = run_cli("train --data csv:" + a + " --epochs 2 --resume " + ck + common + " --hidden 5");
   EXPECT_EQ(wider.status, 2);
   EXPECT_NE(wider.err.find("holds a different model ({\"activation\":\"relu\",\"hidden\":[4]"), std::string::npos)

@@ -191,6 +191,8 @@ std::string sweep_results_json(const SweepResult& r);
 // lrlab writes them: its grid is rebuilt from its stored options (grid_configs), and every run must be
 // that grid's entry of its id, with curves and summaries in range.
 SweepResult read_sweep_results(const std::string& json_text, const std::string& name);
+// The same for a file, named by its path (at most 1 GiB).
+SweepResult read_sweep_results_file(const std::string& path);
 std::string sweep_curves_csv(const SweepResult& r);
 std::string sweep_report_html(const SweepResult& r);
 // The ranked table printed on the terminal, the spread over data orders (several seeds), and the

@@ -158,7 +158,7 @@ int run_sweep_command(SweepArgs& a) {
                                                                               : std::vector<std::string>{}) {
         const bool share = std::filesystem::path(path).filename() != "results.json";
         try {
-          earlier.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
+          earlier.push_back(read_sweep_results_file(path));
           resumed_files.push_back(path);
         } catch (const Error& e) {
           // A file named as a share that holds no sweep results is not one (a sweep leaves it there).
@@ -340,7 +340,7 @@ Register merge_reg("merge", "join the results of sweep shards into one report", 
                                                                                      : std::vector<std::string>{in + "/results.json"};
       LRLAB_REQUIRE(!paths.empty(), "'", in, "' holds no sweep results (results.json, shard-I-of-N.json or rank-N.json)");
       for (const std::string& path : paths)
-        shards.push_back(read_sweep_results(read_file(path, size_t(1) << 30), path));
+        shards.push_back(read_sweep_results_file(path));
     }
     SweepResult all = merge_sweeps(shards);
     LRLAB_REQUIRE(!all.runs.empty(), "the inputs hold no configuration results");
