@@ -356,7 +356,6 @@ run_bench_sweep() {
 run_profile() {
   [[ -n $NCU ]] || skip "no ncu"
   [[ -n $PY ]] || skip "no python"
-  set -o pipefail
   local ncu=("$NCU" --clock-control none --target-processes all --csv) spec name csv fig=""
   # ncu_run CSV ARGS...: ncu's own messages (==PROF==, ==ERROR==) go to its --log-file CSV too.
   ncu_run() {
@@ -436,8 +435,9 @@ part() {
     # Its own process group under timeout, so everything it started goes when the time is up. The
     # part ends with timeout, not with the last holder of its output; the output reaches the log as
     # it comes, at most 2 MB of it per part (a flood of sanitizer reports must not push the log past
-    # what comes back from the machine).
-    timeout -k 5 "$limit" bash -c '"$@"' "$name" "$@" >"$out" 2>&1 </dev/null &
+    # what comes back from the machine). The part's shell is a new one, which inherits the functions
+    # but not this shell's options: without pipefail, `bench | tee log || exit 1` passed a crashed bench.
+    timeout -k 5 "$limit" bash -c 'set -o pipefail; "$@"' "$name" "$@" >"$out" 2>&1 </dev/null &
     p=$!
     tail -c +1 -f --pid="$p" "$out" 2>/dev/null | head -c 2000000 >>"$LOG" &
     wait "$p"

@@ -266,6 +266,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
     if (c.id % o.shard_count == o.shard_index) {
       SweepRun r;
       r.config = c;
+      r.device = res.device;
       res.runs.push_back(r);
     }
   // A resumed sweep keeps what the earlier run finished and trains the rest from the start: a
@@ -296,6 +297,7 @@ SweepResult run_sweep_on(const SweepOptions& o, const DataSplits& data, const Sw
       }
     // The time that trained the kept runs: the longest of the inputs, which ran side by side.
     for (const SweepResult& e : earlier) earlier_seconds = std::max(earlier_seconds, e.seconds);
+    res.device = sweep_devices(res.runs, res.device);  // the kept runs may have trained elsewhere
   }
 
   // Lanes: packed groups share (optimizer, seed), at most max_packed to an engine; the other modes

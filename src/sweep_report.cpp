@@ -38,11 +38,13 @@ json nums(const std::vector<double>& v) {
 }
 
 std::string status(const SweepRun& r, const SweepResult& of) {
-  if (r.diverged) return "diverged@" + std::to_string(r.diverged_epoch);
-  if (r.halted) return "halted@" + std::to_string(r.val_loss.size());
+  // Where runs of two devices are joined, each says which trained it.
+  const std::string on = of.device.find('+') != std::string::npos && !r.device.empty() ? " (" + r.device + ")" : "";
+  if (r.diverged) return "diverged@" + std::to_string(r.diverged_epoch) + on;
+  if (r.halted) return "halted@" + std::to_string(r.val_loss.size()) + on;
   if (of.interrupted && static_cast<int64_t>(r.val_loss.size()) < of.epochs)
-    return "unfinished@" + std::to_string(r.val_loss.size());
-  return "ok";
+    return "unfinished@" + std::to_string(r.val_loss.size()) + on;
+  return "ok" + on;
 }
 
 // printf into a string of any length: rows carry specs, and a spec has no length limit.
@@ -171,7 +173,8 @@ std::string sweep_results_json(const SweepResult& r) {
                     {"final_val_loss", num(x.final_val_loss)}, {"best_val_loss", num(x.best_val_loss)},
                     {"final_val_accuracy", num(x.final_val_accuracy)},
                     {"best_val_accuracy", num(x.best_val_accuracy)}, {"best_epoch", x.best_epoch},
-                    {"lr_curve", x.lr_curve}, {"lr_curve_stride", x.lr_curve_stride}});
+                    {"lr_curve", x.lr_curve}, {"lr_curve_stride", x.lr_curve_stride},
+                    {"device", x.device.empty() ? r.device : x.device}});
   json doc = {{"format", kFormat},
               {"version", kVersion},
               {"options", json::parse(r.options_json.empty() ? "{}" : r.options_json)},
@@ -390,8 +393,19 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
               " points or a value that is not a rate");
     x.lr_curve_stride = rd.integer(j, "lr_curve_stride");
     if (x.lr_curve_stride < 1) rd.fail("lr_curve_stride must be positive");
+    // Files written before runs named their device: the file's one device trained them all.
+    if (j.contains("device")) {
+      x.device = rd.text(j, "device");
+      if (x.device.find('+') != std::string::npos)
+        rd.fail(run + "field 'device' is '" + x.device + "', not the name of one device");
+    } else {
+      if (r.device.find('+') != std::string::npos)
+        rd.fail(run + "missing field 'device' (the file's runs trained on " + r.device + ")");
+      x.device = r.device;
+    }
     r.runs.push_back(std::move(x));
   }
+  r.device = sweep_devices(r.runs, r.device);
   return r;
 }
 
@@ -459,6 +473,25 @@ std::string sweep_difference(const SweepResult& a, const SweepResult& b, const s
                                       : "";
 }
 
+std::string sweep_devices(const std::vector<SweepRun>& runs, const std::string& fallback) {
+  std::set<std::string> names;
+  for (const SweepRun& x : runs)
+    if (!x.device.empty()) names.insert(x.device);
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : "+") + n;
+  return out.empty() ? fallback : out;
+}
+
+std::string sweep_mixed_devices(const SweepResult& r) {
+  std::map<std::string, int64_t> count;
+  for (const SweepRun& x : r.runs) ++count[x.device.empty() ? r.device : x.device];
+  if (count.size() < 2) return "";
+  std::string out;
+  for (const auto& [name, n] : count)
+    out += out.empty() ? detail::counted(n, "run") + " on " + name : ", " + std::to_string(n) + " on " + name;
+  return out;
+}
+
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
   LRLAB_REQUIRE(!shards.empty(), "nothing to merge");
   auto input = [&](size_t i) {
@@ -504,6 +537,7 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
                                 [&](const SweepRun& r) { return !sweep_run_finished(r, out.epochs); });
   std::sort(out.runs.begin(), out.runs.end(),
             [](const SweepRun& a, const SweepRun& b) { return a.config.id < b.config.id; });
+  out.device = sweep_devices(out.runs, shards[0].device);
   return out;
 }
 
@@ -942,6 +976,9 @@ std::string sweep_report_html(const SweepResult& r) {
     << r.steps_per_epoch << (r.steps_per_epoch == 1 ? " step, " : " steps, ") << r.runs.size()
     << (r.runs.size() == 1 ? " configuration" : " configurations")
     << (r.interrupted ? " (interrupted: partial results)" : "") << ".</p>\n";
+  if (const std::string mixed = sweep_mixed_devices(r); !mixed.empty())
+    h << "<p>These results join runs of more than one device (" << xml_escape(mixed)
+      << "): their numbers differ in rounding as well as by configuration.</p>\n";
   const std::vector<SweepBest> best = best_per_optimizer(r);
   const ScheduleMatrix m = schedule_matrix(r);
   if (!best.empty()) {

@@ -1314,6 +1314,50 @@ TEST(SweepResults, MergeRefusesShardsOfAnotherSweep) {
   EXPECT_EQ(merge_sweeps({a, b}).runs[0].val_loss, a.runs[0].val_loss);
 }
 
+// Shards trained on the CPU and on a GPU join into one sweep, each run keeping the device that
+// trained it, and the joined results say they hold two devices' numbers.
+TEST(SweepResults, MergedRunsKeepTheDeviceThatTrainedThem) {
+  SweepOptions o = small_sweep();
+  o.shard_count = 2;
+  SweepResult a = run_sweep(o);
+  o.shard_index = 1;
+  SweepResult b = run_sweep(o);
+  const std::string here = a.device, other = here == "cpu" ? "cuda" : "cpu";
+  EXPECT_EQ(here, o.base.device);
+  for (const SweepRun& x : a.runs) EXPECT_EQ(x.device, here);
+  EXPECT_EQ(sweep_mixed_devices(merge_sweeps({a, b})), "");
+  EXPECT_EQ(merge_sweeps({a, b}).device, here);
+  b.device = other;
+  for (SweepRun& x : b.runs) x.device = other;
+  const SweepResult joined = read_sweep_results(sweep_results_json(merge_sweeps({a, b})), "joined");
+  EXPECT_EQ(joined.device, "cpu+cuda");
+  for (const SweepRun& x : joined.runs) EXPECT_EQ(x.device, x.config.id % 2 == 0 ? here : other) << x.config.id;
+  EXPECT_EQ(sweep_mixed_devices(joined), "6 runs on cpu, 6 on cuda");
+  const std::string table = sweep_table(joined);
+  EXPECT_NE(table.find("ok (cuda)"), std::string::npos) << table;
+  EXPECT_NE(table.find("ok (cpu)"), std::string::npos) << table;
+  EXPECT_NE(sweep_report_html(joined).find("join runs of more than one device (6 runs on cpu, 6 on cuda)"),
+            std::string::npos);
+  EXPECT_EQ(sweep_table(a).find("(" + here + ")"), std::string::npos) << "one device needs no name per run";
+  // Files written before runs named their device: the file's device trained them all.
+  auto old = nlohmann::json::parse(sweep_results_json(b));
+  for (auto& run : old["runs"]) run.erase("device");
+  for (const SweepRun& x : read_sweep_results(old.dump(), "old").runs) EXPECT_EQ(x.device, other);
+  old["device"] = "cpu+cuda";
+  EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(old.dump(), "old"); },
+                                      "sweep results 'old': run 1: missing field 'device' (the file's runs trained "
+                                      "on cpu+cuda)"));
+  old = nlohmann::json::parse(sweep_results_json(b));
+  old["runs"][0]["device"] = "cpu+cuda";  // what a file's header may say, never a run
+  EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(old.dump(), "old"); },
+                                      "field 'device' is 'cpu+cuda', not the name of one device"));
+  // A resume on another device keeps the runs it finished, and their device.
+  SweepOptions whole = small_sweep();
+  const SweepResult resumed = run_sweep(whole, {}, nullptr, {joined});
+  EXPECT_EQ(resumed.device, "cpu+cuda");
+  EXPECT_EQ(sweep_mixed_devices(resumed), "6 runs on cpu, 6 on cuda");
+}
+
 // A results file is one sweep's as lrlab writes it, or refused by name: merge would otherwise put a
 // grid of 2^62 configurations, a rate the grid never had or an epoch past the last into its report.
 TEST(SweepResults, ReaderRefusesFilesThatContradictThemselves) {
@@ -1664,9 +1708,16 @@ TEST(SweepCli, MpiRanksResumeAnInterruptedSweep) {
   std::filesystem::remove_all(ranks);
   make_writable_dir(ranks);
   write_file_atomic(share_path(ranks, 3), interrupted_small_sweep(whole).dump());
+  const std::string err = ranks + ".err";
+  std::string progress = kSmallCli;
+  progress.erase(progress.find("--quiet "), 8);
   const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np 2 " + std::string(LRLAB_CLI_PATH) +
-                          " sweep " + kSmallCli + " --resume --out " + ranks + " >/dev/null 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0);
+                          " sweep " + progress + " --resume --out " + ranks + " >/dev/null 2>" + err;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << slurp(err);
+  // Rank 0's progress is its own share's: once that is done, it says why nothing more shows.
+  EXPECT_NE(slurp(err).find("rank 0 has finished its share; waiting for the other rank\n"), std::string::npos)
+      << slurp(err);
+  std::filesystem::remove(err);
   expect_same_runs(read_sweep_results(slurp(whole + "/results.json"), "whole"),
                    read_sweep_results(slurp(ranks + "/results.json"), "mpi"), 0);
   EXPECT_FALSE(std::filesystem::exists(share_path(ranks, 3))) << "the share resumed from is in results.json now";

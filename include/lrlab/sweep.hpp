@@ -64,12 +64,16 @@ struct SweepRun {
   int64_t best_epoch = 0;
   std::vector<float> lr_curve;  // the rate per step, sampled (at most kLrCurvePoints)
   int64_t lr_curve_stride = 1;
+  // The device that trained it ("cpu", "cuda"): a resumed or merged sweep may join runs of both,
+  // whose numbers differ in rounding.
+  std::string device;
 };
 
 struct SweepResult {
   std::vector<SweepRun> runs;   // ordered by config id
   int64_t engines = 0;          // engines run_sweep built at the start (not saved in results.json)
-  std::string data_description, device, mode;
+  std::string data_description, mode;
+  std::string device;           // its runs' devices, sorted and joined by '+' ("cpu", "cpu+cuda")
   int64_t epochs = 0, steps_per_epoch = 0, grid_size = 0;
   int64_t shard_index = 0, shard_count = 1;
   double seconds = 0;
@@ -223,5 +227,11 @@ std::string sweep_difference(const SweepResult& a, const SweepResult& b, const s
 // shards and for a configuration two inputs hold with different results. One with the same results
 // in two inputs (a merged results.json beside the shares it came from) is taken once.
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards);
+
+// The runs' devices, sorted and joined by '+' ("cpu+cuda"); `fallback` when no run names one.
+std::string sweep_devices(const std::vector<SweepRun>& runs, const std::string& fallback);
+// "" when every run trained on one device, else how many each trained ("3 runs on cpu, 5 on cuda"):
+// the CLI warns with it and the report says it, for numbers from two devices differ in rounding.
+std::string sweep_mixed_devices(const SweepResult& r);
 
 }  // namespace lrlab

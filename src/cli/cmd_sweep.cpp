@@ -106,6 +106,14 @@ struct SweepArgs {
   bool quiet = false;
 };
 
+// Runs of two devices differ in rounding: a resume or merge that joins them says so.
+void warn_mixed_devices(const SweepResult& r) {
+  const std::string mixed = sweep_mixed_devices(r);
+  if (!mixed.empty())
+    std::fprintf(stderr, "warning: these results join runs of more than one device (%s): their numbers differ "
+                 "in rounding as well as by configuration\n", mixed.c_str());
+}
+
 // Thrown on a rank whose peers failed before training: rank 0 has said why.
 struct PeerFailed {};
 
@@ -254,6 +262,12 @@ int run_sweep_command(SweepArgs& a) {
     // A rank's last epoch reaches its share before the ranks meet: mpirun may end them all while
     // rank 0 joins the results (on_partial writes every epoch but the last).
     if (!a.out.empty() && mpi.active()) write_file_atomic(rank_file(mpi.rank()), sweep_results_json(mine));
+    // Rank 0's progress is its own share's: without this line a rank 0 done first (or with nothing
+    // left to resume) would sit silent while the others train.
+    if (mpi.active() && mpi.rank() == 0 && !a.quiet && !mine.interrupted) {
+      const std::string others = mpi.size() == 2 ? "rank" : std::to_string(mpi.size() - 1) + " ranks";
+      std::fprintf(stderr, "rank 0 has finished its share; waiting for the other %s\n", others.c_str());
+    }
     std::vector<std::string> parts = mpi.gather(sweep_results_json(mine));
     if (mpi.rank() != 0) return kExitOk;
     SweepResult all = mine;
@@ -263,6 +277,7 @@ int run_sweep_command(SweepArgs& a) {
       all = merge_sweeps(shards);
       all.mode = mine.mode;
     }
+    warn_mixed_devices(all);
     std::printf("lrlab sweep: %s; %zu configuration%s (%s, %s), %lld epoch%s, %.1f s%s\n",
                 all.data_description.c_str(), all.runs.size(), all.runs.size() == 1 ? "" : "s", all.mode.c_str(),
                 all.device.c_str(), static_cast<long long>(all.epochs), all.epochs == 1 ? "" : "s", all.seconds,
@@ -353,6 +368,7 @@ Register merge_reg("merge", "join the results of sweep shards into one report", 
       std::fprintf(stderr, "warning: %lld of the sweep's %lld configurations %s missing (a shard not given?)\n",
                    static_cast<long long>(missing), static_cast<long long>(all.grid_size),
                    missing == 1 ? "is" : "are");
+    warn_mixed_devices(all);
     std::fputs(sweep_table(all).c_str(), stdout);
     write_sweep_outputs(all, *out);
     std::printf("report: %s\n", path_join(*out, "report.html").c_str());
