@@ -93,7 +93,7 @@ json run_cpu(const std::vector<std::string>& specs, const Case& c, int reps) {
                     {"tensors", c.tensors}, {"bytes_per_param", bytes_per_param(opt.hyper())},
                     {"step_ms", t * 1e3}, {"gbps", bytes / t / 1e9}, {"copy_gbps", bytes / tc / 1e9},
                     {"fraction_of_copy", tc / t}});
-    std::fprintf(stderr, "cpu  %-28s %-13s %8.3f ms  %6.1f GB/s  copy %6.1f GB/s  %.2f of copy\n",
+    std::fprintf(stderr, "cpu  %-28s %-13s %8.3f ms  %6.1f GB/s  copy %6.1f GB/s  %.3f of copy\n",
                  spec.c_str(), c.label.c_str(), t * 1e3, bytes / t / 1e9, bytes / tc / 1e9, tc / t);
   }
   return rows;
@@ -160,7 +160,7 @@ json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps) {
                     {"params", c.n}, {"tensors", c.tensors}, {"bytes_per_param", bytes_per_param(opt.hyper())},
                     {"step_ms", ms}, {"gbps", bytes / ms / 1e6}, {"copy_gbps", bytes / cms / 1e6},
                     {"fraction_of_copy", cms / ms}, {"update_blocks_per_sm", blocks_per_sm}});
-    std::fprintf(stderr, "cuda %-28s %-13s %8.3f ms  %7.1f GB/s  copy %7.1f GB/s  %.2f of copy  %lld blocks/SM\n",
+    std::fprintf(stderr, "cuda %-28s %-13s %8.3f ms  %7.1f GB/s  copy %7.1f GB/s  %.3f of copy  %lld blocks/SM\n",
                  spec.c_str(), c.label.c_str(), ms, bytes / ms / 1e6, bytes / cms / 1e6, cms / ms,
                  static_cast<long long>(blocks_per_sm));
   }

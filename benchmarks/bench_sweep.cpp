@@ -180,9 +180,9 @@ int main(int argc, char** argv) {
                           {"ratio_to_one", ratio}, {"configs_per_second_x_steps", K * steps / t},
                           {"train_seconds", tt}, {"train_ratio_to_one", train_ratio}});
           auto times_one = [](const json& r) {
-            if (r.is_null()) return std::string("    -");
+            if (r.is_null()) return std::string("     -");
             char buf[32];
-            std::snprintf(buf, sizeof buf, "%5.2fx", r.get<double>());
+            std::snprintf(buf, sizeof buf, "%6.3fx", r.get<double>());  // 3 decimals: a target is 3x
             return std::string(buf);
           };
           std::fprintf(stderr, "%-4s %-10s K=%-3lld %8.3f s   %s the time of one   training alone %8.3f s  %s\n",

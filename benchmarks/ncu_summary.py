@@ -19,7 +19,10 @@ import json
 import os
 import sys
 
-TIME_UNITS = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}  # to microseconds
+# To microseconds. Nsight Compute has written both spellings: "usecond" and, in later versions' CSV,
+# "us" (a GPU machine's ncu is whichever its CUDA toolkit ships).
+TIME_UNITS = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6,
+              "ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
 
 
 def short_name(name):

@@ -46,21 +46,7 @@ std::vector<float> sample_curve(const std::vector<float>& table, double lr, int6
 }
 
 void summarize(SweepResult& res) {
-  for (SweepRun& r : res.runs) {
-    r.final_val_loss = r.val_loss.empty() ? NAN : r.val_loss.back();
-    r.final_val_accuracy = r.val_accuracy.empty() ? NAN : r.val_accuracy.back();
-    r.best_val_loss = NAN;
-    r.best_val_accuracy = NAN;
-    r.best_epoch = 0;
-    for (size_t e = 0; e < r.val_loss.size(); ++e) {
-      if (std::isfinite(r.val_loss[e]) && !(r.val_loss[e] >= r.best_val_loss)) {
-        r.best_val_loss = r.val_loss[e];
-        r.best_epoch = static_cast<int64_t>(e) + 1;
-      }
-      if (std::isfinite(r.val_accuracy[e]) && !(r.val_accuracy[e] <= r.best_val_accuracy))
-        r.best_val_accuracy = r.val_accuracy[e];
-    }
-  }
+  for (SweepRun& r : res.runs) summarize_sweep_run(r);
 }
 
 // The data is named as written and told by its contents (DataSplits::fingerprint): merge takes

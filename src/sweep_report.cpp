@@ -358,9 +358,15 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
     x.val_loss = rd.array<double>(j, "val_loss");
     x.val_accuracy = rd.array<double>(j, "val_accuracy");
     x.lr = rd.array<double>(j, "lr_per_epoch");
-    if (x.val_loss.size() > static_cast<size_t>(r.epochs) || x.train_loss.size() != x.val_loss.size() ||
-        x.val_accuracy.size() != x.val_loss.size() || x.lr.size() != x.val_loss.size())
-      rd.fail("run " + std::to_string(x.config.id) + " has curves of inconsistent lengths");
+    if (x.val_loss.size() > static_cast<size_t>(r.epochs))
+      rd.fail(run + "field 'val_loss' has " + detail::counted(static_cast<int64_t>(x.val_loss.size()), "epoch") +
+              ", more than the sweep's " + std::to_string(r.epochs));
+    for (const auto& [field, curve] : {std::pair<const char*, const std::vector<double>*>{"train_loss", &x.train_loss},
+                                       {"val_accuracy", &x.val_accuracy}, {"lr_per_epoch", &x.lr}})
+      if (curve->size() != x.val_loss.size())
+        rd.fail(run + "curves of inconsistent lengths: field '" + field + "' has " +
+                detail::counted(static_cast<int64_t>(curve->size()), "value") + ", 'val_loss' " +
+                std::to_string(x.val_loss.size()));
     const auto epochs_run = static_cast<int64_t>(x.val_loss.size());
     if (x.diverged ? x.diverged_epoch < 1 || x.diverged_epoch > epochs_run : x.diverged_epoch != 0)
       rd.fail(run + "field 'diverged_epoch' is " + std::to_string(x.diverged_epoch) + ", out of range for a run of " +
@@ -386,6 +392,20 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
     if (x.best_epoch < 0 || x.best_epoch > epochs_run)
       rd.fail(run + "field 'best_epoch' is " + std::to_string(x.best_epoch) + ", out of range for a run of " +
               detail::counted(epochs_run, "epoch"));
+    // The summary is derived from the curves, and the ranking reads the summary: a file whose two
+    // disagree (edited by hand, or damaged) would be ranked by numbers its curves do not show.
+    SweepRun derived = x;
+    summarize_sweep_run(derived);
+    auto agree = [&](const char* field, double stored, double from_curves) {
+      if (stored == from_curves || (std::isnan(stored) && std::isnan(from_curves))) return;
+      auto shown = [](double v) { return std::isnan(v) ? std::string("null") : shortest(v); };
+      rd.fail(run + "field '" + field + "' is " + shown(stored) + ", but its curves give " + shown(from_curves));
+    };
+    agree("final_val_loss", x.final_val_loss, derived.final_val_loss);
+    agree("best_val_loss", x.best_val_loss, derived.best_val_loss);
+    agree("final_val_accuracy", x.final_val_accuracy, derived.final_val_accuracy);
+    agree("best_val_accuracy", x.best_val_accuracy, derived.best_val_accuracy);
+    agree("best_epoch", static_cast<double>(x.best_epoch), static_cast<double>(derived.best_epoch));
     x.lr_curve = rd.array<float>(j, "lr_curve");
     if (static_cast<int64_t>(x.lr_curve.size()) > kLrCurvePoints ||
         !std::all_of(x.lr_curve.begin(), x.lr_curve.end(), [](float v) { return v >= 0 && std::isfinite(v); }))
@@ -471,6 +491,22 @@ std::string sweep_difference(const SweepResult& a, const SweepResult& b, const s
          : a.grid_size != b.grid_size ? "its grid size differs"
          : a.epochs != b.epochs       ? "its epochs differ"
                                       : "";
+}
+
+void summarize_sweep_run(SweepRun& r) {
+  r.final_val_loss = r.val_loss.empty() ? NAN : r.val_loss.back();
+  r.final_val_accuracy = r.val_accuracy.empty() ? NAN : r.val_accuracy.back();
+  r.best_val_loss = NAN;
+  r.best_val_accuracy = NAN;
+  r.best_epoch = 0;
+  for (size_t e = 0; e < r.val_loss.size(); ++e) {
+    if (std::isfinite(r.val_loss[e]) && !(r.val_loss[e] >= r.best_val_loss)) {
+      r.best_val_loss = r.val_loss[e];
+      r.best_epoch = static_cast<int64_t>(e) + 1;
+    }
+    if (e < r.val_accuracy.size() && std::isfinite(r.val_accuracy[e]) && !(r.val_accuracy[e] <= r.best_val_accuracy))
+      r.best_val_accuracy = r.val_accuracy[e];
+  }
 }
 
 std::string sweep_devices(const std::vector<SweepRun>& runs, const std::string& fallback) {

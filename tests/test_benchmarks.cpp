@@ -296,11 +296,12 @@ TEST(NcuSummaryScript, SumsTheKernelsOfWholeStepsOnly) {
   const std::string gemm = "sm90_xmma_gemm_f32f32_f32f32_f32_tn_n_tilesize64x64x8_stage3_warpsize2x2x1_ffma";
   const std::string t = "gpu__time_duration.sum";
   // A window that starts and ends inside a step: the first and last launches belong to no whole step.
+  // Units in both of ncu's spellings (usecond, and us in later versions).
   const std::string csv = std::string("==PROF== Connected to process 7 (/x/lrlab)\n") + kNcuHeader +
                           ncu_row(0, gemm, t, "nsecond", "9,000") + ncu_row(1, update, t, "usecond", "3.5") +
-                          ncu_row(2, gather, t, "nsecond", "1,500") + ncu_row(3, gemm, t, "usecond", "12.25") +
-                          ncu_row(4, update, t, "nsecond", "3,500") + ncu_row(5, gather, t, "nsecond", "1,700") +
-                          ncu_row(6, gemm, t, "usecond", "11.75") + ncu_row(7, update, t, "usecond", "3.5") +
+                          ncu_row(2, gather, t, "nsecond", "1,500") + ncu_row(3, gemm, t, "us", "12.25") +
+                          ncu_row(4, update, t, "ns", "3,500") + ncu_row(5, gather, t, "nsecond", "1,700") +
+                          ncu_row(6, gemm, t, "ms", "0.01175") + ncu_row(7, update, t, "usecond", "3.5") +
                           ncu_row(8, gather, t, "usecond", "1") + "==PROF== Disconnected from process 7\n";
   const json s = run_ncu_summary("step --marker update_kernel", csv);
   ASSERT_TRUE(s.is_object());

@@ -484,7 +484,12 @@ TEST(ScheduleCli, ZeroStepsPrintTheHeaderOnly) {
 TEST(ScheduleCli, FractionalStepsPerEpochNameTheOption) {
   CliResult r = run_cli("'constant' --steps-per-epoch 7.5");
   EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.err.find("--steps-per-epoch must be a whole number"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err, "error: --steps-per-epoch: '7.5' is not a whole number\n");
+  r = run_cli("'constant' --steps-per-epoch 0");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.err, "error: --steps-per-epoch must be a whole number of steps, at least 1, got 0\n");
+  // The help names the type it takes.
+  EXPECT_NE(run_cli("--help").out.find("--steps-per-epoch INT"), std::string::npos);
 }
 
 // --lr is checked as train and sweep check it: a rate fp32 rounds to 0 (or to a subnormal) printed

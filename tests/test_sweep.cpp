@@ -1408,6 +1408,13 @@ TEST(SweepResults, ReaderRefusesFilesThatContradictThemselves) {
            {[](json& j) { j["runs"][1]["lr_curve"] = std::vector<float>(kLrCurvePoints + 1, 0.1f); },
             "run 1: field 'lr_curve'"},
            {[](json& j) { j["runs"][1]["lr_curve"][0] = -1; }, "run 1: field 'lr_curve'"},
+           // The summary the ranking reads must be the one its curves give.
+           {[](json& j) { j["runs"][1]["final_val_loss"] = j["runs"][1]["val_loss"][1].get<double>() + 0.1; },
+            "run 1: field 'final_val_loss' is "},
+           {[](json& j) { j["runs"][1]["best_epoch"] = 3 - j["runs"][1]["best_epoch"].get<int>(); },
+            "run 1: field 'best_epoch' is "},
+           {[](json& j) { j["runs"][0]["best_val_accuracy"] = nullptr; },
+            "run 0: field 'best_val_accuracy' is null, but its curves give 0."},
        }) {
     json j = json::parse(good);
     c.change(j);
@@ -1422,13 +1429,18 @@ TEST(SweepResults, ReaderRefusesCurvesOfUnequalLengths) {
   r.options_json = R"J({"epochs":1,"lrs":[0.01],"optimizers":["adam()"],"schedules":["constant"],"seeds":1})J";
   const std::string good = sweep_results_json(r);
   EXPECT_NO_THROW(read_sweep_results(good, "x"));
-  for (const char* curve : {"train_loss", "val_accuracy", "lr_per_epoch"}) {
+  for (const std::string curve : {"train_loss", "val_accuracy", "lr_per_epoch"}) {
     auto j = nlohmann::json::parse(good);
     j["runs"][0][curve].push_back(1.0);
-    EXPECT_NE(lrlab::testing::error_of([&] { read_sweep_results(j.dump(), "x"); }).find("inconsistent lengths"),
+    EXPECT_NE(lrlab::testing::error_of([&] { read_sweep_results(j.dump(), "x"); })
+                  .find("run 0: curves of inconsistent lengths: field '" + curve + "' has 2 values, 'val_loss' 1"),
               std::string::npos)
         << curve;
   }
+  auto j = nlohmann::json::parse(good);
+  for (const char* curve : {"train_loss", "val_loss", "val_accuracy", "lr_per_epoch"}) j["runs"][0][curve].push_back(0.5);
+  EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(j.dump(), "x"); },
+                                      "run 0: field 'val_loss' has 2 epochs, more than the sweep's 1"));
 }
 
 TEST(SweepReport, HtmlIsSelfContained) {

@@ -1247,6 +1247,8 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
            {"log = \"run#1.csv\"\n", "1: a '#' in the value of 'log' starts a comment even inside quotes"},
            {"log = `run#1.csv`\n", "1: a '#' in the value of 'log' starts a comment even inside quotes"},
            {"log = out.csv ; per-step losses\n", "1: a ';' after the value of 'log' is not read as a comment"},
+           {"epochs = 1;\n", "1: a ';' after the value of 'epochs' is not read as a comment"},
+           {"\nschedule = multistep(at=1;2);\n", "2: a ';' after the value of 'schedule' is not read as a comment"},
            {"tf32 # a=b\n", "1: the '=' comes after a '#', so the key would be read with the comment"},
            {"plot = `p.svg`\n", "1: the value of 'plot' would keep its backticks"},
            {"plot = \"a\\\"b.svg\"\n", "1: the value of 'plot' would keep the backslash of its \\\""},
@@ -1279,6 +1281,7 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
            {"[DEFAULT]\nschedule = warmup(steps=5) + cosine(steps=10)\n", "schedule", "warmup(steps=5) + cosine(steps=10)"},
            {"[\"train\"]\nhidden = [ \"64\", \"32\" ]\n", "hidden", {64, 32}},
            {"batch = 16 # it's #1\n", "batch", 16},
+           {"schedule = multistep(at=1;2)\n", "schedule", "multistep(at=1;2)"},  // a spec's list
            // The command's own section wins over the top of the file, wherever each stands.
            {"[train]\nbatch = 32\n[default]\nbatch = 64\n", "batch", 32},
            {"train.batch = 32\nbatch = 64\n", "batch", 32}}) {

@@ -228,6 +228,10 @@ std::string sweep_difference(const SweepResult& a, const SweepResult& b, const s
 // in two inputs (a merged results.json beside the shares it came from) is taken once.
 SweepResult merge_sweeps(const std::vector<SweepResult>& shards);
 
+// Sets a run's summary from its curves: the final and best (lowest loss, highest accuracy; NaN and
+// infinities skipped) validation loss and accuracy, and the epoch of the best loss (0: none).
+void summarize_sweep_run(SweepRun& run);
+
 // The runs' devices, sorted and joined by '+' ("cpu+cuda"); `fallback` when no run names one.
 std::string sweep_devices(const std::vector<SweepRun>& runs, const std::string& fallback);
 // "" when every run trained on one device, else how many each trained ("3 runs on cpu, 5 on cuda"):

@@ -111,7 +111,10 @@ const Register reg("schedule", "print a learning-rate schedule (docs/SCHEDULES.m
                      sub.add_option("--steps", a->steps, "Number of steps to print")
                          ->check(whole_range(0, kMaxTableSteps))
                          ->capture_default_str();
+                     // Whole numbers: the help says so, and 7.5 is refused as any whole-number option's
+                     // malformed value is (run() refuses those below 1).
                      sub.add_option("--steps-per-epoch", a->steps_per_epoch, "Steps per epoch, for 'ep' values")
+                         ->type_name("INT")
                          ->capture_default_str();
                      sub.add_option("--format", a->format, "Output format")
                          ->check(CLI::IsMember({"csv", "table", "svg"}))
