@@ -459,7 +459,7 @@ declare -A status_of
 names=() statuses=() figures=() times=()
 
 part() {
-  local name=$1 limit=$2 needs_gpu=0 after="" status="" fig="" t0=$SECONDS left rc p out
+  local name=$1 limit=$2 needs_gpu=0 after="" status="" fig="" t0=$SECONDS left rc p out room
   shift 2
   while (($#)); do
     case $1 in
@@ -488,13 +488,17 @@ part() {
     # it comes, at most 2 MB of it per part (a flood of sanitizer reports must not push the log past
     # what comes back from the machine). The part's shell is a new one, which inherits the functions
     # but not this shell's options: without pipefail, `bench | tee log || exit 1` passed a crashed bench.
+    # The whole log stays under 12 MB, well inside what the machine sends back for one file.
+    room=$((12000000 - $(stat -c %s "$LOG")))
+    ((room > 2000000)) && room=2000000
+    ((room < 0)) && room=0
     timeout -k 5 "$limit" bash -c 'set -o pipefail; "$@"' "$name" "$@" >"$out" 2>&1 </dev/null &
     p=$!
-    tail -c +1 -f --pid="$p" "$out" 2>/dev/null | head -c 2000000 >>"$LOG" &
+    tail -c +1 -f --pid="$p" "$out" 2>/dev/null | head -c "$room" >>"$LOG" &
     wait "$p"
     rc=$?
     wait $!
-    (($(stat -c %s "$out") > 2000000)) && echo "[$name: output cut at 2 MB; the rest is not kept]" >>"$LOG"
+    (($(stat -c %s "$out") > room)) && echo "[$name: output cut at $room bytes; the rest is not kept]" >>"$LOG"
     fig=$(<"$LRLAB_PART_FIGURE")
     [[ -z $fig ]] && fig=$(grep -v '^[[:space:]]*$' "$out" | tail -n1)
     case $rc in

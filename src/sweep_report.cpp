@@ -164,7 +164,7 @@ std::vector<size_t> rank_runs(const std::vector<SweepRun>& runs) {
 
 std::string sweep_results_json(const SweepResult& r) {
   json runs = json::array();
-  for (const SweepRun& x : r.runs)
+  for (const SweepRun& x : r.runs) {
     runs.push_back({{"id", x.config.id}, {"lr", x.config.lr}, {"schedule", x.config.schedule},
                     {"optimizer", x.config.optimizer}, {"seed_index", x.config.seed_index},
                     {"diverged", x.diverged}, {"halted", x.halted}, {"diverged_epoch", x.diverged_epoch},
@@ -173,8 +173,10 @@ std::string sweep_results_json(const SweepResult& r) {
                     {"final_val_loss", num(x.final_val_loss)}, {"best_val_loss", num(x.best_val_loss)},
                     {"final_val_accuracy", num(x.final_val_accuracy)},
                     {"best_val_accuracy", num(x.best_val_accuracy)}, {"best_epoch", x.best_epoch},
-                    {"lr_curve", x.lr_curve}, {"lr_curve_stride", x.lr_curve_stride},
-                    {"device", x.device.empty() ? r.device : x.device}});
+                    {"lr_curve", x.lr_curve}, {"lr_curve_stride", x.lr_curve_stride}});
+    // A run with no device (built by a caller) reads back with the file's.
+    if (!x.device.empty()) runs.back()["device"] = x.device;
+  }
   json doc = {{"format", kFormat},
               {"version", kVersion},
               {"options", json::parse(r.options_json.empty() ? "{}" : r.options_json)},
@@ -277,6 +279,14 @@ bool same_run(const SweepRun& a, const SweepRun& b) {
          a.lr_curve_stride == b.lr_curve_stride;
 }
 
+// A device as a run names it ("cpu", "cuda"): it reaches the report and the terminal as written,
+// and '+' joins several.
+bool device_name_ok(const std::string& name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == ':' || c == '-';
+  });
+}
+
 // Per-epoch values that are either missing (null: NaN) or in [lo, hi].
 bool in_range(const std::vector<double>& values, double lo, double hi) {
   return std::all_of(values.begin(), values.end(), [&](double v) { return std::isnan(v) || (v >= lo && v <= hi); });
@@ -297,6 +307,13 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
   r.options_json = opts.dump();
   r.data_description = rd.text(doc, "data");
   r.device = rd.text(doc, "device");
+  {
+    std::istringstream names(r.device);
+    std::string name;
+    bool ok = !r.device.empty() && r.device.back() != '+';
+    while (ok && std::getline(names, name, '+')) ok = device_name_ok(name);
+    if (!ok) rd.fail("field 'device' is '" + r.device + "', not a device's name (or names joined by '+')");
+  }
   r.mode = rd.text(doc, "mode");
   r.epochs = rd.integer(doc, "epochs");
   r.steps_per_epoch = rd.integer(doc, "steps_per_epoch");
@@ -416,8 +433,7 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
     // Files written before runs named their device: the file's one device trained them all.
     if (j.contains("device")) {
       x.device = rd.text(j, "device");
-      if (x.device.find('+') != std::string::npos)
-        rd.fail(run + "field 'device' is '" + x.device + "', not the name of one device");
+      if (!device_name_ok(x.device)) rd.fail(run + "field 'device' is '" + x.device + "', not the name of a device");
     } else {
       if (r.device.find('+') != std::string::npos)
         rd.fail(run + "missing field 'device' (the file's runs trained on " + r.device + ")");
@@ -493,6 +509,12 @@ std::string sweep_difference(const SweepResult& a, const SweepResult& b, const s
                                       : "";
 }
 
+namespace {
+// A run that names its device and trained on it: one a resume has queued but not yet trained
+// names the device it will train on, which holds no numbers yet.
+bool trained_on_device(const SweepRun& x) { return !x.device.empty() && !x.val_loss.empty(); }
+}  // namespace
+
 void summarize_sweep_run(SweepRun& r) {
   r.final_val_loss = r.val_loss.empty() ? NAN : r.val_loss.back();
   r.final_val_accuracy = r.val_accuracy.empty() ? NAN : r.val_accuracy.back();
@@ -512,7 +534,7 @@ void summarize_sweep_run(SweepRun& r) {
 std::string sweep_devices(const std::vector<SweepRun>& runs, const std::string& fallback) {
   std::set<std::string> names;
   for (const SweepRun& x : runs)
-    if (!x.device.empty()) names.insert(x.device);
+    if (trained_on_device(x)) names.insert(x.device);
   std::string out;
   for (const std::string& n : names) out += (out.empty() ? "" : "+") + n;
   return out.empty() ? fallback : out;
@@ -520,7 +542,8 @@ std::string sweep_devices(const std::vector<SweepRun>& runs, const std::string& 
 
 std::string sweep_mixed_devices(const SweepResult& r) {
   std::map<std::string, int64_t> count;
-  for (const SweepRun& x : r.runs) ++count[x.device.empty() ? r.device : x.device];
+  for (const SweepRun& x : r.runs)
+    if (trained_on_device(x)) ++count[x.device];
   if (count.size() < 2) return "";
   std::string out;
   for (const auto& [name, n] : count)
@@ -558,8 +581,12 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
       SweepRun& kept = out.runs[index_of[r.config.id]];
       if (same_run(r, kept)) continue;
       const bool done_r = sweep_run_finished(r, s.epochs), done_kept = sweep_run_finished(kept, s.epochs);
+      const bool devices_differ = r.device != kept.device && !r.device.empty() && !kept.device.empty();
       LRLAB_REQUIRE(!(done_r && done_kept), "configuration ", r.config.id, " finished in ", input(at->second),
-                    " and in ", input(i), " with other results (one of them an earlier run's? keep the one wanted)");
+                    devices_differ ? " (on " + kept.device + ")" : "", " and in ", input(i),
+                    devices_differ ? " (on " + r.device + ")" : "", " with other results",
+                    devices_differ ? " (devices round differently; keep the one wanted)"
+                                   : " (one of them an earlier run's? keep the one wanted)");
       if (done_r || (!done_kept && r.val_loss.size() > kept.val_loss.size())) {
         kept = r;
         at->second = i;
@@ -1080,7 +1107,7 @@ std::string sweep_report_html(const SweepResult& r) {
     h << "<tr><td>" << k + 1 << "</td><td>" << x.config.id << "</td>"
       << (orders ? "<td>" + std::to_string(x.config.seed_index) + "</td>" : "") << "<td class=l>"
       << xml_escape(x.config.optimizer)
-      << "</td><td class=l>" << xml_escape(x.config.schedule) << "</td>" << buf << "<td class=l>" << status(x, r)
+      << "</td><td class=l>" << xml_escape(x.config.schedule) << "</td>" << buf << "<td class=l>" << xml_escape(status(x, r))
       << "</td></tr>\n";
   }
   h << "</table>\n";

@@ -606,6 +606,7 @@ SweepResult hand_result(std::vector<SweepRun> runs, int64_t seeds) {
   r.steps_per_epoch = 1;
   r.grid_size = static_cast<int64_t>(runs.size());
   r.options_json = "{\"seeds\":" + std::to_string(seeds) + "}";
+  r.device = "cpu";
   r.runs = std::move(runs);
   return r;
 }
@@ -1329,6 +1330,7 @@ TEST(SweepResults, MergedRunsKeepTheDeviceThatTrainedThem) {
   EXPECT_EQ(merge_sweeps({a, b}).device, here);
   b.device = other;
   for (SweepRun& x : b.runs) x.device = other;
+  EXPECT_EQ(merge_sweeps({a, b}).device, "cpu+cuda");
   const SweepResult joined = read_sweep_results(sweep_results_json(merge_sweeps({a, b})), "joined");
   EXPECT_EQ(joined.device, "cpu+cuda");
   for (const SweepRun& x : joined.runs) EXPECT_EQ(x.device, x.config.id % 2 == 0 ? here : other) << x.config.id;
@@ -1348,9 +1350,41 @@ TEST(SweepResults, MergedRunsKeepTheDeviceThatTrainedThem) {
                                       "sweep results 'old': run 1: missing field 'device' (the file's runs trained "
                                       "on cpu+cuda)"));
   old = nlohmann::json::parse(sweep_results_json(b));
-  old["runs"][0]["device"] = "cpu+cuda";  // what a file's header may say, never a run
-  EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(old.dump(), "old"); },
-                                      "field 'device' is 'cpu+cuda', not the name of one device"));
+  // A run names one device, in plain characters (it reaches the report and the terminal as written).
+  for (const auto& [bad, shown] : std::vector<std::pair<std::string, std::string>>{
+           {"cpu+cuda", "cpu+cuda"}, {"", ""}, {"<img src=x>", "<img src=x>"}, {"cpu\x1b[31m", "cpu\\x1b[31m"}}) {
+    old["runs"][0]["device"] = bad;
+    EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(old.dump(), "old"); },
+                                        "run 1: field 'device' is '" + shown + "', not the name of a device"))
+        << shown;
+  }
+  old = nlohmann::json::parse(sweep_results_json(b));
+  for (const char* bad : {"", "cpu+", "+cpu", "cpu++cuda", "gpu 0"}) {
+    old["device"] = bad;
+    EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(old.dump(), "old"); },
+                                        "field 'device' is '" + std::string(bad) + "', not a device's name"))
+        << bad;
+  }
+  SweepResult odd = joined;
+  odd.runs[0].device = "<b>";
+  EXPECT_NE(sweep_report_html(odd).find("ok (&lt;b&gt;)"), std::string::npos);
+  // One configuration finished on two devices with other numbers: the error says where each ran.
+  SweepResult elsewhere = a;
+  elsewhere.source = "b.json";
+  a.source = "a.json";
+  for (SweepRun& x : elsewhere.runs) {
+    x.device = other;
+    x.val_loss.back() *= 1.001;
+  }
+  EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, elsewhere}); },
+                                      "configuration 0 finished in 'a.json' (on " + here + ") and in 'b.json' (on " +
+                                          other + ") with other results (devices round differently"));
+  // A run a resume has queued, not yet trained, holds no numbers of the device it names.
+  SweepResult queued = a;
+  queued.runs[1].device = other;
+  queued.runs[1].val_loss.clear();
+  EXPECT_EQ(sweep_devices(queued.runs, "none"), here);
+  EXPECT_EQ(sweep_mixed_devices(queued), "");
   // A resume on another device keeps the runs it finished, and their device.
   SweepOptions whole = small_sweep();
   const SweepResult resumed = run_sweep(whole, {}, nullptr, {joined});
@@ -1415,6 +1449,10 @@ TEST(SweepResults, ReaderRefusesFilesThatContradictThemselves) {
             "run 1: field 'best_epoch' is "},
            {[](json& j) { j["runs"][0]["best_val_accuracy"] = nullptr; },
             "run 0: field 'best_val_accuracy' is null, but its curves give 0."},
+           {[](json& j) { j["runs"][0]["best_val_loss"] = j["runs"][0]["best_val_loss"].get<double>() * 2; },
+            "run 0: field 'best_val_loss' is "},
+           {[](json& j) { j["runs"][0]["final_val_accuracy"] = 0.01; },
+            "run 0: field 'final_val_accuracy' is 0.01, but its curves give 0."},
        }) {
     json j = json::parse(good);
     c.change(j);

@@ -1248,6 +1248,7 @@ TEST(TrainCli, MalformedConfigFileIsRefusedWithItsLine) {
            {"log = `run#1.csv`\n", "1: a '#' in the value of 'log' starts a comment even inside quotes"},
            {"log = out.csv ; per-step losses\n", "1: a ';' after the value of 'log' is not read as a comment"},
            {"epochs = 1;\n", "1: a ';' after the value of 'epochs' is not read as a comment"},
+           {"plot = ;\n", "1: a ';' after the value of 'plot' is not read as a comment"},
            {"\nschedule = multistep(at=1;2);\n", "2: a ';' after the value of 'schedule' is not read as a comment"},
            {"tf32 # a=b\n", "1: the '=' comes after a '#', so the key would be read with the comment"},
            {"plot = `p.svg`\n", "1: the value of 'plot' would keep its backticks"},

@@ -215,9 +215,9 @@ std::map<std::pair<std::string, std::string>, std::optional<std::string>> check_
         const std::vector<bool> in = quoted_mask(value);
         // Inside a value a ';' separates a spec's list items (milestones=10;20); after a blank, or
         // ending the value, it is a statement's end or a comment written as in other formats.
-        for (size_t j = 1; j < value.size(); ++j)
+        for (size_t j = 0; j < value.size(); ++j)
           LRLAB_REQUIRE(value[j] != ';' || in[j] ||
-                            (value[j - 1] != ' ' && value[j - 1] != '\t' && j + 1 < value.size()),
+                            (j > 0 && value[j - 1] != ' ' && value[j - 1] != '\t' && j + 1 < value.size()),
                         where, "a ';' after the value of '", key,
                         "' is not read as a comment (only '#' is); remove it or write '#'");
       }
