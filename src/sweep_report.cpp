@@ -601,6 +601,11 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
   std::sort(out.runs.begin(), out.runs.end(),
             [](const SweepRun& a, const SweepRun& b) { return a.config.id < b.config.id; });
   out.device = sweep_devices(out.runs, shards[0].device);
+  // Shards may have run in other modes (streams on one machine, packed on another).
+  std::set<std::string> modes;
+  for (const SweepResult& sh : shards) modes.insert(sh.mode);
+  out.mode.clear();
+  for (const std::string& m : modes) out.mode += (out.mode.empty() ? "" : "+") + m;
   return out;
 }
 

@@ -1331,6 +1331,8 @@ TEST(SweepResults, MergedRunsKeepTheDeviceThatTrainedThem) {
   b.device = other;
   for (SweepRun& x : b.runs) x.device = other;
   EXPECT_EQ(merge_sweeps({a, b}).device, "cpu+cuda");
+  b.mode = a.mode == "packed" ? "streams" : "packed";
+  EXPECT_EQ(merge_sweeps({a, b}).mode, "packed+streams");
   const SweepResult joined = read_sweep_results(sweep_results_json(merge_sweeps({a, b})), "joined");
   EXPECT_EQ(joined.device, "cpu+cuda");
   for (const SweepRun& x : joined.runs) EXPECT_EQ(x.device, x.config.id % 2 == 0 ? here : other) << x.config.id;

@@ -72,7 +72,8 @@ struct SweepRun {
 struct SweepResult {
   std::vector<SweepRun> runs;   // ordered by config id
   int64_t engines = 0;          // engines run_sweep built at the start (not saved in results.json)
-  std::string data_description, mode;
+  std::string data_description;
+  std::string mode;             // how it trained; a merge of shards in several modes joins them by '+'
   std::string device;           // its runs' devices, sorted and joined by '+' ("cpu", "cpu+cuda")
   int64_t epochs = 0, steps_per_epoch = 0, grid_size = 0;
   int64_t shard_index = 0, shard_count = 1;
