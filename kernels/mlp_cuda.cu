@@ -16,6 +16,7 @@
 #include "../src/mlp_plan.hpp"
 #include "launch.cuh"
 #include "lrlab/cuda_check.hpp"
+#include "lrlab/device.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/mlp.hpp"
 
@@ -334,7 +335,8 @@ void MlpCuda::Impl::loss_rows(const int32_t* labels, const float* y, int64_t bat
 
 MlpCuda::MlpCuda(const MlpLayout& layout, int64_t replicas, int64_t max_batch,
                  cudaStream_t stream, bool allow_tf32) {
-  detail::check_backend_shape(layout, replicas, max_batch);
+  require_cuda("a CUDA MLP (MlpCuda)");
+  detail::check_backend_shape(layout, replicas, max_batch, Device::CUDA);
   impl_ = std::make_unique<Impl>(layout, replicas, max_batch, stream);
   Impl& m = *impl_;
   int64_t widest = 0;

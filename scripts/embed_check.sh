@@ -46,7 +46,9 @@ readme="$build/readme_example.cpp"
 grep -q 'lrlab::Optimizer opt(' "$readme" || fail "README.md has no library example to check"
 "${CXX:-c++}" -std=c++17 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I "$prefix/include" \
   -isystem "$cuda_include" "$readme" >>"$log" 2>&1 || fail "README.md's library example does not compile ($readme)"
-{ cmake -S examples/embed -B "$build/embed" "${gen[@]}" -DCMAKE_PREFIX_PATH="$(cd "$prefix" && pwd)" &&
+# As a trainer whose compiler defaults to C++14 would build it: the package must raise the standard.
+{ cmake -S examples/embed -B "$build/embed" "${gen[@]}" -DCMAKE_PREFIX_PATH="$(cd "$prefix" && pwd)" \
+    -DCMAKE_CXX_STANDARD=14 &&
   cmake --build "$build/embed"; } >>"$log" 2>&1 || fail "the installed package did not build"
 "$build/embed/embed_example"
 echo "embed example: OK"

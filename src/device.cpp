@@ -42,6 +42,11 @@ int cuda_device_count(std::string* why) {
   return n;
 }
 
+void require_cuda(const std::string& what) {
+  std::string why;
+  LRLAB_REQUIRE(cuda_available(&why), what, " requested but ", why);
+}
+
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::CPU;
   std::string why;
@@ -89,6 +94,7 @@ std::optional<double> host_memory_available(const std::string& meminfo, const st
 
 std::optional<double> available_memory(Device d) {
   if (d == Device::CUDA) {
+    if (!cuda_available()) return std::nullopt;
     size_t free_bytes = 0, total_bytes = 0;
     LRLAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     return static_cast<double>(free_bytes);

@@ -74,7 +74,7 @@ std::pair<int64_t, int64_t> part(int64_t n, int64_t s, int64_t parts) {
 
 MlpCpu::MlpCpu(const MlpLayout& layout, int64_t replicas, int64_t max_batch)
     : layout_(layout),
-      packing_((detail::check_backend_shape(layout, replicas, max_batch), mlp_packing(layout, replicas))),
+      packing_((detail::check_backend_shape(layout, replicas, max_batch, Device::CPU), mlp_packing(layout, replicas))),
       replicas_(replicas),
       max_batch_(max_batch) {
   for (size_t l = 0; l < layout_.layers().size(); ++l) {

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "cpu_pool.hpp"
+#include "lrlab/device.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/mlp.hpp"
 
@@ -107,7 +108,7 @@ ReplicaPacking mlp_packing(const MlpLayout& layout, int64_t replicas) {
 
 namespace detail {
 
-void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_batch) {
+void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_batch, Device device) {
   LRLAB_REQUIRE(replicas >= 1 && replicas <= kMaxReplicas, "MLP replicas must be in [1, ", kMaxReplicas, "], got ",
                 replicas);
   // GEMM dimensions are int in BLAS and cuBLAS.
@@ -121,6 +122,14 @@ void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_
                     static_cast<double>(int64_t{1} << 40),
                 "MLP workspace of ", replicas, " replicas x batch ", max_batch, " x width ", widest,
                 " floats is over the limit of 2^40");
+  // Pre-activations, their gradients and hidden outputs, as the backends allocate them.
+  double floats = 0;
+  for (size_t l = 0; l < layout.layers().size(); ++l)
+    floats += (l + 1 < layout.layers().size() ? 3.0 : 2.0) * static_cast<double>(layout.layers()[l].out);
+  floats *= static_cast<double>(replicas) * static_cast<double>(max_batch);
+  require_memory(device, floats * sizeof(float),
+                 "an MLP workspace of " + std::to_string(replicas) + " replicas x batch " + std::to_string(max_batch),
+                 "a smaller batch or fewer replicas");
 }
 
 void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, int64_t max_batch,

@@ -595,9 +595,14 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
   }
   m.tables.assign(m.K, {});
   m.host_grad_sq.assign(m.K, 0.0);
+  if (m.cuda()) require_cuda("CUDA optimizer");
+  // A state that cannot fit is refused with its size, rather than as a bad_alloc, a failed
+  // cudaMalloc, or a host allocation the kernel grants and then kills the process for touching.
+  require_memory(device, static_cast<double>(m.nstate) * static_cast<double>(m.pk.span()) * sizeof(float),
+                 "the optimizer's state (" + std::to_string(m.nstate) + " buffers of " +
+                     std::to_string(m.pk.span()) + " floats)",
+                 "fewer parameters or replicas");
   if (m.cuda()) {
-    std::string why;
-    LRLAB_REQUIRE(cuda_available(&why), "CUDA optimizer requested but ", why);
     int dev_id = 0;
     LRLAB_CUDA_CHECK(cudaGetDevice(&dev_id));
     LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, dev_id));

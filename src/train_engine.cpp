@@ -51,6 +51,7 @@ class DeviceData {
 };
 
 std::shared_ptr<const DeviceData> upload_to_device(const DataSplits& data) {
+  require_cuda("an upload of the data to the GPU");
   auto out = std::make_shared<DeviceData>();
   out->source = &data;
   out->device = current_gpu();
@@ -119,6 +120,7 @@ struct TrainEngine::Impl {
   }
 
   Optimizer make_optimizer() {
+    if (cfg.device == Device::CUDA) require_cuda("CUDA training");
     LRLAB_REQUIRE(K >= 1, "training needs at least one configuration");
     LRLAB_REQUIRE(cfg.batch >= 1, "batch size must be at least 1 (got ", cfg.batch, ")");
     LRLAB_REQUIRE(cfg.epochs >= 1, "epochs must be at least 1 (got ", cfg.epochs, ")");

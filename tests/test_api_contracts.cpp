@@ -15,10 +15,12 @@
 
 #include "lrlab/checkpoint.hpp"
 #include "lrlab/data.hpp"
+#include "lrlab/device.hpp"
 #include "lrlab/device_buffer.hpp"
 #include "lrlab/error.hpp"
 #include "lrlab/lr_finder.hpp"
 #include "lrlab/mlp.hpp"
+#include "lrlab/optimizer.hpp"
 #include "lrlab/packing.hpp"
 #include "lrlab/plateau.hpp"
 #include "lrlab/plot.hpp"
@@ -150,6 +152,38 @@ TEST(ValueContracts, ExtremeSizesAreErrorsNotAllocations) {
   EXPECT_THROW(MlpCpu(layout, 65535, int64_t{1} << 30), Error);
   MlpCpu fine(layout, 2, 16);
   EXPECT_EQ(fine.packing().replicas(), 2);
+  // Sizes under those limits but over the memory: refused with their size, before allocating (it
+  // was std::bad_alloc, or an allocation the kernel grants and kills the process for using).
+  EXPECT_TRUE(lrlab::testing::throws_error_containing(
+      [&] { MlpCpu(layout, 1, std::numeric_limits<int>::max()); },
+      "an MLP workspace of 1 replicas x batch 2147483647 needs at least"));
+  EXPECT_TRUE(lrlab::testing::throws_error_containing(
+      [] { Optimizer("adam()", Device::CPU, int64_t{1} << 40); },
+      "the optimizer's state (2 buffers of 1099511627776 floats) needs at least 8.8e+03 GB of host memory"));
+}
+
+// Without a usable GPU, whatever takes Device::CUDA says so in lrlab's words: before, the training
+// engine and the CUDA MLP failed in their first CUDA call ("CUDA error cudaErrorInsufficientDriver
+// ... in cudaMemGetInfo"), and available_memory threw where it promises nothing.
+TEST(DeviceContracts, CudaWithoutAGpuIsOneClearError) {
+  std::string why;
+  if (cuda_available(&why)) GTEST_SKIP() << "a GPU is usable here; this checks the machines without one";
+  EXPECT_FALSE(available_memory(Device::CUDA).has_value());
+  EXPECT_TRUE(lrlab::testing::throws_error_containing([] { Optimizer("adam()", Device::CUDA, 16); },
+                                                      "CUDA optimizer requested but " + why));
+  const DataSplits data = small_blobs();
+  EngineConfig c = engine_for(data);
+  c.device = Device::CUDA;
+  EXPECT_TRUE(lrlab::testing::throws_error_containing([&] { TrainEngine engine(c, data); },
+                                                      "CUDA training requested but " + why));
+  MlpConfig cfg;
+  cfg.inputs = 3;
+  cfg.hidden = {4};
+  cfg.outputs = 2;
+  EXPECT_TRUE(lrlab::testing::throws_error_containing([&] { MlpCuda(MlpLayout(cfg), 1, 8, nullptr); },
+                                                      "a CUDA MLP (MlpCuda) requested but " + why));
+  EXPECT_TRUE(lrlab::testing::throws_error_containing([&] { upload_to_device(data); },
+                                                      "an upload of the data to the GPU requested but " + why));
 }
 
 // A device buffer never copies past its end, and a size whose bytes overflow is refused before

@@ -12,13 +12,18 @@ enum class Device { CPU, CUDA };
 int cuda_device_count(std::string* why = nullptr);
 inline bool cuda_available(std::string* why = nullptr) { return cuda_device_count(why) > 0; }
 
+// Throws lrlab::Error ("<what> requested but <why>", e.g. "CUDA training requested but no CUDA
+// device found") where no GPU is usable: every entry point that takes Device::CUDA checks this
+// before its first CUDA call, whose own error would name a runtime function instead.
+void require_cuda(const std::string& what);
+
 // "auto" picks CUDA when available. Throws lrlab::Error for "cuda" without a GPU or an unknown name.
 Device parse_device(const std::string& name);
 const char* device_name(Device d);
 
 // Bytes that new allocations can take now: for the CPU, the kernel's MemAvailable, lowered to the
 // room left under the limit of the process's cgroup (cgroup v2, a container's own group); for CUDA,
-// the current device's free memory. Nothing when it cannot be told.
+// the current device's free memory. Nothing when it cannot be told (for CUDA: no usable GPU).
 std::optional<double> available_memory(Device d);
 // Throws lrlab::Error ("<what> needs at least N GB of <device> memory, and M GB is available
 // (<advice>)") when `bytes` exceed available_memory(d). On Linux an allocation beyond the memory

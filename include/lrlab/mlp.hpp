@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "lrlab/device.hpp"
 #include "lrlab/nn_math.hpp"
 #include "lrlab/packing.hpp"
 
@@ -98,8 +99,9 @@ struct InitPiece {
 std::vector<InitPiece> init_pieces(const MlpLayout& layout, const ReplicaPacking& packing, Init init);
 void check_init_seeds(const ReplicaPacking& packing, const std::vector<uint64_t>& seeds, const float* params);
 
-// Host-side argument checks shared by the backends (the CPU one also checks label values).
-void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_batch);
+// Host-side argument checks shared by the backends (the CPU one also checks label values). The
+// workspace must also fit in the memory `device` has free (require_memory).
+void check_backend_shape(const MlpLayout& layout, int64_t replicas, int64_t max_batch, Device device);
 void check_minibatch(const MlpConfig& config, const char* what, int64_t batch, int64_t max_batch,
                      const float* params, const float* x, const int32_t* labels, const float* y,
                      bool needs_targets = true);
