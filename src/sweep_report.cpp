@@ -429,7 +429,8 @@ SweepResult read_sweep_results(const std::string& text, const std::string& name)
       rd.fail(run + "field 'lr_curve' has more than " + std::to_string(kLrCurvePoints) +
               " points or a value that is not a rate");
     x.lr_curve_stride = rd.integer(j, "lr_curve_stride");
-    if (x.lr_curve_stride < 1) rd.fail("lr_curve_stride must be positive");
+    if (x.lr_curve_stride < 1)
+      rd.fail(run + "field 'lr_curve_stride' is " + std::to_string(x.lr_curve_stride) + ", not positive");
     // Files written before runs named their device: the file's one device trained them all.
     if (j.contains("device")) {
       x.device = rd.text(j, "device");

@@ -49,6 +49,16 @@ SweepOptions small_sweep() {
   return o;
 }
 
+// One configuration of small_sweep's model: Adam at 1e-2 under `schedule`.
+SweepOptions one_config_sweep(int64_t epochs, const std::string& schedule) {
+  SweepOptions o = small_sweep();
+  o.base.epochs = epochs;
+  o.lrs = {1e-2};
+  o.schedules = {schedule};
+  o.optimizers = {"adam()"};
+  return o;
+}
+
 // The worker pool of sweeps and range tests: every index runs once, and of several failures the
 // lowest index's is reported, whatever the timing.
 TEST(EngineWorkers, ParallelForRunsAllAndReportsTheLowestFailure) {
@@ -1919,11 +1929,7 @@ TEST(SweepCli, OneProcessLeavesRankFilesAlone) {
 // What an MPI sweep clears from its folder before training: the shares an earlier sweep left, and
 // nothing else.
 TEST(SweepResults, RemoveStaleSharesTakesOnlySweepShares) {
-  SweepOptions o = small_sweep();
-  o.base.epochs = 1;
-  o.lrs = {1e-2};
-  o.schedules = {"constant"};
-  o.optimizers = {"adam()"};
+  const SweepOptions o = one_config_sweep(1, "constant");
   const std::string out = temp_path("stale_shares");
   write_sweep_outputs(run_sweep(o), out);
   const std::string results = slurp(out + "/results.json");
@@ -2105,6 +2111,244 @@ TEST(SweepCli, InterruptedMpiRanksLeaveTheirShares) {
     EXPECT_GE(run.val_loss.size(), 1u);
     EXPECT_LT(run.val_loss.size(), 1000u);
   }
+}
+
+// The reader's and merge's edge rules, each test written against a mutation of the rule that no
+// other test caught (RELIABILITY.md, tenth session).
+std::string two_rate_results() {
+  SweepOptions o = small_sweep();
+  o.base.epochs = 2;
+  o.lrs = {1e-2, 1e-1};
+  o.schedules = {"constant"};
+  return sweep_results_json(run_sweep(o));
+}
+
+TEST(SweepReaderEdges, IdsShardsAndStridesAtTheirLimits) {
+  using nlohmann::json;
+  const std::string good = two_rate_results();
+  for (const auto& [change, error] : std::vector<std::pair<std::function<void(json&)>, std::string>>{
+           {[](json& j) { j["runs"][0]["id"] = j["grid_size"]; }, "run id 4 is out of range or repeated"},
+           {[](json& j) { j["runs"][1] = j["runs"][0]; }, "run id 0 is out of range or repeated"},
+           {[](json& j) { j["shard"] = {{"index", 1}, {"count", 1}}; }, "field 'shard' is out of range (1/1"},
+           {[](json& j) {
+              j["runs"][1]["diverged"] = true;
+              j["runs"][1]["diverged_epoch"] = 0;
+            },
+            "run 1: field 'diverged_epoch' is 0"},
+           {[](json& j) { j["runs"][1]["lr_curve_stride"] = 0; }, "run 1: field 'lr_curve_stride' is 0, not positive"}}) {
+    json j = json::parse(good);
+    change(j);
+    EXPECT_TRUE(throws_error_containing([&] { read_sweep_results(j.dump(), "f"); }, error)) << error;
+  }
+  // The device a file says is its runs': a header that disagrees is corrected.
+  json j = json::parse(good);
+  const std::string runs_device = j["runs"][0]["device"];
+  j["device"] = runs_device == "cpu" ? "cuda" : "cpu";
+  EXPECT_EQ(read_sweep_results(j.dump(), "f").device, runs_device);
+}
+
+// A rate that reaches 0 (cosine to its end) is a rate: the sweep's own file reads back.
+TEST(SweepReaderEdges, ARateOfZeroReadsBack) {
+  const SweepResult r = run_sweep(one_config_sweep(2, "cosine(steps=1ep)"));
+  ASSERT_EQ(r.runs[0].lr.back(), 0.0);
+  EXPECT_NO_THROW(read_sweep_results(sweep_results_json(r), "zero"));
+}
+
+// A sweep stopped before any epoch trained keeps its device through a write, a read and a merge.
+TEST(SweepReaderEdges, AResultWithNoTrainedRunKeepsItsDevice) {
+  SweepOptions o = small_sweep();
+  volatile int stop = 1;
+  const SweepResult r = run_sweep(o, {}, &stop);
+  ASSERT_TRUE(r.interrupted);
+  const SweepResult back = read_sweep_results(sweep_results_json(r), "none");
+  EXPECT_EQ(back.device, o.base.device);
+  EXPECT_EQ(merge_sweeps({back}).device, o.base.device);
+}
+
+TEST(SweepReaderEdges, FolderInputsAreNamedAsSweepsNameThem) {
+  const std::string d = temp_path("input_names");
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  for (const char* n : {"shard-x-of-2.json", "shard--of-2.json", "shard-1-of-2.json"}) write_file_atomic(d + "/" + n, "{}");
+  EXPECT_EQ(merge_inputs_in(d), std::vector<std::string>{d + "/shard-1-of-2.json"});
+  // A job array's shard files are no mpirun's stale shares.
+  write_sweep_outputs(run_sweep(one_config_sweep(1, "constant")), d);
+  write_file_atomic(shard_path(d, 0, 1), slurp(d + "/results.json"));
+  remove_stale_shares(d);
+  EXPECT_TRUE(std::ifstream(shard_path(d, 0, 1)).good());
+  std::filesystem::remove_all(d);
+}
+
+SweepRun curve_run(int64_t id, std::vector<double> losses, double accuracy = 0.5) {
+  SweepRun x = hand_run(id, 0, 1.0, accuracy);
+  x.train_loss = x.val_loss = losses;
+  x.val_accuracy.assign(losses.size(), accuracy);
+  x.lr.assign(losses.size(), 1e-2);
+  x.device = "cpu";
+  summarize_sweep_run(x);
+  return x;
+}
+
+SweepResult merge_input(std::vector<SweepRun> runs, int64_t epochs, const std::string& source) {
+  SweepResult r = hand_result(std::move(runs), 1);
+  r.epochs = epochs;
+  r.grid_size = 4;
+  r.mode = "streams";
+  r.source = source;
+  return r;
+}
+
+TEST(SweepMergeRules, RecordsOfOneConfigurationFromSeveralInputs) {
+  // Finished records that differ only in accuracy are two results.
+  EXPECT_TRUE(throws_error_containing(
+      [] { merge_sweeps({merge_input({curve_run(0, {1.0})}, 1, "a"), merge_input({curve_run(0, {1.0}, 0.6)}, 1, "b")}); },
+      " with other results"));
+  // Of two unfinished records, the longer is kept, whichever comes first.
+  const SweepResult one = merge_input({curve_run(0, {1.0})}, 3, "a.json"),
+                    two = merge_input({curve_run(0, {1.0, 0.9})}, 3, "b.json");
+  EXPECT_EQ(merge_sweeps({one, two}).runs[0].val_loss.size(), 2u);
+  EXPECT_EQ(merge_sweeps({two, one}).runs[0].val_loss.size(), 2u);
+  // A conflict names the two finished records, not the unfinished one they replaced.
+  const SweepResult a = merge_input({curve_run(0, {1.0})}, 2, "a.json"),
+                    b = merge_input({curve_run(0, {1.0, 0.9})}, 2, "b.json"),
+                    c = merge_input({curve_run(0, {1.0, 0.8})}, 2, "c.json");
+  EXPECT_TRUE(throws_error_containing([&] { merge_sweeps({a, b, c}); },
+                                      "configuration 0 finished in 'b.json' and in 'c.json'"));
+  // Inputs ran side by side: the longest is the sweep's time. Finished runs make a finished merge,
+  // whatever an input that held an earlier record says.
+  SweepResult slow = merge_input({curve_run(1, {1.0, 0.9})}, 2, "d.json");
+  SweepResult cut = a;
+  cut.seconds = 10;
+  cut.interrupted = true;
+  slow.seconds = 20;
+  const SweepResult joined = merge_sweeps({cut, b, slow});
+  EXPECT_EQ(joined.seconds, 20);
+  EXPECT_FALSE(joined.interrupted);
+  // Of equal losses the first epoch is the best.
+  EXPECT_EQ(curve_run(0, {0.5, 0.5}).best_epoch, 1);
+}
+
+// A resumed sweep's time includes the earlier run's, in its results and in each partial write.
+TEST(SweepMergeRules, AResumeCountsTheEarlierRunsTime) {
+  const SweepOptions o = small_sweep();
+  SweepResult earlier = run_sweep(o);
+  earlier.seconds = 1000;
+  for (auto* c : {&earlier.runs[1].train_loss, &earlier.runs[1].val_loss, &earlier.runs[1].val_accuracy,
+                  &earlier.runs[1].lr})
+    c->resize(1);
+  summarize_sweep_run(earlier.runs[1]);
+  double partial_seconds = -1;
+  SweepObserver obs;
+  obs.on_partial = [&](const SweepResult& p) { partial_seconds = p.seconds; };
+  const SweepResult r = run_sweep(o, obs, nullptr, {earlier});
+  EXPECT_GE(r.seconds, 1000);
+  EXPECT_GE(partial_seconds, 1000);
+}
+
+TEST(SweepCli, ResumeRefusesADamagedResultsFileAndKeepsIt) {
+  const std::string d = temp_path("damaged");
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  write_file_atomic(d + "/results.json", "{}");
+  auto r = run_cli(std::string("sweep ") + kSmallCli + " --resume --out " + d);
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("not an lrlab sweep results file"), std::string::npos) << r.err;
+  EXPECT_EQ(slurp(d + "/results.json"), "{}");
+  std::filesystem::remove_all(d);
+}
+
+TEST(SweepCli, AShardsResumeAndAMergeCountTheirOwnConfigurations) {
+  const std::string d = temp_path("shard_resume"), m = temp_path("one_missing");
+  std::filesystem::remove_all(d);
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --shard 1/5 --out " + d).status, 0);
+  auto r = run_cli(std::string("sweep ") + kSmallCli + " --shard 1/5 --resume --out " + d);
+  EXPECT_NE(r.err.find("all 3 configurations finished there"), std::string::npos) << r.err;
+  std::filesystem::remove_all(d);
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + d).status, 0);
+  auto j = nlohmann::json::parse(slurp(d + "/results.json"));
+  j["runs"].erase(4);
+  write_file_atomic(d + "/results.json", j.dump());
+  r = run_cli("merge " + d + " --out " + m);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: 1 of the sweep's 12 configurations is missing"), std::string::npos) << r.err;
+  for (const std::string& f : {d, m}) std::filesystem::remove_all(f);
+}
+
+TEST(SweepCli, ShardTextAndSlurmCountAreCheckedWithTheirOwnMessages) {
+  auto r = run_cli("sweep --data spirals --device cpu --lr 0.1 0.2 --shard /2");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--shard: malformed '/2'"), std::string::npos) << r.err;
+  r = run_cli("sweep --data spirals --device cpu --lr 0.1 0.2 --shard 2/2");
+  EXPECT_NE(r.err.find("--shard: index 2 is out of range for 2 shards (0 to 1)"), std::string::npos) << r.err;
+  setenv("SLURM_ARRAY_TASK_ID", "0", 1);
+  setenv("SLURM_ARRAY_TASK_COUNT", "0", 1);
+  r = run_cli("sweep --data spirals --device cpu --lr 0.1 0.2 0.3");
+  unsetenv("SLURM_ARRAY_TASK_ID");
+  unsetenv("SLURM_ARRAY_TASK_COUNT");
+  EXPECT_EQ(r.err.rfind("error: SLURM_ARRAY_TASK_COUNT: malformed '0'", 0), 0u) << r.err;
+}
+
+// The data's fingerprint holds its shape: all-zero files of other widths are other data. A file
+// edited in place is other data too, at the same path.
+TEST(SweepCli, TheDataIsToldByItsShapeAndByItsValues) {
+  const std::string a = temp_path("z3.csv"), b = temp_path("z2.csv"), c = temp_path("inplace.csv"),
+                    ck = temp_path("inplace.ckpt");
+  {
+    std::ofstream fa(a), fb(b);
+    for (int i = 0; i < 100; ++i) fa << "0,0,0\n";
+    for (int i = 0; i < 150; ++i) fb << "0,0\n";
+  }
+  DataOptions d;
+  EXPECT_NE(load_data("csv:" + a, d).fingerprint, load_data("csv:" + b, d).fingerprint);
+  auto write = [&](double v) {
+    std::ofstream f(c);
+    for (int i = 0; i < 300; ++i) f << (i % 2) << "," << i * 0.01 << "," << (i == 17 ? v : 0.5) << "\n";
+  };
+  write(0.5);
+  const std::string common = " --hidden 4 --device cpu --quiet --save " + ck;
+  ASSERT_EQ(run_cli("train --data csv:" + c + " --epochs 1" + common).status, 0);
+  write(0.7);
+  auto r = run_cli("train --data csv:" + c + " --epochs 2 --resume " + ck + common);
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("was trained on other data"), std::string::npos) << r.err;
+}
+
+// Config lines CLI11 reads otherwise: a ';' after a tab, a blank section header.
+TEST(SweepCli, ConfigLinesReadAsWritten) {
+  const std::string cfg = temp_path("lines.toml");
+  write_file_atomic(cfg, "log = out.csv\t; per-step losses\n");
+  auto r = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200");
+  EXPECT_NE(r.err.find("a ';' after the value of 'log'"), std::string::npos) << r.err;
+  write_file_atomic(cfg, "[]\nepochs = 1\n");  // under 3 characters: CLI11 skips the line
+  r = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200 --quiet");
+  EXPECT_EQ(r.status, 0) << r.err;
+  write_file_atomic(cfg, "[ ]\nepochs = 1\n");
+  r = run_cli("train --config " + cfg + " --device cpu --data blobs --samples 200 --quiet");
+  EXPECT_NE(r.err.find("is not a section header"), std::string::npos) << r.err;
+}
+
+// Under mpirun: a resume with other options is refused before the shares it would read are
+// touched; rank 0 counts every rank's finished configurations, and names the ranks it waits for.
+TEST(SweepCli, MpiResumeRefusedKeepsTheSharesAndCountsAllRanks) {
+  if (!LRLAB_CLI_HAS_MPI) GTEST_SKIP() << "lrlab was built without MPI (Open MPI not found at configure time)";
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  const std::string whole = temp_path("mpi_keep_whole"), ranks = temp_path("mpi_keep_ranks"), err = ranks + ".err";
+  ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --out " + whole).status, 0);
+  std::filesystem::remove_all(ranks);
+  make_writable_dir(ranks);
+  write_file_atomic(share_path(ranks, 3), interrupted_small_sweep(whole).dump());
+  std::string progress = kSmallCli;
+  progress.erase(progress.find("--quiet "), 8);
+  const std::string mpirun = "mpirun --allow-run-as-root --oversubscribe -np ";
+  const std::string cli = " " + std::string(LRLAB_CLI_PATH) + " sweep " + progress;
+  EXPECT_NE(std::system((mpirun + "2" + cli + " --epochs 3 --resume --out " + ranks + " >/dev/null 2>" + err).c_str()), 0);
+  EXPECT_TRUE(std::ifstream(share_path(ranks, 3)).good()) << slurp(err);
+  ASSERT_EQ(std::system((mpirun + "3" + cli + " --resume --out " + ranks + " >/dev/null 2>" + err).c_str()), 0)
+      << slurp(err);
+  EXPECT_NE(slurp(err).find("10 of 12 configurations finished there; training the other 2"), std::string::npos)
+      << slurp(err);
+  EXPECT_NE(slurp(err).find("waiting for the other 2 ranks"), std::string::npos) << slurp(err);
+  for (const std::string& d : {whole, ranks, err}) std::filesystem::remove_all(d);
 }
 
 }  // namespace
