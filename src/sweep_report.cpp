@@ -514,6 +514,13 @@ namespace {
 // A run that names its device and trained on it: one a resume has queued but not yet trained
 // names the device it will train on, which holds no numbers yet.
 bool trained_on_device(const SweepRun& x) { return !x.device.empty() && !x.val_loss.empty(); }
+
+// Names in order, joined by '+' ("cpu+cuda", "packed+streams").
+std::string plus_joined(const std::set<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : "+") + n;
+  return out;
+}
 }  // namespace
 
 void summarize_sweep_run(SweepRun& r) {
@@ -536,9 +543,7 @@ std::string sweep_devices(const std::vector<SweepRun>& runs, const std::string& 
   std::set<std::string> names;
   for (const SweepRun& x : runs)
     if (trained_on_device(x)) names.insert(x.device);
-  std::string out;
-  for (const std::string& n : names) out += (out.empty() ? "" : "+") + n;
-  return out.empty() ? fallback : out;
+  return names.empty() ? fallback : plus_joined(names);
 }
 
 std::string sweep_mixed_devices(const SweepResult& r) {
@@ -605,8 +610,7 @@ SweepResult merge_sweeps(const std::vector<SweepResult>& shards) {
   // Shards may have run in other modes (streams on one machine, packed on another).
   std::set<std::string> modes;
   for (const SweepResult& sh : shards) modes.insert(sh.mode);
-  out.mode.clear();
-  for (const std::string& m : modes) out.mode += (out.mode.empty() ? "" : "+") + m;
+  out.mode = plus_joined(modes);
   return out;
 }
 
