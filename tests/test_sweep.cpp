@@ -2327,6 +2327,25 @@ TEST(SweepCli, ConfigLinesReadAsWritten) {
   EXPECT_NE(r.err.find("is not a section header"), std::string::npos) << r.err;
 }
 
+// merge says where it joins two devices' runs, and the table marks each run's.
+TEST(SweepCli, MergeWarnsWhereShardsRanOnTwoDevices) {
+  const std::string d = temp_path("two_devices"), m = temp_path("two_devices_merged");
+  std::filesystem::remove_all(d);
+  for (const char* shard : {"0/2", "1/2"})
+    ASSERT_EQ(run_cli(std::string("sweep ") + kSmallCli + " --shard " + shard + " --out " + d).status, 0);
+  auto j = nlohmann::json::parse(slurp(shard_path(d, 1, 2)));
+  j["device"] = "cuda";
+  for (auto& run : j["runs"]) run["device"] = "cuda";
+  write_file_atomic(shard_path(d, 1, 2), j.dump());
+  auto r = run_cli("merge " + d + " --out " + m);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: these results join runs of more than one device (6 runs on cpu, 6 on cuda)"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("ok (cuda)"), std::string::npos) << r.out;
+  EXPECT_EQ(read_sweep_results(slurp(m + "/results.json"), "merged").device, "cpu+cuda");
+  for (const std::string& f : {d, m}) std::filesystem::remove_all(f);
+}
+
 // Under mpirun: a resume with other options is refused before the shares it would read are
 // touched; rank 0 counts every rank's finished configurations, and names the ranks it waits for.
 TEST(SweepCli, MpiResumeRefusedKeepsTheSharesAndCountsAllRanks) {
