@@ -122,7 +122,7 @@ double gpu_median_ms(const std::function<void()>& fn, cudaStream_t s, float* flu
   return t[t.size() / 2];
 }
 
-json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps) {
+json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps, bool variants) {
   cudaStream_t s;
   LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   int dev = 0, l2 = 0;
@@ -143,7 +143,6 @@ json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps) {
     setup.stream = s;
     Optimizer opt(spec, Device::CUDA, c.n, setup);
     const double bytes = static_cast<double>(bytes_per_param(opt.hyper())) * c.n;
-    double ms = gpu_median_ms([&] { opt.step(p, g); }, s, flush, flush_bytes, reps);
     size_t copy_bytes = static_cast<size_t>(bytes / 2);
     void *src, *dst;
     LRLAB_CUDA_CHECK(cudaMalloc(&src, copy_bytes));
@@ -153,16 +152,30 @@ json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps) {
         flush, flush_bytes, reps);
     LRLAB_CUDA_CHECK(cudaFree(src));
     LRLAB_CUDA_CHECK(cudaFree(dst));
-    // The update kernel's blocks of 256 threads that one multiprocessor holds: its grid is one wave
-    // of them, and the fraction of a copy depended on it when the grid was not (BENCHMARKS.md).
-    const int64_t blocks_per_sm = detail::cuda_update_resident_blocks(opt.hyper().kind, opt.num_state_buffers(), 1);
-    rows.push_back({{"device", "cuda"}, {"gpu", prop.name}, {"optimizer", spec}, {"case", c.label},
-                    {"params", c.n}, {"tensors", c.tensors}, {"bytes_per_param", bytes_per_param(opt.hyper())},
-                    {"step_ms", ms}, {"gbps", bytes / ms / 1e6}, {"copy_gbps", bytes / cms / 1e6},
-                    {"fraction_of_copy", cms / ms}, {"update_blocks_per_sm", blocks_per_sm}});
-    std::fprintf(stderr, "cuda %-28s %-13s %8.3f ms  %7.1f GB/s  copy %7.1f GB/s  %.3f of copy  %lld blocks/SM\n",
-                 spec.c_str(), c.label.c_str(), ms, bytes / ms / 1e6, bytes / cms / 1e6, cms / ms,
-                 static_cast<long long>(blocks_per_sm));
+    // The library's kernel first; with --variants, then the other unroll on the same buffers, each
+    // row saying which it is and how many of its blocks one multiprocessor holds (the grid is one
+    // wave of them, and the fraction of a copy followed that count when it was not: BENCHMARKS.md).
+    const int lib_unroll = detail::OptimizerAccess::update_unroll(opt);
+    std::vector<int> unrolls = {lib_unroll};
+    if (variants) unrolls.push_back(lib_unroll == 1 ? 2 : 1);
+    for (int unroll : unrolls) {
+      detail::OptimizerAccess::set_update_unroll(opt, unroll);
+      const double ms = gpu_median_ms([&] { opt.step(p, g); }, s, flush, flush_bytes, reps);
+      const int64_t blocks_per_sm = detail::OptimizerAccess::update_blocks_per_sm(opt);
+      json row = {{"device", "cuda"}, {"gpu", prop.name}, {"optimizer", spec}, {"case", c.label},
+                  {"params", c.n}, {"tensors", c.tensors}, {"bytes_per_param", bytes_per_param(opt.hyper())},
+                  {"step_ms", ms}, {"gbps", bytes / ms / 1e6}, {"copy_gbps", bytes / cms / 1e6},
+                  {"fraction_of_copy", cms / ms}, {"update_blocks_per_sm", blocks_per_sm},
+                  {"update_unroll", unroll}};
+      // Rows of a kernel the library does not use are marked, so that comparisons and the
+      // headline figure skip them.
+      if (unroll != lib_unroll) row["variant"] = "unroll " + std::to_string(unroll);
+      rows.push_back(row);
+      std::fprintf(stderr, "cuda %-28s %-13s %8.3f ms  %7.1f GB/s  copy %7.1f GB/s  %.3f of copy  %lld blocks/SM  unroll %d%s\n",
+                   spec.c_str(), c.label.c_str(), ms, bytes / ms / 1e6, bytes / cms / 1e6, cms / ms,
+                   static_cast<long long>(blocks_per_sm), unroll, unroll != lib_unroll ? " (variant)" : "");
+    }
+    detail::OptimizerAccess::set_update_unroll(opt, lib_unroll);
   }
   LRLAB_CUDA_CHECK(cudaFree(p));
   LRLAB_CUDA_CHECK(cudaFree(g));
@@ -189,6 +202,10 @@ int main(int argc, char** argv) {
   app.add_option("--optimizers", specs, "optimizer specs")->capture_default_str();
   app.add_option("--reps", reps, "timed repetitions")->check(CLI::Range(3, 10000))->capture_default_str();
   app.add_option("--json", out, "write results here");
+  bool variants = false;
+  app.add_flag("--variants", variants,
+               "on the GPU, also time the update kernel the library does not use (the other unroll), "
+               "in rows marked \"variant\"");
   if (const int status = bench::parse_options(app, argc, argv); status >= 0) return status;
   try {
     json rows = json::array();
@@ -204,7 +221,7 @@ int main(int argc, char** argv) {
       if (device != "cuda")
         for (auto& r : run_cpu(specs, c, reps)) rows.push_back(r);
       if (gpu)
-        for (auto& r : run_gpu(specs, c, reps)) rows.push_back(r);
+        for (auto& r : run_gpu(specs, c, reps, variants)) rows.push_back(r);
     }
     bench::write_report({{"benchmark", "bench_optim"}, {"threads", omp_get_max_threads()}, {"results", rows}}, out);
   } catch (const std::exception& e) {

@@ -28,7 +28,9 @@ def main():
     ap.add_argument("torch_json")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = ap.parse_args()
-    lrlab = {(r["device"], r["optimizer"], r["case"]): r for r in load(args.lrlab_json, "bench_optim")}
+    # Rows marked "variant" time a kernel the library does not use (bench_optim --variants).
+    lrlab = {(r["device"], r["optimizer"], r["case"]): r for r in load(args.lrlab_json, "bench_optim")
+             if "variant" not in r}
     torch_rows = load(args.torch_json, "torch_optim_bench")
 
     head = ["device", "optimizer", "case", "lrlab ms", "lrlab GB/s", "torch impl", "torch ms", "torch GB/s",

@@ -2,6 +2,7 @@
 // clipping or the finite check needs them), a one-thread-per-replica prepare kernel, and one update
 // launch over every parameter of every replica. The per-element math is update_rules.hpp's.
 #include <algorithm>
+#include <type_traits>
 
 #include <cub/device/device_reduce.cuh>
 #include <cub/device/device_segmented_reduce.cuh>
@@ -60,51 +61,106 @@ __device__ __forceinline__ void scalar_update(const FusedArgs& a, const ReplicaS
   if (a.bf16) a.bf16[at] = float_to_bf16(p);
 }
 
-// One block row (blockIdx.y) per replica; threads stride over quads of the replica's parameters. A
-// quad inside one group and one packing block takes the 16-byte path; quads that straddle a
-// boundary or the end go element-wise.
+// A quad is four consecutive parameters of one replica. Inside one group and one packing block, and
+// whole, it takes the 16-byte path; otherwise (a boundary or the end) it goes element-wise.
+__device__ __forceinline__ bool vector_quad(const FusedArgs& a, int64_t i, int& gi, int& bi) {
+  gi = group_of(a.groups, i);
+  bi = block_of(a.blocks, i);
+  return a.vec && gi >= 0 && i + 3 < a.n && i + 3 < a.groups.end[gi] && i + 3 < a.blocks.end[bi];
+}
+
+template <int NS>
+struct QuadData {
+  float4 p, g, st[NS > 0 ? NS : 1];
+};
+
+template <int NS>
+__device__ __forceinline__ void load_quad(const FusedArgs& a, int64_t at, QuadData<NS>& x) {
+  x.p = *reinterpret_cast<const float4*>(a.p + at);
+  x.g = *reinterpret_cast<const float4*>(a.g + at);
+#pragma unroll
+  for (int k = 0; k < NS; ++k) x.st[k] = *reinterpret_cast<const float4*>(a.s[k] + at);
+}
+
 template <OptimKind K, int NS>
-__global__ void __launch_bounds__(kUpdateThreads) update_kernel(FusedArgs a, const ReplicaState* states) {
+__device__ __forceinline__ void update_quad(const FusedArgs& a, const ReplicaState& s, int gi, int64_t at,
+                                            QuadData<NS>& x) {
+  const float lr = s.lr * a.groups.lr_mult[gi];
+  const float wd = a.groups.wd[gi];
+  float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f;
+  float* sx[3] = {NS > 0 ? &x.st[0].x : &d0, NS > 1 ? &x.st[1].x : &d1, NS > 2 ? &x.st[2].x : &d2};
+  float* sy[3] = {NS > 0 ? &x.st[0].y : &d0, NS > 1 ? &x.st[1].y : &d1, NS > 2 ? &x.st[2].y : &d2};
+  float* sz[3] = {NS > 0 ? &x.st[0].z : &d0, NS > 1 ? &x.st[1].z : &d1, NS > 2 ? &x.st[2].z : &d2};
+  float* sw[3] = {NS > 0 ? &x.st[0].w : &d0, NS > 1 ? &x.st[1].w : &d1, NS > 2 ? &x.st[2].w : &d2};
+  update_element<K>(a.h, s, lr, wd, x.p.x, x.g.x, *sx[0], *sx[1], *sx[2]);
+  update_element<K>(a.h, s, lr, wd, x.p.y, x.g.y, *sy[0], *sy[1], *sy[2]);
+  update_element<K>(a.h, s, lr, wd, x.p.z, x.g.z, *sz[0], *sz[1], *sz[2]);
+  update_element<K>(a.h, s, lr, wd, x.p.w, x.g.w, *sw[0], *sw[1], *sw[2]);
+  *reinterpret_cast<float4*>(a.p + at) = x.p;
+#pragma unroll
+  for (int k = 0; k < NS; ++k) *reinterpret_cast<float4*>(a.s[k] + at) = x.st[k];
+  if (a.bf16) {
+    ushort4 b = make_ushort4(float_to_bf16(x.p.x), float_to_bf16(x.p.y), float_to_bf16(x.p.z),
+                             float_to_bf16(x.p.w));
+    *reinterpret_cast<ushort4*>(a.bf16 + at) = b;
+  }
+}
+
+// Quad q of replica r, on its own.
+template <OptimKind K, int NS>
+__device__ __forceinline__ void single_quad(const FusedArgs& a, const ReplicaState& s, int64_t r, int64_t q) {
+  const int64_t i = q * 4;
+  int gi, bi;
+  if (vector_quad(a, i, gi, bi)) {
+    const int64_t at = block_base(a.blocks, bi, r) + i;
+    QuadData<NS> x;
+    load_quad<NS>(a, at, x);
+    update_quad<K, NS>(a, s, gi, at, x);
+  } else {
+    for (int64_t j = i; j < i + 4 && j < a.n; ++j) {
+      const int gj = group_of(a.groups, j);
+      if (gj >= 0) scalar_update<K, NS>(a, s, block_base(a.blocks, block_of(a.blocks, j), r) + j, gj);
+    }
+  }
+}
+
+// One block row (blockIdx.y) per replica; threads stride over quads of the replica's parameters.
+// With U = 2 a thread takes two quads an iteration, a grid's width apart (so both loads stay
+// coalesced), and issues both quads' loads before the first one's arithmetic. Only the source order
+// can do that: one quad's stores may alias the next one's loads as far as the compiler knows. It
+// doubles the bytes each thread has in flight, which is what keeps the memory busy when few blocks
+// fit on a multiprocessor (BENCHMARKS.md).
+//
+// The register budget (__launch_bounds__'s second figure, blocks per multiprocessor) holds each
+// kernel at the blocks it fits without the cap, except where a register or two decides a whole
+// block: with one quad, Adam needs 50 registers and centered RMSprop with momentum 49, which leave
+// 4 blocks of 256 threads; at 48 they fit 5 (ptxas -v, sm_90: no spill for Adam, 4 bytes for
+// RMSprop). amsgrad's 56 stay.
+constexpr int update_min_blocks(OptimKind k, int ns, int u) {
+  return u == 2 ? 3 : (k == OptimKind::Adam || k == OptimKind::AdamW) && ns == 3 ? 4 : 5;
+}
+
+template <OptimKind K, int NS, int U>
+__global__ void __launch_bounds__(kUpdateThreads, update_min_blocks(K, NS, U)) update_kernel(FusedArgs a, const ReplicaState* states) {
+  static_assert(U == 1 || U == 2, "one or two quads an iteration");
   const int64_t r = blockIdx.y;
   const ReplicaState s = states[r];
   if (s.skipped) return;
   const int64_t nq = (a.n + 3) / 4;
-  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < nq;
-       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = q * 4;
-    const int gi = group_of(a.groups, i);
-    const int bi = block_of(a.blocks, i);
-    if (a.vec && gi >= 0 && i + 3 < a.n && i + 3 < a.groups.end[gi] && i + 3 < a.blocks.end[bi]) {
-      const int64_t at = block_base(a.blocks, bi, r) + i;
-      const float lr = s.lr * a.groups.lr_mult[gi];
-      const float wd = a.groups.wd[gi];
-      float4 p = *reinterpret_cast<const float4*>(a.p + at);
-      const float4 g = *reinterpret_cast<const float4*>(a.g + at);
-      float4 st[3];
-#pragma unroll
-      for (int k = 0; k < NS; ++k) st[k] = *reinterpret_cast<const float4*>(a.s[k] + at);
-      float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f;
-      float* sx[3] = {NS > 0 ? &st[0].x : &d0, NS > 1 ? &st[1].x : &d1, NS > 2 ? &st[2].x : &d2};
-      float* sy[3] = {NS > 0 ? &st[0].y : &d0, NS > 1 ? &st[1].y : &d1, NS > 2 ? &st[2].y : &d2};
-      float* sz[3] = {NS > 0 ? &st[0].z : &d0, NS > 1 ? &st[1].z : &d1, NS > 2 ? &st[2].z : &d2};
-      float* sw[3] = {NS > 0 ? &st[0].w : &d0, NS > 1 ? &st[1].w : &d1, NS > 2 ? &st[2].w : &d2};
-      update_element<K>(a.h, s, lr, wd, p.x, g.x, *sx[0], *sx[1], *sx[2]);
-      update_element<K>(a.h, s, lr, wd, p.y, g.y, *sy[0], *sy[1], *sy[2]);
-      update_element<K>(a.h, s, lr, wd, p.z, g.z, *sz[0], *sz[1], *sz[2]);
-      update_element<K>(a.h, s, lr, wd, p.w, g.w, *sw[0], *sw[1], *sw[2]);
-      *reinterpret_cast<float4*>(a.p + at) = p;
-#pragma unroll
-      for (int k = 0; k < NS; ++k) *reinterpret_cast<float4*>(a.s[k] + at) = st[k];
-      if (a.bf16) {
-        ushort4 b = make_ushort4(float_to_bf16(p.x), float_to_bf16(p.y), float_to_bf16(p.z),
-                                 float_to_bf16(p.w));
-        *reinterpret_cast<ushort4*>(a.bf16 + at) = b;
-      }
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < nq; q += U * stride) {
+    int g0, b0, g1, b1;
+    if (U == 2 && q + stride < nq && vector_quad(a, q * 4, g0, b0) && vector_quad(a, (q + stride) * 4, g1, b1)) {
+      const int64_t at0 = block_base(a.blocks, b0, r) + q * 4;
+      const int64_t at1 = block_base(a.blocks, b1, r) + (q + stride) * 4;
+      QuadData<NS> x0, x1;
+      load_quad<NS>(a, at0, x0);
+      load_quad<NS>(a, at1, x1);
+      update_quad<K, NS>(a, s, g0, at0, x0);
+      update_quad<K, NS>(a, s, g1, at1, x1);
     } else {
-      for (int64_t j = i; j < i + 4 && j < a.n; ++j) {
-        const int gj = group_of(a.groups, j);
-        if (gj >= 0) scalar_update<K, NS>(a, s, block_base(a.blocks, block_of(a.blocks, j), r) + j, gj);
-      }
+      single_quad<K, NS>(a, s, r, q);
+      if (U == 2 && q + stride < nq) single_quad<K, NS>(a, s, r, q + stride);
     }
   }
 }
@@ -115,32 +171,41 @@ __global__ void fill_kernel(float* p, int64_t n, float value) {
     p[i] = value;
 }
 
-template <OptimKind K, int NS>
-int resident_per_sm() {
-  int blocks = 0;
-  LRLAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, update_kernel<K, NS>, kUpdateThreads, 0));
-  return blocks;
-}
-
+template <int V>
+using Int = std::integral_constant<int, V>;
 template <OptimKind K>
-int resident_per_sm(int nstate) {
-  switch (nstate) {
-    case 0: return resident_per_sm<K, 0>();
-    case 1: return resident_per_sm<K, 1>();
-    case 2: return resident_per_sm<K, 2>();
-    default: return resident_per_sm<K, 3>();
-  }
-}
+using Kind = std::integral_constant<OptimKind, K>;
 
-template <OptimKind K>
-void launch_kind(const FusedArgs& a, const ReplicaState* states, dim3 grid, cudaStream_t stream) {
-  switch (a.nstate) {
-    case 0: LRLAB_LAUNCH(grid, kUpdateThreads, stream, update_kernel<K, 0>)(a, states); break;
-    case 1: LRLAB_LAUNCH(grid, kUpdateThreads, stream, update_kernel<K, 1>)(a, states); break;
-    case 2: LRLAB_LAUNCH(grid, kUpdateThreads, stream, update_kernel<K, 2>)(a, states); break;
-    default: LRLAB_LAUNCH(grid, kUpdateThreads, stream, update_kernel<K, 3>)(a, states); break;
+// Calls f(Kind<K>, Int<NS>, Int<U>) for the kernel that serves `kind` with `nstate` state buffers
+// and `unroll` quads an iteration. Only the state counts a kind can have are built (state_buffers()).
+template <typename F>
+void with_update_kernel(OptimKind kind, int nstate, int unroll, F&& f) {
+  auto by_unroll = [&](auto k, auto ns) {
+    if (unroll == 2)
+      f(k, ns, Int<2>{});
+    else
+      f(k, ns, Int<1>{});
+  };
+  auto adam_like = [&](auto k) {  // m, v and, with amsgrad, vmax
+    if (nstate == 3)
+      by_unroll(k, Int<3>{});
+    else
+      by_unroll(k, Int<2>{});
+  };
+  switch (kind) {
+    case OptimKind::SGD:
+      if (nstate == 0) by_unroll(Kind<OptimKind::SGD>{}, Int<0>{});
+      else by_unroll(Kind<OptimKind::SGD>{}, Int<1>{});
+      break;
+    case OptimKind::Adam: adam_like(Kind<OptimKind::Adam>{}); break;
+    case OptimKind::AdamW: adam_like(Kind<OptimKind::AdamW>{}); break;
+    case OptimKind::RMSprop:
+      if (nstate == 1) by_unroll(Kind<OptimKind::RMSprop>{}, Int<1>{});
+      else if (nstate == 2) by_unroll(Kind<OptimKind::RMSprop>{}, Int<2>{});
+      else by_unroll(Kind<OptimKind::RMSprop>{}, Int<3>{});
+      break;
+    case OptimKind::Adagrad: by_unroll(Kind<OptimKind::Adagrad>{}, Int<1>{}); break;
   }
-  LRLAB_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -187,15 +252,12 @@ void cuda_fill(float* p, int64_t n, float value, cudaStream_t stream) {
   LRLAB_CUDA_CHECK_LAUNCH();
 }
 
-int64_t cuda_update_resident_blocks(OptimKind kind, int nstate, int num_sms) {
+int64_t cuda_update_resident_blocks(OptimKind kind, int nstate, int unroll, int num_sms) {
   int per_sm = 0;
-  switch (kind) {
-    case OptimKind::SGD: per_sm = resident_per_sm<OptimKind::SGD>(nstate); break;
-    case OptimKind::Adam: per_sm = resident_per_sm<OptimKind::Adam>(nstate); break;
-    case OptimKind::AdamW: per_sm = resident_per_sm<OptimKind::AdamW>(nstate); break;
-    case OptimKind::RMSprop: per_sm = resident_per_sm<OptimKind::RMSprop>(nstate); break;
-    case OptimKind::Adagrad: per_sm = resident_per_sm<OptimKind::Adagrad>(nstate); break;
-  }
+  with_update_kernel(kind, nstate, unroll, [&](auto k, auto ns, auto u) {
+    LRLAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, update_kernel<decltype(k)::value, decltype(ns)::value, decltype(u)::value>, kUpdateThreads, 0));
+  });
   return std::max<int64_t>(1, static_cast<int64_t>(per_sm) * num_sms);
 }
 
@@ -205,16 +267,16 @@ void cuda_update(const FusedArgs& a, const ReplicaState* states, int64_t residen
   // grid larger than the GPU holds at once runs its last blocks as a second, partial wave with too
   // few loads in flight for the memory: on an H200, the grid of 8 blocks per multiprocessor it used
   // to ask for kept Adam (5 blocks fit, then 3) at 0.82 of a copy (BENCHMARKS.md has the table).
-  const int64_t want = (quads + kUpdateThreads - 1) / kUpdateThreads;
+  LRLAB_REQUIRE(a.unroll == 1 || a.unroll == 2, "the update takes one or two quads an iteration, not ", a.unroll);
+  const int64_t per_block = int64_t{kUpdateThreads} * a.unroll;
+  const int64_t want = (quads + per_block - 1) / per_block;
   const int64_t cap = std::max<int64_t>(1, resident_blocks / a.replicas);
   dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, std::min(want, cap))), static_cast<unsigned>(a.replicas));
-  switch (a.h.kind) {
-    case OptimKind::SGD: launch_kind<OptimKind::SGD>(a, states, grid, stream); break;
-    case OptimKind::Adam: launch_kind<OptimKind::Adam>(a, states, grid, stream); break;
-    case OptimKind::AdamW: launch_kind<OptimKind::AdamW>(a, states, grid, stream); break;
-    case OptimKind::RMSprop: launch_kind<OptimKind::RMSprop>(a, states, grid, stream); break;
-    case OptimKind::Adagrad: launch_kind<OptimKind::Adagrad>(a, states, grid, stream); break;
-  }
+  with_update_kernel(a.h.kind, a.nstate, a.unroll, [&](auto k, auto ns, auto u) {
+    LRLAB_LAUNCH(grid, kUpdateThreads, stream,
+                 update_kernel<decltype(k)::value, decltype(ns)::value, decltype(u)::value>)(a, states);
+  });
+  LRLAB_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace lrlab::detail

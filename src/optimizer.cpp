@@ -151,6 +151,7 @@ struct Optimizer::Impl {
   DeviceBuffer<char> d_scratch;
   size_t scratch_bytes = 0;
   int num_sms = 1;
+  int update_unroll = detail::kDefaultUpdateUnroll;
   int64_t update_blocks = 1;  // cuda_update_resident_blocks()
   int64_t grad_chunk = 0;  // FusedArgs::grad_chunk and grad_parts
   int grad_parts = 1;
@@ -423,6 +424,7 @@ struct Optimizer::Impl {
     a.grad_chunk = grad_chunk;
     a.grad_parts = grad_parts;
     a.nstate = nstate;
+    a.unroll = update_unroll;
     a.stats = stats();
     auto aligned = [](const void* q, size_t b) { return reinterpret_cast<uintptr_t>(q) % b == 0; };
     a.vec = blocks_aligned && aligned(p, 16) && aligned(g, 16) && aligned(bf16, 8);
@@ -606,7 +608,7 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     int dev_id = 0;
     LRLAB_CUDA_CHECK(cudaGetDevice(&dev_id));
     LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, dev_id));
-    m.update_blocks = detail::cuda_update_resident_blocks(m.h.kind, m.nstate, m.num_sms);
+    m.update_blocks = detail::cuda_update_resident_blocks(m.h.kind, m.nstate, m.update_unroll, m.num_sms);
     m.d_tables.resize(m.K);
     m.d_states = DeviceBuffer<ReplicaState>(m.K);
     for (int k = 0; k < m.nstate; ++k) m.d_buf[k] = DeviceBuffer<float>(m.pk.span());
@@ -963,5 +965,25 @@ int64_t Optimizer::replicas() const { return self().K; }
 const ReplicaPacking& Optimizer::packing() const { return self().pk; }
 int Optimizer::num_state_buffers() const { return self().nstate; }
 const std::vector<ParamGroup>& Optimizer::groups() const { return self().groups; }
+
+namespace detail {
+
+int OptimizerAccess::update_unroll(const Optimizer& opt) { return opt.self().update_unroll; }
+
+void OptimizerAccess::set_update_unroll(Optimizer& opt, int unroll) {
+  Optimizer::Impl& m = opt.self();
+  LRLAB_REQUIRE(unroll == 1 || unroll == 2, "the update's unroll is 1 or 2, not " + std::to_string(unroll));
+  LRLAB_REQUIRE(m.cuda(), "the update's unroll is a setting of the CUDA optimizer");
+  LRLAB_REQUIRE(!m.captured, "the update's unroll cannot change once step() is in a CUDA graph");
+  m.update_unroll = unroll;
+  m.update_blocks = cuda_update_resident_blocks(m.h.kind, m.nstate, unroll, m.num_sms);
+}
+
+int64_t OptimizerAccess::update_blocks_per_sm(const Optimizer& opt) {
+  const Optimizer::Impl& m = opt.self();
+  return m.cuda() ? m.update_blocks / m.num_sms : 0;
+}
+
+}  // namespace detail
 
 }  // namespace lrlab

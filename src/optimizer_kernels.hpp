@@ -47,6 +47,7 @@ struct FusedArgs {
   int64_t grad_chunk = 0;
   int grad_parts = 0;
   int nstate = 0;
+  int unroll = 1;     // the CUDA update's quads per thread per iteration: 1 or 2
   bool vec = false;   // 16-byte vector access is safe (aligned pointers and blocks)
   bool stats = false; // gradient statistics (sum of squares) are needed before the update
 };
@@ -115,9 +116,23 @@ void cuda_grad_sq(const FusedArgs& a, double* grad_sq, void* scratch, size_t scr
                   cudaStream_t stream);
 void cuda_prepare(ReplicaState* states, const double* grad_sq, int parts, const OptimizerHyper& h,
                   bool stats, int64_t replicas, cudaStream_t stream);
-// How many blocks of the update kernel for `kind` with `nstate` state buffers the whole GPU holds
-// at once (multiprocessors x blocks each fits, given its registers): cuda_update's grid.
-int64_t cuda_update_resident_blocks(OptimKind kind, int nstate, int num_sms);
+// The CUDA update's quads per thread per loop iteration unless told otherwise (FusedArgs::unroll).
+// Two quads put more bytes in flight per thread with fewer threads; which is faster is for the
+// hardware to say (bench_optim --variants times both, BENCHMARKS.md).
+constexpr int kDefaultUpdateUnroll = 1;
+// How many blocks of the update kernel for `kind` with `nstate` state buffers and `unroll` quads an
+// iteration the whole GPU holds at once (multiprocessors x blocks each fits, given its registers):
+// cuda_update's grid.
+int64_t cuda_update_resident_blocks(OptimKind kind, int nstate, int unroll, int num_sms);
+// The CUDA update of an existing optimizer, so that a benchmark can time its variants side by side.
+struct OptimizerAccess {
+  static int update_unroll(const Optimizer& opt);
+  // 1 or 2; the grid follows (the kernels differ in registers, so in the blocks that fit).
+  static void set_update_unroll(Optimizer& opt, int unroll);
+  // Blocks of the update kernel in use that one multiprocessor holds at once.
+  static int64_t update_blocks_per_sm(const Optimizer& opt);
+};
+
 void cuda_update(const FusedArgs& a, const ReplicaState* states, int64_t resident_blocks, cudaStream_t stream);
 // p[0..n) = value, enqueued on the stream (state buffers' initial values, with no host staging).
 void cuda_fill(float* p, int64_t n, float value, cudaStream_t stream);

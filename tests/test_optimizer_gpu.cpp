@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "lrlab/optimizer.hpp"
 #include "lrlab/rng.hpp"
 #include "optim_long_run.hpp"
+#include "optimizer_kernels.hpp"
 #include "test_util.hpp"
 
 using namespace lrlab;
@@ -172,6 +174,97 @@ INSTANTIATE_TEST_SUITE_P(AllRules, OptimizerGpuParity,
                                            "adagrad(lr_decay=0.01,initial_accumulator=0.1)",
                                            "adam(clip=0.5)", "sgd(maximize=true,clip=2)",
                                            "adamw(check_finite=true)"));
+
+// The update kernel takes one quad or two an iteration (detail::kDefaultUpdateUnroll picks; the
+// benchmark times the other), each built for every optimizer's count of state buffers. Both must write the same bits everywhere: in the pairs' fast path,
+// where one quad of a pair falls back to single quads (a group or block edge, a misaligned buffer),
+// at the end of the grid-stride loop where the second quad of a pair is past the end, and over
+// several loop turns (n large against the grid).
+TEST(OptimizerGpu, OneAndTwoQuadsAnIterationWriteTheSameBits) {
+  LRLAB_REQUIRE_GPU();
+  struct Case {
+    int64_t K, n, ld, offset;
+    std::vector<ReplicaBlock> blocks;
+  };
+  const Case cases[] = {
+      {1, 7, 7, 0, {}},
+      {1, 300001, 300001, 0, {}},
+      {3, 100003, 100004, 0, {}},
+      {2, 4099, 4099, 1, {}},
+      {3, 1001, 0, 0, {{0, 602, 1, 1012}, {602, 1001, 606, 1012}}},
+      // Aligned blocks, so pairs take the vector path with their two quads in different blocks.
+      {2, 40000, 0, 0, {{0, 20000, 0, 20000}, {20000, 40000, 40000, 20000}}},
+  };
+  for (const char* spec : {"adam(wd=0.01)", "adamw(amsgrad=true)", "sgd()", "sgd(momentum=0.9)", "rmsprop()",
+                           "rmsprop(momentum=0.9)", "rmsprop(momentum=0.9,centered=true)", "adagrad()"}) {
+    for (const Case& c : cases) {
+      const std::string what = std::string(spec) + " K=" + std::to_string(c.K) + " n=" + std::to_string(c.n) +
+                               " offset=" + std::to_string(c.offset);
+      OptimizerSetup setup;
+      setup.replicas = c.K;
+      setup.replica_stride = c.ld;
+      setup.blocks = c.blocks;
+      if (c.n > 10) setup.groups = {{1, c.n / 3 + 1, 1.0f, -1.0f}, {c.n / 3 + 5, c.n - 2, 0.3f, 0.0f}};
+      const int64_t span =
+          (c.blocks.empty() ? ReplicaPacking(c.n, c.K, c.ld) : ReplicaPacking(c.n, c.K, c.blocks)).span();
+      Optimizer one(spec, Device::CUDA, c.n, setup), two(spec, Device::CUDA, c.n, setup);
+      detail::OptimizerAccess::set_update_unroll(one, 1);
+      detail::OptimizerAccess::set_update_unroll(two, 2);
+      ASSERT_EQ(detail::OptimizerAccess::update_unroll(two), 2);
+      ASSERT_GE(detail::OptimizerAccess::update_blocks_per_sm(one), 1);
+      Rng rng(static_cast<uint64_t>(c.n) + 17);
+      const std::vector<float> p0 = random_vector(static_cast<size_t>(span), rng);
+      DeviceArray<float> p1(span + c.offset), p2(span + c.offset), g(span + c.offset);
+      DeviceArray<uint16_t> b1(span + c.offset), b2(span + c.offset);
+      for (auto* b : {&b1, &b2}) b->poison();
+      p1.upload(p0, c.offset);
+      p2.upload(p0, c.offset);
+      for (int step = 0; step < 3; ++step) {
+        g.upload(random_vector(static_cast<size_t>(span), rng), c.offset);
+        one.step(p1.ptr + c.offset, g.ptr + c.offset, b1.ptr + c.offset);
+        two.step(p2.ptr + c.offset, g.ptr + c.offset, b2.ptr + c.offset);
+      }
+      const std::vector<float> w1 = p1.download(c.offset), w2 = p2.download(c.offset);
+      ASSERT_EQ(w1.size(), w2.size());
+      int64_t moved = 0;
+      for (size_t j = 0; j < w1.size(); ++j) {
+        ASSERT_EQ(std::memcmp(&w1[j], &w2[j], sizeof(float)), 0) << what << " weight " << j;
+        moved += w1[j] != p0[j];
+      }
+      EXPECT_GT(moved, 0) << what;
+      EXPECT_EQ(b1.download(), b2.download()) << what;
+      for (int k = 0; k < one.num_state_buffers(); ++k) {
+        const std::vector<float> s1 = one.state_buffer(k), s2 = two.state_buffer(k);
+        ASSERT_EQ(s1.size(), s2.size());
+        EXPECT_EQ(std::memcmp(s1.data(), s2.data(), s1.size() * sizeof(float)), 0) << what << " state " << k;
+      }
+    }
+  }
+}
+
+TEST(OptimizerGpu, UpdateUnrollIsOneOrTwoOnTheGpuOnly) {
+  Optimizer cpu("adam()", Device::CPU, 16);
+  EXPECT_THROW(detail::OptimizerAccess::set_update_unroll(cpu, 2), Error);
+  EXPECT_EQ(detail::OptimizerAccess::update_blocks_per_sm(cpu), 0);
+  LRLAB_REQUIRE_GPU();
+  Optimizer gpu("adam()", Device::CUDA, 16);
+  EXPECT_EQ(detail::OptimizerAccess::update_unroll(gpu), detail::kDefaultUpdateUnroll);
+  for (int bad : {0, 3, -1}) EXPECT_THROW(detail::OptimizerAccess::set_update_unroll(gpu, bad), Error) << bad;
+  EXPECT_EQ(detail::OptimizerAccess::update_unroll(gpu), detail::kDefaultUpdateUnroll);
+  // A graph keeps the kernel it recorded; changing it afterwards would leave graph and optimizer
+  // disagreeing about the grid.
+  const TestStream owned;
+  OptimizerSetup setup;
+  setup.stream = owned.get();
+  Optimizer graphed("adam()", Device::CUDA, 16, setup);
+  DeviceArray<float> p(16), g(16);
+  cudaGraph_t graph;
+  LRLAB_CUDA_CHECK(cudaStreamBeginCapture(owned.get(), cudaStreamCaptureModeGlobal));
+  graphed.step(p.ptr, g.ptr);
+  LRLAB_CUDA_CHECK(cudaStreamEndCapture(owned.get(), &graph));
+  LRLAB_CUDA_CHECK(cudaGraphDestroy(graph));
+  EXPECT_THROW(detail::OptimizerAccess::set_update_unroll(graphed, 2), Error);
+}
 
 // The GPU counterpart of OptimizerReference (test_optimizer.cpp): the same 1000 steps, data and
 // tolerances against float64 (tests/optim_long_run.hpp), with the weights and the optimizer's state

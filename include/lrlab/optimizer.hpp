@@ -28,6 +28,10 @@
 
 namespace lrlab {
 
+namespace detail {
+struct OptimizerAccess;  // the library's and its benchmarks' view of the kernel set-up
+}  // namespace detail
+
 // Parses "adam(beta1=0.9,beta2=0.999,eps=1e-8,wd=0,amsgrad=false)" and the other names of
 // docs/OPTIMIZERS.md (sgd, adam, adamw, rmsprop, adagrad). Keys every optimizer accepts: wd (alias
 // weight_decay), maximize, clip (max global gradient norm), check_finite.
@@ -152,6 +156,7 @@ class Optimizer {
   struct Impl;
 
  private:
+  friend struct detail::OptimizerAccess;
   Impl& self() const;  // throws for a moved-from optimizer
   std::unique_ptr<Impl> impl_;
 };
