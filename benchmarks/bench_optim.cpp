@@ -122,7 +122,13 @@ double gpu_median_ms(const std::function<void()>& fn, cudaStream_t s, float* flu
   return t[t.size() / 2];
 }
 
-json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps, bool variants) {
+// The update kernel's forms to time: `unroll` (0: the library's), then with `variants` the other.
+struct Forms {
+  int unroll = 0;
+  bool variants = false;
+};
+
+json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps, Forms forms) {
   cudaStream_t s;
   LRLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   int dev = 0, l2 = 0;
@@ -152,12 +158,14 @@ json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps, boo
         flush, flush_bytes, reps);
     LRLAB_CUDA_CHECK(cudaFree(src));
     LRLAB_CUDA_CHECK(cudaFree(dst));
-    // The library's kernel first; with --variants, then the other unroll on the same buffers, each
-    // row saying which it is and how many of its blocks one multiprocessor holds (the grid is one
-    // wave of them, and the fraction of a copy followed that count when it was not: BENCHMARKS.md).
+    // The library's form of the kernel (or --unroll's) first; with --variants, then the other on the
+    // same buffers, each row saying which it is and how many of its blocks one multiprocessor holds
+    // (the grid is one wave of them, and the fraction of a copy followed that count when it was
+    // not: BENCHMARKS.md).
     const int lib_unroll = detail::OptimizerAccess::update_unroll(opt);
-    std::vector<int> unrolls = {lib_unroll};
-    if (variants) unrolls.push_back(lib_unroll == 1 ? 2 : 1);
+    const int first = forms.unroll ? forms.unroll : lib_unroll;
+    std::vector<int> unrolls = {first};
+    if (forms.variants) unrolls.push_back(first == 1 ? 2 : 1);
     for (int unroll : unrolls) {
       detail::OptimizerAccess::set_update_unroll(opt, unroll);
       const double ms = gpu_median_ms([&] { opt.step(p, g); }, s, flush, flush_bytes, reps);
@@ -202,8 +210,14 @@ int main(int argc, char** argv) {
   app.add_option("--optimizers", specs, "optimizer specs")->capture_default_str();
   app.add_option("--reps", reps, "timed repetitions")->check(CLI::Range(3, 10000))->capture_default_str();
   app.add_option("--json", out, "write results here");
-  bool variants = false;
-  app.add_flag("--variants", variants,
+  Forms forms;
+  app.add_option("--unroll", forms.unroll,
+                 "on the GPU, time the update kernel's form with this many quads per thread and "
+                 "iteration (1 or 2; 0: the library's); rows of a form the library does not use are "
+                 "marked \"variant\"")
+      ->check(CLI::Range(0, 2))
+      ->capture_default_str();
+  app.add_flag("--variants", forms.variants,
                "on the GPU, also time the update kernel the library does not use (the other unroll), "
                "in rows marked \"variant\"");
   if (const int status = bench::parse_options(app, argc, argv); status >= 0) return status;
@@ -221,7 +235,7 @@ int main(int argc, char** argv) {
       if (device != "cuda")
         for (auto& r : run_cpu(specs, c, reps)) rows.push_back(r);
       if (gpu)
-        for (auto& r : run_gpu(specs, c, reps, variants)) rows.push_back(r);
+        for (auto& r : run_gpu(specs, c, reps, forms)) rows.push_back(r);
     }
     bench::write_report({{"benchmark", "bench_optim"}, {"threads", omp_get_max_threads()}, {"results", rows}}, out);
   } catch (const std::exception& e) {

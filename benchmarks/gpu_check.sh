@@ -424,12 +424,18 @@ run_profile() {
   summary() {
     "$PY" benchmarks/ncu_summary.py "$1" "$2" --json "$3" "${@:4}" | tee "$STATE/ncu_sum.out"
   }
-  for spec in 'adam()' 'adagrad()'; do
+  # Adam in both forms of the update kernel (one or two quads per thread and iteration, bench_optim
+  # --unroll), so that the counters explain whichever fraction of copy falls short.
+  local entry unroll
+  for entry in 'adam() 1' 'adam() 2' 'adagrad() 0'; do
+    read -r spec unroll <<<"$entry"
     name=${spec%%(*}
+    ((unroll)) && name+=_unroll$unroll
     csv=$RES/ncu_update_$name.csv
     if ncu_run "$csv" --kernel-name regex:update_kernel --launch-skip 2 --launch-count 1 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-      "$BUILD/benchmarks/bench_optim" --device cuda --optimizers "$spec" --sizes 256M --reps 3 --json "$STATE/ncu_bench.json" &&
+      "$BUILD/benchmarks/bench_optim" --device cuda --optimizers "$spec" --sizes 256M --reps 3 --unroll "$unroll" \
+      --json "$STATE/ncu_bench.json" &&
       summary kernel "$csv" "$RES/profile_update_$name.json"; then
       fig+="$name $(tail -n1 "$STATE/ncu_sum.out" | grep -oE 'DRAM [0-9]+%|[0-9.]+ waves' | paste -sd' '); "
     else
@@ -566,7 +572,7 @@ part train_cuda 90 --gpu --after=build run_compare_train cuda "$RES/compare_trai
 part train_lrlab 60 --gpu --after=build run_train_lrlab cuda "$RES/train_lrlab_cuda.json"
 part sweep_cuda 90 --gpu --after=build run_bench_sweep cuda "$RES/bench_sweep_cuda.json"
 part sweep_torch 45 --gpu --after=build run_compare_sweep "$RES/compare_sweep_cuda.json"
-part profile 90 --gpu --after=build run_profile
+part profile 105 --gpu --after=build run_profile
 # The sanitizers after the benchmarks: slower than anything else, they are the first to go when
 # time runs short. They run the kernel-level GPU tests (every kernel, every launch shape), not the
 # long sweeps, range tests and training loops built from the same kernels. Races need shared

@@ -156,6 +156,7 @@ TEST(BenchCli, BadOptionsGiveOneErrorLineAndStatus2) {
       {LRLAB_BENCH_SWEEP_PATH, "--device tpu", "--device"},
       {LRLAB_BENCH_SWEEP_PATH, "--bogus", "--bogus"},
       {LRLAB_BENCH_OPTIM_PATH, "--sizes 12Q", "--sizes: '12Q' is not a parameter count"},
+      {LRLAB_BENCH_OPTIM_PATH, "--unroll 3", "--unroll"},
       {LRLAB_BENCH_OPTIM_PATH, "--sizes -5", "--sizes: '-5' is not a parameter count"},
       {LRLAB_BENCH_OPTIM_PATH, "--sizes 1e30", "--sizes: '1e30' is not a parameter count"},
       {LRLAB_BENCH_OPTIM_PATH, "--sizes 1M,,2M", "--sizes: '' is not a parameter count"},
