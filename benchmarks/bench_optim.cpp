@@ -179,7 +179,9 @@ json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps, For
       // headline figure skip them.
       if (unroll != lib_unroll) row["variant"] = "unroll " + std::to_string(unroll);
       rows.push_back(row);
-      std::fprintf(stderr, "cuda %-28s %-13s %8.3f ms  %7.1f GB/s  copy %7.1f GB/s  %.3f of copy  %lld blocks/SM  unroll %d%s\n",
+      std::fprintf(stderr,
+                   "cuda %-28s %-13s %8.3f ms  %7.1f GB/s  copy %7.1f GB/s  %.3f of copy  %lld blocks/SM  "
+                   "unroll %d%s\n",
                    spec.c_str(), c.label.c_str(), ms, bytes / ms / 1e6, bytes / cms / 1e6, cms / ms,
                    static_cast<long long>(blocks_per_sm), unroll, unroll != lib_unroll ? " (variant)" : "");
     }

@@ -127,9 +127,9 @@ __device__ __forceinline__ void single_quad(const FusedArgs& a, const ReplicaSta
 // One block row (blockIdx.y) per replica; threads stride over quads of the replica's parameters.
 // With U = 2 a thread takes two quads an iteration, a grid's width apart (so both loads stay
 // coalesced), and issues both quads' loads before the first one's arithmetic. Only the source order
-// can do that: one quad's stores may alias the next one's loads as far as the compiler knows. It
-// doubles the bytes each thread has in flight, which is what keeps the memory busy when few blocks
-// fit on a multiprocessor (BENCHMARKS.md).
+// can do that: one quad's stores may alias the next one's loads as far as the compiler knows. That
+// doubles the bytes each thread has in flight, with fewer threads (fewer blocks fit): which form
+// keeps the memory busier is for the hardware to say (bench_optim --variants, BENCHMARKS.md).
 //
 // The register budget (__launch_bounds__'s second figure, blocks per multiprocessor) holds each
 // kernel at the blocks it fits without the cap, except where a register or two decides a whole
@@ -141,7 +141,8 @@ constexpr int update_min_blocks(OptimKind k, int ns, int u) {
 }
 
 template <OptimKind K, int NS, int U>
-__global__ void __launch_bounds__(kUpdateThreads, update_min_blocks(K, NS, U)) update_kernel(FusedArgs a, const ReplicaState* states) {
+__global__ void __launch_bounds__(kUpdateThreads, update_min_blocks(K, NS, U))
+    update_kernel(FusedArgs a, const ReplicaState* states) {
   static_assert(U == 1 || U == 2, "one or two quads an iteration");
   const int64_t r = blockIdx.y;
   const ReplicaState s = states[r];
@@ -150,7 +151,8 @@ __global__ void __launch_bounds__(kUpdateThreads, update_min_blocks(K, NS, U)) u
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < nq; q += U * stride) {
     int g0, b0, g1, b1;
-    if (U == 2 && q + stride < nq && vector_quad(a, q * 4, g0, b0) && vector_quad(a, (q + stride) * 4, g1, b1)) {
+    if (U == 2 && q + stride < nq && vector_quad(a, q * 4, g0, b0) &&
+        vector_quad(a, (q + stride) * 4, g1, b1)) {
       const int64_t at0 = block_base(a.blocks, b0, r) + q * 4;
       const int64_t at1 = block_base(a.blocks, b1, r) + (q + stride) * 4;
       QuadData<NS> x0, x1;

@@ -972,7 +972,7 @@ int OptimizerAccess::update_unroll(const Optimizer& opt) { return opt.self().upd
 
 void OptimizerAccess::set_update_unroll(Optimizer& opt, int unroll) {
   Optimizer::Impl& m = opt.self();
-  LRLAB_REQUIRE(unroll == 1 || unroll == 2, "the update's unroll is 1 or 2, not " + std::to_string(unroll));
+  LRLAB_REQUIRE(unroll == 1 || unroll == 2, "the update's unroll is 1 or 2, not ", unroll);
   LRLAB_REQUIRE(m.cuda(), "the update's unroll is a setting of the CUDA optimizer");
   LRLAB_REQUIRE(!m.captured, "the update's unroll cannot change once step() is in a CUDA graph");
   m.update_unroll = unroll;

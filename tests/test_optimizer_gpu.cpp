@@ -176,10 +176,11 @@ INSTANTIATE_TEST_SUITE_P(AllRules, OptimizerGpuParity,
                                            "adamw(check_finite=true)"));
 
 // The update kernel takes one quad or two an iteration (detail::kDefaultUpdateUnroll picks; the
-// benchmark times the other), each built for every optimizer's count of state buffers. Both must write the same bits everywhere: in the pairs' fast path,
-// where one quad of a pair falls back to single quads (a group or block edge, a misaligned buffer),
-// at the end of the grid-stride loop where the second quad of a pair is past the end, and over
-// several loop turns (n large against the grid).
+// benchmark times the other), each built for every optimizer's count of state buffers. Both must
+// write the same bits everywhere: in the pairs' fast path, where one quad of a pair falls back to
+// single quads (a group or block edge, a misaligned buffer), at the end of the grid-stride loop
+// where the second quad of a pair is past the end, and over several loop turns (n large against
+// the grid).
 TEST(OptimizerGpu, OneAndTwoQuadsAnIterationWriteTheSameBits) {
   LRLAB_REQUIRE_GPU();
   struct Case {
