@@ -185,7 +185,6 @@ json run_gpu(const std::vector<std::string>& specs, const Case& c, int reps, For
                    spec.c_str(), c.label.c_str(), ms, bytes / ms / 1e6, bytes / cms / 1e6, cms / ms,
                    static_cast<long long>(blocks_per_sm), unroll, unroll != lib_unroll ? " (variant)" : "");
     }
-    detail::OptimizerAccess::set_update_unroll(opt, lib_unroll);
   }
   LRLAB_CUDA_CHECK(cudaFree(p));
   LRLAB_CUDA_CHECK(cudaFree(g));

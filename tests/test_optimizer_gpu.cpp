@@ -213,15 +213,19 @@ TEST(OptimizerGpu, OneAndTwoQuadsAnIterationWriteTheSameBits) {
       detail::OptimizerAccess::set_update_unroll(two, 2);
       ASSERT_EQ(detail::OptimizerAccess::update_unroll(two), 2);
       ASSERT_GE(detail::OptimizerAccess::update_blocks_per_sm(one), 1);
+      Optimizer cpu(spec, Device::CPU, c.n, setup);
       Rng rng(static_cast<uint64_t>(c.n) + 17);
       const std::vector<float> p0 = random_vector(static_cast<size_t>(span), rng);
+      std::vector<float> pc = p0;
       DeviceArray<float> p1(span + c.offset), p2(span + c.offset), g(span + c.offset);
       DeviceArray<uint16_t> b1(span + c.offset), b2(span + c.offset);
       for (auto* b : {&b1, &b2}) b->poison();
       p1.upload(p0, c.offset);
       p2.upload(p0, c.offset);
       for (int step = 0; step < 3; ++step) {
-        g.upload(random_vector(static_cast<size_t>(span), rng), c.offset);
+        const std::vector<float> gh = random_vector(static_cast<size_t>(span), rng);
+        g.upload(gh, c.offset);
+        cpu.step(pc.data(), gh.data());
         one.step(p1.ptr + c.offset, g.ptr + c.offset, b1.ptr + c.offset);
         two.step(p2.ptr + c.offset, g.ptr + c.offset, b2.ptr + c.offset);
       }
@@ -233,6 +237,7 @@ TEST(OptimizerGpu, OneAndTwoQuadsAnIterationWriteTheSameBits) {
         moved += w1[j] != p0[j];
       }
       EXPECT_GT(moved, 0) << what;
+      EXPECT_LT(max_rel_diff(w2, pc), 2e-6) << what << " against the CPU path";
       EXPECT_EQ(b1.download(), b2.download()) << what;
       for (int k = 0; k < one.num_state_buffers(); ++k) {
         const std::vector<float> s1 = one.state_buffer(k), s2 = two.state_buffer(k);
