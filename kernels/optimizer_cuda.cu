@@ -45,7 +45,7 @@ __global__ void prepare_kernel(ReplicaState* states, const double* grad_sq, int 
   prepare_step(states[r], h, stats, sq);
 }
 
-template <OptimKind K, int NS>
+template <OptimKind K, bool KR, int NS>
 __device__ __forceinline__ void scalar_update(const FusedArgs& a, const ReplicaState& s, int64_t at,
                                               int gi) {
   float lr = s.lr * a.groups.lr_mult[gi];
@@ -54,7 +54,7 @@ __device__ __forceinline__ void scalar_update(const FusedArgs& a, const ReplicaS
   float st[3] = {0.0f, 0.0f, 0.0f};
 #pragma unroll
   for (int k = 0; k < NS; ++k) st[k] = a.s[k][at];
-  update_element<K>(a.h, s, lr, wd, p, a.g[at], st[0], st[1], st[2]);
+  update_element<K, KR>(a.h, s, lr, wd, p, a.g[at], st[0], st[1], st[2]);
   a.p[at] = p;
 #pragma unroll
   for (int k = 0; k < NS; ++k) a.s[k][at] = st[k];
@@ -82,7 +82,7 @@ __device__ __forceinline__ void load_quad(const FusedArgs& a, int64_t at, QuadDa
   for (int k = 0; k < NS; ++k) x.st[k] = *reinterpret_cast<const float4*>(a.s[k] + at);
 }
 
-template <OptimKind K, int NS>
+template <OptimKind K, bool KR, int NS>
 __device__ __forceinline__ void update_quad(const FusedArgs& a, const ReplicaState& s, int gi, int64_t at,
                                             QuadData<NS>& x) {
   const float lr = s.lr * a.groups.lr_mult[gi];
@@ -92,10 +92,10 @@ __device__ __forceinline__ void update_quad(const FusedArgs& a, const ReplicaSta
   float* sy[3] = {NS > 0 ? &x.st[0].y : &d0, NS > 1 ? &x.st[1].y : &d1, NS > 2 ? &x.st[2].y : &d2};
   float* sz[3] = {NS > 0 ? &x.st[0].z : &d0, NS > 1 ? &x.st[1].z : &d1, NS > 2 ? &x.st[2].z : &d2};
   float* sw[3] = {NS > 0 ? &x.st[0].w : &d0, NS > 1 ? &x.st[1].w : &d1, NS > 2 ? &x.st[2].w : &d2};
-  update_element<K>(a.h, s, lr, wd, x.p.x, x.g.x, *sx[0], *sx[1], *sx[2]);
-  update_element<K>(a.h, s, lr, wd, x.p.y, x.g.y, *sy[0], *sy[1], *sy[2]);
-  update_element<K>(a.h, s, lr, wd, x.p.z, x.g.z, *sz[0], *sz[1], *sz[2]);
-  update_element<K>(a.h, s, lr, wd, x.p.w, x.g.w, *sw[0], *sw[1], *sw[2]);
+  update_element<K, KR>(a.h, s, lr, wd, x.p.x, x.g.x, *sx[0], *sx[1], *sx[2]);
+  update_element<K, KR>(a.h, s, lr, wd, x.p.y, x.g.y, *sy[0], *sy[1], *sy[2]);
+  update_element<K, KR>(a.h, s, lr, wd, x.p.z, x.g.z, *sz[0], *sz[1], *sz[2]);
+  update_element<K, KR>(a.h, s, lr, wd, x.p.w, x.g.w, *sw[0], *sw[1], *sw[2]);
   *reinterpret_cast<float4*>(a.p + at) = x.p;
 #pragma unroll
   for (int k = 0; k < NS; ++k) *reinterpret_cast<float4*>(a.s[k] + at) = x.st[k];
@@ -107,7 +107,7 @@ __device__ __forceinline__ void update_quad(const FusedArgs& a, const ReplicaSta
 }
 
 // Quad q of replica r, on its own.
-template <OptimKind K, int NS>
+template <OptimKind K, bool KR, int NS>
 __device__ __forceinline__ void single_quad(const FusedArgs& a, const ReplicaState& s, int64_t r, int64_t q) {
   const int64_t i = q * 4;
   int gi, bi;
@@ -115,11 +115,11 @@ __device__ __forceinline__ void single_quad(const FusedArgs& a, const ReplicaSta
     const int64_t at = block_base(a.blocks, bi, r) + i;
     QuadData<NS> x;
     load_quad<NS>(a, at, x);
-    update_quad<K, NS>(a, s, gi, at, x);
+    update_quad<K, KR, NS>(a, s, gi, at, x);
   } else {
     for (int64_t j = i; j < i + 4 && j < a.n; ++j) {
       const int gj = group_of(a.groups, j);
-      if (gj >= 0) scalar_update<K, NS>(a, s, block_base(a.blocks, block_of(a.blocks, j), r) + j, gj);
+      if (gj >= 0) scalar_update<K, KR, NS>(a, s, block_base(a.blocks, block_of(a.blocks, j), r) + j, gj);
     }
   }
 }
@@ -140,7 +140,7 @@ constexpr int update_min_blocks(OptimKind k, int ns, int u) {
   return u == 2 ? 3 : (k == OptimKind::Adam || k == OptimKind::AdamW) && ns == 3 ? 4 : 5;
 }
 
-template <OptimKind K, int NS, int U>
+template <OptimKind K, bool KR, int NS, int U>
 __global__ void __launch_bounds__(kUpdateThreads, update_min_blocks(K, NS, U))
     update_kernel(FusedArgs a, const ReplicaState* states) {
   static_assert(U == 1 || U == 2, "one or two quads an iteration");
@@ -158,11 +158,11 @@ __global__ void __launch_bounds__(kUpdateThreads, update_min_blocks(K, NS, U))
       QuadData<NS> x0, x1;
       load_quad<NS>(a, at0, x0);
       load_quad<NS>(a, at1, x1);
-      update_quad<K, NS>(a, s, g0, at0, x0);
-      update_quad<K, NS>(a, s, g1, at1, x1);
+      update_quad<K, KR, NS>(a, s, g0, at0, x0);
+      update_quad<K, KR, NS>(a, s, g1, at1, x1);
     } else {
-      single_quad<K, NS>(a, s, r, q);
-      if (U == 2 && q + stride < nq) single_quad<K, NS>(a, s, r, q + stride);
+      single_quad<K, KR, NS>(a, s, r, q);
+      if (U == 2 && q + stride < nq) single_quad<K, KR, NS>(a, s, r, q + stride);
     }
   }
 }
@@ -175,18 +175,27 @@ __global__ void fill_kernel(float* p, int64_t n, float value) {
 
 template <int V>
 using Int = std::integral_constant<int, V>;
+template <bool V>
+using Bool = std::integral_constant<bool, V>;
 template <OptimKind K>
 using Kind = std::integral_constant<OptimKind, K>;
 
-// Calls f(Kind<K>, Int<NS>, Int<U>) for the kernel that serves `kind` with `nstate` state buffers
-// and `unroll` quads an iteration. Only the state counts a kind can have are built (state_buffers()).
+// Calls f(Kind<K>, Bool<KERAS>, Int<NS>, Int<U>) for the kernel that serves `kind` in PyTorch's or
+// Keras's form with `nstate` state buffers and `unroll` quads an iteration. Only the state counts a
+// kind can have are built (state_buffers()).
 template <typename F>
-void with_update_kernel(OptimKind kind, int nstate, int unroll, F&& f) {
+void with_update_kernel(OptimKind kind, bool keras, int nstate, int unroll, F&& f) {
   auto by_unroll = [&](auto k, auto ns) {
+    auto by_form = [&](auto u) {
+      if (keras)
+        f(k, Bool<true>{}, ns, u);
+      else
+        f(k, Bool<false>{}, ns, u);
+    };
     if (unroll == 2)
-      f(k, ns, Int<2>{});
+      by_form(Int<2>{});
     else
-      f(k, ns, Int<1>{});
+      by_form(Int<1>{});
   };
   auto adam_like = [&](auto k) {  // m, v and, with amsgrad, vmax
     if (nstate == 3)
@@ -254,11 +263,12 @@ void cuda_fill(float* p, int64_t n, float value, cudaStream_t stream) {
   LRLAB_CUDA_CHECK_LAUNCH();
 }
 
-int64_t cuda_update_resident_blocks(OptimKind kind, int nstate, int unroll, int num_sms) {
+int64_t cuda_update_resident_blocks(OptimKind kind, bool keras, int nstate, int unroll, int num_sms) {
   int per_sm = 0;
-  with_update_kernel(kind, nstate, unroll, [&](auto k, auto ns, auto u) {
+  with_update_kernel(kind, keras, nstate, unroll, [&](auto k, auto kr, auto ns, auto u) {
     LRLAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, update_kernel<decltype(k)::value, decltype(ns)::value, decltype(u)::value>, kUpdateThreads, 0));
+        &per_sm, update_kernel<decltype(k)::value, decltype(kr)::value, decltype(ns)::value, decltype(u)::value>,
+        kUpdateThreads, 0));
   });
   return std::max<int64_t>(1, static_cast<int64_t>(per_sm) * num_sms);
 }
@@ -274,9 +284,10 @@ void cuda_update(const FusedArgs& a, const ReplicaState* states, int64_t residen
   const int64_t want = (quads + per_block - 1) / per_block;
   const int64_t cap = std::max<int64_t>(1, resident_blocks / a.replicas);
   dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, std::min(want, cap))), static_cast<unsigned>(a.replicas));
-  with_update_kernel(a.h.kind, a.nstate, a.unroll, [&](auto k, auto ns, auto u) {
+  with_update_kernel(a.h.kind, a.h.keras != 0, a.nstate, a.unroll, [&](auto k, auto kr, auto ns, auto u) {
     LRLAB_LAUNCH(grid, kUpdateThreads, stream,
-                 update_kernel<decltype(k)::value, decltype(ns)::value, decltype(u)::value>)(a, states);
+                 update_kernel<decltype(k)::value, decltype(kr)::value, decltype(ns)::value, decltype(u)::value>)(
+        a, states);
   });
   LRLAB_CUDA_CHECK_LAUNCH();
 }

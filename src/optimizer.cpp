@@ -63,13 +63,18 @@ OptimizerHyper parse_optimizer(const std::string& text) {
     LRLAB_FAIL("unknown optimizer '", n, "' at position ", seg.pos,
                " (expected sgd, adam, adamw, rmsprop or adagrad)");
 
+  // Keras's forms take Keras's defaults: epsilon 1e-7 (1e-8 and 1e-10 in PyTorch), RMSprop's rho
+  // 0.9 (alpha 0.99), Adagrad's accumulator from 0.1 (0), AdamW's weight decay 0.004 (0.01).
+  const bool keras = r.boolean("keras", false);
+  h.keras = keras;
   const char* wd_key = r.has("weight_decay") ? "weight_decay" : "wd";
   LRLAB_REQUIRE(!(r.has("weight_decay") && r.has("wd")), "optimizer '", n,
                 "': give wd or weight_decay, not both");
-  h.weight_decay = setting(r, wd_key, h.kind == OptimKind::AdamW ? 1e-2 : 0.0);
+  h.weight_decay = setting(r, wd_key, h.kind == OptimKind::AdamW ? (keras ? 4e-3 : 1e-2) : 0.0);
   h.maximize = r.boolean("maximize", false);
   h.max_grad_norm = setting(r, "clip", 0.0);
   h.check_finite = r.boolean("check_finite", false);
+  const double eps = keras ? 1e-7 : h.kind == OptimKind::Adagrad ? 1e-10 : 1e-8;
   switch (h.kind) {
     case OptimKind::SGD:
       h.momentum = setting(r, "momentum", 0.0);
@@ -77,25 +82,27 @@ OptimizerHyper parse_optimizer(const std::string& text) {
       h.nesterov = r.boolean("nesterov", false);
       if (h.nesterov && (h.momentum <= 0.0f || h.dampening != 0.0f))
         r.fail_value("nesterov", "Nesterov momentum needs momentum > 0 and dampening = 0");
+      if (keras && h.dampening != 0.0f) r.fail_value("dampening", "Keras's SGD has no dampening (keras=true)");
       break;
     case OptimKind::Adam:
     case OptimKind::AdamW:
       h.beta1 = fraction(r, "beta1", 0.9f, false);
       h.beta2 = fraction(r, "beta2", 0.999f, false);
-      h.eps = setting(r, "eps", 1e-8);
+      h.eps = setting(r, "eps", eps);
       h.amsgrad = r.boolean("amsgrad", false);
       break;
     case OptimKind::RMSprop:
-      h.alpha = fraction(r, "alpha", 0.99f, true);
-      h.eps = setting(r, "eps", 1e-8);
+      h.alpha = fraction(r, "alpha", keras ? 0.9f : 0.99f, true);
+      h.eps = setting(r, "eps", eps);
       h.momentum = setting(r, "momentum", 0.0);
       h.centered = r.boolean("centered", false);
       break;
     case OptimKind::Adagrad:
       h.lr_decay = setting(r, "lr_decay", 0.0);
-      h.eps = setting(r, "eps", 1e-10);
-      h.initial_accumulator =
-          setting(r, r.has("initial_accumulator_value") ? "initial_accumulator_value" : "initial_accumulator", 0.0);
+      h.eps = setting(r, "eps", eps);
+      h.initial_accumulator = setting(
+          r, r.has("initial_accumulator_value") ? "initial_accumulator_value" : "initial_accumulator", keras ? 0.1 : 0.0);
+      if (keras && h.lr_decay != 0.0f) r.fail_value("lr_decay", "Keras's Adagrad has no lr_decay (keras=true)");
       break;
   }
   r.finish();
@@ -511,6 +518,8 @@ void validate_hyper(const OptimizerHyper& h) {
                 ": alpha and dampening must be in [0, 1] (got ", h.alpha, ", ", h.dampening, ")");
   LRLAB_REQUIRE(!h.nesterov || h.kind != OptimKind::SGD || (h.momentum > 0.0f && h.dampening == 0.0f),
                 "optimizer ", name, ": Nesterov momentum needs momentum > 0 and dampening = 0");
+  LRLAB_REQUIRE(!h.keras || (h.dampening == 0.0f && h.lr_decay == 0.0f), "optimizer ", name,
+                ": Keras's rules (keras) have no dampening or lr_decay");
 }
 
 // Moments of one replica (in the order of its parameters) that a state may hold: first moments and
@@ -608,7 +617,8 @@ Optimizer::Optimizer(const OptimizerHyper& hyper, Device device, int64_t n_param
     int dev_id = 0;
     LRLAB_CUDA_CHECK(cudaGetDevice(&dev_id));
     LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, dev_id));
-    m.update_blocks = detail::cuda_update_resident_blocks(m.h.kind, m.nstate, m.update_unroll, m.num_sms);
+    m.update_blocks =
+        detail::cuda_update_resident_blocks(m.h.kind, m.h.keras != 0, m.nstate, m.update_unroll, m.num_sms);
     m.d_tables.resize(m.K);
     m.d_states = DeviceBuffer<ReplicaState>(m.K);
     for (int k = 0; k < m.nstate; ++k) m.d_buf[k] = DeviceBuffer<float>(m.pk.span());
@@ -741,20 +751,34 @@ std::vector<float> Optimizer::state_buffer(int index) const {
 
 namespace {
 constexpr uint64_t kOptimizerMagicV2 = 0x3274706F626C726CULL;  // "lrlbopt2": with the packing's blocks
-constexpr uint64_t kOptimizerMagic = 0x3374706F626C726CULL;    // "lrlbopt3": and a CRC-32 at the end
+constexpr uint64_t kOptimizerMagicV3 = 0x3374706F626C726CULL;  // "lrlbopt3": and a CRC-32 at the end
+constexpr uint64_t kOptimizerMagic = 0x3474706F626C726CULL;    // "lrlbopt4": and OptimizerHyper::keras
 
 // What each state buffer holds, which the kind and the buffer count alone do not fix: RMSprop keeps
-// two with momentum (v, buf) and two centered (v, ga).
+// two with momentum (v, buf) and two centered (v, ga), and Keras's momentum buffer holds steps, the
+// rate in them, where PyTorch's holds gradients.
 std::string buffer_names(const OptimizerHyper& h) {
+  const char* buf = h.keras ? "keras buf" : "buf";
   switch (h.kind) {
-    case OptimKind::SGD: return h.momentum != 0.0f ? "buf" : "none";
+    case OptimKind::SGD: return h.momentum != 0.0f ? buf : "none";
     case OptimKind::Adam:
     case OptimKind::AdamW: return h.amsgrad ? "m, v, vmax" : "m, v";
     case OptimKind::RMSprop:
-      return std::string("v") + (h.momentum > 0.0f ? ", buf" : "") + (h.centered ? ", ga" : "");
+      return std::string("v") + (h.momentum > 0.0f ? std::string(", ") + buf : "") + (h.centered ? ", ga" : "");
     case OptimKind::Adagrad: return "sum";
   }
   return "?";
+}
+
+// The hyperparameters as a state holds them. Fields are only ever added at the end of
+// OptimizerHyper, so an older state holds a prefix of it (`bytes` long) and the fields it lacks keep
+// their defaults: before `keras` (versions 2 and 3 of a state, 2 of a replica's), PyTorch's rules.
+constexpr size_t kHyperBytesBeforeKeras = offsetof(OptimizerHyper, keras);
+static_assert(kHyperBytesBeforeKeras == 64, "the older states' hyperparameters are 64 bytes");
+OptimizerHyper get_hyper(ByteReader& rd, size_t bytes) {
+  OptimizerHyper h;
+  rd.get_bytes(&h, bytes);
+  return h;
 }
 
 // A saved state fits an optimizer whose buffers mean the same; its other hyperparameters may
@@ -793,9 +817,10 @@ void Optimizer::load(const std::string& bytes) {
   Impl& m = self();
   ByteReader rd(bytes, "optimizer state");
   const uint64_t magic = rd.get<uint64_t>();
-  LRLAB_REQUIRE(magic == kOptimizerMagic || magic == kOptimizerMagicV2, "optimizer state: not an lrlab optimizer state");
-  if (magic == kOptimizerMagic) check_crc32(bytes, rd);  // version 2, in older checkpoints, has none
-  OptimizerHyper h = rd.get<OptimizerHyper>();
+  LRLAB_REQUIRE(magic == kOptimizerMagic || magic == kOptimizerMagicV3 || magic == kOptimizerMagicV2,
+                "optimizer state: not an lrlab optimizer state");
+  if (magic != kOptimizerMagicV2) check_crc32(bytes, rd);  // version 2, in older checkpoints, has none
+  OptimizerHyper h = get_hyper(rd, magic == kOptimizerMagic ? sizeof(OptimizerHyper) : kHyperBytesBeforeKeras);
   int64_t n = rd.get<int64_t>(), K = rd.get<int64_t>();
   const int32_t nblocks = rd.get<int32_t>();
   LRLAB_REQUIRE(nblocks >= 1 && nblocks <= kMaxReplicaBlocks, "optimizer state: bad block count ", nblocks,
@@ -901,7 +926,8 @@ void Optimizer::unstash() {
 }
 
 namespace {
-constexpr uint64_t kReplicaMagic = 0x3270726C626C726CULL;  // "lrlbrpl2": the hyperparameters and a CRC-32
+constexpr uint64_t kReplicaMagicV2 = 0x3270726C626C726CULL;  // "lrlblrp2": the hyperparameters and a CRC-32
+constexpr uint64_t kReplicaMagic = 0x3370726C626C726CULL;    // "lrlblrp3": and OptimizerHyper::keras
 }
 
 std::string Optimizer::save_replica(int64_t replica) const {
@@ -923,9 +949,10 @@ void Optimizer::load_replica(int64_t replica, const std::string& bytes) {
   Impl& m = self();
   LRLAB_REQUIRE(replica >= 0 && replica < m.K, "replica ", replica, " out of range (optimizer has ", m.K, ")");
   ByteReader rd(bytes, "optimizer replica state");
-  LRLAB_REQUIRE(rd.get<uint64_t>() == kReplicaMagic, "optimizer replica state: not an lrlab replica state");
+  const uint64_t magic = rd.get<uint64_t>();
+  LRLAB_REQUIRE(magic == kReplicaMagic || magic == kReplicaMagicV2, "optimizer replica state: not an lrlab replica state");
   check_crc32(bytes, rd);
-  const OptimizerHyper h = rd.get<OptimizerHyper>();
+  const OptimizerHyper h = get_hyper(rd, magic == kReplicaMagic ? sizeof(OptimizerHyper) : kHyperBytesBeforeKeras);
   int32_t nstate = rd.get<int32_t>();
   int64_t n = rd.get<int64_t>();
   require_same_buffers(h, m.h, "optimizer replica state");
@@ -976,7 +1003,7 @@ void OptimizerAccess::set_update_unroll(Optimizer& opt, int unroll) {
   LRLAB_REQUIRE(m.cuda(), "the update's unroll is a setting of the CUDA optimizer");
   LRLAB_REQUIRE(!m.captured, "the update's unroll cannot change once step() is in a CUDA graph");
   m.update_unroll = unroll;
-  m.update_blocks = cuda_update_resident_blocks(m.h.kind, m.nstate, unroll, m.num_sms);
+  m.update_blocks = cuda_update_resident_blocks(m.h.kind, m.h.keras != 0, m.nstate, unroll, m.num_sms);
 }
 
 int64_t OptimizerAccess::update_blocks_per_sm(const Optimizer& opt) {

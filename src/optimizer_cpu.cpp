@@ -17,7 +17,7 @@ constexpr int64_t kParallelMin = 1 << 15;
 // The loop works on its own copies of `h` and `s`: the compiler then knows that no store in the
 // loop can change them, keeps their fields in registers and vectorises the loop (check for vsqrtps on
 // zmm/ymm in the object file). The bf16 copy is a template flag so the common loop has no branch on it.
-template <OptimKind K, int NS, bool BF16>
+template <OptimKind K, bool KERAS, int NS, bool BF16>
 void update_range(const OptimizerHyper& h_in, const ReplicaState& s_in, float* __restrict p,
                   const float* __restrict g, float* __restrict s0, float* __restrict s1,
                   float* __restrict s2, uint16_t* __restrict bf, int64_t begin, int64_t end, float lr,
@@ -30,7 +30,7 @@ void update_range(const OptimizerHyper& h_in, const ReplicaState& s_in, float* _
     float t0 = NS > 0 ? s0[i] : 0.0f;
     float t1 = NS > 1 ? s1[i] : 0.0f;
     float t2 = NS > 2 ? s2[i] : 0.0f;
-    update_element<K>(h, s, lr, wd, pi, g[i], t0, t1, t2);
+    update_element<K, KERAS>(h, s, lr, wd, pi, g[i], t0, t1, t2);
     p[i] = pi;
     if (NS > 0) s0[i] = t0;
     if (NS > 1) s1[i] = t1;
@@ -59,7 +59,7 @@ std::vector<Piece> pieces(const FusedArgs& a) {
 // The elements to update are every piece of every replica that is not skipping this step, laid
 // end to end; one parallel region gives each thread an equal share of them, whatever the number
 // and sizes of the groups, blocks and replicas.
-template <OptimKind K, int NS, bool BF16>
+template <OptimKind K, bool KERAS, int NS, bool BF16>
 void update_all(const FusedArgs& a, const ReplicaState* states) {
   const std::vector<Piece> ps = pieces(a);
   int64_t per_replica = 0;
@@ -80,7 +80,7 @@ void update_all(const FusedArgs& a, const ReplicaState* states) {
         if (b < e) {
           // Pointers to the piece's first float: the loop indexes from 0.
           const int64_t off = block_base(a.blocks, pc.block, r) + pc.begin;
-          update_range<K, NS, BF16>(a.h, s, a.p + off, a.g + off, a.s[0] ? a.s[0] + off : nullptr,
+          update_range<K, KERAS, NS, BF16>(a.h, s, a.p + off, a.g + off, a.s[0] ? a.s[0] + off : nullptr,
                                     a.s[1] ? a.s[1] + off : nullptr, a.s[2] ? a.s[2] + off : nullptr,
                                     a.bf16 ? a.bf16 + off : nullptr, b - pos, e - pos,
                                     s.lr * a.groups.lr_mult[pc.group], a.groups.wd[pc.group]);
@@ -100,20 +100,26 @@ void update_all(const FusedArgs& a, const ReplicaState* states) {
   parallel_items(parts, threads, [&](int64_t t) { run(total * t / parts, total * (t + 1) / parts); });
 }
 
-template <OptimKind K, int NS>
+template <OptimKind K, bool KERAS, int NS>
 void update_all(const FusedArgs& a, const ReplicaState* states) {
-  if (a.bf16) update_all<K, NS, true>(a, states);
-  else update_all<K, NS, false>(a, states);
+  if (a.bf16) update_all<K, KERAS, NS, true>(a, states);
+  else update_all<K, KERAS, NS, false>(a, states);
+}
+
+template <OptimKind K, bool KERAS>
+void update_kind(const FusedArgs& a, const ReplicaState* states) {
+  switch (a.nstate) {
+    case 0: update_all<K, KERAS, 0>(a, states); break;
+    case 1: update_all<K, KERAS, 1>(a, states); break;
+    case 2: update_all<K, KERAS, 2>(a, states); break;
+    default: update_all<K, KERAS, 3>(a, states); break;
+  }
 }
 
 template <OptimKind K>
 void update_kind(const FusedArgs& a, const ReplicaState* states) {
-  switch (a.nstate) {
-    case 0: update_all<K, 0>(a, states); break;
-    case 1: update_all<K, 1>(a, states); break;
-    case 2: update_all<K, 2>(a, states); break;
-    default: update_all<K, 3>(a, states); break;
-  }
+  if (a.h.keras) update_kind<K, true>(a, states);
+  else update_kind<K, false>(a, states);
 }
 
 }  // namespace

@@ -120,10 +120,10 @@ void cuda_prepare(ReplicaState* states, const double* grad_sq, int parts, const 
 // Two quads put more bytes in flight per thread with fewer threads; which is faster is for the
 // hardware to say (bench_optim --variants times both, BENCHMARKS.md).
 constexpr int kDefaultUpdateUnroll = 1;
-// How many blocks of the update kernel for `kind` with `nstate` state buffers and `unroll` quads an
-// iteration the whole GPU holds at once (multiprocessors x blocks each fits, given its registers):
-// cuda_update's grid.
-int64_t cuda_update_resident_blocks(OptimKind kind, int nstate, int unroll, int num_sms);
+// How many blocks of the update kernel for `kind` (in Keras's form or PyTorch's) with `nstate` state
+// buffers and `unroll` quads an iteration the whole GPU holds at once (multiprocessors x blocks each
+// fits, given its registers): cuda_update's grid.
+int64_t cuda_update_resident_blocks(OptimKind kind, bool keras, int nstate, int unroll, int num_sms);
 // The CUDA update of an existing optimizer, so that a benchmark can time its variants side by side.
 struct OptimizerAccess {
   static int update_unroll(const Optimizer& opt);

@@ -105,8 +105,8 @@ void require_distinct_grid(const SweepOptions& o) {
   // Optimizers compare by their settings, defaults and aliases resolved ("adam" is "adam()" is
   // "adam(beta1=0.9)"). Their fields are all 4 bytes wide, so the bytes are the settings (a field of
   // another width would bring padding bytes, and the assertion below with it).
-  static_assert(sizeof(OptimizerHyper) == 16 * 4 && alignof(OptimizerHyper) == 4,
-                "OptimizerHyper has fields other than 16 of 4 bytes: compare it field by field here");
+  static_assert(sizeof(OptimizerHyper) == 17 * 4 && alignof(OptimizerHyper) == 4,
+                "OptimizerHyper has fields other than 17 of 4 bytes: compare it field by field here");
   for (const std::string& s : o.optimizers) {
     const OptimizerHyper h = parse_optimizer(s);
     require_once(optimizers, std::string(reinterpret_cast<const char*>(&h), sizeof h), s, "--optimizer");

@@ -47,6 +47,16 @@ inline const std::vector<LongRunVariant> kLongRunVariants = {
     {"rmsprop(momentum=0.9,centered=true,wd=0.01)", 1e-3f, 1e-5},
     {"adagrad()", 0.1f, 5e-6},
     {"adagrad(lr_decay=0.01,initial_accumulator=0.1,wd=0.01)", 0.1f, 5e-6},
+    // Keras's forms. The rate falls 0.1% a step, so a rate inside the momentum buffer (Keras) and
+    // outside it (PyTorch) part by far more than the tolerance.
+    {"sgd(keras=true,momentum=0.9)", 0.01f, 5e-6},
+    {"sgd(keras=true,momentum=0.9,nesterov=true,wd=0.01)", 0.01f, 5e-6},
+    {"adam(keras=true)", 1e-2f, 5e-6},
+    {"adam(keras=true,amsgrad=true,wd=0.05,eps=1e-3)", 1e-2f, 5e-6},
+    {"adamw(keras=true,beta2=0.99)", 1e-2f, 5e-6},
+    {"rmsprop(keras=true,eps=1e-2)", 1e-3f, 5e-6},
+    {"rmsprop(keras=true,momentum=0.9,centered=true,wd=0.01)", 1e-3f, 1e-5},
+    {"adagrad(keras=true,wd=0.01,eps=0.5)", 0.1f, 5e-6},
 };
 
 // The problem's size: not a multiple of 4, so the vector paths have tails.

@@ -1,7 +1,10 @@
 // A float64 reference of docs/OPTIMIZERS.md, written from the spec independently of update_rules.hpp,
-// so that a mistake in the shared rules cannot hide behind the same mistake in the reference.
+// so that a mistake in the shared rules cannot hide behind the same mistake in the reference. With
+// `keras`, Keras's rules as keras/src/optimizers/*.py write them (update_step, and the base
+// optimizer's _apply_weight_decay before it), in their order of operations.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -33,6 +36,10 @@ struct RefOptimizer {
       if (h.maximize) g = -g;
       double wd = wd_of[i];
       double lr = lr_of[i];
+      if (h.keras) {
+        keras_step(i, g, lr, wd);
+        continue;
+      }
       switch (h.kind) {
         case OptimKind::SGD: {
           if (wd != 0) g += wd * p[i];
@@ -80,6 +87,57 @@ struct RefOptimizer {
           break;
         }
       }
+    }
+  }
+
+  // Keras: the buffers are named as there. s0: momentum (SGD), m (Adam), velocity (RMSprop),
+  // accumulator (Adagrad); s1: v (Adam), momentum (RMSprop); s2: v_hat (Adam), average_grad (RMSprop).
+  void keras_step(size_t i, double g, double lr, double wd) {
+    if (wd != 0) p[i] = p[i] - p[i] * wd * lr;
+    const double eps = h.eps, mom = h.momentum;
+    switch (h.kind) {
+      case OptimKind::SGD:
+        if (mom != 0) {
+          double& m = s0[i];  // Keras keeps -buf: m = momentum * m - lr * g
+          m = mom * m - lr * g;
+          p[i] += h.nesterov ? mom * m - lr * g : m;
+        } else {
+          p[i] -= lr * g;
+        }
+        break;
+      case OptimKind::Adam:
+      case OptimKind::AdamW: {
+        const double alpha = lr * std::sqrt(1 - std::pow(double(h.beta2), t)) / (1 - std::pow(double(h.beta1), t));
+        s0[i] += (g - s0[i]) * (1 - h.beta1);
+        s1[i] += (g * g - s1[i]) * (1 - h.beta2);
+        double v = s1[i];
+        if (h.amsgrad) v = s2[i] = std::max(s2[i], s1[i]);
+        p[i] -= s0[i] * alpha / (std::sqrt(v) + eps);
+        break;
+      }
+      case OptimKind::RMSprop: {
+        const double rho = h.alpha;
+        s0[i] = rho * s0[i] + (1 - rho) * g * g;
+        double denominator;
+        if (h.centered) {
+          s2[i] = rho * s2[i] + (1 - rho) * g;
+          denominator = s0[i] - s2[i] * s2[i] + eps;
+        } else {
+          denominator = s0[i] + eps;
+        }
+        const double increment = lr * g / std::sqrt(denominator);
+        if (mom > 0) {
+          s1[i] = mom * s1[i] + increment;
+          p[i] -= s1[i];
+        } else {
+          p[i] -= increment;
+        }
+        break;
+      }
+      case OptimKind::Adagrad:
+        s0[i] += g * g;
+        p[i] -= lr * g / std::sqrt(s0[i] + eps);
+        break;
     }
   }
 };

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -497,9 +498,10 @@ TEST(OptimizerState, LoadRefusesBuffersThatMeanOtherThings) {
                                       "is for adam keeping (m, v), not adamw keeping (m, v, vmax)"));
 }
 
-// The state ends with a CRC-32: a byte changed anywhere is refused. The previous format (no CRC),
-// which older checkpoints hold, still loads.
-TEST(OptimizerState, LoadChecksTheChecksumAndReadsTheOlderFormat) {
+// The state ends with a CRC-32: a byte changed anywhere is refused. The previous formats, which
+// older checkpoints hold, still load: version 3, whose hyperparameters end before `keras`, and
+// version 2, which also has no CRC-32.
+TEST(OptimizerState, LoadChecksTheChecksumAndReadsTheOlderFormats) {
   Optimizer a("adam(amsgrad=true)", Device::CPU, 6);
   std::vector<float> p = {1, 2, 3, 4, 5, 6}, g = {0.5f, -0.5f, 0.25f, 1, 2, -3};
   a.step(p, g);
@@ -510,10 +512,30 @@ TEST(OptimizerState, LoadChecksTheChecksumAndReadsTheOlderFormat) {
     bad[at] = static_cast<char>(bad[at] ^ 0x40);
     EXPECT_TRUE(throws_error_containing([&] { b.load(bad); }, "optimizer state: checksum mismatch")) << at;
   }
-  std::string v2 = unsealed(s);
-  v2[7] = '2';  // "lrlbopt3" -> "lrlbopt2"
-  b.load(v2);
+  // The hyperparameters follow the 8-byte magic; `keras` is their last 4 bytes.
+  std::string v3 = unsealed(s);
+  ASSERT_EQ(v3.compare(0, 8, "lrlbopt4"), 0);
+  v3.erase(8 + offsetof(OptimizerHyper, keras), sizeof(int32_t));
+  v3[7] = '3';
+  b.load(sealed(v3));
   EXPECT_EQ(b.save(), s);
+  std::string v2 = v3;
+  v2[7] = '2';
+  Optimizer c("adam(amsgrad=true)", Device::CPU, 6);
+  c.load(v2);
+  EXPECT_EQ(c.save(), s);
+  // A version 3 state is PyTorch's rules, whatever its last hyperparameter bytes would say as v4.
+  Optimizer keras_sgd("sgd(keras=true,momentum=0.9)", Device::CPU, 6);
+  std::string old_sgd = unsealed(keras_sgd.save());
+  old_sgd.erase(8 + offsetof(OptimizerHyper, keras), sizeof(int32_t));
+  old_sgd[7] = '3';
+  EXPECT_TRUE(throws_error_containing([&] { keras_sgd.load(sealed(old_sgd)); }, "is for sgd keeping (buf)"));
+  std::string replica_v2 = unsealed(a.save_replica(0));
+  ASSERT_EQ(replica_v2.compare(0, 8, "lrlblrp3"), 0);
+  replica_v2.erase(8 + offsetof(OptimizerHyper, keras), sizeof(int32_t));
+  replica_v2[7] = '2';
+  c.load_replica(0, sealed(replica_v2));
+  EXPECT_EQ(c.save(), s);
   std::string replica = a.save_replica(0);
   replica[replica.size() / 2] ^= 0x01;
   EXPECT_TRUE(
@@ -693,6 +715,120 @@ TEST(OptimizerSpec, RejectsBadSpecsNamingTheProblem) {
   expect_error("adam()+sgd()", "composes schedules");
   expect_error("adam(", "position");
   expect_error("", "empty");
+}
+
+// keras=true against Keras's own tests (keras/src/optimizers/*_test.py), their values and
+// tolerances: one step at lr 0.5 from [1, 2, 3, 4] with gradients [1, 6, 7, 2] (test_single_step);
+// weight decay 0.004 at lr 1 with zero gradients, three fresh optimizers one after another (Keras
+// decays every kind's weights decoupled, PyTorch adds an L2 term: Adam's step on that term alone
+// would move the weight by about the rate); and the golden trajectories, a first step with gradients
+// 0.01 then 0.1, 0.2, ... 1.0 from ones (test_correctness_with_golden). The defaults are Keras's.
+TEST(OptimizerKeras, MatchesKerasOwnTests) {
+  auto single_step = [](const char* spec) {
+    std::vector<float> p = {1, 2, 3, 4}, g = {1, 6, 7, 2};
+    Optimizer opt(spec, Device::CPU, 4, {0.5f});
+    opt.step(p, g);
+    return p;
+  };
+  auto expect_close = [](const std::vector<float>& got, const std::vector<double>& want, double tol,
+                         const char* what) {
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_LE(std::abs(got[i] - want[i]), tol + tol * std::abs(want[i])) << what << " [" << i << "]";
+  };
+  expect_close(single_step("adam(keras=true)"), {0.5, 1.5, 2.5, 3.5}, 1e-4, "adam single step");
+  expect_close(single_step("rmsprop(keras=true)"), {-0.5811, 0.4189, 1.4189, 2.4189}, 1e-4, "rmsprop single step");
+  expect_close(single_step("adagrad(keras=true)"), {0.5233, 1.5007, 2.5005, 3.5061}, 1e-4, "adagrad single step");
+  expect_close(single_step("sgd(keras=true)"), {0.5, -1.0, -0.5, 3.0}, 1e-4, "sgd single step");
+
+  for (const char* spec : {"adam(keras=true,wd=0.004)", "rmsprop(keras=true,wd=0.004)", "adagrad(keras=true,wd=0.004)",
+                           "sgd(keras=true,wd=0.004)", "adamw(keras=true)"}) {
+    std::vector<float> p = {2.0f}, g = {0.0f};
+    for (int i = 0; i < 3; ++i) {
+      Optimizer opt(spec, Device::CPU, 1, {1.0f});
+      opt.step(p, g);
+    }
+    EXPECT_NEAR(p[0], 1.9760959, 1e-6) << spec;
+  }
+
+  auto golden = [&](const char* spec, float lr, const std::vector<std::vector<double>>& rows) {
+    std::vector<float> x(10, 1.0f), first(10, 0.01f), grads(10);
+    for (int i = 0; i < 10; ++i) grads[i] = 0.1f * static_cast<float>(i + 1);
+    Optimizer opt(spec, Device::CPU, 10, {lr});
+    opt.step(x, first);
+    for (const std::vector<double>& row : rows) {
+      expect_close(x, row.size() == 1 ? std::vector<double>(10, row[0]) : row, 5e-4, spec);
+      opt.step(x, grads);
+    }
+  };
+  golden("adam(keras=true,amsgrad=true)", 1e-3f, {{0.999}, {0.9982}, {0.9974}, {0.9965}, {0.9955}});
+  golden("rmsprop(keras=true,centered=true)", 1e-3f, {{0.9967}, {0.9933}, {0.9908}, {0.9885}, {0.9864}});
+  golden("adagrad(keras=true,initial_accumulator_value=0.3,eps=1e-6)", 0.2f,
+         {{0.9963, 0.9963, 0.9963, 0.9963, 0.9963, 0.9963, 0.9963, 0.9963, 0.9963, 0.9963},
+          {0.9604, 0.9278, 0.9003, 0.8784, 0.8615, 0.8487, 0.8388, 0.8313, 0.8255, 0.8209},
+          {0.9251, 0.8629, 0.8137, 0.7768, 0.7497, 0.7298, 0.7151, 0.704, 0.6956, 0.6891},
+          {0.8903, 0.8012, 0.7342, 0.6862, 0.6521, 0.6277, 0.6099, 0.5967, 0.5867, 0.579},
+          {0.856, 0.7422, 0.6604, 0.6037, 0.5644, 0.5367, 0.5168, 0.5021, 0.491, 0.4825}});
+  // Keras's SGD(nesterov=True) at its default momentum 0 is plain SGD at its default rate 0.01.
+  golden("sgd(keras=true)", 0.01f,
+         {{0.9999},
+          {0.9989, 0.9979, 0.9969, 0.9959, 0.9949, 0.9939, 0.9929, 0.9919, 0.9909, 0.9899},
+          {0.9979, 0.9959, 0.9939, 0.9919, 0.9899, 0.9879, 0.9859, 0.9839, 0.9819, 0.9799},
+          {0.9969, 0.9939, 0.9909, 0.9879, 0.9849, 0.9819, 0.9789, 0.9759, 0.9729, 0.9699},
+          {0.9959, 0.9919, 0.9879, 0.9839, 0.9799, 0.9759, 0.9719, 0.9679, 0.9639, 0.9599}});
+
+  // The example in RMSprop's docstring: var 10, loss var^2 / 2, rate 0.1.
+  std::vector<float> var = {10.0f}, grad = {10.0f};
+  Optimizer rms("rmsprop(keras=true)", Device::CPU, 1, {0.1f});
+  rms.step(var, grad);
+  EXPECT_NEAR(var[0], 9.683772, 1e-6);
+}
+
+// Keras's forms take Keras's defaults where PyTorch's differ, and only with keras=true; what Keras
+// has no form of is refused.
+TEST(OptimizerKeras, DefaultsAreKerasAndMissingFormsAreRefused) {
+  EXPECT_FLOAT_EQ(parse_optimizer("adam(keras=true)").eps, 1e-7f);
+  EXPECT_FLOAT_EQ(parse_optimizer("adamw(keras=true)").weight_decay, 0.004f);
+  EXPECT_FLOAT_EQ(parse_optimizer("adamw(keras=true)").eps, 1e-7f);
+  const OptimizerHyper r = parse_optimizer("rmsprop(keras=true)");
+  EXPECT_FLOAT_EQ(r.alpha, 0.9f);
+  EXPECT_FLOAT_EQ(r.eps, 1e-7f);
+  const OptimizerHyper a = parse_optimizer("adagrad(keras=true)");
+  EXPECT_FLOAT_EQ(a.initial_accumulator, 0.1f);
+  EXPECT_FLOAT_EQ(a.eps, 1e-7f);
+  EXPECT_EQ(a.keras, 1);
+  EXPECT_EQ(parse_optimizer("adagrad(keras=false)").keras, 0);
+  EXPECT_FLOAT_EQ(parse_optimizer("rmsprop(keras=true,alpha=0.95,eps=1e-6)").alpha, 0.95f);
+  EXPECT_FLOAT_EQ(parse_optimizer("rmsprop(keras=true,alpha=0.95,eps=1e-6)").eps, 1e-6f);
+  EXPECT_FLOAT_EQ(parse_optimizer("rmsprop(keras=false)").alpha, 0.99f);
+  expect_error("sgd(keras=true,momentum=0.9,dampening=0.1)", "Keras's SGD has no dampening");
+  expect_error("adagrad(keras=true,lr_decay=0.1)", "Keras's Adagrad has no lr_decay");
+  expect_error("adam(keras=yes)", "true or false");
+  OptimizerHyper h = parse_optimizer("sgd(momentum=0.9,dampening=0.5)");
+  h.keras = 1;
+  EXPECT_TRUE(throws_error_containing([&] { Optimizer(h, Device::CPU, 4); }, "no dampening or lr_decay"));
+}
+
+// Keras's momentum buffer holds steps (the rate in them), PyTorch's gradients: a state moves between
+// the two forms only where the buffers mean the same.
+TEST(OptimizerKeras, StatesMoveBetweenFormsOnlyWhereTheBuffersAgree) {
+  std::vector<float> p = {1, 2, 3}, g = {0.5f, -1, 2};
+  Optimizer keras_sgd("sgd(keras=true,momentum=0.9)", Device::CPU, 3), sgd("sgd(momentum=0.9)", Device::CPU, 3);
+  keras_sgd.step(p, g);
+  EXPECT_TRUE(throws_error_containing([&] { sgd.load(keras_sgd.save()); },
+                                      "is for sgd keeping (keras buf), not sgd keeping (buf)"));
+  EXPECT_TRUE(throws_error_containing([&] { keras_sgd.load_replica(0, sgd.save_replica(0)); },
+                                      "is for sgd keeping (buf), not sgd keeping (keras buf)"));
+  Optimizer keras_rms("rmsprop(keras=true,momentum=0.9,centered=true)", Device::CPU, 3),
+      rms("rmsprop(momentum=0.9,centered=true)", Device::CPU, 3);
+  EXPECT_TRUE(throws_error_containing([&] { rms.load(keras_rms.save()); }, "(v, keras buf, ga)"));
+  // Adam's moments are the same in both: a run may switch form, as between Adam and AdamW.
+  Optimizer keras_adam("adam(keras=true)", Device::CPU, 3), adam("adam()", Device::CPU, 3);
+  keras_adam.step(p, g);
+  adam.load(keras_adam.save());
+  EXPECT_EQ(adam.step_count(), 1);
+  EXPECT_EQ(adam.hyper().keras, 0);
+  EXPECT_EQ(adam.state_buffer(1), keras_adam.state_buffer(1));
 }
 
 TEST(OptimizerSetupChecks, RejectsBadShapesAndRates) {

@@ -173,7 +173,9 @@ INSTANTIATE_TEST_SUITE_P(AllRules, OptimizerGpuParity,
                                            "rmsprop(momentum=0.9,centered=true)", "rmsprop()",
                                            "adagrad(lr_decay=0.01,initial_accumulator=0.1)",
                                            "adam(clip=0.5)", "sgd(maximize=true,clip=2)",
-                                           "adamw(check_finite=true)"));
+                                           "adamw(check_finite=true)", "sgd(keras=true,momentum=0.9,wd=0.01)",
+                                           "adam(keras=true,wd=0.1)", "rmsprop(keras=true,momentum=0.9,centered=true)",
+                                           "adagrad(keras=true)"));
 
 // The update kernel takes one quad or two an iteration (detail::kDefaultUpdateUnroll picks; the
 // benchmark times the other), each built for every optimizer's count of state buffers. Both must
@@ -197,7 +199,8 @@ TEST(OptimizerGpu, OneAndTwoQuadsAnIterationWriteTheSameBits) {
       {2, 40000, 0, 0, {{0, 20000, 0, 20000}, {20000, 40000, 40000, 20000}}},
   };
   for (const char* spec : {"adam(wd=0.01)", "adamw(amsgrad=true)", "sgd()", "sgd(momentum=0.9)", "rmsprop()",
-                           "rmsprop(momentum=0.9)", "rmsprop(momentum=0.9,centered=true)", "adagrad()"}) {
+                           "rmsprop(momentum=0.9)", "rmsprop(momentum=0.9,centered=true)", "adagrad()",
+                           "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9)"}) {
     for (const Case& c : cases) {
       const std::string what = std::string(spec) + " K=" + std::to_string(c.K) + " n=" + std::to_string(c.n) +
                                " offset=" + std::to_string(c.offset);

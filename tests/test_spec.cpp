@@ -177,7 +177,7 @@ TEST(SpecArgs, OtherLibrariesSpellingsNameLrlabsKey) {
             std::string::npos);
   const std::string rho = error_of([] { parse_optimizer("rmsprop(rho=0.9)"); });
   EXPECT_NE(rho.find("Keras's rho is alpha"), std::string::npos) << rho;
-  EXPECT_NE(rho.find("known: weight_decay, wd, maximize, clip, check_finite, alpha, eps, momentum, centered)"),
+  EXPECT_NE(rho.find("known: keras, weight_decay, wd, maximize, clip, check_finite, alpha, eps, momentum, centered)"),
             std::string::npos) << rho;
   // SGD has no alpha: no hint, the list alone.
   EXPECT_EQ(error_of([] { parse_optimizer("sgd(rho=0.9)"); }).find("alpha"), std::string::npos);

@@ -34,7 +34,8 @@ struct OptimizerAccess;  // the library's and its benchmarks' view of the kernel
 
 // Parses "adam(beta1=0.9,beta2=0.999,eps=1e-8,wd=0,amsgrad=false)" and the other names of
 // docs/OPTIMIZERS.md (sgd, adam, adamw, rmsprop, adagrad). Keys every optimizer accepts: wd (alias
-// weight_decay), maximize, clip (max global gradient norm), check_finite.
+// weight_decay), maximize, clip (max global gradient norm), check_finite, keras (Keras's rules and
+// defaults instead of PyTorch's).
 OptimizerHyper parse_optimizer(const std::string& spec);
 const char* optimizer_name(OptimKind kind);
 // Bytes one fp32 step must move per parameter (docs/OPTIMIZERS.md's bandwidth floor).

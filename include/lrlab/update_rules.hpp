@@ -5,7 +5,8 @@
 //  1. prepare_step(), once per replica: reads the replica's step counter, schedule table and scales,
 //     decides whether the step is skipped (non-finite gradients), advances the counter and computes
 //     the per-step scalars (effective rate, bias corrections, gradient coefficient).
-//  2. update_element<Kind>(), once per parameter: the rule of docs/OPTIMIZERS.md (PyTorch's definitions).
+//  2. update_element<Kind>(), once per parameter: the rule of docs/OPTIMIZERS.md (PyTorch's definitions,
+//     or Keras's with `keras`).
 // Both run on the device in the CUDA path, so a CUDA graph replays a whole step with no host work.
 #pragma once
 
@@ -33,6 +34,10 @@ struct OptimizerHyper {
   float max_grad_norm = 0.0f;              // global-norm clipping per replica; 0 = off
   int32_t nesterov = 0, centered = 0, amsgrad = 0, maximize = 0;
   int32_t check_finite = 0;                // skip steps whose gradients hold inf/NaN
+  // Keras's forms of the rules: epsilon inside the square root (RMSprop, Adagrad) or outside the bias
+  // correction (Adam), the rate inside the momentum buffer (SGD, RMSprop), weight decay decoupled for
+  // every kind. Last, so that a state saved before it existed holds a prefix of this struct.
+  int32_t keras = 0;
 };
 
 // Per-replica state, in device memory on the CUDA path. The first block is set by the host (or by
@@ -49,8 +54,11 @@ struct ReplicaState {
   // Written by prepare_step():
   float lr = 0.0f;               // base_lr * table[min(step, T-1)] * scale, before group multipliers
   float grad_coef = 1.0f;        // unscale x clip coefficient, applied to every gradient
-  float bc1 = 1.0f;              // Adam: 1 - beta1^t
-  float bc2_sqrt = 1.0f;         // Adam: sqrt(1 - beta2^t)
+  // Adam's step is lr / adam_step_div * m / (sqrt(v) / adam_denom_div + eps). PyTorch's: 1 - beta1^t
+  // and sqrt(1 - beta2^t). Keras's (its epsilon outside the correction): (1 - beta1^t) / sqrt(1 -
+  // beta2^t) and 1, which divides exactly.
+  float adam_step_div = 1.0f;
+  float adam_denom_div = 1.0f;
   float clr_factor = 1.0f;       // Adagrad: 1 / (1 + (t-1) lr_decay)
   int64_t t = 0;                 // this step's count (first step 1)
 };
@@ -83,8 +91,10 @@ LRLAB_HD void prepare_step(ReplicaState& s, const OptimizerHyper& h, bool have_s
   s.lr = s.base_lr * m * s.scale;
   s.grad_coef = static_cast<float>(coef);
   double t = static_cast<double>(s.t);
-  s.bc1 = static_cast<float>(1.0 - pow(static_cast<double>(h.beta1), t));
-  s.bc2_sqrt = static_cast<float>(sqrt(1.0 - pow(static_cast<double>(h.beta2), t)));
+  const double bc1 = 1.0 - pow(static_cast<double>(h.beta1), t);
+  const double bc2_sqrt = sqrt(1.0 - pow(static_cast<double>(h.beta2), t));
+  s.adam_step_div = static_cast<float>(h.keras ? bc1 / bc2_sqrt : bc1);
+  s.adam_denom_div = h.keras ? 1.0f : static_cast<float>(bc2_sqrt);
   s.clr_factor = static_cast<float>(1.0 / (1.0 + (t - 1.0) * h.lr_decay));
 }
 
@@ -103,27 +113,43 @@ LRLAB_HD int state_buffers(const OptimizerHyper& h) {
 // max without fmaxf's NaN rules, which keep GCC from vectorising the CPU loop.
 LRLAB_HD float max_of(float a, float b) { return a > b ? a : b; }
 
+// RMSprop's and Adagrad's denominator: Keras adds epsilon inside the square root, PyTorch after it.
+template <bool KERAS>
+LRLAB_HD float root_plus_eps(float x, float eps) {
+  if constexpr (KERAS) return sqrtf(x + eps);
+  else return sqrtf(x) + eps;
+}
+
 // The rules. `lr` is this step's rate for the parameter's group (ReplicaState::lr x group
-// multiplier), `wd` the group's weight decay; `g` the raw gradient.
-template <OptimKind K>
+// multiplier), `wd` the group's weight decay; `g` the raw gradient. KERAS is OptimizerHyper::keras,
+// a template argument so that PyTorch's rules, the default, carry no trace of Keras's (the kernels'
+// registers decide how many blocks fit).
+template <OptimKind K, bool KERAS>
 LRLAB_HD void update_element(const OptimizerHyper& h, const ReplicaState& s, float lr, float wd,
                              float& p, float g, float& s0, float& s1, float& s2) {
   g *= s.grad_coef;
   if (h.maximize) g = -g;
-  if constexpr (K == OptimKind::SGD) {
+  // PyTorch's L2 term joins the gradient; AdamW and every Keras optimizer shrink the weight instead.
+  if constexpr (K == OptimKind::AdamW || KERAS) {
+    if (K == OptimKind::AdamW || wd != 0.0f) p *= 1.0f - lr * wd;
+  } else {
     if (wd != 0.0f) g += wd * p;
+  }
+  if constexpr (K == OptimKind::SGD) {
+    // Keras's buffer is made of steps, the rate already in them; PyTorch's rate comes after it.
+    float step_lr = lr;
     if (h.momentum != 0.0f) {
       float& buf = s0;
+      if constexpr (KERAS) {
+        g *= lr;
+        step_lr = 1.0f;
+      }
       buf = (s.t == 1) ? g : h.momentum * buf + (1.0f - h.dampening) * g;
       g = h.nesterov ? g + h.momentum * buf : buf;
     }
-    p -= lr * g;
+    p -= step_lr * g;
   } else if constexpr (K == OptimKind::Adam || K == OptimKind::AdamW) {
-    if constexpr (K == OptimKind::AdamW) {
-      p *= 1.0f - lr * wd;
-    } else {
-      if (wd != 0.0f) g += wd * p;
-    }
+    // Keras's epsilon outside the bias correction is in prepare_step's divisors.
     float& m = s0;
     float& v = s1;
     m = h.beta1 * m + (1.0f - h.beta1) * g;
@@ -133,11 +159,10 @@ LRLAB_HD void update_element(const OptimizerHyper& h, const ReplicaState& s, flo
       s2 = max_of(s2, v);
       vv = s2;
     }
-    float step_size = lr / s.bc1;
-    float denom = sqrtf(vv) / s.bc2_sqrt + h.eps;
+    float step_size = lr / s.adam_step_div;
+    float denom = sqrtf(vv) / s.adam_denom_div + h.eps;
     p -= step_size * (m / denom);
   } else if constexpr (K == OptimKind::RMSprop) {
-    if (wd != 0.0f) g += wd * p;
     float& v = s0;
     v = h.alpha * v + (1.0f - h.alpha) * g * g;
     float avg;
@@ -150,22 +175,26 @@ LRLAB_HD void update_element(const OptimizerHyper& h, const ReplicaState& s, flo
       if (with_momentum) s2 = ga;
       else s1 = ga;
       // v >= ga^2 in exact arithmetic; rounding can leave a tiny negative, which would be a NaN.
-      avg = sqrtf(max_of(v - ga * ga, 0.0f)) + h.eps;
+      avg = root_plus_eps<KERAS>(max_of(v - ga * ga, 0.0f), h.eps);
     } else {
-      avg = sqrtf(v) + h.eps;
+      avg = root_plus_eps<KERAS>(v, h.eps);
     }
     if (h.momentum > 0.0f) {
       float& buf = s1;
-      buf = h.momentum * buf + g / avg;
-      p -= lr * buf;
+      if constexpr (KERAS) {  // the rate inside the buffer, as for SGD
+        buf = h.momentum * buf + lr * (g / avg);
+        p -= buf;
+      } else {
+        buf = h.momentum * buf + g / avg;
+        p -= lr * buf;
+      }
     } else {
       p -= lr * (g / avg);
     }
   } else if constexpr (K == OptimKind::Adagrad) {
-    if (wd != 0.0f) g += wd * p;
     float clr = lr * s.clr_factor;
     s0 += g * g;
-    p -= clr * (g / (sqrtf(s0) + h.eps));
+    p -= clr * (g / root_plus_eps<KERAS>(s0, h.eps));
   }
 }
 

@@ -14,7 +14,7 @@ void cuda_grad_sq(const FusedArgs&, double*, void*, size_t, cudaStream_t) { std:
 void cuda_prepare(ReplicaState*, const double*, int, const OptimizerHyper&, bool, int64_t, cudaStream_t) {
   std::abort();
 }
-int64_t cuda_update_resident_blocks(OptimKind, int, int, int) { std::abort(); }
+int64_t cuda_update_resident_blocks(OptimKind, bool, int, int, int) { std::abort(); }
 void cuda_update(const FusedArgs&, const ReplicaState*, int64_t, cudaStream_t) { std::abort(); }
 void cuda_fill(float*, int64_t, float, cudaStream_t) { std::abort(); }
 
