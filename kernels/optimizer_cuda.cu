@@ -135,9 +135,13 @@ __device__ __forceinline__ void single_quad(const FusedArgs& a, const ReplicaSta
 // kernel at the blocks it fits without the cap, except where a register or two decides a whole
 // block: with one quad, Adam needs 50 registers and centered RMSprop with momentum 49, which leave
 // 4 blocks of 256 threads; at 48 they fit 5 (ptxas -v, sm_90: no spill for Adam, 4 bytes for
-// RMSprop). amsgrad's 56 stay.
+// RMSprop). amsgrad's 56 stay. SGD asks for all 8: Keras's momentum form needs 34 registers
+// uncapped (6 blocks), and at 32 spills nothing; PyTorch's forms fit 8 either way.
 constexpr int update_min_blocks(OptimKind k, int ns, int u) {
-  return u == 2 ? 3 : (k == OptimKind::Adam || k == OptimKind::AdamW) && ns == 3 ? 4 : 5;
+  return u == 2                                                 ? 3
+         : k == OptimKind::SGD                                    ? 8
+         : (k == OptimKind::Adam || k == OptimKind::AdamW) && ns == 3 ? 4
+                                                                  : 5;
 }
 
 template <OptimKind K, bool KR, int NS, int U>

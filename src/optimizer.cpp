@@ -526,8 +526,8 @@ void validate_hyper(const OptimizerHyper& h) {
 // momentum finite; running squares (Adam's v and its maximum, RMSprop's square average, Adagrad's
 // sum) not NaN and not negative, since the next step takes their square root, but +inf, a state
 // training reaches (the square of a gradient beyond 1.8e19) and steps on from. A replica whose
-// scale is 0 is frozen (a sweep's diverged configuration): its moments are never used again,
-// whatever they hold.
+// scale is 0 is frozen (a sweep's diverged configuration; prepare_step skips its steps): its
+// moments are not used while it stays so, whatever they hold.
 void require_moments(const OptimizerHyper& h, int k, const float* values, int64_t n, const ReplicaState& s,
                      int64_t replica, const char* what) {
   if (s.scale == 0.0f) return;

@@ -56,6 +56,8 @@ inline const std::vector<LongRunVariant> kLongRunVariants = {
     {"adamw(keras=true,beta2=0.99)", 1e-2f, 5e-6},
     {"rmsprop(keras=true,eps=1e-2)", 1e-3f, 5e-6},
     {"rmsprop(keras=true,momentum=0.9,centered=true,wd=0.01)", 1e-3f, 1e-5},
+    // A large epsilon, inside the root against outside it, in the centered denominator.
+    {"rmsprop(keras=true,centered=true,eps=0.5)", 1e-3f, 1e-5},
     {"adagrad(keras=true,wd=0.01,eps=0.5)", 0.1f, 5e-6},
 };
 
@@ -64,15 +66,16 @@ inline constexpr size_t kLongRunParams = 1031;
 inline constexpr int kLongRunSteps = 1000;
 
 // Runs variant v on `device` for 1000 steps alongside the float64 reference and checks that the
-// fp32 weights stay within v.tol of it. Two groups (the second at half the rate and without decay,
-// like biases), a decaying schedule table, gradients of a noisy quadratic around a random target
+// fp32 weights stay within v.tol of it. Three groups: the base rate with the spec's decay, half the
+// rate with it (a decoupled decay must take the group's rate), half the rate without decay (like
+// biases); a decaying schedule table, gradients of a noisy quadratic around a random target
 // (moments, decay and momentum all matter over a long run), taken at the optimizer's own weights.
 // step(opt, p, g) applies one step to the weights p, held on the host between steps (a device path
 // keeps its copy and writes it back into p).
 template <typename StepFn>
 void expect_tracks_float64(const LongRunVariant& v, Device device, StepFn step) {
   const size_t n = kLongRunParams;
-  const int64_t split = 700;
+  const int64_t half_rate = 400, no_decay = 700;
   Rng rng(42);
   auto normal = [&rng](size_t count) {
     std::vector<float> x(count);
@@ -83,11 +86,13 @@ void expect_tracks_float64(const LongRunVariant& v, Device device, StepFn step) 
   const std::vector<float> p0 = p, target = normal(n);
   OptimizerSetup setup;
   setup.lr = v.lr;
-  setup.groups = {{0, split, 1.0f, -1.0f}, {split, static_cast<int64_t>(n), 0.5f, 0.0f}};
+  setup.groups = {{0, half_rate, 1.0f, -1.0f},
+                  {half_rate, no_decay, 0.5f, -1.0f},
+                  {no_decay, static_cast<int64_t>(n), 0.5f, 0.0f}};
   Optimizer opt(v.spec, device, static_cast<int64_t>(n), setup);
   RefOptimizer ref(opt.hyper(), p);
   std::vector<double> wd(n), lr(n);
-  for (size_t i = 0; i < n; ++i) wd[i] = static_cast<int64_t>(i) < split ? opt.hyper().weight_decay : 0.0;
+  for (size_t i = 0; i < n; ++i) wd[i] = static_cast<int64_t>(i) < no_decay ? opt.hyper().weight_decay : 0.0;
   std::vector<float> table(kLongRunSteps);
   for (size_t t = 0; t < table.size(); ++t) table[t] = std::pow(0.999f, static_cast<float>(t));
   opt.set_schedule(table);
@@ -97,7 +102,7 @@ void expect_tracks_float64(const LongRunVariant& v, Device device, StepFn step) 
     EXPECT_FLOAT_EQ(opt.next_lr(), v.lr * table[s]);
     step(opt, p, g);
     for (size_t i = 0; i < n; ++i)
-      lr[i] = static_cast<double>(v.lr * table[s]) * (static_cast<int64_t>(i) < split ? 1.0 : 0.5);
+      lr[i] = static_cast<double>(v.lr * table[s]) * (static_cast<int64_t>(i) < half_rate ? 1.0 : 0.5);
     ref.step(g, lr, wd);
   }
   EXPECT_EQ(opt.step_count(), kLongRunSteps);

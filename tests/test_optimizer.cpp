@@ -91,6 +91,46 @@ TEST(OptimizerReplicas, EachReplicaHasItsOwnRateTableAndStep) {
     for (int64_t i = n; i < ld; ++i) EXPECT_EQ(p[r * ld + i], p_start[r * ld + i]);
 }
 
+// A replica at scale 0 (a sweep's diverged configuration) is frozen: no weight, moment or count
+// moves, even where an update at rate 0 would move them (Adam's moments; Keras's momentum forms,
+// whose buffer moves the weights), while the other replicas train on; a scale above 0 thaws it.
+TEST(OptimizerReplicas, ScaleZeroFreezesItsReplica) {
+  const int64_t n = 37, ld = 40, K = 3;
+  for (const char* spec : {"adam()", "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9,centered=true)"}) {
+    Rng rng(23);
+    OptimizerSetup setup;
+    setup.replicas = K;
+    setup.replica_stride = ld;
+    Optimizer opt(spec, Device::CPU, n, setup);
+    std::vector<float> p = normal_vector(K * ld, rng);
+    auto steps = [&](int count) {
+      for (int i = 0; i < count; ++i) opt.step(p, normal_vector(K * ld, rng));
+    };
+    auto replica = [&](const std::vector<float>& v, int64_t r) {
+      return std::vector<float>(v.begin() + r * ld, v.begin() + r * ld + n);
+    };
+    auto frozen_part = [&] {
+      std::vector<std::vector<float>> parts = {replica(p, 1)};
+      for (int k = 0; k < opt.num_state_buffers(); ++k) parts.push_back(replica(opt.state_buffer(k), 1));
+      return parts;
+    };
+    steps(2);
+    opt.set_scale(0.0f, 1);
+    const std::vector<std::vector<float>> before = frozen_part();
+    const std::vector<float> other_before = replica(p, 0);
+    steps(3);
+    EXPECT_EQ(frozen_part(), before) << spec;
+    EXPECT_NE(replica(p, 0), other_before) << spec;
+    EXPECT_EQ(opt.step_count(1), 2) << spec;
+    EXPECT_EQ(opt.step_count(0), 5) << spec;
+    EXPECT_EQ(opt.replica_state(1).skipped_total, 0) << spec;
+    opt.set_scale(1.0f, 1);
+    steps(1);
+    EXPECT_EQ(opt.step_count(1), 3) << spec;
+    EXPECT_NE(replica(p, 1), before[0]) << spec;
+  }
+}
+
 // The CPU update shares the elements of all groups of all live replicas evenly among threads, so
 // shares start and end inside groups and replicas; every split must give the same bits.
 TEST(OptimizerReplicas, ThreadSharesGiveTheOneThreadResult) {
@@ -782,6 +822,21 @@ TEST(OptimizerKeras, MatchesKerasOwnTests) {
   Optimizer rms("rmsprop(keras=true)", Device::CPU, 1, {0.1f});
   rms.step(var, grad);
   EXPECT_NEAR(var[0], 9.683772, 1e-6);
+}
+
+// PyTorch's SGD buffer starts from the first step's gradient, so a count set back to 0 restarts
+// it; Keras's is a variable that starts at zero and carries on. Rate 0.1, momentum 0.9, gradient 1
+// twice from 1: a restarted buffer steps 0.1 again (0.8), a continued one 0.19 (0.71).
+TEST(OptimizerKeras, SetStepZeroRestartsOnlyPyTorchsMomentum) {
+  for (const auto& [spec, want] : {std::pair<const char*, float>{"sgd(momentum=0.9)", 0.8f},
+                                   std::pair<const char*, float>{"sgd(keras=true,momentum=0.9)", 0.71f}}) {
+    std::vector<float> p = {1.0f}, g = {1.0f};
+    Optimizer opt(spec, Device::CPU, 1, {0.1f});
+    opt.step(p, g);
+    opt.set_step(0);
+    opt.step(p, g);
+    EXPECT_NEAR(p[0], want, 1e-6) << spec;
+  }
 }
 
 // Keras's forms take Keras's defaults where PyTorch's differ, and only with keras=true; what Keras

@@ -463,6 +463,35 @@ TEST(OptimizerGpu, NonFiniteGradientSkipsOnlyItsReplica) {
   EXPECT_EQ(t.gpu.replica_state(1).skipped_total, 1);
 }
 
+// A replica at scale 0 is frozen on the GPU as on the CPU: its weights, moments, bf16 copy and count
+// stay, where an update at rate 0 would move Adam's moments and Keras's momentum weights.
+TEST(OptimizerGpu, ScaleZeroFreezesOnlyItsReplica) {
+  LRLAB_REQUIRE_GPU();
+  const int64_t n = 4099, ld = 4104, K = 3;
+  for (const char* spec : {"adam()", "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9,centered=true)"}) {
+    Rng rng(29);
+    Twin t(spec, n, replicas(K, ld), rng);
+    t.step(random_vector(K * ld, rng));
+    t.cpu.set_scale(0.0f, 1);
+    t.gpu.set_scale(0.0f, 1);
+    auto frozen_part = [&] {
+      std::vector<std::vector<float>> parts = {t.dp.download()};
+      for (int k = 0; k < t.gpu.num_state_buffers(); ++k) parts.push_back(t.gpu.state_buffer(k));
+      for (std::vector<float>& v : parts) v = std::vector<float>(v.begin() + ld, v.begin() + ld + n);
+      return parts;
+    };
+    const std::vector<std::vector<float>> before = frozen_part();
+    const std::vector<uint16_t> bf_before = t.dbf.download();
+    for (int step = 0; step < 3; ++step) t.step(random_vector(K * ld, rng));
+    EXPECT_EQ(frozen_part(), before) << spec;
+    const std::vector<uint16_t> bf_after = t.dbf.download();
+    EXPECT_TRUE(std::equal(bf_after.begin() + ld, bf_after.begin() + ld + n, bf_before.begin() + ld)) << spec;
+    EXPECT_EQ(t.gpu.step_count(1), 1) << spec;
+    EXPECT_EQ(t.gpu.step_count(0), 4) << spec;
+    t.expect_equal(std::string(spec) + " frozen");
+  }
+}
+
 // The host-side controls act on the GPU as on the CPU: scale, step, grad scale, schedule swap,
 // resetting a replica, moving a replica's state between optimizers, and a whole saved state.
 TEST(OptimizerGpu, ControlsMatchCpuPath) {

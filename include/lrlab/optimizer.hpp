@@ -93,7 +93,9 @@ class Optimizer {
   // Manual lowering: the base rate, for one replica or all (replica = -1). Takes effect at the next
   // step, also inside a replayed CUDA graph.
   void set_lr(float base_lr, int64_t replica = -1);
-  // Dynamic multiplier (reduce-on-plateau, divergence guard).
+  // Dynamic multiplier (reduce-on-plateau, divergence guard). A scale of 0 freezes the replica:
+  // its steps are skipped, not counted, and leave weights, moments and bf16 copy as they are (an
+  // update at rate 0 would still move the moments, and the weights under Keras's momentum forms).
   void set_scale(float scale, int64_t replica = -1);
   // Schedule multipliers table[0..T-1]; the last value holds past T. Empty: constant 1. The table is
   // indexed by the optimizer's step count, as optax's and Keras's schedules are: a table installed
@@ -111,7 +113,8 @@ class Optimizer {
   void set_grad_scale(float scale);
   // Sets the step count of a replica (0 to 2^52). It is both the schedule position and the t of
   // the update rules: Adam's bias corrections restart with it, and SGD's momentum buffer is replaced
-  // by the gradient at the step after a count of 0. Resuming a run restores it with load().
+  // by the gradient at the step after a count of 0 (PyTorch's form; Keras's buffer carries on).
+  // Resuming a run restores it with load().
   void set_step(int64_t step, int64_t replica = -1);
   // Zeroes the moments and counters of one replica (step, skipped), as a fresh optimizer starts.
   // Its base rate, scale and table stay: set them for a new configuration.

@@ -3,8 +3,9 @@
 //
 // A step has two parts:
 //  1. prepare_step(), once per replica: reads the replica's step counter, schedule table and scales,
-//     decides whether the step is skipped (non-finite gradients), advances the counter and computes
-//     the per-step scalars (effective rate, bias corrections, gradient coefficient).
+//     decides whether the step is skipped (non-finite gradients, or a frozen replica), advances the
+//     counter and computes the per-step scalars (effective rate, bias corrections, gradient
+//     coefficient).
 //  2. update_element<Kind>(), once per parameter: the rule of docs/OPTIMIZERS.md (PyTorch's definitions,
 //     or Keras's with `keras`).
 // Both run on the device in the CUDA path, so a CUDA graph replays a whole step with no host work.
@@ -49,7 +50,7 @@ struct ReplicaState {
   float base_lr = 1e-3f;
   float scale = 1.0f;            // lowered by reduce-on-plateau and the divergence guard
   float inv_grad_scale = 1.0f;   // 1 / loss scale: gradients arrive scaled (mixed precision)
-  int32_t skipped = 0;           // the last step was skipped (non-finite gradients)
+  int32_t skipped = 0;           // the last step was skipped (non-finite gradients, or scale 0)
   int64_t skipped_total = 0;
   // Written by prepare_step():
   float lr = 0.0f;               // base_lr * table[min(step, T-1)] * scale, before group multipliers
@@ -66,6 +67,12 @@ struct ReplicaState {
 // grad_sq: the sum of squares of this replica's raw gradients when the optimizer needs gradient
 // statistics (clipping or the finite check), else ignored.
 LRLAB_HD void prepare_step(ReplicaState& s, const OptimizerHyper& h, bool have_stats, double grad_sq) {
+  // A scale of 0 freezes the replica (a sweep's diverged configuration): an update at rate 0 would
+  // still move the moments, and under Keras's momentum forms the weights too, by the buffer.
+  if (s.scale == 0.0f) {
+    s.skipped = 1;
+    return;
+  }
   double coef = s.inv_grad_scale;
   if (have_stats) {
     double sq = grad_sq * coef * coef;
@@ -144,7 +151,9 @@ LRLAB_HD void update_element(const OptimizerHyper& h, const ReplicaState& s, flo
         g *= lr;
         step_lr = 1.0f;
       }
-      buf = (s.t == 1) ? g : h.momentum * buf + (1.0f - h.dampening) * g;
+      // PyTorch starts the buffer from the first step's gradient (so set_step(0) restarts it);
+      // Keras's is a variable that starts at zero and is never reset.
+      buf = (!KERAS && s.t == 1) ? g : h.momentum * buf + (1.0f - h.dampening) * g;
       g = h.nesterov ? g + h.momentum * buf : buf;
     }
     p -= step_lr * g;
