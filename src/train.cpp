@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -322,7 +323,12 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   if (!log_note.empty()) rep.notes.push_back(log_note);
   rep.start_epoch = start_epoch;
   auto plateau_scale = [&] { return plateau ? plateau->scale() : 1.0; };
-  auto apply_scale = [&] { opt.set_scale(static_cast<float>(guard.scale * plateau_scale())); };
+  // A product that rounds to 0 in fp32 would freeze the optimizer (set_scale): the run would go on
+  // without counting steps. Its smallest positive value is a rate of 0 that still counts them, as
+  // PyTorch's ReduceLROnPlateau(min_lr=0) goes on.
+  auto apply_scale = [&] {
+    opt.set_scale(std::max(static_cast<float>(guard.scale * plateau_scale()), std::numeric_limits<float>::denorm_min()));
+  };
   apply_scale();
   const double base_lr = opt.replica_state(0).base_lr;
   // The rate at a step before the plateau rule's scale, and with it.

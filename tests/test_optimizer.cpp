@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
@@ -94,9 +95,12 @@ TEST(OptimizerReplicas, EachReplicaHasItsOwnRateTableAndStep) {
 // A replica at scale 0 (a sweep's diverged configuration) is frozen: no weight, moment or count
 // moves, even where an update at rate 0 would move them (Adam's moments; Keras's momentum forms,
 // whose buffer moves the weights), while the other replicas train on; a scale above 0 thaws it.
+// Its gradients are NaN while frozen, as a diverged run's are: the finite check does not count
+// them as skipped steps, nor mark them as such (a dynamic loss scale would fall for them).
 TEST(OptimizerReplicas, ScaleZeroFreezesItsReplica) {
   const int64_t n = 37, ld = 40, K = 3;
-  for (const char* spec : {"adam()", "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9,centered=true)"}) {
+  for (const char* spec : {"adam()", "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9,centered=true)",
+                           "adamw(check_finite=true,clip=1)"}) {
     Rng rng(23);
     OptimizerSetup setup;
     setup.replicas = K;
@@ -104,7 +108,11 @@ TEST(OptimizerReplicas, ScaleZeroFreezesItsReplica) {
     Optimizer opt(spec, Device::CPU, n, setup);
     std::vector<float> p = normal_vector(K * ld, rng);
     auto steps = [&](int count) {
-      for (int i = 0; i < count; ++i) opt.step(p, normal_vector(K * ld, rng));
+      for (int i = 0; i < count; ++i) {
+        std::vector<float> g = normal_vector(K * ld, rng);
+        if (opt.replica_state(1).scale == 0.0f) std::fill(g.begin() + ld, g.begin() + 2 * ld, NAN);
+        opt.step(p, g);
+      }
     };
     auto replica = [&](const std::vector<float>& v, int64_t r) {
       return std::vector<float>(v.begin() + r * ld, v.begin() + r * ld + n);
@@ -124,11 +132,30 @@ TEST(OptimizerReplicas, ScaleZeroFreezesItsReplica) {
     EXPECT_EQ(opt.step_count(1), 2) << spec;
     EXPECT_EQ(opt.step_count(0), 5) << spec;
     EXPECT_EQ(opt.replica_state(1).skipped_total, 0) << spec;
+    EXPECT_EQ(opt.replica_state(1).skipped, kSkippedFrozen) << spec;
+    EXPECT_EQ(opt.replica_state(0).skipped, 0) << spec;
     opt.set_scale(1.0f, 1);
     steps(1);
     EXPECT_EQ(opt.step_count(1), 3) << spec;
     EXPECT_NE(replica(p, 1), before[0]) << spec;
   }
+}
+
+// Thawing checks the moments a frozen replica kept, as load() does: NaN moments (a run that took
+// NaN gradients without the finite check) are refused, and the replica stays frozen.
+TEST(OptimizerReplicas, ThawingRefusesNaNMoments) {
+  OptimizerSetup setup;
+  setup.replicas = 2;
+  Optimizer opt("adam()", Device::CPU, 5, setup);
+  std::vector<float> p(10, 1.0f), g(10, 0.5f);
+  g[7] = NAN;
+  opt.step(p, g);
+  opt.set_scale(0.0f, 1);
+  EXPECT_TRUE(throws_error_containing([&] { opt.set_scale(0.5f, 1); },
+                                      "thawing a frozen replica: replica 1, parameter 2: state buffer 0 holds"));
+  EXPECT_EQ(opt.replica_state(1).scale, 0.0f);
+  opt.set_scale(0.5f, 0);  // a live replica with healthy moments
+  EXPECT_EQ(opt.replica_state(0).scale, 0.5f);
 }
 
 // The CPU update shares the elements of all groups of all live replicas evenly among threads, so

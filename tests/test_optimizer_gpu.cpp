@@ -464,11 +464,13 @@ TEST(OptimizerGpu, NonFiniteGradientSkipsOnlyItsReplica) {
 }
 
 // A replica at scale 0 is frozen on the GPU as on the CPU: its weights, moments, bf16 copy and count
-// stay, where an update at rate 0 would move Adam's moments and Keras's momentum weights.
+// stay, where an update at rate 0 would move Adam's moments and Keras's momentum weights. Its NaN
+// gradients (a diverged run's) are not counted as skipped steps, on the device either.
 TEST(OptimizerGpu, ScaleZeroFreezesOnlyItsReplica) {
   LRLAB_REQUIRE_GPU();
   const int64_t n = 4099, ld = 4104, K = 3;
-  for (const char* spec : {"adam()", "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9,centered=true)"}) {
+  for (const char* spec : {"adam()", "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9,centered=true)",
+                           "adamw(check_finite=true,clip=1)"}) {
     Rng rng(29);
     Twin t(spec, n, replicas(K, ld), rng);
     t.step(random_vector(K * ld, rng));
@@ -482,12 +484,18 @@ TEST(OptimizerGpu, ScaleZeroFreezesOnlyItsReplica) {
     };
     const std::vector<std::vector<float>> before = frozen_part();
     const std::vector<uint16_t> bf_before = t.dbf.download();
-    for (int step = 0; step < 3; ++step) t.step(random_vector(K * ld, rng));
+    for (int step = 0; step < 3; ++step) {
+      std::vector<float> g = random_vector(K * ld, rng);
+      std::fill(g.begin() + ld, g.begin() + 2 * ld, std::numeric_limits<float>::quiet_NaN());
+      t.step(g);
+    }
     EXPECT_EQ(frozen_part(), before) << spec;
     const std::vector<uint16_t> bf_after = t.dbf.download();
     EXPECT_TRUE(std::equal(bf_after.begin() + ld, bf_after.begin() + ld + n, bf_before.begin() + ld)) << spec;
     EXPECT_EQ(t.gpu.step_count(1), 1) << spec;
     EXPECT_EQ(t.gpu.step_count(0), 4) << spec;
+    EXPECT_EQ(t.gpu.replica_state(1).skipped, kSkippedFrozen) << spec;
+    EXPECT_EQ(t.gpu.replica_state(1).skipped_total, 0) << spec;
     t.expect_equal(std::string(spec) + " frozen");
   }
 }

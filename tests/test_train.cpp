@@ -551,6 +551,15 @@ TEST(Train, PlateauLowersTheScale) {
     if (e.kind == "plateau") messages.push_back(e.message);
   ASSERT_EQ(messages.size(), 1u);
   EXPECT_NE(messages[0].find("rate x0.75 ->"), std::string::npos) << messages[0];
+
+  // Cuts of 1e-20 without a floor take the scale below fp32's range by the third: the optimizer is
+  // not frozen for it (a frozen one stops counting steps), the run takes all its steps.
+  o.plateau = "plateau(factor=1e-20,patience=0,threshold=0.99,eps=0)";
+  TrainReport underflow = train(o);
+  cuts = 0;
+  for (const TrainEvent& e : underflow.events) cuts += e.kind == "plateau";
+  EXPECT_GE(cuts, 3);
+  EXPECT_EQ(underflow.steps, r.steps);
 }
 
 // An epoch's rate is its last step's: with a halving every epoch, lr, lr/2, lr/4.

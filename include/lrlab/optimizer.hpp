@@ -80,7 +80,7 @@ class Optimizer {
   // for Device::CPU and device memory for Device::CUDA. bf16_copy (optional, same shape) receives
   // the updated weights rounded to bf16 in the same pass. Only what the step updates is written, as
   // with Apex's model copies: weights outside every group, and every weight of a replica whose step
-  // is skipped (the finite check), keep what the copy held, so fill it from the weights before the
+  // is skipped (the finite check, a frozen replica), keep what the copy held, so fill it from the weights before the
   // first step. On the CUDA path this enqueues work on
   // the stream and never synchronises, so it can be captured in a CUDA graph. Launch such a graph
   // on that same stream: the host-side calls below (setters, reads, save) order themselves after
@@ -94,8 +94,9 @@ class Optimizer {
   // step, also inside a replayed CUDA graph.
   void set_lr(float base_lr, int64_t replica = -1);
   // Dynamic multiplier (reduce-on-plateau, divergence guard). A scale of 0 freezes the replica:
-  // its steps are skipped, not counted, and leave weights, moments and bf16 copy as they are (an
-  // update at rate 0 would still move the moments, and the weights under Keras's momentum forms).
+  // its steps are skipped (skipped = kSkippedFrozen), not counted, and leave weights, moments and
+  // bf16 copy as they are (an update at rate 0 would still move the moments, and the weights under
+  // Keras's momentum forms). A scale above 0 thaws it, after checking its moments as load() does.
   void set_scale(float scale, int64_t replica = -1);
   // Schedule multipliers table[0..T-1]; the last value holds past T. Empty: constant 1. The table is
   // indexed by the optimizer's step count, as optax's and Keras's schedules are: a table installed

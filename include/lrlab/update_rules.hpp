@@ -43,6 +43,10 @@ struct OptimizerHyper {
 
 // Per-replica state, in device memory on the CUDA path. The first block is set by the host (or by
 // dynamic rules), the second is written by prepare_step() each step and read by the update.
+// Why ReplicaState::skipped is set. A dynamic loss scale lowers itself on the first only.
+constexpr int32_t kSkippedNonFinite = 1;  // inf or NaN gradients (the finite check, or `clip`)
+constexpr int32_t kSkippedFrozen = 2;     // scale 0: the replica is frozen
+
 struct ReplicaState {
   int64_t step = 0;              // completed steps; skipped steps do not count
   const float* table = nullptr;  // schedule multipliers; nullptr means a constant 1
@@ -50,7 +54,7 @@ struct ReplicaState {
   float base_lr = 1e-3f;
   float scale = 1.0f;            // lowered by reduce-on-plateau and the divergence guard
   float inv_grad_scale = 1.0f;   // 1 / loss scale: gradients arrive scaled (mixed precision)
-  int32_t skipped = 0;           // the last step was skipped (non-finite gradients, or scale 0)
+  int32_t skipped = 0;           // the last step was skipped: kSkippedNonFinite or kSkippedFrozen
   int64_t skipped_total = 0;
   // Written by prepare_step():
   float lr = 0.0f;               // base_lr * table[min(step, T-1)] * scale, before group multipliers
@@ -70,7 +74,7 @@ LRLAB_HD void prepare_step(ReplicaState& s, const OptimizerHyper& h, bool have_s
   // A scale of 0 freezes the replica (a sweep's diverged configuration): an update at rate 0 would
   // still move the moments, and under Keras's momentum forms the weights too, by the buffer.
   if (s.scale == 0.0f) {
-    s.skipped = 1;
+    s.skipped = kSkippedFrozen;
     return;
   }
   double coef = s.inv_grad_scale;
@@ -79,7 +83,7 @@ LRLAB_HD void prepare_step(ReplicaState& s, const OptimizerHyper& h, bool have_s
     // An overflowing or NaN sum means some gradient is inf or NaN (the sum is kept in double, so
     // finite fp32 gradients cannot overflow it).
     if (!(sq <= 1.0e300)) {
-      s.skipped = 1;
+      s.skipped = kSkippedNonFinite;
       s.skipped_total += 1;
       return;
     }
