@@ -181,26 +181,38 @@ INSTANTIATE_TEST_SUITE_P(AllRules, OptimizerGpuParity,
 // benchmark times the other), each built for every optimizer's count of state buffers. Both must
 // write the same bits everywhere: in the pairs' fast path, where one quad of a pair falls back to
 // single quads (a group or block edge, a misaligned buffer), at the end of the grid-stride loop
-// where the second quad of a pair is past the end, and over several loop turns (n large against
-// the grid).
+// where the second quad of a pair is past the end, and over several loop turns. The sizes that
+// take the loop around are measured in the two-quad grid of the device at hand (an H200's holds
+// about 800 thousand floats, the emulator's 65 thousand): 2.5 turns for one replica, 1.5 for
+// each of three, plus an odd tail.
 TEST(OptimizerGpu, OneAndTwoQuadsAnIterationWriteTheSameBits) {
   LRLAB_REQUIRE_GPU();
   struct Case {
     int64_t K, n, ld, offset;
     std::vector<ReplicaBlock> blocks;
   };
-  const Case cases[] = {
-      {1, 7, 7, 0, {}},
-      {1, 300001, 300001, 0, {}},
-      {3, 100003, 100004, 0, {}},
-      {2, 4099, 4099, 1, {}},
-      {3, 1001, 0, 0, {{0, 602, 1, 1012}, {602, 1001, 606, 1012}}},
-      // Aligned blocks, so pairs take the vector path with their two quads in different blocks.
-      {2, 40000, 0, 0, {{0, 20000, 0, 20000}, {20000, 40000, 40000, 20000}}},
-  };
+  int dev = 0, sms = 0;
+  LRLAB_CUDA_CHECK(cudaGetDevice(&dev));
+  LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   for (const char* spec : {"adam(wd=0.01)", "adamw(amsgrad=true)", "sgd()", "sgd(momentum=0.9)", "rmsprop()",
                            "rmsprop(momentum=0.9)", "rmsprop(momentum=0.9,centered=true)", "adagrad()",
                            "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9)"}) {
+    Optimizer probe(spec, Device::CUDA, 1);
+    detail::OptimizerAccess::set_update_unroll(probe, 2);
+    const int64_t resident = detail::OptimizerAccess::update_blocks_per_sm(probe) * sms;
+    // Floats one turn of the two-quad grid covers in each of K replicas: its blocks (split among the
+    // replicas), 256 threads a block, two quads of 4 floats a thread.
+    auto turn = [&](int64_t K) { return std::max<int64_t>(1, resident / K) * 256 * 2 * 4; };
+    const int64_t n1 = 2 * turn(1) + turn(1) / 2 + 3, n3 = turn(3) + turn(3) / 2 + 3;
+    const Case cases[] = {
+        {1, 7, 7, 0, {}},
+        {1, n1, n1, 0, {}},
+        {3, n3, n3 + 1, 0, {}},
+        {2, 4099, 4099, 1, {}},
+        {3, 1001, 0, 0, {{0, 602, 1, 1012}, {602, 1001, 606, 1012}}},
+        // Aligned blocks, so pairs take the vector path with their two quads in different blocks.
+        {2, 40000, 0, 0, {{0, 20000, 0, 20000}, {20000, 40000, 40000, 20000}}},
+    };
     for (const Case& c : cases) {
       const std::string what = std::string(spec) + " K=" + std::to_string(c.K) + " n=" + std::to_string(c.n) +
                                " offset=" + std::to_string(c.offset);
