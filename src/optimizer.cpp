@@ -688,18 +688,19 @@ void Optimizer::set_scale(float scale, int64_t replica) {
   m.each_replica(replica, [&](int64_t r) { m.check_rate_product(r, m.states[r].base_lr, scale, m.table_max[r]); });
   // A frozen replica's moments went unchecked (a diverged run's, or a loaded state's): its first
   // step after thawing must not turn them into NaN weights.
-  if (scale > 0.0f) {
-    std::vector<float> all, values(static_cast<size_t>(m.n));
-    m.each_replica(replica, [&](int64_t r) {
-      if (m.states[r].scale != 0.0f) return;
+  std::vector<int64_t> thawing;
+  m.each_replica(replica, [&](int64_t r) {
+    if (scale > 0.0f && m.states[r].scale == 0.0f) thawing.push_back(r);
+  });
+  std::vector<float> values(static_cast<size_t>(m.n));
+  for (int k = 0; k < m.nstate && !thawing.empty(); ++k) {
+    const std::vector<float> all = m.read_all(k);
+    for (int64_t r : thawing) {
       ReplicaState thawed = m.states[r];
       thawed.scale = scale;
-      for (int k = 0; k < m.nstate; ++k) {
-        all = m.read_all(k);
-        m.pk.gather(all.data(), r, values.data());
-        require_moments(m.h, k, values.data(), m.n, thawed, r, "thawing a frozen replica");
-      }
-    });
+      m.pk.gather(all.data(), r, values.data());
+      require_moments(m.h, k, values.data(), m.n, thawed, r, "thawing a frozen replica");
+    }
   }
   m.set_field(replica, &ReplicaState::scale, scale);
 }

@@ -327,7 +327,8 @@ TrainReport train(const TrainOptions& o, const TrainObserver& obs) {
   // without counting steps. Its smallest positive value is a rate of 0 that still counts them, as
   // PyTorch's ReduceLROnPlateau(min_lr=0) goes on.
   auto apply_scale = [&] {
-    opt.set_scale(std::max(static_cast<float>(guard.scale * plateau_scale()), std::numeric_limits<float>::denorm_min()));
+    const float scale = static_cast<float>(guard.scale * plateau_scale());
+    opt.set_scale(std::max(scale, std::numeric_limits<float>::denorm_min()));
   };
   apply_scale();
   const double base_lr = opt.replica_state(0).base_lr;

@@ -154,6 +154,9 @@ TEST(OptimizerReplicas, ThawingRefusesNaNMoments) {
   EXPECT_TRUE(throws_error_containing([&] { opt.set_scale(0.5f, 1); },
                                       "thawing a frozen replica: replica 1, parameter 2: state buffer 0 holds"));
   EXPECT_EQ(opt.replica_state(1).scale, 0.0f);
+  // All replicas at once: refused for the frozen one's sake, and none changes.
+  EXPECT_TRUE(throws_error_containing([&] { opt.set_scale(0.5f); }, "thawing a frozen replica: replica 1"));
+  EXPECT_EQ(opt.replica_state(0).scale, 1.0f);
   opt.set_scale(0.5f, 0);  // a live replica with healthy moments
   EXPECT_EQ(opt.replica_state(0).scale, 0.5f);
 }

@@ -80,9 +80,9 @@ class Optimizer {
   // for Device::CPU and device memory for Device::CUDA. bf16_copy (optional, same shape) receives
   // the updated weights rounded to bf16 in the same pass. Only what the step updates is written, as
   // with Apex's model copies: weights outside every group, and every weight of a replica whose step
-  // is skipped (the finite check, a frozen replica), keep what the copy held, so fill it from the weights before the
-  // first step. On the CUDA path this enqueues work on
-  // the stream and never synchronises, so it can be captured in a CUDA graph. Launch such a graph
+  // is skipped (the finite check, a frozen replica), keep what the copy held, so fill it from the
+  // weights before the first step. On the CUDA path this enqueues work on the stream and never
+  // synchronises, so it can be captured in a CUDA graph. Launch such a graph
   // on that same stream: the host-side calls below (setters, reads, save) order themselves after
   // the work of that stream only.
   void step(float* params, const float* grads, uint16_t* bf16_copy = nullptr);

@@ -41,12 +41,12 @@ struct OptimizerHyper {
   int32_t keras = 0;
 };
 
-// Per-replica state, in device memory on the CUDA path. The first block is set by the host (or by
-// dynamic rules), the second is written by prepare_step() each step and read by the update.
 // Why ReplicaState::skipped is set. A dynamic loss scale lowers itself on the first only.
 constexpr int32_t kSkippedNonFinite = 1;  // inf or NaN gradients (the finite check, or `clip`)
 constexpr int32_t kSkippedFrozen = 2;     // scale 0: the replica is frozen
 
+// Per-replica state, in device memory on the CUDA path. The first block is set by the host (or by
+// dynamic rules), the second is written by prepare_step() each step and read by the update.
 struct ReplicaState {
   int64_t step = 0;              // completed steps; skipped steps do not count
   const float* table = nullptr;  // schedule multipliers; nullptr means a constant 1
