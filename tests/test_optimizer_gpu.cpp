@@ -509,6 +509,13 @@ TEST(OptimizerGpu, ScaleZeroFreezesOnlyItsReplica) {
     EXPECT_EQ(t.gpu.replica_state(1).skipped, kSkippedFrozen) << spec;
     EXPECT_EQ(t.gpu.replica_state(1).skipped_total, 0) << spec;
     t.expect_equal(std::string(spec) + " frozen");
+    // Thawed, it trains on from where it stopped, as on the CPU.
+    t.cpu.set_scale(1.0f, 1);
+    t.gpu.set_scale(1.0f, 1);
+    t.step(random_vector(K * ld, rng));
+    EXPECT_EQ(t.gpu.step_count(1), 2) << spec;
+    EXPECT_NE(frozen_part()[0], before[0]) << spec;
+    t.expect_equal(std::string(spec) + " thawed");
   }
 }
 
