@@ -692,14 +692,17 @@ void Optimizer::set_scale(float scale, int64_t replica) {
   m.each_replica(replica, [&](int64_t r) {
     if (scale > 0.0f && m.states[r].scale == 0.0f) thawing.push_back(r);
   });
-  std::vector<float> values(static_cast<size_t>(m.n));
-  for (int k = 0; k < m.nstate && !thawing.empty(); ++k) {
-    const std::vector<float> all = m.read_all(k);
-    for (int64_t r : thawing) {
-      ReplicaState thawed = m.states[r];
-      thawed.scale = scale;
-      m.pk.gather(all.data(), r, values.data());
-      require_moments(m.h, k, values.data(), m.n, thawed, r, "thawing a frozen replica");
+  if (!thawing.empty()) {
+    // Plateau and the guard call this every epoch: only a thaw pays for a replica-sized buffer.
+    std::vector<float> values(static_cast<size_t>(m.n));
+    for (int k = 0; k < m.nstate; ++k) {
+      const std::vector<float> all = m.read_all(k);
+      for (int64_t r : thawing) {
+        ReplicaState thawed = m.states[r];
+        thawed.scale = scale;
+        m.pk.gather(all.data(), r, values.data());
+        require_moments(m.h, k, values.data(), m.n, thawed, r, "thawing a frozen replica");
+      }
     }
   }
   m.set_field(replica, &ReplicaState::scale, scale);
