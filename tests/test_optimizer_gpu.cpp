@@ -194,9 +194,16 @@ TEST(OptimizerGpu, OneAndTwoQuadsAnIterationWriteTheSameBits) {
   int dev = 0, sms = 0;
   LRLAB_CUDA_CHECK(cudaGetDevice(&dev));
   LRLAB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  for (const char* spec : {"adam(wd=0.01)", "adamw(amsgrad=true)", "sgd()", "sgd(momentum=0.9)", "rmsprop()",
-                           "rmsprop(momentum=0.9)", "rmsprop(momentum=0.9,centered=true)", "adagrad()",
-                           "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9)"}) {
+  std::vector<const char*> specs = {"adam(wd=0.01)", "adamw(amsgrad=true)", "sgd()", "sgd(momentum=0.9)", "rmsprop()",
+                                    "rmsprop(momentum=0.9)", "rmsprop(momentum=0.9,centered=true)", "adagrad()",
+                                    "sgd(keras=true,momentum=0.9)", "rmsprop(keras=true,momentum=0.9)"};
+  // Under TSan, which looks for threads writing one another's elements, not for wrong bits: the
+  // forms share their indexing, so three (the most states, and Keras's) stand for all. It was the
+  // longest test there, 60 s.
+  if (lrlab::testing::kUnderThreadSanitizer) {
+    specs = {"adam(wd=0.01)", "rmsprop(momentum=0.9,centered=true)", "sgd(keras=true,momentum=0.9)"};
+  }
+  for (const char* spec : specs) {
     Optimizer probe(spec, Device::CUDA, 1);
     detail::OptimizerAccess::set_update_unroll(probe, 2);
     const int64_t resident = detail::OptimizerAccess::update_blocks_per_sm(probe) * sms;
