@@ -6,9 +6,9 @@
 # missing synchronisation between the host and a stream is reported. With --thread they are built
 # with ThreadSanitizer instead, which sees every warp as a thread of its own: two warps touching the
 # same memory with no barrier between them are a reported race, as are races between host threads.
-# That run takes the GPU tests and the emulator's own (emulated.*), less the 1000-step runs against
-# float64, and not the engine tests' device runs (emulated-cuda.*), which repeat the same kernels at
-# four times the cost under TSan. In either build a GPU test that skips itself fails. It checks
+# That run takes the GPU tests and the emulator's own (emulated.*), less some of arithmetic or host
+# logic (named below), and not the engine tests' device runs (emulated-cuda.*), which repeat the same
+# kernels at four times the cost under TSan. In either build a GPU test that skips itself fails. It checks
 # logic, not speed; benchmarks/gpu_check.sh on a real GPU is the final word.
 #
 #   scripts/test_emulated_gpu.sh [--thread] [build-dir]     (default build-emu, or build-tsan-emu)
@@ -24,11 +24,12 @@ if ((thread)); then
   sanitize=-DLRLAB_SANITIZE_THREAD=ON
   name=test-emulated-gpu-thread
   # And the CPU backend's thread pool (cpu.CpuPool.*), whose synchronisation TSan sees. Left out,
-  # as they run under ASan: tests of arithmetic or of host logic that launch on one stream kernels
-  # other tests here launch too. The 1000-step runs against float64 (OptimizerReferenceGpu, a quarter
-  # of TSan's time; the parity tests launch every form of the update for a few steps); the engine's
-  # failed capture, graph replay, guard and regression (TrainEngineGpu.MatchesTheCpuEngine and
-  # MultiTargetRegression... run its kernels); allocation failures (OptimizerOutOfMemoryGpu).
+  # as they run under ASan: tests of arithmetic or of host logic that launch, from one host thread,
+  # kernels other tests here launch too. The 1000-step runs against float64 (OptimizerReferenceGpu,
+  # a quarter of TSan's time; the parity tests launch every form of the update for a few steps); the
+  # engine's failed capture, graph replay, guard and regression (TrainEngineGpu.MatchesTheCpuEngine
+  # and MultiTargetRegression... run its kernels, SharedDeviceData... its engines on two threads);
+  # allocation failures (OptimizerOutOfMemoryGpu).
   tests=(-R '^(emulated|cpu\.CpuPool)\.'
     -E 'OptimizerReferenceGpu\.|OptimizerOutOfMemoryGpu\.|TrainEngineGpu\.(AFailedCapture|GraphReplay|GuardRestores|RegressionMatches)')
   reports='ThreadSanitizer|lrlab device emulator:'
