@@ -7,9 +7,9 @@
 # with ThreadSanitizer instead, which sees every warp as a thread of its own: two warps touching the
 # same memory with no barrier between them are a reported race, as are races between host threads.
 # That run takes the GPU tests and the emulator's own (emulated.*), less some of arithmetic or host
-# logic (named below), and not the engine tests' device runs (emulated-cuda.*), which repeat the same
-# kernels at four times the cost under TSan. In either build a GPU test that skips itself fails. It checks
-# logic, not speed; benchmarks/gpu_check.sh on a real GPU is the final word.
+# logic (named below), and not the engine tests' device runs (emulated-cuda.*), which repeat the
+# same kernels at four times the cost under TSan. In either build a GPU test that skips itself
+# fails. It checks logic, not speed; benchmarks/gpu_check.sh on a real GPU is the final word.
 #
 #   scripts/test_emulated_gpu.sh [--thread] [build-dir]     (default build-emu, or build-tsan-emu)
 set -euo pipefail
