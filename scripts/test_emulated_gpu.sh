@@ -30,6 +30,8 @@ if ((thread)); then
   # engine's failed capture, graph replay, guard and regression (TrainEngineGpu.MatchesTheCpuEngine
   # and MultiTargetRegression... run its kernels, SharedDeviceData... its engines on two threads);
   # allocation failures (OptimizerOutOfMemoryGpu).
+  # Only the GPU tests' executable is built (tests/CMakeLists.txt).
+  targets=(lrlab_gpu_tests)
   tests=(-R '^(emulated|cpu\.CpuPool)\.'
     -E 'OptimizerReferenceGpu\.|OptimizerOutOfMemoryGpu\.|TrainEngineGpu\.(AFailedCapture|GraphReplay|GuardRestores|RegressionMatches)')
   reports='ThreadSanitizer|lrlab device emulator:'
@@ -44,7 +46,9 @@ else
   build=${1:-build-emu}
   sanitize=-DLRLAB_SANITIZE=ON
   name=test-emulated-gpu
-  # build-emu also holds the CPU path's tests (cpu.*), which scripts/test_sanitize.sh runs.
+  # build-emu also holds the CPU path's tests (cpu.*), which scripts/test_sanitize.sh runs. The
+  # device runs of the tests of training, sweeps and range tests (emulated-cuda.*) are lrlab_tests'.
+  targets=(lrlab_gpu_tests lrlab_tests)
   tests=(-R '^emulated')
   reports='runtime error:|ERROR: (Address|Leak)Sanitizer|lrlab device emulator:'
   export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1"
@@ -59,8 +63,16 @@ export OPENBLAS_NUM_THREADS=1
 
 source scripts/emulator_build.sh
 configure_emulator_build "$build" "$sanitize"
-cmake --build "$build" -j "$jobs" --target lrlab_tests
+cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 built=$SECONDS
+# An executable left unbuilt would lose its tests without a word: ctest lists it as one
+# NAME_NOT_BUILT placeholder, which the -R below leaves out.
+for target in "${targets[@]}"; do
+  if (cd "$build" && ctest -N | grep -qx " *Test *#[0-9]*: ${target}_NOT_BUILT"); then
+    echo "$name: $target not built, so its tests would not run" >&2
+    exit 1
+  fi
+done
 
 status=0
 (cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 600 --no-tests=error "${tests[@]}") > "$build/emulated-ctest.log" 2>&1 ||

@@ -30,7 +30,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
 source scripts/emulator_build.sh
 configure_emulator_build "$build" -DLRLAB_SANITIZE=ON
-cmake --build "$build" -j "$jobs" --target lrlab_tests lrlab_host_tests lrlab_cli
+cmake --build "$build" -j "$jobs" --target lrlab_gpu_tests lrlab_tests lrlab_cli
 built=$SECONDS
 # A test executable left unbuilt would lose its tests without a word: ctest lists it as one
 # NAME_NOT_BUILT placeholder, which the -R below leaves out.

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
-#include "gpu.hpp"
+#include "fixtures.hpp"
 #include "test_util.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/error.hpp"
@@ -21,18 +21,13 @@
 #include "lrlab/train_engine.hpp"
 
 using namespace lrlab;
+using lrlab::testing::finder_base;
 using lrlab::testing::run_cli;
 using lrlab::testing::slurp;
 using lrlab::testing::temp_path;
 using lrlab::testing::throws_error_containing;
 
 namespace {
-
-TrainOptions small_base() {
-  TrainOptions o = lrlab::testing::small_spirals(1500, {16, 16});
-  o.seed = 5;
-  return o;
-}
 
 DataSplits spirals() {
   DataOptions d;
@@ -347,7 +342,7 @@ TEST(LrFinder, ACurveThatDivergesAtOnceSuggestsNothing) {
   EXPECT_EQ(finder_svg({c}).find("valley"), std::string::npos);
 
   // What `lrlab train --lr find` calls.
-  TrainOptions base = small_base();
+  TrainOptions base = finder_base();
   FinderOptions defaults;
   defaults.start = 1e20;
   defaults.end = 1e30;
@@ -384,7 +379,7 @@ TEST(LrFinder, ProgressCountsEachCurvesSteps) {
   f.end = 1e-2;  // too low to diverge: each test runs its 40 steps
   std::mutex m;
   std::vector<std::vector<int64_t>> heard(2);
-  find_lr(small_base(), {"adam()", "sgd()"}, f, [&](size_t curve, int64_t done) {
+  find_lr(finder_base(), {"adam()", "sgd()"}, f, [&](size_t curve, int64_t done) {
     std::lock_guard<std::mutex> lock(m);
     heard.at(curve).push_back(done);
   });
@@ -514,7 +509,7 @@ TEST(LrFinder, SnapshotRestoresAndRefusesAnotherShape) {
 TEST(LrFinder, OneCurvePerOptimizer) {
   FinderOptions f;
   f.steps = 80;
-  std::vector<FinderCurve> curves = find_lr(small_base(), {"adam()", "sgd(momentum=0.9)", "rmsprop()"}, f);
+  std::vector<FinderCurve> curves = find_lr(finder_base(), {"adam()", "sgd(momentum=0.9)", "rmsprop()"}, f);
   ASSERT_EQ(curves.size(), 3u);
   EXPECT_EQ(curves[0].optimizer, "adam()");
   EXPECT_EQ(curves[1].optimizer, "sgd(momentum=0.9)");
@@ -530,41 +525,12 @@ TEST(LrFinder, OneCurvePerOptimizer) {
   // The same test next to other neighbours gives the same curve: the runs do not disturb each
   // other. (Three tests again, so each gets the same share of threads and so the same GEMM
   // rounding as before.)
-  std::vector<FinderCurve> again = find_lr(small_base(), {"rmsprop()", "sgd(momentum=0.9)", "adagrad()"}, f);
+  std::vector<FinderCurve> again = find_lr(finder_base(), {"rmsprop()", "sgd(momentum=0.9)", "adagrad()"}, f);
   EXPECT_EQ(again[1].loss, curves[1].loss);
 }
 
-// Range tests of four optimizers at once on the GPU, each on its own stream (one stops early and
-// restores while others still capture graphs), repeated for different interleavings: every curve
-// follows the CPU's, and the same test gives the same curve each time.
-TEST(LrFinderGpu, ConcurrentTestsMatchTheCpu) {
-  LRLAB_REQUIRE_GPU();
-  FinderOptions f;
-  f.steps = 120;  // more than an epoch of spirals: the partial last batch's graph is captured too
-  TrainOptions base = small_base();
-  base.device = "cpu";
-  const std::vector<std::string> opts = {"adam()", "sgd(momentum=0.9)", "rmsprop()", "adagrad()"};
-  const std::vector<FinderCurve> cpu = find_lr(base, opts, f);
-  base.device = "cuda";
-  std::vector<FinderCurve> first;
-  for (int rep = 0; rep < kInterleavingRuns; ++rep) {
-    const std::vector<FinderCurve> gpu = find_lr(base, opts, f);
-    ASSERT_EQ(gpu.size(), opts.size());
-    for (size_t i = 0; i < opts.size(); ++i) {
-      EXPECT_EQ(gpu[i].stopped_early, cpu[i].stopped_early) << opts[i];
-      const size_t common = std::min(gpu[i].loss.size(), cpu[i].loss.size());
-      ASSERT_GT(common, 10u) << opts[i];
-      for (size_t k = 0; k < std::min<size_t>(common, 40); ++k)
-        EXPECT_NEAR(gpu[i].loss[k], cpu[i].loss[k], 1e-3 * std::max(1.0, std::abs(cpu[i].loss[k])))
-            << opts[i] << " step " << k;
-    }
-    if (rep == 0) first = gpu;
-    for (size_t i = 0; i < opts.size(); ++i) EXPECT_EQ(gpu[i].loss, first[i].loss) << opts[i] << " rep " << rep;
-  }
-}
-
 TEST(LrFinder, BadOptionsThrow) {
-  const TrainOptions base = small_base();
+  const TrainOptions base = finder_base();
   auto with = [](auto change) {
     FinderOptions f;
     change(f);

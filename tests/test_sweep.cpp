@@ -20,8 +20,8 @@
 
 #include "cli/sweep_progress.hpp"
 #include "cli_util.hpp"
+#include "fixtures.hpp"
 #include "engine_workers.hpp"
-#include "gpu.hpp"
 #include "test_util.hpp"
 #include "lrlab/data.hpp"
 #include "lrlab/device.hpp"
@@ -32,22 +32,14 @@
 #include "lrlab/train_engine.hpp"
 
 using namespace lrlab;
+using lrlab::testing::expect_same_runs;
 using lrlab::testing::run_cli;
 using lrlab::testing::slurp;
+using lrlab::testing::small_sweep;
 using lrlab::testing::temp_path;
 using lrlab::testing::throws_error_containing;
 
 namespace {
-
-SweepOptions small_sweep() {
-  SweepOptions o;
-  o.base = lrlab::testing::small_spirals(900, {16, 16});
-  o.base.epochs = 3;
-  o.lrs = {1e-3, 1e-2, 1e-1};
-  o.schedules = {"constant", "step(every=1ep,gamma=0.5)"};
-  o.optimizers = {"adam()", "rmsprop()"};
-  return o;
-}
 
 // One configuration of small_sweep's model: Adam at 1e-2 under `schedule`.
 SweepOptions one_config_sweep(int64_t epochs, const std::string& schedule) {
@@ -181,21 +173,6 @@ TEST(SweepGrid, RefusesNegativeWorkers) {
   EXPECT_TRUE(throws_error_containing([&] { validate_sweep(o); }, "--workers must be 0 (automatic) or more (got -1)"));
 }
 
-void expect_same_runs(const SweepResult& a, const SweepResult& b, double tol) {
-  ASSERT_EQ(a.runs.size(), b.runs.size());
-  for (size_t i = 0; i < a.runs.size(); ++i) {
-    ASSERT_EQ(a.runs[i].config.id, b.runs[i].config.id);
-    ASSERT_EQ(a.runs[i].val_loss.size(), b.runs[i].val_loss.size()) << i;
-    EXPECT_EQ(a.runs[i].diverged, b.runs[i].diverged) << "run " << i;
-    EXPECT_EQ(a.runs[i].diverged_epoch, b.runs[i].diverged_epoch) << "run " << i;
-    // A diverged run's losses are chaos: only that it diverged, and when, is comparable.
-    if (a.runs[i].diverged || b.runs[i].diverged) continue;
-    for (size_t e = 0; e < a.runs[i].val_loss.size(); ++e)
-      EXPECT_NEAR(a.runs[i].val_loss[e], b.runs[i].val_loss[e], tol * std::max(1.0, std::abs(a.runs[i].val_loss[e])))
-          << "run " << i << " epoch " << e;
-  }
-}
-
 // A resumed sweep keeps the runs the earlier one finished, as they are, and trains the others
 // (unfinished or missing) from the start: the whole grid as one uninterrupted sweep trains it.
 TEST(Sweep, ResumeKeepsFinishedRunsAndTrainsTheRest) {
@@ -316,31 +293,6 @@ TEST(Sweep, PackedGroupsSplitOverEnginesTrainTheSame) {
   for (size_t i = 0; i < whole.runs.size(); ++i) EXPECT_EQ(whole.runs[i].halted, split.runs[i].halted) << i;
   o.max_packed = kMaxReplicas + 1;
   EXPECT_THROW(validate_sweep(o), Error);
-}
-
-// On the GPU, packed replicas (compacted by halving, one of them diverging) and engines on parallel
-// streams train as the CPU does.
-TEST(SweepGpu, PackedAndStreamsMatchTheCpu) {
-  LRLAB_REQUIRE_GPU();
-  SweepOptions o = small_sweep();
-  o.lrs = {1e-3, 3e-3, 1e-2, 1e3};  // moderate rates (rounding differences stay small) and one that diverges
-  o.base.epochs = 4;
-  o.halving = 2;
-  o.base.device = "cpu";
-  const SweepResult cpu = run_sweep(o);
-  o.base.device = "cuda";
-  o.mode = "packed";
-  const SweepResult packed = run_sweep(o);
-  o.mode = "streams";
-  o.workers = 4;
-  const SweepResult streams = run_sweep(o);
-  expect_same_runs(cpu, packed, 1e-3);
-  // Other cuBLAS kernels for packed and single GEMMs: rounding of the same kind as CPU against GPU.
-  expect_same_runs(packed, streams, 1e-3);
-  for (size_t i = 0; i < cpu.runs.size(); ++i) {
-    EXPECT_EQ(packed.runs[i].halted, cpu.runs[i].halted) << "run " << i;
-    EXPECT_EQ(streams.runs[i].halted, cpu.runs[i].halted) << "run " << i;
-  }
 }
 
 TEST(Sweep, ADivergingConfigIsMarkedAndDoesNotStopTheOthers) {
