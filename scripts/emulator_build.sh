@@ -13,3 +13,21 @@ configure_emulator_build() {
     -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" \
     -DLRLAB_BENCHMARKS=OFF >/dev/null
 }
+
+# Fails, naming them, when test executables of the build are not built: ctest lists each as one
+# NAME_NOT_BUILT placeholder, which a -R selection leaves out, so their tests would be lost without
+# a word. With no names, every test executable of the build must be built.
+#
+#   require_built BUILD_DIR [TARGET...]
+require_built() {
+  local build=$1 unbuilt
+  shift
+  unbuilt=$(cd "$build" && ctest -N | sed -nE 's/^ *Test +#[0-9]+: ([A-Za-z0-9_]+)_NOT_BUILT$/\1/p' | sort -u)
+  if (($#)); then
+    unbuilt=$(grep -xF -f <(printf '%s\n' "$@") <<<"$unbuilt" || true)
+  fi
+  if [[ -n $unbuilt ]]; then
+    echo "not built in $build, so its tests would not run:" $unbuilt >&2
+    return 1
+  fi
+}

@@ -65,14 +65,7 @@ source scripts/emulator_build.sh
 configure_emulator_build "$build" "$sanitize"
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 built=$SECONDS
-# An executable left unbuilt would lose its tests without a word: ctest lists it as one
-# NAME_NOT_BUILT placeholder, which the -R below leaves out.
-for target in "${targets[@]}"; do
-  if (cd "$build" && ctest -N | grep -qx " *Test *#[0-9]*: ${target}_NOT_BUILT"); then
-    echo "$name: $target not built, so its tests would not run" >&2
-    exit 1
-  fi
-done
+require_built "$build" "${targets[@]}" || exit 1
 
 status=0
 (cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 600 --no-tests=error "${tests[@]}") > "$build/emulated-ctest.log" 2>&1 ||

@@ -32,12 +32,7 @@ source scripts/emulator_build.sh
 configure_emulator_build "$build" -DLRLAB_SANITIZE=ON
 cmake --build "$build" -j "$jobs" --target lrlab_gpu_tests lrlab_tests lrlab_cli
 built=$SECONDS
-# A test executable left unbuilt would lose its tests without a word: ctest lists it as one
-# NAME_NOT_BUILT placeholder, which the -R below leaves out.
-if unbuilt=$(cd "$build" && ctest -N | grep -oE '[A-Za-z0-9_]+_NOT_BUILT'); then
-  echo "test-sanitize: not built, so its tests would not run: $unbuilt" >&2
-  exit 1
-fi
+require_built "$build" || exit 1
 
 # Tests that run the CLI under mpirun go separately: Open MPI's leaks are suppressed by library
 # name, which needs full malloc stacks (fast_unwind_on_malloc=0), too slow for the whole suite.
